@@ -1,0 +1,143 @@
+//! Connections to nodes, cached per address, and one request/response
+//! exchange with the definite/unknown distinction drawn at the right point.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use mimeo_wire::{Protocol, TransportConfig};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::Error;
+
+/// Opens (and reuses) connections speaking one protocol.
+pub(crate) struct Connector {
+    endpoint: quinn::Endpoint,
+    cluster_id: String,
+    protocol: Protocol,
+    transport: TransportConfig,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    connections: Mutex<HashMap<SocketAddr, quinn::Connection>>,
+}
+
+impl Connector {
+    pub(crate) fn new(
+        endpoint: quinn::Endpoint,
+        cluster_id: String,
+        protocol: Protocol,
+        transport: TransportConfig,
+        connect_timeout: Duration,
+        request_timeout: Duration,
+    ) -> Self {
+        Connector {
+            endpoint,
+            cluster_id,
+            protocol,
+            transport,
+            connect_timeout,
+            request_timeout,
+            connections: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A live connection to `node`, reusing a cached one. Failing here is
+    /// definite: nothing has been sent yet.
+    pub(crate) async fn connection(&self, node: SocketAddr) -> Result<quinn::Connection, Error> {
+        if let Some(conn) = self.cached(node) {
+            return Ok(conn);
+        }
+        let connect = mimeo_wire::connect(
+            &self.endpoint,
+            node,
+            &self.cluster_id,
+            self.protocol,
+            &self.transport,
+        );
+        let conn = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(Ok((conn, _node_id))) => conn,
+            Ok(Err(e)) => {
+                return Err(Error::Unavailable {
+                    message: format!("{node}: {e}"),
+                })
+            }
+            Err(_) => {
+                return Err(Error::Unavailable {
+                    message: format!(
+                        "{node}: no connection within {:?} (is the node running?)",
+                        self.connect_timeout
+                    ),
+                })
+            }
+        };
+        self.lock().insert(node, conn.clone());
+        Ok(conn)
+    }
+
+    fn cached(&self, node: SocketAddr) -> Option<quinn::Connection> {
+        let mut connections = self.lock();
+        match connections.get(&node) {
+            Some(conn) if conn.close_reason().is_none() => Some(conn.clone()),
+            Some(_) => {
+                connections.remove(&node);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, quinn::Connection>> {
+        // The map holds no invariant a panicking holder could break.
+        self.connections
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sends one request to `node` and reads its answer, within the request
+    /// timeout.
+    pub(crate) async fn exchange<Req, Resp>(
+        &self,
+        node: SocketAddr,
+        req: &Req,
+    ) -> Result<Resp, Error>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
+        let conn = self.connection(node).await?;
+        let max_frame = self.transport.max_frame;
+        let exchange = async {
+            // Opening a stream sends nothing yet: a failure here is definite.
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| Error::Unavailable {
+                message: format!("{node}: {e}"),
+            })?;
+            let lost = |e: mimeo_wire::FrameError| Error::ConnectionLost {
+                node,
+                message: e.to_string(),
+            };
+            mimeo_wire::write_frame(&mut send, req, max_frame)
+                .await
+                .map_err(lost)?;
+            send.finish().map_err(|e| Error::ConnectionLost {
+                node,
+                message: e.to_string(),
+            })?;
+            mimeo_wire::read_frame::<Resp>(&mut recv, max_frame)
+                .await
+                .map_err(|e| match e {
+                    mimeo_wire::FrameError::Malformed(message) => Error::Protocol { node, message },
+                    other => lost(other),
+                })
+        };
+        // A broken connection is not reused: `cached` checks its close reason.
+        match tokio::time::timeout(self.request_timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout {
+                node,
+                after: self.request_timeout,
+            }),
+        }
+    }
+}

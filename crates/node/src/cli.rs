@@ -1,0 +1,597 @@
+//! The `mimeo` command line: serve a node, manage certificates, start a
+//! local cluster, talk to nodes, and generate load.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use mimeo_client::{AdminClient, CasOutcome, Client, ClientConfig, NodeStatus};
+use mimeo_storage::FsyncMode;
+use mimeo_wire::{CertRequest, TlsIdentity};
+
+use crate::bench::{self, RunOptions, Stop, Workload};
+use crate::cluster;
+use crate::config::{Mode, NodeConfig};
+
+/// Exit code: the operation definitely did not take effect, or the command
+/// could not run (bad config, no node reachable).
+const EXIT_FAILED: u8 = 1;
+/// Exit code: the outcome of the operation is unknown (e.g. a timeout).
+const EXIT_UNKNOWN: u8 = 3;
+
+/// Mimeo: replicated key-value nodes over QUIC, and the tools to run them.
+///
+/// Exit codes: 0 success; 1 failed (the operation certainly did not take
+/// effect, or the command could not run); 2 usage error; 3 outcome unknown
+/// (a timeout or lost connection: the write may still take effect).
+#[derive(Debug, Parser)]
+#[command(name = "mimeo", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    connection: ConnectionArgs,
+}
+
+/// How client commands reach the cluster.
+#[derive(Debug, Args)]
+struct ConnectionArgs {
+    /// Node address(es) to talk to, comma-separated.
+    #[arg(
+        id = "node_addrs",
+        long = "node",
+        global = true,
+        env = "MIMEO_NODES",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7001"
+    )]
+    nodes: Vec<SocketAddr>,
+    /// Directory with the certificates written by `mimeo certs init`.
+    #[arg(long, global = true, env = "MIMEO_CERTS", default_value = "certs")]
+    certs: PathBuf,
+    /// Which certificate in --certs to present: `client-<name>` or `admin-<name>`.
+    #[arg(long, global = true, env = "MIMEO_IDENTITY")]
+    identity: Option<String>,
+    /// The cluster id the nodes were configured with.
+    #[arg(long, global = true, env = "MIMEO_CLUSTER_ID", default_value = "mimeo")]
+    cluster_id: String,
+    /// Per-request timeout; past it the outcome is reported unknown.
+    #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one node.
+    Serve {
+        /// The node's TOML config (every field has a default).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Manage certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Start a local cluster of node processes on 127.0.0.1 and keep it
+    /// running until Ctrl-C.
+    Cluster(ClusterArgs),
+    /// Read a key (prints the value; prints nothing and says so on stderr if
+    /// the key is absent).
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Write a value.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Delete a key.
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// Compare-and-set: write NEW only if the current value is EXPECTED.
+    Cas {
+        /// The key.
+        key: String,
+        /// The value to write.
+        new: String,
+        /// The value the key must hold for the write to happen.
+        #[arg(long, value_name = "VALUE", required_unless_present = "absent")]
+        expect: Option<String>,
+        /// Require the key to be absent instead.
+        #[arg(long, conflicts_with = "expect")]
+        absent: bool,
+    },
+    /// Show each node's status.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Admin operations (need an admin certificate).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Generate load and report throughput and latency percentiles.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum CertsCommand {
+    /// Write a cluster CA and node, client and admin certificates.
+    Init {
+        /// Where to write them.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Node ids, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "n1,n2,n3")]
+        nodes: Vec<String>,
+        /// Client names, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "cli,bench")]
+        clients: Vec<String>,
+        /// Admin names, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "ops")]
+        admins: Vec<String>,
+        /// Replace an existing CA (every certificate it signed stops working).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Show a node's status through the admin protocol.
+    Status,
+    /// Shift a node's clock by MILLIS milliseconds (0 restores it).
+    ClockOffset {
+        /// Offset from the system clock, in milliseconds (may be negative).
+        #[arg(allow_negative_numbers = true)]
+        millis: i64,
+    },
+    /// Ask a node to shut down cleanly.
+    Shutdown,
+}
+
+/// `mimeo cluster` options.
+#[derive(Debug, Args)]
+pub(crate) struct ClusterArgs {
+    /// How many nodes.
+    #[arg(long = "nodes", default_value_t = 3)]
+    pub(crate) count: usize,
+    /// Replication mode of every node.
+    #[arg(long, default_value = "standalone", value_parser = parse_mode)]
+    pub(crate) mode: Mode,
+    /// Directory for configs, certificates, data and logs.
+    #[arg(long, default_value = "mimeo-cluster")]
+    pub(crate) dir: PathBuf,
+    /// Port of the first node; the others follow.
+    #[arg(long, default_value_t = 7001)]
+    pub(crate) base_port: u16,
+    /// Storage durability of every node.
+    #[arg(long, default_value = "batch")]
+    pub(crate) fsync: FsyncMode,
+    /// Cluster id.
+    #[arg(long, default_value = "mimeo")]
+    pub(crate) cluster_id: String,
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Concurrent workers, each with one request in flight.
+    #[arg(short, long, default_value_t = 16)]
+    concurrency: usize,
+    /// Bytes per written value.
+    #[arg(long, default_value_t = 256)]
+    value_size: usize,
+    /// Distinct keys to pick from.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// Fraction of operations that are reads (0.0 to 1.0).
+    #[arg(long, default_value_t = 0.0)]
+    read_fraction: f64,
+    /// How long to run (e.g. 10s, 500ms, 2m).
+    #[arg(short, long, default_value = "10s", value_parser = parse_duration, conflicts_with = "ops")]
+    duration: Duration,
+    /// Stop after this many operations instead of after --duration.
+    #[arg(long)]
+    ops: Option<u64>,
+    /// Write every value to a fresh key (for durability checks).
+    #[arg(long)]
+    unique_keys: bool,
+    /// Append the key of every acknowledged write to this file.
+    #[arg(long)]
+    ack_log: Option<PathBuf>,
+    /// Prefix of every key.
+    #[arg(long, default_value = "bench-")]
+    key_prefix: String,
+    /// Seed of the key and operation choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Generate no load: read back every key listed in this acknowledgement
+    /// log (written earlier with --ack-log) and check its value; exits 1 if
+    /// any acknowledged write is missing.
+    #[arg(long, value_name = "ACK_LOG", conflicts_with_all = ["ack_log", "ops"])]
+    verify_acks: Option<PathBuf>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Parses arguments, runs the command, and turns the outcome into an exit
+/// code (errors are printed to stderr).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let code = match e.downcast_ref::<mimeo_client::Error>() {
+                Some(client_error) if client_error.is_unknown() => EXIT_UNKNOWN,
+                _ => EXIT_FAILED,
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let connection = &cli.connection;
+    match cli.command {
+        Command::Serve { config } => {
+            let config = NodeConfig::load(&config)?;
+            crate::serve(config).await?;
+        }
+        Command::Certs(CertsCommand::Init {
+            dir,
+            nodes,
+            clients,
+            admins,
+            force,
+        }) => {
+            let request = CertRequest {
+                nodes,
+                clients,
+                admins,
+            };
+            let written = mimeo_wire::generate_certs(&dir, &request, force)?;
+            println!("wrote {} files to {}", written.len(), dir.display());
+        }
+        Command::Cluster(args) => cluster::run(args).await?,
+        Command::Get { key } => {
+            let client = connection.client("client-cli").await?;
+            match client.get(&key).await? {
+                Some(value) => println!("{}", String::from_utf8_lossy(&value)),
+                None => eprintln!("(absent)"),
+            }
+        }
+        Command::Put { key, value } => {
+            let client = connection.client("client-cli").await?;
+            let position = client.put(&key, &value).await?;
+            eprintln!("ok (log index {})", position.index);
+        }
+        Command::Delete { key } => {
+            let client = connection.client("client-cli").await?;
+            let position = client.delete(&key).await?;
+            eprintln!("ok (log index {})", position.index);
+        }
+        Command::Cas {
+            key,
+            new,
+            expect,
+            absent,
+        } => {
+            let client = connection.client("client-cli").await?;
+            let expected = if absent { None } else { expect };
+            match client.cas(&key, expected.as_deref(), &new).await? {
+                CasOutcome::Swapped { position } => {
+                    eprintln!("ok (log index {})", position.index)
+                }
+                CasOutcome::Mismatch { current } => {
+                    let current = match current {
+                        Some(value) => format!("'{}'", String::from_utf8_lossy(&value)),
+                        None => "absent".into(),
+                    };
+                    eprintln!("not written: the current value is {current}");
+                    return Ok(ExitCode::from(EXIT_FAILED));
+                }
+            }
+        }
+        Command::Status { json } => {
+            let client = connection.client("client-cli").await?;
+            let mut statuses = Vec::new();
+            for &node in &connection.nodes {
+                statuses.push((node, client.status_of(node).await));
+            }
+            print_statuses(&statuses, json)?;
+        }
+        Command::Admin(command) => {
+            let admin = connection.admin().await?;
+            match command {
+                AdminCommand::Status => {
+                    let status = admin.status().await?;
+                    println!("{}", serde_json::to_string_pretty(&status_json(&status))?);
+                }
+                AdminCommand::ClockOffset { millis } => {
+                    admin.set_clock_offset(millis).await?;
+                    eprintln!("ok: clock offset is now {millis} ms");
+                }
+                AdminCommand::Shutdown => {
+                    admin.shutdown().await?;
+                    eprintln!("ok: shutting down");
+                }
+            }
+        }
+        Command::Bench(args) => return bench_command(connection, args).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+impl ConnectionArgs {
+    fn identity(&self, default: &str) -> anyhow::Result<TlsIdentity> {
+        let name = self.identity.as_deref().unwrap_or(default);
+        TlsIdentity::from_dir(&self.certs, name).with_context(|| {
+            format!(
+                "loading certificate {name} from {} (set --certs or MIMEO_CERTS to the directory `mimeo certs init` wrote)",
+                self.certs.display()
+            )
+        })
+    }
+
+    async fn client(&self, default_identity: &str) -> anyhow::Result<Client> {
+        let mut config = ClientConfig::new(
+            self.nodes.clone(),
+            self.cluster_id.clone(),
+            self.identity(default_identity)?,
+        );
+        config.request_timeout = self.timeout;
+        Ok(Client::connect(config).await?)
+    }
+
+    async fn admin(&self) -> anyhow::Result<AdminClient> {
+        let node = self.nodes[0];
+        let identity = self.identity("admin-ops")?;
+        Ok(AdminClient::connect(node, self.cluster_id.clone(), &identity, self.timeout).await?)
+    }
+}
+
+async fn bench_command(connection: &ConnectionArgs, args: BenchArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.read_fraction),
+        "--read-fraction must be between 0.0 and 1.0"
+    );
+    anyhow::ensure!(args.keys > 0, "--keys must be at least 1");
+    let workload = Workload {
+        concurrency: args.concurrency,
+        value_size: args.value_size,
+        key_count: args.keys,
+        read_fraction: args.read_fraction,
+        stop: match args.ops {
+            Some(ops) => Stop::Ops(ops),
+            None => Stop::After(args.duration),
+        },
+        unique_keys: args.unique_keys,
+        key_prefix: args.key_prefix,
+        seed: args.seed,
+    };
+    let client = Arc::new(connection.client("client-bench").await?);
+    if let Some(path) = &args.verify_acks {
+        return verify_acks(&client, path, args.value_size).await;
+    }
+    let options = RunOptions {
+        progress: !args.quiet,
+        ack_log: args.ack_log,
+    };
+    let report = bench::run(client, &workload, &options)
+        .await
+        .context("writing the acknowledgement log")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", report.to_text());
+        for error in &report.sample_errors {
+            eprintln!("  error: {error}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads back every key of an acknowledgement log and checks its value.
+async fn verify_acks(client: &Client, path: &Path, value_size: usize) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading acknowledgement log {}", path.display()))?;
+    // A bench killed mid-write may leave its last line incomplete: that
+    // write was never reported acknowledged.
+    let complete = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+    let keys: Vec<&str> = complete.lines().filter(|l| !l.is_empty()).collect();
+    let mut lost = Vec::new();
+    for key in &keys {
+        let value = client.get(key).await?;
+        if value.as_deref() != Some(&bench::value_for(key, value_size)[..]) {
+            lost.push(*key);
+        }
+    }
+    if lost.is_empty() {
+        println!("valid: all {} acknowledged writes are present", keys.len());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!(
+            "invalid: {} of {} acknowledged writes are missing or wrong, e.g. {:?}",
+            lost.len(),
+            keys.len(),
+            &lost[..lost.len().min(5)]
+        );
+        Ok(ExitCode::from(EXIT_FAILED))
+    }
+}
+
+fn print_statuses(
+    statuses: &[(SocketAddr, Result<NodeStatus, mimeo_client::Error>)],
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        let values: Vec<_> = statuses
+            .iter()
+            .map(|(node, status)| match status {
+                Ok(status) => status_json(status),
+                Err(e) => {
+                    serde_json::json!({ "address": node.to_string(), "error": e.to_string() })
+                }
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&values)?);
+        return Ok(());
+    }
+    println!(
+        "{:<8} {:<22} {:<12} {:<12} {:>6} {:>10} {:>10} {:>8} {:>6}",
+        "node", "address", "mode", "role", "term", "last", "durable", "keys", "fsync"
+    );
+    for (node, status) in statuses {
+        match status {
+            Ok(s) => println!(
+                "{:<8} {:<22} {:<12} {:<12} {:>6} {:>10} {:>10} {:>8} {:>6}",
+                s.node_id,
+                node,
+                s.mode,
+                s.role,
+                s.term,
+                s.last_position.index,
+                s.durable_index,
+                s.live_keys,
+                s.fsync
+            ),
+            Err(e) => println!("{:<8} {:<22} unreachable: {e}", "?", node),
+        }
+        if let Ok(s) = status {
+            for peer in &s.peers {
+                println!(
+                    "    peer {:<8} {:<22} match {:>10} lag {:>8} entries {:>8} ms{}",
+                    peer.node_id,
+                    peer.address,
+                    peer.match_index,
+                    peer.lag_entries,
+                    peer.lag_ms,
+                    if peer.connected {
+                        ""
+                    } else {
+                        " (disconnected)"
+                    }
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn status_json(s: &NodeStatus) -> serde_json::Value {
+    serde_json::json!({
+        "node_id": s.node_id,
+        "cluster_id": s.cluster_id,
+        "mode": s.mode,
+        "role": s.role,
+        "term": s.term,
+        "last_position": { "term": s.last_position.term, "index": s.last_position.index },
+        "commit_index": s.commit_index,
+        "durable_index": s.durable_index,
+        "live_keys": s.live_keys,
+        "uptime_ms": s.uptime_ms,
+        "clock_offset_ms": s.clock_offset_ms,
+        "fsync": s.fsync,
+        "peers": s.peers.iter().map(|p| serde_json::json!({
+            "node_id": p.node_id,
+            "address": p.address,
+            "match_index": p.match_index,
+            "lag_entries": p.lag_entries,
+            "lag_ms": p.lag_ms,
+            "connected": p.connected,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn parse_mode(text: &str) -> Result<Mode, String> {
+    match text {
+        "standalone" => Ok(Mode::Standalone),
+        other => Err(format!("unknown mode '{other}' (available: standalone)")),
+    }
+}
+
+/// Parses `250ms`, `10s`, `2m` or a bare number of seconds.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration (try 500ms, 10s or 2m)"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("unknown unit in '{text}' (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("'{text}': {e}"))
+}
+
+/// Certificates for a local cluster, created unless already present.
+pub(crate) fn ensure_certs(dir: &Path, nodes: &[String]) -> anyhow::Result<()> {
+    if dir.join("ca.pem").exists() {
+        return Ok(());
+    }
+    let request = CertRequest {
+        nodes: nodes.to_vec(),
+        clients: vec!["cli".into(), "bench".into(), "harness".into()],
+        admins: vec!["ops".into()],
+    };
+    mimeo_wire::generate_certs(dir, &request, false)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("10 parsecs").is_err());
+    }
+}

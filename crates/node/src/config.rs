@@ -1,0 +1,312 @@
+//! The node configuration file (`node.toml`).
+//!
+//! Every field has a default, so an empty file is a valid standalone node
+//! listening on 127.0.0.1:7001. Unknown fields and invalid values are refused
+//! with an error that names the field.
+//!
+//! ```toml
+//! node_id = "n1"
+//! cluster_id = "mimeo"
+//! listen = "127.0.0.1:7001"
+//! data_dir = "data/n1"
+//! mode = "standalone"
+//!
+//! [tls]
+//! dir = "certs"            # ca.pem, node-<node_id>.pem, node-<node_id>.key
+//!
+//! [storage]
+//! fsync = "batch"          # always | batch | never
+//! segment_bytes = 67108864
+//!
+//! [limits]
+//! max_frame_bytes = 4194304
+//! max_key_bytes = 1024
+//! max_value_bytes = 1048576
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mimeo_storage::FsyncMode;
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown or mistyped field.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// The parser's message, naming the field and line.
+        message: String,
+    },
+    /// A field has a value outside its allowed range.
+    #[error("invalid config: `{field}` {problem}")]
+    Invalid {
+        /// The dotted name of the field, e.g. `storage.segment_bytes`.
+        field: &'static str,
+        /// What is wrong and what is allowed.
+        problem: String,
+    },
+}
+
+/// How a node replicates. Only `standalone` exists so far; the replicator
+/// crates add their modes here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// One node, no replication: linearizable by construction.
+    #[default]
+    Standalone,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mode::Standalone => f.write_str("standalone"),
+        }
+    }
+}
+
+/// A whole node configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// This node's id; its certificate must be `node-<node_id>.pem`.
+    pub node_id: String,
+    /// The cluster id every client and peer must present in its hello.
+    pub cluster_id: String,
+    /// The UDP address the QUIC endpoint listens on.
+    pub listen: SocketAddr,
+    /// Where the storage engine keeps its files.
+    pub data_dir: PathBuf,
+    /// The replication mode.
+    pub mode: Mode,
+    /// Certificates.
+    pub tls: TlsSection,
+    /// Storage engine settings.
+    pub storage: StorageSection,
+    /// Request and frame size limits.
+    pub limits: LimitsSection,
+}
+
+/// Where the node's certificates are.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// Directory written by `mimeo certs init`.
+    pub dir: PathBuf,
+}
+
+/// Storage engine settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    /// When writes reach the disk: `always` (fsync per write), `batch`
+    /// (group commit: one fsync covers concurrent writers) or `never`.
+    pub fsync: FsyncMode,
+    /// Size at which the log rolls over to a new segment file.
+    pub segment_bytes: u64,
+}
+
+/// Limits that protect the node from oversized input.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Largest frame accepted on any stream.
+    pub max_frame_bytes: usize,
+    /// Largest key accepted.
+    pub max_key_bytes: usize,
+    /// Largest value accepted.
+    pub max_value_bytes: usize,
+    /// How long the node lets a single request take before answering with
+    /// a timeout (outcome unknown).
+    pub request_timeout_ms: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            node_id: "n1".into(),
+            cluster_id: "mimeo".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7001)),
+            data_dir: PathBuf::from("data/n1"),
+            mode: Mode::Standalone,
+            tls: TlsSection::default(),
+            storage: StorageSection::default(),
+            limits: LimitsSection::default(),
+        }
+    }
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        TlsSection {
+            dir: PathBuf::from("certs"),
+        }
+    }
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection {
+            fsync: FsyncMode::Batch,
+            segment_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_frame_bytes: mimeo_wire::DEFAULT_MAX_FRAME,
+            max_key_bytes: 1024,
+            max_value_bytes: 1024 * 1024,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Reads, parses and validates a config file. Relative paths in the
+    /// file are resolved against the file's directory.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = NodeConfig::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })?;
+        if let Some(base) = path.parent() {
+            config.data_dir = base.join(&config.data_dir);
+            config.tls.dir = base.join(&config.tls.dir);
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
+        let config: NodeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks value ranges that the types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, problem: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                problem: problem.to_string(),
+            })
+        };
+        if self.node_id.is_empty()
+            || !self
+                .node_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return invalid(
+                "node_id",
+                "must be non-empty and use only letters, digits, '-' and '_'",
+            );
+        }
+        if self.cluster_id.is_empty() {
+            return invalid("cluster_id", "must not be empty");
+        }
+        if self.storage.segment_bytes < 4096 {
+            return invalid("storage.segment_bytes", "must be at least 4096");
+        }
+        if self.limits.max_frame_bytes < 1024 {
+            return invalid("limits.max_frame_bytes", "must be at least 1024");
+        }
+        if self.limits.max_key_bytes == 0 {
+            return invalid("limits.max_key_bytes", "must be at least 1");
+        }
+        if self.limits.max_key_bytes + self.limits.max_value_bytes + 64
+            > self.limits.max_frame_bytes
+        {
+            return invalid(
+                "limits.max_value_bytes",
+                "plus max_key_bytes must fit in limits.max_frame_bytes (with 64 bytes of framing)",
+            );
+        }
+        if self.limits.request_timeout_ms == 0 {
+            return invalid("limits.request_timeout_ms", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The request timeout as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.request_timeout_ms)
+    }
+
+    /// The config as TOML text (for `mimeo cluster` and the harness).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a NodeConfig always serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_a_valid_default_node() {
+        let config = NodeConfig::parse("").unwrap();
+        assert_eq!(config, NodeConfig::default());
+    }
+
+    #[test]
+    fn round_trips_through_toml() {
+        let mut config = NodeConfig {
+            node_id: "n7".into(),
+            ..NodeConfig::default()
+        };
+        config.storage.fsync = FsyncMode::Always;
+        assert_eq!(NodeConfig::parse(&config.to_toml()).unwrap(), config);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = NodeConfig::parse("[storage]\nfsycn = \"always\"\n").unwrap_err();
+        assert!(err.to_string().contains("fsycn"), "{err}");
+    }
+
+    #[test]
+    fn bad_fsync_value_is_named() {
+        let err = NodeConfig::parse("[storage]\nfsync = \"sometimes\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("sometimes") || text.contains("fsync"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn out_of_range_value_names_the_field() {
+        let err = NodeConfig::parse("[storage]\nsegment_bytes = 10\n").unwrap_err();
+        assert!(err.to_string().contains("storage.segment_bytes"), "{err}");
+        let err = NodeConfig::parse("node_id = \"n 1\"\n").unwrap_err();
+        assert!(err.to_string().contains("node_id"), "{err}");
+    }
+}

@@ -1,0 +1,5 @@
+//! The `mimeo` command; see `mimeo --help`.
+
+fn main() -> std::process::ExitCode {
+    mimeo_node::cli::main()
+}

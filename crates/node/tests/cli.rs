@@ -1,0 +1,195 @@
+//! The `mimeo` command line against a real standalone node process.
+
+mod support;
+
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use support::*;
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+fn client(
+    dir: &std::path::Path,
+    addr: std::net::SocketAddr,
+    args: &[&str],
+) -> std::process::Output {
+    let mut all: Vec<String> = client_args(addr);
+    all.extend(args.iter().map(|s| s.to_string()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    run(dir, &all)
+}
+
+#[test]
+fn put_get_delete_and_cas_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    init_certs(dir.path());
+    let addr = free_addr();
+    let config = write_config(dir.path(), addr, "batch", "");
+    let _node = start_node(&config, addr);
+
+    let out = client(dir.path(), addr, &["put", "colour", "blue"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = client(dir.path(), addr, &["get", "colour"]);
+    assert_eq!(stdout(&out), "blue");
+
+    // A cas against the wrong value writes nothing and exits 1.
+    let out = client(
+        dir.path(),
+        addr,
+        &["cas", "colour", "green", "--expect", "red"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("'blue'"), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&client(dir.path(), addr, &["get", "colour"])),
+        "blue"
+    );
+
+    let out = client(
+        dir.path(),
+        addr,
+        &["cas", "colour", "green", "--expect", "blue"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&client(dir.path(), addr, &["get", "colour"])),
+        "green"
+    );
+
+    let out = client(dir.path(), addr, &["cas", "--absent", "fresh", "one"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = client(dir.path(), addr, &["cas", "--absent", "fresh", "two"]);
+    assert_eq!(out.status.code(), Some(1));
+
+    let out = client(dir.path(), addr, &["delete", "colour"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = client(dir.path(), addr, &["get", "colour"]);
+    assert!(out.status.success());
+    assert_eq!(stdout(&out), "");
+    assert!(stderr(&out).contains("(absent)"));
+
+    let out = client(dir.path(), addr, &["status", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(status[0]["node_id"], "n1");
+    assert_eq!(status[0]["live_keys"], 1);
+}
+
+#[test]
+fn oversized_values_are_refused_and_the_node_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    init_certs(dir.path());
+    let addr = free_addr();
+    let config = write_config(dir.path(), addr, "never", "[limits]\nmax_value_bytes = 100");
+    let _node = start_node(&config, addr);
+
+    let big = "x".repeat(101);
+    let out = client(dir.path(), addr, &["put", "k", &big]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a refused write is a definite failure"
+    );
+    assert!(stderr(&out).contains("max_value_bytes"), "{}", stderr(&out));
+    assert_eq!(stdout(&client(dir.path(), addr, &["get", "k"])), "");
+
+    let out = client(dir.path(), addr, &["put", "k", "small"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&client(dir.path(), addr, &["get", "k"])), "small");
+}
+
+#[test]
+fn a_bad_config_is_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        "[storage]\nfsync = \"always\"\nsegmnet_bytes = 10\n",
+    )
+    .unwrap();
+    let out = run(dir.path(), &["serve", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("segmnet_bytes"), "{}", stderr(&out));
+
+    std::fs::write(&config, "[limits]\nmax_key_bytes = 0\n").unwrap();
+    let out = run(dir.path(), &["serve", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("limits.max_key_bytes"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn sigterm_flushes_so_nothing_is_lost_even_without_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    init_certs(dir.path());
+    let addr = free_addr();
+    let config = write_config(dir.path(), addr, "never", "");
+    let mut node = start_node(&config, addr);
+    for i in 0..20 {
+        let out = client(
+            dir.path(),
+            addr,
+            &["put", &format!("k{i}"), &format!("v{i}")],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    kill(Pid::from_raw(node.child.id() as i32), Signal::SIGTERM).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = node.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node ignored SIGTERM for 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "clean shutdown exits 0, got {status}");
+    drop(node);
+
+    let _node = start_node(&config, addr);
+    for i in 0..20 {
+        let out = client(dir.path(), addr, &["get", &format!("k{i}")]);
+        assert_eq!(stdout(&out), format!("v{i}"));
+    }
+}
+
+#[test]
+fn admin_operations_need_an_admin_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    init_certs(dir.path());
+    let addr = free_addr();
+    let config = write_config(dir.path(), addr, "never", "");
+    let _node = start_node(&config, addr);
+
+    let out = client(
+        dir.path(),
+        addr,
+        &["--identity", "client-cli", "admin", "clock-offset", "5000"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).to_lowercase().contains("forbidden") || stderr(&out).contains("admin"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = client(dir.path(), addr, &["admin", "clock-offset", "--", "-5000"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = client(dir.path(), addr, &["admin", "status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(status["clock_offset_ms"], -5000);
+}

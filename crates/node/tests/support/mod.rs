@@ -1,0 +1,106 @@
+//! Helpers to run real `mimeo` processes in tests.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The binary under test.
+pub(crate) fn mimeo() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mimeo"))
+}
+
+/// A free UDP port on loopback (the kernel picks it; there is a small race
+/// until the node binds it, acceptable in tests).
+pub(crate) fn free_addr() -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap()
+}
+
+/// Runs `mimeo` with args and returns its output.
+pub(crate) fn run(dir: &Path, args: &[&str]) -> Output {
+    mimeo()
+        .current_dir(dir)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// A node process that is SIGKILLed when dropped.
+pub(crate) struct Node {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub config: PathBuf,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes certificates for node n1 into `dir/certs`.
+pub(crate) fn init_certs(dir: &Path) {
+    let out = run(dir, &["certs", "init", "--dir", "certs", "--nodes", "n1"]);
+    assert!(
+        out.status.success(),
+        "certs init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Writes `dir/node.toml` for n1 with the given fsync mode and extra TOML.
+pub(crate) fn write_config(dir: &Path, addr: SocketAddr, fsync: &str, extra: &str) -> PathBuf {
+    let path = dir.join("node.toml");
+    let text = format!(
+        "node_id = \"n1\"\nlisten = \"{addr}\"\ndata_dir = \"data\"\n{extra}\n[tls]\ndir = \"certs\"\n[storage]\nfsync = \"{fsync}\"\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Starts `mimeo serve` and waits (bounded) for its "serving" line.
+pub(crate) fn start_node(config: &Path, addr: SocketAddr) -> Node {
+    let mut child = mimeo()
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("serving") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let node = Node {
+        child,
+        addr,
+        config: config.to_path_buf(),
+    };
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("node did not print its serving line within 30 s");
+    node
+}
+
+/// Client arguments pointing at a node.
+pub(crate) fn client_args(addr: SocketAddr) -> Vec<String> {
+    vec![
+        "--node".into(),
+        addr.to_string(),
+        "--certs".into(),
+        "certs".into(),
+    ]
+}

@@ -1,0 +1,155 @@
+//! The file seam: every byte the store reads or writes goes through these
+//! two traits, so tests can swap in a backend that simulates power loss.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A flat directory of files, as the store sees it.
+///
+/// Creating, renaming or removing a file is durable only after
+/// [`sync_dir`](Backend::sync_dir) returns; the store calls it wherever a
+/// directory change must survive a power cut.
+pub trait Backend: Send + Sync {
+    /// Names (not paths) of the regular files in the directory, in any order.
+    fn list(&self) -> io::Result<Vec<String>>;
+    /// Opens an existing file for reading and writing.
+    fn open(&self, name: &str) -> io::Result<Arc<dyn BackendFile>>;
+    /// Creates a file for reading and writing, truncating it if it exists.
+    fn create(&self, name: &str) -> io::Result<Arc<dyn BackendFile>>;
+    /// Removes a file. Open handles keep working.
+    fn remove(&self, name: &str) -> io::Result<()>;
+    /// Atomically renames `from` to `to`, replacing `to` if it exists.
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+    /// Makes every earlier create, rename and remove durable (fsync of the
+    /// directory).
+    fn sync_dir(&self) -> io::Result<()>;
+    /// A path for `name`, used in error messages and logs.
+    fn path(&self, name: &str) -> PathBuf;
+}
+
+/// One open file.
+pub trait BackendFile: Send + Sync {
+    /// The current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Fills `buf` from `offset`; fails with `UnexpectedEof` if the file ends
+    /// first.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `offset`, extending the file if needed.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Truncates or extends the file to `len` bytes.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Makes the file's contents and length durable (`fdatasync`).
+    fn sync_data(&self) -> io::Result<()>;
+}
+
+/// The real backend: a directory on the local file system, through `std::fs`
+/// (positioned reads and writes, `File::sync_data`, and an fsync of the
+/// directory itself for [`Backend::sync_dir`]).
+pub struct FsBackend {
+    dir: PathBuf,
+}
+
+impl fmt::Debug for FsBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FsBackend").field("dir", &self.dir).finish()
+    }
+}
+
+impl FsBackend {
+    /// Uses `dir`, creating it (and its parents) if missing. A newly created
+    /// directory is made durable by an fsync of its parent.
+    pub fn new(dir: impl AsRef<Path>) -> io::Result<FsBackend> {
+        let dir = dir.as_ref().to_path_buf();
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir)?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                File::open(parent)?.sync_all()?;
+            }
+        }
+        Ok(FsBackend { dir })
+    }
+
+    /// The directory this backend works in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Backend for FsBackend {
+    fn list(&self) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                if let Ok(name) = entry.file_name().into_string() {
+                    names.push(name);
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    fn open(&self, name: &str) -> io::Result<Arc<dyn BackendFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.dir.join(name))?;
+        Ok(Arc::new(FsFile { file }))
+    }
+
+    fn create(&self, name: &str) -> io::Result<Arc<dyn BackendFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(self.dir.join(name))?;
+        Ok(Arc::new(FsFile { file }))
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        std::fs::remove_file(self.dir.join(name))
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        std::fs::rename(self.dir.join(from), self.dir.join(to))
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        File::open(&self.dir)?.sync_all()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+struct FsFile {
+    file: File,
+}
+
+impl BackendFile for FsFile {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}

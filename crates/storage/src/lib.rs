@@ -1,0 +1,242 @@
+//! The Mimeo storage engine: a durable, segmented, checksummed append-only
+//! log of replication [`Record`]s, and the key-value state they produce,
+//! kept as an in-memory index over the log (Bitcask style).
+//!
+//! Every replicator in Mimeo persists through it. A record carries what the
+//! replicators need: a [`LogPosition`] (term and index) for leader-follower,
+//! an origin node and sequence number for multi-leader, and an opaque
+//! per-value version (an HLC timestamp or a causal context). The store never
+//! interprets versions; it keeps the latest record per key, including
+//! deletes, which stay as tombstones so that replicas can compare them.
+//!
+//! # Using it
+//!
+//! ```
+//! use mimeo_storage::{FsyncMode, LogPosition, Mutation, Options, Record, RecordMeta, Store};
+//!
+//! let dir = std::env::temp_dir().join(format!("mimeo-storage-doc-{}", std::process::id()));
+//! # let _ = std::fs::remove_dir_all(&dir);
+//! let record = |index: u64, mutation: Mutation| Record {
+//!     meta: RecordMeta {
+//!         position: LogPosition::new(1, index),
+//!         origin: 7,
+//!         seq: index,
+//!         version: Vec::new(),
+//!     },
+//!     mutation,
+//! };
+//! let put = |key: &str, value: &str| Mutation::Put { key: key.into(), value: value.into() };
+//!
+//! let store = Store::open(&dir, Options { fsync: FsyncMode::Batch, ..Options::default() })?;
+//! // Records continue the log: index = last_position().index + 1.
+//! let last = store.append(&[
+//!     record(1, put("colour", "red")),
+//!     record(2, put("shape", "square")),
+//!     record(3, put("colour", "blue")),
+//! ])?;
+//! // Under `batch`, a write is acknowledged once a (shared) fsync covers it.
+//! store.wait_durable(last.index)?;
+//!
+//! let colour = store.get(b"colour")?.expect("written");
+//! assert_eq!(colour.value.as_deref(), Some(&b"blue"[..]));
+//! assert_eq!(colour.meta.position, LogPosition::new(1, 3));
+//!
+//! // A deposed leader drops its divergent suffix: older values come back.
+//! assert_eq!(store.truncate_from(3)?, 1);
+//! assert_eq!(store.get(b"colour")?.unwrap().value.as_deref(), Some(&b"red"[..]));
+//!
+//! // Deletes leave tombstones.
+//! store.append(&[record(3, Mutation::Delete { key: b"shape".to_vec() })])?;
+//! assert_eq!(store.get(b"shape")?.unwrap().value, None);
+//!
+//! // Compaction folds the log into a snapshot; the log then starts after it.
+//! let stats = store.compact()?;
+//! assert_eq!(stats.floor.index, 3);
+//! assert!(matches!(store.read_log(1, 10), Err(mimeo_storage::Error::Compacted { .. })));
+//!
+//! // Reopening recovers everything.
+//! drop(store);
+//! let store = Store::open(&dir, Options::default())?;
+//! assert_eq!(store.last_position(), LogPosition::new(1, 3));
+//! assert_eq!(store.scan(..)?.len(), 2); // `colour` and the `shape` tombstone
+//! # drop(store);
+//! # std::fs::remove_dir_all(&dir).unwrap();
+//! # Ok::<(), mimeo_storage::Error>(())
+//! ```
+//!
+//! # Durability
+//!
+//! [`Options::fsync`] chooses when the log is fsynced ([`FsyncMode`]):
+//!
+//! - `always`: [`Store::append`] returns after an fsync covering its records;
+//! - `batch` (the default) is group commit: `append` returns after the
+//!   write, and [`Store::wait_durable`] blocks until an fsync covers the
+//!   index. Concurrent waiters share one fsync, and nobody is released
+//!   before the fsync that covers them;
+//! - `never`: nothing is fsynced on the write path (segments are still
+//!   fsynced when they are closed, and [`Store::sync`] fsyncs on demand). A
+//!   power cut loses recent writes; a process crash does not.
+//!
+//! A failed write or fsync poisons the store: after an fsync error the
+//! kernel may have dropped the unwritten pages, so what reached the disk is
+//! unknown. Every later write fails with [`Error::Poisoned`]; reopening
+//! recovers from what is on disk.
+//!
+//! The API is synchronous and thread-safe: share one [`Store`] behind an
+//! `Arc` and call it from async code through `spawn_blocking`.
+//!
+//! # On-disk format
+//!
+//! A data directory holds nothing but these files (others are left alone):
+//!
+//! | name                                | what                                        |
+//! |-------------------------------------|---------------------------------------------|
+//! | `seg-<first index>.log`             | a log segment, e.g. `seg-00000000000000000001.log` |
+//! | `snap-<floor index>.snap`           | the snapshot: the state up to the floor    |
+//! | `snap-<floor index>.snap.tmp`       | a snapshot being written; removed at open  |
+//!
+//! Indexes in names are 20 decimal digits, so names sort like indexes. All
+//! integers in headers are little-endian; checksums are CRC32C
+//! (Castagnoli).
+//!
+//! **Segment header** (32 bytes):
+//!
+//! ```text
+//! 0   8  magic "MIMEOLOG"
+//! 8   4  format version, u32 (1)
+//! 12  4  reserved, zero
+//! 16  8  index of the segment's first record, u64 (matches the name)
+//! 24  4  CRC32C of bytes 0..24, u32
+//! 28  4  reserved, zero
+//! ```
+//!
+//! It is followed by **frames**, back to back, one per record, indexes
+//! contiguous from the first:
+//!
+//! ```text
+//! 0   4  payload length n, u32 (1 ..= MAX_RECORD_BYTES + 8)
+//! 4   4  CRC32C of the payload, u32
+//! 8   n  payload: synced_through u64, then the postcard encoding of the Record
+//! ```
+//!
+//! `synced_through` is an index up to which every record had been fsynced
+//! when this one was written (see *Recovery*). The postcard encoding follows
+//! the field order of [`Record`], [`RecordMeta`] and [`LogPosition`]
+//! (integers as varints, byte strings as a varint length and the bytes,
+//! [`Mutation`] as a varint variant number, `Put = 0`, `Delete = 1`), so
+//! that order is part of the format.
+//!
+//! **Snapshot** (`snap-<floor>.snap`): a 48-byte header
+//!
+//! ```text
+//! 0   8  magic "MIMEOSNP"
+//! 8   4  format version, u32 (1)
+//! 12  4  flags, zero
+//! 16  8  floor index, u64 (matches the name)
+//! 24  8  floor term, u64
+//! 32  8  number of entries, u64
+//! 40  4  CRC32C of bytes 0..40, u32
+//! 44  4  reserved, zero
+//! ```
+//!
+//! followed by one frame per key, in strictly increasing key order, whose
+//! payload is the postcard encoding of `{ key: bytes, value: Option<bytes>,
+//! meta: RecordMeta }` (`value: None` for a tombstone). The log continues at
+//! `floor + 1`; segments at or below the floor are leftovers of a
+//! compaction cut short and are removed at open.
+//!
+//! ## How files change
+//!
+//! - **Append**: the frames of one call are written with one positional
+//!   write per segment.
+//! - **Segment roll**: once a segment would pass [`Options::segment_bytes`],
+//!   it is fsynced, then the next one is created, its header written and
+//!   fsynced, and the directory fsynced. Only the last segment can
+//!   therefore hold unsynced records.
+//! - **Compaction**: the closed segments and the old snapshot are folded
+//!   into `snap-<floor>.snap.tmp`, which is fsynced, renamed into place,
+//!   and the directory fsynced; only then are the old files removed (and
+//!   the directory fsynced again). A crash at any point leaves either the
+//!   old or the new snapshot in force, with every record it needs.
+//! - **Truncation** ([`Store::truncate_from`]): whole segments are removed
+//!   newest first, each removal made durable before the next, then the
+//!   segment holding the cut is shortened and fsynced, so a crash leaves a
+//!   contiguous log.
+//!
+//! ## What the store assumes of the disk
+//!
+//! - When `fdatasync` (`File::sync_data`) returns success, the file's bytes
+//!   and length survive a power cut; when an fsync of the directory
+//!   returns, earlier creates, renames and removes in it do. Nothing else is
+//!   durable: a file created, renamed or removed since the last directory
+//!   fsync may come back or vanish.
+//! - Sector writes are **not** assumed atomic. Of the bytes written since
+//!   the last fsync, any part may be lost, persisted, or torn into garbage,
+//!   in any order (a later sector may survive where an earlier one did not).
+//! - A write damages no byte outside the range it writes ("powersafe
+//!   overwrite", as SQLite calls it); in particular it never damages bytes
+//!   that were already fsynced. The store only ever writes past the end of
+//!   the data it has (or into files no one reads yet).
+//! - An fsync that fails leaves the file in an unknown state: the store
+//!   stops writing instead of retrying.
+//! - Bit rot is detected by the checksums, when records are read and at
+//!   open; it is not corrected.
+//! - One process uses a directory at a time; the store takes no lock.
+//!
+//! ## Recovery
+//!
+//! At open the store removes temporary files and superseded snapshots,
+//! loads the newest snapshot (which must be intact: it was fsynced before it
+//! was renamed into place) and replays the segments after it. Each segment
+//! header must be intact and match its name; records must decode, have
+//! contiguous indexes and non-decreasing terms. Then:
+//!
+//! - damage in any segment but the last refuses start-up with
+//!   [`Error::Corrupt`] naming the file and byte offset;
+//! - damage in the last segment where record `k` belongs is a **torn
+//!   write** unless an intact frame later in that segment has
+//!   `synced_through >= k`, which proves record `k` had been fsynced: then
+//!   it is corruption and start-up is refused. A torn write is cut off,
+//!   logged with `tracing::warn!` and counted in
+//!   [`Stats::truncated_tail_bytes_at_open`]; it only ever holds records no
+//!   fsync had covered, so nothing acknowledged under `always` or `batch`
+//!   is lost. (The same rule means bit rot in records that no later record
+//!   vouches for, in the last group commit of the last segment, cannot be
+//!   told from a torn write and is truncated too, with the warning.)
+//! - a last segment whose header is damaged and that holds no intact frame
+//!   was torn while being created, and is removed.
+//!
+//! # Disk use and start-up time
+//!
+//! Compaction (explicit with [`Store::compact`], automatic in the
+//! background once [`Options::compact_min_bytes`] and
+//! [`Options::compact_min_garbage_ratio`] are reached) keeps disk use, and
+//! so the bytes read at open, within about `live bytes / (1 - ratio) +
+//! compact_min_bytes` plus the active segment. Tombstones are kept: the
+//! replicators need them to compare deletes.
+//!
+//! # Testing against power cuts
+//!
+//! All I/O goes through the [`Backend`] and [`BackendFile`] traits.
+//! [`FsBackend`] is the real file system; [`sim::SimBackend`] keeps a live
+//! and a durable image of every file and simulates power cuts at any
+//! operation, so tests (here and in the replicator crates) can check that
+//! acknowledged writes survive.
+
+mod backend;
+mod compaction;
+mod error;
+mod format;
+mod options;
+mod record;
+mod recovery;
+pub mod sim;
+mod state;
+mod store;
+
+pub use backend::{Backend, BackendFile, FsBackend};
+pub use error::{Error, Result};
+pub use format::MAX_RECORD_BYTES;
+pub use options::{FsyncMode, Options, ParseFsyncModeError};
+pub use record::{Entry, LogPosition, Mutation, Record, RecordMeta};
+pub use store::{CompactionStats, Stats, Store};

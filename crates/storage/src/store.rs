@@ -1,0 +1,996 @@
+//! The store: appends, group commit, reads, truncation.
+//!
+//! Locks, always taken in this order:
+//! 1. `maintenance`: one compaction or truncation at a time;
+//! 2. `writer`: the active segment and the end of the log; held while
+//!    frames are written, so appends are ordered;
+//! 3. `state` (read-write): the index; writers hold it only to publish;
+//! 4. `sync`: the group-commit bookkeeping, never held across I/O.
+
+use std::fmt;
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{
+    Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
+use std::thread::JoinHandle;
+
+use crate::backend::{Backend, BackendFile, FsBackend};
+use crate::error::{corrupt, io_err, Error};
+use crate::format::{
+    encode_segment_header, parse_frame, push_log_frame, segment_name, Frame, FRAME_HEADER_LEN,
+    MAX_RECORD_BYTES, SEGMENT_HEADER_LEN, SYNCED_THROUGH_LEN,
+};
+use crate::options::{FsyncMode, Options};
+use crate::record::{Entry, LogPosition, Mutation, Record};
+use crate::recovery::{self, decode_record, Active};
+use crate::state::{read_value_at, Loc, SegmentInfo, Slot, State};
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A snapshot of the store's counters, from [`Store::stats`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Keys whose latest entry is a value (tombstones are not counted).
+    pub live_keys: usize,
+    /// Segment files in use.
+    pub segments: usize,
+    /// Bytes in segment files and the snapshot.
+    pub disk_bytes: u64,
+    /// Bytes of records superseded by later records (at most what
+    /// compaction can reclaim).
+    pub garbage_bytes: u64,
+    /// The last record in the log (the compaction floor if the log after it
+    /// is empty).
+    pub last_position: LogPosition,
+    /// Every record up to this index is durable.
+    pub durable_index: u64,
+    /// The lowest index [`Store::read_log`] can return.
+    pub first_index: u64,
+    /// Compactions completed since open.
+    pub compactions: u64,
+    /// Bytes of torn writes cut from the tail of the log when it was opened.
+    pub truncated_tail_bytes_at_open: u64,
+}
+
+/// What one compaction did, from [`Store::compact`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CompactionStats {
+    /// The compaction floor afterwards: the snapshot holds the state up to
+    /// this position, and the log starts after it.
+    pub floor: LogPosition,
+    /// Segment files folded into the snapshot and removed.
+    pub segments_removed: usize,
+    /// Entries (keys, tombstones included) in the snapshot.
+    pub entries: usize,
+    /// Disk bytes (segments plus snapshot) before.
+    pub bytes_before: u64,
+    /// Disk bytes after.
+    pub bytes_after: u64,
+}
+
+/// The end of the log, owned by whoever holds the `writer` lock.
+pub(crate) struct Writer {
+    /// The segment appends go to; `None` until the first append after a
+    /// seal, or in an empty store.
+    pub(crate) active: Option<Active>,
+    pub(crate) last: LogPosition,
+}
+
+/// Group-commit bookkeeping.
+struct SyncState {
+    /// Every record up to here has been handed to the OS.
+    written: u64,
+    /// Every record up to here is durable.
+    durable: u64,
+    /// An fsync is in flight.
+    syncing: bool,
+    poisoned: bool,
+    /// Bumped by truncation, so an fsync that started before it does not
+    /// vouch for records written after it.
+    epoch: u64,
+    /// The segment an fsync must cover to make `written` durable (earlier
+    /// segments were fsynced when they were closed).
+    active: Option<(Arc<dyn BackendFile>, PathBuf)>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) options: Options,
+    /// Held for a whole compaction or truncation: one at a time.
+    pub(crate) maintenance: Mutex<()>,
+    pub(crate) writer: Mutex<Writer>,
+    pub(crate) state: RwLock<State>,
+    sync: Mutex<SyncState>,
+    /// Signalled whenever `sync` changes in a way a waiter cares about.
+    synced: Condvar,
+    pub(crate) compactions: AtomicU64,
+    truncated_tail_bytes_at_open: u64,
+    auto_compacting: AtomicBool,
+    background: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The storage engine: a durable, segmented log of [`Record`]s plus the
+/// key-value state they produce. See the [crate documentation](crate) for
+/// how to use it and how it lays data out on disk.
+///
+/// `Store` is `Send + Sync`; share it behind an `Arc`. Every method blocks
+/// on disk I/O: from async code call it through `spawn_blocking`.
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.path(""))
+            .field("options", &self.inner.options)
+            .field("last_position", &self.last_position())
+            .field("durable_index", &self.durable_index())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(handle) = lock(&self.inner.background).take() {
+            // The thread logs its own errors; a panic in it is not ours to
+            // re-raise in drop.
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Where one appended frame went: segment (by first index), offset, length.
+type Placed = (u64, u64, u64);
+
+/// Segments created by one append: first index, name, file.
+type NewSegments = Vec<(u64, String, Arc<dyn BackendFile>)>;
+
+impl Store {
+    /// Opens the store in `dir`, creating the directory if missing, and
+    /// recovers: loads the newest snapshot, replays the segments after it,
+    /// truncates a torn write at the tail of the log (logged with
+    /// `tracing::warn!` and counted in [`Stats::truncated_tail_bytes_at_open`])
+    /// and refuses, with [`Error::Corrupt`], damage anywhere else.
+    ///
+    /// Only one `Store` may use a directory at a time; the store does not
+    /// lock it.
+    pub fn open(dir: &Path, options: Options) -> Result<Store, Error> {
+        let backend =
+            FsBackend::new(dir).map_err(io_err("create data directory", dir.to_path_buf()))?;
+        Store::open_with_backend(Arc::new(backend), options)
+    }
+
+    /// Like [`Store::open`], doing all I/O through `backend`: the seam tests
+    /// use to simulate power cuts (see [`sim`](crate::sim)).
+    pub fn open_with_backend(backend: Arc<dyn Backend>, options: Options) -> Result<Store, Error> {
+        options.validate()?;
+        let loaded = recovery::load(&*backend)?;
+        // What recovery read may be only in the page cache (after a process
+        // crash); make it durable so durable_index can start at the end.
+        if let Some(a) = &loaded.active {
+            a.file
+                .sync_data()
+                .map_err(io_err("fsync segment", backend.path(&a.name)))?;
+        }
+        backend
+            .sync_dir()
+            .map_err(io_err("fsync data directory", backend.path("")))?;
+        let last = loaded.state.last;
+        tracing::info!(
+            dir = %backend.path("").display(),
+            last_index = last.index,
+            last_term = last.term,
+            first_index = loaded.state.floor().index + 1,
+            segments = loaded.state.segments.len(),
+            keys = loaded.state.index.len(),
+            truncated_tail_bytes = loaded.truncated_tail_bytes,
+            "storage opened"
+        );
+        let sync = SyncState {
+            written: last.index,
+            durable: last.index,
+            syncing: false,
+            poisoned: false,
+            epoch: 0,
+            active: loaded
+                .active
+                .as_ref()
+                .map(|a| (Arc::clone(&a.file), backend.path(&a.name))),
+        };
+        let inner = Inner {
+            backend,
+            options,
+            maintenance: Mutex::new(()),
+            writer: Mutex::new(Writer {
+                active: loaded.active,
+                last,
+            }),
+            state: RwLock::new(loaded.state),
+            sync: Mutex::new(sync),
+            synced: Condvar::new(),
+            compactions: AtomicU64::new(0),
+            truncated_tail_bytes_at_open: loaded.truncated_tail_bytes,
+            auto_compacting: AtomicBool::new(false),
+            background: Mutex::new(None),
+        };
+        Ok(Store {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Appends `records`, which must continue the log: the first has index
+    /// `last_position().index + 1`, each next one index + 1, and terms never
+    /// decrease ([`Error::NonContiguous`], [`Error::TermDecreased`]
+    /// otherwise, and nothing is written). Writes them to the OS in one
+    /// write per segment, applies them to the index (so [`get`](Store::get)
+    /// sees them at once) and returns the last position.
+    ///
+    /// With [`FsyncMode::Always`] it returns only after an fsync covering the
+    /// records (shared with concurrent appenders); with `Batch` and `Never`
+    /// it returns after the write, and the caller acknowledges the write
+    /// only after [`wait_durable`](Store::wait_durable).
+    ///
+    /// Callers that append from several threads must serialise choosing the
+    /// index and calling `append` (e.g. under one mutex) and can then wait
+    /// for durability outside it, which is what lets their fsyncs be shared.
+    ///
+    /// A failed write or fsync poisons the store: this call returns the I/O
+    /// error and every later write returns [`Error::Poisoned`].
+    pub fn append(&self, records: &[Record]) -> Result<LogPosition, Error> {
+        let inner = &*self.inner;
+        if records.is_empty() {
+            return Ok(self.last_position());
+        }
+        let mut encoded = Vec::with_capacity(records.len());
+        for r in records {
+            let bytes = postcard::to_allocvec(r).map_err(|e| Error::Encode {
+                what: "record",
+                reason: e.to_string(),
+            })?;
+            if bytes.len() > MAX_RECORD_BYTES {
+                return Err(Error::RecordTooLarge {
+                    index: r.meta.position.index,
+                    bytes: bytes.len(),
+                    max: MAX_RECORD_BYTES,
+                });
+            }
+            encoded.push(bytes);
+        }
+
+        let (last, compact) = {
+            let mut writer = lock(&inner.writer);
+            inner.check_poisoned()?;
+            let mut prev = writer.last;
+            for r in records {
+                let p = r.meta.position;
+                if p.index != prev.index + 1 {
+                    return Err(Error::NonContiguous {
+                        expected: prev.index + 1,
+                        got: p.index,
+                    });
+                }
+                if p.term < prev.term {
+                    return Err(Error::TermDecreased {
+                        index: p.index,
+                        term: p.term,
+                        previous: prev.term,
+                    });
+                }
+                prev = p;
+            }
+            let synced_through = lock(&inner.sync).durable.min(writer.last.index);
+            let (placed, new_segments) =
+                match inner.write_frames(&mut writer, records, &encoded, synced_through) {
+                    Ok(done) => done,
+                    Err(e) => {
+                        inner.poison(&e);
+                        return Err(e);
+                    }
+                };
+            let compact = inner.publish(&writer, records, placed, new_segments);
+            writer.last = prev;
+            lock(&inner.sync).written = prev.index;
+            (prev, compact)
+        };
+
+        if compact {
+            self.spawn_auto_compaction();
+        }
+        if inner.options.fsync == FsyncMode::Always {
+            inner.wait_for(last.index, true)?;
+        }
+        Ok(last)
+    }
+
+    /// Blocks until every record up to `index` is durable.
+    ///
+    /// - `Always`: appends were durable when they returned, so this returns
+    ///   at once for them.
+    /// - `Batch`: group commit. Whoever finds no fsync in flight performs
+    ///   one for everything written so far; the others wait for it, and
+    ///   nobody returns before an fsync that covers their index.
+    /// - `Never`: returns at once without any fsync.
+    ///
+    /// Fails with [`Error::NotWritten`] if `index` is beyond the log, and
+    /// with [`Error::Poisoned`] (or the I/O error) after a failed fsync.
+    pub fn wait_durable(&self, index: u64) -> Result<(), Error> {
+        self.inner.wait_for(index, false)
+    }
+
+    /// Every record up to this index is durable.
+    pub fn durable_index(&self) -> u64 {
+        lock(&self.inner.sync).durable
+    }
+
+    /// Fsyncs everything written so far, whatever the [`FsyncMode`] (e.g.
+    /// at shutdown).
+    pub fn sync(&self) -> Result<(), Error> {
+        let written = lock(&self.inner.sync).written;
+        self.inner.wait_for(written, true)
+    }
+
+    /// The latest entry for `key`, tombstones included (`value: None`), or
+    /// `None` if the key was never written. The entry may not be durable
+    /// yet: call [`wait_durable`](Store::wait_durable) with
+    /// `entry.meta.position.index` before acting on it as durable.
+    ///
+    /// The value is read from disk with one positioned read and its
+    /// checksum verified; an I/O error or a damaged frame is an error.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Entry>, Error> {
+        let st = read(&self.inner.state);
+        let Some(slot) = st.index.get(key) else {
+            return Ok(None);
+        };
+        let value = self.inner.read_value(&st, slot)?;
+        Ok(Some(Entry {
+            value,
+            meta: slot.meta.clone(),
+        }))
+    }
+
+    /// Every key in `range` with its latest entry, tombstones included, in
+    /// key order: for final reads, state transfer and anti-entropy (which
+    /// must see deletes). Filter on `entry.value.is_some()` for live keys
+    /// only. Holds a read lock while it reads, delaying appends: page
+    /// through large key spaces with bounded ranges.
+    pub fn scan(&self, range: impl RangeBounds<Vec<u8>>) -> Result<Vec<(Vec<u8>, Entry)>, Error> {
+        let st = read(&self.inner.state);
+        st.index
+            .range(range)
+            .map(|(key, slot)| {
+                let value = self.inner.read_value(&st, slot)?;
+                let entry = Entry {
+                    value,
+                    meta: slot.meta.clone(),
+                };
+                Ok((key.clone(), entry))
+            })
+            .collect()
+    }
+
+    /// The position of the last record (the compaction floor if the log
+    /// after it is empty; index 0 for an empty store).
+    pub fn last_position(&self) -> LogPosition {
+        read(&self.inner.state).last
+    }
+
+    /// The lowest index [`read_log`](Store::read_log) can return: the
+    /// compaction floor + 1.
+    pub fn first_index(&self) -> u64 {
+        read(&self.inner.state).floor().index + 1
+    }
+
+    /// Up to `max` records from log index `from` (inclusive), in order, for
+    /// log shipping; fewer (possibly none) at the end of the log. `from ==
+    /// 0` reads from the start. Fails with [`Error::Compacted`] if `from` is
+    /// at or below the compaction floor: those records only exist folded
+    /// into the snapshot.
+    pub fn read_log(&self, from: u64, max: usize) -> Result<Vec<Record>, Error> {
+        let st = read(&self.inner.state);
+        let floor = st.floor().index;
+        if floor > 0 && from <= floor {
+            return Err(Error::Compacted {
+                requested: from,
+                first_available: floor + 1,
+            });
+        }
+        let mut out = Vec::new();
+        let mut next = from.max(1);
+        while out.len() < max && next <= st.last.index {
+            let Some((_, seg)) = st.segments.range(..=next).next_back() else {
+                break;
+            };
+            let end = seg.first + seg.offsets.len() as u64;
+            if next >= end {
+                break;
+            }
+            let upto = (end - 1).min(next + (max - out.len()) as u64 - 1);
+            let (start, _) = seg.frame_range(next);
+            let (_, stop) = seg.frame_range(upto);
+            let path = self.inner.path(&seg.name);
+            let mut buf = vec![0u8; (stop - start) as usize];
+            seg.file
+                .read_at(&mut buf, start)
+                .map_err(io_err("read segment", path.clone()))?;
+            let mut pos = 0;
+            for index in next..=upto {
+                let at = start + pos as u64;
+                let (payload, after) = match parse_frame(&buf, pos) {
+                    Frame::Ok { payload, next } => (payload, next),
+                    bad => return Err(corrupt(path, at, bad.describe())),
+                };
+                let record = decode_record(payload).map_err(|r| corrupt(path.clone(), at, r))?;
+                if record.meta.position.index != index {
+                    return Err(corrupt(
+                        path,
+                        at,
+                        format!(
+                            "record has log index {} where {index} belongs",
+                            record.meta.position.index
+                        ),
+                    ));
+                }
+                out.push(record);
+                pos = after;
+            }
+            next = upto + 1;
+        }
+        Ok(out)
+    }
+
+    /// Removes every record with index `from` or above, durably (a deposed
+    /// leader dropping its divergent suffix), and rebuilds the index so the
+    /// keys they wrote show their earlier entries again. Returns how many
+    /// records were removed (0 if `from` is past the end). Fails with
+    /// [`Error::Compacted`] if `from` is at or below the compaction floor:
+    /// those records are already folded into the snapshot.
+    ///
+    /// Afterwards every remaining record is durable. The index is rebuilt by
+    /// re-reading the snapshot and the log, so this costs as much as
+    /// [`Store::open`]; it is meant for the rare leader change. Crash-safe:
+    /// segments are removed newest first, so a crash part-way leaves a
+    /// shorter but contiguous log.
+    pub fn truncate_from(&self, from: u64) -> Result<u64, Error> {
+        let inner = &*self.inner;
+        let _maintenance = lock(&inner.maintenance);
+        let mut writer = lock(&inner.writer);
+        inner.check_poisoned()?;
+        let mut st = write(&inner.state);
+        let floor = st.floor().index;
+        if floor > 0 && from <= floor {
+            return Err(Error::Compacted {
+                requested: from,
+                first_available: floor + 1,
+            });
+        }
+        let from = from.max(1);
+        if from > st.last.index {
+            return Ok(0);
+        }
+        let removed = st.last.index - from + 1;
+        let loaded = match inner.truncate_files(&st, from) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                inner.poison(&e);
+                return Err(e);
+            }
+        };
+        *st = loaded.state;
+        writer.active = loaded.active;
+        writer.last = st.last;
+        let mut sync = lock(&inner.sync);
+        sync.epoch += 1;
+        sync.written = st.last.index;
+        sync.durable = st.last.index;
+        sync.active = writer
+            .active
+            .as_ref()
+            .map(|a| (Arc::clone(&a.file), inner.path(&a.name)));
+        inner.synced.notify_all();
+        drop(sync);
+        tracing::info!(from, removed, "truncated the log");
+        Ok(removed)
+    }
+
+    /// Compaction: folds every closed segment (after closing the active one)
+    /// into a new snapshot holding the latest entry of each key, tombstones
+    /// included, then removes those segments and the old snapshot. The
+    /// compaction floor moves to the last record folded in; records above
+    /// it stay readable with [`read_log`](Store::read_log).
+    ///
+    /// Crash-safe at every step: the snapshot is written to a temporary file,
+    /// fsynced, renamed into place and the directory fsynced before anything
+    /// is removed. Appends and reads continue while the snapshot is built.
+    ///
+    /// Also runs automatically on a background thread, started by
+    /// [`append`](Store::append) when the garbage in closed segments and the
+    /// snapshot reaches both [`Options::compact_min_bytes`] and
+    /// [`Options::compact_min_garbage_ratio`]. That bounds disk use and
+    /// start-up time by about `live bytes / (1 - ratio)` plus
+    /// `compact_min_bytes` and the active segment.
+    pub fn compact(&self) -> Result<CompactionStats, Error> {
+        self.inner.compact(true)
+    }
+
+    /// Counters and sizes.
+    pub fn stats(&self) -> Stats {
+        let durable_index = self.durable_index();
+        let st = read(&self.inner.state);
+        Stats {
+            live_keys: st.live_keys,
+            segments: st.segments.len(),
+            disk_bytes: st.disk_bytes(),
+            garbage_bytes: st.garbage_bytes(),
+            last_position: st.last,
+            durable_index,
+            first_index: st.floor().index + 1,
+            compactions: self.inner.compactions.load(Ordering::Relaxed),
+            truncated_tail_bytes_at_open: self.inner.truncated_tail_bytes_at_open,
+        }
+    }
+
+    /// Starts a background compaction unless one is running.
+    fn spawn_auto_compaction(&self) {
+        if self.inner.auto_compacting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut background = lock(&self.inner.background);
+        if let Some(previous) = background.take() {
+            // It has finished: clearing the flag was its last act.
+            let _ = previous.join();
+        }
+        let inner = Arc::clone(&self.inner);
+        let spawned = std::thread::Builder::new()
+            .name("mimeo-compaction".into())
+            .spawn(move || {
+                match inner.compact(false) {
+                    Ok(stats) => tracing::debug!(?stats, "automatic compaction finished"),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "automatic compaction failed; the log is intact and compaction will be retried"
+                    ),
+                }
+                inner.auto_compacting.store(false, Ordering::Release);
+            });
+        match spawned {
+            Ok(handle) => *background = Some(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not start the compaction thread");
+                self.inner.auto_compacting.store(false, Ordering::Release);
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// The path of `name` in the data directory, for errors and logs.
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.backend.path(name)
+    }
+
+    pub(crate) fn check_poisoned(&self) -> Result<(), Error> {
+        if lock(&self.sync).poisoned {
+            Err(Error::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(crate) fn poison(&self, cause: &Error) {
+        tracing::error!(error = %cause, "storage poisoned: refusing further writes");
+        lock(&self.sync).poisoned = true;
+        self.synced.notify_all();
+    }
+
+    /// Records that the active segment was fsynced and closed with `last`
+    /// as its last index: everything up to `last` is durable, and group
+    /// commits no longer need to fsync that file.
+    pub(crate) fn segment_closed(&self, last: u64) {
+        let mut sync = lock(&self.sync);
+        sync.active = None;
+        if last > sync.durable {
+            sync.durable = last;
+        }
+        self.synced.notify_all();
+    }
+
+    /// The group-commit loop behind `wait_durable`, `sync` and `Always`
+    /// appends. `force` fsyncs even under `FsyncMode::Never`.
+    fn wait_for(&self, index: u64, force: bool) -> Result<(), Error> {
+        let mut sync = lock(&self.sync);
+        loop {
+            if sync.poisoned {
+                return Err(Error::Poisoned);
+            }
+            if index <= sync.durable {
+                return Ok(());
+            }
+            if index > sync.written {
+                return Err(Error::NotWritten {
+                    requested: index,
+                    last: sync.written,
+                });
+            }
+            if !force && self.options.fsync == FsyncMode::Never {
+                return Ok(());
+            }
+            if sync.syncing {
+                sync = self
+                    .synced
+                    .wait(sync)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            // Lead a group commit: one fsync for everything written so far.
+            sync.syncing = true;
+            let target = sync.written;
+            let epoch = sync.epoch;
+            let active = sync.active.clone();
+            drop(sync);
+            let result = match &active {
+                Some((file, _)) => file.sync_data(),
+                None => Ok(()),
+            };
+            sync = lock(&self.sync);
+            sync.syncing = false;
+            self.synced.notify_all();
+            if let Err(source) = result {
+                sync.poisoned = true;
+                drop(sync);
+                let err = Error::Io {
+                    op: "fsync segment",
+                    path: active.map(|(_, p)| p).unwrap_or_default(),
+                    source,
+                };
+                tracing::error!(error = %err, "storage poisoned: refusing further writes");
+                return Err(err);
+            }
+            if sync.epoch == epoch && target > sync.durable {
+                sync.durable = target;
+            }
+        }
+    }
+
+    fn create_segment(&self, first: u64) -> Result<Active, Error> {
+        let name = segment_name(first);
+        let path = self.path(&name);
+        let file = self
+            .backend
+            .create(&name)
+            .map_err(io_err("create segment", path.clone()))?;
+        file.write_at(&encode_segment_header(first), 0)
+            .map_err(io_err("write segment header", path.clone()))?;
+        file.sync_data()
+            .map_err(io_err("fsync segment", path.clone()))?;
+        self.backend
+            .sync_dir()
+            .map_err(io_err("fsync data directory", self.path("")))?;
+        Ok(Active {
+            first,
+            name,
+            file,
+            len: SEGMENT_HEADER_LEN,
+            records: 0,
+        })
+    }
+
+    fn flush(&self, active: &mut Active, buf: &mut Vec<u8>) -> Result<(), Error> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        active
+            .file
+            .write_at(buf, active.len)
+            .map_err(io_err("write segment", self.path(&active.name)))?;
+        active.len += buf.len() as u64;
+        buf.clear();
+        Ok(())
+    }
+
+    /// Writes the frames, rolling to new segments as needed (the old one is
+    /// fsynced before the new one is created, so only the last segment can
+    /// ever hold unsynced records); returns where each frame went and the
+    /// new segments.
+    fn write_frames(
+        &self,
+        writer: &mut Writer,
+        records: &[Record],
+        encoded: &[Vec<u8>],
+        synced_through: u64,
+    ) -> Result<(Vec<Placed>, NewSegments), Error> {
+        let mut placed = Vec::with_capacity(records.len());
+        let mut new_segments = Vec::new();
+        let mut buf = Vec::new();
+        for (record, bytes) in records.iter().zip(encoded) {
+            let index = record.meta.position.index;
+            let frame_len = FRAME_HEADER_LEN + (SYNCED_THROUGH_LEN + bytes.len()) as u64;
+            let roll = match &writer.active {
+                None => true,
+                Some(a) => {
+                    a.records > 0
+                        && a.len + buf.len() as u64 + frame_len > self.options.segment_bytes
+                }
+            };
+            if roll {
+                if let Some(mut old) = writer.active.take() {
+                    self.flush(&mut old, &mut buf)?;
+                    old.file
+                        .sync_data()
+                        .map_err(io_err("fsync segment", self.path(&old.name)))?;
+                    self.segment_closed(index - 1);
+                }
+                let new = self.create_segment(index)?;
+                lock(&self.sync).active = Some((Arc::clone(&new.file), self.path(&new.name)));
+                new_segments.push((new.first, new.name.clone(), Arc::clone(&new.file)));
+                writer.active = Some(new);
+            }
+            let Some(active) = writer.active.as_mut() else {
+                unreachable!("a segment is open after rolling")
+            };
+            placed.push((active.first, active.len + buf.len() as u64, frame_len));
+            push_log_frame(&mut buf, synced_through, bytes);
+            active.records += 1;
+        }
+        if let Some(active) = writer.active.as_mut() {
+            self.flush(active, &mut buf)?;
+        }
+        Ok((placed, new_segments))
+    }
+
+    /// Makes written records visible to readers; returns whether automatic
+    /// compaction is due.
+    fn publish(
+        &self,
+        writer: &Writer,
+        records: &[Record],
+        placed: Vec<Placed>,
+        new_segments: NewSegments,
+    ) -> bool {
+        let mut st = write(&self.state);
+        for (first, name, file) in new_segments {
+            let segment = SegmentInfo {
+                name,
+                file,
+                first,
+                offsets: Vec::new(),
+                len: SEGMENT_HEADER_LEN,
+                last: None,
+                garbage: 0,
+            };
+            st.segments.insert(first, segment);
+        }
+        st.active_first = writer.active.as_ref().map(|a| a.first);
+        for (r, (first, offset, frame_len)) in records.iter().zip(placed) {
+            if let Some(seg) = st.segments.get_mut(&first) {
+                seg.offsets.push(offset);
+                seg.len = offset + frame_len;
+                seg.last = Some(r.meta.position);
+            }
+            let (key, tombstone) = match &r.mutation {
+                Mutation::Put { key, .. } => (key.clone(), false),
+                Mutation::Delete { key } => (key.clone(), true),
+            };
+            let slot = Slot {
+                meta: r.meta.clone(),
+                tombstone,
+                loc: Loc::Segment(first),
+                offset,
+                frame_len,
+            };
+            st.apply(key, slot);
+            st.last = r.meta.position;
+        }
+        st.wants_compaction(
+            self.options.compact_min_bytes,
+            self.options.compact_min_garbage_ratio,
+        )
+    }
+
+    /// The value a slot points at (`None` for a tombstone, without I/O).
+    fn read_value(&self, st: &State, slot: &Slot) -> Result<Option<Vec<u8>>, Error> {
+        if slot.tombstone {
+            return Ok(None);
+        }
+        let (file, name) = match slot.loc {
+            Loc::Segment(first) => st.segments.get(&first).map(|s| (&s.file, &s.name)),
+            Loc::Snapshot => st.snapshot.as_ref().map(|s| (&s.file, &s.name)),
+        }
+        .ok_or_else(|| {
+            corrupt(
+                self.path(""),
+                slot.offset,
+                format!(
+                    "the index points into {:?}, which is not open (internal error)",
+                    slot.loc
+                ),
+            )
+        })?;
+        let path = self.path(name);
+        let value = read_value_at(&**file, &path, slot.loc, slot.offset, slot.frame_len)?;
+        if value.is_none() {
+            return Err(corrupt(
+                path,
+                slot.offset,
+                "the index expects a value here but the frame holds a delete (internal error)",
+            ));
+        }
+        Ok(value)
+    }
+
+    /// Physically removes records `from..`: whole segments newest first
+    /// (each removal made durable before the next, so a crash never leaves a
+    /// gap), then cuts the segment holding `from` and fsyncs it. Then
+    /// reloads.
+    fn truncate_files(&self, st: &State, from: u64) -> Result<recovery::Loaded, Error> {
+        for seg in st.segments.range(from..).rev().map(|(_, s)| s) {
+            self.backend
+                .remove(&seg.name)
+                .map_err(io_err("remove segment", self.path(&seg.name)))?;
+            self.backend
+                .sync_dir()
+                .map_err(io_err("fsync data directory", self.path("")))?;
+        }
+        if let Some((_, seg)) = st.segments.range(..from).next_back() {
+            if seg.last.is_some_and(|p| p.index >= from) {
+                let (offset, _) = seg.frame_range(from);
+                let path = self.path(&seg.name);
+                seg.file
+                    .set_len(offset)
+                    .map_err(io_err("truncate segment", path.clone()))?;
+                seg.file
+                    .sync_data()
+                    .map_err(io_err("fsync segment", path))?;
+            }
+        }
+        recovery::load(&*self.backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::RecordMeta;
+    use crate::sim::SimBackend;
+
+    fn put(index: u64, key: &str, value: &str) -> Record {
+        Record {
+            meta: RecordMeta {
+                position: LogPosition::new(1, index),
+                origin: 0,
+                seq: index,
+                version: Vec::new(),
+            },
+            mutation: Mutation::Put {
+                key: key.into(),
+                value: value.into(),
+            },
+        }
+    }
+
+    fn sim_store(options: Options) -> (Arc<SimBackend>, Store) {
+        let disk = Arc::new(SimBackend::new());
+        let store = Store::open_with_backend(disk.clone(), options).unwrap();
+        (disk, store)
+    }
+
+    #[test]
+    fn store_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Store>();
+    }
+
+    #[test]
+    fn appends_must_continue_the_log() {
+        let (_, store) = sim_store(Options::default());
+        store.append(&[put(1, "a", "1")]).unwrap();
+        let err = store.append(&[put(3, "a", "3")]).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::NonContiguous {
+                expected: 2,
+                got: 3
+            }
+        ));
+        let mut low = put(2, "a", "2");
+        low.meta.position.term = 0;
+        assert!(matches!(
+            store.append(&[low]).unwrap_err(),
+            Error::TermDecreased { index: 2, .. }
+        ));
+        // Nothing was written by the refused appends.
+        assert_eq!(store.last_position(), LogPosition::new(1, 1));
+        assert_eq!(store.read_log(1, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn records_carry_the_durable_watermark_of_their_write() {
+        let (disk, store) = sim_store(Options::default());
+        store.append(&[put(1, "a", "1"), put(2, "a", "2")]).unwrap();
+        store.wait_durable(2).unwrap();
+        store.append(&[put(3, "b", "3")]).unwrap();
+        let seg = disk.open(&segment_name(1)).unwrap();
+        let mut buf = vec![0; seg.len().unwrap() as usize];
+        seg.read_at(&mut buf, 0).unwrap();
+        let mut pos = SEGMENT_HEADER_LEN as usize;
+        let mut watermarks = Vec::new();
+        while let Frame::Ok { payload, next } = parse_frame(&buf, pos) {
+            watermarks.push(crate::format::split_log_payload(payload).unwrap().0);
+            pos = next;
+        }
+        assert_eq!(watermarks, vec![0, 0, 2]);
+    }
+
+    #[test]
+    fn a_failed_fsync_poisons_the_store() {
+        let (disk, store) = sim_store(Options::default());
+        store.append(&[put(1, "a", "1")]).unwrap();
+        disk.schedule_power_cut(1);
+        assert!(matches!(
+            store.wait_durable(1).unwrap_err(),
+            Error::Io {
+                op: "fsync segment",
+                ..
+            }
+        ));
+        assert!(matches!(
+            store.append(&[put(2, "a", "2")]).unwrap_err(),
+            Error::Poisoned
+        ));
+        assert!(matches!(
+            store.wait_durable(1).unwrap_err(),
+            Error::Poisoned
+        ));
+        assert!(matches!(store.compact().unwrap_err(), Error::Poisoned));
+    }
+
+    #[test]
+    fn waiting_for_an_unwritten_index_is_an_error() {
+        let (_, store) = sim_store(Options::default());
+        store.append(&[put(1, "a", "1")]).unwrap();
+        assert!(matches!(
+            store.wait_durable(5).unwrap_err(),
+            Error::NotWritten {
+                requested: 5,
+                last: 1
+            }
+        ));
+        store.wait_durable(0).unwrap();
+    }
+
+    #[test]
+    fn segments_roll_and_close_durably() {
+        let options = Options {
+            segment_bytes: 200,
+            fsync: FsyncMode::Never,
+            ..Options::default()
+        };
+        let (_, store) = sim_store(options);
+        for i in 1..=20 {
+            store.append(&[put(i, "k", &"x".repeat(40))]).unwrap();
+        }
+        let stats = store.stats();
+        assert!(stats.segments > 5, "{stats:?}");
+        // Under `never`, only closing a segment fsyncs.
+        assert!(
+            stats.durable_index > 0 && stats.durable_index < 20,
+            "{stats:?}"
+        );
+        assert_eq!(store.read_log(1, 100).unwrap().len(), 20);
+        assert_eq!(store.read_log(7, 3).unwrap()[0].meta.position.index, 7);
+    }
+}

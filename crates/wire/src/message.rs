@@ -1,0 +1,305 @@
+//! The messages of the three protocols. Every type here is encoded with
+//! postcard; variants are only ever appended, and a change that breaks the
+//! encoding bumps [`PROTOCOL_VERSION`].
+
+use serde::{Deserialize, Serialize};
+
+/// The version carried in every hello. A node refuses a hello with any other
+/// version, so mixed-version clusters fail loudly instead of misreading bytes.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The protocol a connection speaks after its hello.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Protocol {
+    /// Reads and writes from applications: [`ClientRequest`] / [`ClientResponse`].
+    Client,
+    /// Replication traffic between nodes: [`PeerMessage`].
+    Peer,
+    /// Status and fault injection: [`AdminRequest`] / [`AdminResponse`].
+    Admin,
+}
+
+/// The first message on every connection, sent by the side that connects.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The sender's [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// The cluster the sender believes it is talking to.
+    pub cluster_id: String,
+    /// The protocol the connection will speak.
+    pub protocol: Protocol,
+}
+
+/// The node's answer to a [`Hello`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HelloReply {
+    /// The connection may proceed.
+    Accepted {
+        /// The id of the node that accepted.
+        node_id: String,
+    },
+    /// The connection is refused and will be closed.
+    Refused {
+        /// Why, in a form programs can match on.
+        reason: RefusalReason,
+        /// Why, for people.
+        message: String,
+    },
+}
+
+/// Why a hello was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RefusalReason {
+    /// The peers speak different protocol versions.
+    VersionMismatch,
+    /// The peer belongs to another cluster.
+    ClusterMismatch,
+    /// The peer's certificate does not allow the requested protocol.
+    Forbidden,
+    /// The hello could not be decoded.
+    Malformed,
+}
+
+/// A position in a replicated log: the term of the leader that wrote it and
+/// its index (1-based; index 0 means "nothing yet"). Ordered by term, then
+/// index.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Position {
+    /// The leader term that wrote the entry (0 for standalone nodes).
+    pub term: u64,
+    /// The entry's index in the log.
+    pub index: u64,
+}
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadConsistency {
+    /// Whatever the node is configured to give by default.
+    #[default]
+    Default,
+    /// Linearizable: answered by a leader that has confirmed it still leads.
+    Leader,
+    /// Any replica's local state, possibly stale.
+    Follower {
+        /// Refuse the read when the replica is more than this far behind
+        /// (`None`: no bound).
+        max_staleness_ms: Option<u64>,
+    },
+    /// Read-your-writes and monotonic reads: answer only once the replica
+    /// has applied at least `after`.
+    Session {
+        /// The position of the session's last write or read.
+        after: Position,
+    },
+}
+
+/// A request on the client protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// Read a key.
+    Get {
+        /// The key.
+        key: Vec<u8>,
+        /// How fresh the answer must be.
+        consistency: ReadConsistency,
+    },
+    /// Write a value.
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Delete a key (deleting an absent key succeeds).
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Write `new` only if the current value is `expected` (`None`: absent).
+    Cas {
+        /// The key.
+        key: Vec<u8>,
+        /// The value the key must hold.
+        expected: Option<Vec<u8>>,
+        /// The value to write.
+        new: Vec<u8>,
+    },
+    /// The node's status.
+    Status,
+}
+
+/// A response on the client protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientResponse {
+    /// The answer to a get.
+    Value {
+        /// The value, `None` when the key is absent.
+        value: Option<Vec<u8>>,
+        /// The log position of the version read (0/0 when never written).
+        position: Position,
+    },
+    /// A put, delete or cas took effect durably at `position`.
+    Written {
+        /// Where the write landed in the log.
+        position: Position,
+    },
+    /// A cas found another value; nothing was written.
+    CasMismatch {
+        /// The value found (`None`: absent).
+        current: Option<Vec<u8>>,
+    },
+    /// The node's status.
+    Status(NodeStatus),
+    /// This node cannot serve the request; try the leader.
+    Redirect {
+        /// The leader's client address, when known.
+        leader: Option<String>,
+    },
+    /// The request failed; `kind` says whether it may have taken effect.
+    Error {
+        /// The class of failure.
+        kind: ErrorKind,
+        /// What happened, for people.
+        message: String,
+    },
+}
+
+/// The class of a failed request. The distinction that matters to callers is
+/// [`ErrorKind::is_definite`]: did the request certainly not take effect?
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// The request was invalid (empty key, malformed frame...). Not applied.
+    BadRequest,
+    /// A key, value or frame exceeded a configured limit. Not applied.
+    TooLarge,
+    /// The node cannot serve this now (no quorum, shutting down...). Not
+    /// applied.
+    Unavailable,
+    /// The node gave up waiting (for peers, for the disk). May be applied.
+    Timeout,
+    /// A bug or unexpected condition in the node. May be applied.
+    Internal,
+    /// The storage engine failed (for example an fsync error) after the
+    /// write may have reached the log. May be applied.
+    StorageFailed,
+}
+
+impl ErrorKind {
+    /// True when a request that failed with this kind certainly did not take
+    /// effect, so it is safe to retry.
+    pub fn is_definite(self) -> bool {
+        match self {
+            ErrorKind::BadRequest | ErrorKind::TooLarge | ErrorKind::Unavailable => true,
+            ErrorKind::Timeout | ErrorKind::Internal | ErrorKind::StorageFailed => false,
+        }
+    }
+}
+
+/// What a node reports about itself (`mimeo status`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node's id.
+    pub node_id: String,
+    /// The cluster it belongs to.
+    pub cluster_id: String,
+    /// The replication mode (`standalone`, `leader-follower`...).
+    pub mode: String,
+    /// The node's current role in that mode (`standalone`, `leader`...).
+    pub role: String,
+    /// The current term (0 when the mode has none).
+    pub term: u64,
+    /// The last entry in the node's log.
+    pub last_position: Position,
+    /// The highest index known to be committed.
+    pub commit_index: u64,
+    /// The highest index known to be on disk.
+    pub durable_index: u64,
+    /// Keys with a live value.
+    pub live_keys: u64,
+    /// Milliseconds since the node started.
+    pub uptime_ms: u64,
+    /// The offset injected into the node's clock, in milliseconds.
+    pub clock_offset_ms: i64,
+    /// The fsync mode of the node's storage.
+    pub fsync: String,
+    /// What the node knows of its peers.
+    pub peers: Vec<PeerStatus>,
+}
+
+/// One peer as seen from a node (replication lag lives here).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// The peer's id.
+    pub node_id: String,
+    /// The address the node reaches it at.
+    pub address: String,
+    /// The highest index known to match on the peer.
+    pub match_index: u64,
+    /// Entries the peer is behind.
+    pub lag_entries: u64,
+    /// How long ago the peer last matched the leader's last entry, in ms.
+    pub lag_ms: u64,
+    /// Whether a connection to the peer is up.
+    pub connected: bool,
+}
+
+/// A request on the admin protocol (admin certificates only).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminRequest {
+    /// The node's status.
+    Status,
+    /// Shift the node's clock by `offset_ms` from the system clock.
+    SetClockOffset {
+        /// Milliseconds to add to the system clock (may be negative).
+        offset_ms: i64,
+    },
+    /// Shut down cleanly, as on SIGTERM.
+    Shutdown,
+}
+
+/// A response on the admin protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminResponse {
+    /// The node's status.
+    Status(NodeStatus),
+    /// The request was carried out.
+    Ok,
+    /// The request failed.
+    Error {
+        /// The class of failure.
+        kind: ErrorKind,
+        /// What happened, for people.
+        message: String,
+    },
+}
+
+/// A message between nodes. The payload is the replicator's own encoding;
+/// the envelope names the sender so one stream can carry many messages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerMessage {
+    /// The sending node's id.
+    pub from: String,
+    /// The replicator's message, postcard-encoded by the replicator.
+    pub payload: Vec<u8>,
+}
+
+/// A response type that can carry an error, so a server can answer a request
+/// it could not decode instead of silently dropping it.
+pub trait ErrorReply {
+    /// The response reporting `kind` with `message`.
+    fn error_reply(kind: ErrorKind, message: String) -> Self;
+}
+
+impl ErrorReply for ClientResponse {
+    fn error_reply(kind: ErrorKind, message: String) -> Self {
+        ClientResponse::Error { kind, message }
+    }
+}
+
+impl ErrorReply for AdminResponse {
+    fn error_reply(kind: ErrorKind, message: String) -> Self {
+        AdminResponse::Error { kind, message }
+    }
+}

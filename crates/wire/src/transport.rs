@@ -1,0 +1,384 @@
+//! QUIC endpoints with mutual TLS, the hello exchange, and request/response
+//! serving: one bidirectional stream per request, one frame each way.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::certs::{Role, TlsIdentity, NODE_SERVER_NAME};
+use crate::frame::{encode_frame, read_frame, write_frame, FrameError, DEFAULT_MAX_FRAME};
+use crate::message::{ErrorKind, ErrorReply, Hello, HelloReply, Protocol, RefusalReason};
+use crate::PROTOCOL_VERSION;
+
+/// The ALPN protocol id Mimeo endpoints negotiate.
+const ALPN: &[u8] = b"mimeo/1";
+
+/// Application error codes used when closing connections and streams.
+pub mod codes {
+    /// Normal close.
+    pub const OK: u32 = 0;
+    /// The hello was refused; the reply says why.
+    pub const REFUSED: u32 = 1;
+    /// A frame was malformed.
+    pub const MALFORMED: u32 = 2;
+    /// A frame exceeded the maximum size.
+    pub const TOO_LARGE: u32 = 3;
+}
+
+/// Frame size limit and QUIC timers shared by both sides of a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransportConfig {
+    /// The largest frame payload accepted or sent, in bytes.
+    pub max_frame: usize,
+    /// A connection silent for this long is closed.
+    pub idle_timeout: Duration,
+    /// Keep-alive interval; keeps idle connections open and detects dead
+    /// peers. Must be well below `idle_timeout`.
+    pub keep_alive: Duration,
+    /// How many requests one connection may have in flight.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            max_frame: DEFAULT_MAX_FRAME,
+            idle_timeout: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(2),
+            max_concurrent_streams: 1024,
+        }
+    }
+}
+
+impl TransportConfig {
+    fn quinn(&self) -> Result<quinn::TransportConfig, WireError> {
+        let mut transport = quinn::TransportConfig::default();
+        let idle = quinn::IdleTimeout::try_from(self.idle_timeout)
+            .map_err(|e| WireError::Config(format!("idle timeout: {e}")))?;
+        transport
+            .max_idle_timeout(Some(idle))
+            .keep_alive_interval(Some(self.keep_alive))
+            .max_concurrent_bidi_streams(self.max_concurrent_streams.into())
+            .max_concurrent_uni_streams(self.max_concurrent_streams.into());
+        Ok(transport)
+    }
+}
+
+/// Errors of the transport layer.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// TLS or QUIC configuration is unusable.
+    #[error("transport configuration: {0}")]
+    Config(String),
+    /// The socket could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The connection could not be established (unreachable, TLS failure).
+    #[error("connecting to {addr}: {message}")]
+    Connect {
+        /// The address.
+        addr: SocketAddr,
+        /// What failed.
+        message: String,
+    },
+    /// The other side refused the hello.
+    #[error("refused ({reason:?}): {message}")]
+    Refused {
+        /// Why, for programs.
+        reason: RefusalReason,
+        /// Why, for people.
+        message: String,
+    },
+    /// A frame could not be exchanged.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The connection or stream failed.
+    #[error("connection: {0}")]
+    Connection(String),
+}
+
+fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn roots(identity: &TlsIdentity) -> Result<Arc<RootCertStore>, WireError> {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(identity.ca().clone())
+        .map_err(|e| WireError::Config(format!("CA certificate: {e}")))?;
+    Ok(Arc::new(roots))
+}
+
+/// A server endpoint on `bind` that accepts only clients presenting a
+/// certificate signed by the identity's CA.
+pub fn server_endpoint(
+    bind: SocketAddr,
+    identity: &TlsIdentity,
+    transport: &TransportConfig,
+) -> Result<quinn::Endpoint, WireError> {
+    let provider = crypto_provider();
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(identity)?, provider.clone())
+        .build()
+        .map_err(|e| WireError::Config(format!("client verifier: {e}")))?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| WireError::Config(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(identity.chain(), identity.key())
+        .map_err(|e| WireError::Config(format!("node certificate: {e}")))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| WireError::Config(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(transport.quinn()?));
+    quinn::Endpoint::server(config, bind).map_err(|source| WireError::Bind { addr: bind, source })
+}
+
+/// A client endpoint presenting `identity` and trusting only its CA.
+pub fn client_endpoint(
+    identity: &TlsIdentity,
+    transport: &TransportConfig,
+) -> Result<quinn::Endpoint, WireError> {
+    let mut tls = rustls::ClientConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| WireError::Config(e.to_string()))?
+        .with_root_certificates(roots(identity)?)
+        .with_client_auth_cert(identity.chain(), identity.key())
+        .map_err(|e| WireError::Config(format!("client certificate: {e}")))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| WireError::Config(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(transport.quinn()?));
+    let bind = SocketAddr::from(([0, 0, 0, 0], 0));
+    let mut endpoint =
+        quinn::Endpoint::client(bind).map_err(|source| WireError::Bind { addr: bind, source })?;
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
+}
+
+/// The role granted by the certificate the other side of `conn` presented.
+pub fn peer_role(conn: &quinn::Connection) -> Result<Role, WireError> {
+    let certs = conn
+        .peer_identity()
+        .and_then(|any| {
+            any.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .ok_or_else(|| WireError::Connection("the peer presented no certificate".into()))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| WireError::Connection("the peer presented no certificate".into()))?;
+    Role::from_certificate(leaf).map_err(|e| WireError::Connection(e.to_string()))
+}
+
+/// Connects to a node and exchanges the hello. Returns the connection and
+/// the id of the node that accepted it.
+pub async fn connect(
+    endpoint: &quinn::Endpoint,
+    addr: SocketAddr,
+    cluster_id: &str,
+    protocol: Protocol,
+    transport: &TransportConfig,
+) -> Result<(quinn::Connection, String), WireError> {
+    let connect_error = |message: String| WireError::Connect { addr, message };
+    let conn = endpoint
+        .connect(addr, NODE_SERVER_NAME)
+        .map_err(|e| connect_error(e.to_string()))?
+        .await
+        .map_err(|e| connect_error(e.to_string()))?;
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        cluster_id: cluster_id.to_string(),
+        protocol,
+    };
+    // A TLS-level refusal of our certificate surfaces here, as the
+    // connection closing during the first exchange.
+    let reply: HelloReply =
+        call(&conn, &hello, transport.max_frame)
+            .await
+            .map_err(|e| match conn.close_reason() {
+                Some(reason) => connect_error(reason.to_string()),
+                None => connect_error(format!("hello failed: {e}")),
+            })?;
+    match reply {
+        HelloReply::Accepted { node_id } => Ok((conn, node_id)),
+        HelloReply::Refused { reason, message } => Err(WireError::Refused { reason, message }),
+    }
+}
+
+/// Waits for the hello on a freshly accepted connection and checks it:
+/// protocol version, cluster id, and that the peer's certificate allows the
+/// protocol asked for. Answers either way; on refusal the connection is
+/// closed and the error says why.
+pub async fn accept_hello(
+    conn: &quinn::Connection,
+    cluster_id: &str,
+    node_id: &str,
+    transport: &TransportConfig,
+) -> Result<(Protocol, Role), WireError> {
+    let role = peer_role(conn)?;
+    let (mut send, mut recv) = tokio::time::timeout(transport.idle_timeout, conn.accept_bi())
+        .await
+        .map_err(|_| WireError::Connection("no hello before the idle timeout".into()))?
+        .map_err(|e| WireError::Connection(e.to_string()))?;
+    let (verdict, reply) = match read_frame::<Hello>(&mut recv, transport.max_frame).await {
+        Ok(hello) => check_hello(&hello, &role, cluster_id, node_id),
+        Err(e @ (FrameError::Malformed(_) | FrameError::TooLarge { .. })) => {
+            refuse(RefusalReason::Malformed, format!("unreadable hello: {e}"))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    write_frame(&mut send, &reply, transport.max_frame).await?;
+    let _ = send.finish();
+    match verdict {
+        Ok(protocol) => Ok((protocol, role)),
+        Err(e) => {
+            // Let the reply reach the client before the close does.
+            let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
+            conn.close(codes::REFUSED.into(), b"hello refused");
+            Err(e)
+        }
+    }
+}
+
+type Verdict = (Result<Protocol, WireError>, HelloReply);
+
+fn refuse(reason: RefusalReason, message: String) -> Verdict {
+    let reply = HelloReply::Refused {
+        reason,
+        message: message.clone(),
+    };
+    (Err(WireError::Refused { reason, message }), reply)
+}
+
+fn check_hello(hello: &Hello, role: &Role, cluster_id: &str, node_id: &str) -> Verdict {
+    if hello.version != PROTOCOL_VERSION {
+        return refuse(
+            RefusalReason::VersionMismatch,
+            format!(
+                "protocol version {} is not supported by node {node_id}, which speaks version {PROTOCOL_VERSION}",
+                hello.version
+            ),
+        );
+    }
+    if hello.cluster_id != cluster_id {
+        return refuse(
+            RefusalReason::ClusterMismatch,
+            format!(
+                "node {node_id} belongs to cluster '{cluster_id}', not '{}'",
+                hello.cluster_id
+            ),
+        );
+    }
+    if !role.may_use(hello.protocol) {
+        return refuse(
+            RefusalReason::Forbidden,
+            format!(
+                "certificate {role} may not use the {:?} protocol",
+                hello.protocol
+            ),
+        );
+    }
+    let reply = HelloReply::Accepted {
+        node_id: node_id.to_string(),
+    };
+    (Ok(hello.protocol), reply)
+}
+
+/// One request/response exchange on a new stream of `conn`.
+pub async fn call<Req, Resp>(
+    conn: &quinn::Connection,
+    request: &Req,
+    max_frame: usize,
+) -> Result<Resp, WireError>
+where
+    Req: Serialize,
+    Resp: DeserializeOwned,
+{
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| WireError::Connection(e.to_string()))?;
+    write_frame(&mut send, request, max_frame).await?;
+    send.finish()
+        .map_err(|e| WireError::Connection(e.to_string()))?;
+    Ok(read_frame(&mut recv, max_frame).await?)
+}
+
+/// Serves requests on `conn` until it closes: each incoming stream carries
+/// one request frame, answered with one response frame by `handler`.
+/// Requests run concurrently.
+///
+/// A stream whose frame is malformed or too large is answered with an error
+/// response and closed; the connection and every other stream keep going.
+pub async fn serve_rpc<Req, Resp, H, F>(
+    conn: quinn::Connection,
+    max_frame: usize,
+    handler: H,
+) -> Result<(), WireError>
+where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + ErrorReply + Send + 'static,
+    H: Fn(Req) -> F + Send + Sync + 'static,
+    F: std::future::Future<Output = Resp> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    let remote = conn.remote_address();
+    loop {
+        let (mut send, mut recv) = match conn.accept_bi().await {
+            Ok(streams) => streams,
+            Err(
+                quinn::ConnectionError::ApplicationClosed(_)
+                | quinn::ConnectionError::LocallyClosed,
+            ) => return Ok(()),
+            Err(e) => return Err(WireError::Connection(e.to_string())),
+        };
+        let handler = Arc::clone(&handler);
+        tokio::spawn(async move {
+            let response = match read_frame::<Req>(&mut recv, max_frame).await {
+                Ok(request) => handler(request).await,
+                Err(e) => {
+                    let (kind, code) = match e {
+                        FrameError::TooLarge { .. } => (ErrorKind::TooLarge, codes::TOO_LARGE),
+                        FrameError::Malformed(_) => (ErrorKind::BadRequest, codes::MALFORMED),
+                        // The stream itself broke: nobody to answer.
+                        FrameError::Truncated { .. } | FrameError::Transport(_) => {
+                            tracing::debug!(%remote, error = %e, "request stream ended early");
+                            return;
+                        }
+                    };
+                    tracing::warn!(%remote, error = %e, "refusing a bad request frame");
+                    // Stop the peer sending the rest of an oversized frame.
+                    let _ = recv.stop(code.into());
+                    Resp::error_reply(kind, format!("request refused: {e}"))
+                }
+            };
+            let frame = encode_frame(&response, max_frame).or_else(|e| {
+                tracing::warn!(%remote, error = %e, "response too large to send");
+                let refusal =
+                    Resp::error_reply(ErrorKind::TooLarge, format!("response refused: {e}"));
+                encode_frame(&refusal, max_frame)
+            });
+            let sent = match frame {
+                Ok(frame) => send.write_all(&frame).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match sent {
+                Ok(()) => {
+                    let _ = send.finish();
+                }
+                Err(e) => tracing::debug!(%remote, error = %e, "could not send a response"),
+            }
+        });
+    }
+}

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Measures, in one run on this machine:
+#  - the disk's raw append+fdatasync rate (the physical limit of fsync = always),
+#  - `mimeo bench`'s workload against a standalone Mimeo node with fsync = always
+#    and with fsync = batch,
+#  - the same workload against etcd (single member) and Redis (appendfsync always),
+# at each concurrency, RUNS times each, and prints a Markdown table of medians.
+#
+#   bash scripts/bench-compare.sh                 # defaults: RUNS=3 DURATION=10s CONCURRENCY="1 16 64"
+#   RUNS=5 DURATION=20s bash scripts/bench-compare.sh
+#
+# Installs etcd-server, redis-server and protobuf-compiler from Debian's
+# packages if they are missing. Everything listens on 127.0.0.1 only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-10s}
+CONCURRENCY=${CONCURRENCY:-"1 16 64"}
+VALUE_SIZE=${VALUE_SIZE:-256}
+STORES=${STORES:-"fsync mimeo-always mimeo-batch etcd redis"}
+
+need=()
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v etcdctl >/dev/null || need+=(etcd-client)
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# Debian starts the services it installs; this script runs its own.
+for svc in etcd redis-server; do
+  (systemctl stop "$svc" || service "$svc" stop) >/dev/null 2>&1 || true
+done
+
+cargo build --release --locked -p mimeo-node -p bench-compare
+mimeo=$PWD/target/release/mimeo
+compare=$PWD/target/release/bench-compare
+
+work=$(mktemp -d /var/tmp/mimeo-bench.XXXXXX)
+results=$work/results.jsonl
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+echo "scratch directory: $work (same filesystem as $(df --output=target "$work" | tail -1))" >&2
+
+record() { # store concurrency json
+  python3 -c 'import json,sys; r=json.loads(sys.argv[3]); r["store"]=sys.argv[1]; r["c"]=int(sys.argv[2]); print(json.dumps(r))' "$1" "$2" "$3" >> "$results"
+}
+
+wait_for() { # description command...
+  local what=$1; shift
+  for _ in $(seq 1 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "$what did not come up within 30 s" >&2; exit 1
+}
+
+stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
+
+run_mimeo() { # fsync
+  local fsync=$1 dir=$work/mimeo-$1
+  mkdir -p "$dir"
+  "$mimeo" certs init --dir "$dir/certs" --nodes n1 >/dev/null
+  printf 'node_id = "n1"\nlisten = "127.0.0.1:17501"\ndata_dir = "data"\n[storage]\nfsync = "%s"\n' "$fsync" > "$dir/node.toml"
+  RUST_LOG=warn "$mimeo" serve --config "$dir/node.toml" >"$dir/node.log" 2>&1 & local pid=$!; pids+=("$pid")
+  wait_for "mimeo" "$mimeo" --certs "$dir/certs" --node 127.0.0.1:17501 status
+  for c in $CONCURRENCY; do for run in $(seq 1 "$RUNS"); do
+    echo "mimeo fsync=$fsync c=$c run $run" >&2
+    record "mimeo-$fsync" "$c" "$("$compare" run --target mimeo --endpoint 127.0.0.1:17501 --certs "$dir/certs" -c "$c" --value-size "$VALUE_SIZE" -d "$DURATION" --seed "$run")"
+  done; done
+  stop "$pid"
+}
+
+run_etcd() {
+  local dir=$work/etcd
+  etcd --name bench --data-dir "$dir" \
+    --listen-client-urls http://127.0.0.1:12379 --advertise-client-urls http://127.0.0.1:12379 \
+    --listen-peer-urls http://127.0.0.1:12380 --initial-advertise-peer-urls http://127.0.0.1:12380 \
+    --initial-cluster bench=http://127.0.0.1:12380 >"$work/etcd.log" 2>&1 & local pid=$!; pids+=("$pid")
+  wait_for "etcd" etcdctl --endpoints 127.0.0.1:12379 endpoint health
+  for c in $CONCURRENCY; do for run in $(seq 1 "$RUNS"); do
+    echo "etcd c=$c run $run" >&2
+    record etcd "$c" "$("$compare" run --target etcd --endpoint 127.0.0.1:12379 -c "$c" --value-size "$VALUE_SIZE" -d "$DURATION" --seed "$run")"
+  done; done
+  stop "$pid"
+}
+
+run_redis() {
+  local dir=$work/redis
+  mkdir -p "$dir"
+  redis-server --bind 127.0.0.1 --port 16379 --dir "$dir" --save '' --appendonly yes --appendfsync always \
+    >"$work/redis.log" 2>&1 & local pid=$!; pids+=("$pid")
+  wait_for "redis" redis-cli -p 16379 ping
+  for c in $CONCURRENCY; do for run in $(seq 1 "$RUNS"); do
+    echo "redis c=$c run $run" >&2
+    record redis-always "$c" "$("$compare" run --target redis --endpoint 127.0.0.1:16379 -c "$c" --value-size "$VALUE_SIZE" -d "$DURATION" --seed "$run")"
+  done; done
+  stop "$pid"
+}
+
+for store in $STORES; do
+  case $store in
+    fsync) for run in $(seq 1 "$RUNS"); do
+             python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(json.dumps({"store":"raw-fsync","c":1,"throughput":r["fsyncs_per_s"],"latency":{"p50_us":r["median_us"],"p99_us":r["p99_us"]}}))' \
+               "$("$compare" fsync-rate --dir "$work" --duration 5s --bytes "$VALUE_SIZE")" >> "$results"
+           done ;;
+    mimeo-always) run_mimeo always ;;
+    mimeo-batch) run_mimeo batch ;;
+    etcd) run_etcd ;;
+    redis) run_redis ;;
+    *) echo "unknown store $store" >&2; exit 64 ;;
+  esac
+done
+
+python3 - "$results" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+groups = {}
+for r in rows:
+    groups.setdefault((r["store"], r["c"]), []).append(r)
+med = lambda xs: statistics.median(xs)
+etcd = {c: med([r["throughput"] for r in rs]) for (s, c), rs in groups.items() if s == "etcd"}
+print("| store | concurrency | runs | throughput (ops/s, median) | min–max | p50 µs | p99 µs | vs etcd |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+for (store, c), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+    t = [r["throughput"] for r in rs]
+    p50 = med([r["latency"]["p50_us"] for r in rs]); p99 = med([r["latency"]["p99_us"] for r in rs])
+    ratio = f'{med(t) / etcd[c]:.2f}×' if c in etcd and store != "raw-fsync" else ""
+    print(f"| {store} | {c} | {len(rs)} | {med(t):,.0f} | {min(t):,.0f}–{max(t):,.0f} | {p50:,.0f} | {p99:,.0f} | {ratio} |")
+errors = [(r["store"], r["c"], r.get("failed", 0) + r.get("unknown", 0)) for r in rows if r.get("failed", 0) + r.get("unknown", 0)]
+if errors:
+    print("\nruns with errors (store, concurrency, failed+unknown):", errors)
+PY
+echo "raw results: $results" >&2
