@@ -48,11 +48,11 @@ echo "node up on 127.0.0.1:$port (fsync = always); starting the write load"
 
 "$mimeo" bench --unique-keys --concurrency 16 --duration 60s --ack-log acks.log --quiet >bench.log 2>&1 & bench=$!; pids+=("$bench")
 for _ in $(seq 1 600); do
-  [ "$(wc -l < acks.log 2>/dev/null || echo 0)" -ge 1000 ] && break
+  [ -f acks.log ] && [ "$(wc -l < acks.log)" -ge 1000 ] && break
   sleep 0.1
 done
 acked=$(wc -l < acks.log)
-echo "SIGKILL to the node after $acked acknowledged writes"
+echo "SIGKILL to the node after at least $acked acknowledged writes"
 kill -9 "$node"; wait "$node" 2>/dev/null || true
 kill -9 "$bench"; wait "$bench" 2>/dev/null || true
 
