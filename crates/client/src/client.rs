@@ -272,11 +272,13 @@ impl Client {
                                 message: format!("gave up after {redirects} leader redirects"),
                             })
                         }
-                        None => return Err(Error::Unavailable {
-                            message: format!(
+                        None => {
+                            return Err(Error::Unavailable {
+                                message: format!(
                                 "{node} is not the leader and knows no leader (hint: {leader:?})"
                             ),
-                        }),
+                            })
+                        }
                     }
                 }
                 ClientResponse::Error { kind, message } => {

@@ -68,7 +68,9 @@
 //!
 //! [`Options::fsync`] chooses when the log is fsynced ([`FsyncMode`]):
 //!
-//! - `always`: [`Store::append`] returns after an fsync covering its records;
+//! - `always`: [`Store::append`] returns after an fsync covering its records
+//!   (one fsync per call: writers taking turns to append do not share
+//!   fsyncs, so pass several records per call, or use `batch`);
 //! - `batch` (the default) is group commit: `append` returns after the
 //!   write, and [`Store::wait_durable`] blocks until an fsync covers the
 //!   index. Concurrent waiters share one fsync, and nobody is released
@@ -87,7 +89,8 @@
 //!
 //! # On-disk format
 //!
-//! A data directory holds nothing but these files (others are left alone):
+//! The store keeps these files in its data directory, and leaves any other
+//! file there alone:
 //!
 //! | name                                | what                                        |
 //! |-------------------------------------|---------------------------------------------|

@@ -15,7 +15,10 @@ use crate::error::Error;
 #[serde(rename_all = "lowercase")]
 pub enum FsyncMode {
     /// [`Store::append`](crate::Store::append) returns only after an fsync
-    /// covering the appended records. Concurrent appenders still share fsyncs.
+    /// covering the appended records. The records of one call share that
+    /// fsync, but writers that take turns to append (as they must, since
+    /// each append continues the log) fsync one after another: to share
+    /// fsyncs between concurrent writers, use `Batch`.
     Always,
     /// Group commit: `append` returns after `write(2)`; the caller then calls
     /// [`Store::wait_durable`](crate::Store::wait_durable), and concurrent

@@ -318,7 +318,6 @@ fn replay_segment(
         .open(&name)
         .map_err(io_err("open segment", path.clone()))?;
     let len = file_len(&*file, &path)?;
-    let mut reader = FrameReader::new(&*file, len, 0);
 
     let mut header = vec![0u8; SEGMENT_HEADER_LEN.min(len) as usize];
     file.read_at(&mut header, 0)
@@ -336,10 +335,10 @@ fn replay_segment(
             // Segments are created with their header fsynced before any
             // record is written, so a bad header is a torn creation only in
             // the last segment and only if no record follows it.
-            let rest = reader
+            let whole = FrameReader::new(&*file, len, 0)
                 .rest()
                 .map_err(io_err("read segment", path.clone()))?;
-            if is_last && find_intact_frame(&rest, 0, 0).is_none() {
+            if is_last && find_intact_frame(&whole, 0, 0).is_none() {
                 tracing::warn!(
                     file = %path.display(),
                     bytes_dropped = len,
@@ -371,9 +370,6 @@ fn replay_segment(
             ReadFrame::End => break,
             ReadFrame::Bad(bad) => {
                 let why = bad.describe();
-                let rest = reader
-                    .rest()
-                    .map_err(io_err("read segment", path.clone()))?;
                 if !is_last {
                     return Err(corrupt(
                         path,
@@ -381,6 +377,9 @@ fn replay_segment(
                         format!("{why}; only the last segment can end in a torn write (a segment is fsynced before the next one is created)"),
                     ));
                 }
+                let rest = reader
+                    .rest()
+                    .map_err(io_err("read segment", path.clone()))?;
                 if let Some(proof) = find_intact_frame(&rest, 1, index) {
                     return Err(corrupt(
                         path,

@@ -10,7 +10,7 @@
 use std::fmt;
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{
     Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
@@ -120,6 +120,11 @@ pub(crate) struct Inner {
     pub(crate) compactions: AtomicU64,
     truncated_tail_bytes_at_open: u64,
     auto_compacting: AtomicBool,
+    /// After an automatic compaction fails, the next is not tried until the
+    /// log has more segments than this (0 when the last one succeeded): a
+    /// persistent failure, such as a full disk, is retried once per new
+    /// segment rather than on every append.
+    auto_compact_hold: AtomicUsize,
     background: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -226,6 +231,7 @@ impl Store {
             compactions: AtomicU64::new(0),
             truncated_tail_bytes_at_open: loaded.truncated_tail_bytes,
             auto_compacting: AtomicBool::new(false),
+            auto_compact_hold: AtomicUsize::new(0),
             background: Mutex::new(None),
         };
         Ok(Store {
@@ -241,13 +247,16 @@ impl Store {
     /// sees them at once) and returns the last position.
     ///
     /// With [`FsyncMode::Always`] it returns only after an fsync covering the
-    /// records (shared with concurrent appenders); with `Batch` and `Never`
-    /// it returns after the write, and the caller acknowledges the write
-    /// only after [`wait_durable`](Store::wait_durable).
+    /// records; with `Batch` and `Never` it returns after the write, and the
+    /// caller acknowledges the write only after
+    /// [`wait_durable`](Store::wait_durable).
     ///
     /// Callers that append from several threads must serialise choosing the
-    /// index and calling `append` (e.g. under one mutex) and can then wait
-    /// for durability outside it, which is what lets their fsyncs be shared.
+    /// index and calling `append` (e.g. under one mutex). Under `Batch` they
+    /// then wait for durability outside that mutex, which is what lets
+    /// concurrent writers share one fsync (group commit). Under `Always`
+    /// the fsync happens inside `append`, so inside the mutex: only records
+    /// passed in the same call share it.
     ///
     /// A failed write or fsync poisons the store: this call returns the I/O
     /// error and every later write returns [`Error::Poisoned`].
@@ -419,7 +428,8 @@ impl Store {
             if next >= end {
                 break;
             }
-            let upto = (end - 1).min(next + (max - out.len()) as u64 - 1);
+            let wanted = (max - out.len()) as u64;
+            let upto = (end - 1).min(next.saturating_add(wanted - 1));
             let (start, _) = seg.frame_range(next);
             let (_, stop) = seg.frame_range(upto);
             let path = self.inner.path(&seg.name);
@@ -456,11 +466,12 @@ impl Store {
     /// Removes every record with index `from` or above, durably (a deposed
     /// leader dropping its divergent suffix), and rebuilds the index so the
     /// keys they wrote show their earlier entries again. Returns how many
-    /// records were removed (0 if `from` is past the end). Fails with
-    /// [`Error::Compacted`] if `from` is at or below the compaction floor:
-    /// those records are already folded into the snapshot.
+    /// records were removed. Fails with [`Error::Compacted`] if `from` is at
+    /// or below the compaction floor: those records are already folded into
+    /// the snapshot.
     ///
-    /// Afterwards every remaining record is durable. The index is rebuilt by
+    /// If `from` is past the end it returns 0 without any I/O; otherwise,
+    /// afterwards, every remaining record is durable. The index is rebuilt by
     /// re-reading the snapshot and the log, so this costs as much as
     /// [`Store::open`]; it is meant for the rare leader change. Crash-safe:
     /// segments are removed newest first, so a crash part-way leaves a
@@ -559,11 +570,18 @@ impl Store {
             .name("mimeo-compaction".into())
             .spawn(move || {
                 match inner.compact(false) {
-                    Ok(stats) => tracing::debug!(?stats, "automatic compaction finished"),
-                    Err(e) => tracing::warn!(
-                        error = %e,
-                        "automatic compaction failed; the log is intact and compaction will be retried"
-                    ),
+                    Ok(stats) => {
+                        inner.auto_compact_hold.store(0, Ordering::Relaxed);
+                        tracing::debug!(?stats, "automatic compaction finished");
+                    }
+                    Err(e) => {
+                        let segments = read(&inner.state).segments.len();
+                        inner.auto_compact_hold.store(segments, Ordering::Relaxed);
+                        tracing::warn!(
+                            error = %e,
+                            "automatic compaction failed; the log is intact, and compaction will be retried once the log has grown by a segment"
+                        );
+                    }
                 }
                 inner.auto_compacting.store(false, Ordering::Release);
             });
@@ -795,10 +813,11 @@ impl Inner {
             st.apply(key, slot);
             st.last = r.meta.position;
         }
-        st.wants_compaction(
-            self.options.compact_min_bytes,
-            self.options.compact_min_garbage_ratio,
-        )
+        st.segments.len() > self.auto_compact_hold.load(Ordering::Relaxed)
+            && st.wants_compaction(
+                self.options.compact_min_bytes,
+                self.options.compact_min_garbage_ratio,
+            )
     }
 
     /// The value a slot points at (`None` for a tombstone, without I/O).
@@ -991,6 +1010,7 @@ mod tests {
             "{stats:?}"
         );
         assert_eq!(store.read_log(1, 100).unwrap().len(), 20);
+        assert_eq!(store.read_log(3, usize::MAX).unwrap().len(), 18);
         assert_eq!(store.read_log(7, 3).unwrap()[0].meta.position.index, 7);
     }
 }
