@@ -4,7 +4,8 @@
 #  - `mimeo bench`'s workload against a standalone Mimeo node with fsync = always
 #    and with fsync = batch,
 #  - the same workload against etcd (single member) and Redis (appendfsync always),
-# at each concurrency, RUNS times each, and prints a Markdown table of medians.
+# at each concurrency, RUNS times each (round-robin over the stores), and
+# prints a Markdown table of medians.
 #
 #   bash scripts/bench-compare.sh                 # defaults: RUNS=3 DURATION=10s CONCURRENCY="1 16 64"
 #   RUNS=5 DURATION=20s bash scripts/bench-compare.sh
@@ -55,61 +56,65 @@ wait_for() { # description command...
   echo "$what did not come up within 30 s" >&2; exit 1
 }
 
-stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
-
-run_mimeo() { # fsync
-  local fsync=$1 dir=$work/mimeo-$1
+# Every server runs for the whole script, and the measurements go round-robin
+# (run, then concurrency, then store), so a slow spell of the disk or a busy
+# neighbour hits every store alike instead of one store's whole series.
+start_mimeo() { # fsync port
+  local fsync=$1 port=$2 dir=$work/mimeo-$1
   mkdir -p "$dir"
   "$mimeo" certs init --dir "$dir/certs" --nodes n1 >/dev/null
-  printf 'node_id = "n1"\nlisten = "127.0.0.1:17501"\ndata_dir = "data"\n[storage]\nfsync = "%s"\n' "$fsync" > "$dir/node.toml"
-  RUST_LOG=warn "$mimeo" serve --config "$dir/node.toml" >"$dir/node.log" 2>&1 & local pid=$!; pids+=("$pid")
-  wait_for "mimeo" "$mimeo" --certs "$dir/certs" --node 127.0.0.1:17501 status
-  for c in $CONCURRENCY; do for run in $(seq 1 "$RUNS"); do
-    echo "mimeo fsync=$fsync c=$c run $run" >&2
-    record "mimeo-$fsync" "$c" "$("$compare" run --target mimeo --endpoint 127.0.0.1:17501 --certs "$dir/certs" -c "$c" --value-size "$VALUE_SIZE" -d "$DURATION" --seed "$run")"
-  done; done
-  stop "$pid"
+  printf 'node_id = "n1"\nlisten = "127.0.0.1:%s"\ndata_dir = "data"\n[storage]\nfsync = "%s"\n' "$port" "$fsync" > "$dir/node.toml"
+  RUST_LOG=warn "$mimeo" serve --config "$dir/node.toml" >"$dir/node.log" 2>&1 & pids+=("$!")
+  wait_for "mimeo ($fsync)" "$mimeo" --certs "$dir/certs" --node "127.0.0.1:$port" status
 }
 
-run_etcd() {
-  local dir=$work/etcd
-  etcd --name bench --data-dir "$dir" \
+start_etcd() {
+  etcd --name bench --data-dir "$work/etcd" \
     --listen-client-urls http://127.0.0.1:12379 --advertise-client-urls http://127.0.0.1:12379 \
     --listen-peer-urls http://127.0.0.1:12380 --initial-advertise-peer-urls http://127.0.0.1:12380 \
-    --initial-cluster bench=http://127.0.0.1:12380 >"$work/etcd.log" 2>&1 & local pid=$!; pids+=("$pid")
+    --initial-cluster bench=http://127.0.0.1:12380 >"$work/etcd.log" 2>&1 & pids+=("$!")
   wait_for "etcd" etcdctl --endpoints 127.0.0.1:12379 endpoint health
-  for c in $CONCURRENCY; do for run in $(seq 1 "$RUNS"); do
-    echo "etcd c=$c run $run" >&2
-    record etcd "$c" "$("$compare" run --target etcd --endpoint 127.0.0.1:12379 -c "$c" --value-size "$VALUE_SIZE" -d "$DURATION" --seed "$run")"
-  done; done
-  stop "$pid"
 }
 
-run_redis() {
-  local dir=$work/redis
-  mkdir -p "$dir"
-  redis-server --bind 127.0.0.1 --port 16379 --dir "$dir" --save '' --appendonly yes --appendfsync always \
-    >"$work/redis.log" 2>&1 & local pid=$!; pids+=("$pid")
+start_redis() {
+  mkdir -p "$work/redis"
+  redis-server --bind 127.0.0.1 --port 16379 --dir "$work/redis" --save '' --appendonly yes --appendfsync always \
+    >"$work/redis.log" 2>&1 & pids+=("$!")
   wait_for "redis" redis-cli -p 16379 ping
-  for c in $CONCURRENCY; do for run in $(seq 1 "$RUNS"); do
-    echo "redis c=$c run $run" >&2
-    record redis-always "$c" "$("$compare" run --target redis --endpoint 127.0.0.1:16379 -c "$c" --value-size "$VALUE_SIZE" -d "$DURATION" --seed "$run")"
-  done; done
-  stop "$pid"
 }
 
+measure() { # store concurrency run
+  local store=$1 c=$2 run=$3 args
+  case $store in
+    mimeo-always) args=(--target mimeo --endpoint 127.0.0.1:17501 --certs "$work/mimeo-always/certs") ;;
+    mimeo-batch) args=(--target mimeo --endpoint 127.0.0.1:17502 --certs "$work/mimeo-batch/certs") ;;
+    etcd) args=(--target etcd --endpoint 127.0.0.1:12379) ;;
+    redis) args=(--target redis --endpoint 127.0.0.1:16379) ;;
+  esac
+  echo "$store c=$c run $run" >&2
+  record "$store" "$c" "$("$compare" run "${args[@]}" -c "$c" --value-size "$VALUE_SIZE" -d "$DURATION" --seed "$run")"
+}
+
+servers=()
 for store in $STORES; do
   case $store in
-    fsync) for run in $(seq 1 "$RUNS"); do
-             python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(json.dumps({"store":"raw-fsync","c":1,"throughput":r["fsyncs_per_s"],"latency":{"p50_us":r["median_us"],"p99_us":r["p99_us"]}}))' \
-               "$("$compare" fsync-rate --dir "$work" --duration 5s --bytes "$VALUE_SIZE")" >> "$results"
-           done ;;
-    mimeo-always) run_mimeo always ;;
-    mimeo-batch) run_mimeo batch ;;
-    etcd) run_etcd ;;
-    redis) run_redis ;;
+    fsync) ;;
+    mimeo-always) start_mimeo always 17501; servers+=("$store") ;;
+    mimeo-batch) start_mimeo batch 17502; servers+=("$store") ;;
+    etcd) start_etcd; servers+=("$store") ;;
+    redis) start_redis; servers+=("$store") ;;
     *) echo "unknown store $store" >&2; exit 64 ;;
   esac
+done
+
+for run in $(seq 1 "$RUNS"); do
+  case " $STORES " in *" fsync "*)
+    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(json.dumps({"store":"raw-fsync","c":1,"throughput":r["fsyncs_per_s"],"latency":{"p50_us":r["median_us"],"p99_us":r["p99_us"]}}))' \
+      "$("$compare" fsync-rate --dir "$work" --duration 5s --bytes "$VALUE_SIZE")" >> "$results" ;;
+  esac
+  for c in $CONCURRENCY; do
+    for store in "${servers[@]}"; do measure "$store" "$c" "$run"; done
+  done
 done
 
 python3 - "$results" <<'PY'

@@ -88,6 +88,19 @@ impl Connector {
         }
     }
 
+    /// Closes `conn` and removes it from the cache (unless another request
+    /// already replaced it).
+    fn forget(&self, node: SocketAddr, conn: &quinn::Connection) {
+        let mut connections = self.lock();
+        if connections
+            .get(&node)
+            .is_some_and(|cached| cached.stable_id() == conn.stable_id())
+        {
+            connections.remove(&node);
+        }
+        conn.close(0u32.into(), b"no answer; reconnecting");
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, quinn::Connection>> {
         // The map holds no invariant a panicking holder could break.
         self.connections
@@ -132,12 +145,25 @@ impl Connector {
                 })
         };
         // A broken connection is not reused: `cached` checks its close reason.
+        let received_before = conn.stats().udp_rx.datagrams;
         match tokio::time::timeout(self.request_timeout, exchange).await {
             Ok(result) => result,
-            Err(_) => Err(Error::Timeout {
-                node,
-                after: self.request_timeout,
-            }),
+            Err(_) => {
+                // Not one datagram from the node during the whole wait: it
+                // is probably gone (killed, restarted with a new endpoint
+                // that ignores this connection, or paused), and QUIC would
+                // only notice at the idle timeout. Drop the connection so
+                // the next request connects afresh; if the node is still
+                // unreachable, that attempt fails definitely, before
+                // anything is sent.
+                if conn.stats().udp_rx.datagrams == received_before {
+                    self.forget(node, &conn);
+                }
+                Err(Error::Timeout {
+                    node,
+                    after: self.request_timeout,
+                })
+            }
         }
     }
 }

@@ -14,7 +14,7 @@
 //!
 //! The library exposes what other programs reuse: [`config::NodeConfig`]
 //! (the harness writes node configs with it), [`serve`] (run a node inside
-//! another process), and [`bench`], the load generator that the
+//! another process), and [`mod@bench`], the load generator that the
 //! `bench-compare` crate also points at etcd and Redis.
 //!
 //! ```
