@@ -237,7 +237,7 @@ pub async fn run<T: Target>(
         }));
     }
 
-    let mut merged = Histogram::<u64>::new(3).expect("3 significant figures is valid");
+    let mut merged = latency_histogram();
     let (mut reads, mut writes, mut errors) = (0, 0, Vec::new());
     for worker in workers {
         let result = worker.await.map_err(std::io::Error::other)??;
@@ -276,6 +276,18 @@ pub async fn run<T: Target>(
     })
 }
 
+/// The slowest latency a histogram tracks exactly; slower operations are
+/// recorded as this (an hour, far beyond any timeout).
+const MAX_TRACKED_US: u64 = 3_600_000_000;
+
+/// A latency histogram in microseconds, 1 µs to [`MAX_TRACKED_US`], three
+/// significant figures. The bounds are explicit: `Histogram::new` starts
+/// at a 2 ms ceiling and `saturating_record` does not grow it, which would
+/// clamp every slower operation to 2 ms.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_TRACKED_US, 3).expect("bounds and precision are valid")
+}
+
 async fn run_worker<T: Target>(
     worker: usize,
     target: &T,
@@ -286,7 +298,7 @@ async fn run_worker<T: Target>(
 ) -> std::io::Result<WorkerResult> {
     let mut rng = StdRng::seed_from_u64(workload.seed.wrapping_add(worker as u64));
     let mut result = WorkerResult {
-        histogram: Histogram::new(3).expect("3 significant figures is valid"),
+        histogram: latency_histogram(),
         reads: 0,
         writes: 0,
         errors: Vec::new(),
@@ -426,6 +438,42 @@ mod tests {
             assert_eq!(data.get(key), Some(&value_for(key, 16)), "{key}");
         }
         assert!(report.latency.max_us >= report.latency.p50_us);
+    }
+
+    /// A target whose every write takes `delay`.
+    struct Slow {
+        delay: Duration,
+    }
+
+    impl Target for Slow {
+        async fn put(&self, _key: String, _value: Vec<u8>) -> Result<(), OpError> {
+            tokio::time::sleep(self.delay).await;
+            Ok(())
+        }
+
+        async fn get(&self, _key: String) -> Result<Option<Vec<u8>>, OpError> {
+            Ok(None)
+        }
+    }
+
+    #[tokio::test]
+    async fn latencies_above_two_milliseconds_are_measured_not_clamped() {
+        let workload = Workload {
+            concurrency: 2,
+            stop: Stop::Ops(10),
+            ..Workload::default()
+        };
+        let options = RunOptions {
+            progress: false,
+            ack_log: None,
+        };
+        let delay = Duration::from_millis(8);
+        let report = run(Arc::new(Slow { delay }), &workload, &options)
+            .await
+            .unwrap();
+        let l = &report.latency;
+        assert!(l.p50_us >= 8_000, "p50 {} us for 8 ms writes", l.p50_us);
+        assert!(l.max_us >= l.p99_us && l.p99_us >= l.p50_us, "{l:?}");
     }
 
     #[test]
