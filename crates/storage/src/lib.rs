@@ -225,12 +225,24 @@
 //! and a durable image of every file and simulates power cuts at any
 //! operation, so tests (here and in the replicator crates) can check that
 //! acknowledged writes survive.
+//!
+//! [`PowerLossBackend`] brings the same fault to a real process: it works
+//! on a real directory but keeps every byte not yet fsynced in process
+//! memory, and writes it to the file only at `sync_data`. Killing the
+//! process (SIGKILL) then loses exactly the unsynced writes, as a power cut
+//! would, which a plain SIGKILL never does (the page cache survives it).
+//! The node turns it on with `simulate_power_loss = true`, and the harness
+//! uses it for its power-loss fault. It is a test aid: only file contents
+//! and lengths are held back (creates, renames and removes take effect at
+//! once), and under `fsync = never` the memory it holds grows up to about
+//! one segment before the segment's close flushes it.
 
 mod backend;
 mod compaction;
 mod error;
 mod format;
 mod options;
+mod power_loss;
 mod record;
 mod recovery;
 pub mod sim;
@@ -241,5 +253,6 @@ pub use backend::{Backend, BackendFile, FsBackend};
 pub use error::{Error, Result};
 pub use format::MAX_RECORD_BYTES;
 pub use options::{FsyncMode, Options, ParseFsyncModeError};
+pub use power_loss::PowerLossBackend;
 pub use record::{Entry, LogPosition, Mutation, Record, RecordMeta};
 pub use store::{CompactionStats, Stats, Store};
