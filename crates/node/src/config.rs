@@ -17,6 +17,7 @@
 //! [storage]
 //! fsync = "batch"          # always | batch | never
 //! segment_bytes = 67108864
+//! simulate_power_loss = false  # test mode: SIGKILL loses unsynced writes
 //!
 //! [limits]
 //! max_frame_bytes = 4194304
@@ -30,6 +31,11 @@ use std::time::Duration;
 
 use mimeo_storage::FsyncMode;
 use serde::{Deserialize, Serialize};
+
+/// The largest `storage.segment_bytes` allowed with
+/// `simulate_power_loss = true` and `fsync = "never"`, where up to a whole
+/// segment of unsynced writes is held in memory.
+const MAX_POWER_LOSS_SEGMENT_BYTES: u64 = 1 << 30;
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +124,17 @@ pub struct StorageSection {
     pub fsync: FsyncMode,
     /// Size at which the log rolls over to a new segment file.
     pub segment_bytes: u64,
+    /// Test mode, off by default: keep every byte not yet fsynced in
+    /// process memory ([`mimeo_storage::PowerLossBackend`]), so that killing
+    /// the node with SIGKILL loses exactly what a power cut would. A plain
+    /// SIGKILL loses nothing that reached the OS page cache, so it cannot
+    /// show an fsync bug; the harness's `power-loss` fault turns this on.
+    /// Only file contents are held back (creating, renaming and removing
+    /// files takes effect at once), and a clean shutdown (SIGTERM, SIGINT,
+    /// admin shutdown) still syncs everything. Under `fsync = "never"` the node holds
+    /// up to about `segment_bytes` of unsynced writes in memory, until the
+    /// segment is closed. Never use it in production.
+    pub simulate_power_loss: bool,
 }
 
 /// Limits that protect the node from oversized input.
@@ -163,6 +180,7 @@ impl Default for StorageSection {
         StorageSection {
             fsync: FsyncMode::Batch,
             segment_bytes: 64 * 1024 * 1024,
+            simulate_power_loss: false,
         }
     }
 }
@@ -235,6 +253,16 @@ impl NodeConfig {
         if self.storage.segment_bytes < 4096 {
             return invalid("storage.segment_bytes", "must be at least 4096");
         }
+        if self.storage.simulate_power_loss
+            && self.storage.fsync == FsyncMode::Never
+            && self.storage.segment_bytes > MAX_POWER_LOSS_SEGMENT_BYTES
+        {
+            return invalid(
+                "storage.simulate_power_loss",
+                "with fsync = \"never\" keeps up to one segment of unsynced writes in memory: \
+                 set storage.segment_bytes to at most 1073741824 (1 GiB)",
+            );
+        }
         if self.limits.max_frame_bytes < 1024 {
             return invalid("limits.max_frame_bytes", "must be at least 1024");
         }
@@ -300,6 +328,40 @@ mod tests {
             text.contains("sometimes") || text.contains("fsync"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn simulate_power_loss_is_off_by_default_and_parsed() {
+        assert!(!NodeConfig::default().storage.simulate_power_loss);
+        let config =
+            NodeConfig::parse("[storage]\nfsync = \"never\"\nsimulate_power_loss = true\n")
+                .unwrap();
+        assert!(config.storage.simulate_power_loss);
+        assert_eq!(NodeConfig::parse(&config.to_toml()).unwrap(), config);
+
+        let err = NodeConfig::parse("[storage]\nsimulate_power_loss = \"yes\"\n").unwrap_err();
+        assert!(err.to_string().contains("simulate_power_loss"), "{err}");
+    }
+
+    #[test]
+    fn simulate_power_loss_under_never_refuses_huge_segments() {
+        let text = |fsync: &str, power_loss: bool| {
+            format!(
+                "[storage]\nfsync = \"{fsync}\"\nsegment_bytes = {}\nsimulate_power_loss = {power_loss}\n",
+                MAX_POWER_LOSS_SEGMENT_BYTES + 1
+            )
+        };
+        let err = NodeConfig::parse(&text("never", true)).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("storage.simulate_power_loss"), "{message}");
+        assert!(message.contains("segment_bytes"), "{message}");
+        // Only that combination holds unsynced writes for a whole segment.
+        NodeConfig::parse(&text("never", false)).unwrap();
+        NodeConfig::parse(&text("batch", true)).unwrap();
+        let mut config = NodeConfig::parse(&text("never", false)).unwrap();
+        config.storage.simulate_power_loss = true;
+        config.storage.segment_bytes = MAX_POWER_LOSS_SEGMENT_BYTES;
+        config.validate().unwrap();
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! Runs one node: the QUIC endpoint, the hello, the client and admin
 //! protocols, and a clean shutdown on SIGTERM, SIGINT or an admin request.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use mimeo_storage::{Options, Store};
+use mimeo_storage::{Options, PowerLossBackend, Store};
 use mimeo_wire::{
     AdminRequest, AdminResponse, ClientRequest, Protocol, Role, TlsIdentity, TransportConfig,
 };
@@ -54,9 +55,19 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         ..Options::default()
     };
     let data_dir = config.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, options))
-        .await?
-        .with_context(|| format!("opening storage in {}", config.data_dir.display()))?;
+    let simulate_power_loss = config.storage.simulate_power_loss;
+    if simulate_power_loss {
+        tracing::warn!(
+            data_dir = %config.data_dir.display(),
+            fsync = %config.storage.fsync,
+            "test mode: unsynced writes live in memory; SIGKILL simulates a power cut \
+             (storage.simulate_power_loss = true)"
+        );
+    }
+    let store =
+        tokio::task::spawn_blocking(move || open_store(&data_dir, options, simulate_power_loss))
+            .await?
+            .with_context(|| format!("opening storage in {}", config.data_dir.display()))?;
     let store = Arc::new(store);
 
     let transport = TransportConfig {
@@ -82,7 +93,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     });
 
     let last = store.last_position();
-    tracing::info!(node = %config.node_id, %local, mode = %config.mode, fsync = %config.storage.fsync, last_index = last.index, "serving");
+    tracing::info!(node = %config.node_id, %local, mode = %config.mode, fsync = %config.storage.fsync, simulate_power_loss, last_index = last.index, "serving");
     println!(
         "mimeo node {} serving {} on {} (fsync = {}, {} log entries)",
         config.node_id, config.mode, local, config.storage.fsync, last.index
@@ -117,6 +128,21 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     }
     tracing::info!(node = %config.node_id, "stopped");
     Ok(())
+}
+
+/// Opens the store on the real disk or, with `simulate_power_loss`, on a
+/// [`PowerLossBackend`] that keeps unsynced bytes in process memory.
+fn open_store(
+    data_dir: &Path,
+    options: Options,
+    simulate_power_loss: bool,
+) -> anyhow::Result<Store> {
+    if !simulate_power_loss {
+        return Ok(Store::open(data_dir, options)?);
+    }
+    let backend = PowerLossBackend::new(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    Ok(Store::open_with_backend(Arc::new(backend), options)?)
 }
 
 async fn handle_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
