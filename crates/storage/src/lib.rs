@@ -77,7 +77,8 @@
 //!   before the fsync that covers them;
 //! - `never`: nothing is fsynced on the write path (segments are still
 //!   fsynced when they are closed, and [`Store::sync`] fsyncs on demand). A
-//!   power cut loses recent writes; a process crash does not.
+//!   power cut loses recent writes; a process crash does not (except on a
+//!   [`PowerLossBackend`], which makes a crash a power cut).
 //!
 //! A failed write or fsync poisons the store: after an fsync error the
 //! kernel may have dropped the unwritten pages, so what reached the disk is

@@ -1,72 +1,5 @@
-//! A real-disk backend that keeps every unsynced byte in process memory, so
-//! that killing the process (SIGKILL) loses exactly what a power cut would.
-//!
-//! **This is a test aid.** A plain SIGKILL loses nothing that reached the
-//! page cache, so it cannot expose a missing or misplaced fsync. Jepsen
-//! answers that with lazyfs, a FUSE file system that drops unsynced writes
-//! on demand; [`PowerLossBackend`] does the same inside the process, with
-//! no kernel module, mount or root:
-//!
-//! - `write_at` and `set_len` change an in-memory *overlay* of the file and
-//!   never the file itself;
-//! - `read_at` and `len` see the file with the overlay applied, so the store
-//!   reads its own writes;
-//! - `sync_data` writes the overlay into the file, empties it, then
-//!   fdatasyncs as [`FsBackend`] does;
-//! - dropping a file or the backend discards the overlay: nothing is ever
-//!   flushed except by `sync_data`. Killing the process discards it too,
-//!   which is the point.
-//!
-//! After a SIGKILL the directory therefore holds exactly the bytes that
-//! were fsynced: the *strict* power-cut model, where every unsynced write
-//! is lost (a real disk may keep some of them, or tear them; the
-//! simulated [`sim::SimBackend`](crate::sim::SimBackend) explores those
-//! outcomes in-process).
-//!
-//! # What is simulated and what is not
-//!
-//! Only file **contents and lengths** are held back. Directory operations
-//! (`create`, `rename`, `remove`) go straight to the file system, so after
-//! a kill they have all happened, whether or not
-//! [`sync_dir`](Backend::sync_dir) was called: one of the outcomes a real
-//! power cut allows, not the worst. The truncation that `create` does to an
-//! existing file also happens at once. A file created but never synced
-//! survives as an empty or short file, which recovery handles (a torn last
-//! segment or a leftover temporary snapshot).
-//!
-//! # Memory
-//!
-//! The overlay holds every byte written since the file was last synced,
-//! coalesced into contiguous extents. With `fsync = always` or `batch` that
-//! is at most one group commit. With `fsync = never` it grows with the
-//! write load until the active segment is closed — closing a segment, and
-//! writing a snapshot during compaction, fsync and so empty it — so it is
-//! bounded by about one segment ([`Options::segment_bytes`]) plus the
-//! largest batch of records. [`PowerLossBackend::unsynced_bytes`] reports
-//! it. Choose a small segment size for long runs under `never`.
-//!
-//! [`Options::segment_bytes`]: crate::Options::segment_bytes
-//!
-//! ```
-//! use std::sync::Arc;
-//! use mimeo_storage::{FsBackend, PowerLossBackend, Backend};
-//!
-//! let dir = tempfile::tempdir().unwrap();
-//! let disk = PowerLossBackend::new(dir.path())?;
-//! let file = disk.create("f")?;
-//! file.write_at(b"synced", 0)?;
-//! file.sync_data()?;
-//! file.write_at(b" and lost", 6)?;
-//! assert_eq!(file.len()?, 15); // the writer sees its own writes
-//! assert_eq!(disk.unsynced_bytes(), 9);
-//! drop((file, disk)); // what a SIGKILL does: no flush
-//!
-//! let file = FsBackend::new(dir.path())?.open("f")?;
-//! let mut buf = vec![0; file.len()? as usize];
-//! file.read_at(&mut buf, 0)?;
-//! assert_eq!(buf, b"synced");
-//! # Ok::<(), std::io::Error>(())
-//! ```
+//! [`PowerLossBackend`]: a real-disk backend that keeps unsynced bytes in
+//! process memory, so that SIGKILL simulates a power cut.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -77,8 +10,74 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use crate::backend::{Backend, BackendFile, FsBackend};
 
 /// A directory on the local file system whose unsynced file contents live
-/// in process memory; see the [module documentation](self). Test aid: use
-/// [`FsBackend`] in production.
+/// in process memory, so that killing the process (SIGKILL) loses exactly
+/// what a power cut would.
+///
+/// **This is a test aid.** A plain SIGKILL loses nothing that reached the
+/// page cache, so it cannot expose a missing or misplaced fsync. Jepsen
+/// answers that with lazyfs, a FUSE file system that drops unsynced writes
+/// on demand; this backend does the same inside the process, with
+/// no kernel module, mount or root:
+///
+/// - `write_at` and `set_len` change an in-memory *overlay* of the file and
+///   never the file itself;
+/// - `read_at` and `len` see the file with the overlay applied, so the store
+///   reads its own writes;
+/// - `sync_data` writes the overlay into the file, empties it, then
+///   fdatasyncs as [`FsBackend`] does;
+/// - dropping a file or the backend discards the overlay: nothing is ever
+///   flushed except by `sync_data`. Killing the process discards it too,
+///   which is the point.
+///
+/// After a SIGKILL the directory therefore holds exactly the bytes that
+/// were fsynced: the *strict* power-cut model, where every unsynced write
+/// is lost (a real disk may keep some of them, or tear them; the
+/// simulated [`sim::SimBackend`](crate::sim::SimBackend) explores those
+/// outcomes in-process).
+///
+/// # What is simulated and what is not
+///
+/// Only file **contents and lengths** are held back. Directory operations
+/// (`create`, `rename`, `remove`) go straight to the file system, so after
+/// a kill they have all happened, whether or not
+/// [`sync_dir`](Backend::sync_dir) was called: one of the outcomes a real
+/// power cut allows, not the worst. The truncation that `create` does to an
+/// existing file also happens at once. A file created but never synced
+/// survives as an empty or short file, which recovery handles (a torn last
+/// segment or a leftover temporary snapshot).
+///
+/// # Memory
+///
+/// The overlay holds every byte written since the file was last synced,
+/// coalesced into contiguous extents. With `fsync = always` or `batch` that
+/// is only what was written since the last (group) commit. With `fsync = never` it grows with the
+/// write load until the active segment is closed — closing a segment, and
+/// writing a snapshot during compaction, fsync and so empty it — so it is
+/// bounded by about one segment ([`Options::segment_bytes`]) plus the
+/// largest batch of records. [`PowerLossBackend::unsynced_bytes`] reports
+/// it. Choose a small segment size for long runs under `never`.
+///
+/// [`Options::segment_bytes`]: crate::Options::segment_bytes
+///
+/// ```
+/// use mimeo_storage::{Backend, FsBackend, PowerLossBackend};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let disk = PowerLossBackend::new(dir.path())?;
+/// let file = disk.create("f")?;
+/// file.write_at(b"synced", 0)?;
+/// file.sync_data()?;
+/// file.write_at(b" and lost", 6)?;
+/// assert_eq!(file.len()?, 15); // the writer sees its own writes
+/// assert_eq!(disk.unsynced_bytes(), 9);
+/// drop((file, disk)); // what a SIGKILL does: no flush
+///
+/// let file = FsBackend::new(dir.path())?.open("f")?;
+/// let mut buf = vec![0; file.len()? as usize];
+/// file.read_at(&mut buf, 0)?;
+/// assert_eq!(buf, b"synced");
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct PowerLossBackend {
     fs: FsBackend,
     /// The open files by name, so that every handle to one file shares one
