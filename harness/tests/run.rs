@@ -56,7 +56,12 @@ fn nemesis_fs(history: &History) -> Vec<String> {
 async fn a_standalone_node_under_kill_and_pause_is_linearizable() {
     let store = tempfile::tempdir().unwrap();
     let outcome = run::run(
-        args(store.path(), Workload::Register, &[Fault::Kill, Fault::Pause], "always"),
+        args(
+            store.path(),
+            Workload::Register,
+            &[Fault::Kill, Fault::Pause],
+            "always",
+        ),
         Interrupt::never(),
     )
     .await
@@ -79,7 +84,12 @@ async fn a_standalone_node_under_kill_and_pause_is_linearizable() {
         "results: {:#?}",
         outcome.results
     );
-    for file in ["history.jsonl", "results.json", "report.html", "config.json"] {
+    for file in [
+        "history.jsonl",
+        "results.json",
+        "report.html",
+        "config.json",
+    ] {
         assert!(outcome.dir.join(file).is_file(), "{file} written");
     }
     assert!(processes_mentioning(&outcome.dir.to_string_lossy()).is_empty());
@@ -139,7 +149,15 @@ async fn power_loss_loses_acknowledged_adds_without_fsync_and_none_with_it() {
 fn ctrl_c_stops_the_run_and_leaves_no_node_behind() {
     let store = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mimeo-harness"))
-        .args(["run", "--time-limit", "60", "--nemesis", "pause", "--nemesis-interval", "1"])
+        .args([
+            "run",
+            "--time-limit",
+            "60",
+            "--nemesis",
+            "pause",
+            "--nemesis-interval",
+            "1",
+        ])
         .arg("--store")
         .arg(store.path())
         .args(["--run-id", "interrupted"])
@@ -148,14 +166,31 @@ fn ctrl_c_stops_the_run_and_leaves_no_node_behind() {
         .spawn()
         .unwrap();
     let dir: PathBuf = store.path().join("interrupted");
-    // Wait (bounded) until the node serves, then press Ctrl-C.
+    // Wait (bounded) until the harness says the node serves, then press Ctrl-C.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
     let deadline = Instant::now() + Duration::from_secs(120);
-    while processes_mentioning(&dir.to_string_lossy()).is_empty() {
-        assert!(Instant::now() < deadline, "the node never started");
-        assert!(child.try_wait().unwrap().is_none(), "the harness exited early");
-        std::thread::sleep(Duration::from_millis(50));
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("serving") => break,
+            Ok(_) => {}
+            Err(e) => panic!("the harness never reported a serving node: {e}"),
+        }
     }
-    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !processes_mentioning(&dir.to_string_lossy()).is_empty(),
+        "the node runs"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -166,7 +201,10 @@ fn ctrl_c_stops_the_run_and_leaves_no_node_behind() {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "the harness did not stop after Ctrl-C");
+        assert!(
+            Instant::now() < deadline,
+            "the harness did not stop after Ctrl-C"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(130));

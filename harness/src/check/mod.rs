@@ -28,11 +28,13 @@ impl Verdict {
     /// The verdict of several checks together: invalid if any is invalid,
     /// else unknown if any is unknown, else valid.
     pub fn combine(verdicts: impl IntoIterator<Item = Verdict>) -> Verdict {
-        verdicts.into_iter().fold(Verdict::Valid, |acc, v| match (acc, v) {
-            (Verdict::Invalid, _) | (_, Verdict::Invalid) => Verdict::Invalid,
-            (Verdict::Unknown, _) | (_, Verdict::Unknown) => Verdict::Unknown,
-            _ => Verdict::Valid,
-        })
+        verdicts
+            .into_iter()
+            .fold(Verdict::Valid, |acc, v| match (acc, v) {
+                (Verdict::Invalid, _) | (_, Verdict::Invalid) => Verdict::Invalid,
+                (Verdict::Unknown, _) | (_, Verdict::Unknown) => Verdict::Unknown,
+                _ => Verdict::Valid,
+            })
     }
 
     /// The process exit code for this verdict, as Maelstrom uses them: 0
@@ -96,9 +98,6 @@ mod tests {
         assert_eq!(Verdict::combine([Valid, Valid]), Valid);
         assert_eq!(Verdict::combine([Valid, Unknown, Valid]), Unknown);
         assert_eq!(Verdict::combine([Unknown, Invalid, Valid]), Invalid);
-        assert_eq!(
-            [Valid, Invalid, Unknown].map(Verdict::exit_code),
-            [0, 1, 2]
-        );
+        assert_eq!([Valid, Invalid, Unknown].map(Verdict::exit_code), [0, 1, 2]);
     }
 }
