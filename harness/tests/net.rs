@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mimeo_harness::net::{FaultNet, LinkStats, MAX_SESSIONS};
+use mimeo_harness::net::{FaultNet, LinkStats, MAX_SESSIONS, QUEUE_CAP};
 use mimeo_wire::*;
 use tokio::net::UdpSocket;
 
@@ -214,6 +214,26 @@ async fn sessions_are_capped_and_every_task_ends_when_the_network_is_dropped() {
     UdpSocket::bind(proxy)
         .await
         .expect("the proxy socket was not closed");
+}
+
+#[tokio::test]
+async fn the_delay_queue_is_bounded_and_counts_what_it_refuses() {
+    let (n1, _n2, net) = udp_pair(7).await;
+    let proxy = net.proxy_addr("n1", "n2").unwrap();
+    net.set_delay(WAIT, Duration::ZERO);
+    let extra = 500;
+    for i in 0..(QUEUE_CAP + extra) as u32 {
+        n1.send_to(&i.to_be_bytes(), proxy).await.unwrap();
+        // Let the proxy drain its socket now and then, so that the kernel
+        // buffer never overflows and every datagram reaches the queue.
+        if i % 64 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    await_stats(&net, "n1", "n2", |s| {
+        s.delayed == QUEUE_CAP as u64 && s.overflowed == extra as u64
+    })
+    .await;
 }
 
 #[tokio::test]
