@@ -28,6 +28,11 @@
 //! towards n2 whoever opened the connection, while n2 can still reach n1
 //! (a one-way partition: n1 hears n2 but cannot answer).
 //!
+//! Only node-to-node traffic crosses the fault network: clients of the
+//! harness talk to nodes directly. A node sees its peers' datagrams come
+//! from proxy sockets, never from their real addresses, which is fine
+//! because a peer is identified by its certificate, never by its address.
+//!
 //! Each distinct source address seen by `P(i→j)` gets its own upstream
 //! socket (a session, as in a NAT), so that two endpoints of `i` — or one
 //! endpoint before and after a restart — each receive their own replies.
@@ -43,13 +48,15 @@
 //! 1. **block** ([`FaultNet::block`], [`FaultNet::partition`]): dropped;
 //! 2. **loss** ([`FaultNet::set_loss`]): dropped with probability `p`;
 //! 3. **duplicate** ([`FaultNet::set_duplicate`]): with probability `p` a
-//!    second copy follows the same steps;
+//!    second copy goes through the next steps too;
 //! 4. **delay** ([`FaultNet::set_delay`]): each copy waits `base ± jitter`
 //!    (uniform, never below zero) in a timer queue, so with jitter
 //!    datagrams overtake each other. The queue holds at most [`QUEUE_CAP`]
-//!    datagrams per proxy direction; beyond, datagrams are dropped and
-//!    counted as `overflowed`. A datagram whose link is blocked by the time
-//!    it leaves the queue is dropped: a partition also cuts what is in
+//!    datagrams per proxy direction (the forward direction of a proxy, and
+//!    the reply direction of each of its sessions: about 6 MB each with
+//!    QUIC-sized datagrams); beyond, datagrams are dropped and counted as
+//!    `overflowed`. A datagram whose link is blocked by the time it
+//!    leaves the queue is dropped: a partition also cuts what is in
 //!    flight;
 //! 5. **reorder** ([`FaultNet::set_reorder`]): with probability `p` a
 //!    datagram is held back and sent right behind the next one on the same
