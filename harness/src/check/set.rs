@@ -17,13 +17,19 @@
 //!
 //! | outcome | when | verdict |
 //! | --- | --- | --- |
-//! | `lost` | known, and the last absent read began after it was known and after the last present read | invalid |
+//! | `lost` | known, and the last absent read began after it was known and either after the last present read or after every add ended | invalid |
 //! | `stale` | the last read has it, but a read begun after it was known did not: it appeared late | valid (counted) |
 //! | `ok` | acknowledged, and every read begun after it was known has it | valid |
 //! | `recovered` | `info` (or unfinished) add, present in every read since it first appeared | valid |
 //! | `never-read` | known, but no read began after that | valid (counted) |
 //! | `not-added` | `info` add never seen: it did not happen | valid |
 //! | `failed-add-present` | a `fail` add that a read returned | invalid |
+//!
+//! A read begun after every add ended is a *final* read. Our set workload
+//! makes one final read per node after healing, and every node must then
+//! hold every acknowledged element: a final read that lacks one proves it
+//! lost on that node even if another node's later read has it (Jepsen's
+//! `set-full`, reading one set, would call that stale).
 //!
 //! Jepsen's `set-full` lets a failed add that shows up pass as recovered;
 //! here `fail` means the operation certainly did not take effect (the
@@ -93,6 +99,8 @@ struct Read<'p, 'h> {
     pair: &'p Completed<'h>,
     /// Each element returned, with how many times.
     elements: HashMap<Elem, usize>,
+    /// Begun after every add ended.
+    last: bool,
 }
 
 impl Read<'_, '_> {
@@ -108,8 +116,9 @@ impl Read<'_, '_> {
             .map(|n| format!(" on {n}"))
             .unwrap_or_default();
         let done = self.pair.complete.map_or(0, |c| c.index);
+        let last = if self.last { "final " } else { "" };
         format!(
-            "the read{node} invoked at index {} (completed at {done})",
+            "the {last}read{node} invoked at index {} (completed at {done})",
             self.invoked()
         )
     }
@@ -299,7 +308,12 @@ impl<'p, 'h> Analysis<'p, 'h> {
             for item in items {
                 *elements.entry(Elem::of(item)).or_insert(0) += 1;
             }
-            reads.push(Read { pair, elements });
+            let last = last_add.is_none_or(|last| pair.invoke.index > last);
+            reads.push(Read {
+                pair,
+                elements,
+                last,
+            });
         }
         if reads.is_empty() && undecided.is_empty() {
             undecided.push(Anomaly {
@@ -496,14 +510,21 @@ impl<'p, 'h> Analysis<'p, 'h> {
     fn lost_anomaly(&self, e: &Element<'_, '_>) -> Anomaly {
         let mut idx = indices(e.add);
         let absent = &self.reads[e.last_absent.unwrap_or(0)];
-        let evidence = match e.last_present {
-            Some(p) => {
-                let present = &self.reads[p];
+        let evidence = match e.last_present.map(|p| &self.reads[p]) {
+            Some(present) if present.invoked() < absent.invoked() => {
                 idx.extend(indices(present.pair));
                 format!(
                     "{} had it, but {} no longer does",
                     present.describe(),
                     absent.describe()
+                )
+            }
+            Some(present) => {
+                idx.extend(indices(present.pair));
+                format!(
+                    "{} does not have it (although {} does)",
+                    absent.describe(),
+                    present.describe()
                 )
             }
             None => format!("{} does not have it", absent.describe()),
@@ -632,13 +653,16 @@ fn classify(e: &Element<'_, '_>, reads: &[Read<'_, '_>]) -> Outcome {
     let invoked = |slot: Option<usize>| slot.map(|s| reads[s].invoked());
     let present = invoked(e.last_present);
     let absent = invoked(e.last_absent);
+    let absent_is_final = e.last_absent.is_some_and(|s| reads[s].last);
     if e.add.outcome() == OpType::Fail && present.is_some() {
         return Outcome::FailedAddPresent;
     }
     match (e.known, present, absent) {
-        // The last read to lack it began after it was known and after the
-        // last read that had it.
-        (Some(known), p, Some(a)) if a > known && p.is_none_or(|p| a > p) => Outcome::Lost,
+        // The last read to lack it began after it was known, and after the
+        // last read that had it or after every add ended.
+        (Some(known), p, Some(a)) if a > known && (absent_is_final || p.is_none_or(|p| a > p)) => {
+            Outcome::Lost
+        }
         // The latest read has it.
         (_, Some(p), a) if a.is_none_or(|a| a < p) => {
             if matches!((e.known, a), (Some(known), Some(a)) if a > known) {
@@ -816,6 +840,25 @@ mod tests {
     }
 
     #[test]
+    fn a_final_read_lacking_an_element_loses_it_even_if_a_later_node_has_it() {
+        let r = Builder::default()
+            .add(0, 1, OpType::Ok)
+            .read(10, &[])
+            .read(11, &[1])
+            .check();
+        assert_eq!(r.verdict, Verdict::Invalid);
+        assert_eq!(kinds(&r), ["lost"]);
+        assert_eq!(r.anomalies[0].indices, [0, 1, 4, 5, 2, 3]);
+        assert!(
+            r.anomalies[0].message.contains(
+                "the final read invoked at index 2 (completed at 3) does not have it (although"
+            ),
+            "{}",
+            r.anomalies[0].message
+        );
+    }
+
+    #[test]
     fn an_element_seen_then_gone_is_lost_even_if_its_add_crashed() {
         let r = Builder::default()
             .add(0, 5, OpType::Info)
@@ -893,11 +936,14 @@ mod tests {
 
     #[test]
     fn an_element_that_appears_late_is_stale_but_valid() {
-        // add 1 ok (0,1); read (2,3) lacks it; read (4,5) has it.
+        // add 1 ok (0,1); read (2,3) lacks it; read (4,5) has it; then an
+        // add of 2 and a final read.
         let r = Builder::default()
             .add(0, 1, OpType::Ok)
             .read(10, &[])
             .read(11, &[1])
+            .add(0, 2, OpType::Ok)
+            .read(12, &[1, 2])
             .check();
         assert_eq!(r.verdict, Verdict::Valid, "{r:?}");
         assert_eq!(r.details["counts"]["stale"], 1);
