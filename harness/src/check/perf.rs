@@ -32,6 +32,8 @@ use crate::history::{History, Op, OpType};
 
 const NS_PER_MS: f64 = 1e6;
 const BUCKET_NS: u64 = 1_000_000_000;
+/// At most this many throughput buckets: a longer history gets wider ones.
+const MAX_BUCKETS: u64 = 100_000;
 
 /// Measures a history (see the module docs).
 pub fn check(history: &History) -> CheckResult {
@@ -39,8 +41,12 @@ pub fn check(history: &History) -> CheckResult {
     let mut all = Vec::new();
     let mut by_f: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     let mut counts: BTreeMap<&str, [u64; 3]> = BTreeMap::new();
-    let last_ns = history.ops.last().map_or(0, |op| op.time_ns);
-    let buckets = (last_ns / BUCKET_NS + 1) as usize;
+    // Imported histories may have absolute or unordered times.
+    let first_ns = history.ops.iter().map(|op| op.time_ns).min().unwrap_or(0);
+    let last_ns = history.ops.iter().map(|op| op.time_ns).max().unwrap_or(0);
+    let span = last_ns - first_ns;
+    let bucket_ns = BUCKET_NS * (span / (BUCKET_NS * MAX_BUCKETS) + 1);
+    let buckets = (span / bucket_ns + 1) as usize;
     let mut throughput = [
         vec![0u64; buckets],
         vec![0u64; buckets],
@@ -57,7 +63,7 @@ pub fn check(history: &History) -> CheckResult {
         let Some(complete) = pair.complete else {
             continue;
         };
-        throughput[slot][(complete.time_ns / BUCKET_NS) as usize] += 1;
+        throughput[slot][((complete.time_ns - first_ns) / bucket_ns) as usize] += 1;
         if slot == 0 {
             let latency = complete.time_ns.saturating_sub(pair.invoke.time_ns);
             all.push(latency);
@@ -123,8 +129,9 @@ pub fn check(history: &History) -> CheckResult {
             "latency_ms": { "overall": overall, "by_f": latency_by_f },
             "counts": { "total": {"ok": totals[0], "fail": totals[1], "info": totals[2]}, "by_f": counts_json },
             "throughput": {
-                "bucket_s": 1,
-                "note": "completions per second; entry i covers [i s, i+1 s)",
+                "start_ns": first_ns,
+                "bucket_s": bucket_ns / BUCKET_NS,
+                "note": "completions per bucket; entry i covers [start + i buckets, start + (i+1) buckets)",
                 "ok": ok,
                 "fail": fail,
                 "info": info,
@@ -186,7 +193,7 @@ struct Interval<'a> {
 /// The fault intervals, in order of their start (see the module docs).
 fn nemesis_intervals(history: &History) -> Vec<Value> {
     let classic = history.nemesis().any(|op| op.f == "stop");
-    let last_ns = history.ops.last().map_or(0, |op| op.time_ns);
+    let last_ns = history.ops.iter().map(|op| op.time_ns).max().unwrap_or(0);
     let mut open: Vec<Interval<'_>> = Vec::new();
     let mut done: Vec<Interval<'_>> = Vec::new();
     for op in history.nemesis() {
@@ -413,6 +420,37 @@ mod tests {
             (n[1]["fault"].as_str(), n[1]["ended_by"].as_str()),
             (Some("start-partition"), Some("stop-partition"))
         );
+    }
+
+    #[test]
+    fn absolute_and_unordered_times_are_bucketed_safely() {
+        let mut h = history(
+            &[
+                (0, "read", 0, Some((3000, OpType::Ok))),
+                (1, "read", 1000, Some((1500, OpType::Ok))),
+            ],
+            &[],
+        );
+        // Epoch nanoseconds, and a completion earlier than every invocation.
+        for op in &mut h.ops {
+            op.time_ns += 1_700_000_000_000_000_000;
+        }
+        h.ops[3].time_ns -= 10_000_000_000;
+        let t = &check(&h).details["throughput"];
+        assert_eq!(t["bucket_s"], 1);
+        // From the early completion (-7 s) to the last entry (1.5 s).
+        assert_eq!(t["ok"].as_array().map(Vec::len), Some(9));
+        // A span of decades gets wide buckets, not billions of them.
+        h.ops[0].time_ns = 0;
+        let t = &check(&h).details["throughput"];
+        assert!(t["ok"].as_array().unwrap().len() <= MAX_BUCKETS as usize);
+        let total: u64 = t["ok"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_u64)
+            .sum();
+        assert_eq!(total, 2);
     }
 
     #[test]
