@@ -213,6 +213,19 @@ pub enum HistoryError {
         /// What is wrong.
         message: String,
     },
+    /// A value of a file read with positions (EDN) is not a valid history
+    /// entry.
+    #[error("{path}:{line}:{column}: {message}")]
+    ParseAt {
+        /// The file (or `-` for a string).
+        path: PathBuf,
+        /// The 1-based line.
+        line: usize,
+        /// The 1-based column, in characters.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
     /// The entries parse but do not form a well-formed history.
     #[error("{path}: {message}")]
     Malformed {
