@@ -47,15 +47,15 @@
 //! fsynced), 2 when one could not decide.
 
 pub mod check;
-// WIP(lead): pub mod cluster;
+pub mod cluster;
 pub mod history;
 pub mod jepsen;
-// WIP(lead): pub mod nemesis;
+pub mod nemesis;
 pub mod net;
-// WIP(lead): pub mod recorder;
-// WIP(lead): pub mod report;
-// WIP(lead): pub mod run;
-// WIP(lead): pub mod workload;
+pub mod recorder;
+pub mod report;
+pub mod run;
+pub mod workload;
 
 pub use check::{Anomaly, CheckResult, Verdict};
 pub use history::{History, HistoryError, Op, OpType, Process, Source};

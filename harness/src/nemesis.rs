@@ -330,6 +330,7 @@ impl Nemesis {
         }
         if let Some(net) = &self.net {
             net.heal();
+            self.recorder.nemesis("heal", Value::Null);
         }
         if self.faults.contains(&Fault::Clock) {
             for i in 0..cluster.nodes.len() {

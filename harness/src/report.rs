@@ -93,29 +93,18 @@ struct Band {
     end_ns: u64,
 }
 
-/// The fault intervals: each nemesis start closes at the next nemesis op
-/// that ends it (or at the end of the history).
+/// The fault intervals, as the perf checker pairs them (each fault closes
+/// at the entry that ends it, or at the end of the history).
 fn bands(history: &History) -> Vec<Band> {
-    let end_of_history = history.ops.last().map_or(0, |op| op.time_ns);
-    let ends = ["start", "resume", "heal", "clock-reset"];
-    let mut open: Vec<Band> = Vec::new();
-    let mut done = Vec::new();
-    for op in history.nemesis() {
-        if ends.contains(&op.f.as_str()) {
-            done.extend(open.drain(..).map(|b| Band {
-                end_ns: op.time_ns,
-                ..b
-            }));
-        } else {
-            open.push(Band {
-                label: format!("{} {}", op.f, compact(&op.value)),
-                start_ns: op.time_ns,
-                end_ns: end_of_history,
-            });
-        }
-    }
-    done.extend(open);
-    done
+    let end_of_history = history.ops.iter().map(|op| op.time_ns).max().unwrap_or(0);
+    check::perf::fault_intervals(history)
+        .into_iter()
+        .map(|i| Band {
+            label: format!("{} {}", i.start.f, compact(&i.start.value)),
+            start_ns: i.start.time_ns,
+            end_ns: i.end.map_or(end_of_history, |e| e.time_ns),
+        })
+        .collect()
 }
 
 /// A short rendering of a JSON value for labels.

@@ -185,15 +185,17 @@ fn closes(end: &str, fault: &str) -> bool {
     }
 }
 
-struct Interval<'a> {
-    start: &'a Op,
-    end: Option<&'a Op>,
+/// A fault in force: the nemesis entry that started it and the one that
+/// ended it (`None`: never ended in this history).
+pub(crate) struct Interval<'a> {
+    pub(crate) start: &'a Op,
+    pub(crate) end: Option<&'a Op>,
 }
 
 /// The fault intervals, in order of their start (see the module docs).
-fn nemesis_intervals(history: &History) -> Vec<Value> {
+/// The report shades the same intervals.
+pub(crate) fn fault_intervals(history: &History) -> Vec<Interval<'_>> {
     let classic = history.nemesis().any(|op| op.f == "stop");
-    let last_ns = history.ops.iter().map(|op| op.time_ns).max().unwrap_or(0);
     let mut open: Vec<Interval<'_>> = Vec::new();
     let mut done: Vec<Interval<'_>> = Vec::new();
     for op in history.nemesis() {
@@ -213,7 +215,14 @@ fn nemesis_intervals(history: &History) -> Vec<Value> {
     }
     done.extend(open);
     done.sort_by_key(|i| i.start.index);
-    done.iter()
+    done
+}
+
+/// The fault intervals as `details` lists them.
+fn nemesis_intervals(history: &History) -> Vec<Value> {
+    let last_ns = history.ops.iter().map(|op| op.time_ns).max().unwrap_or(0);
+    fault_intervals(history)
+        .iter()
         .map(|i| {
             json!({
                 "fault": i.start.f,
