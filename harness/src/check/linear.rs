@@ -85,12 +85,12 @@ pub fn check(history: &History, options: &LinearOptions) -> CheckResult {
     if let Err(message) = history.validate() {
         return unsupported(format!("malformed history: {message}"), Vec::new());
     }
-    let keys = match split(history, options.initial.as_ref()) {
-        Ok(keys) => keys,
+    let (keys, values) = match split(history, options.initial.as_ref()) {
+        Ok(split) => split,
         Err(Unsupported { message, index }) => return unsupported(message, vec![index]),
     };
     let outcomes = search_keys(&keys, options.threads, deadline);
-    report(&keys, &outcomes, options.budget, started.elapsed())
+    report(&keys, &values, &outcomes, options.budget, started.elapsed())
 }
 
 // ---------------------------------------------------------------------------
@@ -127,6 +127,7 @@ struct Unsupported {
 #[derive(Default)]
 struct Interner {
     ids: HashMap<String, u32>,
+    values: Vec<Value>,
 }
 
 impl Interner {
@@ -134,12 +135,20 @@ impl Interner {
         if value.is_null() {
             return None;
         }
-        let next = self.ids.len() as u32;
-        Some(*self.ids.entry(value.to_string()).or_insert(next))
+        let next = self.values.len() as u32;
+        let id = *self.ids.entry(value.to_string()).or_insert(next);
+        if id == next {
+            self.values.push(value.clone());
+        }
+        Some(id)
     }
 }
 
-fn split(history: &History, initial: Option<&Value>) -> Result<Vec<KeyProblem>, Unsupported> {
+/// The per-key problems, and the interned values (id `i` is `values[i]`).
+fn split(
+    history: &History,
+    initial: Option<&Value>,
+) -> Result<(Vec<KeyProblem>, Vec<Value>), Unsupported> {
     let mut interner = Interner::default();
     let initial = Register::new(initial.and_then(|v| interner.intern(v)));
     let mut keys: BTreeMap<Option<String>, KeyProblem> = BTreeMap::new();
@@ -163,7 +172,7 @@ fn split(history: &History, initial: Option<&Value>) -> Result<Vec<KeyProblem>, 
             None => problem.dropped += 1,
         }
     }
-    Ok(keys.into_values().collect())
+    Ok((keys.into_values().collect(), interner.values))
 }
 
 /// The search operation for a pair, `None` when it constrains nothing.
@@ -296,11 +305,13 @@ struct SearchOp<S: SequentialSpec> {
 
 /// How the search of one key ended.
 #[derive(Clone, Debug, PartialEq)]
-enum Outcome {
+enum Outcome<S> {
     Linearizable,
     NotLinearizable {
         /// The longest linearizable prefix found (operation ids).
         prefix: Vec<usize>,
+        /// The model's state after it.
+        state: S,
         /// The operations pending where it got stuck, the one whose
         /// completion could not be passed first.
         frontier: Vec<usize>,
@@ -559,7 +570,7 @@ enum Cursor {
 
 /// Searches for a linearization of `ops` from `init`, giving up at
 /// `deadline`.
-fn search<S>(init: S, ops: &[SearchOp<S>], deadline: Instant) -> (Outcome, Stats)
+fn search<S>(init: S, ops: &[SearchOp<S>], deadline: Instant) -> (Outcome<S>, Stats)
 where
     S: SequentialSpec + Clone + Eq + Hash,
 {
@@ -572,7 +583,7 @@ where
     let mut state = init;
     let mut done = 0;
     let mut steps: u64 = 0;
-    let mut best: Option<(Vec<usize>, Vec<usize>)> = None;
+    let mut best: Option<(Vec<usize>, S, Vec<usize>)> = None;
     let mut cursor = Cursor::Required(entries.next(REQUIRED_HEAD));
     let stats = |cache: &Cache<S>| Stats {
         states: cache.len(),
@@ -582,9 +593,7 @@ where
     while done < required {
         steps += 1;
         if steps % 1024 == 0 && Instant::now() >= deadline {
-            let deepest = best
-                .as_ref()
-                .map_or(stack.len(), |(p, _)| p.len().max(stack.len()));
+            let deepest = best.as_ref().map_or(0, |(p, ..)| p.len()).max(stack.len());
             return (Outcome::OutOfTime { deepest }, stats(&cache));
         }
         // The next candidate of this frontier, or None when it is exhausted.
@@ -642,17 +651,22 @@ where
                 // frontier, then undo the last choice and try the next.
                 if best
                     .as_ref()
-                    .is_none_or(|(prefix, _)| stack.len() > prefix.len())
+                    .is_none_or(|(prefix, ..)| stack.len() > prefix.len())
                 {
                     let Cursor::Optional { blocked, .. } = cursor else {
                         unreachable!("a frontier is exhausted in the indeterminate list")
                     };
                     let prefix = stack.iter().map(|f| f.op).collect();
-                    best = Some((prefix, pending(&entries, blocked)));
+                    best = Some((prefix, state.clone(), pending(&entries, blocked)));
                 }
                 let Some(frame) = stack.pop() else {
-                    let (prefix, frontier) = best.unwrap_or_default();
-                    return (Outcome::NotLinearizable { prefix, frontier }, stats(&cache));
+                    let (prefix, state, frontier) = best.expect("recorded just above");
+                    let outcome = Outcome::NotLinearizable {
+                        prefix,
+                        state,
+                        frontier,
+                    };
+                    return (outcome, stats(&cache));
                 };
                 let op = frame.op;
                 state = frame.state;
@@ -693,7 +707,11 @@ fn pending(entries: &Entries, blocked: u32) -> Vec<usize> {
 // ---------------------------------------------------------------------------
 // Keys in parallel, and the result.
 
-fn search_keys(keys: &[KeyProblem], threads: usize, deadline: Instant) -> Vec<(Outcome, Stats)> {
+fn search_keys(
+    keys: &[KeyProblem],
+    threads: usize,
+    deadline: Instant,
+) -> Vec<(Outcome<Register<u32>>, Stats)> {
     let threads = match threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -711,7 +729,7 @@ fn search_keys(keys: &[KeyProblem], threads: usize, deadline: Instant) -> Vec<(O
         let ops: Vec<_> = problem.ops.iter().map(|op| op.call.clone()).collect();
         search(problem.initial, &ops, deadline)
     };
-    let mut outcomes: Vec<Option<(Outcome, Stats)>> = vec![None; keys.len()];
+    let mut outcomes: Vec<Option<(Outcome<Register<u32>>, Stats)>> = vec![None; keys.len()];
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
@@ -751,7 +769,8 @@ fn key_name(key: &Option<String>) -> String {
 
 fn report(
     keys: &[KeyProblem],
-    outcomes: &[(Outcome, Stats)],
+    values: &[Value],
+    outcomes: &[(Outcome<Register<u32>>, Stats)],
     budget: Duration,
     elapsed: Duration,
 ) -> CheckResult {
@@ -777,13 +796,21 @@ fn report(
                 entry["deepest_prefix"] = json!(deepest);
                 undecided.push(key_name(&problem.key));
             }
-            Outcome::NotLinearizable { prefix, frontier } => {
+            Outcome::NotLinearizable {
+                prefix,
+                state,
+                frontier,
+            } => {
                 invalid += 1;
                 entry["verdict"] = json!(Verdict::Invalid);
                 let invoke = |&i: &usize| problem.ops[i].invoke_index;
                 entry["longest_prefix"] = json!(prefix.iter().map(invoke).collect::<Vec<_>>());
                 entry["frontier"] = json!(frontier.iter().map(invoke).collect::<Vec<_>>());
-                anomalies.push(not_linearizable(problem, prefix, frontier));
+                let holds = state
+                    .value
+                    .map_or(Value::Null, |id| values[id as usize].clone());
+                entry["state_after_prefix"] = holds.clone();
+                anomalies.push(not_linearizable(problem, prefix, &holds, frontier));
             }
         }
         per_key.push(entry);
@@ -801,7 +828,11 @@ fn report(
         keys.len(),
         if keys.len() == 1 { "" } else { "s" }
     );
-    let effort = format!("{states} states in {:.2} s", elapsed.as_secs_f64());
+    let effort = format!(
+        "{states} state{} explored in {:.2} s",
+        if states == 1 { "" } else { "s" },
+        elapsed.as_secs_f64()
+    );
     let summary = match verdict {
         Verdict::Valid => format!("{scope}: linearizable ({effort})"),
         Verdict::Invalid => format!(
@@ -851,7 +882,12 @@ fn report(
     }
 }
 
-fn not_linearizable(problem: &KeyProblem, prefix: &[usize], frontier: &[usize]) -> Anomaly {
+fn not_linearizable(
+    problem: &KeyProblem,
+    prefix: &[usize],
+    holds: &Value,
+    frontier: &[usize],
+) -> Anomaly {
     let mut indices = Vec::new();
     for &i in frontier {
         let op = &problem.ops[i];
@@ -882,7 +918,8 @@ fn not_linearizable(problem: &KeyProblem, prefix: &[usize], frontier: &[usize]) 
         kind: "not-linearizable".into(),
         message: format!(
             "{}: not linearizable. After the longest linearizable prefix found \
-             ({} operation{}{last}), {stuck} cannot take effect before it completes{others}",
+             ({} operation{}{last}), where the register holds {holds}, \
+             {stuck} cannot take effect before it completes{others}",
             key_name(&problem.key),
             prefix.len(),
             if prefix.len() == 1 { "" } else { "s" },
@@ -957,6 +994,12 @@ mod tests {
         );
         assert_eq!(result.details["per_key"][0]["longest_prefix"], json!([0]));
         assert_eq!(result.details["per_key"][0]["frontier"], json!([2]));
+        assert_eq!(result.details["per_key"][0]["state_after_prefix"], json!(1));
+        assert!(
+            anomaly.message.contains("where the register holds 1"),
+            "{}",
+            anomaly.message
+        );
     }
 
     #[test]
