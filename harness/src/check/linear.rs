@@ -489,43 +489,85 @@ fn splitmix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The set of linearized operations, with a Zobrist hash kept up to date
-/// so that looking a configuration up costs O(1) until hashes collide.
+/// The set of linearized operations as a bitset, with a Zobrist hash kept
+/// up to date so that looking a configuration up costs O(1) until hashes
+/// collide, and kept compact for the cache: required operations take bits
+/// `0..` in invocation order and indeterminate ones the words from
+/// `optional_base`. Every required operation invoked long ago is linearized,
+/// so the required words below `full` are all ones and those from `end`
+/// all zeros: a configuration is `full`, the window of words between, and
+/// the indeterminate words, whose size is bounded by the concurrency and
+/// the number of indeterminate operations, not by the history's length.
 struct Linearized {
     words: Vec<u64>,
+    optional_base: usize,
+    full: usize,
+    end: usize,
     hash: u64,
 }
 
 impl Linearized {
-    fn new(ops: usize) -> Linearized {
+    fn new(required: usize, optional: usize) -> Linearized {
+        let optional_base = required.div_ceil(64);
         Linearized {
-            words: vec![0; ops.div_ceil(64)],
+            words: vec![0; optional_base + optional.div_ceil(64)],
+            optional_base,
+            full: 0,
+            end: 0,
             hash: 0,
         }
     }
 
-    fn toggle(&mut self, op: usize) {
-        self.words[op / 64] ^= 1 << (op % 64);
-        self.hash ^= splitmix(op as u64);
+    fn toggle(&mut self, bit: usize) {
+        let w = bit / 64;
+        self.words[w] ^= 1 << (bit % 64);
+        self.hash ^= splitmix(bit as u64);
+        if w >= self.optional_base {
+            return;
+        }
+        if self.words[w] != u64::MAX {
+            self.full = self.full.min(w);
+        }
+        while self.full < self.optional_base && self.words[self.full] == u64::MAX {
+            self.full += 1;
+        }
+        if self.words[w] != 0 {
+            self.end = self.end.max(w + 1);
+        }
+        while self.end > 0 && self.words[self.end - 1] == 0 {
+            self.end -= 1;
+        }
+    }
+
+    /// The words between the full prefix and the zero suffix of the
+    /// required region.
+    fn window(&self) -> &[u64] {
+        &self.words[self.full..self.end.max(self.full)]
+    }
+
+    fn optional(&self) -> &[u64] {
+        &self.words[self.optional_base..]
     }
 }
 
 /// Lowe's cache: every configuration (linearized set, state) visited, the
-/// sets stored back to back in one arena.
+/// compact sets stored back to back in one arena.
 struct Cache<S> {
-    words_per_set: usize,
     heads: HashMap<u64, u32, BuildMix>,
-    sets: Vec<u64>,
+    /// Per configuration: where its words start in `words`, its `full`,
+    /// and its window's length.
+    sets: Vec<(usize, u32, u32)>,
+    words: Vec<u64>,
     states: Vec<S>,
     chain: Vec<u32>,
 }
 
 impl<S: Eq + Hash> Cache<S> {
-    fn new(ops: usize) -> Cache<S> {
+    fn new() -> Cache<S> {
         Cache {
-            words_per_set: ops.div_ceil(64),
             heads: HashMap::default(),
             sets: Vec::new(),
+            words: Vec::new(),
             states: Vec::new(),
             chain: Vec::new(),
         }
@@ -535,24 +577,35 @@ impl<S: Eq + Hash> Cache<S> {
         self.states.len()
     }
 
-    /// Inserts the configuration (`linearized` plus `op`, `state`); false
-    /// if it was already there.
-    fn insert(&mut self, linearized: &Linearized, op: usize, state: S) -> bool {
-        let key = linearized.hash ^ splitmix(op as u64) ^ BuildMix::default().hash_one(&state);
-        let (word, bit) = (op / 64, 1u64 << (op % 64));
-        let with_op = |w: usize| linearized.words[w] | if w == word { bit } else { 0 };
+    /// Inserts the configuration (`linearized`, `state`); false if it was
+    /// already there.
+    fn insert(&mut self, linearized: &Linearized, state: S) -> bool {
+        let key = linearized.hash ^ BuildMix::default().hash_one(&state);
+        let (window, optional) = (linearized.window(), linearized.optional());
         let first = self.heads.get(&key).copied().unwrap_or(NIL);
         let mut at = first;
         while at != NIL {
             let i = at as usize;
-            let stored = &self.sets[i * self.words_per_set..(i + 1) * self.words_per_set];
-            if self.states[i] == state && stored.iter().enumerate().all(|(w, &s)| s == with_op(w)) {
+            let (offset, full, len) = self.sets[i];
+            let stored = &self.words[offset..offset + len as usize + optional.len()];
+            if full as usize == linearized.full
+                && len as usize == window.len()
+                && self.states[i] == state
+                && stored[..window.len()] == *window
+                && stored[window.len()..] == *optional
+            {
                 return false;
             }
             at = self.chain[i];
         }
         let id = self.states.len() as u32;
-        self.sets.extend((0..self.words_per_set).map(with_op));
+        self.sets.push((
+            self.words.len(),
+            linearized.full as u32,
+            window.len() as u32,
+        ));
+        self.words.extend_from_slice(window);
+        self.words.extend_from_slice(optional);
         self.states.push(state);
         self.chain.push(first);
         self.heads.insert(key, id);
@@ -591,8 +644,20 @@ where
     let started = Instant::now();
     let required = ops.iter().filter(|op| op.ret_pos.is_some()).count();
     let mut entries = Entries::new(ops);
-    let mut cache = Cache::new(ops.len());
-    let mut linearized = Linearized::new(ops.len());
+    let mut cache = Cache::new();
+    let mut linearized = Linearized::new(required, ops.len() - required);
+    // Each operation's bit: required ones first, in invocation order.
+    let mut bit_of = vec![0; ops.len()];
+    let (mut next_required, mut next_optional) = (0, linearized.optional_base * 64);
+    for (op, bit) in ops.iter().zip(&mut bit_of) {
+        let next = if op.ret_pos.is_some() {
+            &mut next_required
+        } else {
+            &mut next_optional
+        };
+        *bit = *next;
+        *next += 1;
+    }
     let mut stack: Vec<Frame<S>> = Vec::new();
     let mut state = init;
     let mut done = 0;
@@ -643,21 +708,27 @@ where
                 // A pure operation the state allows can go first: if no
                 // linearization starts with it, none starts here at all.
                 let forced = accepted && ops[op].pure;
-                if accepted && cache.insert(&linearized, op, next.clone()) {
+                if accepted {
+                    linearized.toggle(bit_of[op]);
+                }
+                if accepted && cache.insert(&linearized, next.clone()) {
                     stack.push(Frame {
                         op,
                         state: std::mem::replace(&mut state, next),
                         blocked,
                         forced,
                     });
-                    linearized.toggle(op);
                     entries.lift(op);
                     done += usize::from(ops[op].ret_pos.is_some());
                     cursor = Cursor::Required(entries.next(REQUIRED_HEAD));
                     false
                 } else if forced {
+                    linearized.toggle(bit_of[op]);
                     true
                 } else {
+                    if accepted {
+                        linearized.toggle(bit_of[op]);
+                    }
                     let after = entries.next(node);
                     cursor = match cursor {
                         Cursor::Required(_) => Cursor::Required(after),
@@ -694,7 +765,7 @@ where
             };
             let op = frame.op;
             state = frame.state;
-            linearized.toggle(op);
+            linearized.toggle(bit_of[op]);
             entries.unlift(op);
             let call = entries.of_op[op].0;
             if ops[op].ret_pos.is_some() {
