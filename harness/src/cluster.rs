@@ -31,7 +31,8 @@ pub const ADMIN_CERT: &str = "admin-harness";
 static LIVE: std::sync::Mutex<BTreeSet<i32>> = std::sync::Mutex::new(BTreeSet::new());
 
 fn live() -> std::sync::MutexGuard<'static, BTreeSet<i32>> {
-    LIVE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    LIVE.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// SIGKILL to every node process still running, from any cluster: the last
@@ -161,11 +162,7 @@ impl Cluster {
                 paused: false,
             });
         }
-        Ok(Cluster {
-            spec,
-            certs,
-            nodes,
-        })
+        Ok(Cluster { spec, certs, nodes })
     }
 
     /// The certificate directory.
@@ -286,7 +283,10 @@ impl Cluster {
         let Some(mut child) = node.take_child() else {
             return Ok(false);
         };
-        child.kill().await.with_context(|| format!("killing {}", node.id))?;
+        child
+            .kill()
+            .await
+            .with_context(|| format!("killing {}", node.id))?;
         Ok(true)
     }
 
@@ -322,7 +322,13 @@ impl Cluster {
     /// An admin client for node `i`.
     pub async fn admin(&self, i: usize, timeout: Duration) -> anyhow::Result<AdminClient> {
         let identity = TlsIdentity::from_dir(&self.certs, ADMIN_CERT)?;
-        Ok(AdminClient::connect(self.nodes[i].addr, &self.spec.cluster_id, &identity, timeout).await?)
+        Ok(AdminClient::connect(
+            self.nodes[i].addr,
+            &self.spec.cluster_id,
+            &identity,
+            timeout,
+        )
+        .await?)
     }
 
     /// Reports nodes that exited on their own (not killed by the harness),
@@ -419,10 +425,11 @@ fn node_config(spec: &ClusterSpec, id: &str, addr: SocketAddr) -> String {
     for line in &spec.extra_config {
         let (key, value) = line.split_once('=').unwrap_or((line, ""));
         match key.trim().split_once('.') {
-            Some((table, field)) => tables
-                .entry(table)
-                .or_default()
-                .push(format!("{} = {}", field.trim(), value.trim())),
+            Some((table, field)) => tables.entry(table).or_default().push(format!(
+                "{} = {}",
+                field.trim(),
+                value.trim()
+            )),
             None => root.push_str(&format!("{} = {}\n", key.trim(), value.trim())),
         }
     }
@@ -488,9 +495,14 @@ pub fn locate_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
             if release { "release" } else { "debug" }
         );
         let mut build = std::process::Command::new(cargo);
-        build
-            .current_dir(workspace)
-            .args(["build", "--quiet", "-p", "mimeo-node", "--bin", "mimeo"]);
+        build.current_dir(workspace).args([
+            "build",
+            "--quiet",
+            "-p",
+            "mimeo-node",
+            "--bin",
+            "mimeo",
+        ]);
         if release {
             build.arg("--release");
         }
@@ -529,7 +541,11 @@ mod tests {
     #[test]
     fn node_config_is_valid_toml_with_extra_knobs_in_their_tables() {
         let text = node_config(
-            &spec(&["storage.segment_bytes = 4096", "limits.max_key_bytes = 64", "limits.max_value_bytes=99"]),
+            &spec(&[
+                "storage.segment_bytes = 4096",
+                "limits.max_key_bytes = 64",
+                "limits.max_value_bytes=99",
+            ]),
             "n1",
             "127.0.0.1:7001".parse().unwrap(),
         );
@@ -537,7 +553,10 @@ mod tests {
         let value: toml::Value = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(value["node_id"].as_str(), Some("n1"));
         assert_eq!(value["storage"]["fsync"].as_str(), Some("always"));
-        assert_eq!(value["storage"]["simulate_power_loss"].as_bool(), Some(true));
+        assert_eq!(
+            value["storage"]["simulate_power_loss"].as_bool(),
+            Some(true)
+        );
         assert_eq!(value["storage"]["segment_bytes"].as_integer(), Some(4096));
         assert_eq!(value["limits"]["max_key_bytes"].as_integer(), Some(64));
     }

@@ -43,7 +43,17 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A kind of fault.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum Fault {
@@ -165,7 +175,10 @@ impl Nemesis {
             if !sleep_until_or(deadline, self.interval).await {
                 return Ok(());
             }
-            let fault = *self.faults.choose(&mut self.rng).expect("faults is not empty");
+            let fault = *self
+                .faults
+                .choose(&mut self.rng)
+                .expect("faults is not empty");
             let active = self.start(fault).await?;
             sleep_until_or(deadline, self.interval).await;
             self.end(active).await?;
@@ -202,7 +215,8 @@ impl Nemesis {
                 for &i in &nodes {
                     cluster.kill(i).await?;
                 }
-                self.recorder.nemesis(fault.name(), json!(ids(&nodes, &cluster)));
+                self.recorder
+                    .nemesis(fault.name(), json!(ids(&nodes, &cluster)));
                 Active::Down { nodes }
             }
             Fault::Pause => {
@@ -334,7 +348,11 @@ impl Nemesis {
         }
         if self.faults.contains(&Fault::Clock) {
             for i in 0..cluster.nodes.len() {
-                cluster.admin(i, ADMIN_TIMEOUT).await?.set_clock_offset(0).await?;
+                cluster
+                    .admin(i, ADMIN_TIMEOUT)
+                    .await?
+                    .set_clock_offset(0)
+                    .await?;
             }
         }
         self.current.set(None);
@@ -432,16 +450,26 @@ mod tests {
             let (kind, blocked) = partition(&ids, &mut rng);
             let set: BTreeSet<(String, String)> = blocked.iter().cloned().collect();
             for (a, b) in &blocked {
-                assert!(set.contains(&(b.clone(), a.clone())), "{kind}: {a}->{b} one way");
+                assert!(
+                    set.contains(&(b.clone(), a.clone())),
+                    "{kind}: {a}->{b} one way"
+                );
             }
             assert!(!blocked.is_empty(), "{kind} blocked nothing");
             // Every node can still reach at least one other node, except the
             // isolated one.
-            let reachable = |a: &String| ids.iter().filter(|b| *b != a && !set.contains(&(a.clone(), (*b).clone()))).count();
+            let reachable = |a: &String| {
+                ids.iter()
+                    .filter(|b| *b != a && !set.contains(&(a.clone(), (*b).clone())))
+                    .count()
+            };
             let alone = ids.iter().filter(|a| reachable(a) == 0).count();
             match kind {
                 "isolated" => assert_eq!(alone, 1),
-                "ring" => assert!(ids.iter().all(|a| reachable(a) == 2), "ring of 5: each sees 2 others"),
+                "ring" => assert!(
+                    ids.iter().all(|a| reachable(a) == 2),
+                    "ring of 5: each sees 2 others"
+                ),
                 "bridge" => assert_eq!(ids.iter().filter(|a| reachable(a) == 4).count(), 1),
                 _ => assert_eq!(alone, 0),
             }

@@ -21,7 +21,7 @@ use crate::history::{History, Op, OpType, Process, F_ADD};
 use crate::run::RunArgs;
 use crate::workload::Workload;
 
-/// Options for [`check`].
+/// Options for [`check()`].
 #[derive(Clone, Debug)]
 pub struct CheckOptions {
     /// The register's initial value (`None`: absent).
@@ -173,7 +173,11 @@ fn describe(d: &Drawn<'_>) -> String {
         d.invoke.index,
         c.map(|c| format!("–{}", c.index)).unwrap_or_default(),
         d.invoke.f,
-        d.invoke.key.as_deref().map(|k| format!("{k} ")).unwrap_or_default(),
+        d.invoke
+            .key
+            .as_deref()
+            .map(|k| format!("{k} "))
+            .unwrap_or_default(),
         d.invoke.value,
         match d.kind {
             OpType::Ok => "ok",
@@ -213,7 +217,12 @@ fn band_rects(bands: &[Band], x: &dyn Fn(u64) -> f64, top: f64, height: f64) -> 
     svg
 }
 
-fn latency_plot(ops: &[Drawn<'_>], bands: &[Band], total_ns: u64, marked: &BTreeSet<u64>) -> String {
+fn latency_plot(
+    ops: &[Drawn<'_>],
+    bands: &[Band],
+    total_ns: u64,
+    marked: &BTreeSet<u64>,
+) -> String {
     let height = 260.0;
     let plot_h = height - 40.0;
     let completed: Vec<&Drawn<'_>> = ops.iter().filter(|d| d.complete.is_some()).collect();
@@ -256,7 +265,11 @@ fn latency_plot(ops: &[Drawn<'_>], bands: &[Band], total_ns: u64, marked: &BTree
             r##"<circle cx="{cx:.1}" cy="{cy:.1}" r="{r}" fill="{c}"{stroke}><title>{t} ({ms:.3} ms)</title></circle>"##,
             cx = x(d.invoke.time_ns),
             cy = y(ms),
-            r = if marked.contains(&d.invoke.index) { 4 } else { 2 },
+            r = if marked.contains(&d.invoke.index) {
+                4
+            } else {
+                2
+            },
             c = colour(d.kind),
             stroke = if marked.contains(&d.invoke.index) {
                 r##" stroke="#000" stroke-width="1.5""##
@@ -287,7 +300,8 @@ fn throughput_plot(ops: &[Drawn<'_>], bands: &[Band], total_ns: u64) -> String {
             OpType::Fail => "fail",
             _ => "info",
         };
-        counts.entry(name).or_insert_with(|| vec![0; buckets])[(d.end_ns / bucket_ns) as usize % buckets] += 1;
+        counts.entry(name).or_insert_with(|| vec![0; buckets])
+            [(d.end_ns / bucket_ns) as usize % buckets] += 1;
     }
     let max = counts
         .values()
@@ -318,7 +332,13 @@ fn throughput_plot(ops: &[Drawn<'_>], bands: &[Band], total_ns: u64) -> String {
         let points: Vec<String> = series
             .iter()
             .enumerate()
-            .map(|(i, &c)| format!("{:.1},{:.1}", x(i as u64 * bucket_ns + bucket_ns / 2), y(c as f64)))
+            .map(|(i, &c)| {
+                format!(
+                    "{:.1},{:.1}",
+                    x(i as u64 * bucket_ns + bucket_ns / 2),
+                    y(c as f64)
+                )
+            })
             .collect();
         let _ = write!(
             svg,
@@ -351,12 +371,19 @@ fn timeline(ops: &[Drawn<'_>], bands: &[Band], marked: &BTreeSet<u64>) -> (Strin
     let from = centre.saturating_sub(TIMELINE_OPS / 2);
     let window = &ops[from..(from + TIMELINE_OPS).min(ops.len())];
     let t0 = window.iter().map(|d| d.invoke.time_ns).min().unwrap_or(0);
-    let t1 = window.iter().map(|d| d.end_ns).max().unwrap_or(t0 + 1).max(t0 + 1);
+    let t1 = window
+        .iter()
+        .map(|d| d.end_ns)
+        .max()
+        .unwrap_or(t0 + 1)
+        .max(t0 + 1);
     let processes: BTreeSet<Process> = window.iter().map(|d| d.invoke.process).collect();
-    let lane: BTreeMap<Process, usize> = processes.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+    let lane: BTreeMap<Process, usize> =
+        processes.iter().enumerate().map(|(i, p)| (*p, i)).collect();
     let lane_h = 18.0;
     let height = 30.0 + lane_h * lane.len() as f64;
-    let x = |ns: u64| LEFT + (ns.clamp(t0, t1) - t0) as f64 / (t1 - t0) as f64 * (WIDTH - LEFT - 10.0);
+    let x =
+        |ns: u64| LEFT + (ns.clamp(t0, t1) - t0) as f64 / (t1 - t0) as f64 * (WIDTH - LEFT - 10.0);
     let mut svg = format!(
         r##"<svg width="{WIDTH}" height="{height}" xmlns="http://www.w3.org/2000/svg" font-family="sans-serif">"##
     );
@@ -407,11 +434,19 @@ fn timeline(ops: &[Drawn<'_>], bands: &[Band], marked: &BTreeSet<u64>) -> (Strin
         t1 = t1 as f64 / 1e9,
     );
     let mut table = String::new();
-    let listed: Vec<&Drawn<'_>> = ops.iter().filter(|d| marked.contains(&d.invoke.index)).take(200).collect();
+    let listed: Vec<&Drawn<'_>> = ops
+        .iter()
+        .filter(|d| marked.contains(&d.invoke.index))
+        .take(200)
+        .collect();
     if !listed.is_empty() {
         table += "<table><tr><th>operation</th></tr>";
         for d in listed {
-            let _ = write!(table, "<tr><td><code>{}</code></td></tr>", escape(&describe(d)));
+            let _ = write!(
+                table,
+                "<tr><td><code>{}</code></td></tr>",
+                escape(&describe(d))
+            );
         }
         table += "</table>";
     }
@@ -491,7 +526,11 @@ code{{font-size:12px}} details{{margin:6px 0}}</style></head><body>
             );
         }
         if anomalies.len() > 500 {
-            let _ = write!(page, "<tr><td colspan=4>… and {} more in results.json</td></tr>", anomalies.len() - 500);
+            let _ = write!(
+                page,
+                "<tr><td colspan=4>… and {} more in results.json</td></tr>",
+                anomalies.len() - 500
+            );
         }
         page += "</table>";
     }
@@ -557,10 +596,31 @@ mod tests {
     fn sample() -> History {
         History::new(vec![
             op(0, 0, Process::Client(0), OpType::Invoke, "write", json!(1)),
-            op(1, 10, Process::Nemesis, OpType::Info, "pause", json!(["n1"])),
+            op(
+                1,
+                10,
+                Process::Nemesis,
+                OpType::Info,
+                "pause",
+                json!(["n1"]),
+            ),
             op(2, 20, Process::Client(0), OpType::Ok, "write", json!(1)),
-            op(3, 30, Process::Client(1), OpType::Invoke, "read", Value::Null),
-            op(4, 40, Process::Nemesis, OpType::Info, "resume", json!(["n1"])),
+            op(
+                3,
+                30,
+                Process::Client(1),
+                OpType::Invoke,
+                "read",
+                Value::Null,
+            ),
+            op(
+                4,
+                40,
+                Process::Nemesis,
+                OpType::Info,
+                "resume",
+                json!(["n1"]),
+            ),
             op(5, 50, Process::Client(1), OpType::Ok, "read", json!(2)),
         ])
     }
@@ -595,7 +655,10 @@ mod tests {
         let page = html("t", &history, &[result], None);
         assert!(page.contains(r#"class="badge invalid""#));
         assert!(page.contains("key k &lt;not&gt; linearizable"), "escaped");
-        assert!(page.contains(r##"stroke="#d50000""##), "anomalous op outlined");
+        assert!(
+            page.contains(r##"stroke="#d50000""##),
+            "anomalous op outlined"
+        );
         assert!(page.contains("pause n1"));
         assert_eq!(page.matches("<svg").count(), 3);
     }

@@ -157,7 +157,10 @@ impl RunArgs {
             bail!("--concurrency must be at least 1");
         }
         if !matches!(self.fsync.as_str(), "always" | "batch" | "never") {
-            bail!("--fsync must be always, batch or never, not {:?}", self.fsync);
+            bail!(
+                "--fsync must be always, batch or never, not {:?}",
+                self.fsync
+            );
         }
         if self.mode == "standalone" && self.nodes > 1 {
             bail!(
@@ -195,7 +198,12 @@ impl RunArgs {
 
     fn run_id(&self) -> String {
         self.run_id.clone().unwrap_or_else(|| {
-            format!("{}-{}-{}", self.workload, self.mode, utc_stamp(SystemTime::now()))
+            format!(
+                "{}-{}-{}",
+                self.workload,
+                self.mode,
+                utc_stamp(SystemTime::now())
+            )
         })
     }
 }
@@ -360,11 +368,7 @@ async fn drive(
 
 /// Prints elapsed time, operation counts and the current fault: rewritten
 /// in place on a terminal, every 10 s otherwise.
-async fn progress(
-    recorder: Arc<Recorder>,
-    current: Arc<crate::nemesis::Current>,
-    limit: Duration,
-) {
+async fn progress(recorder: Arc<Recorder>, current: Arc<crate::nemesis::Current>, limit: Duration) {
     let tty = std::io::stderr().is_terminal();
     let every = if tty {
         Duration::from_secs(1)

@@ -164,10 +164,21 @@ pub async fn run_worker(
 /// One operation a worker is about to perform.
 #[derive(Clone, Debug)]
 enum PlannedOp {
-    Read { key: String },
-    Write { key: String, value: u64 },
-    Cas { key: String, expected: u64, new: u64 },
-    Add { element: u64 },
+    Read {
+        key: String,
+    },
+    Write {
+        key: String,
+        value: u64,
+    },
+    Cas {
+        key: String,
+        expected: u64,
+        new: u64,
+    },
+    Add {
+        element: u64,
+    },
 }
 
 /// What came back.
@@ -334,10 +345,7 @@ pub async fn final_set_reads(
 ) {
     for (i, id) in spec.node_ids.iter().enumerate() {
         let process = Process::Client(first_process + i as u64);
-        recorder.record(
-            process,
-            Event::new(OpType::Invoke, F_READ, Value::Null),
-        );
+        recorder.record(process, Event::new(OpType::Invoke, F_READ, Value::Null));
         let result = read_all_elements(spec, i, elements, bound).await;
         let event = match result {
             Ok(present) => Event {

@@ -20,7 +20,7 @@
 //!   in Knossos' cas-register, a `nil` read matches any value and constrains
 //!   nothing, so it is dropped);
 //! - `fail`: no effect, dropped, except a `cas` that failed with
-//!   `cas-mismatch` ([`Op::is_cas_mismatch`]): it must linearize between its
+//!   `cas-mismatch` ([`Op::is_cas_mismatch`](crate::Op::is_cas_mismatch)): it must linearize between its
 //!   invocation and completion at an instant when the value differed from
 //!   the expected one;
 //! - `info` (or never completed): it may take effect at any point after its
