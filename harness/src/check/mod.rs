@@ -1,0 +1,103 @@
+//! Checkers: each reads a [`History`](crate::History) and returns a
+//! [`CheckResult`] with a verdict and the anomalies that prove it.
+//!
+//! No checker depends on the runner: they check any history, recorded here
+//! or imported from Jepsen.
+
+use serde::{Deserialize, Serialize};
+
+pub mod linear;
+pub mod model;
+pub mod perf;
+pub mod set;
+
+/// What a checker concluded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// The property holds on this history.
+    Valid,
+    /// The property is violated; the anomalies prove it.
+    Invalid,
+    /// The checker could not decide (time budget exhausted, not enough
+    /// information). Never reported as valid.
+    Unknown,
+}
+
+impl Verdict {
+    /// The verdict of several checks together: invalid if any is invalid,
+    /// else unknown if any is unknown, else valid.
+    pub fn combine(verdicts: impl IntoIterator<Item = Verdict>) -> Verdict {
+        verdicts
+            .into_iter()
+            .fold(Verdict::Valid, |acc, v| match (acc, v) {
+                (Verdict::Invalid, _) | (_, Verdict::Invalid) => Verdict::Invalid,
+                (Verdict::Unknown, _) | (_, Verdict::Unknown) => Verdict::Unknown,
+                _ => Verdict::Valid,
+            })
+    }
+
+    /// The process exit code for this verdict, as Maelstrom uses them: 0
+    /// valid, 1 invalid, 2 unknown.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Verdict::Valid => 0,
+            Verdict::Invalid => 1,
+            Verdict::Unknown => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verdict::Valid => "valid",
+            Verdict::Invalid => "invalid",
+            Verdict::Unknown => "unknown",
+        })
+    }
+}
+
+/// One thing a checker found wrong (or could not decide), with the history
+/// indices that show it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Anomaly {
+    /// A short machine-readable name: `not-linearizable`, `lost`, `stale`...
+    pub kind: String,
+    /// What happened, for people, naming keys, values and indices.
+    pub message: String,
+    /// The history indices that prove it (invocations and completions).
+    pub indices: Vec<u64>,
+}
+
+/// The outcome of one checker on one history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckResult {
+    /// The checker's name: `linearizable`, `set`, `perf`...
+    pub checker: String,
+    /// Its verdict.
+    pub verdict: Verdict,
+    /// One line for people: counts and the headline finding.
+    pub summary: String,
+    /// What it found, each with proving indices.
+    pub anomalies: Vec<Anomaly>,
+    /// Checker-specific figures (counts, per-key results, percentiles),
+    /// written to `results.json` as they are.
+    #[serde(default)]
+    pub details: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_dominates_unknown_which_dominates_valid() {
+        use Verdict::*;
+        assert_eq!(Verdict::combine([]), Valid);
+        assert_eq!(Verdict::combine([Valid, Valid]), Valid);
+        assert_eq!(Verdict::combine([Valid, Unknown, Valid]), Unknown);
+        assert_eq!(Verdict::combine([Unknown, Invalid, Valid]), Invalid);
+        assert_eq!([Valid, Invalid, Unknown].map(Verdict::exit_code), [0, 1, 2]);
+    }
+}

@@ -1,0 +1,473 @@
+//! The perf checker: latency percentiles, outcome counts and throughput
+//! over time, and the intervals during which faults were in force.
+//!
+//! It is informational: the verdict is valid whenever the history has a
+//! client operation, unknown when it has none.
+//!
+//! - **Latency** (completion time minus invocation time, in ms) of `ok`
+//!   operations, overall and per `f`: p50, p90, p99, p99.9 and max, by the
+//!   nearest-rank method (the smallest latency with at least that share of
+//!   operations at or below it).
+//! - **Counts** of `ok`, `fail` and `info` per `f` (an invocation the
+//!   history never completes counts as `info`).
+//! - **Throughput**: completions per 1-second bucket of completion time,
+//!   split into `ok`, `fail` and `info`.
+//! - **Nemesis intervals**: a fault operation opens an interval; the
+//!   operation that undoes it closes it: `start` after `kill` or
+//!   `power-loss`, `resume` after `pause`, `clock-reset` (or Jepsen's
+//!   `reset-clock`) after a clock fault, `stop-X` after `start-X`, and
+//!   `heal` (or Jepsen's `stop`) after anything. Jepsen's classic nemeses
+//!   use `start`/`stop` for one fault: when a history has `stop` and no
+//!   kill is open, `start` opens an interval. A fault repeated while its
+//!   interval is open (Jepsen logs a nemesis operation twice, before and
+//!   after) does not open another. An interval still open at the end lasts
+//!   to the last entry and is marked `"healed": false`.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use crate::check::{CheckResult, Verdict};
+use crate::history::{History, Op, OpType};
+
+const NS_PER_MS: f64 = 1e6;
+const BUCKET_NS: u64 = 1_000_000_000;
+/// At most this many throughput buckets: a longer history gets wider ones.
+const MAX_BUCKETS: u64 = 100_000;
+
+/// Measures a history (see the module docs).
+pub fn check(history: &History) -> CheckResult {
+    let pairs = history.pairs();
+    let mut all = Vec::new();
+    let mut by_f: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    let mut counts: BTreeMap<&str, [u64; 3]> = BTreeMap::new();
+    // Imported histories may have absolute or unordered times.
+    let first_ns = history.ops.iter().map(|op| op.time_ns).min().unwrap_or(0);
+    let last_ns = history.ops.iter().map(|op| op.time_ns).max().unwrap_or(0);
+    let span = last_ns - first_ns;
+    let bucket_ns = BUCKET_NS * (span / (BUCKET_NS * MAX_BUCKETS) + 1);
+    let buckets = (span / bucket_ns + 1) as usize;
+    let mut throughput = [
+        vec![0u64; buckets],
+        vec![0u64; buckets],
+        vec![0u64; buckets],
+    ];
+    for pair in &pairs {
+        let f = pair.invoke.f.as_str();
+        let slot = match pair.outcome() {
+            OpType::Ok => 0,
+            OpType::Fail => 1,
+            OpType::Info | OpType::Invoke => 2,
+        };
+        counts.entry(f).or_default()[slot] += 1;
+        let Some(complete) = pair.complete else {
+            continue;
+        };
+        throughput[slot][((complete.time_ns - first_ns) / bucket_ns) as usize] += 1;
+        if slot == 0 {
+            let latency = complete.time_ns.saturating_sub(pair.invoke.time_ns);
+            all.push(latency);
+            by_f.entry(f).or_default().push(latency);
+        }
+    }
+
+    let totals = counts.values().fold([0u64; 3], |acc, c| {
+        [acc[0] + c[0], acc[1] + c[1], acc[2] + c[2]]
+    });
+    let overall = percentiles(&mut all);
+    let latency_by_f: serde_json::Map<String, Value> = by_f
+        .iter_mut()
+        .map(|(f, l)| ((*f).to_owned(), percentiles(l)))
+        .collect();
+    let counts_json: serde_json::Map<String, Value> = counts
+        .iter()
+        .map(|(f, c)| {
+            (
+                (*f).to_owned(),
+                json!({"ok": c[0], "fail": c[1], "info": c[2]}),
+            )
+        })
+        .collect();
+    let intervals = nemesis_intervals(history);
+
+    let (verdict, summary) = if pairs.is_empty() {
+        (
+            Verdict::Unknown,
+            "no client operations: nothing to measure".to_owned(),
+        )
+    } else {
+        let ms = |key: &str| overall.get(key).and_then(Value::as_f64).unwrap_or(0.0);
+        let latency = if all.is_empty() {
+            "no ok operations".to_owned()
+        } else {
+            format!(
+                "latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                ms("p50"),
+                ms("p99"),
+                ms("max")
+            )
+        };
+        (
+            Verdict::Valid,
+            format!(
+                "{} operations: {} ok, {} fail, {} info; {latency}; {} nemesis intervals",
+                pairs.len(),
+                totals[0],
+                totals[1],
+                totals[2],
+                intervals.len()
+            ),
+        )
+    };
+    let [ok, fail, info] = throughput;
+    CheckResult {
+        checker: "perf".into(),
+        verdict,
+        summary,
+        anomalies: Vec::new(),
+        details: json!({
+            "latency_ms": { "overall": overall, "by_f": latency_by_f },
+            "counts": { "total": {"ok": totals[0], "fail": totals[1], "info": totals[2]}, "by_f": counts_json },
+            "throughput": {
+                "start_ns": first_ns,
+                "bucket_s": bucket_ns / BUCKET_NS,
+                "note": "completions per bucket; entry i covers [start + i buckets, start + (i+1) buckets)",
+                "ok": ok,
+                "fail": fail,
+                "info": info,
+            },
+            "nemesis": intervals,
+        }),
+    }
+}
+
+/// Nearest-rank percentiles of latencies in ns, reported in ms.
+fn percentiles(latencies: &mut [u64]) -> Value {
+    if latencies.is_empty() {
+        return json!({ "count": 0 });
+    }
+    latencies.sort_unstable();
+    let n = latencies.len();
+    let at = |q: f64| {
+        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+        latencies[rank - 1] as f64 / NS_PER_MS
+    };
+    json!({
+        "count": n,
+        "p50": at(0.5),
+        "p90": at(0.9),
+        "p99": at(0.99),
+        "p99.9": at(0.999),
+        "max": latencies[n - 1] as f64 / NS_PER_MS,
+    })
+}
+
+/// True when nemesis operation `f` ends faults (rather than starting
+/// one); `classic` when Jepsen's `start` opens a fault.
+fn is_end(f: &str, classic: bool) -> bool {
+    matches!(
+        f,
+        "heal" | "stop" | "resume" | "clock-reset" | "reset-clock"
+    ) || (f == "start" && !classic)
+        || f.starts_with("stop-")
+}
+
+/// True when end operation `end` closes an open `fault`.
+fn closes(end: &str, fault: &str) -> bool {
+    match end {
+        "heal" | "stop" => true,
+        "start" => fault == "kill" || fault == "power-loss",
+        "resume" => fault == "pause",
+        "clock-reset" | "reset-clock" => fault.contains("clock"),
+        _ => end
+            .strip_prefix("stop-")
+            .is_some_and(|f| fault == f || fault.strip_prefix("start-") == Some(f)),
+    }
+}
+
+/// A fault in force: the nemesis entry that started it and the one that
+/// ended it (`None`: never ended in this history).
+pub(crate) struct Interval<'a> {
+    pub(crate) start: &'a Op,
+    pub(crate) end: Option<&'a Op>,
+}
+
+/// The fault intervals, in order of their start (see the module docs).
+/// The report shades the same intervals.
+pub(crate) fn fault_intervals(history: &History) -> Vec<Interval<'_>> {
+    let classic = history.nemesis().any(|op| op.f == "stop");
+    let mut open: Vec<Interval<'_>> = Vec::new();
+    let mut done: Vec<Interval<'_>> = Vec::new();
+    for op in history.nemesis() {
+        // `start` ends a kill when one is open, else (classic) opens one.
+        let kill_open = open.iter().any(|i| closes("start", &i.start.f));
+        if is_end(&op.f, classic && !(op.f == "start" && kill_open)) {
+            let (closed, still): (Vec<_>, Vec<_>) =
+                open.drain(..).partition(|i| closes(&op.f, &i.start.f));
+            open = still;
+            done.extend(closed.into_iter().map(|i| Interval { end: Some(op), ..i }));
+        } else if !open.iter().any(|i| i.start.f == op.f) {
+            open.push(Interval {
+                start: op,
+                end: None,
+            });
+        }
+    }
+    done.extend(open);
+    done.sort_by_key(|i| i.start.index);
+    done
+}
+
+/// The fault intervals as `details` lists them.
+fn nemesis_intervals(history: &History) -> Vec<Value> {
+    let last_ns = history.ops.iter().map(|op| op.time_ns).max().unwrap_or(0);
+    fault_intervals(history)
+        .iter()
+        .map(|i| {
+            json!({
+                "fault": i.start.f,
+                "value": i.start.value,
+                "start_index": i.start.index,
+                "start_ns": i.start.time_ns,
+                "end_index": i.end.map(|e| e.index),
+                "end_ns": i.end.map_or(last_ns, |e| e.time_ns),
+                "ended_by": i.end.map(|e| e.f.as_str()),
+                "healed": i.end.is_some(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::Process;
+
+    fn op(index: u64, ms: u64, process: Process, kind: OpType, f: &str) -> Op {
+        Op {
+            index,
+            time_ns: ms * 1_000_000,
+            process,
+            kind,
+            f: f.into(),
+            key: None,
+            value: Value::Null,
+            node: None,
+            error: None,
+        }
+    }
+
+    /// (process, f, invoke ms, completion ms and type)
+    type Client<'a> = (u64, &'a str, u64, Option<(u64, OpType)>);
+    /// (ms, order within the same ms, process, type, f)
+    type Event<'a> = (u64, u8, Process, OpType, &'a str);
+
+    /// Builds a history from (process, f, invoke ms, completion ms, type)
+    /// and nemesis (ms, f) entries, ordered by time.
+    fn history(clients: &[Client<'_>], nemesis: &[(u64, &str)]) -> History {
+        let mut events: Vec<Event<'_>> = Vec::new();
+        for &(p, f, at, done) in clients {
+            events.push((at, 0, Process::Client(p), OpType::Invoke, f));
+            if let Some((end, kind)) = done {
+                events.push((end, 1, Process::Client(p), kind, f));
+            }
+        }
+        for &(at, f) in nemesis {
+            events.push((at, 2, Process::Nemesis, OpType::Info, f));
+        }
+        events.sort_by_key(|e| (e.0, e.1));
+        let ops = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, (ms, _, p, kind, f))| op(i as u64, ms, p, kind, f))
+            .collect();
+        let h = History::new(ops);
+        h.validate().unwrap();
+        h
+    }
+
+    #[test]
+    fn percentiles_of_a_known_history() {
+        // 100 sequential reads on distinct processes with latencies 1..=100
+        // ms, then 10 writes of 5 ms, 3 failed and 2 crashed writes.
+        let mut clients = Vec::new();
+        let mut t = 0;
+        for (p, latency) in (1..=100u64).enumerate() {
+            clients.push((p as u64, "read", t, Some((t + latency, OpType::Ok))));
+            t += latency;
+        }
+        for p in 100..110 {
+            clients.push((p, "write", t, Some((t + 5, OpType::Ok))));
+            t += 5;
+        }
+        for p in 110..113 {
+            clients.push((p, "write", t, Some((t + 1, OpType::Fail))));
+        }
+        clients.push((113, "write", t, Some((t + 2, OpType::Info))));
+        clients.push((114, "write", t, None));
+        let r = check(&history(&clients, &[]));
+        assert_eq!(r.checker, "perf");
+        assert_eq!(r.verdict, Verdict::Valid);
+        let read = &r.details["latency_ms"]["by_f"]["read"];
+        assert_eq!(
+            read,
+            &json!({"count": 100, "p50": 50.0, "p90": 90.0, "p99": 99.0, "p99.9": 100.0, "max": 100.0})
+        );
+        let write = &r.details["latency_ms"]["by_f"]["write"];
+        assert_eq!(
+            (
+                write["count"].as_u64(),
+                write["p50"].as_f64(),
+                write["max"].as_f64()
+            ),
+            (Some(10), Some(5.0), Some(5.0))
+        );
+        // Overall: 10 writes of 5 ms and reads of 1..=100: the 55th of 110
+        // is read latency 45.
+        let overall = &r.details["latency_ms"]["overall"];
+        assert_eq!(
+            (overall["count"].as_u64(), overall["p50"].as_f64()),
+            (Some(110), Some(45.0))
+        );
+        assert_eq!(
+            r.details["counts"]["by_f"]["write"],
+            json!({"ok": 10, "fail": 3, "info": 2})
+        );
+        assert_eq!(
+            r.details["counts"]["total"],
+            json!({"ok": 110, "fail": 3, "info": 2})
+        );
+        assert!(
+            r.summary
+                .starts_with("115 operations: 110 ok, 3 fail, 2 info; latency p50 45.00 ms"),
+            "{}",
+            r.summary
+        );
+    }
+
+    #[test]
+    fn throughput_counts_completions_per_second() {
+        let h = history(
+            &[
+                (0, "read", 0, Some((100, OpType::Ok))),
+                (1, "read", 0, Some((900, OpType::Fail))),
+                (2, "read", 500, Some((1500, OpType::Ok))),
+                (3, "read", 2100, Some((2200, OpType::Info))),
+            ],
+            &[],
+        );
+        let t = &check(&h).details["throughput"];
+        assert_eq!(
+            (&t["ok"], &t["fail"], &t["info"]),
+            (&json!([1, 1, 0]), &json!([1, 0, 0]), &json!([0, 0, 1]))
+        );
+    }
+
+    #[test]
+    fn nemesis_intervals_pair_faults_with_their_ends() {
+        let h = history(
+            &[(0, "read", 0, Some((10_000, OpType::Ok)))],
+            &[
+                (1000, "kill"),
+                (2000, "pause"),
+                (3000, "start"),
+                (4000, "resume"),
+                (5000, "partition"),
+                (6000, "heal"),
+                (7000, "clock"),
+            ],
+        );
+        let n = check(&h).details["nemesis"].clone();
+        let summary: Vec<(String, u64, u64, bool)> = n
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["fault"].as_str().unwrap().to_owned(),
+                    i["start_ns"].as_u64().unwrap() / 1_000_000,
+                    i["end_ns"].as_u64().unwrap() / 1_000_000,
+                    i["healed"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("kill".into(), 1000, 3000, true),
+                ("pause".into(), 2000, 4000, true),
+                ("partition".into(), 5000, 6000, true),
+                ("clock".into(), 7000, 10_000, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn jepsen_classic_start_stop_is_one_interval() {
+        let h = history(
+            &[(0, "read", 0, Some((5000, OpType::Ok)))],
+            &[
+                (1000, "start"),
+                (1100, "start"),
+                (2000, "stop"),
+                (2100, "stop"),
+                (3000, "start-partition"),
+                (4000, "stop-partition"),
+            ],
+        );
+        let n = check(&h).details["nemesis"].clone();
+        assert_eq!(n.as_array().unwrap().len(), 2, "{n}");
+        assert_eq!(
+            (
+                n[0]["fault"].as_str(),
+                n[0]["start_index"].as_u64(),
+                n[0]["ended_by"].as_str()
+            ),
+            (Some("start"), Some(1), Some("stop"))
+        );
+        assert_eq!(
+            (n[1]["fault"].as_str(), n[1]["ended_by"].as_str()),
+            (Some("start-partition"), Some("stop-partition"))
+        );
+    }
+
+    #[test]
+    fn absolute_and_unordered_times_are_bucketed_safely() {
+        let mut h = history(
+            &[
+                (0, "read", 0, Some((3000, OpType::Ok))),
+                (1, "read", 1000, Some((1500, OpType::Ok))),
+            ],
+            &[],
+        );
+        // Epoch nanoseconds, and a completion earlier than every invocation.
+        for op in &mut h.ops {
+            op.time_ns += 1_700_000_000_000_000_000;
+        }
+        h.ops[3].time_ns -= 10_000_000_000;
+        let t = &check(&h).details["throughput"];
+        assert_eq!(t["bucket_s"], 1);
+        // From the early completion (-7 s) to the last entry (1.5 s).
+        assert_eq!(t["ok"].as_array().map(Vec::len), Some(9));
+        // A span of decades gets wide buckets, not billions of them.
+        h.ops[0].time_ns = 0;
+        let t = &check(&h).details["throughput"];
+        assert!(t["ok"].as_array().unwrap().len() <= MAX_BUCKETS as usize);
+        let total: u64 = t["ok"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_u64)
+            .sum();
+        assert_eq!(total, 2);
+    }
+
+    #[test]
+    fn no_client_operations_is_unknown() {
+        let h = history(&[], &[(1000, "kill")]);
+        let r = check(&h);
+        assert_eq!(r.verdict, Verdict::Unknown);
+        assert_eq!(r.details["nemesis"].as_array().map(Vec::len), Some(1));
+        assert_eq!(check(&History::default()).verdict, Verdict::Unknown);
+    }
+}

@@ -1,0 +1,563 @@
+//! Real `mimeo` node processes on 127.0.0.1: configs and certificates in the
+//! run directory, start, wait until serving (bounded), kill, pause, restart,
+//! and a clean-up that leaves no process behind.
+//!
+//! The harness uses nodes only as a user would: it runs the `mimeo` binary
+//! (`mimeo certs init`, `mimeo serve --config`), speaks the client protocol
+//! to them and the admin protocol for faults. Every child is spawned with
+//! `kill_on_drop`, so even a panic or an early return kills it; a paused
+//! node is sent SIGKILL too, which works on a stopped process.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use mimeo_client::{AdminClient, Client, ClientConfig};
+use mimeo_wire::TlsIdentity;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+/// The client certificate names `certs init` writes for the harness.
+pub const CLIENT_CERT: &str = "client-harness";
+/// The admin certificate name the harness uses for faults.
+pub const ADMIN_CERT: &str = "admin-harness";
+
+/// Pids of every node process this harness started and has not reaped, for
+/// [`kill_all_live`].
+static LIVE: std::sync::Mutex<BTreeSet<i32>> = std::sync::Mutex::new(BTreeSet::new());
+
+fn live() -> std::sync::MutexGuard<'static, BTreeSet<i32>> {
+    LIVE.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// SIGKILL to every node process still running, from any cluster: the last
+/// resort before the harness exits abruptly (a second Ctrl-C).
+pub fn kill_all_live() {
+    for pid in live().iter() {
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+    }
+}
+
+/// How long a node may take to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything needed to write the node configs of a run.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    /// The run directory (configs, certs, data, logs go under it).
+    pub dir: PathBuf,
+    /// The `mimeo` binary.
+    pub binary: PathBuf,
+    /// Node count.
+    pub nodes: usize,
+    /// The cluster id in configs and hellos.
+    pub cluster_id: String,
+    /// The replication mode (`standalone`, ...), written to `mode`.
+    pub mode: String,
+    /// `always`, `batch` or `never`.
+    pub fsync: String,
+    /// Keep unsynced bytes in process memory, so SIGKILL is a power cut.
+    pub simulate_power_loss: bool,
+    /// Extra `key = value` TOML lines appended to every node config
+    /// (a mode's own knobs).
+    pub extra_config: Vec<String>,
+}
+
+/// One node process (or the place for one, while it is down).
+#[derive(Debug)]
+pub struct Node {
+    /// Its id, `n1`...
+    pub id: String,
+    /// Its client address.
+    pub addr: SocketAddr,
+    /// Its config file.
+    pub config: PathBuf,
+    /// Where its stdout and stderr go (appended across restarts).
+    pub log: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+}
+
+impl Node {
+    /// True while the process runs (paused or not).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// True while the process is stopped by SIGSTOP.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Takes the child out (it is being killed or has exited).
+    fn take_child(&mut self) -> Option<Child> {
+        let child = self.child.take()?;
+        if let Some(pid) = child.id() {
+            live().remove(&(pid as i32));
+        }
+        self.paused = false;
+        Some(child)
+    }
+
+    fn pid(&self) -> Option<Pid> {
+        self.child
+            .as_ref()
+            .and_then(|c| c.id())
+            .map(|id| Pid::from_raw(id as i32))
+    }
+}
+
+/// A set of node processes for one run.
+#[derive(Debug)]
+pub struct Cluster {
+    spec: ClusterSpec,
+    certs: PathBuf,
+    /// The nodes, in id order.
+    pub nodes: Vec<Node>,
+}
+
+impl Cluster {
+    /// Writes certificates (with `mimeo certs init`) and one config per node
+    /// into `spec.dir`, choosing free UDP ports on 127.0.0.1. Starts nothing.
+    pub fn prepare(spec: ClusterSpec) -> anyhow::Result<Cluster> {
+        if spec.nodes == 0 {
+            bail!("a cluster needs at least one node");
+        }
+        std::fs::create_dir_all(spec.dir.join("nodes"))
+            .with_context(|| format!("creating {}", spec.dir.display()))?;
+        let ids: Vec<String> = (1..=spec.nodes).map(|i| format!("n{i}")).collect();
+        let certs = spec.dir.join("certs");
+        let output = std::process::Command::new(&spec.binary)
+            .args(["certs", "init", "--dir"])
+            .arg(&certs)
+            .arg("--nodes")
+            .arg(ids.join(","))
+            .args(["--clients", "harness", "--admins", "harness"])
+            .output()
+            .with_context(|| format!("running {} certs init", spec.binary.display()))?;
+        if !output.status.success() {
+            bail!(
+                "`mimeo certs init` failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let mut nodes = Vec::new();
+        for id in ids {
+            let addr = free_udp_port()?;
+            let config = spec.dir.join("nodes").join(format!("{id}.toml"));
+            std::fs::write(&config, node_config(&spec, &id, addr))
+                .with_context(|| format!("writing {}", config.display()))?;
+            nodes.push(Node {
+                log: spec.dir.join("nodes").join(format!("{id}.log")),
+                id,
+                addr,
+                config,
+                child: None,
+                paused: false,
+            });
+        }
+        Ok(Cluster { spec, certs, nodes })
+    }
+
+    /// The certificate directory.
+    pub fn certs(&self) -> &Path {
+        &self.certs
+    }
+
+    /// The cluster id.
+    pub fn cluster_id(&self) -> &str {
+        &self.spec.cluster_id
+    }
+
+    /// The client addresses of every node, in id order.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(|n| n.addr).collect()
+    }
+
+    /// The index of node `id`.
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.id == id)
+    }
+
+    /// Starts node `i` (a no-op when it runs).
+    pub fn start(&mut self, i: usize) -> anyhow::Result<()> {
+        let binary = self.spec.binary.clone();
+        let node = &mut self.nodes[i];
+        if node.child.is_some() {
+            return Ok(());
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .with_context(|| format!("opening {}", node.log.display()))?;
+        let child = Command::new(&binary)
+            .arg("serve")
+            .arg("--config")
+            .arg(&node.config)
+            .current_dir(&self.spec.dir)
+            .env(
+                "RUST_LOG",
+                std::env::var("MIMEO_NODE_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {} serve for {}", binary.display(), node.id))?;
+        if let Some(pid) = child.id() {
+            live().insert(pid as i32);
+        }
+        node.child = Some(child);
+        node.paused = false;
+        Ok(())
+    }
+
+    /// Starts every node that is not running.
+    pub fn start_all(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.nodes.len() {
+            self.start(i)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until node `i` answers a status request, failing when it exits
+    /// or `bound` passes; the error quotes the end of its log.
+    pub async fn wait_ready(&mut self, i: usize, bound: Duration) -> anyhow::Result<()> {
+        let identity = TlsIdentity::from_dir(&self.certs, CLIENT_CERT)?;
+        let node = &mut self.nodes[i];
+        let mut config = ClientConfig::new(vec![node.addr], &self.spec.cluster_id, identity);
+        config.connect_timeout = Duration::from_millis(500);
+        config.request_timeout = Duration::from_secs(1);
+        let client = Client::new(config)?;
+        let deadline = Instant::now() + bound;
+        loop {
+            let Some(child) = node.child.as_mut() else {
+                bail!("node {} is not running", node.id);
+            };
+            if let Some(status) = child.try_wait()? {
+                node.take_child();
+                bail!(
+                    "node {} exited during start-up ({status}); {} ends with:\n{}",
+                    node.id,
+                    node.log.display(),
+                    log_tail(&node.log, 15)
+                );
+            }
+            if client.status_of(node.addr).await.is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "node {} did not answer within {bound:?}; {} ends with:\n{}",
+                    node.id,
+                    node.log.display(),
+                    log_tail(&node.log, 15)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits for every running node.
+    pub async fn wait_all_ready(&mut self, bound: Duration) -> anyhow::Result<()> {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].is_running() {
+                self.wait_ready(i, bound).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGKILL to node `i` and reaps it. Returns false when it was not
+    /// running.
+    pub async fn kill(&mut self, i: usize) -> anyhow::Result<bool> {
+        let node = &mut self.nodes[i];
+        let Some(mut child) = node.take_child() else {
+            return Ok(false);
+        };
+        child
+            .kill()
+            .await
+            .with_context(|| format!("killing {}", node.id))?;
+        Ok(true)
+    }
+
+    /// SIGSTOP to node `i`. Returns false when it was not running or
+    /// already paused.
+    pub fn pause(&mut self, i: usize) -> anyhow::Result<bool> {
+        let node = &mut self.nodes[i];
+        let Some(pid) = node.pid() else {
+            return Ok(false);
+        };
+        if node.paused {
+            return Ok(false);
+        }
+        kill(pid, Signal::SIGSTOP).with_context(|| format!("pausing {}", node.id))?;
+        node.paused = true;
+        Ok(true)
+    }
+
+    /// SIGCONT to node `i`. Returns false when it was not paused.
+    pub fn resume(&mut self, i: usize) -> anyhow::Result<bool> {
+        let node = &mut self.nodes[i];
+        let Some(pid) = node.pid() else {
+            return Ok(false);
+        };
+        if !node.paused {
+            return Ok(false);
+        }
+        kill(pid, Signal::SIGCONT).with_context(|| format!("resuming {}", node.id))?;
+        node.paused = false;
+        Ok(true)
+    }
+
+    /// An admin client for node `i`.
+    pub async fn admin(&self, i: usize, timeout: Duration) -> anyhow::Result<AdminClient> {
+        let identity = TlsIdentity::from_dir(&self.certs, ADMIN_CERT)?;
+        Ok(AdminClient::connect(
+            self.nodes[i].addr,
+            &self.spec.cluster_id,
+            &identity,
+            timeout,
+        )
+        .await?)
+    }
+
+    /// Reports nodes that exited on their own (not killed by the harness),
+    /// with the end of their logs, and forgets their processes.
+    pub fn reap_crashed(&mut self) -> Vec<String> {
+        let mut crashed = Vec::new();
+        for node in &mut self.nodes {
+            let exited = match node.child.as_mut().map(|c| c.try_wait()) {
+                Some(Ok(Some(status))) => Some(status.to_string()),
+                Some(Err(e)) => Some(e.to_string()),
+                _ => None,
+            };
+            if let Some(status) = exited {
+                node.take_child();
+                crashed.push(format!(
+                    "node {} exited on its own ({status}); {} ends with:\n{}",
+                    node.id,
+                    node.log.display(),
+                    log_tail(&node.log, 15)
+                ));
+            }
+        }
+        crashed
+    }
+
+    /// Stops every node: SIGCONT to paused ones, SIGTERM, then SIGKILL to
+    /// any still running after a bound. Safe to call twice.
+    pub async fn stop_all(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(pid) = node.pid() {
+                if node.paused {
+                    let _ = kill(pid, Signal::SIGCONT);
+                    node.paused = false;
+                }
+                let _ = kill(pid, Signal::SIGTERM);
+            }
+        }
+        for node in &mut self.nodes {
+            let Some(mut child) = node.take_child() else {
+                continue;
+            };
+            if tokio::time::timeout(STOP_TIMEOUT, child.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(node = %node.id, "did not stop within {STOP_TIMEOUT:?} of SIGTERM; killing it");
+                let _ = child.kill().await;
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // `kill_on_drop` sends SIGKILL as each child drops; this makes it
+        // explicit and also covers processes that were paused.
+        for node in &mut self.nodes {
+            if let Some(pid) = node.pid() {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+            node.take_child();
+        }
+    }
+}
+
+/// The TOML of one node's config. `extra_config` lines are `key = value`
+/// (a root field) or `table.key = value` (a field of `[table]`), grouped
+/// under their table so each header appears once.
+fn node_config(spec: &ClusterSpec, id: &str, addr: SocketAddr) -> String {
+    let mut tables: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    // Paths in a node config are relative to the config file; write them
+    // absolute. A JSON string is a valid TOML basic string.
+    let quoted = |path: &Path| serde_json::Value::from(path.to_string_lossy()).to_string();
+    tables
+        .entry("tls")
+        .or_default()
+        .push(format!("dir = {}", quoted(&spec.dir.join("certs"))));
+    let storage = tables.entry("storage").or_default();
+    storage.push(format!("fsync = \"{}\"", spec.fsync));
+    if spec.simulate_power_loss {
+        storage.push("simulate_power_loss = true".into());
+    }
+    let mut root = format!(
+        "# Written by mimeo-harness.\n\
+         node_id = \"{id}\"\n\
+         cluster_id = \"{cluster}\"\n\
+         listen = \"{addr}\"\n\
+         data_dir = {data}\n\
+         mode = \"{mode}\"\n",
+        cluster = spec.cluster_id,
+        mode = spec.mode,
+        data = quoted(&spec.dir.join("data").join(id)),
+    );
+    for line in &spec.extra_config {
+        let (key, value) = line.split_once('=').unwrap_or((line, ""));
+        match key.trim().split_once('.') {
+            Some((table, field)) => tables.entry(table).or_default().push(format!(
+                "{} = {}",
+                field.trim(),
+                value.trim()
+            )),
+            None => root.push_str(&format!("{} = {}\n", key.trim(), value.trim())),
+        }
+    }
+    for (table, fields) in tables {
+        root.push_str(&format!("\n[{table}]\n"));
+        for field in fields {
+            root.push_str(&field);
+            root.push('\n');
+        }
+    }
+    root
+}
+
+/// A UDP port on 127.0.0.1 that is free now (the OS picks it; a race with
+/// another process binding it before the node does is possible but rare, and
+/// the node then fails to start with a clear error).
+fn free_udp_port() -> anyhow::Result<SocketAddr> {
+    let socket = UdpSocket::bind("127.0.0.1:0").context("finding a free UDP port")?;
+    Ok(socket.local_addr()?)
+}
+
+/// The last `n` lines of a log file.
+pub fn log_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Finds the `mimeo` binary: `explicit`, else `$MIMEO_BIN`, else next to
+/// this executable (`target/<profile>/mimeo`, also from `target/<profile>/deps`
+/// for tests), else builds it with cargo in the workspace this crate lives in.
+pub fn locate_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = explicit {
+        if path.is_file() {
+            return Ok(path.to_path_buf());
+        }
+        bail!("--mimeo-bin {} is not a file", path.display());
+    }
+    if let Some(path) = std::env::var_os("MIMEO_BIN") {
+        let path = PathBuf::from(path);
+        if path.is_file() {
+            return Ok(path);
+        }
+        bail!("MIMEO_BIN={} is not a file", path.display());
+    }
+    let exe = std::env::current_exe().context("locating this executable")?;
+    let mut dir = exe.parent().map(Path::to_path_buf);
+    if dir.as_deref().and_then(Path::file_name) == Some("deps".as_ref()) {
+        dir = dir.and_then(|d| d.parent().map(Path::to_path_buf));
+    }
+    let profile_dir = dir.context("this executable has no parent directory")?;
+    let candidate = profile_dir.join("mimeo");
+    let release = profile_dir.file_name() == Some("release".as_ref());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("harness crate has no parent directory")?;
+    // Build (or bring up to date) when the binary is missing; cargo is a
+    // no-op when it is fresh.
+    if !candidate.is_file() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        eprintln!(
+            "building the mimeo binary ({})...",
+            if release { "release" } else { "debug" }
+        );
+        let mut build = std::process::Command::new(cargo);
+        build.current_dir(workspace).args([
+            "build",
+            "--quiet",
+            "-p",
+            "mimeo-node",
+            "--bin",
+            "mimeo",
+        ]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().context("running cargo build for mimeo")?;
+        if !status.success() {
+            bail!("cargo build -p mimeo-node failed ({status})");
+        }
+    }
+    if candidate.is_file() {
+        Ok(candidate)
+    } else {
+        bail!(
+            "no mimeo binary at {}; build it with `cargo build -p mimeo-node` or pass --mimeo-bin",
+            candidate.display()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(extra: &[&str]) -> ClusterSpec {
+        ClusterSpec {
+            dir: PathBuf::from("/tmp/x"),
+            binary: PathBuf::from("mimeo"),
+            nodes: 1,
+            cluster_id: "c".into(),
+            mode: "standalone".into(),
+            fsync: "always".into(),
+            simulate_power_loss: true,
+            extra_config: extra.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn node_config_is_valid_toml_with_extra_knobs_in_their_tables() {
+        let text = node_config(
+            &spec(&[
+                "storage.segment_bytes = 4096",
+                "limits.max_key_bytes = 64",
+                "limits.max_value_bytes=99",
+            ]),
+            "n1",
+            "127.0.0.1:7001".parse().unwrap(),
+        );
+        assert_eq!(text.matches("[storage]").count(), 1, "{text}");
+        let value: toml::Value = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(value["node_id"].as_str(), Some("n1"));
+        assert_eq!(value["storage"]["fsync"].as_str(), Some("always"));
+        assert_eq!(
+            value["storage"]["simulate_power_loss"].as_bool(),
+            Some(true)
+        );
+        assert_eq!(value["storage"]["segment_bytes"].as_integer(), Some(4096));
+        assert_eq!(value["limits"]["max_key_bytes"].as_integer(), Some(64));
+    }
+}

@@ -1,0 +1,492 @@
+//! The nemesis: faults injected on a schedule, each start and end recorded
+//! in the history as a `nemesis` operation.
+//!
+//! The schedule alternates a quiet interval and a fault interval: sleep
+//! `interval`, start one fault drawn (seeded) from the enabled mix, hold
+//! it for `interval`, end it, and so on until the time limit. At the end
+//! everything is healed: killed nodes restarted, paused nodes resumed,
+//! clocks reset, the network healed.
+//!
+//! | fault | start (`f`) | end (`f`) | what it does |
+//! | --- | --- | --- | --- |
+//! | `kill` | `kill` | `start` | SIGKILL to some nodes; restart them |
+//! | `power-loss` | `power-loss` | `start` | SIGKILL to nodes that keep unsynced bytes in memory (`simulate_power_loss`), so everything not fsynced is gone; restart |
+//! | `pause` | `pause` | `resume` | SIGSTOP / SIGCONT |
+//! | `clock` | `clock` | `clock-reset` | shift node clocks by up to ±5 s through the admin protocol |
+//! | `partition` | `partition` | `heal` | cut the links between groups (random halves, one node isolated, majorities ring, bridge) |
+//! | `loss` | `loss` | `heal` | drop 20% of node-to-node datagrams |
+//! | `latency` | `latency` | `heal` | delay node-to-node datagrams by 50 ms ± 25 ms |
+//!
+//! The targets of kill, power loss, pause and clock are one random node, a
+//! random minority or all nodes, chosen at random each time.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rand::rngs::StdRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+
+use crate::cluster::Cluster;
+use crate::net::FaultNet;
+use crate::recorder::Recorder;
+
+/// How long a restarted node may take to serve again.
+pub const RESTART_BOUND: Duration = Duration::from_secs(30);
+/// How long an admin request may take.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A kind of fault.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    /// Network partitions between nodes.
+    Partition,
+    /// kill -9 and restart.
+    Kill,
+    /// kill -9 losing every byte not fsynced, and restart.
+    PowerLoss,
+    /// SIGSTOP, then SIGCONT.
+    Pause,
+    /// Clock offsets through the admin protocol.
+    Clock,
+    /// Datagram loss between nodes.
+    Loss,
+    /// Datagram delay between nodes.
+    Latency,
+}
+
+impl Fault {
+    /// True for faults that act on node-to-node links.
+    pub fn is_network(self) -> bool {
+        matches!(self, Fault::Partition | Fault::Loss | Fault::Latency)
+    }
+
+    /// The name used on the command line and in histories.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Partition => "partition",
+            Fault::Kill => "kill",
+            Fault::PowerLoss => "power-loss",
+            Fault::Pause => "pause",
+            Fault::Clock => "clock",
+            Fault::Loss => "loss",
+            Fault::Latency => "latency",
+        }
+    }
+}
+
+/// What the nemesis currently holds, for the progress line.
+#[derive(Debug, Default)]
+pub struct Current {
+    /// A description of the active fault, `None` when quiet.
+    pub fault: std::sync::Mutex<Option<String>>,
+}
+
+impl Current {
+    fn set(&self, text: Option<String>) {
+        *self
+            .fault
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = text;
+    }
+
+    /// The active fault's description.
+    pub fn get(&self) -> Option<String> {
+        self.fault
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The nemesis of one run.
+pub struct Nemesis {
+    cluster: Arc<Mutex<Cluster>>,
+    net: Option<Arc<FaultNet>>,
+    recorder: Arc<Recorder>,
+    faults: Vec<Fault>,
+    interval: Duration,
+    rng: StdRng,
+    /// The active fault, shared with the progress line.
+    pub current: Arc<Current>,
+}
+
+/// A fault in force, with what is needed to end it.
+enum Active {
+    Down { nodes: Vec<usize> },
+    Paused { nodes: Vec<usize> },
+    Clock { nodes: Vec<usize> },
+    Network,
+}
+
+impl Nemesis {
+    /// A nemesis over `cluster` (and `net`, required for network faults).
+    pub fn new(
+        cluster: Arc<Mutex<Cluster>>,
+        net: Option<Arc<FaultNet>>,
+        recorder: Arc<Recorder>,
+        faults: Vec<Fault>,
+        interval: Duration,
+        seed: u64,
+    ) -> Nemesis {
+        Nemesis {
+            cluster,
+            net,
+            recorder,
+            faults,
+            interval,
+            rng: StdRng::seed_from_u64(seed ^ 0x6e65_6d65_7369_7321),
+            current: Arc::new(Current::default()),
+        }
+    }
+
+    /// Runs the schedule until `deadline`, then heals everything. A fault
+    /// that cannot be applied (an admin request refused, a node that does
+    /// not come back) ends the run with an error.
+    pub async fn run(mut self, deadline: Instant) -> anyhow::Result<()> {
+        let mut result = Ok(());
+        if !self.faults.is_empty() {
+            result = self.schedule(deadline).await;
+        }
+        let healed = self.heal_all().await;
+        result.and(healed)
+    }
+
+    async fn schedule(&mut self, deadline: Instant) -> anyhow::Result<()> {
+        loop {
+            if !sleep_until_or(deadline, self.interval).await {
+                return Ok(());
+            }
+            let fault = *self
+                .faults
+                .choose(&mut self.rng)
+                .expect("faults is not empty");
+            let active = self.start(fault).await?;
+            sleep_until_or(deadline, self.interval).await;
+            self.end(active).await?;
+            if Instant::now() >= deadline {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Node indices to hit: one, a minority, or all, at random.
+    fn targets(&mut self, n: usize) -> Vec<usize> {
+        let mut all: Vec<usize> = (0..n).collect();
+        all.shuffle(&mut self.rng);
+        let count = match self.rng.random_range(0..3) {
+            0 => 1,
+            1 => (n.saturating_sub(1) / 2).max(1),
+            _ => n,
+        };
+        let mut chosen: Vec<usize> = all.into_iter().take(count).collect();
+        chosen.sort_unstable();
+        chosen
+    }
+
+    async fn start(&mut self, fault: Fault) -> anyhow::Result<Active> {
+        let cluster = Arc::clone(&self.cluster);
+        let mut cluster = cluster.lock().await;
+        let n = cluster.nodes.len();
+        let ids = |nodes: &[usize], cluster: &Cluster| -> Vec<String> {
+            nodes.iter().map(|&i| cluster.nodes[i].id.clone()).collect()
+        };
+        let active = match fault {
+            Fault::Kill | Fault::PowerLoss => {
+                let nodes = self.targets(n);
+                for &i in &nodes {
+                    cluster.kill(i).await?;
+                }
+                self.recorder
+                    .nemesis(fault.name(), json!(ids(&nodes, &cluster)));
+                Active::Down { nodes }
+            }
+            Fault::Pause => {
+                let nodes = self.targets(n);
+                for &i in &nodes {
+                    cluster.pause(i)?;
+                }
+                self.recorder.nemesis("pause", json!(ids(&nodes, &cluster)));
+                Active::Paused { nodes }
+            }
+            Fault::Clock => {
+                let nodes = self.targets(n);
+                let mut offsets = serde_json::Map::new();
+                for &i in &nodes {
+                    let offset_ms: i64 = self.rng.random_range(-5000..=5000);
+                    let admin = cluster.admin(i, ADMIN_TIMEOUT).await?;
+                    admin
+                        .set_clock_offset(offset_ms)
+                        .await
+                        .with_context(|| format!("setting the clock of {}", cluster.nodes[i].id))?;
+                    offsets.insert(cluster.nodes[i].id.clone(), json!(offset_ms));
+                }
+                self.recorder.nemesis("clock", Value::Object(offsets));
+                Active::Clock { nodes }
+            }
+            Fault::Partition | Fault::Loss | Fault::Latency => {
+                let net = self
+                    .net
+                    .clone()
+                    .context("network faults need the fault network (more than one node)")?;
+                let value = match fault {
+                    Fault::Partition => {
+                        let ids: Vec<String> = cluster.nodes.iter().map(|n| n.id.clone()).collect();
+                        let (name, blocked) = partition(&ids, &mut self.rng);
+                        for (from, to) in &blocked {
+                            net.block(from, to);
+                        }
+                        json!({"kind": name, "blocked": blocked})
+                    }
+                    Fault::Loss => {
+                        net.set_loss(0.2);
+                        json!({"probability": 0.2})
+                    }
+                    _ => {
+                        net.set_delay(Duration::from_millis(50), Duration::from_millis(25));
+                        json!({"delay_ms": 50, "jitter_ms": 25})
+                    }
+                };
+                self.recorder.nemesis(fault.name(), value);
+                Active::Network
+            }
+        };
+        let what = match &active {
+            Active::Down { nodes } | Active::Paused { nodes } | Active::Clock { nodes } => {
+                format!("{} {}", fault.name(), ids(nodes, &cluster).join(","))
+            }
+            Active::Network => fault.name().to_owned(),
+        };
+        self.current.set(Some(what));
+        Ok(active)
+    }
+
+    async fn end(&mut self, active: Active) -> anyhow::Result<()> {
+        let cluster = Arc::clone(&self.cluster);
+        let mut cluster = cluster.lock().await;
+        match active {
+            Active::Down { nodes } => {
+                let ids: Vec<String> = nodes.iter().map(|&i| cluster.nodes[i].id.clone()).collect();
+                for &i in &nodes {
+                    cluster.start(i)?;
+                }
+                for &i in &nodes {
+                    cluster.wait_ready(i, RESTART_BOUND).await?;
+                }
+                self.recorder.nemesis("start", json!(ids));
+            }
+            Active::Paused { nodes } => {
+                for &i in &nodes {
+                    cluster.resume(i)?;
+                }
+                let ids: Vec<String> = nodes.iter().map(|&i| cluster.nodes[i].id.clone()).collect();
+                self.recorder.nemesis("resume", json!(ids));
+            }
+            Active::Clock { nodes } => {
+                for &i in &nodes {
+                    let admin = cluster.admin(i, ADMIN_TIMEOUT).await?;
+                    admin.set_clock_offset(0).await?;
+                }
+                let ids: Vec<String> = nodes.iter().map(|&i| cluster.nodes[i].id.clone()).collect();
+                self.recorder.nemesis("clock-reset", json!(ids));
+            }
+            Active::Network => {
+                if let Some(net) = &self.net {
+                    net.heal();
+                }
+                self.recorder.nemesis("heal", Value::Null);
+            }
+        }
+        self.current.set(None);
+        Ok(())
+    }
+
+    /// Ends every fault: resumes paused nodes, restarts stopped ones, heals
+    /// the network, resets clocks of running nodes.
+    async fn heal_all(&mut self) -> anyhow::Result<()> {
+        let cluster = Arc::clone(&self.cluster);
+        let mut cluster = cluster.lock().await;
+        let mut resumed = Vec::new();
+        let mut started = Vec::new();
+        for i in 0..cluster.nodes.len() {
+            if cluster.resume(i)? {
+                resumed.push(cluster.nodes[i].id.clone());
+            }
+            if !cluster.nodes[i].is_running() {
+                cluster.start(i)?;
+                started.push(cluster.nodes[i].id.clone());
+            }
+        }
+        if !resumed.is_empty() {
+            self.recorder.nemesis("resume", json!(resumed));
+        }
+        cluster.wait_all_ready(RESTART_BOUND).await?;
+        if !started.is_empty() {
+            self.recorder.nemesis("start", json!(started));
+        }
+        if let Some(net) = &self.net {
+            net.heal();
+            self.recorder.nemesis("heal", Value::Null);
+        }
+        if self.faults.contains(&Fault::Clock) {
+            for i in 0..cluster.nodes.len() {
+                cluster
+                    .admin(i, ADMIN_TIMEOUT)
+                    .await?
+                    .set_clock_offset(0)
+                    .await?;
+            }
+        }
+        self.current.set(None);
+        Ok(())
+    }
+}
+
+/// Sleeps `d` or until `deadline`, whichever is first; false when the
+/// deadline came first.
+async fn sleep_until_or(deadline: Instant, d: Duration) -> bool {
+    let now = Instant::now();
+    if now >= deadline {
+        return false;
+    }
+    let remaining = deadline - now;
+    tokio::time::sleep(d.min(remaining)).await;
+    d < remaining
+}
+
+/// A partition of `ids`, as the directed links to block, with its kind:
+/// `halves` (random halves), `isolated` (one node alone), `ring` (each node
+/// sees a majority: itself and its nearest neighbours on a ring) or
+/// `bridge` (two halves that share one node, which sees everyone).
+pub fn partition(ids: &[String], rng: &mut StdRng) -> (&'static str, Vec<(String, String)>) {
+    let n = ids.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(rng);
+    // A ring needs five nodes to differ from halves, a bridge three.
+    let kinds: &[&'static str] = match n {
+        0..=2 => &["halves"],
+        3 | 4 => &["halves", "isolated", "bridge"],
+        _ => &["halves", "isolated", "ring", "bridge"],
+    };
+    let kind = *kinds.choose(rng).expect("kinds is not empty");
+    let mut connected: BTreeSet<(usize, usize)> = BTreeSet::new();
+    let mut link_group = |group: &[usize]| {
+        for &a in group {
+            for &b in group {
+                connected.insert((a, b));
+            }
+        }
+    };
+    match kind {
+        "halves" => {
+            let (a, b) = order.split_at(n / 2);
+            link_group(a);
+            link_group(b);
+        }
+        "isolated" => {
+            let (a, b) = order.split_at(1);
+            link_group(a);
+            link_group(b);
+        }
+        "ring" => {
+            // Position p talks to the positions within `reach` steps
+            // either way: 2 * reach others, which with p is a majority.
+            let reach = (n / 2).div_ceil(2);
+            for p in 0..n {
+                for step in 0..=reach {
+                    let q = (p + step) % n;
+                    link_group(&[order[p], order[q]]);
+                }
+            }
+        }
+        _ => {
+            let mid = n / 2;
+            link_group(&order[..=mid]);
+            link_group(&order[mid..]);
+        }
+    }
+    let mut blocked = Vec::new();
+    for a in 0..n {
+        for b in 0..n {
+            if a != b && !connected.contains(&(a, b)) {
+                blocked.push((ids[a].clone(), ids[b].clone()));
+            }
+        }
+    }
+    (kind, blocked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: usize) -> Vec<String> {
+        (1..=n).map(|i| format!("n{i}")).collect()
+    }
+
+    #[test]
+    fn partitions_block_links_symmetrically_and_leave_some_open() {
+        for seed in 0..200 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let ids = ids(5);
+            let (kind, blocked) = partition(&ids, &mut rng);
+            let set: BTreeSet<(String, String)> = blocked.iter().cloned().collect();
+            for (a, b) in &blocked {
+                assert!(
+                    set.contains(&(b.clone(), a.clone())),
+                    "{kind}: {a}->{b} one way"
+                );
+            }
+            assert!(!blocked.is_empty(), "{kind} blocked nothing");
+            // Every node can still reach at least one other node, except the
+            // isolated one.
+            let reachable = |a: &String| {
+                ids.iter()
+                    .filter(|b| *b != a && !set.contains(&(a.clone(), (*b).clone())))
+                    .count()
+            };
+            let alone = ids.iter().filter(|a| reachable(a) == 0).count();
+            match kind {
+                "isolated" => assert_eq!(alone, 1),
+                "ring" => assert!(
+                    ids.iter().all(|a| reachable(a) == 2),
+                    "ring of 5: each sees 2 others"
+                ),
+                "bridge" => assert_eq!(ids.iter().filter(|a| reachable(a) == 4).count(), 1),
+                _ => assert_eq!(alone, 0),
+            }
+        }
+    }
+
+    #[test]
+    fn sleep_reports_whether_the_deadline_came_first() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let soon = Instant::now() + Duration::from_millis(20);
+            assert!(!sleep_until_or(soon, Duration::from_secs(5)).await);
+            let later = Instant::now() + Duration::from_secs(5);
+            assert!(sleep_until_or(later, Duration::from_millis(5)).await);
+        });
+    }
+}

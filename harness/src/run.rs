@@ -1,0 +1,442 @@
+//! `mimeo-harness run`: one test run from start to verdict.
+//!
+//! 1. locate (or build) `mimeo`, write certificates and node configs into
+//!    `<store>/<run-id>/`, start the nodes and wait (bounded) until they serve;
+//! 2. run the workload's client workers until the time limit while the
+//!    nemesis injects faults, with a progress line on the terminal;
+//! 3. heal everything, wait for the nodes, do the workload's final reads;
+//! 4. stop the nodes, write `history.jsonl`, check it, write
+//!    `results.json` and `report.html`.
+//!
+//! Whatever happens (an error, a panic, Ctrl-C), no node process outlives
+//! the run: the cluster kills its children when dropped.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+use crate::check::{CheckResult, Verdict};
+use crate::cluster::{locate_binary, Cluster, ClusterSpec};
+use crate::nemesis::{Fault, Nemesis, RESTART_BOUND};
+use crate::recorder::Recorder;
+use crate::workload::{final_set_reads, run_worker, Shared, Workload, WorkloadSpec};
+
+/// Every knob of a run; written to `config.json`.
+#[derive(Clone, Debug, Serialize, clap::Args)]
+pub struct RunArgs {
+    /// Replication mode of the nodes (passed to their configs).
+    #[arg(long, default_value = "standalone")]
+    pub mode: String,
+    /// The workload: `register` (linearizability) or `set` (lost writes).
+    #[arg(long, value_enum, default_value_t = Workload::Register)]
+    pub workload: Workload,
+    /// Faults, comma-separated: partition, kill, power-loss, pause, clock,
+    /// loss, latency. Empty: no faults.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub nemesis: Vec<Fault>,
+    /// Seconds between fault changes: quiet for this long, then one fault
+    /// for this long.
+    #[arg(long, default_value_t = 5.0)]
+    pub nemesis_interval: f64,
+    /// Seconds of workload.
+    #[arg(long, default_value_t = 60.0)]
+    pub time_limit: f64,
+    /// Number of node processes.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
+    /// Concurrent client workers.
+    #[arg(long, default_value_t = 10)]
+    pub concurrency: usize,
+    /// Seed of every random choice (workload and nemesis).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The nodes' fsync mode: always, batch or never.
+    #[arg(long, default_value = "always")]
+    pub fsync: String,
+    /// Register: keys in use at a time.
+    #[arg(long, default_value_t = 5)]
+    pub keys: usize,
+    /// Register: operations per key before a fresh key replaces it.
+    #[arg(long, default_value_t = 200)]
+    pub ops_per_key: u64,
+    /// Register: fraction of reads (the rest: half writes, half cas).
+    #[arg(long, default_value_t = 0.5)]
+    pub read_fraction: f64,
+    /// Seconds before an operation without an answer is recorded as `info`.
+    #[arg(long, default_value_t = 1.0)]
+    pub op_timeout: f64,
+    /// Seconds the linearizability checker may spend before answering
+    /// `unknown`.
+    #[arg(long, default_value_t = 120.0)]
+    pub check_budget: f64,
+    /// Extra node config lines, `key = value` or `table.key = value`
+    /// (repeatable): the mode's own knobs.
+    #[arg(long = "node-config", value_name = "KEY=VALUE")]
+    pub node_config: Vec<String>,
+    /// Where runs are stored; the run goes to `<store>/<run-id>/`.
+    #[arg(long, default_value = "histories")]
+    pub store: PathBuf,
+    /// The run id (default: `<workload>-<mode>-<UTC time>`).
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// The `mimeo` binary (default: $MIMEO_BIN, else next to this
+    /// executable, else built with cargo).
+    #[arg(long)]
+    pub mimeo_bin: Option<PathBuf>,
+}
+
+/// Ctrl-C, seen by every phase of a run. The first Ctrl-C asks the run to
+/// stop (the partial history is still written and checked); a second one
+/// kills every node process at once and exits with status 130.
+#[derive(Clone, Debug)]
+pub struct Interrupt {
+    rx: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Interrupt {
+    /// Starts listening for Ctrl-C (call inside the tokio runtime).
+    pub fn install() -> Interrupt {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+            let _ = tx.send(true);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\nsecond Ctrl-C: killing the nodes and exiting");
+                crate::cluster::kill_all_live();
+                std::process::exit(130);
+            }
+        });
+        Interrupt { rx }
+    }
+
+    /// An interrupt that never fires (for library callers and tests).
+    pub fn never() -> Interrupt {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        std::mem::forget(tx);
+        Interrupt { rx }
+    }
+
+    /// True once Ctrl-C was pressed.
+    pub fn is_set(&self) -> bool {
+        *self.rx.borrow()
+    }
+
+    /// Completes when Ctrl-C is pressed.
+    pub async fn wait(&self) {
+        let mut rx = self.rx.clone();
+        let _ = rx.wait_for(|set| *set).await;
+    }
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// The run directory.
+    pub dir: PathBuf,
+    /// The overall verdict.
+    pub verdict: Verdict,
+    /// Each checker's result.
+    pub results: Vec<CheckResult>,
+}
+
+impl RunArgs {
+    /// Refuses combinations that cannot mean anything, with the reason.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.nodes == 0 {
+            bail!("--nodes must be at least 1");
+        }
+        if self.concurrency == 0 {
+            bail!("--concurrency must be at least 1");
+        }
+        if !matches!(self.fsync.as_str(), "always" | "batch" | "never") {
+            bail!(
+                "--fsync must be always, batch or never, not {:?}",
+                self.fsync
+            );
+        }
+        if self.mode == "standalone" && self.nodes > 1 {
+            bail!(
+                "standalone nodes do not replicate, so a history over {} of them is not one \
+                 register; use --nodes 1 or a replicated --mode",
+                self.nodes
+            );
+        }
+        if let Some(f) = self.nemesis.iter().find(|f| f.is_network()) {
+            if self.mode == "standalone" {
+                bail!(
+                    "--nemesis {} acts on node-to-node links, and standalone nodes have none",
+                    f.name()
+                );
+            }
+        }
+        for (name, v) in [
+            ("--time-limit", self.time_limit),
+            ("--nemesis-interval", self.nemesis_interval),
+            ("--op-timeout", self.op_timeout),
+            ("--check-budget", self.check_budget),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                bail!("{name} must be a positive number of seconds, not {v}");
+            }
+        }
+        if !(0.0..=1.0).contains(&self.read_fraction) {
+            bail!("--read-fraction must be between 0 and 1");
+        }
+        if self.keys == 0 || self.ops_per_key == 0 {
+            bail!("--keys and --ops-per-key must be at least 1");
+        }
+        Ok(())
+    }
+
+    fn run_id(&self) -> String {
+        self.run_id.clone().unwrap_or_else(|| {
+            format!(
+                "{}-{}-{}",
+                self.workload,
+                self.mode,
+                utc_stamp(SystemTime::now())
+            )
+        })
+    }
+}
+
+/// Runs the test described by `args` and checks it. Ctrl-C stops the
+/// workload early; the partial history is still checked and reported.
+pub async fn run(args: RunArgs, interrupt: Interrupt) -> anyhow::Result<RunOutcome> {
+    args.validate()?;
+    let dir = args.store.join(args.run_id());
+    if dir.exists() {
+        bail!("{} already exists; pick another --run-id", dir.display());
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&args)? + "\n",
+    )?;
+    eprintln!("run directory: {}", dir.display());
+
+    let binary = locate_binary(args.mimeo_bin.as_deref())?;
+    let spec = ClusterSpec {
+        dir: dir.clone(),
+        binary,
+        nodes: args.nodes,
+        cluster_id: "harness".into(),
+        mode: args.mode.clone(),
+        fsync: args.fsync.clone(),
+        simulate_power_loss: args.nemesis.contains(&Fault::PowerLoss),
+        extra_config: args.node_config.clone(),
+    };
+    let mut cluster = Cluster::prepare(spec)?;
+    cluster.start_all()?;
+    tokio::select! {
+        ready = cluster.wait_all_ready(RESTART_BOUND) => ready?,
+        _ = interrupt.wait() => bail!("interrupted by Ctrl-C during start-up"),
+    }
+    eprintln!(
+        "{} node(s) serving: {}",
+        cluster.nodes.len(),
+        cluster
+            .nodes
+            .iter()
+            .map(|n| format!("{} {}", n.id, n.addr))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    let recorder = Arc::new(Recorder::new());
+    let workload = Arc::new(WorkloadSpec {
+        workload: args.workload,
+        nodes: cluster.addrs(),
+        node_ids: cluster.nodes.iter().map(|n| n.id.clone()).collect(),
+        cluster_id: cluster.cluster_id().to_owned(),
+        certs: cluster.certs().to_path_buf(),
+        op_timeout: Duration::from_secs_f64(args.op_timeout),
+        keys: args.keys,
+        ops_per_key: args.ops_per_key,
+        values: 5,
+        read_fraction: args.read_fraction,
+        seed: args.seed,
+    });
+    let cluster = Arc::new(Mutex::new(cluster));
+    let result = drive(&args, &workload, &cluster, &recorder, &interrupt).await;
+    cluster.lock().await.stop_all().await;
+    if let Err(e) = &result {
+        eprintln!("the run stopped early: {e:#}");
+    }
+
+    let history = recorder.history();
+    let file = std::fs::File::create(dir.join("history.jsonl"))?;
+    history.write_jsonl(std::io::BufWriter::new(file))?;
+    let results = crate::report::check(
+        &history,
+        args.workload,
+        &crate::report::CheckOptions {
+            initial: None,
+            budget: Duration::from_secs_f64(args.check_budget),
+        },
+    );
+    let verdict = Verdict::combine(results.iter().map(|r| r.verdict));
+    crate::report::write(&dir, &history, &results, Some(&args))?;
+    result?;
+    Ok(RunOutcome {
+        dir,
+        verdict,
+        results,
+    })
+}
+
+/// The workload, nemesis and progress line, then healing and final reads.
+async fn drive(
+    args: &RunArgs,
+    workload: &Arc<WorkloadSpec>,
+    cluster: &Arc<Mutex<Cluster>>,
+    recorder: &Arc<Recorder>,
+    interrupt: &Interrupt,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs_f64(args.time_limit);
+    let shared = Arc::new(Shared::new(args.concurrency, args.keys));
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..args.concurrency {
+        workers.spawn(run_worker(
+            w,
+            Arc::clone(workload),
+            Arc::clone(&shared),
+            Arc::clone(recorder),
+            deadline,
+        ));
+    }
+    let nemesis = Nemesis::new(
+        Arc::clone(cluster),
+        None,
+        Arc::clone(recorder),
+        args.nemesis.clone(),
+        Duration::from_secs_f64(args.nemesis_interval),
+        args.seed,
+    );
+    let current = Arc::clone(&nemesis.current);
+    let nemesis = tokio::spawn(nemesis.run(deadline));
+    let progress = tokio::spawn(progress(
+        Arc::clone(recorder),
+        current,
+        Duration::from_secs_f64(args.time_limit),
+    ));
+
+    let interrupted = tokio::select! {
+        _ = async { while workers.join_next().await.is_some() {} } => false,
+        _ = interrupt.wait() => true,
+    };
+    progress.abort();
+    if interrupted {
+        eprintln!("\ninterrupted: stopping the workload and healing");
+        workers.abort_all();
+        nemesis.abort();
+        let mut cluster = cluster.lock().await;
+        for i in 0..cluster.nodes.len() {
+            cluster.resume(i)?;
+        }
+        bail!("interrupted by Ctrl-C");
+    }
+    eprintln!();
+    nemesis
+        .await
+        .context("the nemesis task panicked")?
+        .context("the nemesis failed")?;
+    let crashed = cluster.lock().await.reap_crashed();
+    if !crashed.is_empty() {
+        bail!("{}", crashed.join("\n"));
+    }
+    if args.workload == Workload::Set {
+        let elements = shared.elements();
+        eprintln!(
+            "final reads of {elements} elements from {} node(s)",
+            workload.nodes.len()
+        );
+        let first = shared.reserve_processes(workload.nodes.len() as u64);
+        final_set_reads(workload, elements, recorder, first, RESTART_BOUND).await;
+    }
+    Ok(())
+}
+
+/// Prints elapsed time, operation counts and the current fault: rewritten
+/// in place on a terminal, every 10 s otherwise.
+async fn progress(recorder: Arc<Recorder>, current: Arc<crate::nemesis::Current>, limit: Duration) {
+    let tty = std::io::stderr().is_terminal();
+    let every = if tty {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(10)
+    };
+    let start = Instant::now();
+    loop {
+        tokio::time::sleep(every).await;
+        let c = &recorder.counts;
+        let line = format!(
+            "[{:>4.0}s/{:.0}s] ok {} fail {} info {} | {}",
+            start.elapsed().as_secs_f64(),
+            limit.as_secs_f64(),
+            c.ok.load(Ordering::Relaxed),
+            c.fail.load(Ordering::Relaxed),
+            c.info.load(Ordering::Relaxed),
+            current.get().unwrap_or_else(|| "no fault".into()),
+        );
+        if tty {
+            eprint!("\r{line:<78}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+}
+
+/// `YYYYMMDDTHHMMSSZ` for a time (UTC, civil calendar).
+pub fn utc_stamp(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The directory a `check` argument names: a run directory holds
+/// `history.jsonl`.
+pub fn history_file(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        path.join("history.jsonl")
+    } else {
+        path.to_path_buf()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_stamps_match_known_dates() {
+        let at = |s: u64| utc_stamp(UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(at(0), "19700101T000000Z");
+        assert_eq!(at(951_782_400), "20000229T000000Z");
+        assert_eq!(at(1_795_484_826), "20261124T014706Z");
+    }
+}

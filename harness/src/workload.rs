@@ -1,0 +1,431 @@
+//! Client workloads: C concurrent workers, each a logical process that
+//! invokes one operation at a time and records it.
+//!
+//! - `register`: reads, writes and compare-and-sets of small integers on a
+//!   few keys at a time. Each key takes at most `ops_per_key` operations and
+//!   is then replaced by a fresh one (as Jepsen's independent workloads do),
+//!   which keeps every per-key history small enough to check exhaustively.
+//! - `set`: unique adds (element `e` is written as key `set/<e>`), then,
+//!   after the faults are healed, one final read of every attempted element
+//!   from every node.
+//!
+//! Outcomes follow the client's errors: an answer is `ok`; an error that
+//! certainly did not take effect is `fail`; anything else (a timeout, a
+//! connection lost after sending) is `info`, and the worker then continues
+//! as a fresh process id, because the old process might still have an
+//! operation in flight (Jepsen's rule).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mimeo_client::{CasOutcome, Client, ClientConfig, Error as ClientError};
+use mimeo_wire::TlsIdentity;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::cluster::CLIENT_CERT;
+use crate::history::{OpType, Process, CAS_MISMATCH, F_ADD, F_CAS, F_READ, F_WRITE};
+use crate::recorder::{Event, Recorder};
+
+/// Which workload to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    /// Per-key read / write / cas, checked for linearizability.
+    Register,
+    /// Unique adds and final reads, checked for lost elements.
+    Set,
+}
+
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Workload::Register => "register",
+            Workload::Set => "set",
+        })
+    }
+}
+
+/// Settings shared by every worker.
+#[derive(Clone, Debug)]
+pub struct WorkloadSpec {
+    /// Which workload.
+    pub workload: Workload,
+    /// Node client addresses; worker `w` prefers node `w % len`.
+    pub nodes: Vec<SocketAddr>,
+    /// Their ids, in the same order (recorded as `node`).
+    pub node_ids: Vec<String>,
+    /// The cluster id.
+    pub cluster_id: String,
+    /// The certificate directory (the client certificate is
+    /// [`CLIENT_CERT`]).
+    pub certs: PathBuf,
+    /// Per-operation timeout; past it the outcome is `info`.
+    pub op_timeout: Duration,
+    /// Register: keys in use at a time.
+    pub keys: usize,
+    /// Register: operations per key before it is replaced.
+    pub ops_per_key: u64,
+    /// Register: written values are drawn from `0..values`.
+    pub values: u64,
+    /// Register: fraction of reads; the rest split evenly into writes and cas.
+    pub read_fraction: f64,
+    /// Seeds each worker's choices (worker `w` uses `seed + w`).
+    pub seed: u64,
+}
+
+/// Counters shared by the workers of one run.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// The next fresh process id.
+    next_process: AtomicU64,
+    /// Register: operations issued per key slot.
+    slot_ops: Vec<AtomicU64>,
+    /// Set: the next element to add.
+    next_element: AtomicU64,
+}
+
+impl Shared {
+    /// Counters for `workers` workers and `keys` key slots.
+    pub fn new(workers: usize, keys: usize) -> Shared {
+        Shared {
+            next_process: AtomicU64::new(workers as u64),
+            slot_ops: (0..keys).map(|_| AtomicU64::new(0)).collect(),
+            next_element: AtomicU64::new(0),
+        }
+    }
+
+    /// Reserves `n` fresh process ids; returns the first.
+    pub fn reserve_processes(&self, n: u64) -> u64 {
+        self.next_process.fetch_add(n, Ordering::Relaxed)
+    }
+
+    /// How many set elements were attempted.
+    pub fn elements(&self) -> u64 {
+        self.next_element.load(Ordering::Relaxed)
+    }
+}
+
+/// A client preferring node `first` (index into `spec.nodes`).
+pub fn client_for(spec: &WorkloadSpec, first: usize) -> Result<Client, ClientError> {
+    let mut nodes = spec.nodes.clone();
+    let len = nodes.len();
+    nodes.rotate_left(first % len);
+    let config = ClientConfig::new(nodes, &spec.cluster_id, identity(spec)?);
+    client_with(spec, config)
+}
+
+fn identity(spec: &WorkloadSpec) -> Result<TlsIdentity, ClientError> {
+    TlsIdentity::from_dir(&spec.certs, CLIENT_CERT).map_err(|e| ClientError::Setup(e.to_string()))
+}
+
+fn client_with(spec: &WorkloadSpec, mut config: ClientConfig) -> Result<Client, ClientError> {
+    config.request_timeout = spec.op_timeout;
+    config.connect_timeout = spec.op_timeout.min(Duration::from_secs(1));
+    Client::new(config)
+}
+
+/// Runs worker `w` until `deadline`, recording every operation.
+pub async fn run_worker(
+    w: usize,
+    spec: Arc<WorkloadSpec>,
+    shared: Arc<Shared>,
+    recorder: Arc<Recorder>,
+    deadline: Instant,
+) -> Result<(), ClientError> {
+    let client = client_for(&spec, w)?;
+    let mut rng = StdRng::seed_from_u64(spec.seed.wrapping_add(w as u64));
+    let mut process = w as u64;
+    while Instant::now() < deadline {
+        let op = next_op(&spec, &shared, &mut rng);
+        recorder.record(Process::Client(process), op.invoke());
+        let outcome = op.run(&client).await;
+        let node = node_id(&spec, &client, &outcome);
+        let event = op.complete(outcome, node);
+        let unknown = event.kind == OpType::Info;
+        let failed = event.kind == OpType::Fail && event.error.as_deref() != Some(CAS_MISMATCH);
+        recorder.record(Process::Client(process), event);
+        if unknown {
+            process = shared.next_process.fetch_add(1, Ordering::Relaxed);
+        }
+        if failed {
+            // The node refused or could not be reached: do not spin.
+            tokio::time::sleep(Duration::from_millis(rng.random_range(10..50))).await;
+        }
+    }
+    Ok(())
+}
+
+/// One operation a worker is about to perform.
+#[derive(Clone, Debug)]
+enum PlannedOp {
+    Read {
+        key: String,
+    },
+    Write {
+        key: String,
+        value: u64,
+    },
+    Cas {
+        key: String,
+        expected: u64,
+        new: u64,
+    },
+    Add {
+        element: u64,
+    },
+}
+
+/// What came back.
+type Outcome = Result<Answer, ClientError>;
+
+#[derive(Debug)]
+enum Answer {
+    Read(Option<Vec<u8>>, SocketAddr),
+    Written,
+    CasMismatch,
+}
+
+fn next_op(spec: &WorkloadSpec, shared: &Shared, rng: &mut StdRng) -> PlannedOp {
+    match spec.workload {
+        Workload::Set => PlannedOp::Add {
+            element: shared.next_element.fetch_add(1, Ordering::Relaxed),
+        },
+        Workload::Register => {
+            let slot = rng.random_range(0..spec.keys);
+            let n = shared.slot_ops[slot].fetch_add(1, Ordering::Relaxed);
+            let generation = n / spec.ops_per_key.max(1);
+            let key = format!("r{}", generation * spec.keys as u64 + slot as u64);
+            let roll: f64 = rng.random();
+            if roll < spec.read_fraction {
+                PlannedOp::Read { key }
+            } else if roll < spec.read_fraction + (1.0 - spec.read_fraction) / 2.0 {
+                PlannedOp::Write {
+                    key,
+                    value: rng.random_range(0..spec.values),
+                }
+            } else {
+                PlannedOp::Cas {
+                    key,
+                    expected: rng.random_range(0..spec.values),
+                    new: rng.random_range(0..spec.values),
+                }
+            }
+        }
+    }
+}
+
+impl PlannedOp {
+    fn f(&self) -> &'static str {
+        match self {
+            PlannedOp::Read { .. } => F_READ,
+            PlannedOp::Write { .. } => F_WRITE,
+            PlannedOp::Cas { .. } => F_CAS,
+            PlannedOp::Add { .. } => F_ADD,
+        }
+    }
+
+    fn key(&self) -> Option<String> {
+        match self {
+            PlannedOp::Read { key } | PlannedOp::Write { key, .. } | PlannedOp::Cas { key, .. } => {
+                Some(key.clone())
+            }
+            PlannedOp::Add { .. } => None,
+        }
+    }
+
+    fn argument(&self) -> Value {
+        match self {
+            PlannedOp::Read { .. } => Value::Null,
+            PlannedOp::Write { value, .. } => json!(value),
+            PlannedOp::Cas { expected, new, .. } => json!([expected, new]),
+            PlannedOp::Add { element } => json!(element),
+        }
+    }
+
+    fn invoke(&self) -> Event {
+        Event {
+            key: self.key(),
+            ..Event::new(OpType::Invoke, self.f(), self.argument())
+        }
+    }
+
+    async fn run(&self, client: &Client) -> Outcome {
+        match self {
+            PlannedOp::Read { key } => {
+                let read = client
+                    .get_with(key, mimeo_client::ReadConsistency::Default)
+                    .await?;
+                Ok(Answer::Read(read.value, read.node))
+            }
+            PlannedOp::Write { key, value } => {
+                client.put(key, value.to_string()).await?;
+                Ok(Answer::Written)
+            }
+            PlannedOp::Cas { key, expected, new } => {
+                match client
+                    .cas(key, Some(expected.to_string()), new.to_string())
+                    .await?
+                {
+                    CasOutcome::Swapped { .. } => Ok(Answer::Written),
+                    CasOutcome::Mismatch { .. } => Ok(Answer::CasMismatch),
+                }
+            }
+            PlannedOp::Add { element } => {
+                client
+                    .put(format!("set/{element}"), element.to_string())
+                    .await?;
+                Ok(Answer::Written)
+            }
+        }
+    }
+
+    fn complete(&self, outcome: Outcome, node: Option<String>) -> Event {
+        let base = |kind: OpType, value: Value, error: Option<String>| Event {
+            key: self.key(),
+            node: node.clone(),
+            error,
+            ..Event::new(kind, self.f(), value)
+        };
+        match outcome {
+            Ok(Answer::Read(value, _)) => base(OpType::Ok, decode_value(value.as_deref()), None),
+            Ok(Answer::Written) => base(OpType::Ok, self.argument(), None),
+            Ok(Answer::CasMismatch) => {
+                base(OpType::Fail, self.argument(), Some(CAS_MISMATCH.into()))
+            }
+            Err(e) if e.is_definite() => base(OpType::Fail, self.argument(), Some(e.to_string())),
+            Err(e) => base(OpType::Info, self.argument(), Some(e.to_string())),
+        }
+    }
+}
+
+/// The id of the node that answered (reads know it; writes use the
+/// client's preferred node, which is the one that answered last).
+fn node_id(spec: &WorkloadSpec, client: &Client, outcome: &Outcome) -> Option<String> {
+    let addr = match outcome {
+        Ok(Answer::Read(_, addr)) => *addr,
+        Ok(_) => client.preferred_node(),
+        Err(_) => return None,
+    };
+    spec.nodes
+        .iter()
+        .position(|a| *a == addr)
+        .map(|i| spec.node_ids[i].clone())
+}
+
+/// A stored value as the history records it: an integer when it is one,
+/// else the text, `null` when absent.
+pub fn decode_value(bytes: Option<&[u8]>) -> Value {
+    match bytes {
+        None => Value::Null,
+        Some(bytes) => {
+            let text = String::from_utf8_lossy(bytes);
+            text.parse::<i64>()
+                .map(Value::from)
+                .unwrap_or_else(|_| Value::String(text.into_owned()))
+        }
+    }
+}
+
+/// The set workload's final reads: from each node, reads every attempted
+/// element and records one `read` whose value is the elements present.
+/// Each get is retried (bounded by `bound` for the whole read); if one
+/// still fails, the read is recorded as `fail` naming the element.
+pub async fn final_set_reads(
+    spec: &WorkloadSpec,
+    elements: u64,
+    recorder: &Recorder,
+    first_process: u64,
+    bound: Duration,
+) {
+    for (i, id) in spec.node_ids.iter().enumerate() {
+        let process = Process::Client(first_process + i as u64);
+        recorder.record(process, Event::new(OpType::Invoke, F_READ, Value::Null));
+        let result = read_all_elements(spec, i, elements, bound).await;
+        let event = match result {
+            Ok(present) => Event {
+                node: Some(id.clone()),
+                ..Event::new(OpType::Ok, F_READ, json!(present))
+            },
+            Err(message) => Event {
+                node: Some(id.clone()),
+                error: Some(message),
+                ..Event::new(OpType::Fail, F_READ, Value::Null)
+            },
+        };
+        recorder.record(process, event);
+    }
+}
+
+async fn read_all_elements(
+    spec: &WorkloadSpec,
+    node: usize,
+    elements: u64,
+    bound: Duration,
+) -> Result<Vec<u64>, String> {
+    let client = identity(spec)
+        .and_then(|id| {
+            client_with(
+                spec,
+                ClientConfig::new(vec![spec.nodes[node]], &spec.cluster_id, id),
+            )
+        })
+        .map_err(|e| e.to_string())?;
+    let client = Arc::new(client);
+    let deadline = Instant::now() + bound;
+    // Up to 32 gets in flight: the read is over a quiet cluster, and each
+    // get is one QUIC stream on the same connection.
+    let mut present = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut next = 0u64;
+    let mut in_flight = 0usize;
+    loop {
+        while in_flight < 32 && next < elements {
+            let client = Arc::clone(&client);
+            let element = next;
+            tasks.spawn(async move {
+                loop {
+                    match client.get(format!("set/{element}")).await {
+                        Ok(value) => return Ok((element, value.is_some())),
+                        Err(e) if Instant::now() > deadline => {
+                            return Err(format!("reading element {element}: {e}"))
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+            });
+            next += 1;
+            in_flight += 1;
+        }
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        in_flight -= 1;
+        match joined {
+            Ok(Ok((element, true))) => present.push(element),
+            Ok(Ok((_, false))) => {}
+            Ok(Err(message)) => return Err(message),
+            Err(e) => return Err(format!("read task failed: {e}")),
+        }
+    }
+    present.sort_unstable();
+    Ok(present)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_decode_as_integers_text_or_null() {
+        assert_eq!(decode_value(None), Value::Null);
+        assert_eq!(decode_value(Some(b"42")), json!(42));
+        assert_eq!(decode_value(Some(b"-3")), json!(-3));
+        assert_eq!(decode_value(Some(b"blue")), json!("blue"));
+    }
+}

@@ -1,0 +1,218 @@
+//! Whole runs against real `mimeo` processes on 127.0.0.1: the verdicts the
+//! harness must reach, and the clean-up it must do.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mimeo_harness::nemesis::Fault;
+use mimeo_harness::run::{self, Interrupt, RunArgs};
+use mimeo_harness::workload::Workload;
+use mimeo_harness::{History, Verdict};
+
+fn args(store: &Path, workload: Workload, nemesis: &[Fault], fsync: &str) -> RunArgs {
+    RunArgs {
+        mode: "standalone".into(),
+        workload,
+        nemesis: nemesis.to_vec(),
+        nemesis_interval: 1.5,
+        time_limit: 7.0,
+        nodes: 1,
+        concurrency: 6,
+        seed: 11,
+        fsync: fsync.into(),
+        keys: 4,
+        ops_per_key: 100,
+        read_fraction: 0.5,
+        op_timeout: 1.0,
+        check_budget: 60.0,
+        node_config: Vec::new(),
+        store: store.to_path_buf(),
+        run_id: None,
+        mimeo_bin: None,
+    }
+}
+
+/// The processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = entry.path().join("cmdline");
+        if let Ok(bytes) = std::fs::read(&cmdline) {
+            let text = String::from_utf8_lossy(&bytes).replace('\0', " ");
+            if text.contains(needle) && text.contains("serve") {
+                found.push(format!("{}: {text}", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+fn nemesis_fs(history: &History) -> Vec<String> {
+    history.nemesis().map(|op| op.f.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_standalone_node_under_kill_and_pause_is_linearizable() {
+    let store = tempfile::tempdir().unwrap();
+    let outcome = run::run(
+        args(
+            store.path(),
+            Workload::Register,
+            &[Fault::Kill, Fault::Pause],
+            "always",
+        ),
+        Interrupt::never(),
+    )
+    .await
+    .unwrap();
+    let history = History::read_jsonl(&outcome.dir.join("history.jsonl")).unwrap();
+    let faults = nemesis_fs(&history);
+    assert!(
+        faults.iter().any(|f| f == "kill" || f == "pause"),
+        "the nemesis acted: {faults:?}"
+    );
+    let oks = history
+        .ops
+        .iter()
+        .filter(|op| op.kind == mimeo_harness::OpType::Ok)
+        .count();
+    assert!(oks > 100, "only {oks} operations succeeded");
+    assert_eq!(
+        outcome.verdict,
+        Verdict::Valid,
+        "results: {:#?}",
+        outcome.results
+    );
+    for file in [
+        "history.jsonl",
+        "results.json",
+        "report.html",
+        "config.json",
+    ] {
+        assert!(outcome.dir.join(file).is_file(), "{file} written");
+    }
+    assert!(processes_mentioning(&outcome.dir.to_string_lossy()).is_empty());
+}
+
+/// The set checker's count of lost elements.
+fn lost(outcome: &run::RunOutcome) -> u64 {
+    let set = outcome
+        .results
+        .iter()
+        .find(|r| r.checker == "set")
+        .expect("a set result");
+    set.anomalies
+        .iter()
+        .filter(|a| a.kind == "lost")
+        .map(|a| a.indices.len().max(1) as u64)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn power_loss_loses_acknowledged_adds_without_fsync_and_none_with_it() {
+    let store = tempfile::tempdir().unwrap();
+    let never = run::run(
+        args(store.path(), Workload::Set, &[Fault::PowerLoss], "never"),
+        Interrupt::never(),
+    )
+    .await
+    .unwrap();
+    let history = History::read_jsonl(&never.dir.join("history.jsonl")).unwrap();
+    assert!(
+        nemesis_fs(&history).iter().any(|f| f == "power-loss"),
+        "a power cut happened"
+    );
+    assert_eq!(
+        never.verdict,
+        Verdict::Invalid,
+        "fsync = never must lose acknowledged adds at a power cut: {:#?}",
+        never.results
+    );
+    assert!(lost(&never) > 0, "{:#?}", never.results);
+
+    let always = run::run(
+        args(store.path(), Workload::Set, &[Fault::PowerLoss], "always"),
+        Interrupt::never(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        always.verdict,
+        Verdict::Valid,
+        "fsync = always must lose nothing: {:#?}",
+        always.results
+    );
+}
+
+#[test]
+fn ctrl_c_stops_the_run_and_leaves_no_node_behind() {
+    let store = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mimeo-harness"))
+        .args([
+            "run",
+            "--time-limit",
+            "60",
+            "--nemesis",
+            "pause",
+            "--nemesis-interval",
+            "1",
+        ])
+        .arg("--store")
+        .arg(store.path())
+        .args(["--run-id", "interrupted"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let dir: PathBuf = store.path().join("interrupted");
+    // Wait (bounded) until the harness says the node serves, then press Ctrl-C.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("serving") => break,
+            Ok(_) => {}
+            Err(e) => panic!("the harness never reported a serving node: {e}"),
+        }
+    }
+    assert!(
+        !processes_mentioning(&dir.to_string_lossy()).is_empty(),
+        "the node runs"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the harness did not stop after Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        processes_mentioning(&dir.to_string_lossy()).is_empty(),
+        "node processes left behind"
+    );
+    // The partial history was still written and checked.
+    assert!(dir.join("history.jsonl").is_file());
+    assert!(dir.join("report.html").is_file());
+}
