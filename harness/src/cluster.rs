@@ -462,18 +462,19 @@ pub fn log_tail(path: &Path, n: usize) -> String {
 /// this executable (`target/<profile>/mimeo`, also from `target/<profile>/deps`
 /// for tests), else builds it with cargo in the workspace this crate lives in.
 pub fn locate_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(path) = explicit {
-        if path.is_file() {
-            return Ok(path.to_path_buf());
+    // Nodes run in the run directory, so a relative path is made absolute.
+    let absolute = |path: &Path, source: &str| -> anyhow::Result<PathBuf> {
+        if !path.is_file() {
+            bail!("{source} {} is not a file", path.display());
         }
-        bail!("--mimeo-bin {} is not a file", path.display());
+        path.canonicalize()
+            .with_context(|| format!("resolving {source} {}", path.display()))
+    };
+    if let Some(path) = explicit {
+        return absolute(path, "--mimeo-bin");
     }
     if let Some(path) = std::env::var_os("MIMEO_BIN") {
-        let path = PathBuf::from(path);
-        if path.is_file() {
-            return Ok(path);
-        }
-        bail!("MIMEO_BIN={} is not a file", path.display());
+        return absolute(Path::new(&path), "MIMEO_BIN");
     }
     let exe = std::env::current_exe().context("locating this executable")?;
     let mut dir = exe.parent().map(Path::to_path_buf);
@@ -524,6 +525,20 @@ pub fn locate_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relative_binary_path_is_made_absolute() {
+        // Tests run in the crate directory, where Cargo.toml is a file.
+        let found = locate_binary(Some(Path::new("Cargo.toml"))).unwrap();
+        assert!(found.is_absolute(), "{}", found.display());
+        assert!(found.ends_with("harness/Cargo.toml"), "{}", found.display());
+        let err = locate_binary(Some(Path::new("no/such/mimeo"))).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--mimeo-bin no/such/mimeo is not a file"),
+            "{err}"
+        );
+    }
 
     fn spec(extra: &[&str]) -> ClusterSpec {
         ClusterSpec {
