@@ -780,3 +780,152 @@ fn result(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A history from `(process, type, f, key, value)` rows, 1 ms apart.
+    fn history(rows: &[(u64, OpType, &str, &str, Value)]) -> History {
+        let ops = rows
+            .iter()
+            .enumerate()
+            .map(|(i, (p, kind, f, key, value))| Op {
+                index: i as u64,
+                time_ns: i as u64 * 1_000_000,
+                process: Process::Client(*p),
+                kind: *kind,
+                f: (*f).into(),
+                key: Some((*key).into()),
+                value: value.clone(),
+                node: None,
+                error: None,
+            })
+            .collect();
+        History::new(ops)
+    }
+
+    use OpType::{Invoke, Ok};
+
+    fn kinds(result: &CheckResult) -> Vec<&str> {
+        result.anomalies.iter().map(|a| a.kind.as_str()).collect()
+    }
+
+    /// Process 0 writes 1, then reads absent.
+    fn reads_absent_after_writing() -> History {
+        history(&[
+            (0, Invoke, "write", "x", json!(1)),
+            (0, Ok, "write", "x", json!(1)),
+            (0, Invoke, "read", "x", Value::Null),
+            (0, Ok, "read", "x", Value::Null),
+        ])
+    }
+
+    #[test]
+    fn a_jepsen_nil_read_constrains_nothing() {
+        let mimeo = check(&reads_absent_after_writing());
+        assert_eq!(kinds(&mimeo), ["read-your-writes"]);
+        let jepsen = History {
+            source: Source::Jepsen,
+            ..reads_absent_after_writing()
+        };
+        let result = check(&jepsen);
+        assert_eq!(result.verdict, Verdict::Valid, "{result:#?}");
+        assert_eq!(result.details["unconstrained_reads"], 1);
+    }
+
+    #[test]
+    fn sessions_are_per_key() {
+        let rows = |read_key| {
+            history(&[
+                (1, Invoke, "write", "y", json!(1)),
+                (1, Ok, "write", "y", json!(1)),
+                (0, Invoke, "write", "x", json!(2)),
+                (0, Ok, "write", "x", json!(2)),
+                (0, Invoke, "read", read_key, Value::Null),
+                (0, Ok, "read", read_key, Value::Null),
+            ])
+        };
+        // After writing x, reading y absent breaks no guarantee of process
+        // 0 (it never wrote or read y); reading x absent does.
+        assert_eq!(check(&rows("y")).verdict, Verdict::Valid);
+        assert_eq!(kinds(&check(&rows("x"))), ["read-your-writes"]);
+    }
+
+    #[test]
+    fn a_value_no_one_wrote_is_left_to_the_linearizability_checker() {
+        let result = check(&history(&[
+            (0, Invoke, "write", "x", json!(2)),
+            (0, Ok, "write", "x", json!(2)),
+            (0, Invoke, "read", "x", Value::Null),
+            (0, Ok, "read", "x", json!(7)),
+        ]));
+        assert_eq!(result.verdict, Verdict::Valid, "{result:#?}");
+        assert_eq!(result.details["unexplained_reads"], 1);
+    }
+
+    #[test]
+    fn a_write_invoked_after_the_read_completed_cannot_explain_it() {
+        // Process 1 writes 1 only after process 0's read of 1 completed:
+        // that read's only source is the old write.
+        let result = check(&history(&[
+            (2, Invoke, "write", "x", json!(1)),
+            (2, Ok, "write", "x", json!(1)),
+            (0, Invoke, "write", "x", json!(2)),
+            (0, Ok, "write", "x", json!(2)),
+            (0, Invoke, "read", "x", Value::Null),
+            (0, Ok, "read", "x", json!(1)),
+            (1, Invoke, "write", "x", json!(1)),
+            (1, Ok, "write", "x", json!(1)),
+        ]));
+        assert_eq!(kinds(&result), ["read-your-writes"]);
+        assert_eq!(result.anomalies[0].indices, [0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn lists_twenty_of_each_kind_and_counts_them_all() {
+        let mut rows = Vec::new();
+        for p in 0..25 {
+            let key: &'static str = Box::leak(format!("k{p}").into_boxed_str());
+            rows.extend([
+                (p, Invoke, "write", key, json!(1)),
+                (p, Ok, "write", key, json!(1)),
+                (p, Invoke, "read", key, Value::Null),
+                (p, Ok, "read", key, Value::Null),
+            ]);
+        }
+        let result = check(&history(&rows));
+        assert_eq!(result.verdict, Verdict::Invalid);
+        assert_eq!(result.anomalies.len(), LISTED);
+        assert_eq!(
+            result.details["guarantees"]["read-your-writes"]["violations"],
+            25
+        );
+        assert_eq!(result.details["sessions"], 25);
+        assert!(result.summary.contains("(20 listed)"), "{}", result.summary);
+    }
+
+    #[test]
+    fn unknown_without_reads_or_for_other_workloads() {
+        let writes = check(&history(&[
+            (0, Invoke, "write", "x", json!(1)),
+            (0, Ok, "write", "x", json!(1)),
+        ]));
+        assert_eq!(writes.verdict, Verdict::Unknown);
+        assert!(writes.anomalies.is_empty());
+        let set = check(&history(&[(0, Invoke, "add", "s", json!(1))]));
+        assert_eq!(set.verdict, Verdict::Unknown);
+        assert_eq!(set.anomalies[0].kind, "unsupported");
+        let bad_cas = check(&history(&[(0, Invoke, "cas", "x", json!(1))]));
+        assert_eq!(bad_cas.verdict, Verdict::Unknown);
+        assert!(
+            bad_cas
+                .summary
+                .contains("index 0: a cas value must be [expected, new]"),
+            "{}",
+            bad_cas.summary
+        );
+    }
+}

@@ -251,3 +251,152 @@ fn anomaly(s: &Stale<'_>) -> Anomaly {
         indices,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::history::{Op, OpType, Process};
+
+    /// A history from `(ms, process, type, f, key, value, node)` rows.
+    fn history(rows: &[(u64, u64, OpType, &str, &str, Value, &str)]) -> History {
+        let ops = rows
+            .iter()
+            .enumerate()
+            .map(|(i, (ms, p, kind, f, key, value, node))| Op {
+                index: i as u64,
+                time_ns: ms * 1_000_000,
+                process: Process::Client(*p),
+                kind: *kind,
+                f: (*f).into(),
+                key: Some((*key).into()),
+                value: value.clone(),
+                node: (!node.is_empty()).then(|| (*node).into()),
+                error: None,
+            })
+            .collect();
+        History::new(ops)
+    }
+
+    use OpType::{Info, Invoke, Ok};
+
+    /// A read of `x` two versions and 30 ms behind on n2, a fresh read on
+    /// n1, one version and 7 ms behind on n3; on `y`, a read a timed-out
+    /// write may explain, and a read of a value no one wrote.
+    fn known() -> History {
+        history(&[
+            (0, 0, Invoke, "write", "x", json!(1), ""),
+            (1, 0, Ok, "write", "x", json!(1), "n1"),
+            (10, 1, Invoke, "write", "x", json!(2), ""),
+            (20, 1, Ok, "write", "x", json!(2), "n1"),
+            (25, 2, Invoke, "write", "x", json!(3), ""),
+            (40, 2, Ok, "write", "x", json!(3), "n1"),
+            // Concurrent with the next read: it cannot count.
+            (45, 4, Invoke, "write", "x", json!(4), ""),
+            (50, 3, Invoke, "read", "x", Value::Null, ""),
+            (52, 3, Ok, "read", "x", json!(1), "n2"),
+            (55, 4, Ok, "write", "x", json!(4), "n1"),
+            (60, 5, Invoke, "read", "x", Value::Null, ""),
+            (61, 5, Ok, "read", "x", json!(4), "n1"),
+            (62, 5, Invoke, "read", "x", Value::Null, ""),
+            (63, 5, Ok, "read", "x", json!(3), "n3"),
+            (64, 6, Invoke, "write", "y", json!(1), ""),
+            (65, 6, Info, "write", "y", json!(1), ""),
+            (66, 7, Invoke, "write", "y", json!(2), ""),
+            (67, 7, Ok, "write", "y", json!(2), "n1"),
+            (68, 7, Invoke, "read", "y", Value::Null, ""),
+            (69, 7, Ok, "read", "y", json!(1), "n2"),
+            (70, 7, Invoke, "read", "y", Value::Null, ""),
+            (71, 7, Ok, "read", "y", json!(9), "n2"),
+        ])
+    }
+
+    #[test]
+    fn measures_versions_and_time_behind_per_node() {
+        let result = check(&known());
+        assert_eq!(result.checker, CHECKER);
+        assert_eq!(result.verdict, Verdict::Valid, "{result:#?}");
+        let overall = &result.details["overall"];
+        assert_eq!(overall["reads"], 5);
+        assert_eq!(overall["stale"], 2);
+        assert_eq!(overall["stale_fraction"], 0.4);
+        assert_eq!(
+            overall["versions_behind"],
+            json!({"count": 2, "p50": 1, "p99": 2, "max": 2})
+        );
+        assert_eq!(
+            overall["ms_behind"],
+            json!({"count": 2, "p50": 7.0, "p99": 30.0, "max": 30.0})
+        );
+        let n2 = &result.details["by_node"]["n2"];
+        assert_eq!(n2["reads"], 3);
+        assert_eq!(n2["stale"], 1);
+        assert_eq!(n2["versions_behind"]["max"], 2);
+        assert_eq!(n2["ms_behind"]["max"], 30.0);
+        assert_eq!(result.details["by_node"]["n3"]["ms_behind"]["max"], 7.0);
+        assert_eq!(result.details["by_node"]["n1"]["stale"], 0);
+        assert_eq!(result.details["unmeasured_reads"], 1);
+        assert!(
+            result.summary.contains("5 reads, 2 stale (40.0%)"),
+            "{}",
+            result.summary
+        );
+    }
+
+    #[test]
+    fn lists_the_stalest_reads_first_with_the_proving_indices() {
+        let result = check(&known());
+        let found: Vec<(&str, &[u64])> = result
+            .anomalies
+            .iter()
+            .map(|a| (a.kind.as_str(), a.indices.as_slice()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("stale-read", &[0, 1, 2, 3, 7, 8][..]),
+                ("stale-read", &[4, 5, 6, 9, 12, 13][..]),
+            ]
+        );
+        let message = &result.anomalies[0].message;
+        assert!(
+            message.starts_with(
+                "key \"x\": process 3 read 1 (indices 7-8) on n2, 2 versions and 30.0 ms \
+                 behind: process 1's write of 2 (indices 2-3) completed 30.0 ms before"
+            ),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_read_after_a_completed_write_of_the_same_value_is_fresh() {
+        // 1 is written again after 2: reading 1 later is not stale.
+        let result = check(&history(&[
+            (0, 0, Invoke, "write", "x", json!(1), ""),
+            (1, 0, Ok, "write", "x", json!(1), "n1"),
+            (2, 0, Invoke, "write", "x", json!(2), ""),
+            (3, 0, Ok, "write", "x", json!(2), "n1"),
+            (4, 0, Invoke, "write", "x", json!(1), ""),
+            (5, 0, Ok, "write", "x", json!(1), "n1"),
+            (6, 1, Invoke, "read", "x", Value::Null, ""),
+            (7, 1, Ok, "read", "x", json!(1), "n2"),
+        ]));
+        assert_eq!(result.details["overall"]["stale"], 0, "{result:#?}");
+        assert!(result.anomalies.is_empty());
+    }
+
+    #[test]
+    fn unknown_without_reads_or_for_other_workloads() {
+        let writes = check(&history(&[
+            (0, 0, Invoke, "write", "x", json!(1), ""),
+            (1, 0, Ok, "write", "x", json!(1), "n1"),
+        ]));
+        assert_eq!(writes.verdict, Verdict::Unknown);
+        let set = check(&history(&[(0, 0, Invoke, "add", "x", json!(1), "")]));
+        assert_eq!(set.verdict, Verdict::Unknown);
+        assert_eq!(set.anomalies[0].kind, "unsupported");
+        assert_eq!(set.anomalies[0].indices, [0]);
+        assert!(set.summary.contains("`add`"), "{}", set.summary);
+    }
+}
