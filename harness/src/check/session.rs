@@ -68,7 +68,10 @@
 //! The verdict is invalid if any guarantee is broken, unknown if the
 //! history has no `ok` read (nothing was checked) or is not a register
 //! history, valid otherwise. `details` counts, per guarantee, the reads it
-//! applied to and the violations.
+//! applied to (`checked`) and the `violations`; `sessions` is the number of
+//! processes with an `ok` read, and `unexplained_reads` and
+//! `unconstrained_reads` count the reads no guarantee could be held
+//! against.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -107,7 +110,9 @@ pub(super) struct Write<'h> {
     pub(super) writer: Option<u64>,
     /// The value written.
     pub(super) value: &'h Value,
+    /// Where it was invoked.
     pub(super) invoked: Pos,
+    /// Where it completed ([`NEVER`] if indeterminate).
     pub(super) completed: Pos,
 }
 
@@ -149,9 +154,12 @@ impl Write<'_> {
 /// An `ok` read of a register.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Read<'h> {
+    /// The reading process (its session).
     pub(super) process: u64,
     pub(super) invoke: &'h Op,
+    /// The `ok` completion.
     pub(super) complete: &'h Op,
+    /// What it read (`null`: absent).
     pub(super) value: &'h Value,
 }
 
@@ -496,8 +504,9 @@ struct Seen<'h> {
 struct SessionKey<'h> {
     /// Its last `ok` write.
     wrote: Option<Write<'h>>,
-    /// The earlier read whose value was certainly written no earlier than
-    /// the latest point, that point, and the write invoked there.
+    /// The earlier read that sets the highest floor, with the earliest
+    /// possible source of its value: whatever version it returned was
+    /// invoked no earlier than that write.
     read_floor: Option<(Read<'h>, Write<'h>)>,
     /// Per writer process, the latest of its writes this session has
     /// certainly seen.
@@ -523,7 +532,7 @@ pub fn check(history: &History) -> CheckResult {
         Err(Unsupported { message, index }) => return unsupported(CHECKER, message, vec![index]),
     };
     let mut sessions: HashMap<(u64, Option<&str>), SessionKey<'_>> = HashMap::new();
-    let mut readers: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut readers: HashSet<u64> = HashSet::new();
     let mut tallies: BTreeMap<Guarantee, Tally> = BTreeMap::new();
     let mut anomalies: BTreeMap<Guarantee, Vec<Anomaly>> = BTreeMap::new();
     let (mut reads, mut unexplained, mut unconstrained) = (0u64, 0u64, 0u64);
@@ -540,7 +549,7 @@ pub fn check(history: &History) -> CheckResult {
             }
             Event::Read(read) => {
                 reads += 1;
-                *readers.entry(read.process).or_default() += 1;
+                readers.insert(read.process);
                 let sources = match registers.origin(&read) {
                     Origin::Sources(s) => s,
                     Origin::Unconstrained => {
@@ -720,7 +729,7 @@ fn result(
     reads: u64,
     unexplained: u64,
     unconstrained: u64,
-    readers: &BTreeMap<u64, u64>,
+    readers: &HashSet<u64>,
     tallies: &BTreeMap<Guarantee, Tally>,
     mut anomalies: BTreeMap<Guarantee, Vec<Anomaly>>,
 ) -> CheckResult {
