@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 pub mod linear;
 pub mod model;
 pub mod perf;
+pub mod session;
 pub mod set;
+pub mod staleness;
 
 /// What a checker concluded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
