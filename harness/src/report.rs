@@ -40,18 +40,27 @@ pub fn detect_workload(history: &History) -> Workload {
     }
 }
 
-/// Runs the checkers that fit `workload`, then `perf`.
+/// Runs the checkers that fit `workload`, then `perf`: `register` is
+/// checked for linearizability, `session` for the session guarantees, and
+/// both are measured for staleness; `set` gets the set-full analysis.
 pub fn check(history: &History, workload: Workload, options: &CheckOptions) -> Vec<CheckResult> {
     let mut results = Vec::new();
     match workload {
-        Workload::Register => results.push(check::linear::check(
-            history,
-            &check::linear::LinearOptions {
-                initial: options.initial.clone(),
-                budget: options.budget,
-                ..Default::default()
-            },
-        )),
+        Workload::Register => {
+            results.push(check::linear::check(
+                history,
+                &check::linear::LinearOptions {
+                    initial: options.initial.clone(),
+                    budget: options.budget,
+                    ..Default::default()
+                },
+            ));
+            results.push(check::staleness::check(history));
+        }
+        Workload::Session => {
+            results.push(check::session::check(history));
+            results.push(check::staleness::check(history));
+        }
         Workload::Set => results.push(check::set::check(history)),
     }
     results.push(check::perf::check(history));

@@ -33,7 +33,8 @@ pub struct RunArgs {
     /// Replication mode of the nodes (passed to their configs).
     #[arg(long, default_value = "standalone")]
     pub mode: String,
-    /// The workload: `register` (linearizability) or `set` (lost writes).
+    /// The workload: `register` (linearizability), `set` (lost writes) or
+    /// `session` (read-your-writes, monotonic reads and writes).
     #[arg(long, value_enum, default_value_t = Workload::Register)]
     pub workload: Workload,
     /// Faults, comma-separated: partition, kill, power-loss, pause, clock,

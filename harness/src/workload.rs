@@ -36,10 +36,15 @@ use crate::recorder::{Event, Recorder};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Workload {
-    /// Per-key read / write / cas, checked for linearizability.
+    /// Per-key read / write / cas, checked for linearizability (and
+    /// measured for staleness).
     Register,
     /// Unique adds and final reads, checked for lost elements.
     Set,
+    /// The register's operations, checked for the session guarantees
+    /// (read-your-writes, monotonic reads, monotonic writes) instead of
+    /// linearizability: for read modes that promise only those.
+    Session,
 }
 
 impl std::fmt::Display for Workload {
@@ -47,6 +52,7 @@ impl std::fmt::Display for Workload {
         f.write_str(match self {
             Workload::Register => "register",
             Workload::Set => "set",
+            Workload::Session => "session",
         })
     }
 }
@@ -196,7 +202,7 @@ fn next_op(spec: &WorkloadSpec, shared: &Shared, rng: &mut StdRng) -> PlannedOp 
         Workload::Set => PlannedOp::Add {
             element: shared.next_element.fetch_add(1, Ordering::Relaxed),
         },
-        Workload::Register => {
+        Workload::Register | Workload::Session => {
             let slot = rng.random_range(0..spec.keys);
             let n = shared.slot_ops[slot].fetch_add(1, Ordering::Relaxed);
             let generation = n / spec.ops_per_key.max(1);
