@@ -4,7 +4,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,25 +31,7 @@ fn sigkill_mid_load_loses_no_acknowledged_write() {
     let mut node = start_node(&config, addr);
 
     let ack_log = dir.path().join("acks.log");
-    let mut bench = mimeo()
-        .current_dir(dir.path())
-        .args(client_args(addr))
-        .args([
-            "bench",
-            "--unique-keys",
-            "--concurrency",
-            "8",
-            "--duration",
-            "60s",
-            "--quiet",
-        ])
-        .arg("--ack-log")
-        .arg(&ack_log)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut bench = spawn_write_load(dir.path(), addr, &ack_log);
 
     // Wait (bounded) until a good number of writes are acknowledged.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -110,25 +110,7 @@ fn acknowledged_writes_lost_at_a_power_cut(fsync: &str) -> (usize, Vec<String>) 
     let mut node = start_warned_node(&config, addr);
 
     let ack_log = dir.path().join("acks.log");
-    let mut bench = mimeo()
-        .current_dir(dir.path())
-        .args(client_args(addr))
-        .args([
-            "bench",
-            "--unique-keys",
-            "--concurrency",
-            "8",
-            "--duration",
-            "60s",
-            "--quiet",
-        ])
-        .arg("--ack-log")
-        .arg(&ack_log)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut bench = spawn_write_load(dir.path(), addr, &ack_log);
 
     let deadline = Instant::now() + WAIT;
     while acked_keys(&ack_log).len() < ACKED_BEFORE_KILL {

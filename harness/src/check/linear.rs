@@ -90,11 +90,17 @@ pub fn check(history: &History, options: &LinearOptions) -> CheckResult {
     let started = Instant::now();
     let deadline = started + options.budget;
     if let Err(message) = history.validate() {
-        return unsupported(format!("malformed history: {message}"), Vec::new());
+        return CheckResult::unsupported(
+            CHECKER,
+            format!("malformed history: {message}"),
+            Vec::new(),
+        );
     }
     let (keys, values) = match split(history, options.initial.as_ref()) {
         Ok(split) => split,
-        Err(Unsupported { message, index }) => return unsupported(message, vec![index]),
+        Err(Unsupported { message, index }) => {
+            return CheckResult::unsupported(CHECKER, message, vec![index])
+        }
     };
     let outcomes = search_keys(&keys, options.threads, deadline);
     report(&keys, &values, &outcomes, options.budget, started.elapsed())
@@ -1030,20 +1036,6 @@ fn not_linearizable(
             if prefix.len() == 1 { "" } else { "s" },
         ),
         indices,
-    }
-}
-
-fn unsupported(message: String, indices: Vec<u64>) -> CheckResult {
-    CheckResult {
-        checker: CHECKER.into(),
-        verdict: Verdict::Unknown,
-        summary: format!("not checked: {message}"),
-        anomalies: vec![Anomaly {
-            kind: "unsupported".into(),
-            message,
-            indices,
-        }],
-        details: Value::Null,
     }
 }
 

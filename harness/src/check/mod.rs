@@ -89,6 +89,25 @@ pub struct CheckResult {
     pub details: serde_json::Value,
 }
 
+impl CheckResult {
+    /// The result for a history `checker` cannot read (an operation it does
+    /// not know, a malformed value): `unknown`, never `valid`, with one
+    /// `unsupported` anomaly naming the offending indices.
+    pub fn unsupported(checker: &str, message: String, indices: Vec<u64>) -> CheckResult {
+        CheckResult {
+            checker: checker.into(),
+            verdict: Verdict::Unknown,
+            summary: format!("not checked: {message}"),
+            anomalies: vec![Anomaly {
+                kind: "unsupported".into(),
+                message,
+                indices,
+            }],
+            details: serde_json::Value::Null,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -441,21 +441,6 @@ pub(super) fn describe_key(key: Option<&str>) -> String {
     }
 }
 
-/// The result for a history the checker cannot read as registers.
-pub(super) fn unsupported(checker: &str, message: String, indices: Vec<u64>) -> CheckResult {
-    CheckResult {
-        checker: checker.into(),
-        verdict: Verdict::Unknown,
-        summary: format!("not checked: {message}"),
-        anomalies: vec![Anomaly {
-            kind: "unsupported".into(),
-            message,
-            indices,
-        }],
-        details: Value::Null,
-    }
-}
-
 fn sorted(indices: impl IntoIterator<Item = u64>) -> Vec<u64> {
     let mut v: Vec<u64> = indices.into_iter().collect();
     v.sort_unstable();
@@ -525,11 +510,17 @@ struct Tally {
 /// session of a register history (see the module docs).
 pub fn check(history: &History) -> CheckResult {
     if let Err(message) = history.validate() {
-        return unsupported(CHECKER, format!("malformed history: {message}"), Vec::new());
+        return CheckResult::unsupported(
+            CHECKER,
+            format!("malformed history: {message}"),
+            Vec::new(),
+        );
     }
     let registers = match Registers::new(history) {
         Ok(r) => r,
-        Err(Unsupported { message, index }) => return unsupported(CHECKER, message, vec![index]),
+        Err(Unsupported { message, index }) => {
+            return CheckResult::unsupported(CHECKER, message, vec![index])
+        }
     };
     let mut sessions: HashMap<(u64, Option<&str>), SessionKey<'_>> = HashMap::new();
     let mut readers: HashSet<u64> = HashSet::new();

@@ -47,7 +47,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::session::{describe_key, unsupported, Event, Origin, Read, Registers, Write, NEVER};
+use super::session::{describe_key, Event, Origin, Read, Registers, Write, NEVER};
 use super::{Anomaly, CheckResult, Verdict};
 use crate::history::History;
 
@@ -119,11 +119,15 @@ fn percentiles(values: &mut [u64], show: impl Fn(u64) -> Value) -> Value {
 /// module docs).
 pub fn check(history: &History) -> CheckResult {
     if let Err(message) = history.validate() {
-        return unsupported(CHECKER, format!("malformed history: {message}"), Vec::new());
+        return CheckResult::unsupported(
+            CHECKER,
+            format!("malformed history: {message}"),
+            Vec::new(),
+        );
     }
     let registers = match Registers::new(history) {
         Ok(r) => r,
-        Err(e) => return unsupported(CHECKER, e.message, vec![e.index]),
+        Err(e) => return CheckResult::unsupported(CHECKER, e.message, vec![e.index]),
     };
     let mut overall = NodeStats::default();
     let mut nodes: BTreeMap<&str, NodeStats> = BTreeMap::new();

@@ -104,3 +104,28 @@ pub(crate) fn client_args(addr: SocketAddr) -> Vec<String> {
         "certs".into(),
     ]
 }
+
+/// Starts `mimeo bench` writing unique keys to the node at `addr` with 8
+/// workers for up to 60 s, logging every acknowledged key to `ack_log`
+/// (run in `dir`, where the certificates are).
+pub(crate) fn spawn_write_load(dir: &Path, addr: SocketAddr, ack_log: &Path) -> Child {
+    mimeo()
+        .current_dir(dir)
+        .args(client_args(addr))
+        .args([
+            "bench",
+            "--unique-keys",
+            "--concurrency",
+            "8",
+            "--duration",
+            "60s",
+            "--quiet",
+        ])
+        .arg("--ack-log")
+        .arg(ack_log)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
