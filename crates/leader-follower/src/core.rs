@@ -727,12 +727,18 @@ impl Core {
                 );
             }
         }
+        // A follower that only learns of a higher term (from a candidate)
+        // keeps its election timer: otherwise a candidate that cannot win
+        // (its log is behind) would keep resetting everyone's timer with
+        // each new term and no election could ever succeed.
+        if leader.is_some() || self.role != Role::Follower {
+            self.reset_election_deadline(now);
+        }
         self.role = Role::Follower;
         self.leader = leader;
         if leader.is_some() {
             self.leader_contact = Some(now);
         }
-        self.reset_election_deadline(now);
     }
 
     /// A leader of the current term spoke: follow it. False if the message
@@ -819,8 +825,9 @@ impl Core {
             };
             self.send(peer, msg);
             let retransmit_ms = self.config.retransmit_ms;
+            let last = self.last_index();
             if let Some(p) = self.progress.get_mut(&peer) {
-                p.maybe_retransmit(now, retransmit_ms);
+                p.maybe_retransmit(now, retransmit_ms, last);
             }
             self.send_appends(now, peer);
         }
@@ -1263,7 +1270,10 @@ impl Core {
             .map(|(&id, _)| id)
             .collect();
         for req_id in ready {
-            let r = self.reads.remove(&req_id).expect("listed above");
+            // A cas retried below can re-enter and answer later ones.
+            let Some(r) = self.reads.remove(&req_id) else {
+                continue;
+            };
             if let ReadWait::Session { after } = r.wait {
                 let found = self.position_at(after.index);
                 if found != after {

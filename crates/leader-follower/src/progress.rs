@@ -89,16 +89,16 @@ impl Progress {
 
     /// Forget the window when it has not moved for `retransmit_ms` (its
     /// messages or their answers were lost): probe again from the match
-    /// index.
-    pub(crate) fn maybe_retransmit(&mut self, now: Millis, retransmit_ms: u64) -> bool {
-        if !self.inflight.is_empty() && now.since(self.last_progress) >= retransmit_ms {
+    /// index. Also probe a follower whose window is empty but whose match
+    /// index is behind `last_index` (its answer that more became durable
+    /// was lost).
+    pub(crate) fn maybe_retransmit(&mut self, now: Millis, retransmit_ms: u64, last_index: u64) {
+        let stuck = !self.inflight.is_empty() || self.match_index < last_index;
+        if stuck && now.since(self.last_progress) >= retransmit_ms {
             self.inflight.clear();
             self.next_index = self.match_index + 1;
             self.mode = Mode::Probe;
             self.last_progress = now;
-            true
-        } else {
-            false
         }
     }
 }
