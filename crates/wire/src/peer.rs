@@ -163,6 +163,8 @@ pub struct PeerStats {
     pub connected: bool,
     /// Frames waiting in the queue.
     pub queued: usize,
+    /// Bytes of the frames waiting in the queue.
+    pub queued_bytes: usize,
     /// Frames handed to QUIC on the outgoing stream. A frame handed over
     /// just before the connection failed may still be lost.
     pub sent: u64,
@@ -489,11 +491,16 @@ impl PeerBus {
             .iter()
             .map(|id| {
                 let link = &self.links[id];
+                let (queued, queued_bytes) = {
+                    let outbox = lock(&link.outbox);
+                    (outbox.frames.len(), outbox.bytes)
+                };
                 PeerStats {
                     node_id: link.id.clone(),
                     address: link.addr,
                     connected: link.connected.load(Ordering::Relaxed),
-                    queued: lock(&link.outbox).frames.len(),
+                    queued,
+                    queued_bytes,
                     sent: link.sent.load(Ordering::Relaxed),
                     dropped: link.dropped.load(Ordering::Relaxed),
                     reconnects: link.reconnects.load(Ordering::Relaxed),
