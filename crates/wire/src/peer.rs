@@ -82,6 +82,11 @@ use crate::transport::{codes, connect, peer_role, TransportConfig, WireError};
 /// The most bytes of queued frames one write to a peer's stream carries.
 pub const BATCH_BYTES: usize = 64 * 1024;
 
+/// Streams read at once on one incoming connection. A bus sends on one
+/// stream per connection; a peer opening more gets the extras stopped, so
+/// that it cannot make this node allocate a maximum frame per stream.
+const MAX_STREAMS_PER_CONNECTION: usize = 4;
+
 /// Bounds and timers of a [`PeerBus`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerBusConfig {
@@ -178,8 +183,9 @@ pub struct PeerStats {
     pub received: u64,
     /// Messages from this peer dropped because the receiver was full.
     pub received_dropped: u64,
-    /// Frames from this peer refused: malformed, oversized, or claiming to
-    /// come from another node.
+    /// Frames and streams from this peer refused: malformed or oversized
+    /// frames, frames claiming to come from another node, and streams
+    /// beyond the per-connection limit.
     pub rejected: u64,
 }
 
@@ -660,6 +666,11 @@ async fn run_incoming(
     loop {
         tokio::select! {
             accepted = conn.accept_uni() => match accepted {
+                Ok(mut recv) if streams.len() >= MAX_STREAMS_PER_CONNECTION => {
+                    link.rejected.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(peer = %link.id, limit = MAX_STREAMS_PER_CONNECTION, "refusing a peer stream beyond the limit");
+                    let _ = recv.stop(codes::REFUSED.into());
+                }
                 Ok(recv) => {
                     streams.spawn(read_stream(recv, Arc::clone(&link), inbound.clone(), max_frame));
                 }

@@ -386,6 +386,42 @@ async fn a_bad_frame_closes_its_stream_only() {
 }
 
 #[tokio::test]
+async fn a_peer_cannot_open_streams_without_limit() {
+    let dir = certs();
+    let mut n1 = Node::start(
+        dir.path(),
+        "n1",
+        bind(dir.path(), "n1", "127.0.0.1:0".parse().unwrap()),
+        &[("n2", free_addr())],
+        config(),
+    );
+    let conn = rogue_n2(dir.path(), n1.addr()).await;
+    let mut streams = Vec::new();
+    for n in 0..8 {
+        let mut stream = conn.open_uni().await.unwrap();
+        let message = PeerMessage {
+            from: "n2".into(),
+            payload: seq(n),
+        };
+        write_frame(&mut stream, &message, MAX_FRAME).await.unwrap();
+        // Kept open: each stream keeps its reader busy.
+        streams.push(stream);
+    }
+    let mut delivered: Vec<u32> = Vec::new();
+    for _ in 0..4 {
+        delivered.push(seq_of(&n1.recv().await));
+    }
+    delivered.sort();
+    assert_eq!(delivered, vec![0, 1, 2, 3]);
+    for stream in &streams[4..] {
+        let stopped = tokio::time::timeout(WAIT, stream.stopped()).await.unwrap();
+        assert_eq!(stopped.unwrap(), Some(codes::REFUSED.into()));
+    }
+    assert!(n1.rx.try_recv().is_err());
+    assert_eq!(n1.stats("n2").rejected, 4);
+}
+
+#[tokio::test]
 async fn a_connection_to_the_wrong_node_is_refused() {
     let dir = certs();
     let n1_server = bind(dir.path(), "n1", "127.0.0.1:0".parse().unwrap());
