@@ -1,67 +1,8 @@
 //! The peer bus: best-effort, bounded, authenticated messaging between the
 //! nodes of a cluster, for the replicators.
 //!
-//! # Shape
-//!
-//! Every node runs one [`PeerBus`]. Messages from node `a` to node `b`
-//! travel on a connection that `a` opened to `b` (so two nodes talking both
-//! ways use two connections, one per direction):
-//!
-//! - **Outgoing.** [`PeerBus::send`] encodes the message into a frame and
-//!   appends it to the peer's queue without waiting. One task per peer owns
-//!   the connection to it: it connects with the [`Protocol::Peer`] hello,
-//!   checks that the certificate (and the hello) of the node that answered
-//!   names the expected peer, opens one long-lived unidirectional stream and
-//!   writes the queued frames on it in order, coalescing what has piled up
-//!   into writes of up to [`BATCH_BYTES`]. After a failure it reconnects
-//!   with capped exponential backoff and jitter.
-//! - **Incoming.** The node's accept loop hands every connection that said
-//!   hello with [`Protocol::Peer`] to [`PeerBus::accept`]. The bus reads
-//!   frames from its unidirectional streams and delivers them to the
-//!   receiver returned by [`PeerBus::new`].
-//!
-//! One long-lived stream rather than a stream per message: it keeps the
-//! sender's order without sequence numbers, costs no stream-opening frames
-//! or stream credit per message, and lets small messages share packets. Its
-//! price is head-of-line blocking behind a lost packet, which the ordering
-//! needs anyway.
-//!
-//! # Best effort, bounded
-//!
-//! Replication protocols retry on their own ticks, so the bus may lose,
-//! and never blocks to avoid losing:
-//!
-//! - each peer's queue holds at most [`PeerBusConfig::queue_messages`]
-//!   frames and [`PeerBusConfig::queue_bytes`] bytes; when a new message
-//!   does not fit, the **oldest** queued ones are dropped (and counted), so
-//!   a peer that comes back gets the freshest state first;
-//! - the inbound channel holds [`PeerBusConfig::inbound_capacity`] messages;
-//!   when the consumer lags, new messages are dropped (and counted) instead
-//!   of stalling the network tasks;
-//! - frames being written when a connection fails are lost.
-//!
-//! Order is kept per sender and connection: what `a` sends to `b` arrives
-//! in order, with possible gaps, and never duplicated by the bus.
-//!
-//! # Security
-//!
-//! A peer is its certificate, never its address (the harness puts a fault
-//! proxy between nodes). An outgoing connection is kept only when the
-//! accepting node's certificate is `node:<to>`; an incoming one only when
-//! its certificate names a configured peer; and a frame whose `from` is not
-//! the node of the certificate it arrived under is dropped with a warning:
-//! a node cannot speak for another. A malformed or oversized frame stops
-//! its stream with an error code and a log line; the connection and every
-//! other stream carry on.
-//!
-//! # Endpoints
-//!
-//! The bus connects through the endpoint given to [`PeerBus::new`], which
-//! must have a default client configuration presenting this node's
-//! certificate: [`client_endpoint`](crate::client_endpoint) with the node's
-//! [`TlsIdentity`](crate::TlsIdentity) does. Incoming connections arrive on
-//! the node's server endpoint and are handed over by its accept loop, so
-//! the hello is checked in one place for every protocol.
+//! The design is documented on [`PeerBus`], where readers of the public
+//! API find it.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
@@ -147,6 +88,15 @@ pub enum PeerError {
         /// The transport's `max_frame`.
         max: usize,
     },
+    /// The message could not be encoded (not expected: a [`PeerMessage`]
+    /// always encodes).
+    #[error("encoding a message for peer {to}: {message}")]
+    Encode {
+        /// The addressee.
+        to: String,
+        /// What failed.
+        message: String,
+    },
     /// The peer list given to [`PeerBus::new`] is unusable.
     #[error("peer list of node {me}: {message}")]
     Config {
@@ -189,9 +139,129 @@ pub struct PeerStats {
     pub rejected: u64,
 }
 
-/// Node-to-node messaging for the replicators; see the [module
-/// documentation](self) for the design. Dropping the bus stops all its
-/// tasks and closes its connections.
+/// Node-to-node messaging for the replicators: best effort, bounded,
+/// authenticated. Dropping the bus stops all its tasks and closes its
+/// connections.
+///
+/// # Shape
+///
+/// Every node runs one [`PeerBus`]. Messages from node `a` to node `b`
+/// travel on a connection that `a` opened to `b` (so two nodes talking both
+/// ways use two connections, one per direction):
+///
+/// - **Outgoing.** [`PeerBus::send`] encodes the message into a frame and
+///   appends it to the peer's queue without waiting. One task per peer owns
+///   the connection to it: it connects with the [`Protocol::Peer`] hello,
+///   checks that the certificate (and the hello) of the node that answered
+///   names the expected peer, opens one long-lived unidirectional stream and
+///   writes the queued frames on it in order, coalescing what has piled up
+///   into writes of up to [`BATCH_BYTES`]. After a failure it reconnects
+///   with capped exponential backoff and jitter.
+/// - **Incoming.** The node's accept loop hands every connection that said
+///   hello with [`Protocol::Peer`] to [`PeerBus::accept`]. The bus reads
+///   frames from its unidirectional streams and delivers them to the
+///   receiver returned by [`PeerBus::new`].
+///
+/// One long-lived stream rather than a stream per message: it keeps the
+/// sender's order without sequence numbers, costs no stream-opening frames
+/// or stream credit per message, and lets small messages share packets. Its
+/// price is head-of-line blocking behind a lost packet, which the ordering
+/// needs anyway.
+///
+/// # Best effort, bounded
+///
+/// Replication protocols retry on their own ticks, so the bus may lose,
+/// and never blocks to avoid losing:
+///
+/// - each peer's queue holds at most [`PeerBusConfig::queue_messages`]
+///   frames and [`PeerBusConfig::queue_bytes`] bytes; when a new message
+///   does not fit, the **oldest** queued ones are dropped (and counted), so
+///   a peer that comes back gets the freshest state first;
+/// - the inbound channel holds [`PeerBusConfig::inbound_capacity`] messages;
+///   when the consumer lags, new messages are dropped (and counted) instead
+///   of stalling the network tasks;
+/// - frames being written when a connection fails are lost.
+///
+/// Order is kept per sender and connection: what `a` sends to `b` arrives
+/// in order, with possible gaps, and never duplicated by the bus.
+///
+/// # Security
+///
+/// A peer is its certificate, never its address (the harness puts a fault
+/// proxy between nodes). An outgoing connection is kept only when the
+/// accepting node's certificate is `node:<to>`; an incoming one only when
+/// its certificate names a configured peer; and a frame whose `from` is not
+/// the node of the certificate it arrived under is dropped with a warning:
+/// a node cannot speak for another. A malformed or oversized frame stops
+/// its stream with an error code and a log line; the connection and every
+/// other stream carry on.
+///
+/// # Endpoints
+///
+/// The bus connects through the endpoint given to [`PeerBus::new`], which
+/// must have a default client configuration presenting this node's
+/// certificate: [`client_endpoint`](crate::client_endpoint) with the node's
+/// [`TlsIdentity`](crate::TlsIdentity) does. Incoming connections arrive on
+/// the node's server endpoint and are handed over by its accept loop, so
+/// the hello is checked in one place for every protocol.
+///
+/// # Cost
+///
+/// On loopback, in a release build on a 2-core machine, one link carried
+/// about a million 100-byte messages per second, and 265 MB/s of 4 KB
+/// messages; encoding in [`PeerBus::send`] is most of the sender's work.
+///
+/// # Example
+///
+/// Node `n1` sends to node `n2`, whose accept loop hands peer connections
+/// to its bus:
+///
+/// ```
+/// use std::sync::Arc;
+/// use mimeo_wire::*;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = std::env::temp_dir().join(format!("mimeo-peer-doc-{}", std::process::id()));
+/// let request = CertRequest { nodes: vec!["n1".into(), "n2".into()], ..Default::default() };
+/// generate_certs(&dir, &request, true)?;
+/// let transport = TransportConfig::default();
+/// let (n1, n2) = (TlsIdentity::from_dir(&dir, "node-n1")?, TlsIdentity::from_dir(&dir, "node-n2")?);
+/// let n1_server = server_endpoint("127.0.0.1:0".parse()?, &n1, &transport)?;
+/// let n2_server = server_endpoint("127.0.0.1:0".parse()?, &n2, &transport)?;
+/// let (n1_addr, n2_addr) = (n1_server.local_addr()?, n2_server.local_addr()?);
+///
+/// // n2: its bus, and the accept loop every node runs.
+/// let (bus2, mut inbox2) = PeerBus::new(
+///     client_endpoint(&n2, &transport)?, "n2".into(), vec![("n1".into(), n1_addr)],
+///     "demo".into(), transport.clone(),
+/// )?;
+/// let bus2 = Arc::new(bus2);
+/// let accepting = Arc::clone(&bus2);
+/// tokio::spawn(async move {
+///     while let Some(incoming) = n2_server.accept().await {
+///         let Ok(conn) = incoming.await else { continue };
+///         // The node checks every hello, then routes by protocol.
+///         if let Ok((Protocol::Peer, _)) = accept_hello(&conn, "demo", "n2", &TransportConfig::default()).await {
+///             accepting.accept(conn);
+///         }
+///     }
+/// });
+///
+/// // n1 sends; n2 receives, from the node its certificate names.
+/// let (bus1, _inbox1) = PeerBus::new(
+///     client_endpoint(&n1, &transport)?, "n1".into(), vec![("n2".into(), n2_addr)],
+///     "demo".into(), transport.clone(),
+/// )?;
+/// bus1.send("n2", b"append entries".to_vec())?;
+/// let message = inbox2.recv().await.expect("the bus runs");
+/// assert_eq!(message.from, "n1");
+/// assert_eq!(message.payload, b"append entries");
+/// # drop(n1_server);
+/// std::fs::remove_dir_all(&dir)?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct PeerBus {
     me: String,
     max_frame: usize,
@@ -326,8 +396,8 @@ impl PeerBus {
     }
 
     /// A bus for node `me` and its `peers`, connecting through `endpoint`
-    /// (which must present `me`'s node certificate as a client, see the
-    /// [module documentation](self)), and the receiver of the messages
+    /// (which must present `me`'s node certificate as a client, see
+    /// [`PeerBus`]), and the receiver of the messages
     /// peers send to this node. Starts one task per peer, which connects
     /// right away; must be called inside a tokio runtime.
     ///
@@ -427,12 +497,9 @@ impl PeerBus {
                 len,
                 max,
             },
-            // Encoding a PeerMessage into a Vec cannot fail otherwise;
-            // report it as too large rather than panic if it ever does.
-            _ => PeerError::TooLarge {
+            other => PeerError::Encode {
                 to: to.to_string(),
-                len: message.payload.len(),
-                max: self.max_frame,
+                message: other.to_string(),
             },
         })?;
         let dropped = lock(&link.outbox).push(frame);
