@@ -111,6 +111,7 @@
 
 mod config;
 mod core;
+pub mod driver;
 mod message;
 mod output;
 mod progress;
