@@ -24,7 +24,7 @@
 //! # A three-node cluster in a loop
 //!
 //! The driver below delivers every message at once and has an instant
-//! disk; the simulation in `tests/sim.rs` does the same with a faulty
+//! disk; the simulation in `tests/sim/` does the same with a faulty
 //! network and crashes.
 //!
 //! ```
