@@ -13,12 +13,18 @@
 //! | `power-loss` | `power-loss` | `start` | SIGKILL to nodes that keep unsynced bytes in memory (`simulate_power_loss`), so everything not fsynced is gone; restart |
 //! | `pause` | `pause` | `resume` | SIGSTOP / SIGCONT |
 //! | `clock` | `clock` | `clock-reset` | shift node clocks by up to ±5 s through the admin protocol |
-//! | `partition` | `partition` | `heal` | cut the links between groups (random halves, one node isolated, majorities ring, bridge) |
+//! | `partition` | `partition` | `heal` | cut the links between groups (the current leader isolated, random halves, one node isolated, majorities ring, bridge) |
 //! | `loss` | `loss` | `heal` | drop 20% of node-to-node datagrams |
 //! | `latency` | `latency` | `heal` | delay node-to-node datagrams by 50 ms ± 25 ms |
 //!
 //! The targets of kill, power loss, pause and clock are one random node, a
 //! random minority or all nodes, chosen at random each time.
+//!
+//! Half of the partitions (a seeded draw) aim at the leader: the nemesis
+//! asks every running node for its status over the admin protocol and, if
+//! one reports the role `leader`, cuts it off from everyone
+//! (`isolate-leader`, the fault that forces a failover). When no node
+//! answers as leader it falls back to the other kinds.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -40,6 +46,11 @@ use crate::recorder::Recorder;
 pub const RESTART_BOUND: Duration = Duration::from_secs(30);
 /// How long an admin request may take.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a node may take to report its status when looking for the
+/// leader (connection included); a node that does not answer is skipped.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+/// The chance that a partition aims at the leader.
+const ISOLATE_LEADER_PROBABILITY: f64 = 0.5;
 
 /// A kind of fault.
 #[derive(
@@ -250,11 +261,23 @@ impl Nemesis {
                 let value = match fault {
                     Fault::Partition => {
                         let ids: Vec<String> = cluster.nodes.iter().map(|n| n.id.clone()).collect();
-                        let (name, blocked) = partition(&ids, &mut self.rng);
+                        let leader = if self.rng.random_bool(ISOLATE_LEADER_PROBABILITY) {
+                            find_leader(&cluster).await
+                        } else {
+                            None
+                        };
+                        let (kind, blocked) = match &leader {
+                            Some(leader) => ("isolate-leader", isolate(&ids, leader)),
+                            None => partition(&ids, &mut self.rng),
+                        };
                         for (from, to) in &blocked {
                             net.block(from, to);
                         }
-                        json!({"kind": name, "blocked": blocked})
+                        let mut value = json!({"kind": kind, "blocked": blocked});
+                        if let Some(leader) = leader {
+                            value["leader"] = json!(leader);
+                        }
+                        value
                     }
                     Fault::Loss => {
                         net.set_loss(0.2);
@@ -372,6 +395,52 @@ async fn sleep_until_or(deadline: Instant, d: Duration) -> bool {
     d < remaining
 }
 
+/// The node that reports the role `leader`, asked over the admin protocol:
+/// running, unpaused nodes only, each within [`STATUS_TIMEOUT`]; nodes that
+/// do not answer are skipped. When several claim to lead (a deposed leader
+/// that has not heard of the new term yet), the one with the highest term.
+async fn find_leader(cluster: &Cluster) -> Option<String> {
+    let mut leader: Option<(u64, String)> = None;
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        if !node.is_running() || node.is_paused() {
+            continue;
+        }
+        let status = tokio::time::timeout(STATUS_TIMEOUT, async {
+            cluster
+                .admin(i, STATUS_TIMEOUT)
+                .await?
+                .status()
+                .await
+                .map_err(anyhow::Error::from)
+        })
+        .await;
+        match status {
+            Ok(Ok(status)) if status.role == "leader" => {
+                if leader.as_ref().is_none_or(|(term, _)| status.term > *term) {
+                    leader = Some((status.term, node.id.clone()));
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(node = %node.id, error = %e, "no status; skipped"),
+            Err(_) => {
+                tracing::debug!(node = %node.id, "no status within {STATUS_TIMEOUT:?}; skipped")
+            }
+        }
+    }
+    leader.map(|(_, id)| id)
+}
+
+/// The directed links to block to cut `leader` off from every other node of
+/// `ids`, both ways.
+pub fn isolate(ids: &[String], leader: &str) -> Vec<(String, String)> {
+    let mut blocked = Vec::new();
+    for other in ids.iter().filter(|id| *id != leader) {
+        blocked.push((leader.to_owned(), other.clone()));
+        blocked.push((other.clone(), leader.to_owned()));
+    }
+    blocked
+}
+
 /// A partition of `ids`, as the directed links to block, with its kind:
 /// `halves` (random halves), `isolated` (one node alone), `ring` (each node
 /// sees a majority: itself and its nearest neighbours on a ring) or
@@ -472,6 +541,36 @@ mod tests {
                 ),
                 "bridge" => assert_eq!(ids.iter().filter(|a| reachable(a) == 4).count(), 1),
                 _ => assert_eq!(alone, 0),
+            }
+        }
+    }
+
+    #[test]
+    fn isolating_the_leader_blocks_exactly_its_links_both_ways() {
+        let blocked: BTreeSet<(String, String)> = isolate(&ids(3), "n2").into_iter().collect();
+        let link = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+        let expected: BTreeSet<(String, String)> = [
+            link("n2", "n1"),
+            link("n1", "n2"),
+            link("n2", "n3"),
+            link("n3", "n2"),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(blocked, expected);
+
+        let ids = ids(5);
+        let blocked = isolate(&ids, "n4");
+        assert_eq!(blocked.len(), 8, "{blocked:?}");
+        let set: BTreeSet<(String, String)> = blocked.into_iter().collect();
+        for a in &ids {
+            for b in ids.iter().filter(|b| *b != a) {
+                let touches_leader = a == "n4" || b == "n4";
+                assert_eq!(
+                    set.contains(&(a.clone(), b.clone())),
+                    touches_leader,
+                    "{a}->{b}"
+                );
             }
         }
     }
