@@ -142,10 +142,19 @@ pub struct Nemesis {
 
 /// A fault in force, with what is needed to end it.
 enum Active {
-    Down { nodes: Vec<usize> },
-    Paused { nodes: Vec<usize> },
-    Clock { nodes: Vec<usize> },
-    Network,
+    Down {
+        nodes: Vec<usize>,
+    },
+    Paused {
+        nodes: Vec<usize>,
+    },
+    Clock {
+        nodes: Vec<usize>,
+    },
+    /// A network fault, described for the progress line.
+    Network {
+        what: String,
+    },
 }
 
 impl Nemesis {
@@ -258,7 +267,7 @@ impl Nemesis {
                     .net
                     .clone()
                     .context("network faults need the fault network (more than one node)")?;
-                let value = match fault {
+                let (value, what) = match fault {
                     Fault::Partition => {
                         let ids: Vec<String> = cluster.nodes.iter().map(|n| n.id.clone()).collect();
                         let leader = if self.rng.random_bool(ISOLATE_LEADER_PROBABILITY) {
@@ -274,29 +283,34 @@ impl Nemesis {
                             net.block(from, to);
                         }
                         let mut value = json!({"kind": kind, "blocked": blocked});
+                        let mut what = format!("partition {kind}");
                         if let Some(leader) = leader {
+                            what.push_str(&format!(" {leader}"));
                             value["leader"] = json!(leader);
                         }
-                        value
+                        (value, what)
                     }
                     Fault::Loss => {
                         net.set_loss(0.2);
-                        json!({"probability": 0.2})
+                        (json!({"probability": 0.2}), "loss 20%".to_owned())
                     }
                     _ => {
                         net.set_delay(Duration::from_millis(50), Duration::from_millis(25));
-                        json!({"delay_ms": 50, "jitter_ms": 25})
+                        (
+                            json!({"delay_ms": 50, "jitter_ms": 25}),
+                            "latency 50±25 ms".to_owned(),
+                        )
                     }
                 };
                 self.recorder.nemesis(fault.name(), value);
-                Active::Network
+                Active::Network { what }
             }
         };
         let what = match &active {
             Active::Down { nodes } | Active::Paused { nodes } | Active::Clock { nodes } => {
                 format!("{} {}", fault.name(), ids(nodes, &cluster).join(","))
             }
-            Active::Network => fault.name().to_owned(),
+            Active::Network { what } => what.clone(),
         };
         self.current.set(Some(what));
         Ok(active)
@@ -331,7 +345,7 @@ impl Nemesis {
                 let ids: Vec<String> = nodes.iter().map(|&i| cluster.nodes[i].id.clone()).collect();
                 self.recorder.nemesis("clock-reset", json!(ids));
             }
-            Active::Network => {
+            Active::Network { .. } => {
                 if let Some(net) = &self.net {
                     net.heal();
                 }
@@ -400,7 +414,7 @@ async fn sleep_until_or(deadline: Instant, d: Duration) -> bool {
 /// do not answer are skipped. When several claim to lead (a deposed leader
 /// that has not heard of the new term yet), the one with the highest term.
 async fn find_leader(cluster: &Cluster) -> Option<String> {
-    let mut leader: Option<(u64, String)> = None;
+    let mut answers = Vec::new();
     for (i, node) in cluster.nodes.iter().enumerate() {
         if !node.is_running() || node.is_paused() {
             continue;
@@ -415,16 +429,24 @@ async fn find_leader(cluster: &Cluster) -> Option<String> {
         })
         .await;
         match status {
-            Ok(Ok(status)) if status.role == "leader" => {
-                if leader.as_ref().is_none_or(|(term, _)| status.term > *term) {
-                    leader = Some((status.term, node.id.clone()));
-                }
-            }
-            Ok(Ok(_)) => {}
+            Ok(Ok(status)) => answers.push((node.id.clone(), status.role, status.term)),
             Ok(Err(e)) => tracing::debug!(node = %node.id, error = %e, "no status; skipped"),
             Err(_) => {
                 tracing::debug!(node = %node.id, "no status within {STATUS_TIMEOUT:?}; skipped")
             }
+        }
+    }
+    leader_of(answers)
+}
+
+/// Of the nodes' (id, role, term) answers, the node whose role is `leader`,
+/// the one with the highest term when several are (the first of them on a
+/// tie).
+fn leader_of(answers: impl IntoIterator<Item = (String, String, u64)>) -> Option<String> {
+    let mut leader: Option<(u64, String)> = None;
+    for (id, role, term) in answers {
+        if role == "leader" && leader.as_ref().is_none_or(|(best, _)| term > *best) {
+            leader = Some((term, id));
         }
     }
     leader.map(|(_, id)| id)
@@ -573,6 +595,43 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_leader_is_the_node_claiming_it_in_the_highest_term() {
+        let answer = |id: &str, role: &str, term: u64| (id.to_owned(), role.to_owned(), term);
+        assert_eq!(leader_of([]), None);
+        assert_eq!(
+            leader_of([answer("n1", "standalone", 0)]),
+            None,
+            "a standalone node is no leader"
+        );
+        assert_eq!(
+            leader_of([
+                answer("n1", "follower", 3),
+                answer("n2", "candidate", 4),
+                answer("n3", "follower", 3),
+            ]),
+            None
+        );
+        assert_eq!(
+            leader_of([answer("n1", "follower", 3), answer("n2", "leader", 3)]).as_deref(),
+            Some("n2")
+        );
+        // A deposed leader that has not heard of term 5 yet.
+        assert_eq!(
+            leader_of([
+                answer("n1", "leader", 4),
+                answer("n2", "leader", 5),
+                answer("n3", "follower", 5),
+            ])
+            .as_deref(),
+            Some("n2")
+        );
+        assert_eq!(
+            leader_of([answer("n3", "leader", 5), answer("n1", "leader", 4)]).as_deref(),
+            Some("n3")
+        );
     }
 
     #[test]
