@@ -266,7 +266,7 @@ impl Nemesis {
                 let net = self
                     .net
                     .clone()
-                    .context("network faults need the fault network (more than one node)")?;
+                    .context("network faults need the fault network of a replicated mode")?;
                 let (value, what) = match fault {
                     Fault::Partition => {
                         let ids: Vec<String> = cluster.nodes.iter().map(|n| n.id.clone()).collect();

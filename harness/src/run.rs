@@ -226,6 +226,15 @@ impl RunArgs {
     /// The replication knobs: well-formed, possible with `--nodes`, and not
     /// also given with `--node-config` (the TOML would hold the key twice).
     fn validate_replication(&self) -> anyhow::Result<()> {
+        if let Some(f) = self.nemesis.iter().find(|f| f.is_network()) {
+            if self.nodes < 2 {
+                bail!(
+                    "--nemesis {} acts on node-to-node links, and one node has none; \
+                     use --nodes 3 or more",
+                    f.name()
+                );
+            }
+        }
         if let Some(acks) = &self.acks {
             match acks.split_once(':') {
                 None if matches!(acks.as_str(), "async" | "quorum" | "all") => {}
@@ -603,6 +612,11 @@ mod tests {
             let err = refusal(&format!("{lf} {flags}"));
             assert!(err.contains(expected), "{flags}: {err}");
         }
+        let err = refusal("--mode leader-follower --nodes 1 --nemesis kill,latency");
+        assert!(
+            err.contains("--nemesis latency acts on node-to-node links, and one node has none"),
+            "{err}"
+        );
     }
 
     #[test]
