@@ -2,6 +2,23 @@
 //! run directory, start, wait until serving (bounded), kill, pause, restart,
 //! and a clean-up that leaves no process behind.
 //!
+//! A replicated cluster (any mode but `standalone`) also gets a
+//! [`FaultNet`]: every node sends its peer traffic for another node to the
+//! proxy of that directed link, so the nemesis can partition, drop and delay
+//! it. Each node config names its peers in `[[replication.peers]]` tables:
+//!
+//! ```toml
+//! mode = "leader-follower"
+//!
+//! [replication]
+//! acks = "quorum"                 # only when given (--acks or --node-config)
+//!
+//! [[replication.peers]]
+//! id = "n2"
+//! addr = "127.0.0.1:41002"        # the fault proxy n1->n2
+//! client_addr = "127.0.0.1:7002"  # n2's listen address (leader redirects)
+//! ```
+//!
 //! The harness uses nodes only as a user would: it runs the `mimeo` binary
 //! (`mimeo certs init`, `mimeo serve --config`), speaks the client protocol
 //! to them and the admin protocol for faults. Every child is spawned with
@@ -12,6 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -20,6 +38,8 @@ use mimeo_wire::TlsIdentity;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
+
+use crate::net::FaultNet;
 
 /// The client certificate names `certs init` writes for the harness.
 pub const CLIENT_CERT: &str = "client-harness";
@@ -57,7 +77,8 @@ pub struct ClusterSpec {
     pub nodes: usize,
     /// The cluster id in configs and hellos.
     pub cluster_id: String,
-    /// The replication mode (`standalone`, ...), written to `mode`.
+    /// The replication mode (`standalone`, ...), written to `mode`. Any
+    /// mode but `standalone` gets a fault network and peer tables.
     pub mode: String,
     /// `always`, `batch` or `never`.
     pub fsync: String,
@@ -66,6 +87,26 @@ pub struct ClusterSpec {
     /// Extra `key = value` TOML lines appended to every node config
     /// (a mode's own knobs).
     pub extra_config: Vec<String>,
+    /// Seed of the fault network's random decisions (loss, jitter).
+    pub seed: u64,
+}
+
+/// True for modes whose nodes talk to each other (every mode but
+/// `standalone`): they get a fault network and `[[replication.peers]]`.
+pub fn is_replicated(mode: &str) -> bool {
+    mode != "standalone"
+}
+
+/// Another node, as one node's config names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Peer {
+    /// Its id.
+    id: String,
+    /// Where this node sends peer traffic for it: the fault proxy of the
+    /// directed link.
+    addr: SocketAddr,
+    /// Its client (listen) address, for leader redirects.
+    client_addr: SocketAddr,
 }
 
 /// One node process (or the place for one, while it is down).
@@ -112,19 +153,25 @@ impl Node {
     }
 }
 
-/// A set of node processes for one run.
+/// A set of node processes for one run, and the fault network between
+/// them when they replicate.
 #[derive(Debug)]
 pub struct Cluster {
     spec: ClusterSpec,
     certs: PathBuf,
     /// The nodes, in id order.
     pub nodes: Vec<Node>,
+    net: Option<Arc<FaultNet>>,
 }
 
 impl Cluster {
     /// Writes certificates (with `mimeo certs init`) and one config per node
-    /// into `spec.dir`, choosing free UDP ports on 127.0.0.1. Starts nothing.
-    pub fn prepare(spec: ClusterSpec) -> anyhow::Result<Cluster> {
+    /// into `spec.dir`, choosing free UDP ports on 127.0.0.1. For a
+    /// replicated mode it first starts the fault network (seeded with
+    /// `spec.seed`, on the current tokio runtime) so the configs can route
+    /// peer traffic through its proxies; it lives as long as the cluster.
+    /// Starts no node.
+    pub async fn prepare(spec: ClusterSpec) -> anyhow::Result<Cluster> {
         if spec.nodes == 0 {
             bail!("a cluster needs at least one node");
         }
@@ -147,22 +194,38 @@ impl Cluster {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
-        let mut nodes = Vec::new();
+        // Hold every node's port until the fault network has bound its
+        // proxies, so no proxy takes a port a node was given. (Another
+        // process may still take one before its node binds it; the node then
+        // fails to start with a clear error.)
+        let mut reserved = Vec::new();
+        let mut addrs = Vec::new();
         for id in ids {
-            let addr = free_udp_port()?;
-            let config = spec.dir.join("nodes").join(format!("{id}.toml"));
-            std::fs::write(&config, node_config(&spec, &id, addr))
-                .with_context(|| format!("writing {}", config.display()))?;
-            nodes.push(Node {
-                log: spec.dir.join("nodes").join(format!("{id}.log")),
-                id,
-                addr,
-                config,
-                child: None,
-                paused: false,
-            });
+            let socket = UdpSocket::bind("127.0.0.1:0").context("finding a free UDP port")?;
+            addrs.push((id, socket.local_addr()?));
+            reserved.push(socket);
         }
-        Ok(Cluster { spec, certs, nodes })
+        let net = if is_replicated(&spec.mode) {
+            let net = FaultNet::start_seeded(&addrs, spec.seed)
+                .await
+                .context("starting the fault network between the nodes")?;
+            Some(Arc::new(net))
+        } else {
+            None
+        };
+        drop(reserved);
+        let nodes = write_configs(&spec, &addrs, net.as_deref())?;
+        Ok(Cluster {
+            spec,
+            certs,
+            nodes,
+            net,
+        })
+    }
+
+    /// The fault network between the nodes (`None` for standalone).
+    pub fn net(&self) -> Option<Arc<FaultNet>> {
+        self.net.clone()
     }
 
     /// The certificate directory.
@@ -394,10 +457,50 @@ impl Drop for Cluster {
     }
 }
 
+/// Writes `nodes/<id>.toml` for every node of `addrs` (id, listen address),
+/// routing peer traffic through `net` when there is one.
+fn write_configs(
+    spec: &ClusterSpec,
+    addrs: &[(String, SocketAddr)],
+    net: Option<&FaultNet>,
+) -> anyhow::Result<Vec<Node>> {
+    let mut nodes = Vec::new();
+    for (id, addr) in addrs {
+        let mut peers = Vec::new();
+        if let Some(net) = net {
+            for (other, client_addr) in addrs.iter().filter(|(other, _)| other != id) {
+                let proxy = net
+                    .proxy_addr(id, other)
+                    .with_context(|| format!("the fault network has no link {id}->{other}"))?;
+                peers.push(Peer {
+                    id: other.clone(),
+                    addr: proxy,
+                    client_addr: *client_addr,
+                });
+            }
+        }
+        let config = spec.dir.join("nodes").join(format!("{id}.toml"));
+        std::fs::write(&config, node_config(spec, id, *addr, &peers))
+            .with_context(|| format!("writing {}", config.display()))?;
+        nodes.push(Node {
+            log: spec.dir.join("nodes").join(format!("{id}.log")),
+            id: id.clone(),
+            addr: *addr,
+            config,
+            child: None,
+            paused: false,
+        });
+    }
+    Ok(nodes)
+}
+
 /// The TOML of one node's config. `extra_config` lines are `key = value`
 /// (a root field) or `table.key = value` (a field of `[table]`), grouped
-/// under their table so each header appears once.
-fn node_config(spec: &ClusterSpec, id: &str, addr: SocketAddr) -> String {
+/// under their table so each header appears once. A replicated mode gets a
+/// `[replication]` table (its keys from `extra_config`) followed by one
+/// `[[replication.peers]]` table per peer, as TOML requires an array of
+/// tables to come after its parent table's keys.
+fn node_config(spec: &ClusterSpec, id: &str, addr: SocketAddr, peers: &[Peer]) -> String {
     let mut tables: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     // Paths in a node config are relative to the config file; write them
     // absolute. A JSON string is a valid TOML basic string.
@@ -422,6 +525,9 @@ fn node_config(spec: &ClusterSpec, id: &str, addr: SocketAddr) -> String {
         mode = spec.mode,
         data = quoted(&spec.dir.join("data").join(id)),
     );
+    if is_replicated(&spec.mode) {
+        tables.entry("replication").or_default();
+    }
     for line in &spec.extra_config {
         let (key, value) = line.split_once('=').unwrap_or((line, ""));
         match key.trim().split_once('.') {
@@ -439,16 +545,21 @@ fn node_config(spec: &ClusterSpec, id: &str, addr: SocketAddr) -> String {
             root.push_str(&field);
             root.push('\n');
         }
+        if table == "replication" {
+            for peer in peers {
+                root.push_str(&format!(
+                    "\n[[replication.peers]]\n\
+                     id = \"{peer_id}\"\n\
+                     addr = \"{proxy}\"  # the fault proxy {id}->{peer_id}\n\
+                     client_addr = \"{client}\"\n",
+                    peer_id = peer.id,
+                    proxy = peer.addr,
+                    client = peer.client_addr,
+                ));
+            }
+        }
     }
     root
-}
-
-/// A UDP port on 127.0.0.1 that is free now (the OS picks it; a race with
-/// another process binding it before the node does is possible but rare, and
-/// the node then fails to start with a clear error).
-fn free_udp_port() -> anyhow::Result<SocketAddr> {
-    let socket = UdpSocket::bind("127.0.0.1:0").context("finding a free UDP port")?;
-    Ok(socket.local_addr()?)
 }
 
 /// The last `n` lines of a log file.
@@ -550,6 +661,7 @@ mod tests {
             fsync: "always".into(),
             simulate_power_loss: true,
             extra_config: extra.iter().map(|s| s.to_string()).collect(),
+            seed: 0,
         }
     }
 
@@ -563,8 +675,10 @@ mod tests {
             ]),
             "n1",
             "127.0.0.1:7001".parse().unwrap(),
+            &[],
         );
         assert_eq!(text.matches("[storage]").count(), 1, "{text}");
+        assert!(!text.contains("replication"), "standalone: {text}");
         let value: toml::Value = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(value["node_id"].as_str(), Some("n1"));
         assert_eq!(value["storage"]["fsync"].as_str(), Some("always"));
@@ -574,5 +688,66 @@ mod tests {
         );
         assert_eq!(value["storage"]["segment_bytes"].as_integer(), Some(4096));
         assert_eq!(value["limits"]["max_key_bytes"].as_integer(), Some(64));
+    }
+
+    #[tokio::test]
+    async fn replicated_configs_route_peer_traffic_through_the_fault_network() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("nodes")).unwrap();
+        let mut spec = spec(&[
+            "replication.acks = \"async\"",
+            "storage.segment_bytes = 4096",
+            "replication.heartbeat_ms = 50",
+        ]);
+        spec.dir = dir.path().to_path_buf();
+        spec.nodes = 3;
+        spec.mode = "leader-follower".into();
+        let addrs: Vec<(String, SocketAddr)> = (1..=3)
+            .map(|i| {
+                (
+                    format!("n{i}"),
+                    format!("127.0.0.1:{}", 7000 + i).parse().unwrap(),
+                )
+            })
+            .collect();
+        let net = FaultNet::start_seeded(&addrs, 5).await.unwrap();
+        let nodes = write_configs(&spec, &addrs, Some(&net)).unwrap();
+        assert_eq!(nodes.len(), 3);
+        for (node, (id, addr)) in nodes.iter().zip(&addrs) {
+            assert_eq!((&node.id, node.addr), (id, *addr));
+            let text = std::fs::read_to_string(&node.config).unwrap();
+            assert_eq!(text.matches("[replication]").count(), 1, "{text}");
+            let value: toml::Value =
+                toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert_eq!(value["mode"].as_str(), Some("leader-follower"));
+            assert_eq!(value["listen"].as_str(), Some(addr.to_string().as_str()));
+            assert_eq!(value["storage"]["segment_bytes"].as_integer(), Some(4096));
+            let replication = value["replication"].as_table().unwrap();
+            assert_eq!(replication["acks"].as_str(), Some("async"), "{text}");
+            assert_eq!(replication["heartbeat_ms"].as_integer(), Some(50));
+            assert_eq!(replication.len(), 3, "acks, heartbeat_ms, peers: {text}");
+            let peers: Vec<[&str; 3]> = replication["peers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|peer| {
+                    assert_eq!(peer.as_table().unwrap().len(), 3, "{text}");
+                    ["id", "addr", "client_addr"].map(|k| peer[k].as_str().unwrap())
+                })
+                .collect();
+            let expected: Vec<[String; 3]> = addrs
+                .iter()
+                .filter(|(other, _)| other != id)
+                .map(|(other, client_addr)| {
+                    let proxy = net.proxy_addr(id, other).unwrap();
+                    assert!(
+                        !addrs.iter().any(|(_, a)| *a == proxy),
+                        "{id}->{other}: {proxy}"
+                    );
+                    [other.clone(), proxy.to_string(), client_addr.to_string()]
+                })
+                .collect();
+            assert_eq!(peers, expected, "{text}");
+        }
     }
 }

@@ -13,12 +13,18 @@
 //! | `power-loss` | `power-loss` | `start` | SIGKILL to nodes that keep unsynced bytes in memory (`simulate_power_loss`), so everything not fsynced is gone; restart |
 //! | `pause` | `pause` | `resume` | SIGSTOP / SIGCONT |
 //! | `clock` | `clock` | `clock-reset` | shift node clocks by up to ±5 s through the admin protocol |
-//! | `partition` | `partition` | `heal` | cut the links between groups (random halves, one node isolated, majorities ring, bridge) |
+//! | `partition` | `partition` | `heal` | cut the links between groups (the current leader isolated, random halves, one node isolated, majorities ring, bridge) |
 //! | `loss` | `loss` | `heal` | drop 20% of node-to-node datagrams |
 //! | `latency` | `latency` | `heal` | delay node-to-node datagrams by 50 ms ± 25 ms |
 //!
 //! The targets of kill, power loss, pause and clock are one random node, a
 //! random minority or all nodes, chosen at random each time.
+//!
+//! Half of the partitions (a seeded draw) aim at the leader: the nemesis
+//! asks every running node for its status over the admin protocol and, if
+//! one reports the role `leader`, cuts it off from everyone
+//! (`isolate-leader`, the fault that forces a failover). When no node
+//! answers as leader it falls back to the other kinds.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -40,6 +46,11 @@ use crate::recorder::Recorder;
 pub const RESTART_BOUND: Duration = Duration::from_secs(30);
 /// How long an admin request may take.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a node may take to report its status when looking for the
+/// leader (connection included); a node that does not answer is skipped.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+/// The chance that a partition aims at the leader.
+const ISOLATE_LEADER_PROBABILITY: f64 = 0.5;
 
 /// A kind of fault.
 #[derive(
@@ -131,10 +142,19 @@ pub struct Nemesis {
 
 /// A fault in force, with what is needed to end it.
 enum Active {
-    Down { nodes: Vec<usize> },
-    Paused { nodes: Vec<usize> },
-    Clock { nodes: Vec<usize> },
-    Network,
+    Down {
+        nodes: Vec<usize>,
+    },
+    Paused {
+        nodes: Vec<usize>,
+    },
+    Clock {
+        nodes: Vec<usize>,
+    },
+    /// A network fault, described for the progress line.
+    Network {
+        what: String,
+    },
 }
 
 impl Nemesis {
@@ -246,34 +266,51 @@ impl Nemesis {
                 let net = self
                     .net
                     .clone()
-                    .context("network faults need the fault network (more than one node)")?;
-                let value = match fault {
+                    .context("network faults need the fault network of a replicated mode")?;
+                let (value, what) = match fault {
                     Fault::Partition => {
                         let ids: Vec<String> = cluster.nodes.iter().map(|n| n.id.clone()).collect();
-                        let (name, blocked) = partition(&ids, &mut self.rng);
+                        let leader = if self.rng.random_bool(ISOLATE_LEADER_PROBABILITY) {
+                            find_leader(&cluster).await
+                        } else {
+                            None
+                        };
+                        let (kind, blocked) = match &leader {
+                            Some(leader) => ("isolate-leader", isolate(&ids, leader)),
+                            None => partition(&ids, &mut self.rng),
+                        };
                         for (from, to) in &blocked {
                             net.block(from, to);
                         }
-                        json!({"kind": name, "blocked": blocked})
+                        let mut value = json!({"kind": kind, "blocked": blocked});
+                        let mut what = format!("partition {kind}");
+                        if let Some(leader) = leader {
+                            what.push_str(&format!(" {leader}"));
+                            value["leader"] = json!(leader);
+                        }
+                        (value, what)
                     }
                     Fault::Loss => {
                         net.set_loss(0.2);
-                        json!({"probability": 0.2})
+                        (json!({"probability": 0.2}), "loss 20%".to_owned())
                     }
                     _ => {
                         net.set_delay(Duration::from_millis(50), Duration::from_millis(25));
-                        json!({"delay_ms": 50, "jitter_ms": 25})
+                        (
+                            json!({"delay_ms": 50, "jitter_ms": 25}),
+                            "latency 50±25 ms".to_owned(),
+                        )
                     }
                 };
                 self.recorder.nemesis(fault.name(), value);
-                Active::Network
+                Active::Network { what }
             }
         };
         let what = match &active {
             Active::Down { nodes } | Active::Paused { nodes } | Active::Clock { nodes } => {
                 format!("{} {}", fault.name(), ids(nodes, &cluster).join(","))
             }
-            Active::Network => fault.name().to_owned(),
+            Active::Network { what } => what.clone(),
         };
         self.current.set(Some(what));
         Ok(active)
@@ -308,7 +345,7 @@ impl Nemesis {
                 let ids: Vec<String> = nodes.iter().map(|&i| cluster.nodes[i].id.clone()).collect();
                 self.recorder.nemesis("clock-reset", json!(ids));
             }
-            Active::Network => {
+            Active::Network { .. } => {
                 if let Some(net) = &self.net {
                     net.heal();
                 }
@@ -370,6 +407,60 @@ async fn sleep_until_or(deadline: Instant, d: Duration) -> bool {
     let remaining = deadline - now;
     tokio::time::sleep(d.min(remaining)).await;
     d < remaining
+}
+
+/// The node that reports the role `leader`, asked over the admin protocol:
+/// running, unpaused nodes only, each within [`STATUS_TIMEOUT`]; nodes that
+/// do not answer are skipped. When several claim to lead (a deposed leader
+/// that has not heard of the new term yet), the one with the highest term.
+async fn find_leader(cluster: &Cluster) -> Option<String> {
+    let mut answers = Vec::new();
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        if !node.is_running() || node.is_paused() {
+            continue;
+        }
+        let status = tokio::time::timeout(STATUS_TIMEOUT, async {
+            cluster
+                .admin(i, STATUS_TIMEOUT)
+                .await?
+                .status()
+                .await
+                .map_err(anyhow::Error::from)
+        })
+        .await;
+        match status {
+            Ok(Ok(status)) => answers.push((node.id.clone(), status.role, status.term)),
+            Ok(Err(e)) => tracing::debug!(node = %node.id, error = %e, "no status; skipped"),
+            Err(_) => {
+                tracing::debug!(node = %node.id, "no status within {STATUS_TIMEOUT:?}; skipped")
+            }
+        }
+    }
+    leader_of(answers)
+}
+
+/// Of the nodes' (id, role, term) answers, the node whose role is `leader`,
+/// the one with the highest term when several are (the first of them on a
+/// tie).
+fn leader_of(answers: impl IntoIterator<Item = (String, String, u64)>) -> Option<String> {
+    let mut leader: Option<(u64, String)> = None;
+    for (id, role, term) in answers {
+        if role == "leader" && leader.as_ref().is_none_or(|(best, _)| term > *best) {
+            leader = Some((term, id));
+        }
+    }
+    leader.map(|(_, id)| id)
+}
+
+/// The directed links to block to cut `leader` off from every other node of
+/// `ids`, both ways.
+pub fn isolate(ids: &[String], leader: &str) -> Vec<(String, String)> {
+    let mut blocked = Vec::new();
+    for other in ids.iter().filter(|id| *id != leader) {
+        blocked.push((leader.to_owned(), other.clone()));
+        blocked.push((other.clone(), leader.to_owned()));
+    }
+    blocked
 }
 
 /// A partition of `ids`, as the directed links to block, with its kind:
@@ -474,6 +565,73 @@ mod tests {
                 _ => assert_eq!(alone, 0),
             }
         }
+    }
+
+    #[test]
+    fn isolating_the_leader_blocks_exactly_its_links_both_ways() {
+        let blocked: BTreeSet<(String, String)> = isolate(&ids(3), "n2").into_iter().collect();
+        let link = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+        let expected: BTreeSet<(String, String)> = [
+            link("n2", "n1"),
+            link("n1", "n2"),
+            link("n2", "n3"),
+            link("n3", "n2"),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(blocked, expected);
+
+        let ids = ids(5);
+        let blocked = isolate(&ids, "n4");
+        assert_eq!(blocked.len(), 8, "{blocked:?}");
+        let set: BTreeSet<(String, String)> = blocked.into_iter().collect();
+        for a in &ids {
+            for b in ids.iter().filter(|b| *b != a) {
+                let touches_leader = a == "n4" || b == "n4";
+                assert_eq!(
+                    set.contains(&(a.clone(), b.clone())),
+                    touches_leader,
+                    "{a}->{b}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_leader_is_the_node_claiming_it_in_the_highest_term() {
+        let answer = |id: &str, role: &str, term: u64| (id.to_owned(), role.to_owned(), term);
+        assert_eq!(leader_of([]), None);
+        assert_eq!(
+            leader_of([answer("n1", "standalone", 0)]),
+            None,
+            "a standalone node is no leader"
+        );
+        assert_eq!(
+            leader_of([
+                answer("n1", "follower", 3),
+                answer("n2", "candidate", 4),
+                answer("n3", "follower", 3),
+            ]),
+            None
+        );
+        assert_eq!(
+            leader_of([answer("n1", "follower", 3), answer("n2", "leader", 3)]).as_deref(),
+            Some("n2")
+        );
+        // A deposed leader that has not heard of term 5 yet.
+        assert_eq!(
+            leader_of([
+                answer("n1", "leader", 4),
+                answer("n2", "leader", 5),
+                answer("n3", "follower", 5),
+            ])
+            .as_deref(),
+            Some("n2")
+        );
+        assert_eq!(
+            leader_of([answer("n3", "leader", 5), answer("n1", "leader", 4)]).as_deref(),
+            Some("n3")
+        );
     }
 
     #[test]

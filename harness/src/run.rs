@@ -1,12 +1,15 @@
 //! `mimeo-harness run`: one test run from start to verdict.
 //!
 //! 1. locate (or build) `mimeo`, write certificates and node configs into
-//!    `<store>/<run-id>/`, start the nodes and wait (bounded) until they serve;
+//!    `<store>/<run-id>/` (for a replicated mode, first start the fault
+//!    network the nodes' peer traffic goes through), start the nodes and
+//!    wait (bounded) until they serve;
 //! 2. run the workload's client workers until the time limit while the
 //!    nemesis injects faults, with a progress line on the terminal;
 //! 3. heal everything, wait for the nodes, do the workload's final reads;
-//! 4. stop the nodes, write `history.jsonl`, check it, write
-//!    `results.json` and `report.html`.
+//! 4. stop the nodes, write `history.jsonl` (and, for a replicated mode,
+//!    `net-stats.json`: what each directed link forwarded and dropped),
+//!    check it, write `results.json` and `report.html`.
 //!
 //! Whatever happens (an error, a panic, Ctrl-C), no node process outlives
 //! the run: the cluster kills its children when dropped.
@@ -22,17 +25,29 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 
 use crate::check::{CheckResult, Verdict};
-use crate::cluster::{locate_binary, Cluster, ClusterSpec};
+use crate::cluster::{is_replicated, locate_binary, Cluster, ClusterSpec};
 use crate::nemesis::{Fault, Nemesis, RESTART_BOUND};
+use crate::net::FaultNet;
 use crate::recorder::Recorder;
 use crate::workload::{final_set_reads, run_worker, Shared, Workload, WorkloadSpec};
 
 /// Every knob of a run; written to `config.json`.
 #[derive(Clone, Debug, Serialize, clap::Args)]
 pub struct RunArgs {
-    /// Replication mode of the nodes (passed to their configs).
+    /// Replication mode of the nodes (passed to their configs). Any mode
+    /// but `standalone` runs the nodes' peer traffic through the fault
+    /// network.
     #[arg(long, default_value = "standalone")]
     pub mode: String,
+    /// Write acknowledgement of a replicated mode: `async`, `semi-sync:K`
+    /// (K followers), `quorum` or `all`; written as `replication.acks`.
+    /// Default: the node's own.
+    #[arg(long, value_name = "async|semi-sync:K|quorum|all")]
+    pub acks: Option<String>,
+    /// Where a replicated mode serves reads: `leader`, `follower` or
+    /// `session`; written as `replication.reads`. Default: the node's own.
+    #[arg(long, value_name = "leader|follower|session")]
+    pub reads: Option<String>,
     /// The workload: `register` (linearizability), `set` (lost writes) or
     /// `session` (read-your-writes, monotonic reads and writes).
     #[arg(long, value_enum, default_value_t = Workload::Register)]
@@ -163,19 +178,30 @@ impl RunArgs {
                 self.fsync
             );
         }
-        if self.mode == "standalone" && self.nodes > 1 {
-            bail!(
-                "standalone nodes do not replicate, so a history over {} of them is not one \
-                 register; use --nodes 1 or a replicated --mode",
-                self.nodes
-            );
-        }
-        if let Some(f) = self.nemesis.iter().find(|f| f.is_network()) {
-            if self.mode == "standalone" {
+        if is_replicated(&self.mode) {
+            self.validate_replication()?;
+        } else {
+            if self.nodes > 1 {
                 bail!(
-                    "--nemesis {} acts on node-to-node links, and standalone nodes have none",
+                    "standalone nodes do not replicate, so a history over {} of them is not one \
+                     register; use --nodes 1 or a replicated --mode",
+                    self.nodes
+                );
+            }
+            if let Some(f) = self.nemesis.iter().find(|f| f.is_network()) {
+                bail!(
+                    "--nemesis {} acts on node-to-node links, and standalone nodes have none; \
+                     use a replicated --mode",
                     f.name()
                 );
+            }
+            for (flag, given) in [("--acks", &self.acks), ("--reads", &self.reads)] {
+                if given.is_some() {
+                    bail!(
+                        "{flag} is a replication setting, and standalone nodes do not \
+                         replicate; drop it or use a replicated --mode"
+                    );
+                }
             }
         }
         for (name, v) in [
@@ -195,6 +221,69 @@ impl RunArgs {
             bail!("--keys and --ops-per-key must be at least 1");
         }
         Ok(())
+    }
+
+    /// The replication knobs: well-formed, possible with `--nodes`, and not
+    /// also given with `--node-config` (the TOML would hold the key twice).
+    fn validate_replication(&self) -> anyhow::Result<()> {
+        if let Some(f) = self.nemesis.iter().find(|f| f.is_network()) {
+            if self.nodes < 2 {
+                bail!(
+                    "--nemesis {} acts on node-to-node links, and one node has none; \
+                     use --nodes 3 or more",
+                    f.name()
+                );
+            }
+        }
+        if let Some(acks) = &self.acks {
+            match acks.split_once(':') {
+                None if matches!(acks.as_str(), "async" | "quorum" | "all") => {}
+                Some(("semi-sync", k)) => {
+                    let followers = self.nodes - 1;
+                    match k.parse::<usize>() {
+                        Ok(k) if (1..=followers).contains(&k) => {}
+                        _ => bail!(
+                            "--acks {acks}: K must be a number of followers from 1 to {followers} \
+                             (--nodes {} has {followers} followers)",
+                            self.nodes
+                        ),
+                    }
+                }
+                _ => bail!("--acks must be async, semi-sync:K, quorum or all, not {acks:?}"),
+            }
+        }
+        if let Some(reads) = &self.reads {
+            if !matches!(reads.as_str(), "leader" | "follower" | "session") {
+                bail!("--reads must be leader, follower or session, not {reads:?}");
+            }
+        }
+        for (flag, key, given) in [
+            ("--acks", "replication.acks", &self.acks),
+            ("--reads", "replication.reads", &self.reads),
+        ] {
+            let also = self
+                .node_config
+                .iter()
+                .find(|line| line.split_once('=').is_some_and(|(k, _)| k.trim() == key));
+            if let (Some(_), Some(line)) = (given, also) {
+                bail!("{flag} and --node-config {line:?} both set {key}; keep one");
+            }
+        }
+        Ok(())
+    }
+
+    /// The node config lines of a run: `--acks` and `--reads` as
+    /// `replication.*` lines, then `--node-config`.
+    fn node_config_lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let Some(acks) = &self.acks {
+            lines.push(format!("replication.acks = \"{acks}\""));
+        }
+        if let Some(reads) = &self.reads {
+            lines.push(format!("replication.reads = \"{reads}\""));
+        }
+        lines.extend(self.node_config.iter().cloned());
+        lines
     }
 
     fn run_id(&self) -> String {
@@ -234,9 +323,11 @@ pub async fn run(args: RunArgs, interrupt: Interrupt) -> anyhow::Result<RunOutco
         mode: args.mode.clone(),
         fsync: args.fsync.clone(),
         simulate_power_loss: args.nemesis.contains(&Fault::PowerLoss),
-        extra_config: args.node_config.clone(),
+        extra_config: args.node_config_lines(),
+        seed: args.seed,
     };
-    let mut cluster = Cluster::prepare(spec)?;
+    let mut cluster = Cluster::prepare(spec).await?;
+    let net = cluster.net();
     cluster.start_all()?;
     tokio::select! {
         ready = cluster.wait_all_ready(RESTART_BOUND) => ready?,
@@ -268,10 +359,16 @@ pub async fn run(args: RunArgs, interrupt: Interrupt) -> anyhow::Result<RunOutco
         seed: args.seed,
     });
     let cluster = Arc::new(Mutex::new(cluster));
-    let result = drive(&args, &workload, &cluster, &recorder, &interrupt).await;
+    let result = drive(&args, &workload, &cluster, &net, &recorder, &interrupt).await;
     cluster.lock().await.stop_all().await;
     if let Err(e) = &result {
         eprintln!("the run stopped early: {e:#}");
+    }
+    if let Some(net) = &net {
+        std::fs::write(
+            dir.join("net-stats.json"),
+            serde_json::to_string_pretty(&net.stats())? + "\n",
+        )?;
     }
 
     let history = recorder.history();
@@ -300,6 +397,7 @@ async fn drive(
     args: &RunArgs,
     workload: &Arc<WorkloadSpec>,
     cluster: &Arc<Mutex<Cluster>>,
+    net: &Option<Arc<FaultNet>>,
     recorder: &Arc<Recorder>,
     interrupt: &Interrupt,
 ) -> anyhow::Result<()> {
@@ -317,7 +415,7 @@ async fn drive(
     }
     let nemesis = Nemesis::new(
         Arc::clone(cluster),
-        None,
+        net.clone(),
         Arc::clone(recorder),
         args.nemesis.clone(),
         Duration::from_secs_f64(args.nemesis_interval),
@@ -432,6 +530,111 @@ pub fn history_file(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn parse(flags: &str) -> RunArgs {
+        let argv = std::iter::once("run").chain(flags.split_whitespace());
+        Cli::try_parse_from(argv)
+            .unwrap_or_else(|e| panic!("{flags}: {e}"))
+            .run
+    }
+
+    fn refusal(flags: &str) -> String {
+        match parse(flags).validate() {
+            Ok(()) => panic!("{flags}: accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn replicated_modes_take_several_nodes_network_faults_and_replication_flags() {
+        for flags in [
+            "--mode leader-follower --nodes 3 --nemesis partition",
+            "--mode leader-follower --nodes 5 --nemesis partition,loss,latency,kill",
+            "--mode leader-follower --nodes 3 --acks quorum --reads leader",
+            "--mode leader-follower --nodes 3 --acks async --reads follower",
+            "--mode leader-follower --nodes 3 --acks all --reads session",
+            "--mode leader-follower --nodes 3 --acks semi-sync:1",
+            "--mode leader-follower --nodes 3 --acks semi-sync:2",
+            "--mode leader-follower --nodes 3 --node-config replication.acks=\"all\"",
+            "--nodes 1 --nemesis kill,pause",
+        ] {
+            parse(flags)
+                .validate()
+                .unwrap_or_else(|e| panic!("{flags}: {e}"));
+        }
+    }
+
+    #[test]
+    fn standalone_refuses_replication_flags_several_nodes_and_network_faults() {
+        for (flags, expected) in [
+            ("--acks quorum", "--acks is a replication setting"),
+            ("--reads leader", "--reads is a replication setting"),
+            ("--nodes 3", "standalone nodes do not replicate"),
+            (
+                "--nemesis kill,partition",
+                "--nemesis partition acts on node-to-node links",
+            ),
+            ("--mode standalone --nemesis loss", "--nemesis loss acts on"),
+        ] {
+            let err = refusal(flags);
+            assert!(err.contains(expected), "{flags}: {err}");
+        }
+    }
+
+    #[test]
+    fn malformed_replication_flags_are_refused_with_the_reason() {
+        let lf = "--mode leader-follower --nodes 3";
+        for (flags, expected) in [
+            ("--acks majority", "--acks must be async, semi-sync:K, quorum or all"),
+            ("--acks semi-sync", "--acks must be"),
+            ("--acks sync:1", "--acks must be"),
+            ("--acks Quorum", "--acks must be"),
+            ("--acks semi-sync:0", "K must be a number of followers from 1 to 2"),
+            ("--acks semi-sync:3", "K must be a number of followers from 1 to 2"),
+            ("--acks semi-sync:x", "K must be a number of followers"),
+            ("--reads any", "--reads must be leader, follower or session"),
+            (
+                "--acks quorum --node-config replication.acks=\"all\"",
+                "--acks and --node-config \"replication.acks=\\\"all\\\"\" both set replication.acks",
+            ),
+            (
+                "--reads leader --node-config replication.reads=\"session\"",
+                "both set replication.reads",
+            ),
+        ] {
+            let err = refusal(&format!("{lf} {flags}"));
+            assert!(err.contains(expected), "{flags}: {err}");
+        }
+        let err = refusal("--mode leader-follower --nodes 1 --nemesis kill,latency");
+        assert!(
+            err.contains("--nemesis latency acts on node-to-node links, and one node has none"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn replication_flags_become_lines_of_the_replication_table() {
+        let args = parse(
+            "--mode leader-follower --nodes 3 --acks semi-sync:1 --reads session \
+             --node-config storage.segment_bytes=4096",
+        );
+        assert_eq!(
+            args.node_config_lines(),
+            [
+                "replication.acks = \"semi-sync:1\"",
+                "replication.reads = \"session\"",
+                "storage.segment_bytes=4096",
+            ]
+        );
+        assert_eq!(parse("").node_config_lines(), Vec::<String>::new());
+    }
 
     #[test]
     fn utc_stamps_match_known_dates() {

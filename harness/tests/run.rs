@@ -13,6 +13,8 @@ use mimeo_harness::{History, Verdict};
 fn args(store: &Path, workload: Workload, nemesis: &[Fault], fsync: &str) -> RunArgs {
     RunArgs {
         mode: "standalone".into(),
+        acks: None,
+        reads: None,
         workload,
         nemesis: nemesis.to_vec(),
         nemesis_interval: 1.5,

@@ -24,6 +24,27 @@
 //! max_key_bytes = 1024
 //! max_value_bytes = 1048576
 //! ```
+//!
+//! A leader-follower node also lists its peers (every other node of the
+//! cluster) and may set the replication knobs:
+//!
+//! ```toml
+//! mode = "leader-follower"
+//!
+//! [replication]
+//! acks = "quorum"          # async | semi-sync:K | quorum | all
+//! reads = "leader"         # leader | follower (default read mode of gets)
+//! heartbeat_ms = 50
+//! election_timeout_min_ms = 300
+//! election_timeout_max_ms = 600
+//! write_timeout_ms = 2000
+//! read_timeout_ms = 2000
+//!
+//! [[replication.peers]]
+//! id = "n2"
+//! addr = "127.0.0.1:7002"          # where this node sends n2 peer traffic
+//! client_addr = "127.0.0.1:7002"   # n2's client address, for redirects
+//! ```
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -67,20 +88,23 @@ pub enum ConfigError {
     },
 }
 
-/// How a node replicates. Only `standalone` exists so far; the replicator
-/// crates add their modes here.
+/// How a node replicates.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// One node, no replication: linearizable by construction.
     #[default]
     Standalone,
+    /// One leader per term streams its log to followers
+    /// (`mimeo-leader-follower`); see the `[replication]` section.
+    LeaderFollower,
 }
 
 impl std::fmt::Display for Mode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Mode::Standalone => f.write_str("standalone"),
+            Mode::LeaderFollower => f.write_str("leader-follower"),
         }
     }
 }
@@ -105,6 +129,171 @@ pub struct NodeConfig {
     pub storage: StorageSection,
     /// Request and frame size limits.
     pub limits: LimitsSection,
+    /// Replication settings (replicated modes only).
+    pub replication: ReplicationSection,
+}
+
+/// Replication settings of the replicated modes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationSection {
+    /// When a write is acknowledged: `async` (the leader has it durably),
+    /// `semi-sync:K` (and K followers), `quorum` (a majority including the
+    /// leader: never lost) or `all`.
+    pub acks: String,
+    /// The read mode of gets that do not ask for one: `leader`
+    /// (linearizable) or `follower` (any replica, possibly stale).
+    pub reads: String,
+    /// How often a leader sends heartbeats.
+    pub heartbeat_ms: u64,
+    /// A follower that hears no leader for a random time between these
+    /// two starts an election.
+    pub election_timeout_min_ms: u64,
+    /// See `election_timeout_min_ms`.
+    pub election_timeout_max_ms: u64,
+    /// How long a write waits for its acknowledgement before the client is
+    /// told the outcome is unknown.
+    pub write_timeout_ms: u64,
+    /// How long a read waits (for leadership confirmation, or for a
+    /// replica to catch up to a session's position).
+    pub read_timeout_ms: u64,
+    /// Every other node of the cluster.
+    pub peers: Vec<PeerConfig>,
+}
+
+/// Another node of the cluster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Its node id (its certificate is `node-<id>.pem`).
+    pub id: String,
+    /// Where this node sends it replication traffic (its listen address,
+    /// or a proxy in front of it).
+    pub addr: SocketAddr,
+    /// Its client address, given to clients that this node redirects to
+    /// it. Default: `addr`.
+    #[serde(default)]
+    pub client_addr: Option<SocketAddr>,
+}
+
+impl Default for ReplicationSection {
+    fn default() -> Self {
+        ReplicationSection {
+            acks: "quorum".into(),
+            reads: "leader".into(),
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            write_timeout_ms: 2_000,
+            read_timeout_ms: 2_000,
+            peers: Vec::new(),
+        }
+    }
+}
+
+impl ReplicationSection {
+    /// The ack mode named by `acks`.
+    pub fn ack_mode(&self) -> Result<mimeo_leader_follower::AckMode, ConfigError> {
+        use mimeo_leader_follower::AckMode;
+        let invalid = |problem: String| ConfigError::Invalid {
+            field: "replication.acks",
+            problem,
+        };
+        match self.acks.as_str() {
+            "async" => Ok(AckMode::Async),
+            "quorum" => Ok(AckMode::Quorum),
+            "all" => Ok(AckMode::All),
+            other => match other.strip_prefix("semi-sync:") {
+                Some(k) => {
+                    let k: usize = k.parse().map_err(|_| {
+                        invalid(format!("{other:?}: K in semi-sync:K must be a number"))
+                    })?;
+                    if k == 0 || k > self.peers.len() {
+                        return Err(invalid(format!(
+                            "{other:?}: K must be between 1 and the number of followers ({})",
+                            self.peers.len()
+                        )));
+                    }
+                    Ok(AckMode::SemiSync(k))
+                }
+                None => Err(invalid(format!(
+                    "{other:?} is not one of async, semi-sync:K, quorum, all"
+                ))),
+            },
+        }
+    }
+
+    /// The read mode named by `reads`.
+    pub fn read_mode(&self) -> Result<mimeo_leader_follower::ReadMode, ConfigError> {
+        use mimeo_leader_follower::ReadMode;
+        match self.reads.as_str() {
+            "leader" => Ok(ReadMode::Leader),
+            "follower" => Ok(ReadMode::Follower {
+                max_staleness_ms: None,
+            }),
+            other => Err(ConfigError::Invalid {
+                field: "replication.reads",
+                problem: format!(
+                    "{other:?} is not one of leader, follower (session reads are asked for per \
+                     request by clients that carry a position)"
+                ),
+            }),
+        }
+    }
+
+    fn validate(&self, mode: Mode, node_id: &str) -> Result<(), ConfigError> {
+        let invalid = |field, problem: String| Err(ConfigError::Invalid { field, problem });
+        if mode == Mode::Standalone {
+            if !self.peers.is_empty() {
+                return invalid(
+                    "replication.peers",
+                    "is set but mode is \"standalone\": set mode = \"leader-follower\" or remove the peers".into(),
+                );
+            }
+            return Ok(());
+        }
+        if self.peers.is_empty() {
+            return invalid(
+                "replication.peers",
+                format!("must list the other nodes of the cluster for mode \"{mode}\""),
+            );
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for peer in &self.peers {
+            if peer.id == node_id {
+                return invalid(
+                    "replication.peers",
+                    format!("lists this node ({node_id}) itself; list only the others"),
+                );
+            }
+            if !seen.insert(peer.id.as_str()) {
+                return invalid("replication.peers", format!("lists {} twice", peer.id));
+            }
+        }
+        self.ack_mode()?;
+        self.read_mode()?;
+        if self.heartbeat_ms == 0 {
+            return invalid("replication.heartbeat_ms", "must be at least 1".into());
+        }
+        if self.election_timeout_min_ms <= self.heartbeat_ms
+            || self.election_timeout_max_ms <= self.election_timeout_min_ms
+        {
+            return invalid(
+                "replication.election_timeout_min_ms",
+                format!(
+                    "must exceed heartbeat_ms ({}) and be below election_timeout_max_ms ({})",
+                    self.heartbeat_ms, self.election_timeout_max_ms
+                ),
+            );
+        }
+        if self.write_timeout_ms == 0 || self.read_timeout_ms == 0 {
+            return invalid(
+                "replication.write_timeout_ms",
+                "write_timeout_ms and read_timeout_ms must be at least 1".into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Where the node's certificates are.
@@ -163,6 +352,7 @@ impl Default for NodeConfig {
             tls: TlsSection::default(),
             storage: StorageSection::default(),
             limits: LimitsSection::default(),
+            replication: ReplicationSection::default(),
         }
     }
 }
@@ -280,7 +470,7 @@ impl NodeConfig {
         if self.limits.request_timeout_ms == 0 {
             return invalid("limits.request_timeout_ms", "must be at least 1");
         }
-        Ok(())
+        self.replication.validate(self.mode, &self.node_id)
     }
 
     /// The request timeout as a duration.

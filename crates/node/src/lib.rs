@@ -30,6 +30,7 @@ pub mod cli;
 mod clock;
 mod cluster;
 pub mod config;
+mod leader_follower;
 mod server;
 mod standalone;
 

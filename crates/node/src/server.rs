@@ -8,21 +8,51 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use mimeo_storage::{Options, PowerLossBackend, Store};
 use mimeo_wire::{
-    AdminRequest, AdminResponse, ClientRequest, Protocol, Role, TlsIdentity, TransportConfig,
+    AdminRequest, AdminResponse, ClientRequest, ClientResponse, ErrorKind, NodeStatus, PeerBus,
+    Protocol, Role, TlsIdentity, TransportConfig,
 };
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
-use crate::config::NodeConfig;
+use crate::config::{Mode, NodeConfig};
+use crate::leader_follower::LeaderFollower;
 use crate::standalone::Standalone;
+
+/// The service behind the client protocol, by mode.
+#[derive(Clone)]
+enum Service {
+    Standalone(Arc<Standalone>),
+    LeaderFollower(Arc<LeaderFollower>),
+}
+
+impl Service {
+    async fn handle(self, request: ClientRequest) -> ClientResponse {
+        match self {
+            Service::Standalone(s) => s.handle(request).await,
+            Service::LeaderFollower(s) => s.handle(request).await,
+        }
+    }
+
+    async fn status(&self) -> Option<NodeStatus> {
+        match self {
+            Service::Standalone(s) => Some(s.status()),
+            Service::LeaderFollower(s) => s.status().await,
+        }
+    }
+}
 
 /// What every connection task shares.
 struct Shared {
     config: NodeConfig,
     transport: TransportConfig,
-    service: Arc<Standalone>,
+    service: Service,
+    /// Replication traffic (replicated modes only).
+    bus: Option<Arc<PeerBus>>,
     clock: Arc<Clock>,
     shutdown: Notify,
+    /// Set when the node must stop because of a failure (the replication
+    /// driver could not persist).
+    failed: std::sync::Mutex<Option<String>>,
 }
 
 /// Runs a node until SIGTERM, SIGINT or an admin `Shutdown`, then stops
@@ -49,11 +79,16 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         );
     }
 
-    let options = Options {
+    let mut options = Options {
         fsync: config.storage.fsync,
         segment_bytes: config.storage.segment_bytes,
         ..Options::default()
     };
+    if config.mode == Mode::LeaderFollower {
+        // The replicated log is kept whole: followers catch up entry by
+        // entry, and recovery replays it from index 1.
+        options.compact_min_bytes = u64::MAX;
+    }
     let data_dir = config.data_dir.clone();
     let simulate_power_loss = config.storage.simulate_power_loss;
     if simulate_power_loss {
@@ -79,18 +114,43 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     let local = endpoint.local_addr()?;
 
     let clock = Arc::new(Clock::default());
-    let service = Arc::new(Standalone::new(
-        Arc::clone(&store),
-        config.clone(),
-        Arc::clone(&clock),
-    ));
+    let (service, bus, driver) = match config.mode {
+        Mode::Standalone => {
+            let service = Arc::new(Standalone::new(
+                Arc::clone(&store),
+                config.clone(),
+                Arc::clone(&clock),
+            ));
+            (Service::Standalone(service), None, None)
+        }
+        Mode::LeaderFollower => {
+            let (service, bus, driver) =
+                start_leader_follower(&config, &identity, &transport, &store, &clock)?;
+            (Service::LeaderFollower(service), Some(bus), Some(driver))
+        }
+    };
     let shared = Arc::new(Shared {
         config: config.clone(),
         transport,
         service,
+        bus,
         clock,
         shutdown: Notify::new(),
+        failed: std::sync::Mutex::new(None),
     });
+    if let Some(driver) = driver {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let outcome = match driver.await {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => format!("the replication driver panicked: {e}"),
+            };
+            tracing::error!(error = %outcome, "replication stopped; shutting the node down");
+            *shared.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+            shared.shutdown.notify_one();
+        });
+    }
 
     let last = store.last_position();
     tracing::info!(node = %config.node_id, %local, mode = %config.mode, fsync = %config.storage.fsync, simulate_power_loss, last_index = last.index, "serving");
@@ -115,6 +175,9 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         }
     }
 
+    if let Service::LeaderFollower(service) = &shared.service {
+        service.step_down().await;
+    }
     endpoint.close(0u32.into(), b"node shutting down");
     let syncing = Arc::clone(&store);
     tokio::task::spawn_blocking(move || syncing.sync())
@@ -127,7 +190,90 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         tracing::warn!("connections did not close within 2 s; exiting anyway");
     }
     tracing::info!(node = %config.node_id, "stopped");
-    Ok(())
+    let failed = shared
+        .failed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    match failed {
+        Some(reason) => bail!("{reason}"),
+        None => Ok(()),
+    }
+}
+
+/// The task running a replication driver.
+type DriverTask = tokio::task::JoinHandle<Result<(), mimeo_leader_follower::driver::DriverError>>;
+
+/// Recovers the leader-follower core from storage, starts the peer bus and
+/// the driver task.
+fn start_leader_follower(
+    config: &NodeConfig,
+    identity: &TlsIdentity,
+    transport: &TransportConfig,
+    store: &Arc<Store>,
+    clock: &Arc<Clock>,
+) -> anyhow::Result<(Arc<LeaderFollower>, Arc<PeerBus>, DriverTask)> {
+    use mimeo_leader_follower::driver::{self, Driver};
+    let replication = &config.replication;
+    let names = crate::leader_follower::names(config);
+    let id = |name: &str| names.id(name).expect("every configured node has an id");
+    let mut core_config = mimeo_leader_follower::Config::new(
+        id(&config.node_id),
+        replication.peers.iter().map(|p| id(&p.id)).collect(),
+    );
+    core_config.heartbeat_interval_ms = replication.heartbeat_ms;
+    core_config.election_timeout_min_ms = replication.election_timeout_min_ms;
+    core_config.election_timeout_max_ms = replication.election_timeout_max_ms;
+    core_config.write_timeout_ms = replication.write_timeout_ms;
+    core_config.read_timeout_ms = replication.read_timeout_ms;
+    core_config.ack = replication.ack_mode()?;
+    core_config.default_read = replication.read_mode()?;
+    // Different nodes must draw different election timeouts, and restarts
+    // of one node different ones too.
+    core_config.seed = core_config.id ^ std::process::id() as u64;
+    let origin = std::time::Instant::now();
+    let core = driver::recover(
+        core_config,
+        store,
+        &config.data_dir,
+        mimeo_leader_follower::Millis(0),
+    )
+    .context("recovering the leader-follower state")?;
+
+    let peer_endpoint = mimeo_wire::client_endpoint(identity, transport)
+        .context("creating the endpoint for peer connections")?;
+    let peers = replication
+        .peers
+        .iter()
+        .map(|p| (p.id.clone(), p.addr))
+        .collect();
+    let (bus, inbound) = PeerBus::new(
+        peer_endpoint,
+        config.node_id.clone(),
+        peers,
+        config.cluster_id.clone(),
+        transport.clone(),
+    )?;
+    let bus = Arc::new(bus);
+    let (driver, handle) = Driver::new(
+        core,
+        names,
+        Arc::clone(&bus),
+        inbound,
+        Arc::clone(store),
+        config.data_dir.clone(),
+        origin,
+    );
+    let task = tokio::spawn(driver.run());
+    let counted = Arc::clone(store);
+    let service = Arc::new(LeaderFollower::new(
+        handle,
+        Arc::clone(&bus),
+        config.clone(),
+        Arc::clone(clock),
+        Box::new(move || counted.stats().live_keys as u64),
+    ));
+    Ok((service, bus, task))
 }
 
 /// Opens the store on the real disk or, with `simulate_power_loss`, on a
@@ -172,9 +318,9 @@ async fn handle_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
     let max_frame = shared.transport.max_frame;
     let result = match protocol {
         Protocol::Client => {
-            let service = Arc::clone(&shared.service);
+            let service = shared.service.clone();
             mimeo_wire::serve_rpc(conn, max_frame, move |request: ClientRequest| {
-                Arc::clone(&service).handle(request)
+                service.clone().handle(request)
             })
             .await
         }
@@ -182,12 +328,15 @@ async fn handle_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
             let shared = Arc::clone(&shared);
             mimeo_wire::serve_rpc(conn, max_frame, move |request: AdminRequest| {
                 let shared = Arc::clone(&shared);
-                async move { admin(&shared, request) }
+                async move { admin(&shared, request).await }
             })
             .await
         }
         Protocol::Peer => {
-            conn.close(1u32.into(), b"standalone nodes take no peer connections");
+            match &shared.bus {
+                Some(bus) => bus.accept(conn),
+                None => conn.close(1u32.into(), b"standalone nodes take no peer connections"),
+            }
             Ok(())
         }
     };
@@ -196,9 +345,15 @@ async fn handle_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
     }
 }
 
-fn admin(shared: &Shared, request: AdminRequest) -> AdminResponse {
+async fn admin(shared: &Shared, request: AdminRequest) -> AdminResponse {
     match request {
-        AdminRequest::Status => AdminResponse::Status(shared.service.status()),
+        AdminRequest::Status => match shared.service.status().await {
+            Some(status) => AdminResponse::Status(status),
+            None => AdminResponse::Error {
+                kind: ErrorKind::Internal,
+                message: "the replication driver has stopped".into(),
+            },
+        },
         AdminRequest::SetClockOffset { offset_ms } => {
             tracing::info!(offset_ms, "clock offset set by admin");
             shared.clock.set_offset_ms(offset_ms);

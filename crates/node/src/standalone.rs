@@ -48,7 +48,7 @@ impl Standalone {
     /// Serves one client request. Storage calls block, so they run on the
     /// blocking pool.
     pub(crate) async fn handle(self: Arc<Self>, request: ClientRequest) -> ClientResponse {
-        if let Err((kind, message)) = self.check_limits(&request) {
+        if let Err((kind, message)) = check_limits(&self.config.limits, &request) {
             return error(kind, message);
         }
         if let ClientRequest::Status = request {
@@ -70,45 +70,6 @@ impl Standalone {
                 ),
             ),
         }
-    }
-
-    /// Refuses empty or oversized keys and values before any work is done.
-    fn check_limits(&self, request: &ClientRequest) -> Result<(), (ErrorKind, String)> {
-        let limits = &self.config.limits;
-        let (key, value) = match request {
-            ClientRequest::Get { key, .. } | ClientRequest::Delete { key } => (Some(key), None),
-            ClientRequest::Put { key, value } => (Some(key), Some(value)),
-            ClientRequest::Cas { key, new, .. } => (Some(key), Some(new)),
-            ClientRequest::Status => (None, None),
-        };
-        if let Some(key) = key {
-            if key.is_empty() {
-                return Err((ErrorKind::BadRequest, "the key is empty".into()));
-            }
-            if key.len() > limits.max_key_bytes {
-                return Err((
-                    ErrorKind::TooLarge,
-                    format!(
-                        "key of {} bytes exceeds limits.max_key_bytes = {}",
-                        key.len(),
-                        limits.max_key_bytes
-                    ),
-                ));
-            }
-        }
-        if let Some(value) = value {
-            if value.len() > limits.max_value_bytes {
-                return Err((
-                    ErrorKind::TooLarge,
-                    format!(
-                        "value of {} bytes exceeds limits.max_value_bytes = {}",
-                        value.len(),
-                        limits.max_value_bytes
-                    ),
-                ));
-            }
-        }
-        Ok(())
     }
 
     fn handle_blocking(&self, request: ClientRequest) -> ClientResponse {
@@ -218,6 +179,48 @@ impl Standalone {
     }
 }
 
+/// Refuses empty or oversized keys and values before any work is done
+/// (every mode applies the same limits).
+pub(crate) fn check_limits(
+    limits: &crate::config::LimitsSection,
+    request: &ClientRequest,
+) -> Result<(), (ErrorKind, String)> {
+    let (key, value) = match request {
+        ClientRequest::Get { key, .. } | ClientRequest::Delete { key } => (Some(key), None),
+        ClientRequest::Put { key, value } => (Some(key), Some(value)),
+        ClientRequest::Cas { key, new, .. } => (Some(key), Some(new)),
+        ClientRequest::Status => (None, None),
+    };
+    if let Some(key) = key {
+        if key.is_empty() {
+            return Err((ErrorKind::BadRequest, "the key is empty".into()));
+        }
+        if key.len() > limits.max_key_bytes {
+            return Err((
+                ErrorKind::TooLarge,
+                format!(
+                    "key of {} bytes exceeds limits.max_key_bytes = {}",
+                    key.len(),
+                    limits.max_key_bytes
+                ),
+            ));
+        }
+    }
+    if let Some(value) = value {
+        if value.len() > limits.max_value_bytes {
+            return Err((
+                ErrorKind::TooLarge,
+                format!(
+                    "value of {} bytes exceeds limits.max_value_bytes = {}",
+                    value.len(),
+                    limits.max_value_bytes
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn written(outcome: WriteOutcome) -> ClientResponse {
     match outcome {
         WriteOutcome::Written(position) => ClientResponse::Written {
@@ -227,13 +230,13 @@ fn written(outcome: WriteOutcome) -> ClientResponse {
     }
 }
 
-fn position_to_wire(position: LogPosition) -> Position {
+pub(crate) fn position_to_wire(position: LogPosition) -> Position {
     Position {
         term: position.term,
         index: position.index,
     }
 }
 
-fn error(kind: ErrorKind, message: String) -> ClientResponse {
+pub(crate) fn error(kind: ErrorKind, message: String) -> ClientResponse {
     ClientResponse::Error { kind, message }
 }

@@ -26,6 +26,19 @@
 //! with an error and its stream closed; the connection and every other
 //! request carry on.
 //!
+//! # Peer messaging
+//!
+//! [`PeerBus`] carries replication traffic between nodes: `send` queues a
+//! message for a peer and returns at once; one task per peer keeps a
+//! connection to it (hello with [`Protocol::Peer`], the peer's certificate
+//! checked, reconnection with capped backoff) and streams the queue in
+//! order on one long-lived unidirectional stream. The node's accept loop
+//! hands peer connections to [`PeerBus::accept`], and the messages come out
+//! of a bounded receiver. Delivery is best effort and every queue is
+//! bounded: the replicators retry on their own ticks. A frame is delivered
+//! only when its `from` is the node named by the certificate it arrived
+//! under.
+//!
 //! # Security
 //!
 //! [`generate_certs`] (behind `mimeo certs init`) writes a cluster CA and one
@@ -88,6 +101,7 @@
 mod certs;
 mod frame;
 mod message;
+mod peer;
 mod transport;
 
 pub use certs::{
@@ -102,6 +116,7 @@ pub use message::{
     HelloReply, NodeStatus, PeerMessage, PeerStatus, Position, Protocol, ReadConsistency,
     RefusalReason, PROTOCOL_VERSION,
 };
+pub use peer::{PeerBus, PeerBusConfig, PeerError, PeerStats, BATCH_BYTES};
 pub use transport::{
     accept_hello, call, client_endpoint, codes, connect, peer_role, serve_rpc, server_endpoint,
     TransportConfig, WireError,

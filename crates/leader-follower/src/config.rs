@@ -1,0 +1,172 @@
+//! The core's settings.
+
+use crate::types::{AckMode, NodeId, ReadMode};
+
+/// Settings of one node's core. Every node of a cluster should use the same
+/// timings and defaults; `id` and `peers` differ.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Config {
+    /// This node's id.
+    pub id: NodeId,
+    /// The other nodes of the cluster (not including `id`).
+    pub peers: Vec<NodeId>,
+    /// How often a leader sends heartbeats.
+    pub heartbeat_interval_ms: u64,
+    /// A follower that has not heard from a leader for a random time in
+    /// `election_timeout_min_ms..election_timeout_max_ms` starts an
+    /// election. A node that heard from a leader less than
+    /// `election_timeout_min_ms` ago ignores vote requests, and a leader
+    /// that has not heard from a majority for `election_timeout_max_ms`
+    /// steps down.
+    pub election_timeout_min_ms: u64,
+    /// See `election_timeout_min_ms`.
+    pub election_timeout_max_ms: u64,
+    /// The cluster's ack mode; a request can override it.
+    pub ack: AckMode,
+    /// The read mode of gets that do not name one.
+    pub default_read: ReadMode,
+    /// How long a write waits for its acknowledgement before it is
+    /// reported as [`Unknown::TimedOut`](crate::Unknown::TimedOut).
+    pub write_timeout_ms: u64,
+    /// How long a read waits (for leadership confirmation or for the
+    /// replica to apply far enough).
+    pub read_timeout_ms: u64,
+    /// Flow control: at most this many append messages in flight to one
+    /// follower.
+    pub max_inflight_msgs: usize,
+    /// Flow control: at most this many entries in one append message.
+    pub max_batch_entries: usize,
+    /// An in-flight window that sees no acknowledgement for this long is
+    /// assumed lost and resent from the follower's match index.
+    pub retransmit_ms: u64,
+    /// Seed of the core's random election timeouts.
+    pub seed: u64,
+}
+
+impl Config {
+    /// Settings with the defaults below for `id` among `peers`.
+    ///
+    /// Heartbeats every 50 ms, elections after 300–600 ms of silence,
+    /// `quorum` acks, leader reads, 2 s write and read timeouts, 8 messages
+    /// of at most 256 entries in flight per follower, retransmission after
+    /// 200 ms, seed = `id`.
+    pub fn new(id: NodeId, peers: Vec<NodeId>) -> Config {
+        Config {
+            id,
+            peers,
+            heartbeat_interval_ms: 50,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            ack: AckMode::Quorum,
+            default_read: ReadMode::Leader,
+            write_timeout_ms: 2_000,
+            read_timeout_ms: 2_000,
+            max_inflight_msgs: 8,
+            max_batch_entries: 256,
+            retransmit_ms: 200,
+            seed: id,
+        }
+    }
+
+    /// Checks the settings hang together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.peers.contains(&self.id) {
+            return Err(ConfigError::SelfInPeers { id: self.id });
+        }
+        let mut sorted = self.peers.clone();
+        sorted.sort_unstable();
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ConfigError::DuplicatePeer { id: w[0] });
+        }
+        if self.heartbeat_interval_ms == 0 {
+            return Err(ConfigError::Zero {
+                field: "heartbeat_interval_ms",
+            });
+        }
+        if self.max_inflight_msgs == 0 {
+            return Err(ConfigError::Zero {
+                field: "max_inflight_msgs",
+            });
+        }
+        if self.max_batch_entries == 0 {
+            return Err(ConfigError::Zero {
+                field: "max_batch_entries",
+            });
+        }
+        if self.election_timeout_min_ms <= self.heartbeat_interval_ms
+            || self.election_timeout_max_ms <= self.election_timeout_min_ms
+        {
+            return Err(ConfigError::ElectionTimeout {
+                heartbeat_ms: self.heartbeat_interval_ms,
+                min_ms: self.election_timeout_min_ms,
+                max_ms: self.election_timeout_max_ms,
+            });
+        }
+        if let AckMode::SemiSync(k) = self.ack {
+            if k == 0 || k > self.peers.len() {
+                return Err(ConfigError::SemiSync {
+                    k,
+                    followers: self.peers.len(),
+                });
+            }
+        }
+        if let crate::ReadMode::Session { .. } = self.default_read {
+            return Err(ConfigError::SessionDefault);
+        }
+        Ok(())
+    }
+
+    /// The number of nodes that make a majority of the cluster.
+    pub fn majority(&self) -> usize {
+        let cluster = self.peers.len() + 1;
+        cluster / 2 + 1
+    }
+}
+
+/// A [`Config`] that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `peers` lists the node itself.
+    #[error("peers lists this node's own id {id}; list only the other nodes")]
+    SelfInPeers {
+        /// The id.
+        id: NodeId,
+    },
+    /// `peers` lists a node twice.
+    #[error("peers lists node {id} twice")]
+    DuplicatePeer {
+        /// The id.
+        id: NodeId,
+    },
+    /// A setting that must be positive is zero.
+    #[error("{field} must be greater than zero")]
+    Zero {
+        /// The setting.
+        field: &'static str,
+    },
+    /// The election timeouts do not satisfy heartbeat < min < max.
+    #[error(
+        "election timeouts must satisfy heartbeat_interval_ms ({heartbeat_ms}) < \
+         election_timeout_min_ms ({min_ms}) < election_timeout_max_ms ({max_ms})"
+    )]
+    ElectionTimeout {
+        /// heartbeat_interval_ms.
+        heartbeat_ms: u64,
+        /// election_timeout_min_ms.
+        min_ms: u64,
+        /// election_timeout_max_ms.
+        max_ms: u64,
+    },
+    /// `semi-sync:K` with K outside 1..=followers.
+    #[error("ack mode semi-sync:{k} needs 1 <= K <= the number of followers ({followers})")]
+    SemiSync {
+        /// K.
+        k: usize,
+        /// The number of followers.
+        followers: usize,
+    },
+    /// A session read needs a position, so it cannot be the default.
+    #[error("default_read cannot be `session`: a session read needs the client's position")]
+    SessionDefault,
+}

@@ -1,0 +1,1342 @@
+//! The replication state machine: elections, log shipping, commit, ack
+//! modes and reads, with no I/O.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use mimeo_storage::LogPosition;
+
+use crate::config::{Config, ConfigError};
+use crate::message::{AppendResult, PeerMsg};
+use crate::output::{FollowerLag, Output, Persist, Role, Status};
+use crate::progress::{Mode, Progress};
+use crate::types::{
+    AckMode, ClientOp, Command, HardState, LogEntry, Millis, NodeId, ReadMode, Reply, RequestId,
+    Unavailable, Unknown,
+};
+
+/// The state of one key in the applied view: its value (`None` for a
+/// tombstone) and the position of the write that produced it.
+type KeyState = (Option<Vec<u8>>, LogPosition);
+
+/// A write waiting for its acknowledgement.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct PendingWrite {
+    position: LogPosition,
+    ack: AckMode,
+    deadline: Millis,
+}
+
+/// What a pending read waits for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum ReadWait {
+    /// Leadership confirmed by heartbeat round `seq`, and `read_index`
+    /// applied.
+    Leader { read_index: u64, seq: u64 },
+    /// `after` applied.
+    Session { after: LogPosition },
+}
+
+/// A read (or a cas that found a mismatch, which is a read too) waiting.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct PendingRead {
+    key: Vec<u8>,
+    wait: ReadWait,
+    /// For a cas: the expected value, the new value and the ack mode.
+    cas: Option<(Option<Vec<u8>>, Vec<u8>, AckMode)>,
+    deadline: Millis,
+}
+
+/// A leadership transfer in progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Transfer {
+    target: NodeId,
+    deadline: Millis,
+}
+
+/// A log entry with the time this node received (or created) it, for lag
+/// in seconds.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Stored {
+    entry: LogEntry,
+    at: Millis,
+}
+
+/// One node's leader-follower replication state machine.
+///
+/// It never performs I/O: inputs are the `handle_*`, [`tick`](Core::tick),
+/// [`persisted`](Core::persisted) and
+/// [`transfer_leadership`](Core::transfer_leadership) calls, each with the
+/// current time; outputs are drained with [`poll_output`](Core::poll_output),
+/// and [`next_timeout`](Core::next_timeout) says when to call `tick`.
+///
+/// # The rules
+///
+/// Elections and commit follow Raft: one vote per term, persisted before it
+/// is sent; votes only for candidates whose last position `(term, index)`
+/// is at least the voter's; appends carry the previous position and are
+/// refused unless it matches; a conflicting suffix is truncated (and
+/// counted in [`Status::rolled_back_entries`]); a leader commits an index
+/// once a majority (itself included) holds it durably and its entry is of
+/// the leader's term; a new leader appends a [`Command::Noop`] so that
+/// earlier entries commit. A node that heard from a leader less than
+/// `election_timeout_min_ms` ago ignores vote requests (so a node rejoining
+/// after a partition does not depose a healthy leader), and a leader that
+/// has not heard from a majority for `election_timeout_max_ms` steps down.
+///
+/// # What is applied, and what reads see
+///
+/// The key-value view applies entries once they are **committed**
+/// (majority durable), on every node. Ack modes only decide when the client
+/// hears back; they do not change what is applied. Hence:
+///
+/// - `quorum` and `all` writes are acknowledged once committed, so every
+///   read mode started after the acknowledgement (on a replica that has
+///   caught up) sees them;
+/// - `async` and `semi-sync` writes are acknowledged earlier, and are not
+///   visible to any read until they commit. A **leader read** waits for
+///   them: its read index is the highest of the commit index, the index of
+///   the leader's own no-op, and the highest index it acknowledged, so a
+///   leader read never misses a write that leader acknowledged (it times
+///   out instead if the write cannot commit). A **session read** after an
+///   async write waits until the write commits on the replica, and reports
+///   [`Unavailable::SessionDiverged`] if the write was lost. A **follower
+///   read** may miss them, as it may miss anything recent.
+/// - Reads never see an entry that could be rolled back.
+///
+/// A cas compares against the newest state in the leader's log (including
+/// entries not yet committed, which is what a write appended after them
+/// will follow). When the comparison fails, the mismatch is a read: it is
+/// reported only after a leader-read round confirms it (and re-evaluated
+/// then).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Core {
+    config: Config,
+    rng: u64,
+    hard: HardState,
+    role: Role,
+    leader: Option<NodeId>,
+    log: Vec<Stored>,
+    commit: u64,
+    applied: u64,
+    durable: u64,
+    kv: BTreeMap<Vec<u8>, KeyState>,
+    election_deadline: Millis,
+    leader_contact: Option<Millis>,
+    /// Highest index known to match the current leader's log (follower).
+    leader_match: u64,
+    /// When this node last knew it had applied the leader's commit index.
+    fresh_at: Option<Millis>,
+    votes: BTreeSet<NodeId>,
+    progress: BTreeMap<NodeId, Progress>,
+    heartbeat_due: Millis,
+    read_seq: u64,
+    term_start: u64,
+    acked_through: u64,
+    transfer: Option<Transfer>,
+    writes: BTreeMap<RequestId, PendingWrite>,
+    reads: BTreeMap<RequestId, PendingRead>,
+    out: VecDeque<Output>,
+    elections_started: u64,
+    elections_won: u64,
+    rolled_back: u64,
+}
+
+/// The log a node recovered from storage cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecoverError {
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The entries do not have consecutive indexes from 1.
+    #[error("recovered log entry {found} where index {expected} was expected: the log must be contiguous from 1 (was it compacted?)")]
+    Gap {
+        /// The index that should come next.
+        expected: u64,
+        /// The index found.
+        found: u64,
+    },
+    /// An entry's term is lower than the one before it, or higher than the
+    /// hard state's term.
+    #[error("recovered log entry at index {index} has term {term}, out of order (previous term {previous}, hard state term {hard_term})")]
+    BadTerm {
+        /// The entry's index.
+        index: u64,
+        /// Its term.
+        term: u64,
+        /// The previous entry's term.
+        previous: u64,
+        /// The hard state's term.
+        hard_term: u64,
+    },
+}
+
+impl Core {
+    /// A node with an empty log.
+    pub fn new(config: Config, now: Millis) -> Result<Core, ConfigError> {
+        Core::recover(config, now, HardState::default(), Vec::new()).map_err(|e| match e {
+            RecoverError::Config(c) => c,
+            other => unreachable!("an empty log cannot be invalid: {other}"),
+        })
+    }
+
+    /// A node restarting with what it had persisted: its hard state and
+    /// its log (every entry, from index 1; all of it is treated as
+    /// durable). The commit index is not persisted: it is learnt again from
+    /// the leader, and the key-value view rebuilt as entries commit.
+    pub fn recover(
+        config: Config,
+        now: Millis,
+        hard_state: HardState,
+        entries: Vec<LogEntry>,
+    ) -> Result<Core, RecoverError> {
+        config.validate()?;
+        let mut previous = 0;
+        for (i, e) in entries.iter().enumerate() {
+            let expected = i as u64 + 1;
+            if e.position.index != expected {
+                return Err(RecoverError::Gap {
+                    expected,
+                    found: e.position.index,
+                });
+            }
+            if e.position.term < previous || e.position.term > hard_state.term {
+                return Err(RecoverError::BadTerm {
+                    index: expected,
+                    term: e.position.term,
+                    previous,
+                    hard_term: hard_state.term,
+                });
+            }
+            previous = e.position.term;
+        }
+        let durable = entries.len() as u64;
+        let mut core = Core {
+            rng: config.seed ^ 0x9E37_79B9_7F4A_7C15,
+            config,
+            hard: hard_state,
+            role: Role::Follower,
+            leader: None,
+            log: entries
+                .into_iter()
+                .map(|entry| Stored { entry, at: now })
+                .collect(),
+            commit: 0,
+            applied: 0,
+            durable,
+            kv: BTreeMap::new(),
+            election_deadline: now,
+            leader_contact: None,
+            leader_match: 0,
+            fresh_at: None,
+            votes: BTreeSet::new(),
+            progress: BTreeMap::new(),
+            heartbeat_due: now,
+            read_seq: 0,
+            term_start: 0,
+            acked_through: 0,
+            transfer: None,
+            writes: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            out: VecDeque::new(),
+            elections_started: 0,
+            elections_won: 0,
+            rolled_back: 0,
+        };
+        core.reset_election_deadline(now);
+        Ok(core)
+    }
+
+    // ---------------------------------------------------------------- queries
+
+    /// The next output for the driver, in order.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When the driver should next call [`tick`](Core::tick).
+    pub fn next_timeout(&self) -> Millis {
+        let own = match self.role {
+            Role::Leader => self
+                .transfer
+                .map_or(self.heartbeat_due, |t| t.deadline.min(self.heartbeat_due)),
+            Role::Follower | Role::Candidate => self.election_deadline,
+        };
+        let writes = self.writes.values().map(|w| w.deadline);
+        let reads = self.reads.values().map(|r| r.deadline);
+        writes.chain(reads).fold(own, Millis::min)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    /// This node's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The current term.
+    pub fn term(&self) -> u64 {
+        self.hard.term
+    }
+
+    /// The durable hard state (as last handed to the driver).
+    pub fn hard_state(&self) -> HardState {
+        self.hard
+    }
+
+    /// The leader this node knows of in the current term.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    /// The highest index known committed.
+    pub fn commit_index(&self) -> u64 {
+        self.commit
+    }
+
+    /// The highest index applied to the key-value view.
+    pub fn applied_index(&self) -> u64 {
+        self.applied
+    }
+
+    /// The last log position (0/0 when the log is empty).
+    pub fn last_position(&self) -> LogPosition {
+        self.log
+            .last()
+            .map(|s| s.entry.position)
+            .unwrap_or_default()
+    }
+
+    /// The entry at `index`, if this node has it.
+    pub fn entry(&self, index: u64) -> Option<&LogEntry> {
+        let i = usize::try_from(index.checked_sub(1)?).ok()?;
+        self.log.get(i).map(|s| &s.entry)
+    }
+
+    /// The applied state of `key`: its value (`None` for a tombstone) and
+    /// the position that wrote it; `None` when never written.
+    pub fn applied_value(&self, key: &[u8]) -> Option<(Option<&[u8]>, LogPosition)> {
+        self.kv.get(key).map(|(v, p)| (v.as_deref(), *p))
+    }
+
+    /// Status and lag, as of `now`.
+    pub fn status(&self, now: Millis) -> Status {
+        let last = self.last_index();
+        let followers = if self.role == Role::Leader {
+            self.progress
+                .iter()
+                .map(|(&id, p)| {
+                    let lag_entries = last.saturating_sub(p.match_index);
+                    let lag_ms = if lag_entries == 0 {
+                        0
+                    } else {
+                        self.log
+                            .get(p.match_index as usize)
+                            .map_or(0, |s| now.since(s.at))
+                    };
+                    FollowerLag {
+                        id,
+                        match_index: p.match_index,
+                        lag_entries,
+                        lag_ms,
+                        inflight_msgs: p.inflight.len(),
+                        last_heard_ms: p.last_heard.map(|t| now.since(t)),
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Status {
+            id: self.config.id,
+            role: self.role,
+            term: self.hard.term,
+            leader: self.leader,
+            last: self.last_position(),
+            commit_index: self.commit,
+            applied_index: self.applied,
+            durable_index: self.durable,
+            staleness_ms: self.staleness(now),
+            elections_started: self.elections_started,
+            elections_won: self.elections_won,
+            rolled_back_entries: self.rolled_back,
+            followers,
+        }
+    }
+
+    // ----------------------------------------------------------------- inputs
+
+    /// A client request. `ack` overrides the cluster's ack mode for a write.
+    pub fn handle_client(
+        &mut self,
+        now: Millis,
+        req_id: RequestId,
+        op: ClientOp,
+        ack: Option<AckMode>,
+    ) {
+        if op.key().is_empty() {
+            return self.reply(
+                req_id,
+                Reply::BadRequest {
+                    message: "the empty key is reserved; use a key of at least one byte".into(),
+                },
+            );
+        }
+        let ack = ack.unwrap_or(self.config.ack);
+        if let AckMode::SemiSync(k) = ack {
+            if k == 0 || k > self.config.peers.len() {
+                return self.reply(
+                    req_id,
+                    Reply::BadRequest {
+                        message: format!(
+                            "ack mode semi-sync:{k} needs 1 <= K <= the number of followers ({})",
+                            self.config.peers.len()
+                        ),
+                    },
+                );
+            }
+        }
+        match op {
+            ClientOp::Get { key, consistency } => {
+                let mode = consistency.unwrap_or(self.config.default_read);
+                self.handle_get(now, req_id, key, mode);
+            }
+            ClientOp::Put { key, value } => {
+                self.handle_write(now, req_id, Command::Put { key, value }, ack)
+            }
+            ClientOp::Delete { key } => {
+                self.handle_write(now, req_id, Command::Delete { key }, ack)
+            }
+            ClientOp::Cas { key, expected, new } => {
+                if let Some(hint) = self.refuse_writes() {
+                    return self.reply(req_id, Reply::NotLeader { leader_hint: hint });
+                }
+                if self.latest_value(&key) == expected.as_deref() {
+                    self.handle_write(now, req_id, Command::Put { key, value: new }, ack);
+                } else {
+                    self.start_leader_read(now, req_id, key, Some((expected, new, ack)));
+                }
+            }
+        }
+    }
+
+    /// A message from peer `from`.
+    pub fn handle_peer(&mut self, now: Millis, from: NodeId, msg: PeerMsg) {
+        if from == self.config.id || !self.config.peers.contains(&from) {
+            tracing::warn!(
+                from,
+                "ignoring a peer message from a node outside the cluster"
+            );
+            return;
+        }
+        let term = msg.term();
+        if term > self.hard.term {
+            if let PeerMsg::RequestVote {
+                transfer: false, ..
+            } = msg
+            {
+                if self.in_lease(now) {
+                    // Leader stickiness: a leader is alive; this candidate
+                    // was probably partitioned. Do not let it disrupt.
+                    return;
+                }
+            }
+            let leader = msg.from_leader().then_some(from);
+            self.become_follower(now, term, leader);
+        }
+        match msg {
+            PeerMsg::RequestVote { term, last, .. } => self.on_request_vote(now, from, term, last),
+            PeerMsg::Vote { term, granted } => {
+                if self.role == Role::Candidate && term == self.hard.term && granted {
+                    self.votes.insert(from);
+                    if self.votes.len() >= self.config.majority() {
+                        self.become_leader(now);
+                    }
+                }
+            }
+            PeerMsg::Append {
+                term,
+                prev,
+                entries,
+                commit,
+            } => self.on_append(now, from, term, prev, entries, commit),
+            PeerMsg::AppendResp { term, result } => {
+                if self.role == Role::Leader && term == self.hard.term {
+                    self.on_append_resp(now, from, result);
+                }
+            }
+            PeerMsg::Heartbeat {
+                term,
+                commit,
+                leader_commit,
+                seq,
+            } => {
+                if term < self.hard.term {
+                    return self.send(from, self.stale_term_answer());
+                }
+                if !self.observe_leader(now, from) {
+                    return;
+                }
+                let commit = commit.min(self.last_index());
+                self.advance_commit_to(now, commit);
+                if self.applied >= leader_commit {
+                    self.fresh_at = Some(now);
+                }
+                let term = self.hard.term;
+                self.send(from, PeerMsg::HeartbeatResp { term, seq });
+            }
+            PeerMsg::HeartbeatResp { term, seq } => {
+                if self.role == Role::Leader && term == self.hard.term {
+                    if let Some(p) = self.progress.get_mut(&from) {
+                        p.acked_seq = p.acked_seq.max(seq);
+                        p.last_heard = Some(now);
+                    }
+                    self.check_reads(now);
+                }
+            }
+            PeerMsg::TimeoutNow { term } => {
+                if term == self.hard.term && self.leader == Some(from) && self.role != Role::Leader
+                {
+                    tracing::info!(term, from, "leadership handed over; starting an election");
+                    self.start_election(now, true);
+                }
+            }
+        }
+    }
+
+    /// Time passed: elections, heartbeats, retransmissions, timeouts.
+    pub fn tick(&mut self, now: Millis) {
+        match self.role {
+            Role::Follower | Role::Candidate => {
+                if now >= self.election_deadline {
+                    self.start_election(now, false);
+                }
+            }
+            Role::Leader => {
+                if let Some(t) = self.transfer {
+                    if now >= t.deadline {
+                        tracing::warn!(
+                            target = t.target,
+                            "leadership transfer timed out; leading on"
+                        );
+                        self.transfer = None;
+                    }
+                }
+                if now >= self.heartbeat_due {
+                    if self.lost_quorum(now) {
+                        tracing::warn!(
+                            term = self.hard.term,
+                            "no answer from a majority within the election timeout; stepping down"
+                        );
+                        self.become_follower(now, self.hard.term, None);
+                    } else {
+                        self.heartbeat(now);
+                    }
+                }
+            }
+        }
+        self.expire_requests(now);
+    }
+
+    /// The driver's storage made the log durable up to `up_to` (every
+    /// entry through `up_to.index`, whose entry has `up_to.term`).
+    pub fn persisted(&mut self, now: Millis, up_to: LogPosition) {
+        if up_to.index <= self.durable || self.term_at(up_to.index) != Some(up_to.term) {
+            return; // stale: already known, or about entries since replaced
+        }
+        self.durable = up_to.index;
+        match self.role {
+            Role::Leader => {
+                self.advance_leader_commit(now);
+                self.check_writes();
+            }
+            Role::Follower => {
+                if let Some(leader) = self.leader {
+                    if self.leader_match > 0 {
+                        let term = self.hard.term;
+                        let result = AppendResult::Ok {
+                            matched: self.leader_match,
+                            durable: self.durable.min(self.leader_match),
+                        };
+                        self.send(leader, PeerMsg::AppendResp { term, result });
+                    }
+                }
+            }
+            Role::Candidate => {}
+        }
+    }
+
+    /// Hand leadership to the most up-to-date follower (on shutdown). The
+    /// leader stops accepting writes, brings the target up to date and
+    /// tells it to start an election at once; if that has not happened
+    /// within `election_timeout_max_ms`, it leads on. Returns the target, or
+    /// `None` when this node is not a leader with followers.
+    pub fn transfer_leadership(&mut self, now: Millis) -> Option<NodeId> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        let (&target, _) = self
+            .progress
+            .iter()
+            .max_by_key(|(id, p)| (p.match_index, std::cmp::Reverse(**id)))?;
+        tracing::info!(term = self.hard.term, target, "transferring leadership");
+        self.transfer = Some(Transfer {
+            target,
+            deadline: now.plus(self.config.election_timeout_max_ms),
+        });
+        if let Some(p) = self.progress.get_mut(&target) {
+            p.timeout_now_sent = false;
+        }
+        self.maybe_send_timeout_now(target);
+        self.send_appends(now, target);
+        Some(target)
+    }
+
+    // ------------------------------------------------------------ elections
+
+    fn reset_election_deadline(&mut self, now: Millis) {
+        let span = self.config.election_timeout_max_ms - self.config.election_timeout_min_ms;
+        let jitter = self.next_random() % span;
+        self.election_deadline = now.plus(self.config.election_timeout_min_ms + jitter);
+    }
+
+    /// splitmix64: a deterministic, seedable source for election jitter.
+    fn next_random(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn in_lease(&self, now: Millis) -> bool {
+        self.role == Role::Leader
+            || (self.leader.is_some()
+                && self
+                    .leader_contact
+                    .is_some_and(|t| now.since(t) < self.config.election_timeout_min_ms))
+    }
+
+    fn start_election(&mut self, now: Millis, transfer: bool) {
+        self.hard = HardState {
+            term: self.hard.term + 1,
+            voted_for: Some(self.config.id),
+        };
+        self.persist_hard();
+        self.role = Role::Candidate;
+        self.leader = None;
+        self.leader_match = 0;
+        self.votes = BTreeSet::from([self.config.id]);
+        self.elections_started += 1;
+        self.reset_election_deadline(now);
+        tracing::debug!(term = self.hard.term, "starting an election");
+        if self.votes.len() >= self.config.majority() {
+            return self.become_leader(now);
+        }
+        let msg = PeerMsg::RequestVote {
+            term: self.hard.term,
+            last: self.last_position(),
+            transfer,
+        };
+        for peer in self.config.peers.clone() {
+            self.send(peer, msg.clone());
+        }
+    }
+
+    fn on_request_vote(&mut self, now: Millis, from: NodeId, term: u64, last: LogPosition) {
+        let grant = term == self.hard.term
+            && self.hard.voted_for.is_none_or(|v| v == from)
+            && last >= self.last_position();
+        if grant && self.hard.voted_for.is_none() {
+            self.hard.voted_for = Some(from);
+            self.persist_hard();
+        }
+        if grant {
+            self.reset_election_deadline(now);
+        }
+        let term = self.hard.term;
+        self.send(
+            from,
+            PeerMsg::Vote {
+                term,
+                granted: grant,
+            },
+        );
+    }
+
+    fn become_leader(&mut self, now: Millis) {
+        tracing::info!(term = self.hard.term, id = self.config.id, "elected leader");
+        self.role = Role::Leader;
+        self.leader = Some(self.config.id);
+        self.elections_won += 1;
+        self.acked_through = 0;
+        self.transfer = None;
+        let last = self.last_index();
+        self.progress = self
+            .config
+            .peers
+            .iter()
+            .map(|&p| (p, Progress::new(last, now)))
+            .collect();
+        let noop = self.append(now, Command::Noop);
+        self.term_start = noop.index;
+        self.heartbeat_due = now;
+        self.heartbeat(now);
+        self.advance_leader_commit(now);
+    }
+
+    /// Become a follower in `term` (which is at least the current term),
+    /// of `leader` if known. A leader stepping down answers what it was
+    /// waiting on.
+    fn become_follower(&mut self, now: Millis, term: u64, leader: Option<NodeId>) {
+        if term > self.hard.term {
+            self.hard = HardState {
+                term,
+                voted_for: None,
+            };
+            self.persist_hard();
+            self.leader_match = 0;
+        }
+        if self.role == Role::Leader {
+            self.progress.clear();
+            self.transfer = None;
+            for (req_id, _) in std::mem::take(&mut self.writes) {
+                self.reply(
+                    req_id,
+                    Reply::Unknown {
+                        reason: Unknown::LostLeadership,
+                    },
+                );
+            }
+            let leader_reads: Vec<RequestId> = self
+                .reads
+                .iter()
+                .filter(|(_, r)| matches!(r.wait, ReadWait::Leader { .. }))
+                .map(|(&id, _)| id)
+                .collect();
+            for req_id in leader_reads {
+                self.reads.remove(&req_id);
+                self.reply(
+                    req_id,
+                    Reply::NotLeader {
+                        leader_hint: leader,
+                    },
+                );
+            }
+        }
+        // A follower that only learns of a higher term (from a candidate)
+        // keeps its election timer: otherwise a candidate that cannot win
+        // (its log is behind) would keep resetting everyone's timer with
+        // each new term and no election could ever succeed.
+        if leader.is_some() || self.role != Role::Follower {
+            self.reset_election_deadline(now);
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        if leader.is_some() {
+            self.leader_contact = Some(now);
+        }
+    }
+
+    /// A leader of the current term spoke: follow it. False if the message
+    /// must be ignored (it claims leadership of a term this node leads,
+    /// which the election rules make impossible).
+    fn observe_leader(&mut self, now: Millis, from: NodeId) -> bool {
+        match self.role {
+            Role::Leader => {
+                tracing::error!(
+                    term = self.hard.term,
+                    from,
+                    "two leaders in one term: ignoring the other's message"
+                );
+                return false;
+            }
+            Role::Candidate => self.become_follower(now, self.hard.term, Some(from)),
+            Role::Follower => {
+                if self.leader != Some(from) {
+                    self.leader = Some(from);
+                    self.leader_match = 0;
+                }
+            }
+        }
+        self.leader_contact = Some(now);
+        self.reset_election_deadline(now);
+        true
+    }
+
+    fn lost_quorum(&self, now: Millis) -> bool {
+        let window = self.config.election_timeout_max_ms;
+        let heard = self
+            .progress
+            .values()
+            .filter(|p| now.since(p.last_heard.unwrap_or(p.last_progress)) < window)
+            .count();
+        heard + 1 < self.config.majority()
+    }
+
+    // ---------------------------------------------------------- replication
+
+    fn last_index(&self) -> u64 {
+        self.log.len() as u64
+    }
+
+    fn term_at(&self, index: u64) -> Option<u64> {
+        if index == 0 {
+            Some(0)
+        } else {
+            self.entry(index).map(|e| e.position.term)
+        }
+    }
+
+    fn position_at(&self, index: u64) -> LogPosition {
+        LogPosition::new(self.term_at(index).unwrap_or(0), index)
+    }
+
+    /// Append a new entry of the current term (leader).
+    fn append(&mut self, now: Millis, command: Command) -> LogPosition {
+        let position = LogPosition::new(self.hard.term, self.last_index() + 1);
+        let entry = LogEntry { position, command };
+        self.log.push(Stored {
+            entry: entry.clone(),
+            at: now,
+        });
+        self.out.push_back(Output::Persist(Persist {
+            truncate_from: None,
+            entries: vec![entry],
+            hard_state: None,
+        }));
+        position
+    }
+
+    fn heartbeat(&mut self, now: Millis) {
+        self.read_seq += 1;
+        self.heartbeat_due = now.plus(self.config.heartbeat_interval_ms);
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for peer in peers {
+            let p = &self.progress[&peer];
+            let msg = PeerMsg::Heartbeat {
+                term: self.hard.term,
+                commit: self.commit.min(p.match_index),
+                leader_commit: self.commit,
+                seq: self.read_seq,
+            };
+            self.send(peer, msg);
+            let retransmit_ms = self.config.retransmit_ms;
+            let last = self.last_index();
+            if let Some(p) = self.progress.get_mut(&peer) {
+                p.maybe_retransmit(now, retransmit_ms, last);
+            }
+            self.send_appends(now, peer);
+        }
+    }
+
+    /// Send `peer` what its window allows.
+    fn send_appends(&mut self, now: Millis, peer: NodeId) {
+        let last = self.last_index();
+        let max_inflight = self.config.max_inflight_msgs;
+        let batch = self.config.max_batch_entries as u64;
+        loop {
+            let Some(p) = self.progress.get(&peer) else {
+                return;
+            };
+            if !p.window_open(max_inflight) {
+                return;
+            }
+            // Pipelining sends only new entries; a probe goes out even
+            // empty, to learn where the follower's log matches.
+            if p.mode == Mode::Replicate && p.next_index > last {
+                return;
+            }
+            let prev = self.position_at(p.next_index - 1);
+            let end = last.min(prev.index + batch);
+            let entries: Vec<LogEntry> = (prev.index + 1..=end)
+                .map(|i| self.log[(i - 1) as usize].entry.clone())
+                .collect();
+            let p = self.progress.get_mut(&peer).expect("checked above");
+            if p.inflight.is_empty() {
+                p.last_progress = now;
+            }
+            p.inflight.push_back(end);
+            if p.mode == Mode::Replicate {
+                p.next_index = end + 1;
+            }
+            let msg = PeerMsg::Append {
+                term: self.hard.term,
+                prev,
+                entries,
+                commit: self.commit,
+            };
+            self.send(peer, msg);
+        }
+    }
+
+    fn on_append(
+        &mut self,
+        now: Millis,
+        from: NodeId,
+        term: u64,
+        prev: LogPosition,
+        entries: Vec<LogEntry>,
+        commit: u64,
+    ) {
+        if term < self.hard.term {
+            return self.send(from, self.stale_term_answer());
+        }
+        if !self.observe_leader(now, from) {
+            return;
+        }
+        let term = self.hard.term;
+        if prev.index > self.last_index() {
+            let hint = self.last_index();
+            return self.send(
+                from,
+                PeerMsg::AppendResp {
+                    term,
+                    result: AppendResult::Conflict { hint },
+                },
+            );
+        }
+        if self.term_at(prev.index) != Some(prev.term) {
+            // Skip back over the whole conflicting term in one round trip.
+            let bad = self.term_at(prev.index).unwrap_or(0);
+            let first_of_term = (1..=prev.index)
+                .rev()
+                .take_while(|&i| self.term_at(i) == Some(bad))
+                .last()
+                .unwrap_or(prev.index);
+            let hint = (first_of_term - 1).max(self.commit);
+            return self.send(
+                from,
+                PeerMsg::AppendResp {
+                    term,
+                    result: AppendResult::Conflict { hint },
+                },
+            );
+        }
+        let matched = prev.index + entries.len() as u64;
+        let mut truncate_from = None;
+        let mut fresh = Vec::new();
+        for entry in entries {
+            let index = entry.position.index;
+            if fresh.is_empty() && index <= self.last_index() {
+                if self.term_at(index) == Some(entry.position.term) {
+                    continue;
+                }
+                assert!(
+                    index > self.commit,
+                    "leader {from} in term {term} conflicts with committed entry {index} \
+                     (commit index {}): the log matching property is broken",
+                    self.commit
+                );
+                let dropped = self.last_index() - index + 1;
+                self.rolled_back += dropped;
+                tracing::warn!(
+                    from_index = index,
+                    dropped,
+                    total = self.rolled_back,
+                    "rolling back a divergent log suffix (entries never committed)"
+                );
+                self.log.truncate((index - 1) as usize);
+                self.durable = self.durable.min(index - 1);
+                truncate_from = Some(index);
+            }
+            self.log.push(Stored {
+                entry: entry.clone(),
+                at: now,
+            });
+            fresh.push(entry);
+        }
+        if truncate_from.is_some() || !fresh.is_empty() {
+            self.out.push_back(Output::Persist(Persist {
+                truncate_from,
+                entries: fresh,
+                hard_state: None,
+            }));
+        }
+        self.leader_match = self.leader_match.max(matched);
+        self.advance_commit_to(now, commit.min(matched));
+        if self.applied >= commit {
+            self.fresh_at = Some(now);
+        }
+        let result = AppendResult::Ok {
+            matched,
+            durable: self.durable.min(self.leader_match),
+        };
+        self.send(from, PeerMsg::AppendResp { term, result });
+    }
+
+    fn on_append_resp(&mut self, now: Millis, from: NodeId, result: AppendResult) {
+        let last = self.last_index();
+        let Some(p) = self.progress.get_mut(&from) else {
+            return;
+        };
+        p.last_heard = Some(now);
+        match result {
+            AppendResult::Ok { matched, durable } => {
+                p.on_ok(matched.min(last), durable.min(last), now);
+                self.advance_leader_commit(now);
+                self.check_writes();
+            }
+            AppendResult::Conflict { hint } => {
+                if hint < p.match_index {
+                    return; // stale: the follower has matched further since
+                }
+                p.on_conflict(hint, last, now);
+            }
+        }
+        self.send_appends(now, from);
+        if self.transfer.is_some_and(|t| t.target == from) {
+            self.maybe_send_timeout_now(from);
+        }
+    }
+
+    fn maybe_send_timeout_now(&mut self, target: NodeId) {
+        let last = self.last_index();
+        let term = self.hard.term;
+        if let Some(p) = self.progress.get_mut(&target) {
+            if p.match_index == last && !p.timeout_now_sent {
+                p.timeout_now_sent = true;
+                self.send(target, PeerMsg::TimeoutNow { term });
+            }
+        }
+    }
+
+    /// The answer to a message from an older term: the current term, which
+    /// makes its sender step down.
+    fn stale_term_answer(&self) -> PeerMsg {
+        PeerMsg::HeartbeatResp {
+            term: self.hard.term,
+            seq: 0,
+        }
+    }
+
+    // --------------------------------------------------------------- commit
+
+    fn advance_leader_commit(&mut self, now: Millis) {
+        let mut matched: Vec<u64> = self.progress.values().map(|p| p.match_index).collect();
+        matched.push(self.durable);
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        let candidate = matched[self.config.majority() - 1];
+        // Only entries of the current term commit by counting (Raft §5.4.2).
+        if candidate > self.commit && self.term_at(candidate) == Some(self.hard.term) {
+            self.advance_commit_to(now, candidate);
+        }
+    }
+
+    fn advance_commit_to(&mut self, now: Millis, commit: u64) {
+        if commit <= self.commit {
+            return;
+        }
+        self.commit = commit;
+        while self.applied < self.commit {
+            self.applied += 1;
+            let entry = &self.log[(self.applied - 1) as usize].entry;
+            let position = entry.position;
+            match &entry.command {
+                Command::Noop => {}
+                Command::Put { key, value } => {
+                    self.kv.insert(key.clone(), (Some(value.clone()), position));
+                }
+                Command::Delete { key } => {
+                    self.kv.insert(key.clone(), (None, position));
+                }
+            }
+        }
+        if self.role == Role::Leader {
+            self.fresh_at = Some(now);
+            self.check_writes();
+        }
+        self.check_reads(now);
+    }
+
+    // ------------------------------------------------------------- requests
+
+    fn reply(&mut self, req_id: RequestId, reply: Reply) {
+        self.out.push_back(Output::Reply { req_id, reply });
+    }
+
+    fn send(&mut self, to: NodeId, msg: PeerMsg) {
+        self.out.push_back(Output::Send { to, msg });
+    }
+
+    fn persist_hard(&mut self) {
+        // A hard state just queued and not yet followed by anything is
+        // superseded: keep one write (e.g. a term bump then a vote).
+        if let Some(Output::Persist(Persist {
+            truncate_from: None,
+            entries,
+            hard_state: Some(hard),
+        })) = self.out.back_mut()
+        {
+            if entries.is_empty() {
+                *hard = self.hard;
+                return;
+            }
+        }
+        self.out.push_back(Output::Persist(Persist {
+            truncate_from: None,
+            entries: Vec::new(),
+            hard_state: Some(self.hard),
+        }));
+    }
+
+    /// `Some(hint)` when this node must refuse writes.
+    fn refuse_writes(&self) -> Option<Option<NodeId>> {
+        if self.role != Role::Leader {
+            return Some(self.leader);
+        }
+        self.transfer.map(|t| Some(t.target))
+    }
+
+    fn handle_write(&mut self, now: Millis, req_id: RequestId, command: Command, ack: AckMode) {
+        if let Some(hint) = self.refuse_writes() {
+            return self.reply(req_id, Reply::NotLeader { leader_hint: hint });
+        }
+        let position = self.append(now, command);
+        self.writes.insert(
+            req_id,
+            PendingWrite {
+                position,
+                ack,
+                deadline: now.plus(self.config.write_timeout_ms),
+            },
+        );
+        for peer in self.config.peers.clone() {
+            self.send_appends(now, peer);
+        }
+        self.advance_leader_commit(now);
+        self.check_writes();
+    }
+
+    fn handle_get(&mut self, now: Millis, req_id: RequestId, key: Vec<u8>, mode: ReadMode) {
+        match mode {
+            ReadMode::Leader => {
+                if let Some(hint) = self.refuse_writes() {
+                    return self.reply(req_id, Reply::NotLeader { leader_hint: hint });
+                }
+                self.start_leader_read(now, req_id, key, None);
+            }
+            ReadMode::Follower { max_staleness_ms } => {
+                if let Some(max) = max_staleness_ms {
+                    let staleness = self.staleness(now);
+                    if staleness.is_none_or(|s| s > max) {
+                        return self.reply(
+                            req_id,
+                            Reply::Unavailable {
+                                reason: Unavailable::TooStale {
+                                    staleness_ms: staleness,
+                                    max_staleness_ms: max,
+                                },
+                            },
+                        );
+                    }
+                }
+                let reply = self.read_reply(&key);
+                self.reply(req_id, reply);
+            }
+            ReadMode::Session { after } => {
+                self.reads.insert(
+                    req_id,
+                    PendingRead {
+                        key,
+                        wait: ReadWait::Session { after },
+                        cas: None,
+                        deadline: now.plus(self.config.read_timeout_ms),
+                    },
+                );
+                self.check_reads(now);
+            }
+        }
+    }
+
+    /// Register a read that needs leadership confirmed (a heartbeat round
+    /// answered by a majority) and everything committed or acknowledged so
+    /// far applied.
+    fn start_leader_read(
+        &mut self,
+        now: Millis,
+        req_id: RequestId,
+        key: Vec<u8>,
+        cas: Option<(Option<Vec<u8>>, Vec<u8>, AckMode)>,
+    ) {
+        // A cas mismatch was judged against the whole log: wait for all of it.
+        let read_index = if cas.is_some() {
+            self.last_index()
+        } else {
+            self.commit.max(self.term_start).max(self.acked_through)
+        };
+        self.heartbeat(now);
+        self.reads.insert(
+            req_id,
+            PendingRead {
+                key,
+                wait: ReadWait::Leader {
+                    read_index,
+                    seq: self.read_seq,
+                },
+                cas,
+                deadline: now.plus(self.config.read_timeout_ms),
+            },
+        );
+        self.check_reads(now);
+    }
+
+    /// The newest value of `key` in the log, committed or not (leader, for
+    /// cas).
+    fn latest_value(&self, key: &[u8]) -> Option<&[u8]> {
+        for s in self.log[self.applied as usize..].iter().rev() {
+            match &s.entry.command {
+                Command::Put { key: k, value } if k == key => return Some(value),
+                Command::Delete { key: k } if k == key => return None,
+                _ => {}
+            }
+        }
+        self.kv.get(key).and_then(|(v, _)| v.as_deref())
+    }
+
+    fn read_reply(&self, key: &[u8]) -> Reply {
+        let (value, version) = self.kv.get(key).cloned().unwrap_or_default();
+        Reply::Value {
+            value,
+            version,
+            applied: self.position_at(self.applied),
+        }
+    }
+
+    fn staleness(&self, now: Millis) -> Option<u64> {
+        if self.role == Role::Leader {
+            return Some(0);
+        }
+        self.fresh_at.map(|t| now.since(t))
+    }
+
+    fn check_writes(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let done: Vec<RequestId> = self
+            .writes
+            .iter()
+            .filter(|(_, w)| self.write_acked(w))
+            .map(|(&id, _)| id)
+            .collect();
+        for req_id in done {
+            let w = self.writes.remove(&req_id).expect("listed above");
+            self.acked_through = self.acked_through.max(w.position.index);
+            self.reply(
+                req_id,
+                Reply::Written {
+                    position: w.position,
+                },
+            );
+        }
+    }
+
+    fn write_acked(&self, w: &PendingWrite) -> bool {
+        let index = w.position.index;
+        let followers_with = || {
+            self.progress
+                .values()
+                .filter(|p| p.match_index >= index)
+                .count()
+        };
+        match w.ack {
+            AckMode::Async => self.durable >= index,
+            AckMode::SemiSync(k) => self.durable >= index && followers_with() >= k,
+            AckMode::Quorum => self.commit >= index,
+            AckMode::All => self.commit >= index && followers_with() == self.progress.len(),
+        }
+    }
+
+    fn check_reads(&mut self, now: Millis) {
+        let majority = self.config.majority();
+        let ready: Vec<RequestId> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| match r.wait {
+                ReadWait::Leader { read_index, seq } => {
+                    let confirmed = 1 + self
+                        .progress
+                        .values()
+                        .filter(|p| p.acked_seq >= seq)
+                        .count();
+                    self.role == Role::Leader && confirmed >= majority && self.applied >= read_index
+                }
+                ReadWait::Session { after } => self.applied >= after.index,
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for req_id in ready {
+            // A cas retried below can re-enter and answer later ones.
+            let Some(r) = self.reads.remove(&req_id) else {
+                continue;
+            };
+            if let ReadWait::Session { after } = r.wait {
+                let found = self.position_at(after.index);
+                if found != after {
+                    self.reply(
+                        req_id,
+                        Reply::Unavailable {
+                            reason: Unavailable::SessionDiverged { after, found },
+                        },
+                    );
+                    continue;
+                }
+            }
+            match r.cas {
+                None => {
+                    let reply = self.read_reply(&r.key);
+                    self.reply(req_id, reply);
+                }
+                Some((expected, new, ack)) => {
+                    let current = self.kv.get(&r.key).and_then(|(v, _)| v.clone());
+                    if current == expected {
+                        // It matches now: try again as a fresh cas.
+                        let op = ClientOp::Cas {
+                            key: r.key,
+                            expected,
+                            new,
+                        };
+                        self.handle_client(now, req_id, op, Some(ack));
+                    } else {
+                        self.reply(req_id, Reply::CasMismatch { current });
+                    }
+                }
+            }
+        }
+    }
+
+    fn expire_requests(&mut self, now: Millis) {
+        let writes: Vec<RequestId> = self
+            .writes
+            .iter()
+            .filter(|(_, w)| now >= w.deadline)
+            .map(|(&id, _)| id)
+            .collect();
+        for req_id in writes {
+            self.writes.remove(&req_id);
+            self.reply(
+                req_id,
+                Reply::Unknown {
+                    reason: Unknown::TimedOut,
+                },
+            );
+        }
+        let reads: Vec<RequestId> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| now >= r.deadline)
+            .map(|(&id, _)| id)
+            .collect();
+        for req_id in reads {
+            // A cas still waiting here wrote nothing (one that matched on
+            // its retry moved to `writes`), so this is definite.
+            self.reads.remove(&req_id);
+            let reason = Unavailable::TimedOut;
+            self.reply(req_id, Reply::Unavailable { reason });
+        }
+    }
+}

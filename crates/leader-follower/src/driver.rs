@@ -1,0 +1,536 @@
+//! The tokio driver: runs a [`Core`] against the storage engine, the peer
+//! bus and the monotonic clock.
+//!
+//! One task owns the core and feeds it, in a loop: client requests from
+//! [`Handle`]s, peer messages from the [`PeerBus`], ticks when
+//! [`Core::next_timeout`] comes, and durability notices from the writer
+//! thread. After every input it drains the core's outputs:
+//!
+//! - [`Output::Send`]: postcard-encode the [`PeerMsg`] and queue it on the
+//!   bus (best effort; the core retransmits).
+//! - [`Output::Persist`]: hand it to the **writer thread**, which performs
+//!   persists strictly in order (truncate, append, hard state). It appends
+//!   every persist that has queued up, then waits once for durability and
+//!   reports the last durable position back: concurrent writes share an
+//!   fsync under `fsync = batch`. A persist that carries a hard state (a new
+//!   term or vote) is awaited before any later output leaves the node, so a
+//!   vote is never forgotten after it was sent.
+//! - [`Output::Reply`]: answer the waiting [`Handle::request`].
+//!
+//! A storage failure stops the driver (the node must not go on acknowledging
+//! writes it may not have stored): [`Driver::run`] returns the error.
+//!
+//! The hard state lives beside the log in `leader-follower.state`, written
+//! to a temporary file, fsynced and renamed over the old one.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mimeo_storage::{LogPosition, Record, Store};
+use mimeo_wire::{PeerBus, PeerMessage};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{AckMode, ClientOp, Core, HardState, LogEntry, Millis, NodeId, Output, PeerMsg};
+use crate::{Config, Persist, Reply, Status};
+
+/// The file that holds the hard state, in the node's data directory.
+pub const HARD_STATE_FILE: &str = "leader-follower.state";
+
+/// Why the driver could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// The storage engine failed; the node must stop.
+    #[error("storage failed while {doing}: {source}")]
+    Storage {
+        /// What the driver was doing.
+        doing: &'static str,
+        /// The storage error.
+        source: mimeo_storage::Error,
+    },
+    /// The hard state file could not be read or written.
+    #[error("{path}: {source}")]
+    HardState {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The hard state file is not valid.
+    #[error("{path}: not a valid hard state ({message}); it is written only by this node: restore it from a backup or remove the node's data")]
+    CorruptHardState {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The log on disk cannot be the log of this mode.
+    #[error("the log in {dir} cannot be recovered: {source}")]
+    Recover {
+        /// The data directory.
+        dir: PathBuf,
+        /// Why.
+        source: crate::RecoverError,
+    },
+    /// The replication settings are inconsistent.
+    #[error("invalid replication settings: {0}")]
+    Config(#[from] crate::ConfigError),
+}
+
+/// Maps the cluster's node names (`n1`, `n2`...) to the core's numeric
+/// ids. Every node must be given the same set of names: ids are positions
+/// in the sorted list, from 1.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeNames {
+    sorted: Vec<String>,
+}
+
+impl NodeNames {
+    /// The names of every node of the cluster, this one included.
+    pub fn new(mut names: Vec<String>) -> NodeNames {
+        names.sort();
+        names.dedup();
+        NodeNames { sorted: names }
+    }
+
+    /// The id of `name`.
+    pub fn id(&self, name: &str) -> Option<NodeId> {
+        self.sorted
+            .binary_search_by(|n| n.as_str().cmp(name))
+            .ok()
+            .map(|i| i as NodeId + 1)
+    }
+
+    /// The name of `id`.
+    pub fn name(&self, id: NodeId) -> Option<&str> {
+        let i = usize::try_from(id.checked_sub(1)?).ok()?;
+        self.sorted.get(i).map(String::as_str)
+    }
+}
+
+/// Reads the hard state in `dir` (the default when the node is new).
+pub fn read_hard_state(dir: &Path) -> Result<HardState, DriverError> {
+    let path = dir.join(HARD_STATE_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| DriverError::CorruptHardState {
+            path,
+            message: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HardState::default()),
+        Err(source) => Err(DriverError::HardState { path, source }),
+    }
+}
+
+/// Makes `state` durable in `dir`: temporary file, fsync, rename, fsync of
+/// the directory.
+pub fn write_hard_state(dir: &Path, state: &HardState) -> Result<(), DriverError> {
+    let path = dir.join(HARD_STATE_FILE);
+    let tmp = dir.join(format!("{HARD_STATE_FILE}.tmp"));
+    let io = |source| DriverError::HardState {
+        path: path.clone(),
+        source,
+    };
+    let bytes = serde_json::to_vec(state).expect("a hard state serializes");
+    let mut file = std::fs::File::create(&tmp).map_err(io)?;
+    file.write_all(&bytes).map_err(io)?;
+    file.sync_data().map_err(io)?;
+    drop(file);
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)
+}
+
+/// Rebuilds a core from what `store` and the hard state in `dir` hold.
+/// The log must start at index 1 (leader-follower nodes do not compact).
+pub fn recover(
+    config: Config,
+    store: &Store,
+    dir: &Path,
+    now: Millis,
+) -> Result<Core, DriverError> {
+    let hard_state = read_hard_state(dir)?;
+    let last = store.last_position().index;
+    let mut entries = Vec::with_capacity(last as usize);
+    let mut next = 1;
+    while next <= last {
+        let records = store
+            .read_log(next, 4096)
+            .map_err(|source| DriverError::Storage {
+                doing: "reading the log at start-up",
+                source,
+            })?;
+        if records.is_empty() {
+            break;
+        }
+        next += records.len() as u64;
+        entries.extend(records.iter().map(LogEntry::from_record));
+    }
+    Core::recover(config, now, hard_state, entries).map_err(|source| DriverError::Recover {
+        dir: dir.to_path_buf(),
+        source,
+    })
+}
+
+enum Request {
+    Client {
+        op: ClientOp,
+        ack: Option<AckMode>,
+        reply: oneshot::Sender<Reply>,
+    },
+    Status {
+        reply: oneshot::Sender<Status>,
+    },
+    Transfer {
+        reply: oneshot::Sender<Option<NodeId>>,
+    },
+}
+
+/// A cheap, cloneable way to talk to a running [`Driver`].
+#[derive(Clone, Debug)]
+pub struct Handle {
+    requests: mpsc::Sender<Request>,
+}
+
+/// The driver stopped (a storage failure, or shutdown).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the replication driver has stopped")]
+pub struct Stopped;
+
+impl Handle {
+    /// Submits a client operation and waits for the core's reply (the core
+    /// bounds the wait with its read and write timeouts).
+    pub async fn request(&self, op: ClientOp, ack: Option<AckMode>) -> Result<Reply, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Client { op, ack, reply })
+            .await
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// The core's status.
+    pub async fn status(&self) -> Result<Status, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Status { reply })
+            .await
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// Asks a leader to hand leadership to its most up-to-date follower
+    /// (before a clean shutdown). Returns the chosen successor, if any.
+    pub async fn transfer_leadership(&self) -> Result<Option<NodeId>, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Transfer { reply })
+            .await
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+}
+
+/// A job for the writer thread.
+struct Job {
+    persist: Persist,
+    /// Answered once the job (and every earlier one) is done, when the
+    /// event loop must wait for it.
+    done: Option<std::sync::mpsc::SyncSender<()>>,
+}
+
+/// The driver of one node's core.
+pub struct Driver {
+    core: Core,
+    names: NodeNames,
+    bus: Arc<PeerBus>,
+    inbound: mpsc::Receiver<PeerMessage>,
+    requests: mpsc::Receiver<Request>,
+    store: Arc<Store>,
+    dir: PathBuf,
+    origin: Instant,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("id", &self.core.id())
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Driver {
+    /// A driver for `core` (built with [`recover`] at `origin`, the instant
+    /// its [`Millis`] count from), persisting to `store` and the hard state
+    /// file in `dir`, talking to peers over `bus` (whose inbound messages
+    /// arrive on `inbound`). Run it with [`Driver::run`]; talk to it
+    /// through the returned [`Handle`].
+    pub fn new(
+        core: Core,
+        names: NodeNames,
+        bus: Arc<PeerBus>,
+        inbound: mpsc::Receiver<PeerMessage>,
+        store: Arc<Store>,
+        dir: PathBuf,
+        origin: Instant,
+    ) -> (Driver, Handle) {
+        let (tx, requests) = mpsc::channel(4096);
+        let driver = Driver {
+            core,
+            names,
+            bus,
+            inbound,
+            requests,
+            store,
+            dir,
+            origin,
+        };
+        (driver, Handle { requests: tx })
+    }
+
+    fn now(&self) -> Millis {
+        Millis(self.origin.elapsed().as_millis() as u64)
+    }
+
+    /// Runs until every [`Handle`] is dropped (`Ok`) or storage fails
+    /// (`Err`: the node must stop).
+    pub async fn run(mut self) -> Result<(), DriverError> {
+        let (jobs, job_rx) = std::sync::mpsc::channel::<Job>();
+        let (durable_tx, mut durable) = mpsc::unbounded_channel();
+        let writer = {
+            let store = Arc::clone(&self.store);
+            let dir = self.dir.clone();
+            std::thread::Builder::new()
+                .name("lf-writer".into())
+                .spawn(move || writer(&store, &dir, &job_rx, &durable_tx))
+                .expect("spawning the writer thread")
+        };
+        let mut pending: HashMap<u64, oneshot::Sender<Reply>> = HashMap::new();
+        let mut next_request = 0u64;
+        let result = loop {
+            if let Err(e) = self.drain(&jobs, &mut pending).await {
+                break Err(e);
+            }
+            let deadline = self.origin + Duration::from_millis(self.core.next_timeout().0);
+            tokio::select! {
+                request = self.requests.recv() => match request {
+                    Some(Request::Client { op, ack, reply }) => {
+                        next_request += 1;
+                        pending.insert(next_request, reply);
+                        let now = self.now();
+                        self.core.handle_client(now, next_request, op, ack);
+                    }
+                    Some(Request::Status { reply }) => {
+                        let _ = reply.send(self.core.status(self.now()));
+                    }
+                    Some(Request::Transfer { reply }) => {
+                        let now = self.now();
+                        let _ = reply.send(self.core.transfer_leadership(now));
+                    }
+                    None => break Ok(()),
+                },
+                message = self.inbound.recv() => {
+                    if let Some(message) = message {
+                        self.deliver(message);
+                    }
+                }
+                written = durable.recv() => match written {
+                    Some(Ok(position)) => {
+                        let now = self.now();
+                        self.core.persisted(now, position);
+                    }
+                    Some(Err(e)) => break Err(e),
+                    None => break Ok(()),
+                },
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    let now = self.now();
+                    self.core.tick(now);
+                }
+            }
+        };
+        drop(jobs);
+        let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        result
+    }
+
+    /// A peer message: decoded and handed to the core, or dropped with a
+    /// warning when it cannot be read (the sender is authenticated by the
+    /// bus; a bad payload is a bug or a version skew, never worth a crash).
+    fn deliver(&mut self, message: PeerMessage) {
+        let Some(from) = self.names.id(&message.from) else {
+            tracing::warn!(from = %message.from, "message from a node outside the cluster dropped");
+            return;
+        };
+        match postcard::from_bytes::<PeerMsg>(&message.payload) {
+            Ok(msg) => {
+                let now = self.now();
+                self.core.handle_peer(now, from, msg);
+            }
+            Err(e) => {
+                tracing::warn!(from = %message.from, error = %e, "unreadable peer message dropped");
+            }
+        }
+    }
+
+    /// Performs every pending output of the core.
+    async fn drain(
+        &mut self,
+        jobs: &std::sync::mpsc::Sender<Job>,
+        pending: &mut HashMap<u64, oneshot::Sender<Reply>>,
+    ) -> Result<(), DriverError> {
+        while let Some(output) = self.core.poll_output() {
+            match output {
+                Output::Send { to, msg } => {
+                    let Some(name) = self.names.name(to) else {
+                        tracing::error!(to, "the core addressed an unknown node");
+                        continue;
+                    };
+                    let payload = postcard::to_allocvec(&msg).expect("peer messages serialize");
+                    if let Err(e) = self.bus.send(name, payload) {
+                        tracing::warn!(to = name, error = %e, "peer message not queued");
+                    }
+                }
+                Output::Persist(persist) => {
+                    let wait = persist.hard_state.is_some();
+                    let (done, done_rx) = if wait {
+                        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                        (Some(tx), Some(rx))
+                    } else {
+                        (None, None)
+                    };
+                    if jobs.send(Job { persist, done }).is_err() {
+                        return Err(writer_gone());
+                    }
+                    if let Some(rx) = done_rx {
+                        // The hard state must be durable before anything
+                        // that follows it leaves this node.
+                        let ok = tokio::task::spawn_blocking(move || rx.recv().is_ok())
+                            .await
+                            .unwrap_or(false);
+                        if !ok {
+                            return Err(writer_gone());
+                        }
+                    }
+                }
+                Output::Reply { req_id, reply } => {
+                    if let Some(tx) = pending.remove(&req_id) {
+                        let _ = tx.send(reply);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn writer_gone() -> DriverError {
+    DriverError::HardState {
+        path: PathBuf::from(HARD_STATE_FILE),
+        source: std::io::Error::other("the writer thread stopped after a storage failure"),
+    }
+}
+
+/// The writer thread: performs persists in order, batching every job that
+/// has queued up before one wait for durability.
+fn writer(
+    store: &Store,
+    dir: &Path,
+    jobs: &std::sync::mpsc::Receiver<Job>,
+    durable: &mpsc::UnboundedSender<Result<LogPosition, DriverError>>,
+) {
+    let storage = |doing| move |source| DriverError::Storage { doing, source };
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        batch.extend(jobs.try_iter());
+        let mut appended: Option<LogPosition> = None;
+        let mut acks = Vec::new();
+        let result = (|| -> Result<(), DriverError> {
+            for job in batch {
+                let Persist {
+                    truncate_from,
+                    entries,
+                    hard_state,
+                } = job.persist;
+                if let Some(from) = truncate_from {
+                    // Positions at or past `from` are gone; a durability
+                    // notice for them must not be sent.
+                    store
+                        .truncate_from(from)
+                        .map_err(storage("truncating the log"))?;
+                    if appended.is_some_and(|p| p.index >= from) {
+                        appended = None;
+                    }
+                }
+                if !entries.is_empty() {
+                    let records: Vec<Record> = entries.iter().map(|e| e.to_record(0)).collect();
+                    appended = Some(store.append(&records).map_err(storage("appending"))?);
+                }
+                if let Some(state) = hard_state {
+                    write_hard_state(dir, &state)?;
+                }
+                acks.extend(job.done);
+            }
+            if let Some(position) = appended {
+                store
+                    .wait_durable(position.index)
+                    .map_err(storage("waiting for durability"))?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                if let Some(position) = appended {
+                    let _ = durable.send(Ok(position));
+                }
+                for ack in acks {
+                    let _ = ack.send(());
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the replication log cannot be written; stopping");
+                let _ = durable.send(Err(e));
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_to_ids_in_sorted_order_on_every_node() {
+        let a = NodeNames::new(vec!["n2".into(), "n1".into(), "n3".into()]);
+        let b = NodeNames::new(vec!["n3".into(), "n2".into(), "n1".into()]);
+        assert_eq!(a, b);
+        assert_eq!(a.id("n1"), Some(1));
+        assert_eq!(a.id("n3"), Some(3));
+        assert_eq!(a.id("n4"), None);
+        assert_eq!(a.name(2), Some("n2"));
+        assert_eq!(a.name(0), None);
+        assert_eq!(a.name(4), None);
+    }
+
+    #[test]
+    fn the_hard_state_survives_a_rewrite_and_refuses_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_hard_state(dir.path()).unwrap(), HardState::default());
+        let state = HardState {
+            term: 7,
+            voted_for: Some(2),
+        };
+        write_hard_state(dir.path(), &state).unwrap();
+        assert_eq!(read_hard_state(dir.path()).unwrap(), state);
+        std::fs::write(dir.path().join(HARD_STATE_FILE), b"{\"term\":").unwrap();
+        let err = read_hard_state(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains(HARD_STATE_FILE) && err.contains("not a valid hard state"),
+            "{err}"
+        );
+    }
+}

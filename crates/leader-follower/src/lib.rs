@@ -1,0 +1,131 @@
+//! Mimeo leader-follower replication: one leader per term streams its log
+//! to followers; writes are acknowledged under a chosen ack mode; reads are
+//! served linearizably by the leader, possibly stale by any replica, or
+//! per session.
+//!
+//! This crate holds the **core**: a state machine without I/O, in the shape
+//! of quinn-proto and raft-rs. A driver feeds it inputs, each with the
+//! current time as [`Millis`] (the core never reads a clock):
+//!
+//! | input | when |
+//! |---|---|
+//! | [`Core::handle_client`] | a client request arrived (the driver picks the [`RequestId`]) |
+//! | [`Core::handle_peer`] | a [`PeerMsg`] arrived from another node |
+//! | [`Core::tick`] | the time [`Core::next_timeout`] named has come |
+//! | [`Core::persisted`] | the log is durable up to a position |
+//! | [`Core::transfer_leadership`] | the node is shutting down (SIGTERM) |
+//!
+//! and drains [`Output`]s with [`Core::poll_output`]: [`Output::Send`] a
+//! message, [`Output::Persist`] a log change or hard state (see
+//! [`Persist`] for the ordering rule), [`Output::Reply`] to a client.
+//! [`Core::status`] reports role, term, commit position, elections, rolled
+//! back entries and per-follower lag.
+//!
+//! # A three-node cluster in a loop
+//!
+//! The driver below delivers every message at once and has an instant
+//! disk; the simulation in `tests/sim/` does the same with a faulty
+//! network and crashes.
+//!
+//! ```
+//! use mimeo_leader_follower::{ClientOp, Config, Core, Millis, Output, ReadMode, Reply, Role};
+//!
+//! let ids = [1, 2, 3];
+//! let mut nodes: Vec<Core> = ids
+//!     .iter()
+//!     .map(|&id| {
+//!         let peers = ids.iter().copied().filter(|&p| p != id).collect();
+//!         Core::new(Config::new(id, peers), Millis(0)).unwrap()
+//!     })
+//!     .collect();
+//!
+//! /// Perform every output until the cluster is quiet; collect the replies.
+//! fn settle(nodes: &mut [Core], now: Millis) -> Vec<(u64, Reply)> {
+//!     let mut replies = Vec::new();
+//!     loop {
+//!         let mut quiet = true;
+//!         for i in 0..nodes.len() {
+//!             while let Some(output) = nodes[i].poll_output() {
+//!                 quiet = false;
+//!                 match output {
+//!                     Output::Send { to, msg } => {
+//!                         let from = nodes[i].id();
+//!                         nodes[to as usize - 1].handle_peer(now, from, msg);
+//!                     }
+//!                     // An instant disk: durable as soon as asked.
+//!                     Output::Persist(p) => {
+//!                         if let Some(last) = p.entries.last() {
+//!                             nodes[i].persisted(now, last.position);
+//!                         }
+//!                     }
+//!                     Output::Reply { req_id, reply } => replies.push((req_id, reply)),
+//!                 }
+//!             }
+//!         }
+//!         if quiet {
+//!             return replies;
+//!         }
+//!     }
+//! }
+//!
+//! // Node 1's election timeout passes first: it asks for votes and wins.
+//! let now = nodes[0].next_timeout();
+//! nodes[0].tick(now);
+//! settle(&mut nodes, now);
+//! assert_eq!(nodes[0].role(), Role::Leader);
+//! assert_eq!(nodes[1].leader(), Some(1));
+//!
+//! // A write, acknowledged once a majority holds it (the default `quorum`).
+//! let put = ClientOp::Put { key: b"k".to_vec(), value: b"v".to_vec() };
+//! nodes[0].handle_client(now, 7, put, None);
+//! let replies = settle(&mut nodes, now);
+//! let Reply::Written { position } = replies[0].1 else { panic!("{replies:?}") };
+//! assert_eq!((position.term, position.index), (1, 2)); // after the leader's no-op
+//!
+//! // A linearizable read: the leader confirms it leads with a heartbeat round.
+//! let get = ClientOp::Get { key: b"k".to_vec(), consistency: Some(ReadMode::Leader) };
+//! nodes[0].handle_client(now, 8, get, None);
+//! let replies = settle(&mut nodes, now);
+//! assert!(matches!(&replies[0].1, Reply::Value { value: Some(v), .. } if v == b"v"));
+//!
+//! // Followers refuse writes and point at the leader.
+//! nodes[2].handle_client(now, 9, ClientOp::Delete { key: b"k".to_vec() }, None);
+//! let replies = settle(&mut nodes, now);
+//! assert_eq!(replies[0].1, Reply::NotLeader { leader_hint: Some(1) });
+//! ```
+//!
+//! # Guarantees
+//!
+//! See [`Core`] for the election and commit rules, what is applied when,
+//! and what each read mode sees; [`AckMode`] for what each ack mode risks.
+//! In short: `quorum` and `all` writes survive any failover;
+//! `async` and `semi-sync` writes can be lost when the leader fails before
+//! a majority has them (the old leader rolls them back when it rejoins and
+//! counts them in [`Status::rolled_back_entries`]). A write that times out
+//! or whose leader steps down is [`Reply::Unknown`], never a failure.
+//!
+//! # Not here yet
+//!
+//! Log compaction and snapshot shipping: the core keeps its whole log in
+//! memory and a follower catches up entry by entry, however far behind.
+
+mod config;
+mod core;
+pub mod driver;
+mod message;
+mod output;
+mod progress;
+mod types;
+
+pub use crate::config::{Config, ConfigError};
+pub use crate::core::{Core, RecoverError};
+pub use crate::message::{AppendResult, PeerMsg};
+pub use crate::output::{FollowerLag, Output, Persist, Role, Status};
+pub use crate::types::{
+    AckMode, ClientOp, Command, HardState, LogEntry, Millis, NodeId, ReadMode, Reply, RequestId,
+    Unavailable, Unknown, NOOP_KEY,
+};
+pub use mimeo_storage::LogPosition;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,125 @@
+//! What the core asks its driver to do, and what it reports about itself.
+
+use mimeo_storage::LogPosition;
+use serde::{Deserialize, Serialize};
+
+use crate::message::PeerMsg;
+use crate::types::{HardState, LogEntry, NodeId, Reply, RequestId};
+
+/// One thing for the driver to do, drained with
+/// [`Core::poll_output`](crate::Core::poll_output) in order.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Output {
+    /// Send `msg` to node `to` (best effort: the core tolerates loss,
+    /// duplication and reordering).
+    Send {
+        /// The destination.
+        to: NodeId,
+        /// The message.
+        msg: PeerMsg,
+    },
+    /// Change the durable state. See [`Persist`] for the ordering the driver
+    /// must keep.
+    Persist(Persist),
+    /// Answer a client request.
+    Reply {
+        /// The driver's request id.
+        req_id: RequestId,
+        /// The answer.
+        reply: Reply,
+    },
+}
+
+/// A change to the durable state, in this order: truncate the log, append
+/// the entries, store the hard state.
+///
+/// The driver must perform `Persist` outputs in the order it drains them.
+/// `hard_state` must be durable before the driver performs any later
+/// output (a vote or a term must never be forgotten after it was sent).
+/// `truncate_from` and `entries` may be written asynchronously; when they
+/// are durable up to a position, the driver calls
+/// [`Core::persisted`](crate::Core::persisted) with it (followers
+/// acknowledge, and leaders count, only durable entries).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Persist {
+    /// Drop every entry at this index and above (a divergent suffix).
+    pub truncate_from: Option<u64>,
+    /// Entries to append; the first continues the log (after truncation).
+    pub entries: Vec<LogEntry>,
+    /// The new hard state.
+    pub hard_state: Option<HardState>,
+}
+
+/// A node's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// Follows a leader (or waits for one).
+    Follower,
+    /// Asks for votes.
+    Candidate,
+    /// Leads its term.
+    Leader,
+}
+
+impl Role {
+    /// The role's name, as shown by `mimeo status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::Leader => "leader",
+        }
+    }
+}
+
+/// What a core reports about itself: [`Core::status`](crate::Core::status).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// The node.
+    pub id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// Its current term.
+    pub term: u64,
+    /// The leader it knows of in `term`.
+    pub leader: Option<NodeId>,
+    /// Its last log position.
+    pub last: LogPosition,
+    /// The highest index it knows to be committed.
+    pub commit_index: u64,
+    /// The highest index applied to its key-value view.
+    pub applied_index: u64,
+    /// The highest index durable locally.
+    pub durable_index: u64,
+    /// How long since this node was last known to have applied everything
+    /// the leader had committed (0 on the leader; `None`: never).
+    pub staleness_ms: Option<u64>,
+    /// Elections this node started.
+    pub elections_started: u64,
+    /// Elections this node won.
+    pub elections_won: u64,
+    /// Entries this node dropped from its log because a leader's log
+    /// replaced them (writes that were never committed, e.g. async writes
+    /// lost in a failover).
+    pub rolled_back_entries: u64,
+    /// Replication lag per follower (filled on the leader only).
+    pub followers: Vec<FollowerLag>,
+}
+
+/// Replication lag of one follower, as its leader sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowerLag {
+    /// The follower.
+    pub id: NodeId,
+    /// The highest index known durable on it and matching the leader.
+    pub match_index: u64,
+    /// Entries it lacks (`leader last index - match_index`).
+    pub lag_entries: u64,
+    /// How long ago the leader received the oldest entry the follower
+    /// lacks (0 when it lacks none).
+    pub lag_ms: u64,
+    /// Append messages in flight to it.
+    pub inflight_msgs: usize,
+    /// How long since it last answered (`None`: not in this term).
+    pub last_heard_ms: Option<u64>,
+}

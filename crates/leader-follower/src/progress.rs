@@ -1,0 +1,104 @@
+//! What a leader knows about one follower's log, and the flow control of
+//! the appends it sends it.
+
+use std::collections::VecDeque;
+
+use crate::types::Millis;
+
+/// How the leader ships entries to a follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Mode {
+    /// The follower's position is unknown: one append at a time, each
+    /// waiting for its answer (after a conflict, a retransmission, or at
+    /// the start of a term).
+    Probe,
+    /// The follower matched: appends are pipelined, up to the window.
+    Replicate,
+}
+
+/// A leader's view of one follower.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Progress {
+    /// The highest index known to match the leader's log and be durable on
+    /// the follower.
+    pub(crate) match_index: u64,
+    /// The next index to send.
+    pub(crate) next_index: u64,
+    /// Probing or pipelining.
+    pub(crate) mode: Mode,
+    /// The last index of each append in flight, oldest first. Its length is
+    /// bounded by `max_inflight_msgs` (1 while probing), which bounds what
+    /// a slow follower can make the leader hold in flight.
+    pub(crate) inflight: VecDeque<u64>,
+    /// When the follower last answered an append (any outcome) in this
+    /// term, or when the window last moved.
+    pub(crate) last_progress: Millis,
+    /// When the follower last answered anything in this term.
+    pub(crate) last_heard: Option<Millis>,
+    /// The highest heartbeat round it has answered in this term.
+    pub(crate) acked_seq: u64,
+    /// Whether a leadership transfer's `TimeoutNow` was sent to it.
+    pub(crate) timeout_now_sent: bool,
+}
+
+impl Progress {
+    /// A follower whose log is unknown, at the start of a term whose leader
+    /// has `last_index` entries.
+    pub(crate) fn new(last_index: u64, now: Millis) -> Progress {
+        Progress {
+            match_index: 0,
+            next_index: last_index + 1,
+            mode: Mode::Probe,
+            inflight: VecDeque::new(),
+            last_progress: now,
+            last_heard: None,
+            acked_seq: 0,
+            timeout_now_sent: false,
+        }
+    }
+
+    /// Whether another append may be sent now.
+    pub(crate) fn window_open(&self, max_inflight: usize) -> bool {
+        match self.mode {
+            Mode::Probe => self.inflight.is_empty(),
+            Mode::Replicate => self.inflight.len() < max_inflight,
+        }
+    }
+
+    /// The follower matched through `matched` and holds `durable` durably.
+    pub(crate) fn on_ok(&mut self, matched: u64, durable: u64, now: Millis) {
+        self.match_index = self.match_index.max(durable);
+        self.next_index = self.next_index.max(matched + 1);
+        let before = self.inflight.len();
+        while self.inflight.front().is_some_and(|&last| last <= matched) {
+            self.inflight.pop_front();
+        }
+        if self.mode == Mode::Probe || self.inflight.len() != before {
+            self.last_progress = now;
+        }
+        self.mode = Mode::Replicate;
+    }
+
+    /// The follower's log did not match; resend from after `hint`.
+    pub(crate) fn on_conflict(&mut self, hint: u64, last_index: u64, now: Millis) {
+        self.next_index = (hint + 1).clamp(self.match_index + 1, last_index + 1);
+        self.mode = Mode::Probe;
+        self.inflight.clear();
+        self.last_progress = now;
+    }
+
+    /// Forget the window when it has not moved for `retransmit_ms` (its
+    /// messages or their answers were lost): probe again from the match
+    /// index. Also probe a follower whose window is empty but whose match
+    /// index is behind `last_index` (its answer that more became durable
+    /// was lost).
+    pub(crate) fn maybe_retransmit(&mut self, now: Millis, retransmit_ms: u64, last_index: u64) {
+        let stuck = !self.inflight.is_empty() || self.match_index < last_index;
+        if stuck && now.since(self.last_progress) >= retransmit_ms {
+            self.inflight.clear();
+            self.next_index = self.match_index + 1;
+            self.mode = Mode::Probe;
+            self.last_progress = now;
+        }
+    }
+}

@@ -1,0 +1,1008 @@
+//! Unit tests in the openraft style: one input, the exact outputs.
+
+use crate::*;
+
+fn pos(term: u64, index: u64) -> LogPosition {
+    LogPosition::new(term, index)
+}
+
+fn put(term: u64, index: u64, key: &str) -> LogEntry {
+    LogEntry {
+        position: pos(term, index),
+        command: Command::Put {
+            key: key.into(),
+            value: format!("v{index}").into(),
+        },
+    }
+}
+
+fn noop(term: u64, index: u64) -> LogEntry {
+    LogEntry {
+        position: pos(term, index),
+        command: Command::Noop,
+    }
+}
+
+fn config(id: NodeId, n: u64) -> Config {
+    Config::new(id, (1..=n).filter(|&p| p != id).collect())
+}
+
+fn drain(core: &mut Core) -> Vec<Output> {
+    std::iter::from_fn(|| core.poll_output()).collect()
+}
+
+fn hard(term: u64, voted_for: Option<NodeId>) -> Output {
+    Output::Persist(Persist {
+        truncate_from: None,
+        entries: Vec::new(),
+        hard_state: Some(HardState { term, voted_for }),
+    })
+}
+
+fn send(to: NodeId, msg: PeerMsg) -> Output {
+    Output::Send { to, msg }
+}
+
+fn reply(req_id: RequestId, reply: Reply) -> Output {
+    Output::Reply { req_id, reply }
+}
+
+fn ok(term: u64, matched: u64, durable: u64) -> PeerMsg {
+    PeerMsg::AppendResp {
+        term,
+        result: AppendResult::Ok { matched, durable },
+    }
+}
+
+fn put_op(key: &str) -> ClientOp {
+    ClientOp::Put {
+        key: key.into(),
+        value: b"x".to_vec(),
+    }
+}
+
+/// Node 1 of an `n`-node cluster, elected in term 1 at time 1000, its no-op
+/// durable and acknowledged by every follower (so committed).
+fn leader(n: u64, mut config: Config) -> Core {
+    config.id = 1;
+    config.peers = (2..=n).collect();
+    let mut core = Core::new(config, Millis(0)).unwrap();
+    core.tick(Millis(1000));
+    for p in 2..=n {
+        core.handle_peer(
+            Millis(1000),
+            p,
+            PeerMsg::Vote {
+                term: 1,
+                granted: true,
+            },
+        );
+    }
+    assert_eq!(core.role(), Role::Leader);
+    core.persisted(Millis(1000), pos(1, 1));
+    for p in 2..=n {
+        core.handle_peer(Millis(1000), p, ok(1, 1, 1));
+    }
+    assert_eq!(core.commit_index(), 1);
+    drain(&mut core);
+    core
+}
+
+#[test]
+fn election_timeout_starts_an_election_with_a_persisted_vote() {
+    let mut core = Core::new(config(1, 3), Millis(0)).unwrap();
+    let deadline = core.next_timeout();
+    assert!(
+        (Millis(300)..Millis(600)).contains(&deadline),
+        "{deadline:?}"
+    );
+    core.tick(Millis(deadline.0 - 1));
+    assert_eq!(drain(&mut core), vec![]);
+    core.tick(deadline);
+    let vote = PeerMsg::RequestVote {
+        term: 1,
+        last: pos(0, 0),
+        transfer: false,
+    };
+    assert_eq!(
+        drain(&mut core),
+        vec![hard(1, Some(1)), send(2, vote.clone()), send(3, vote)]
+    );
+    assert_eq!(core.role(), Role::Candidate);
+}
+
+#[test]
+fn vote_is_granted_to_an_up_to_date_candidate_once_per_term() {
+    let mut core = Core::new(config(1, 3), Millis(0)).unwrap();
+    let request = PeerMsg::RequestVote {
+        term: 1,
+        last: pos(0, 0),
+        transfer: false,
+    };
+    core.handle_peer(Millis(10), 2, request.clone());
+    // The term bump and the vote are one durable write, before the answer.
+    assert_eq!(
+        drain(&mut core),
+        vec![
+            hard(1, Some(2)),
+            send(
+                2,
+                PeerMsg::Vote {
+                    term: 1,
+                    granted: true
+                }
+            )
+        ]
+    );
+    // A second candidate in the same term is refused.
+    core.handle_peer(Millis(11), 3, request);
+    assert_eq!(
+        drain(&mut core),
+        vec![send(
+            3,
+            PeerMsg::Vote {
+                term: 1,
+                granted: false
+            }
+        )]
+    );
+}
+
+#[test]
+fn vote_is_refused_to_a_candidate_missing_entries() {
+    let hard_state = HardState {
+        term: 2,
+        voted_for: None,
+    };
+    let log = vec![noop(1, 1), put(2, 2, "a")];
+    let mut core = Core::recover(config(1, 3), Millis(0), hard_state, log).unwrap();
+    // Longer log but an older last term: less up to date.
+    core.handle_peer(
+        Millis(10),
+        2,
+        PeerMsg::RequestVote {
+            term: 3,
+            last: pos(1, 5),
+            transfer: false,
+        },
+    );
+    assert_eq!(
+        drain(&mut core),
+        vec![
+            hard(3, None),
+            send(
+                2,
+                PeerMsg::Vote {
+                    term: 3,
+                    granted: false
+                }
+            )
+        ]
+    );
+}
+
+#[test]
+fn vote_requests_are_ignored_while_a_leader_is_heard() {
+    let mut core = Core::new(config(2, 3), Millis(0)).unwrap();
+    core.handle_peer(
+        Millis(100),
+        1,
+        PeerMsg::Heartbeat {
+            term: 1,
+            commit: 0,
+            leader_commit: 0,
+            seq: 1,
+        },
+    );
+    drain(&mut core);
+    let request = PeerMsg::RequestVote {
+        term: 2,
+        last: pos(0, 0),
+        transfer: false,
+    };
+    core.handle_peer(Millis(200), 3, request.clone());
+    assert_eq!(drain(&mut core), vec![]);
+    assert_eq!(core.term(), 1);
+    // ...unless the leader handed leadership over.
+    let transfer = PeerMsg::RequestVote {
+        term: 2,
+        last: pos(0, 0),
+        transfer: true,
+    };
+    core.handle_peer(Millis(200), 3, transfer);
+    assert_eq!(core.term(), 2);
+    // ...or the leader has been silent for the minimum election timeout.
+    let mut core = Core::new(config(2, 3), Millis(0)).unwrap();
+    core.handle_peer(
+        Millis(100),
+        1,
+        PeerMsg::Heartbeat {
+            term: 1,
+            commit: 0,
+            leader_commit: 0,
+            seq: 1,
+        },
+    );
+    core.handle_peer(Millis(400), 3, request);
+    assert_eq!(core.term(), 2);
+}
+
+#[test]
+fn append_truncates_a_conflicting_suffix_and_counts_it() {
+    let hard_state = HardState {
+        term: 2,
+        voted_for: Some(1),
+    };
+    let log = vec![noop(1, 1), put(1, 2, "a"), put(2, 3, "b"), put(2, 4, "c")];
+    let mut core = Core::recover(config(2, 3), Millis(0), hard_state, log).unwrap();
+    let new = put(3, 3, "d");
+    core.handle_peer(
+        Millis(10),
+        1,
+        PeerMsg::Append {
+            term: 3,
+            prev: pos(1, 2),
+            entries: vec![new.clone()],
+            commit: 2,
+        },
+    );
+    assert_eq!(
+        drain(&mut core),
+        vec![
+            hard(3, None),
+            Output::Persist(Persist {
+                truncate_from: Some(3),
+                entries: vec![new.clone()],
+                hard_state: None,
+            }),
+            // Entry 3 is not durable yet: only 2 is acknowledged as such.
+            send(1, ok(3, 3, 2)),
+        ]
+    );
+    assert_eq!(core.status(Millis(10)).rolled_back_entries, 2);
+    assert_eq!(core.entry(3), Some(&new));
+    assert_eq!(core.entry(4), None);
+    assert_eq!(core.commit_index(), 2);
+    assert_eq!(
+        core.applied_value(b"a"),
+        Some((Some(&b"v2"[..]), pos(1, 2)))
+    );
+    // Storage completes: the follower says so on its own.
+    core.persisted(Millis(11), pos(3, 3));
+    assert_eq!(drain(&mut core), vec![send(1, ok(3, 3, 3))]);
+    // A stale completion for the replaced entry is ignored.
+    core.persisted(Millis(12), pos(2, 4));
+    assert_eq!(drain(&mut core), vec![]);
+}
+
+#[test]
+fn append_with_a_mismatched_prev_is_refused_with_a_hint() {
+    let hard_state = HardState {
+        term: 2,
+        voted_for: None,
+    };
+    let log = vec![noop(1, 1), put(2, 2, "a"), put(2, 3, "b")];
+    let mut core = Core::recover(config(2, 3), Millis(0), hard_state, log).unwrap();
+    let append = |prev| PeerMsg::Append {
+        term: 3,
+        prev,
+        entries: vec![],
+        commit: 0,
+    };
+    // Beyond our log: resend after our last entry.
+    core.handle_peer(Millis(10), 1, append(pos(3, 7)));
+    let conflict = |hint| {
+        send(
+            1,
+            PeerMsg::AppendResp {
+                term: 3,
+                result: AppendResult::Conflict { hint },
+            },
+        )
+    };
+    assert_eq!(drain(&mut core), vec![hard(3, None), conflict(3)]);
+    // Term mismatch at 3: skip the whole of term 2.
+    core.handle_peer(Millis(11), 1, append(pos(3, 3)));
+    assert_eq!(drain(&mut core), vec![conflict(1)]);
+    assert_eq!(core.last_position(), pos(2, 3), "a refusal changes nothing");
+}
+
+#[test]
+fn append_from_an_older_term_is_answered_with_the_current_term() {
+    let mut core = Core::new(config(2, 3), Millis(0)).unwrap();
+    core.handle_peer(
+        Millis(1),
+        3,
+        PeerMsg::Heartbeat {
+            term: 5,
+            commit: 0,
+            leader_commit: 0,
+            seq: 0,
+        },
+    );
+    drain(&mut core);
+    core.handle_peer(
+        Millis(2),
+        1,
+        PeerMsg::Append {
+            term: 4,
+            prev: pos(0, 0),
+            entries: vec![noop(4, 1)],
+            commit: 0,
+        },
+    );
+    assert_eq!(
+        drain(&mut core),
+        vec![send(1, PeerMsg::HeartbeatResp { term: 5, seq: 0 })]
+    );
+    assert_eq!(core.last_position(), pos(0, 0));
+}
+
+#[test]
+fn a_new_leader_appends_a_noop_and_ships_it() {
+    let mut core = Core::new(config(1, 3), Millis(0)).unwrap();
+    core.tick(Millis(1000));
+    drain(&mut core);
+    core.handle_peer(
+        Millis(1000),
+        2,
+        PeerMsg::Vote {
+            term: 1,
+            granted: true,
+        },
+    );
+    let append = PeerMsg::Append {
+        term: 1,
+        prev: pos(0, 0),
+        entries: vec![noop(1, 1)],
+        commit: 0,
+    };
+    let hb = PeerMsg::Heartbeat {
+        term: 1,
+        commit: 0,
+        leader_commit: 0,
+        seq: 1,
+    };
+    assert_eq!(
+        drain(&mut core),
+        vec![
+            Output::Persist(Persist {
+                truncate_from: None,
+                entries: vec![noop(1, 1)],
+                hard_state: None,
+            }),
+            send(2, hb.clone()),
+            send(2, append.clone()),
+            send(3, hb),
+            send(3, append),
+        ]
+    );
+    assert_eq!(core.status(Millis(1000)).elections_won, 1);
+}
+
+#[test]
+fn ack_modes_decide_when_the_client_hears_back() {
+    let mut core = leader(3, config(1, 3));
+    let now = Millis(1100);
+    core.handle_client(now, 10, put_op("a"), Some(AckMode::Async));
+    core.handle_client(now, 11, put_op("b"), Some(AckMode::SemiSync(1)));
+    core.handle_client(now, 12, put_op("c"), Some(AckMode::Quorum));
+    core.handle_client(now, 13, put_op("d"), Some(AckMode::All));
+    let replies = |core: &mut Core| -> Vec<Output> {
+        drain(core)
+            .into_iter()
+            .filter(|o| matches!(o, Output::Reply { .. }))
+            .collect()
+    };
+    assert_eq!(replies(&mut core), vec![]);
+    // The leader's disk: async is acknowledged, before any follower has it.
+    core.persisted(now, pos(1, 5));
+    assert_eq!(
+        replies(&mut core),
+        vec![reply(
+            10,
+            Reply::Written {
+                position: pos(1, 2)
+            }
+        )]
+    );
+    assert_eq!(core.commit_index(), 1);
+    // One follower durable through 5: semi-sync:1, and a majority: quorum.
+    core.handle_peer(now, 2, ok(1, 5, 5));
+    assert_eq!(
+        replies(&mut core),
+        vec![
+            reply(
+                11,
+                Reply::Written {
+                    position: pos(1, 3)
+                }
+            ),
+            reply(
+                12,
+                Reply::Written {
+                    position: pos(1, 4)
+                }
+            ),
+        ]
+    );
+    assert_eq!(core.commit_index(), 5);
+    // The last follower: all.
+    core.handle_peer(now, 3, ok(1, 5, 5));
+    assert_eq!(
+        replies(&mut core),
+        vec![reply(
+            13,
+            Reply::Written {
+                position: pos(1, 5)
+            }
+        )]
+    );
+}
+
+#[test]
+fn a_follower_ack_of_entries_not_yet_durable_does_not_count() {
+    let mut core = leader(3, config(1, 3));
+    let now = Millis(1100);
+    core.handle_client(now, 10, put_op("a"), None);
+    core.persisted(now, pos(1, 2));
+    core.handle_peer(now, 2, ok(1, 2, 1));
+    assert_eq!(core.commit_index(), 1);
+    core.handle_peer(now, 2, ok(1, 2, 2));
+    assert_eq!(core.commit_index(), 2);
+}
+
+#[test]
+fn entries_of_an_earlier_term_commit_only_through_one_of_the_current_term() {
+    // Node 1 has entry 2 of term 1 that nobody else has; it is elected in
+    // term 2 and appends its no-op at 3.
+    let hard_state = HardState {
+        term: 1,
+        voted_for: None,
+    };
+    let log = vec![noop(1, 1), put(1, 2, "a")];
+    let mut core = Core::recover(config(1, 3), Millis(0), hard_state, log).unwrap();
+    core.tick(Millis(1000));
+    core.handle_peer(
+        Millis(1000),
+        2,
+        PeerMsg::Vote {
+            term: 2,
+            granted: true,
+        },
+    );
+    assert_eq!(core.role(), Role::Leader);
+    // A follower acknowledges entry 2 (term 1) durably: a majority holds
+    // it, but it is not of term 2, so it does not commit by counting.
+    core.handle_peer(Millis(1000), 2, ok(2, 2, 2));
+    assert_eq!(core.commit_index(), 0);
+    core.persisted(Millis(1000), pos(2, 3));
+    core.handle_peer(Millis(1000), 2, ok(2, 3, 3));
+    assert_eq!(core.commit_index(), 3);
+}
+
+#[test]
+fn a_leader_steps_down_on_a_higher_term_and_writes_become_unknown() {
+    let mut core = leader(3, config(1, 3));
+    core.handle_client(Millis(1100), 10, put_op("a"), None);
+    drain(&mut core);
+    core.handle_peer(Millis(1101), 2, PeerMsg::HeartbeatResp { term: 4, seq: 0 });
+    assert_eq!(
+        drain(&mut core),
+        vec![
+            hard(4, None),
+            reply(
+                10,
+                Reply::Unknown {
+                    reason: Unknown::LostLeadership
+                }
+            ),
+        ]
+    );
+    assert_eq!(core.role(), Role::Follower);
+    core.handle_client(Millis(1102), 11, put_op("b"), None);
+    assert_eq!(
+        drain(&mut core),
+        vec![reply(11, Reply::NotLeader { leader_hint: None })]
+    );
+}
+
+#[test]
+fn a_leader_that_hears_no_majority_steps_down() {
+    let mut core = leader(3, config(1, 3));
+    let mut now = Millis(1000);
+    // Node 2 keeps answering: the leader leads on.
+    for _ in 0..20 {
+        now = core.next_timeout();
+        core.tick(now);
+        core.handle_peer(now, 2, PeerMsg::HeartbeatResp { term: 1, seq: 0 });
+    }
+    assert_eq!(core.role(), Role::Leader);
+    // Silence from everyone for the maximum election timeout.
+    let silent_from = now;
+    while core.role() == Role::Leader {
+        now = core.next_timeout();
+        core.tick(now);
+    }
+    let silence = now.since(silent_from);
+    assert!(
+        (600..=650).contains(&silence),
+        "stepped down after {silence} ms"
+    );
+}
+
+#[test]
+fn a_leader_read_waits_for_a_heartbeat_round_of_a_majority() {
+    let mut core = leader(3, config(1, 3));
+    let now = Millis(1100);
+    let get = ClientOp::Get {
+        key: b"k".to_vec(),
+        consistency: Some(ReadMode::Leader),
+    };
+    core.handle_client(now, 10, get, None);
+    let hb = |to| {
+        send(
+            to,
+            PeerMsg::Heartbeat {
+                term: 1,
+                commit: 1,
+                leader_commit: 1,
+                seq: 2,
+            },
+        )
+    };
+    assert_eq!(drain(&mut core), vec![hb(2), hb(3)]);
+    // An answer to an older round proves nothing about this read.
+    core.handle_peer(now, 2, PeerMsg::HeartbeatResp { term: 1, seq: 1 });
+    assert_eq!(drain(&mut core), vec![]);
+    core.handle_peer(now, 3, PeerMsg::HeartbeatResp { term: 1, seq: 2 });
+    assert_eq!(
+        drain(&mut core),
+        vec![reply(
+            10,
+            Reply::Value {
+                value: None,
+                version: pos(0, 0),
+                applied: pos(1, 1)
+            }
+        )]
+    );
+}
+
+#[test]
+fn a_leader_read_waits_for_async_writes_it_acknowledged() {
+    let mut core = leader(3, config(1, 3));
+    let now = Millis(1100);
+    core.handle_client(now, 10, put_op("k"), Some(AckMode::Async));
+    core.persisted(now, pos(1, 2));
+    let get = ClientOp::Get {
+        key: b"k".to_vec(),
+        consistency: Some(ReadMode::Leader),
+    };
+    core.handle_client(now, 11, get, None);
+    core.handle_peer(now, 2, PeerMsg::HeartbeatResp { term: 1, seq: 2 });
+    let replies: Vec<RequestId> = drain(&mut core)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Reply { req_id, .. } => Some(req_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        replies,
+        vec![10],
+        "the read must wait for the write to commit"
+    );
+    core.handle_peer(now, 2, ok(1, 2, 2));
+    let out = drain(&mut core);
+    assert!(
+        out.contains(&reply(
+            11,
+            Reply::Value {
+                value: Some(b"x".to_vec()),
+                version: pos(1, 2),
+                applied: pos(1, 2)
+            }
+        )),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn cas_mismatch_is_confirmed_by_a_read_round_and_a_match_writes() {
+    let mut core = leader(3, config(1, 3));
+    let now = Millis(1100);
+    let cas = |expected: Option<&str>| ClientOp::Cas {
+        key: b"k".to_vec(),
+        expected: expected.map(|e| e.as_bytes().to_vec()),
+        new: b"n".to_vec(),
+    };
+    core.handle_client(now, 10, cas(Some("zz")), None);
+    let out = drain(&mut core);
+    assert!(!out.iter().any(|o| matches!(o, Output::Reply { .. })));
+    assert!(!out.iter().any(|o| matches!(o, Output::Persist(_))));
+    core.handle_peer(now, 2, PeerMsg::HeartbeatResp { term: 1, seq: 2 });
+    assert_eq!(
+        drain(&mut core),
+        vec![reply(10, Reply::CasMismatch { current: None })]
+    );
+    core.handle_client(now, 11, cas(None), None);
+    let out = drain(&mut core);
+    assert!(out.contains(&Output::Persist(Persist {
+        truncate_from: None,
+        entries: vec![LogEntry {
+            position: pos(1, 2),
+            command: Command::Put {
+                key: b"k".to_vec(),
+                value: b"n".to_vec()
+            }
+        }],
+        hard_state: None
+    })));
+}
+
+#[test]
+fn writes_that_time_out_are_unknown_not_failed() {
+    let mut core = leader(3, config(1, 3));
+    core.handle_client(Millis(1100), 10, put_op("a"), None);
+    drain(&mut core);
+    // Node 2 answers heartbeats (so the leader keeps leading) but never
+    // makes the entry durable.
+    let (now, timed_out) = loop {
+        let now = core.next_timeout();
+        core.tick(now);
+        core.handle_peer(now, 2, PeerMsg::HeartbeatResp { term: 1, seq: 0 });
+        let out = drain(&mut core);
+        if out.iter().any(|o| matches!(o, Output::Reply { .. })) {
+            break (now, out);
+        }
+    };
+    assert_eq!(now, Millis(3100));
+    assert_eq!(core.role(), Role::Leader);
+    assert!(timed_out.contains(&reply(
+        10,
+        Reply::Unknown {
+            reason: Unknown::TimedOut
+        }
+    )));
+}
+
+#[test]
+fn follower_reads_respect_the_staleness_bound() {
+    let mut core = Core::new(config(2, 3), Millis(0)).unwrap();
+    let get = |max| ClientOp::Get {
+        key: b"k".to_vec(),
+        consistency: Some(ReadMode::Follower {
+            max_staleness_ms: max,
+        }),
+    };
+    core.handle_client(Millis(5), 1, get(Some(100)), None);
+    let never = Reply::Unavailable {
+        reason: Unavailable::TooStale {
+            staleness_ms: None,
+            max_staleness_ms: 100,
+        },
+    };
+    assert_eq!(drain(&mut core), vec![reply(1, never)]);
+    core.handle_peer(
+        Millis(10),
+        1,
+        PeerMsg::Heartbeat {
+            term: 1,
+            commit: 0,
+            leader_commit: 0,
+            seq: 1,
+        },
+    );
+    drain(&mut core);
+    core.handle_client(Millis(110), 2, get(Some(100)), None);
+    assert!(matches!(
+        drain(&mut core)[..],
+        [Output::Reply {
+            reply: Reply::Value { .. },
+            ..
+        }]
+    ));
+    core.handle_client(Millis(111), 3, get(Some(100)), None);
+    let stale = Reply::Unavailable {
+        reason: Unavailable::TooStale {
+            staleness_ms: Some(101),
+            max_staleness_ms: 100,
+        },
+    };
+    assert_eq!(drain(&mut core), vec![reply(3, stale)]);
+    core.handle_client(Millis(5000), 4, get(None), None);
+    assert!(matches!(
+        drain(&mut core)[..],
+        [Output::Reply {
+            reply: Reply::Value { .. },
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn session_reads_wait_for_their_position_and_detect_rollback() {
+    let hard_state = HardState {
+        term: 2,
+        voted_for: None,
+    };
+    let log = vec![noop(1, 1), put(1, 2, "k"), put(2, 3, "k")];
+    let mut core = Core::recover(config(2, 3), Millis(0), hard_state, log).unwrap();
+    let get = |after| ClientOp::Get {
+        key: b"k".to_vec(),
+        consistency: Some(ReadMode::Session { after }),
+    };
+    core.handle_client(Millis(1), 1, get(pos(1, 2)), None);
+    core.handle_client(Millis(1), 2, get(pos(3, 3)), None);
+    assert_eq!(drain(&mut core), vec![]);
+    // The leader of term 2 commits through 3.
+    core.handle_peer(
+        Millis(2),
+        1,
+        PeerMsg::Append {
+            term: 2,
+            prev: pos(2, 3),
+            entries: vec![],
+            commit: 3,
+        },
+    );
+    let out = drain(&mut core);
+    assert_eq!(
+        out[..2],
+        [
+            reply(
+                1,
+                Reply::Value {
+                    value: Some(b"v3".to_vec()),
+                    version: pos(2, 3),
+                    applied: pos(2, 3)
+                }
+            ),
+            reply(
+                2,
+                Reply::Unavailable {
+                    reason: Unavailable::SessionDiverged {
+                        after: pos(3, 3),
+                        found: pos(2, 3)
+                    }
+                }
+            ),
+        ]
+    );
+    // A session read that cannot be served in time is refused.
+    core.handle_client(Millis(3), 3, get(pos(2, 9)), None);
+    core.tick(Millis(2003));
+    assert!(drain(&mut core).contains(&reply(
+        3,
+        Reply::Unavailable {
+            reason: Unavailable::TimedOut
+        }
+    )));
+}
+
+#[test]
+fn flow_control_bounds_the_entries_in_flight_to_a_slow_follower() {
+    let mut c = config(1, 3);
+    c.max_inflight_msgs = 2;
+    c.max_batch_entries = 3;
+    let mut core = leader(3, c);
+    let now = Millis(1100);
+    for i in 0..20 {
+        core.handle_client(now, i, put_op("k"), Some(AckMode::Async));
+    }
+    let appends_to = |out: &[Output], peer| -> Vec<(u64, usize)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Send {
+                    to,
+                    msg: PeerMsg::Append { prev, entries, .. },
+                } if *to == peer => Some((prev.index, entries.len())),
+                _ => None,
+            })
+            .collect()
+    };
+    let out = drain(&mut core);
+    // The first two writes go out at once; then the window (two
+    // messages) is full and nothing more is sent until an answer.
+    assert_eq!(appends_to(&out, 2), vec![(1, 1), (2, 1)]);
+    assert_eq!(core.status(now).followers[0].inflight_msgs, 2);
+    core.handle_peer(now, 2, ok(1, 3, 3));
+    // Both messages answered: the backlog goes out in full batches.
+    assert_eq!(appends_to(&drain(&mut core), 2), vec![(3, 3), (6, 3)]);
+    assert_eq!(core.status(now).followers[0].lag_entries, 21 - 3);
+    // Lost messages: after the retransmit time the window restarts from
+    // the match index, probing with one message.
+    let later = Millis(1100 + 250);
+    core.tick(later);
+    assert_eq!(appends_to(&drain(&mut core), 2), vec![(3, 3)]);
+    let lag = &core.status(later).followers[0];
+    assert_eq!((lag.match_index, lag.lag_ms), (3, 250));
+}
+
+#[test]
+fn leadership_transfer_hands_over_to_a_caught_up_follower() {
+    let mut core = leader(3, config(1, 3));
+    let now = Millis(1100);
+    core.handle_client(now, 10, put_op("a"), None);
+    core.persisted(now, pos(1, 2));
+    core.handle_peer(now, 3, ok(1, 2, 2));
+    drain(&mut core);
+    assert_eq!(core.transfer_leadership(now), Some(3));
+    let out = drain(&mut core);
+    assert_eq!(out[0], send(3, PeerMsg::TimeoutNow { term: 1 }));
+    core.handle_client(now, 11, put_op("b"), None);
+    assert_eq!(
+        drain(&mut core),
+        vec![reply(
+            11,
+            Reply::NotLeader {
+                leader_hint: Some(3)
+            }
+        )]
+    );
+    // The target answers TimeoutNow with an election the others honour.
+    let mut target = Core::recover(
+        config(3, 3),
+        Millis(0),
+        HardState {
+            term: 1,
+            voted_for: Some(1),
+        },
+        vec![noop(1, 1), put(1, 2, "a")],
+    )
+    .unwrap();
+    target.handle_peer(
+        now,
+        1,
+        PeerMsg::Heartbeat {
+            term: 1,
+            commit: 2,
+            leader_commit: 2,
+            seq: 3,
+        },
+    );
+    drain(&mut target);
+    target.handle_peer(now, 1, PeerMsg::TimeoutNow { term: 1 });
+    let request = PeerMsg::RequestVote {
+        term: 2,
+        last: pos(1, 2),
+        transfer: true,
+    };
+    assert_eq!(
+        drain(&mut target),
+        vec![
+            hard(2, Some(3)),
+            send(1, request.clone()),
+            send(2, request.clone())
+        ]
+    );
+    core.handle_peer(now, 3, request);
+    assert_eq!(
+        drain(&mut core),
+        vec![
+            hard(2, Some(3)),
+            send(
+                3,
+                PeerMsg::Vote {
+                    term: 2,
+                    granted: true
+                }
+            )
+        ]
+    );
+}
+
+#[test]
+fn bad_requests_and_configs_are_refused_with_reasons() {
+    let mut core = leader(3, config(1, 3));
+    core.handle_client(Millis(1100), 1, put_op(""), None);
+    core.handle_client(Millis(1100), 2, put_op("a"), Some(AckMode::SemiSync(3)));
+    let out = drain(&mut core);
+    assert!(
+        matches!(
+            out[..],
+            [
+                Output::Reply {
+                    reply: Reply::BadRequest { .. },
+                    ..
+                },
+                Output::Reply {
+                    reply: Reply::BadRequest { .. },
+                    ..
+                }
+            ]
+        ),
+        "{out:?}"
+    );
+    let mut c = config(1, 3);
+    c.peers.push(1);
+    assert_eq!(c.validate(), Err(ConfigError::SelfInPeers { id: 1 }));
+    let mut c = config(1, 3);
+    c.election_timeout_min_ms = 50;
+    assert!(c
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("election_timeout_min_ms (50)"));
+    let gap = Core::recover(
+        config(1, 3),
+        Millis(0),
+        HardState {
+            term: 1,
+            voted_for: None,
+        },
+        vec![noop(1, 2)],
+    );
+    assert_eq!(
+        gap.unwrap_err(),
+        RecoverError::Gap {
+            expected: 1,
+            found: 2
+        }
+    );
+    let ahead = Core::recover(
+        config(1, 3),
+        Millis(0),
+        HardState::default(),
+        vec![noop(1, 1)],
+    );
+    assert!(matches!(ahead, Err(RecoverError::BadTerm { index: 1, .. })));
+}
+
+#[test]
+fn records_round_trip_and_noops_are_tombstones_of_the_reserved_key() {
+    for entry in [
+        noop(3, 7),
+        put(3, 8, "k"),
+        LogEntry {
+            position: pos(3, 9),
+            command: Command::Delete { key: b"k".to_vec() },
+        },
+    ] {
+        let record = entry.to_record(2);
+        assert_eq!(record.meta.position, entry.position);
+        assert_eq!(LogEntry::from_record(&record), entry);
+    }
+    assert_eq!(
+        noop(1, 1).to_record(1).mutation,
+        mimeo_storage::Mutation::Delete { key: Vec::new() }
+    );
+}
+
+#[test]
+fn a_single_node_cluster_commits_on_its_own_disk() {
+    let mut core = Core::new(Config::new(1, vec![]), Millis(0)).unwrap();
+    core.tick(core.next_timeout());
+    assert_eq!(core.role(), Role::Leader);
+    core.handle_client(Millis(700), 1, put_op("a"), None);
+    assert!(!drain(&mut core)
+        .iter()
+        .any(|o| matches!(o, Output::Reply { .. })));
+    core.persisted(Millis(700), pos(1, 2));
+    assert_eq!(
+        drain(&mut core),
+        vec![reply(
+            1,
+            Reply::Written {
+                position: pos(1, 2)
+            }
+        )]
+    );
+    core.handle_client(
+        Millis(701),
+        2,
+        ClientOp::Get {
+            key: b"a".to_vec(),
+            consistency: None,
+        },
+        None,
+    );
+    assert!(matches!(
+        &drain(&mut core)[..],
+        [Output::Reply {
+            reply: Reply::Value { value: Some(_), .. },
+            ..
+        }]
+    ));
+}

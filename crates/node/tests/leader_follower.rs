@@ -1,0 +1,137 @@
+//! Three real `mimeo serve` processes in leader-follower mode on
+//! 127.0.0.1: a leader is elected, quorum writes are acknowledged, the
+//! leader is killed with SIGKILL, a new one takes over, and the old leader
+//! comes back as a follower holding every acknowledged write.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use mimeo_client::{Client, ClientConfig};
+use mimeo_wire::{ReadConsistency, TlsIdentity};
+use support::*;
+
+/// Every wait in this file is bounded by this.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn write_lf_config(dir: &Path, id: &str, addrs: &[(String, SocketAddr)]) -> std::path::PathBuf {
+    let me = addrs.iter().find(|(n, _)| n == id).unwrap().1;
+    let mut text = format!(
+        "node_id = \"{id}\"\nlisten = \"{me}\"\ndata_dir = \"data/{id}\"\nmode = \"leader-follower\"\n\
+         [tls]\ndir = \"certs\"\n[storage]\nfsync = \"batch\"\n[replication]\nacks = \"quorum\"\n"
+    );
+    for (peer, addr) in addrs.iter().filter(|(n, _)| n != id) {
+        text += &format!("[[replication.peers]]\nid = \"{peer}\"\naddr = \"{addr}\"\n");
+    }
+    let path = dir.join(format!("{id}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn connect(dir: &Path, nodes: Vec<SocketAddr>) -> Client {
+    let identity = TlsIdentity::from_dir(&dir.join("certs"), "client-cli").unwrap();
+    let mut config = ClientConfig::new(nodes, "mimeo", identity);
+    config.connect_timeout = Duration::from_millis(500);
+    Client::new(config).unwrap()
+}
+
+/// Puts `key`, retrying (bounded) while the cluster has no leader.
+async fn put_until_acknowledged(client: &Client, key: &str, value: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match client.put(key, value).await {
+            Ok(_) => return,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "{key} never acknowledged: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// The address of the node that reports itself leader (bounded wait).
+async fn leader(client: &Client, nodes: &[SocketAddr]) -> SocketAddr {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        for &node in nodes {
+            if let Ok(status) = client.status_of(node).await {
+                if status.role == "leader" {
+                    return node;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_and_rejoins_with_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        &["certs", "init", "--dir", "certs", "--nodes", "n1,n2,n3"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let addrs: Vec<(String, SocketAddr)> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| (id.to_string(), free_addr()))
+        .collect();
+    let mut nodes: Vec<Option<Node>> = addrs
+        .iter()
+        .map(|(id, addr)| Some(start_node(&write_lf_config(dir.path(), id, &addrs), *addr)))
+        .collect();
+    let all: Vec<SocketAddr> = addrs.iter().map(|(_, a)| *a).collect();
+    let client = connect(dir.path(), all.clone()).await;
+
+    for i in 0..20 {
+        put_until_acknowledged(&client, &format!("before-{i}"), &i.to_string()).await;
+    }
+    let old = leader(&client, &all).await;
+    let old_index = all.iter().position(|a| *a == old).unwrap();
+    let config = nodes[old_index].as_ref().unwrap().config.clone();
+    drop(nodes[old_index].take()); // SIGKILL
+
+    for i in 0..20 {
+        put_until_acknowledged(&client, &format!("after-{i}"), &i.to_string()).await;
+    }
+    let new = leader(&client, &all).await;
+    assert_ne!(new, old, "a new leader took over");
+
+    nodes[old_index] = Some(start_node(&config, old));
+    // The old leader must catch up as a follower and serve every
+    // acknowledged write from its own state.
+    let follower = connect(dir.path(), vec![old]).await;
+    let deadline = Instant::now() + WAIT;
+    for key in (0..20).flat_map(|i| [format!("before-{i}"), format!("after-{i}")]) {
+        loop {
+            let read = follower
+                .get_with(
+                    &key,
+                    ReadConsistency::Follower {
+                        max_staleness_ms: None,
+                    },
+                )
+                .await;
+            match read {
+                Ok(r) if r.value.is_some() => break,
+                other => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{key} missing on the restarted node: {other:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    let status = follower.status_of(old).await.unwrap();
+    assert_eq!(status.role, "follower");
+    assert!(status.term >= 2, "a new term began: {status:?}");
+}
