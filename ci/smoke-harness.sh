@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # CI smoke runs of the harness on a debug build: a standalone node under
 # kill and pause must be linearizable; under power loss with fsync = always
-# no acknowledged add may be lost; and a known-bad history must be rejected.
+# no acknowledged add may be lost; a 3-node leader-follower cluster with
+# quorum acks and leader reads must be linearizable under partitions, kills
+# and pauses; and a known-bad history must be rejected.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +16,10 @@ trap 'rm -rf "$store"' EXIT
   --workload register --nemesis kill,pause --nemesis-interval 3 --time-limit 20
 "$harness" run --mimeo-bin target/debug/mimeo --store "$store" --seed 2 \
   --workload set --nemesis power-loss --nemesis-interval 3 --time-limit 15 --fsync always
+
+"$harness" run --mimeo-bin target/debug/mimeo --store "$store" --seed 3 \
+  --mode leader-follower --nodes 3 --acks quorum --reads leader \
+  --workload register --nemesis partition,kill,pause --nemesis-interval 3 --time-limit 20
 
 status=0
 "$harness" check --no-report histories/register/invalid-stale-read.jsonl || status=$?

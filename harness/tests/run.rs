@@ -97,6 +97,45 @@ async fn a_standalone_node_under_kill_and_pause_is_linearizable() {
     assert!(processes_mentioning(&outcome.dir.to_string_lossy()).is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_follower_cluster_with_quorum_acks_is_linearizable_under_partitions_and_kills() {
+    let store = tempfile::tempdir().unwrap();
+    let args = RunArgs {
+        mode: "leader-follower".into(),
+        acks: Some("quorum".into()),
+        reads: Some("leader".into()),
+        nodes: 3,
+        time_limit: 10.0,
+        ..args(
+            store.path(),
+            Workload::Register,
+            &[Fault::Partition, Fault::Kill],
+            "batch",
+        )
+    };
+    let outcome = run::run(args, Interrupt::never()).await.unwrap();
+    let history = History::read_jsonl(&outcome.dir.join("history.jsonl")).unwrap();
+    let faults = nemesis_fs(&history);
+    assert!(
+        faults.iter().any(|f| f == "partition" || f == "kill"),
+        "the nemesis acted: {faults:?}"
+    );
+    let oks = history
+        .ops
+        .iter()
+        .filter(|op| op.kind == mimeo_harness::OpType::Ok)
+        .count();
+    assert!(oks > 100, "only {oks} operations succeeded");
+    assert_eq!(
+        outcome.verdict,
+        Verdict::Valid,
+        "results: {:#?}",
+        outcome.results
+    );
+    assert!(outcome.dir.join("net-stats.json").is_file());
+    assert!(processes_mentioning(&outcome.dir.to_string_lossy()).is_empty());
+}
+
 /// The set checker's count of lost elements.
 fn lost(outcome: &run::RunOutcome) -> u64 {
     let set = outcome
