@@ -471,19 +471,20 @@ fn print_statuses(
         return Ok(());
     }
     println!(
-        "{:<8} {:<22} {:<12} {:<12} {:>6} {:>10} {:>10} {:>8} {:>6}",
-        "node", "address", "mode", "role", "term", "last", "durable", "keys", "fsync"
+        "{:<8} {:<22} {:<15} {:<10} {:>6} {:>10} {:>10} {:>10} {:>8} {:>6}",
+        "node", "address", "mode", "role", "term", "last", "commit", "durable", "keys", "fsync"
     );
     for (node, status) in statuses {
         match status {
             Ok(s) => println!(
-                "{:<8} {:<22} {:<12} {:<12} {:>6} {:>10} {:>10} {:>8} {:>6}",
+                "{:<8} {:<22} {:<15} {:<10} {:>6} {:>10} {:>10} {:>10} {:>8} {:>6}",
                 s.node_id,
                 node,
                 s.mode,
                 s.role,
                 s.term,
                 s.last_position.index,
+                s.commit_index,
                 s.durable_index,
                 s.live_keys,
                 s.fsync
