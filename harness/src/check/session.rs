@@ -274,6 +274,20 @@ pub(super) struct Unsupported {
 }
 
 impl<'h> Registers<'h> {
+    /// The registers of a well-formed history, or the `unknown` result
+    /// `checker` reports for a history it cannot read.
+    pub(super) fn load(history: &'h History, checker: &str) -> Result<Registers<'h>, CheckResult> {
+        if let Err(message) = history.validate() {
+            return Err(CheckResult::unsupported(
+                checker,
+                format!("malformed history: {message}"),
+                Vec::new(),
+            ));
+        }
+        Registers::new(history)
+            .map_err(|e| CheckResult::unsupported(checker, e.message, vec![e.index]))
+    }
+
     /// Indexes the register operations of a validated `history`.
     pub(super) fn new(history: &'h History) -> Result<Registers<'h>, Unsupported> {
         let mut events = Vec::new();
@@ -509,18 +523,9 @@ struct Tally {
 /// Checks read-your-writes, monotonic reads and monotonic writes for every
 /// session of a register history (see the module docs).
 pub fn check(history: &History) -> CheckResult {
-    if let Err(message) = history.validate() {
-        return CheckResult::unsupported(
-            CHECKER,
-            format!("malformed history: {message}"),
-            Vec::new(),
-        );
-    }
-    let registers = match Registers::new(history) {
+    let registers = match Registers::load(history, CHECKER) {
         Ok(r) => r,
-        Err(Unsupported { message, index }) => {
-            return CheckResult::unsupported(CHECKER, message, vec![index])
-        }
+        Err(result) => return result,
     };
     let mut sessions: HashMap<(u64, Option<&str>), SessionKey<'_>> = HashMap::new();
     let mut readers: HashSet<u64> = HashSet::new();

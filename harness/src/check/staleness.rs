@@ -118,16 +118,9 @@ fn percentiles(values: &mut [u64], show: impl Fn(u64) -> Value) -> Value {
 /// Measures how stale every `ok` read of a register history was (see the
 /// module docs).
 pub fn check(history: &History) -> CheckResult {
-    if let Err(message) = history.validate() {
-        return CheckResult::unsupported(
-            CHECKER,
-            format!("malformed history: {message}"),
-            Vec::new(),
-        );
-    }
-    let registers = match Registers::new(history) {
+    let registers = match Registers::load(history, CHECKER) {
         Ok(r) => r,
-        Err(e) => return CheckResult::unsupported(CHECKER, e.message, vec![e.index]),
+        Err(result) => return result,
     };
     let mut overall = NodeStats::default();
     let mut nodes: BTreeMap<&str, NodeStats> = BTreeMap::new();
