@@ -568,6 +568,9 @@ mod tests {
             "--mode leader-follower --nodes 3 --acks quorum --reads leader",
             "--mode leader-follower --nodes 3 --acks async --reads follower",
             "--mode leader-follower --nodes 3 --acks all --reads session",
+            // Session reads are per request: the node default is free.
+            "--mode leader-follower --nodes 3 --reads session \
+             --node-config replication.reads=\"follower\"",
             "--mode leader-follower --nodes 3 --acks semi-sync:1",
             "--mode leader-follower --nodes 3 --acks semi-sync:2",
             "--mode leader-follower --nodes 3 --node-config replication.acks=\"all\"",
