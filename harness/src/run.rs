@@ -29,7 +29,7 @@ use crate::cluster::{is_replicated, locate_binary, Cluster, ClusterSpec};
 use crate::nemesis::{Fault, Nemesis, RESTART_BOUND};
 use crate::net::FaultNet;
 use crate::recorder::Recorder;
-use crate::workload::{final_set_reads, run_worker, Shared, Workload, WorkloadSpec};
+use crate::workload::{final_set_reads, run_worker, Reads, Shared, Workload, WorkloadSpec};
 
 /// Every knob of a run; written to `config.json`.
 #[derive(Clone, Debug, Serialize, clap::Args)]
@@ -44,8 +44,13 @@ pub struct RunArgs {
     /// Default: the node's own.
     #[arg(long, value_name = "async|semi-sync:K|quorum|all")]
     pub acks: Option<String>,
-    /// Where a replicated mode serves reads: `leader`, `follower` or
-    /// `session`; written as `replication.reads`. Default: the node's own.
+    /// How a replicated mode serves the workload's reads: `leader`
+    /// (linearizable, wherever redirects lead), `follower` (each worker
+    /// reads its own node's local state) or `session` (each worker reads
+    /// its own node, no older than what its session has seen). `leader`
+    /// and `follower` are also written as `replication.reads`; `session` is
+    /// asked for per read (a node has no session default). Default: the
+    /// node's own.
     #[arg(long, value_name = "leader|follower|session")]
     pub reads: Option<String>,
     /// The workload: `register` (linearizability), `set` (lost writes) or
@@ -252,14 +257,10 @@ impl RunArgs {
                 _ => bail!("--acks must be async, semi-sync:K, quorum or all, not {acks:?}"),
             }
         }
-        if let Some(reads) = &self.reads {
-            if !matches!(reads.as_str(), "leader" | "follower" | "session") {
-                bail!("--reads must be leader, follower or session, not {reads:?}");
-            }
-        }
+        Reads::from_flag(self.reads.as_deref()).map_err(anyhow::Error::msg)?;
         for (flag, key, given) in [
             ("--acks", "replication.acks", &self.acks),
-            ("--reads", "replication.reads", &self.reads),
+            ("--reads", "replication.reads", &self.reads_line()),
         ] {
             let also = self
                 .node_config
@@ -272,14 +273,20 @@ impl RunArgs {
         Ok(())
     }
 
-    /// The node config lines of a run: `--acks` and `--reads` as
-    /// `replication.*` lines, then `--node-config`.
+    /// The node default `--reads` sets, if any: session reads are asked
+    /// for per request, and a node refuses `session` as its default.
+    fn reads_line(&self) -> Option<String> {
+        self.reads.clone().filter(|reads| reads != "session")
+    }
+
+    /// The node config lines of a run: `--acks` and `--reads` (but for
+    /// `session`) as `replication.*` lines, then `--node-config`.
     fn node_config_lines(&self) -> Vec<String> {
         let mut lines = Vec::new();
         if let Some(acks) = &self.acks {
             lines.push(format!("replication.acks = \"{acks}\""));
         }
-        if let Some(reads) = &self.reads {
+        if let Some(reads) = self.reads_line() {
             lines.push(format!("replication.reads = \"{reads}\""));
         }
         lines.extend(self.node_config.iter().cloned());
@@ -356,6 +363,7 @@ pub async fn run(args: RunArgs, interrupt: Interrupt) -> anyhow::Result<RunOutco
         ops_per_key: args.ops_per_key,
         values: 5,
         read_fraction: args.read_fraction,
+        reads: Reads::from_flag(args.reads.as_deref()).map_err(anyhow::Error::msg)?,
         seed: args.seed,
     });
     let cluster = Arc::new(Mutex::new(cluster));
@@ -560,6 +568,9 @@ mod tests {
             "--mode leader-follower --nodes 3 --acks quorum --reads leader",
             "--mode leader-follower --nodes 3 --acks async --reads follower",
             "--mode leader-follower --nodes 3 --acks all --reads session",
+            // Session reads are per request: the node default is free.
+            "--mode leader-follower --nodes 3 --reads session \
+             --node-config replication.reads=\"follower\"",
             "--mode leader-follower --nodes 3 --acks semi-sync:1",
             "--mode leader-follower --nodes 3 --acks semi-sync:2",
             "--mode leader-follower --nodes 3 --node-config replication.acks=\"all\"",
@@ -629,9 +640,12 @@ mod tests {
             args.node_config_lines(),
             [
                 "replication.acks = \"semi-sync:1\"",
-                "replication.reads = \"session\"",
                 "storage.segment_bytes=4096",
             ]
+        );
+        assert_eq!(
+            parse("--mode leader-follower --nodes 3 --reads follower").node_config_lines(),
+            ["replication.reads = \"follower\""]
         );
         assert_eq!(parse("").node_config_lines(), Vec::<String>::new());
     }

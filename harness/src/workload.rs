@@ -9,6 +9,12 @@
 //!   after the faults are healed, one final read of every attempted element
 //!   from every node.
 //!
+//! Reads go where `--reads` says ([`Reads`]): through the worker's
+//! redirect-following client (which ends up at the leader), or, for
+//! follower and session reads, through a second client pinned to the
+//! worker's own node, so that the history shows what that replica served.
+//! Writes and cas always use the redirect-following client.
+//!
 //! Outcomes follow the client's errors: an answer is `ok`; an error that
 //! certainly did not take effect is `fail`; anything else (a timeout, a
 //! connection lost after sending) is `info`, and the worker then continues
@@ -21,7 +27,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mimeo_client::{CasOutcome, Client, ClientConfig, Error as ClientError};
+use mimeo_client::{
+    CasOutcome, Client, ClientConfig, Error as ClientError, Position, ReadConsistency,
+};
 use mimeo_wire::TlsIdentity;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -57,6 +65,45 @@ impl std::fmt::Display for Workload {
     }
 }
 
+/// How the workers read (the run's `--reads`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reads {
+    /// With the node's configured default consistency, through the
+    /// redirect-following client.
+    Default,
+    /// Linearizable reads ([`ReadConsistency::Leader`]) through the
+    /// redirect-following client.
+    Leader,
+    /// Unbounded follower reads ([`ReadConsistency::Follower`]) from the
+    /// worker's own node: whatever that replica has applied.
+    Follower,
+    /// Session reads ([`ReadConsistency::Session`]) from the worker's own
+    /// node, after the highest log position the worker's session has seen.
+    /// A session lives as long as the worker's process id.
+    Session,
+}
+
+impl Reads {
+    /// The read mode named by `--reads` (`None`: the node's default).
+    pub fn from_flag(flag: Option<&str>) -> Result<Reads, String> {
+        match flag {
+            None => Ok(Reads::Default),
+            Some("leader") => Ok(Reads::Leader),
+            Some("follower") => Ok(Reads::Follower),
+            Some("session") => Ok(Reads::Session),
+            Some(other) => Err(format!(
+                "--reads must be leader, follower or session, not {other:?}"
+            )),
+        }
+    }
+
+    /// Whether reads go to the worker's own node rather than wherever
+    /// redirects lead.
+    fn pinned(self) -> bool {
+        matches!(self, Reads::Follower | Reads::Session)
+    }
+}
+
 /// Settings shared by every worker.
 #[derive(Clone, Debug)]
 pub struct WorkloadSpec {
@@ -81,6 +128,8 @@ pub struct WorkloadSpec {
     pub values: u64,
     /// Register: fraction of reads; the rest split evenly into writes and cas.
     pub read_fraction: f64,
+    /// Where and how reads are served.
+    pub reads: Reads,
     /// Seeds each worker's choices (worker `w` uses `seed + w`).
     pub seed: u64,
 }
@@ -126,6 +175,14 @@ pub fn client_for(spec: &WorkloadSpec, first: usize) -> Result<Client, ClientErr
     client_with(spec, config)
 }
 
+/// A client of node `node` alone that follows no redirect: every answer
+/// comes from that node, or the operation fails.
+pub fn pinned_client(spec: &WorkloadSpec, node: usize) -> Result<Client, ClientError> {
+    let mut config = ClientConfig::new(vec![spec.nodes[node]], &spec.cluster_id, identity(spec)?);
+    config.max_redirects = 0;
+    client_with(spec, config)
+}
+
 fn identity(spec: &WorkloadSpec) -> Result<TlsIdentity, ClientError> {
     TlsIdentity::from_dir(&spec.certs, CLIENT_CERT).map_err(|e| ClientError::Setup(e.to_string()))
 }
@@ -137,6 +194,10 @@ fn client_with(spec: &WorkloadSpec, mut config: ClientConfig) -> Result<Client, 
 }
 
 /// Runs worker `w` until `deadline`, recording every operation.
+///
+/// Worker `w` prefers node `w % n` for writes (redirects may move it) and,
+/// with pinned reads ([`Reads::Follower`], [`Reads::Session`]), reads from
+/// that node only.
 pub async fn run_worker(
     w: usize,
     spec: Arc<WorkloadSpec>,
@@ -144,20 +205,37 @@ pub async fn run_worker(
     recorder: Arc<Recorder>,
     deadline: Instant,
 ) -> Result<(), ClientError> {
-    let client = client_for(&spec, w)?;
+    let writer = client_for(&spec, w)?;
+    let reader = if spec.reads.pinned() {
+        Some(pinned_client(&spec, w % spec.nodes.len())?)
+    } else {
+        None
+    };
+    let clients = Clients {
+        writer: &writer,
+        reader: reader.as_ref().unwrap_or(&writer),
+    };
     let mut rng = StdRng::seed_from_u64(spec.seed.wrapping_add(w as u64));
     let mut process = w as u64;
+    // The highest log position this process has written or read: its
+    // session's floor for session reads.
+    let mut seen = Position::default();
     while Instant::now() < deadline {
         let op = next_op(&spec, &shared, &mut rng);
         recorder.record(Process::Client(process), op.invoke());
-        let outcome = op.run(&client).await;
-        let node = node_id(&spec, &client, &outcome);
+        let outcome = op.run(&clients, read_consistency(spec.reads, seen)).await;
+        if let Ok(answer) = &outcome {
+            seen = seen.max(answer.position().unwrap_or_default());
+        }
+        let node = node_id(&spec, &writer, &outcome);
         let event = op.complete(outcome, node);
         let unknown = event.kind == OpType::Info;
         let failed = event.kind == OpType::Fail && event.error.as_deref() != Some(CAS_MISMATCH);
         recorder.record(Process::Client(process), event);
         if unknown {
+            // A fresh process is a fresh session: it has seen nothing.
             process = shared.next_process.fetch_add(1, Ordering::Relaxed);
+            seen = Position::default();
         }
         if failed {
             // The node refused or could not be reached: do not spin.
@@ -165,6 +243,26 @@ pub async fn run_worker(
         }
     }
     Ok(())
+}
+
+/// The consistency a worker asks of its reads, given the highest position
+/// its session has seen.
+fn read_consistency(reads: Reads, seen: Position) -> ReadConsistency {
+    match reads {
+        Reads::Default => ReadConsistency::Default,
+        Reads::Leader => ReadConsistency::Leader,
+        Reads::Follower => ReadConsistency::Follower {
+            max_staleness_ms: None,
+        },
+        Reads::Session => ReadConsistency::Session { after: seen },
+    }
+}
+
+/// A worker's clients: writes (and set adds) follow redirects; reads use
+/// `reader`, which is `writer` unless reads are pinned to one node.
+struct Clients<'c> {
+    writer: &'c Client,
+    reader: &'c Client,
 }
 
 /// One operation a worker is about to perform.
@@ -192,9 +290,21 @@ type Outcome = Result<Answer, ClientError>;
 
 #[derive(Debug)]
 enum Answer {
-    Read(Option<Vec<u8>>, SocketAddr),
-    Written,
+    /// The value, the position of the version read, the node that answered.
+    Read(Option<Vec<u8>>, Position, SocketAddr),
+    /// Where the write landed in the log.
+    Written(Position),
     CasMismatch,
+}
+
+impl Answer {
+    /// The log position the answer reveals, if any.
+    fn position(&self) -> Option<Position> {
+        match self {
+            Answer::Read(_, position, _) | Answer::Written(position) => Some(*position),
+            Answer::CasMismatch => None,
+        }
+    }
 }
 
 fn next_op(spec: &WorkloadSpec, shared: &Shared, rng: &mut StdRng) -> PlannedOp {
@@ -261,33 +371,30 @@ impl PlannedOp {
         }
     }
 
-    async fn run(&self, client: &Client) -> Outcome {
+    async fn run(&self, clients: &Clients<'_>, consistency: ReadConsistency) -> Outcome {
+        let client = clients.writer;
         match self {
             PlannedOp::Read { key } => {
-                let read = client
-                    .get_with(key, mimeo_client::ReadConsistency::Default)
-                    .await?;
-                Ok(Answer::Read(read.value, read.node))
+                let read = clients.reader.get_with(key, consistency).await?;
+                Ok(Answer::Read(read.value, read.position, read.node))
             }
             PlannedOp::Write { key, value } => {
-                client.put(key, value.to_string()).await?;
-                Ok(Answer::Written)
+                Ok(Answer::Written(client.put(key, value.to_string()).await?))
             }
             PlannedOp::Cas { key, expected, new } => {
                 match client
                     .cas(key, Some(expected.to_string()), new.to_string())
                     .await?
                 {
-                    CasOutcome::Swapped { .. } => Ok(Answer::Written),
+                    CasOutcome::Swapped { position } => Ok(Answer::Written(position)),
                     CasOutcome::Mismatch { .. } => Ok(Answer::CasMismatch),
                 }
             }
-            PlannedOp::Add { element } => {
+            PlannedOp::Add { element } => Ok(Answer::Written(
                 client
                     .put(format!("set/{element}"), element.to_string())
-                    .await?;
-                Ok(Answer::Written)
-            }
+                    .await?,
+            )),
         }
     }
 
@@ -299,8 +406,8 @@ impl PlannedOp {
             ..Event::new(kind, self.f(), value)
         };
         match outcome {
-            Ok(Answer::Read(value, _)) => base(OpType::Ok, decode_value(value.as_deref()), None),
-            Ok(Answer::Written) => base(OpType::Ok, self.argument(), None),
+            Ok(Answer::Read(value, ..)) => base(OpType::Ok, decode_value(value.as_deref()), None),
+            Ok(Answer::Written(_)) => base(OpType::Ok, self.argument(), None),
             Ok(Answer::CasMismatch) => {
                 base(OpType::Fail, self.argument(), Some(CAS_MISMATCH.into()))
             }
@@ -311,11 +418,11 @@ impl PlannedOp {
 }
 
 /// The id of the node that answered (reads know it; writes use the
-/// client's preferred node, which is the one that answered last).
-fn node_id(spec: &WorkloadSpec, client: &Client, outcome: &Outcome) -> Option<String> {
+/// writing client's preferred node, which is the one that answered last).
+fn node_id(spec: &WorkloadSpec, writer: &Client, outcome: &Outcome) -> Option<String> {
     let addr = match outcome {
-        Ok(Answer::Read(_, addr)) => *addr,
-        Ok(_) => client.preferred_node(),
+        Ok(Answer::Read(_, _, addr)) => *addr,
+        Ok(_) => writer.preferred_node(),
         Err(_) => return None,
     };
     spec.nodes
