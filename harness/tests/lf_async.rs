@@ -8,6 +8,7 @@
 //! Real `mimeo` processes on 127.0.0.1 (`cargo build -p mimeo-node` first,
 //! or let the harness build it).
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use mimeo_harness::nemesis::Fault;
@@ -44,18 +45,17 @@ fn args(store: &Path, acks: &str) -> RunArgs {
     }
 }
 
-/// The set checker's anomalies of `kind`, counted by element.
-fn count(outcome: &RunOutcome, kind: &str) -> usize {
+/// The set checker's count of `kind` elements (`lost`, `ok`...), from its
+/// details: its anomaly list names only the first few.
+fn count(outcome: &RunOutcome, kind: &str) -> u64 {
     let set = outcome
         .results
         .iter()
         .find(|r| r.checker == "set")
         .expect("a set result");
-    set.anomalies
-        .iter()
-        .filter(|a| a.kind == kind)
-        .map(|a| a.indices.len().max(1))
-        .sum()
+    set.details["counts"][kind]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {kind} count in {:#}", set.details))
 }
 
 /// The leaders the nemesis cut off, read back from the history.
@@ -68,6 +68,30 @@ fn isolated_leaders(outcome: &RunOutcome) -> Vec<String> {
         .collect()
 }
 
+/// The nodes that acknowledged the adds the set checker found lost.
+fn acknowledgers_of_lost(outcome: &RunOutcome) -> BTreeSet<String> {
+    let set = outcome
+        .results
+        .iter()
+        .find(|r| r.checker == "set")
+        .expect("a set result");
+    let lost: BTreeSet<u64> = set.details["lost"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no lost elements in {:#}", set.details))
+        .iter()
+        .map(|e| e.as_u64().expect("elements are integers"))
+        .collect();
+    let history = History::read_jsonl(&outcome.dir.join("history.jsonl")).unwrap();
+    history
+        .ops
+        .iter()
+        .filter(|op| op.f == "add" && op.kind == OpType::Ok)
+        .filter(|op| op.value.as_u64().is_some_and(|e| lost.contains(&e)))
+        .map(|op| op.node.clone().unwrap_or_else(|| "?".into()))
+        .collect()
+}
+
+/// The adds acknowledged in the history.
 fn acknowledged_adds(outcome: &RunOutcome) -> usize {
     let history = History::read_jsonl(&outcome.dir.join("history.jsonl")).unwrap();
     history
@@ -99,6 +123,12 @@ async fn async_acks_lose_acknowledged_writes_when_the_leader_is_cut_off_and_quor
         asynchronous.results
     );
     assert!(lost > 0, "{:#?}", asynchronous.results);
+    // The lost adds are the ones a leader acknowledged while cut off.
+    let acknowledgers = acknowledgers_of_lost(&asynchronous);
+    assert!(
+        acknowledgers.iter().all(|node| leaders.contains(node)),
+        "lost adds acknowledged by {acknowledgers:?}, but only {leaders:?} were cut off"
+    );
 
     let quorum = run::run(args(store.path(), "quorum"), Interrupt::never())
         .await
