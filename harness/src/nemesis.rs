@@ -14,6 +14,7 @@
 //! | `pause` | `pause` | `resume` | SIGSTOP / SIGCONT |
 //! | `clock` | `clock` | `clock-reset` | shift node clocks by up to ±5 s through the admin protocol |
 //! | `partition` | `partition` | `heal` | cut the links between groups (the current leader isolated, random halves, one node isolated, majorities ring, bridge) |
+//! | `isolate-leader` | `partition` | `heal` | cut the current leader off from every other node, every time |
 //! | `loss` | `loss` | `heal` | drop 20% of node-to-node datagrams |
 //! | `latency` | `latency` | `heal` | delay node-to-node datagrams by 50 ms ± 25 ms |
 //!
@@ -25,6 +26,14 @@
 //! one reports the role `leader`, cuts it off from everyone
 //! (`isolate-leader`, the fault that forces a failover). When no node
 //! answers as leader it falls back to the other kinds.
+//!
+//! The `isolate-leader` fault is that partition every time: the one that
+//! shows what an acknowledgement promised, since a leader cut off from its
+//! followers keeps acknowledging (with `acks = async`) until it notices it
+//! lost its majority, and a new leader elected meanwhile never saw those
+//! writes. It waits (up to [`LEADER_WAIT`]) for a node to claim the lead,
+//! as one may be being elected, and only then falls back to the other
+//! kinds. It is recorded as a `partition` of kind `isolate-leader`.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -51,6 +60,10 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
 const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 /// The chance that a partition aims at the leader.
 const ISOLATE_LEADER_PROBABILITY: f64 = 0.5;
+/// How long the `isolate-leader` fault waits for a node to claim the lead.
+pub const LEADER_WAIT: Duration = Duration::from_secs(5);
+/// How often the `isolate-leader` fault asks again while no node leads.
+const LEADER_POLL: Duration = Duration::from_millis(100);
 
 /// A kind of fault.
 #[derive(
@@ -70,6 +83,9 @@ const ISOLATE_LEADER_PROBABILITY: f64 = 0.5;
 pub enum Fault {
     /// Network partitions between nodes.
     Partition,
+    /// The partition that cuts the current leader off from every other
+    /// node, every time.
+    IsolateLeader,
     /// kill -9 and restart.
     Kill,
     /// kill -9 losing every byte not fsynced, and restart.
@@ -87,13 +103,17 @@ pub enum Fault {
 impl Fault {
     /// True for faults that act on node-to-node links.
     pub fn is_network(self) -> bool {
-        matches!(self, Fault::Partition | Fault::Loss | Fault::Latency)
+        matches!(
+            self,
+            Fault::Partition | Fault::IsolateLeader | Fault::Loss | Fault::Latency
+        )
     }
 
     /// The name used on the command line and in histories.
     pub fn name(self) -> &'static str {
         match self {
             Fault::Partition => "partition",
+            Fault::IsolateLeader => "isolate-leader",
             Fault::Kill => "kill",
             Fault::PowerLoss => "power-loss",
             Fault::Pause => "pause",
@@ -262,15 +282,17 @@ impl Nemesis {
                 self.recorder.nemesis("clock", Value::Object(offsets));
                 Active::Clock { nodes }
             }
-            Fault::Partition | Fault::Loss | Fault::Latency => {
+            Fault::Partition | Fault::IsolateLeader | Fault::Loss | Fault::Latency => {
                 let net = self
                     .net
                     .clone()
                     .context("network faults need the fault network of a replicated mode")?;
                 let (value, what) = match fault {
-                    Fault::Partition => {
+                    Fault::Partition | Fault::IsolateLeader => {
                         let ids: Vec<String> = cluster.nodes.iter().map(|n| n.id.clone()).collect();
-                        let leader = if self.rng.random_bool(ISOLATE_LEADER_PROBABILITY) {
+                        let leader = if fault == Fault::IsolateLeader {
+                            await_leader(&cluster, LEADER_WAIT).await
+                        } else if self.rng.random_bool(ISOLATE_LEADER_PROBABILITY) {
                             find_leader(&cluster).await
                         } else {
                             None
@@ -302,7 +324,13 @@ impl Nemesis {
                         )
                     }
                 };
-                self.recorder.nemesis(fault.name(), value);
+                // Both partition faults are recorded as `partition`; the
+                // value's `kind` tells which links were cut.
+                let f = match fault {
+                    Fault::IsolateLeader => Fault::Partition.name(),
+                    _ => fault.name(),
+                };
+                self.recorder.nemesis(f, value);
                 Active::Network { what }
             }
         };
@@ -437,6 +465,22 @@ async fn find_leader(cluster: &Cluster) -> Option<String> {
         }
     }
     leader_of(answers)
+}
+
+/// The node that claims the lead, asked every [`LEADER_POLL`] until one does
+/// or `wait` has passed (`None` then).
+async fn await_leader(cluster: &Cluster, wait: Duration) -> Option<String> {
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Some(leader) = find_leader(cluster).await {
+            return Some(leader);
+        }
+        if Instant::now() + LEADER_POLL >= deadline {
+            tracing::warn!("no node claimed the lead within {wait:?}; partitioning at random");
+            return None;
+        }
+        tokio::time::sleep(LEADER_POLL).await;
+    }
 }
 
 /// Of the nodes' (id, role, term) answers, the node whose role is `leader`,
@@ -594,6 +638,23 @@ mod tests {
                     "{a}->{b}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn isolate_leader_is_a_network_fault_named_as_on_the_command_line() {
+        use clap::ValueEnum;
+        let fault = Fault::from_str("isolate-leader", false).unwrap();
+        assert_eq!(fault, Fault::IsolateLeader);
+        assert_eq!(fault.name(), "isolate-leader");
+        assert!(fault.is_network(), "standalone runs must refuse it");
+        for fault in Fault::value_variants() {
+            assert_eq!(
+                Fault::from_str(fault.name(), false).as_ref(),
+                Ok(fault),
+                "{} round-trips",
+                fault.name()
+            );
         }
     }
 
