@@ -57,8 +57,8 @@ pub struct RunArgs {
     /// `session` (read-your-writes, monotonic reads and writes).
     #[arg(long, value_enum, default_value_t = Workload::Register)]
     pub workload: Workload,
-    /// Faults, comma-separated: partition, kill, power-loss, pause, clock,
-    /// loss, latency. Empty: no faults.
+    /// Faults, comma-separated: partition, isolate-leader, kill,
+    /// power-loss, pause, clock, loss, latency. Empty: no faults.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub nemesis: Vec<Fault>,
     /// Seconds between fault changes: quiet for this long, then one fault
