@@ -10,6 +10,7 @@
 //! listen = "127.0.0.1:7001"
 //! data_dir = "data/n1"
 //! mode = "standalone"
+//! metrics_listen = "127.0.0.1:9101"  # optional: Prometheus metrics over HTTP
 //!
 //! [tls]
 //! dir = "certs"            # ca.pem, node-<node_id>.pem, node-<node_id>.key
@@ -45,6 +46,12 @@
 //! addr = "127.0.0.1:7002"          # where this node sends n2 peer traffic
 //! client_addr = "127.0.0.1:7002"   # n2's client address, for redirects
 //! ```
+//!
+//! `metrics_listen` is off unless set: when it is, the node serves
+//! `GET /metrics` over plain HTTP on that TCP address in the Prometheus text
+//! format (role, term, indexes, elections, per-follower lag, peer links,
+//! storage). There is no TLS or authentication on it: bind it to loopback or
+//! a private network.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -123,6 +130,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// The replication mode.
     pub mode: Mode,
+    /// The TCP address of the Prometheus metrics endpoint (`GET /metrics`,
+    /// plain HTTP, no authentication). Default: none, no endpoint.
+    pub metrics_listen: Option<SocketAddr>,
     /// Certificates.
     pub tls: TlsSection,
     /// Storage engine settings.
@@ -349,6 +359,7 @@ impl Default for NodeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7001)),
             data_dir: PathBuf::from("data/n1"),
             mode: Mode::Standalone,
+            metrics_listen: None,
             tls: TlsSection::default(),
             storage: StorageSection::default(),
             limits: LimitsSection::default(),
@@ -439,6 +450,13 @@ impl NodeConfig {
         }
         if self.cluster_id.is_empty() {
             return invalid("cluster_id", "must not be empty");
+        }
+        if self.metrics_listen.is_some_and(|addr| addr.port() == 0) {
+            return invalid(
+                "metrics_listen",
+                "has port 0, which picks a random port Prometheus cannot be pointed at: \
+                 give a fixed port, e.g. \"127.0.0.1:9101\", or remove the field",
+            );
         }
         if self.storage.segment_bytes < 4096 {
             return invalid("storage.segment_bytes", "must be at least 4096");
@@ -552,6 +570,22 @@ mod tests {
         config.storage.simulate_power_loss = true;
         config.storage.segment_bytes = MAX_POWER_LOSS_SEGMENT_BYTES;
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn metrics_listen_is_off_by_default_and_validated() {
+        assert_eq!(NodeConfig::default().metrics_listen, None);
+        let config = NodeConfig::parse("metrics_listen = \"127.0.0.1:9101\"\n").unwrap();
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9101".parse().unwrap())
+        );
+        assert_eq!(NodeConfig::parse(&config.to_toml()).unwrap(), config);
+
+        let err = NodeConfig::parse("metrics_listen = \"127.0.0.1:0\"\n").unwrap_err();
+        assert!(err.to_string().contains("metrics_listen"), "{err}");
+        let err = NodeConfig::parse("metrics_listen = \"localhost\"\n").unwrap_err();
+        assert!(err.to_string().contains("metrics_listen"), "{err}");
     }
 
     #[test]

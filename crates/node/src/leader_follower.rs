@@ -172,6 +172,17 @@ impl LeaderFollower {
         })
     }
 
+    /// The core's status and the peer links, for the metrics endpoint.
+    pub(crate) async fn metrics(&self) -> Option<(Status, Vec<mimeo_wire::PeerStats>)> {
+        let status = self.handle.status().await.ok()?;
+        Some((status, self.bus.stats()))
+    }
+
+    /// The configured name of node `id`.
+    pub(crate) fn node_name(&self, id: mimeo_leader_follower::NodeId) -> Option<&str> {
+        self.names.name(id)
+    }
+
     /// Hands leadership to a follower before a clean shutdown, waiting
     /// (bounded) until this node no longer leads.
     pub(crate) async fn step_down(&self) {

@@ -31,6 +31,7 @@ mod clock;
 mod cluster;
 pub mod config;
 mod leader_follower;
+mod metrics;
 mod server;
 mod standalone;
 

@@ -1,5 +1,5 @@
 //! Runs one node: the QUIC endpoint, the hello, the client and admin
-//! protocols, and a clean shutdown on SIGTERM, SIGINT or an admin request.
+//! protocols, the optional metrics endpoint, and a clean shutdown on SIGTERM, SIGINT or an admin request.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -152,6 +152,24 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         });
     }
 
+    let metrics = match config.metrics_listen {
+        Some(addr) => {
+            let source = crate::metrics::Source {
+                config: config.clone(),
+                store: Arc::clone(&store),
+                started: std::time::Instant::now(),
+                replication: match &shared.service {
+                    Service::LeaderFollower(service) => Some(Arc::clone(service)),
+                    Service::Standalone(_) => None,
+                },
+            };
+            let (bound, task) = crate::metrics::start(addr, source).await?;
+            tracing::info!(%bound, "serving Prometheus metrics at http://{bound}/metrics");
+            Some(task)
+        }
+        None => None,
+    };
+
     let last = store.last_position();
     tracing::info!(node = %config.node_id, %local, mode = %config.mode, fsync = %config.storage.fsync, simulate_power_loss, last_index = last.index, "serving");
     println!(
@@ -177,6 +195,9 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
 
     if let Service::LeaderFollower(service) = &shared.service {
         service.step_down().await;
+    }
+    if let Some(metrics) = metrics {
+        metrics.abort();
     }
     endpoint.close(0u32.into(), b"node shutting down");
     let syncing = Arc::clone(&store);

@@ -1,0 +1,576 @@
+//! Prometheus metrics on the optional `metrics_listen` HTTP address.
+//!
+//! `GET /metrics` answers in the Prometheus text exposition format
+//! (version 0.0.4). Every value is read at scrape time from the same
+//! sources as `mimeo status` (the replication core's status, the peer bus
+//! and the storage engine), so nothing is counted twice and nothing has to
+//! be kept in step with the node's state. Every sample carries the label
+//! `node` (this node's id).
+//!
+//! | metric | type | labels | meaning |
+//! |---|---|---|---|
+//! | `mimeo_up` | gauge | | 1 while the node serves |
+//! | `mimeo_info` | gauge | `cluster`, `mode`, `fsync` | always 1 |
+//! | `mimeo_uptime_seconds` | gauge | | since the node started |
+//! | `mimeo_last_index` / `mimeo_last_term` | gauge | | the last log position |
+//! | `mimeo_durable_index` | gauge | | every entry up to it is durable here |
+//! | `mimeo_live_keys` | gauge | | keys holding a value |
+//! | `mimeo_storage_disk_bytes` | gauge | | segment files and snapshot |
+//! | `mimeo_storage_garbage_bytes` | gauge | | superseded records |
+//! | `mimeo_storage_segments` | gauge | | segment files in use |
+//! | `mimeo_storage_compactions_total` | counter | | since the node started |
+//!
+//! Leader-follower nodes add:
+//!
+//! | metric | type | labels | meaning |
+//! |---|---|---|---|
+//! | `mimeo_role` | gauge | `role` | 1 for the current role, 0 for the others |
+//! | `mimeo_term` | gauge | | the current term |
+//! | `mimeo_commit_index` / `mimeo_applied_index` | gauge | | |
+//! | `mimeo_staleness_seconds` | gauge | | since this node last had applied all the leader committed (0 on the leader, `+Inf` if never) |
+//! | `mimeo_elections_started_total` / `mimeo_elections_won_total` | counter | | |
+//! | `mimeo_rolled_back_entries_total` | counter | | uncommitted entries replaced by a leader's log |
+//! | `mimeo_follower_lag_entries` | gauge | `follower` | entries it lacks (leader only) |
+//! | `mimeo_follower_lag_seconds` | gauge | `follower` | age of the oldest entry it lacks (leader only) |
+//! | `mimeo_follower_match_index` | gauge | `follower` | (leader only) |
+//! | `mimeo_follower_inflight_messages` | gauge | `follower` | (leader only) |
+//! | `mimeo_follower_last_heard_seconds` | gauge | `follower` | (leader only; absent until it answers in this term) |
+//! | `mimeo_peer_connected` | gauge | `peer` | 1 while the outgoing link is up |
+//! | `mimeo_peer_sent_messages_total` | counter | `peer` | frames handed to QUIC |
+//! | `mimeo_peer_dropped_messages_total` | counter | `peer` | frames dropped on a full queue |
+//! | `mimeo_peer_reconnects_total` | counter | `peer` | |
+//! | `mimeo_peer_queued_messages` | gauge | `peer` | frames waiting to be sent |
+//!
+//! The link metrics use the label `peer`, not `follower`: every node has
+//! links, and on a follower they lead to the leader too.
+//!
+//! The text is written here rather than with a metrics crate: every value
+//! is a snapshot taken at scrape time, so a registry of live metric objects
+//! would only be filled to be read once, and the format for plain gauges
+//! and counters is a few lines (the label escaping is the only subtle part,
+//! and it is tested).
+//!
+//! The HTTP side is deliberately small: HTTP/1.x, one request per
+//! connection (`Connection: close`), requests parsed by `httparse` from at
+//! most [`MAX_REQUEST_BYTES`] bytes, each connection bounded by
+//! [`CONNECTION_TIMEOUT`], and at most [`MAX_CONNECTIONS`] served at once
+//! (more are closed at once), so slow or hostile clients cannot hold the
+//! node's resources. Only `GET` (and `HEAD`) of `/metrics` succeed; other
+//! paths get 404, other methods 405, malformed or oversized requests 400.
+
+use std::fmt::{Display, Write as _};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use mimeo_leader_follower::Role;
+use mimeo_storage::Store;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::config::NodeConfig;
+use crate::leader_follower::LeaderFollower;
+
+/// The largest request (request line and headers) read.
+pub(crate) const MAX_REQUEST_BYTES: usize = 8 * 1024;
+/// How long one connection may take, from accept to the last byte written.
+pub(crate) const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+/// Input discarded after the response, so that closing does not reset
+/// the connection before the client has read the response.
+const MAX_LINGER_BYTES: usize = 1024 * 1024;
+/// Connections served at once.
+pub(crate) const MAX_CONNECTIONS: usize = 32;
+
+/// The content type of the text exposition format.
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Where the metrics come from.
+pub(crate) struct Source {
+    pub(crate) config: NodeConfig,
+    pub(crate) store: Arc<Store>,
+    pub(crate) started: std::time::Instant,
+    /// The replication service (leader-follower mode only).
+    pub(crate) replication: Option<Arc<LeaderFollower>>,
+}
+
+/// Binds `addr` and serves metrics from `source` until the task is aborted.
+pub(crate) async fn start(
+    addr: SocketAddr,
+    source: Source,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding metrics_listen = {addr}"))?;
+    let local = listener.local_addr()?;
+    let task = tokio::spawn(accept_loop(listener, Arc::new(source)));
+    Ok((local, task))
+}
+
+async fn accept_loop(listener: TcpListener, source: Arc<Source>) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep going.
+                tracing::warn!(error = %e, "metrics: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            tracing::debug!(%remote, "metrics: too many connections; closing");
+            continue;
+        };
+        let source = Arc::clone(&source);
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tokio::time::timeout(CONNECTION_TIMEOUT, serve_connection(stream, &source)).await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(%remote, error = %e, "metrics: connection failed"),
+                Err(_) => tracing::debug!(%remote, "metrics: connection timed out"),
+            }
+        });
+    }
+}
+
+/// What a request asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    Metrics { head: bool },
+    NotFound,
+    MethodNotAllowed,
+    BadRequest(&'static str),
+}
+
+async fn serve_connection(mut stream: TcpStream, source: &Source) -> std::io::Result<()> {
+    let mut buf = vec![0u8; MAX_REQUEST_BYTES];
+    let mut filled = 0;
+    let route = loop {
+        if filled == buf.len() {
+            break Route::BadRequest("request headers too large");
+        }
+        let n = stream.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            // Closed before a whole request: nobody to answer.
+            return Ok(());
+        }
+        filled += n;
+        if let Some(route) = route(&buf[..filled]) {
+            break route;
+        }
+    };
+    let (status, body) = match route {
+        Route::Metrics { head } => {
+            let body = render(source).await;
+            let body = if head { String::new() } else { body };
+            ("200 OK", body)
+        }
+        Route::NotFound => (
+            "404 Not Found",
+            "not found: metrics are at /metrics\n".into(),
+        ),
+        Route::MethodNotAllowed => ("405 Method Not Allowed", "only GET is served\n".into()),
+        Route::BadRequest(why) => ("400 Bad Request", format!("bad request: {why}\n")),
+    };
+    let mut response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    if status.starts_with("405") {
+        response.push_str("Allow: GET, HEAD\r\n");
+    }
+    response.push_str("\r\n");
+    response.push_str(&body);
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await?;
+    // Closing a socket with unread input makes the kernel send a reset,
+    // which can destroy the response before the client reads it (an
+    // oversized request is answered before it is read whole). So read and
+    // discard, bounded, until the client closes.
+    let mut discarded = 0;
+    while discarded < MAX_LINGER_BYTES {
+        match stream.read(&mut buf).await? {
+            0 => break,
+            n => discarded += n,
+        }
+    }
+    Ok(())
+}
+
+/// Routes a request from its first bytes; `None` while it is incomplete.
+fn route(bytes: &[u8]) -> Option<Route> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(bytes) {
+        Ok(httparse::Status::Partial) => None,
+        Err(httparse::Error::TooManyHeaders) => Some(Route::BadRequest("too many headers")),
+        Err(_) => Some(Route::BadRequest("malformed HTTP request")),
+        Ok(httparse::Status::Complete(_)) => {
+            let path = request.path.unwrap_or_default();
+            let path = path.split_once('?').map_or(path, |(p, _)| p);
+            if path != "/metrics" {
+                return Some(Route::NotFound);
+            }
+            Some(match request.method {
+                Some("GET") => Route::Metrics { head: false },
+                Some("HEAD") => Route::Metrics { head: true },
+                _ => Route::MethodNotAllowed,
+            })
+        }
+    }
+}
+
+/// The whole exposition, read now.
+async fn render(source: &Source) -> String {
+    let config = &source.config;
+    let mut out = Exposition::new(&config.node_id);
+    out.gauge("mimeo_up", "1 while the node serves.");
+    out.sample(&[], 1u8);
+    out.gauge(
+        "mimeo_info",
+        "The node's cluster, replication mode and fsync mode (always 1).",
+    );
+    out.sample(
+        &[
+            ("cluster", &config.cluster_id),
+            ("mode", &config.mode.to_string()),
+            ("fsync", &config.storage.fsync.to_string()),
+        ],
+        1u8,
+    );
+    out.gauge("mimeo_uptime_seconds", "Seconds since the node started.");
+    out.sample(&[], source.started.elapsed().as_secs_f64());
+
+    let stats = source.store.stats();
+    let status = match &source.replication {
+        Some(service) => service.metrics().await,
+        None => None,
+    };
+    let (last_index, last_term, durable_index) = match &status {
+        Some((s, _)) => (s.last.index, s.last.term, s.durable_index),
+        None => (
+            stats.last_position.index,
+            stats.last_position.term,
+            stats.durable_index,
+        ),
+    };
+    out.gauge("mimeo_last_index", "Index of the last log entry.");
+    out.sample(&[], last_index);
+    out.gauge("mimeo_last_term", "Term of the last log entry.");
+    out.sample(&[], last_term);
+    out.gauge(
+        "mimeo_durable_index",
+        "Every log entry up to this index is durable on this node.",
+    );
+    out.sample(&[], durable_index);
+    out.gauge("mimeo_live_keys", "Keys whose latest entry is a value.");
+    out.sample(&[], stats.live_keys);
+    out.gauge(
+        "mimeo_storage_disk_bytes",
+        "Bytes in segment files and the snapshot.",
+    );
+    out.sample(&[], stats.disk_bytes);
+    out.gauge(
+        "mimeo_storage_garbage_bytes",
+        "Bytes of records superseded by later ones.",
+    );
+    out.sample(&[], stats.garbage_bytes);
+    out.gauge("mimeo_storage_segments", "Segment files in use.");
+    out.sample(&[], stats.segments);
+    out.counter(
+        "mimeo_storage_compactions_total",
+        "Compactions completed since the node started.",
+    );
+    out.sample(&[], stats.compactions);
+
+    if let Some((status, links)) = status {
+        out.gauge(
+            "mimeo_role",
+            "1 for the node's current role, 0 for the others.",
+        );
+        for role in [Role::Leader, Role::Follower, Role::Candidate] {
+            out.sample(&[("role", role.as_str())], u8::from(status.role == role));
+        }
+        out.gauge("mimeo_term", "The node's current term.");
+        out.sample(&[], status.term);
+        out.gauge(
+            "mimeo_commit_index",
+            "The highest index this node knows to be committed.",
+        );
+        out.sample(&[], status.commit_index);
+        out.gauge(
+            "mimeo_applied_index",
+            "The highest index applied to this node's key-value view.",
+        );
+        out.sample(&[], status.applied_index);
+        out.gauge(
+            "mimeo_staleness_seconds",
+            "Seconds since this node last had applied everything the leader had committed \
+             (0 on the leader, +Inf if never).",
+        );
+        out.sample(&[], seconds(status.staleness_ms));
+        out.counter(
+            "mimeo_elections_started_total",
+            "Elections this node started.",
+        );
+        out.sample(&[], status.elections_started);
+        out.counter("mimeo_elections_won_total", "Elections this node won.");
+        out.sample(&[], status.elections_won);
+        out.counter(
+            "mimeo_rolled_back_entries_total",
+            "Uncommitted entries this node dropped because a leader's log replaced them.",
+        );
+        out.sample(&[], status.rolled_back_entries);
+
+        let followers: Vec<_> = status
+            .followers
+            .iter()
+            .map(|f| (service_name(&source.replication, f.id), f))
+            .collect();
+        out.gauge(
+            "mimeo_follower_lag_entries",
+            "Entries the follower lacks (exported by the leader).",
+        );
+        for (name, f) in &followers {
+            out.sample(&[("follower", name)], f.lag_entries);
+        }
+        out.gauge(
+            "mimeo_follower_lag_seconds",
+            "How long ago the leader received the oldest entry the follower lacks (0 if none).",
+        );
+        for (name, f) in &followers {
+            out.sample(&[("follower", name)], seconds(Some(f.lag_ms)));
+        }
+        out.gauge(
+            "mimeo_follower_match_index",
+            "The highest index known durable on the follower and matching the leader.",
+        );
+        for (name, f) in &followers {
+            out.sample(&[("follower", name)], f.match_index);
+        }
+        out.gauge(
+            "mimeo_follower_inflight_messages",
+            "Append messages in flight to the follower.",
+        );
+        for (name, f) in &followers {
+            out.sample(&[("follower", name)], f.inflight_msgs);
+        }
+        out.gauge(
+            "mimeo_follower_last_heard_seconds",
+            "Seconds since the follower last answered (absent until it answers in this term).",
+        );
+        for (name, f) in &followers {
+            if let Some(ms) = f.last_heard_ms {
+                out.sample(&[("follower", name)], seconds(Some(ms)));
+            }
+        }
+
+        out.gauge(
+            "mimeo_peer_connected",
+            "1 while the outgoing link to the peer is up.",
+        );
+        for link in &links {
+            out.sample(&[("peer", &link.node_id)], u8::from(link.connected));
+        }
+        out.counter(
+            "mimeo_peer_sent_messages_total",
+            "Frames handed to QUIC on the link to the peer.",
+        );
+        for link in &links {
+            out.sample(&[("peer", &link.node_id)], link.sent);
+        }
+        out.counter(
+            "mimeo_peer_dropped_messages_total",
+            "Frames to the peer dropped because its queue was full.",
+        );
+        for link in &links {
+            out.sample(&[("peer", &link.node_id)], link.dropped);
+        }
+        out.counter(
+            "mimeo_peer_reconnects_total",
+            "Outgoing connections to the peer established after the first.",
+        );
+        for link in &links {
+            out.sample(&[("peer", &link.node_id)], link.reconnects);
+        }
+        out.gauge(
+            "mimeo_peer_queued_messages",
+            "Frames waiting in the queue to the peer.",
+        );
+        for link in &links {
+            out.sample(&[("peer", &link.node_id)], link.queued);
+        }
+    }
+    out.finish()
+}
+
+fn service_name(service: &Option<Arc<LeaderFollower>>, id: u64) -> String {
+    service
+        .as_ref()
+        .and_then(|s| s.node_name(id))
+        .map_or_else(|| id.to_string(), str::to_owned)
+}
+
+/// Milliseconds as seconds; `None` (never) is `+Inf`.
+fn seconds(ms: Option<u64>) -> f64 {
+    ms.map_or(f64::INFINITY, |ms| ms as f64 / 1000.0)
+}
+
+/// Prometheus text exposition (format 0.0.4) under construction.
+struct Exposition {
+    text: String,
+    node: String,
+    /// The family whose samples are being written.
+    family: &'static str,
+}
+
+/// A sample value in the text format (`+Inf` for infinity).
+struct Value(f64);
+
+impl Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0 == f64::INFINITY {
+            f.write_str("+Inf")
+        } else if self.0 == f64::NEG_INFINITY {
+            f.write_str("-Inf")
+        } else {
+            write!(f, "{}", self.0)
+        }
+    }
+}
+
+/// Numbers a sample can hold.
+trait SampleValue {
+    fn write(&self, out: &mut String);
+}
+
+macro_rules! integer_samples {
+    ($($t:ty),*) => {$(
+        impl SampleValue for $t {
+            fn write(&self, out: &mut String) {
+                let _ = write!(out, "{self}");
+            }
+        }
+    )*};
+}
+integer_samples!(u8, u64, usize);
+
+impl SampleValue for f64 {
+    fn write(&self, out: &mut String) {
+        let _ = write!(out, "{}", Value(*self));
+    }
+}
+
+impl Exposition {
+    fn new(node: &str) -> Self {
+        Exposition {
+            text: String::with_capacity(4096),
+            node: node.to_owned(),
+            family: "",
+        }
+    }
+
+    fn gauge(&mut self, name: &'static str, help: &str) {
+        self.family(name, help, "gauge");
+    }
+
+    fn counter(&mut self, name: &'static str, help: &str) {
+        self.family(name, help, "counter");
+    }
+
+    fn family(&mut self, name: &'static str, help: &str, kind: &str) {
+        self.family = name;
+        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    /// One sample of the current family, labelled with the node id and
+    /// `labels`.
+    fn sample(&mut self, labels: &[(&str, &str)], value: impl SampleValue) {
+        let _ = write!(self.text, "{}{{node=\"", self.family);
+        escape_label(&mut self.text, &self.node);
+        self.text.push('"');
+        for (name, value) in labels {
+            let _ = write!(self.text, ",{name}=\"");
+            escape_label(&mut self.text, value);
+            self.text.push('"');
+        }
+        self.text.push_str("} ");
+        value.write(&mut self.text);
+        self.text.push('\n');
+    }
+
+    fn finish(self) -> String {
+        self.text
+    }
+}
+
+/// Appends a label value with `\`, `"` and newlines escaped.
+fn escape_label(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_carry_the_node_and_escaped_labels() {
+        let mut out = Exposition::new("n1");
+        out.gauge("mimeo_x", "An x.\nTwo lines.");
+        out.sample(&[("peer", "a\"b\\c\nd")], 7u64);
+        out.sample(&[], f64::INFINITY);
+        out.sample(&[], 0.25);
+        assert_eq!(
+            out.finish(),
+            "# HELP mimeo_x An x.\\nTwo lines.\n# TYPE mimeo_x gauge\n\
+             mimeo_x{node=\"n1\",peer=\"a\\\"b\\\\c\\nd\"} 7\n\
+             mimeo_x{node=\"n1\"} +Inf\n\
+             mimeo_x{node=\"n1\"} 0.25\n"
+        );
+    }
+
+    #[test]
+    fn routes_requests() {
+        let get = |text: &str| route(text.as_bytes());
+        assert_eq!(
+            get("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Some(Route::Metrics { head: false })
+        );
+        assert_eq!(
+            get("GET /metrics?x=1 HTTP/1.0\r\n\r\n"),
+            Some(Route::Metrics { head: false })
+        );
+        assert_eq!(
+            get("HEAD /metrics HTTP/1.1\r\n\r\n"),
+            Some(Route::Metrics { head: true })
+        );
+        assert_eq!(get("GET / HTTP/1.1\r\n\r\n"), Some(Route::NotFound));
+        assert_eq!(
+            get("POST /metrics HTTP/1.1\r\n\r\n"),
+            Some(Route::MethodNotAllowed)
+        );
+        assert_eq!(get("GET /metrics HTTP/1.1\r\nHost: x\r\n"), None);
+        assert_eq!(get("GET /met"), None);
+        assert!(matches!(
+            get("\x00\x01garbage\r\n\r\n"),
+            Some(Route::BadRequest(_))
+        ));
+        let many: String = (0..40).map(|i| format!("h{i}: v\r\n")).collect();
+        assert!(matches!(
+            get(&format!("GET /metrics HTTP/1.1\r\n{many}\r\n")),
+            Some(Route::BadRequest(_))
+        ));
+    }
+}
