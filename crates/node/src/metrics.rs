@@ -138,7 +138,7 @@ async fn accept_loop(listener: TcpListener, source: Arc<Source>) {
 }
 
 /// What a request asks for.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Route {
     Metrics { head: bool },
     NotFound,
@@ -163,12 +163,9 @@ async fn serve_connection(mut stream: TcpStream, source: &Source) -> std::io::Re
             break route;
         }
     };
+    let head = route == Route::Metrics { head: true };
     let (status, body) = match route {
-        Route::Metrics { head } => {
-            let body = render(source).await;
-            let body = if head { String::new() } else { body };
-            ("200 OK", body)
-        }
+        Route::Metrics { .. } => ("200 OK", render(source).await),
         Route::NotFound => (
             "404 Not Found",
             "not found: metrics are at /metrics\n".into(),
@@ -180,11 +177,14 @@ async fn serve_connection(mut stream: TcpStream, source: &Source) -> std::io::Re
         "HTTP/1.1 {status}\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
     );
-    if status.starts_with("405") {
+    if route == Route::MethodNotAllowed {
         response.push_str("Allow: GET, HEAD\r\n");
     }
     response.push_str("\r\n");
-    response.push_str(&body);
+    if !head {
+        // A HEAD response has the headers of the GET one, without the body.
+        response.push_str(&body);
+    }
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await?;
     // Closing a socket with unread input makes the kernel send a reset,

@@ -1,5 +1,6 @@
 //! Runs one node: the QUIC endpoint, the hello, the client and admin
-//! protocols, the optional metrics endpoint, and a clean shutdown on SIGTERM, SIGINT or an admin request.
+//! protocols, the optional metrics endpoint, and a clean shutdown on
+//! SIGTERM, SIGINT or an admin request.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -164,7 +165,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
                 },
             };
             let (bound, task) = crate::metrics::start(addr, source).await?;
-            tracing::info!(%bound, "serving Prometheus metrics at http://{bound}/metrics");
+            tracing::info!(%bound, "Prometheus metrics at http://{bound}/metrics");
             Some(task)
         }
         None => None,
