@@ -41,6 +41,9 @@
 //! | `mimeo_peer_reconnects_total` | counter | `peer` | |
 //! | `mimeo_peer_queued_messages` | gauge | `peer` | frames waiting to be sent |
 //!
+//! The replication metrics are left out of a scrape if the replication
+//! driver does not report within one second (the rest is still served).
+//!
 //! The link metrics use the label `peer`, not `follower`: every node has
 //! links, and on a follower they lead to the leader too.
 //!
@@ -77,6 +80,9 @@ use crate::leader_follower::LeaderFollower;
 pub(crate) const MAX_REQUEST_BYTES: usize = 8 * 1024;
 /// How long one connection may take, from accept to the last byte written.
 pub(crate) const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a scrape waits for the replication driver's status; without it
+/// the replication metrics are left out of that scrape.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 /// Input discarded after the response, so that closing does not reset
 /// the connection before the client has read the response.
 const MAX_LINGER_BYTES: usize = 1024 * 1024;
@@ -247,7 +253,18 @@ async fn render(source: &Source) -> String {
 
     let stats = source.store.stats();
     let status = match &source.replication {
-        Some(service) => service.metrics().await,
+        // A stalled driver must not stall the scrape: the storage metrics
+        // are still served, and the missing replication ones show it.
+        Some(service) => match tokio::time::timeout(STATUS_TIMEOUT, service.metrics()).await {
+            Ok(status) => status,
+            Err(_) => {
+                tracing::warn!(
+                    "metrics: the replication driver did not report its status within {} ms",
+                    STATUS_TIMEOUT.as_millis()
+                );
+                None
+            }
+        },
         None => None,
     };
     let (last_index, last_term, durable_index) = match &status {
