@@ -293,7 +293,7 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
         args.kill_after,
         args.duration
     );
-    let (acks, errors, killed_at) = match args.target {
+    let (acks, errors, killed_at, ended_at) = match args.target {
         Store::Mimeo => {
             let client =
                 connect_mimeo(&args.endpoint, &args.certs, args.cluster_id.clone()).await?;
@@ -304,18 +304,18 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
         }
         Store::Redis => anyhow::bail!("failover is measured for mimeo and etcd only"),
     };
-    println!("{}", failover_report(&acks, errors, killed_at));
+    println!("{}", failover_report(&acks, errors, killed_at, ended_at));
     Ok(())
 }
 
 /// Runs `--concurrency` writers of unique keys for `--duration`, runs the
 /// kill command at `--kill-after`, and returns every acknowledgement, the
-/// number of failed writes, and the instant the kill command had returned
-/// (the signal was delivered by then).
+/// number of failed writes, the instant the kill command had returned (the
+/// signal was delivered by then) and the instant the last writer finished.
 async fn write_through_kill<T: Target>(
     target: Arc<T>,
     args: &FailoverArgs,
-) -> anyhow::Result<(Vec<Ack>, u64, Duration)> {
+) -> anyhow::Result<(Vec<Ack>, u64, Duration, Duration)> {
     let start = Instant::now();
     let mut workers = Vec::with_capacity(args.concurrency);
     for worker in 0..args.concurrency {
@@ -360,7 +360,7 @@ async fn write_through_kill<T: Target>(
         errors += worker_errors;
     }
     acks.sort_by_key(|ack| ack.acked);
-    Ok((acks, errors, killed_at))
+    Ok((acks, errors, killed_at, start.elapsed()))
 }
 
 /// Summarises the acknowledgements around the kill, in milliseconds:
@@ -368,9 +368,15 @@ async fn write_through_kill<T: Target>(
 ///   write *sent after* the kill (an answer the dead leader had already sent
 ///   before dying cannot count);
 /// - `longest_gap_ms`: the longest interval without any acknowledgement from
-///   one second before the kill to the end of the run;
+///   one second before the kill to `ended_at`, the end of the run (so a run
+///   that never recovers reports the whole time after its last ack);
 /// - `acks_before` / `acks_after`: acknowledgements either side of the kill.
-fn failover_report(acks: &[Ack], errors: u64, killed_at: Duration) -> serde_json::Value {
+fn failover_report(
+    acks: &[Ack],
+    errors: u64,
+    killed_at: Duration,
+    ended_at: Duration,
+) -> serde_json::Value {
     let ms = |d: Duration| d.as_micros() as f64 / 1000.0;
     let first_fresh = acks
         .iter()
@@ -382,6 +388,7 @@ fn failover_report(acks: &[Ack], errors: u64, killed_at: Duration) -> serde_json
         .iter()
         .map(|ack| ack.acked)
         .filter(|&t| t >= window_start)
+        .chain([ended_at])
         .collect();
     let longest_gap = times
         .windows(2)
@@ -390,6 +397,7 @@ fn failover_report(acks: &[Ack], errors: u64, killed_at: Duration) -> serde_json
         .unwrap_or_default();
     serde_json::json!({
         "killed_at_ms": ms(killed_at),
+        "ended_at_ms": ms(ended_at),
         "kill_to_first_ack_ms": first_fresh.map(|t| ms(t - killed_at)),
         "longest_gap_ms": ms(longest_gap),
         "acks_before": acks.iter().filter(|ack| ack.acked < killed_at).count(),
@@ -421,7 +429,12 @@ mod tests {
             ack(1002, 1400),
             ack(1400, 1405),
         ];
-        let report = failover_report(&acks, 3, Duration::from_millis(1000));
+        let report = failover_report(
+            &acks,
+            3,
+            Duration::from_millis(1000),
+            Duration::from_millis(1500),
+        );
         assert_eq!(report["kill_to_first_ack_ms"], 400.0);
         assert_eq!(report["longest_gap_ms"], 399.0);
         assert_eq!(report["acks_before"], 2);
@@ -432,8 +445,14 @@ mod tests {
     #[test]
     fn no_write_acknowledged_after_the_kill_is_reported_as_null() {
         let acks = [ack(900, 950), ack(990, 999)];
-        let report = failover_report(&acks, 16, Duration::from_millis(1000));
+        let report = failover_report(
+            &acks,
+            16,
+            Duration::from_millis(1000),
+            Duration::from_millis(8000),
+        );
         assert!(report["kill_to_first_ack_ms"].is_null());
+        assert_eq!(report["longest_gap_ms"], 7001.0);
         assert_eq!(report["acks_after"], 0);
     }
 }
