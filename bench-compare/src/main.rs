@@ -7,6 +7,8 @@
 //! bench-compare run --target etcd  --endpoint 127.0.0.1:2379 -c 64 -d 10s
 //! bench-compare run --target redis --endpoint 127.0.0.1:6379 -c 64 -d 10s
 //! bench-compare fsync-rate --dir /var/tmp --duration 5s
+//! bench-compare failover --target etcd --endpoint a,b,c -c 16 -d 12s \
+//!     --kill-after 4s --kill-command 'kill -KILL 1234'
 //! ```
 //!
 //! Every run prints one JSON report on stdout (the `mimeo bench --json`
@@ -46,6 +48,38 @@ enum Command {
         #[arg(long, default_value_t = 256)]
         bytes: usize,
     },
+    /// Run unique-key writes, run a command (SIGKILL the leader) part-way
+    /// through, and report how long writes went unacknowledged around it.
+    Failover(FailoverArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct FailoverArgs {
+    /// Which store to drive (mimeo or etcd).
+    #[arg(long)]
+    target: Store,
+    /// Comma-separated addresses of every member.
+    #[arg(long)]
+    endpoint: String,
+    /// Mimeo only: certificate directory.
+    #[arg(long, default_value = "certs")]
+    certs: PathBuf,
+    /// Mimeo only: cluster id.
+    #[arg(long, default_value = "mimeo")]
+    cluster_id: String,
+    #[arg(short, long, default_value_t = 16)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 256)]
+    value_size: usize,
+    /// How long the whole run lasts.
+    #[arg(short, long, default_value = "12s", value_parser = parse_secs)]
+    duration: Duration,
+    /// When to run the kill command, from the start of the run.
+    #[arg(long, default_value = "4s", value_parser = parse_secs)]
+    kill_after: Duration,
+    /// Shell command run once at `--kill-after` (e.g. `kill -KILL <pid>`).
+    #[arg(long)]
+    kill_command: String,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -152,7 +186,33 @@ async fn main() -> anyhow::Result<()> {
             duration,
             bytes,
         } => fsync_rate(&dir, duration, bytes),
+        Command::Failover(args) => failover(args).await,
     }
+}
+
+async fn connect_mimeo(
+    endpoint: &str,
+    certs: &std::path::Path,
+    cluster_id: String,
+) -> anyhow::Result<mimeo_client::Client> {
+    let nodes = endpoint
+        .split(',')
+        .map(|a| a.parse::<SocketAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .context("--endpoint for mimeo: comma-separated host:port")?;
+    let identity = mimeo_wire::TlsIdentity::from_dir(certs, "client-bench")?;
+    let config = mimeo_client::ClientConfig::new(nodes, cluster_id, identity);
+    Ok(mimeo_client::Client::connect(config).await?)
+}
+
+async fn connect_etcd(endpoint: &str) -> anyhow::Result<Etcd> {
+    let endpoints: Vec<&str> = endpoint.split(',').collect();
+    let client = etcd_client::Client::connect(&endpoints, None)
+        .await
+        .with_context(|| format!("connecting to etcd at {endpoint}"))?;
+    Ok(Etcd {
+        kv: client.kv_client(),
+    })
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -169,24 +229,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let options = RunOptions::default();
     let report = match args.target {
         Store::Mimeo => {
-            let nodes = args
-                .endpoint
-                .split(',')
-                .map(|a| a.parse::<SocketAddr>())
-                .collect::<Result<Vec<_>, _>>()
-                .context("--endpoint for mimeo: comma-separated host:port")?;
-            let identity = mimeo_wire::TlsIdentity::from_dir(&args.certs, "client-bench")?;
-            let config = mimeo_client::ClientConfig::new(nodes, args.cluster_id, identity);
-            let client = mimeo_client::Client::connect(config).await?;
+            let client = connect_mimeo(&args.endpoint, &args.certs, args.cluster_id).await?;
             bench::run(Arc::new(client), &workload, &options).await?
         }
         Store::Etcd => {
-            let client = etcd_client::Client::connect([args.endpoint.as_str()], None)
-                .await
-                .with_context(|| format!("connecting to etcd at {}", args.endpoint))?;
-            let target = Etcd {
-                kv: client.kv_client(),
-            };
+            let target = connect_etcd(&args.endpoint).await?;
             bench::run(Arc::new(target), &workload, &options).await?
         }
         Store::Redis => {
@@ -229,4 +276,183 @@ fn fsync_rate(dir: &std::path::Path, duration: Duration, bytes: usize) -> anyhow
     });
     println!("{report}");
     Ok(())
+}
+
+/// One acknowledged write: when it was sent and when its acknowledgement
+/// arrived, as offsets from the start of the run.
+#[derive(Clone, Copy, Debug)]
+struct Ack {
+    sent: Duration,
+    acked: Duration,
+}
+
+async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.kill_after < args.duration,
+        "--kill-after ({:?}) must be shorter than --duration ({:?})",
+        args.kill_after,
+        args.duration
+    );
+    let (acks, errors, killed_at, ended_at) = match args.target {
+        Store::Mimeo => {
+            let client =
+                connect_mimeo(&args.endpoint, &args.certs, args.cluster_id.clone()).await?;
+            write_through_kill(Arc::new(client), &args).await?
+        }
+        Store::Etcd => {
+            write_through_kill(Arc::new(connect_etcd(&args.endpoint).await?), &args).await?
+        }
+        Store::Redis => anyhow::bail!("failover is measured for mimeo and etcd only"),
+    };
+    println!("{}", failover_report(&acks, errors, killed_at, ended_at));
+    Ok(())
+}
+
+/// Runs `--concurrency` writers of unique keys for `--duration`, runs the
+/// kill command at `--kill-after`, and returns every acknowledgement, the
+/// number of failed writes, the instant the kill command had returned (the
+/// signal was delivered by then) and the instant the last writer finished.
+async fn write_through_kill<T: Target>(
+    target: Arc<T>,
+    args: &FailoverArgs,
+) -> anyhow::Result<(Vec<Ack>, u64, Duration, Duration)> {
+    let start = Instant::now();
+    let mut workers = Vec::with_capacity(args.concurrency);
+    for worker in 0..args.concurrency {
+        let target = Arc::clone(&target);
+        let (duration, value_size) = (args.duration, args.value_size);
+        workers.push(tokio::spawn(async move {
+            let (mut acks, mut errors) = (Vec::new(), 0u64);
+            let mut sequence = 0u64;
+            while start.elapsed() < duration {
+                sequence += 1;
+                let key = format!("failover-w{worker}-{sequence}");
+                let value = bench::value_for(&key, value_size);
+                let sent = start.elapsed();
+                match target.put(key, value).await {
+                    Ok(()) => acks.push(Ack {
+                        sent,
+                        acked: start.elapsed(),
+                    }),
+                    Err(_) => errors += 1,
+                }
+            }
+            (acks, errors)
+        }));
+    }
+    tokio::time::sleep_until((start + args.kill_after).into()).await;
+    let status = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(&args.kill_command)
+        .status()
+        .await
+        .with_context(|| format!("running --kill-command '{}'", args.kill_command))?;
+    let killed_at = start.elapsed();
+    anyhow::ensure!(
+        status.success(),
+        "--kill-command '{}' failed: {status}",
+        args.kill_command
+    );
+    let (mut acks, mut errors) = (Vec::new(), 0);
+    for worker in workers {
+        let (worker_acks, worker_errors) = worker.await?;
+        acks.extend(worker_acks);
+        errors += worker_errors;
+    }
+    acks.sort_by_key(|ack| ack.acked);
+    Ok((acks, errors, killed_at, start.elapsed()))
+}
+
+/// Summarises the acknowledgements around the kill, in milliseconds:
+/// - `kill_to_first_ack_ms`: from the kill to the first acknowledgement of a
+///   write *sent after* the kill (an answer the dead leader had already sent
+///   before dying cannot count);
+/// - `longest_gap_ms`: the longest interval without any acknowledgement from
+///   one second before the kill to `ended_at`, the end of the run (so a run
+///   that never recovers reports the whole time after its last ack);
+/// - `acks_before` / `acks_after`: acknowledgements either side of the kill.
+fn failover_report(
+    acks: &[Ack],
+    errors: u64,
+    killed_at: Duration,
+    ended_at: Duration,
+) -> serde_json::Value {
+    let ms = |d: Duration| d.as_micros() as f64 / 1000.0;
+    let first_fresh = acks
+        .iter()
+        .filter(|ack| ack.sent >= killed_at)
+        .map(|ack| ack.acked)
+        .min();
+    let window_start = killed_at.saturating_sub(Duration::from_secs(1));
+    let times: Vec<Duration> = acks
+        .iter()
+        .map(|ack| ack.acked)
+        .filter(|&t| t >= window_start)
+        .chain([ended_at])
+        .collect();
+    let longest_gap = times
+        .windows(2)
+        .map(|pair| pair[1] - pair[0])
+        .max()
+        .unwrap_or_default();
+    serde_json::json!({
+        "killed_at_ms": ms(killed_at),
+        "ended_at_ms": ms(ended_at),
+        "kill_to_first_ack_ms": first_fresh.map(|t| ms(t - killed_at)),
+        "longest_gap_ms": ms(longest_gap),
+        "acks_before": acks.iter().filter(|ack| ack.acked < killed_at).count(),
+        "acks_after": acks.iter().filter(|ack| ack.acked >= killed_at).count(),
+        "errors": errors,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack(sent_ms: u64, acked_ms: u64) -> Ack {
+        Ack {
+            sent: Duration::from_millis(sent_ms),
+            acked: Duration::from_millis(acked_ms),
+        }
+    }
+
+    #[test]
+    fn an_answer_sent_before_the_kill_does_not_end_the_outage() {
+        // The kill returns at 1000 ms; the write sent at 995 ms is answered
+        // at 1001 ms (the old leader's last reply), the first write sent
+        // after the kill is answered at 1400 ms.
+        let acks = [
+            ack(900, 950),
+            ack(990, 999),
+            ack(995, 1001),
+            ack(1002, 1400),
+            ack(1400, 1405),
+        ];
+        let report = failover_report(
+            &acks,
+            3,
+            Duration::from_millis(1000),
+            Duration::from_millis(1500),
+        );
+        assert_eq!(report["kill_to_first_ack_ms"], 400.0);
+        assert_eq!(report["longest_gap_ms"], 399.0);
+        assert_eq!(report["acks_before"], 2);
+        assert_eq!(report["acks_after"], 3);
+        assert_eq!(report["errors"], 3);
+    }
+
+    #[test]
+    fn no_write_acknowledged_after_the_kill_is_reported_as_null() {
+        let acks = [ack(900, 950), ack(990, 999)];
+        let report = failover_report(
+            &acks,
+            16,
+            Duration::from_millis(1000),
+            Duration::from_millis(8000),
+        );
+        assert!(report["kill_to_first_ack_ms"].is_null());
+        assert_eq!(report["longest_gap_ms"], 7001.0);
+        assert_eq!(report["acks_after"], 0);
+    }
 }

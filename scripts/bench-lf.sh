@@ -1,0 +1,309 @@
+#!/usr/bin/env bash
+# Replicated writes: Mimeo leader-follower (3 nodes, acks = quorum,
+# fsync = batch) against etcd 3.4 (3 members, its defaults), all on 127.0.0.1.
+# Measures, in one run:
+#
+# 1. Quorum-write throughput and p50/p99 at each concurrency: unique-free
+#    writes of VALUE_SIZE-byte values to 10,000 keys (`bench-compare run`,
+#    writes only), DURATION each, RUNS times round-robin (run, then
+#    concurrency, then store), medians, ratios to etcd.
+#
+# 2. The physical floor of one write at concurrency 1:
+#    - one append + fdatasync of VALUE_SIZE bytes (`bench-compare fsync-rate`,
+#      median), and
+#    - one loopback request round trip through Mimeo's own stack: gets of a
+#      missing key against a separate, empty standalone Mimeo node at
+#      concurrency 1 (`bench-compare run --read-fraction 1`, median): QUIC +
+#      TLS framing + a map lookup, no replication and no disk.
+#    A quorum write needs at least the client's round trip to the leader, one
+#    round trip leader -> follower and one fsync (the leader's and the
+#    follower's run in parallel), so fsync + 2 round trips is its floor;
+#    the table prints fsync + 1 and fsync + 2 round trips.
+#
+# 3. Failover unavailability, KILLS times per system, median:
+#    `bench-compare failover` runs FAILOVER_CONCURRENCY writers of fresh keys
+#    against all three members for FAILOVER_DURATION and, at KILL_AFTER,
+#    itself runs `kill -KILL <leader pid>` (the leader is found just before
+#    the run: `mimeo status --json` for Mimeo, `etcdctl endpoint status -w
+#    json` for etcd). It timestamps every acknowledgement (send and ack
+#    instants, one monotonic clock in the load generator) and reports
+#      - kill -> first ack: from the moment the kill command returned to the
+#        first acknowledgement of a write *sent after* the kill (so an answer
+#        the old leader had sent before dying cannot count), and
+#      - longest gap: the longest interval with no acknowledgement at all,
+#        from 1 s before the kill to the end of the run.
+#    Both include the client's own recovery (a request in flight to the dead
+#    leader waits for the client's timeout: Mimeo's client 5 s by default,
+#    etcd's gRPC connection sees the TCP reset at once). After each kill the
+#    killed member is restarted on its data directory and the script waits
+#    until all three answer and a leader sees every peer (Mimeo) / all three
+#    are healthy (etcd) before the next kill.
+#    Systems: mimeo (heartbeat 50 ms, election timeout 300-600 ms, its
+#    defaults), etcd (defaults: heartbeat 100 ms, election 1000 ms) and
+#    etcd-tuned (--heartbeat-interval 50 --election-timeout 300).
+#
+#   bash scripts/bench-lf.sh     # RUNS=3 DURATION=10s CONCURRENCY="1 16 64" KILLS=5
+#
+# Installs etcd-server, etcd-client and protobuf-compiler from Debian's
+# packages if they are missing. Everything listens on 127.0.0.1 only, and
+# every process the script starts is killed when it exits.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-10s}
+CONCURRENCY=${CONCURRENCY:-"1 16 64"}
+VALUE_SIZE=${VALUE_SIZE:-256}
+KILLS=${KILLS:-5}
+FAILOVER_CONCURRENCY=${FAILOVER_CONCURRENCY:-16}
+FAILOVER_DURATION=${FAILOVER_DURATION:-10s}
+KILL_AFTER=${KILL_AFTER:-3s}
+FAILOVER_SYSTEMS=${FAILOVER_SYSTEMS:-"mimeo etcd etcd-tuned"}
+
+need=()
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v etcdctl >/dev/null || need+=(etcd-client)
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# Debian starts the etcd it installs; this script runs its own.
+(systemctl stop etcd || service etcd stop) >/dev/null 2>&1 || true
+
+cargo build --release --locked -p mimeo-node -p bench-compare
+mimeo=$PWD/target/release/mimeo
+compare=$PWD/target/release/bench-compare
+export ETCDCTL_API=3
+
+work=$(mktemp -d /var/tmp/mimeo-bench-lf.XXXXXX)
+results=$work/results.jsonl
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+echo "scratch directory: $work (on $(df --output=target "$work" | tail -1))" >&2
+
+record() { # store concurrency json
+  python3 -c 'import json,sys; r=json.loads(sys.argv[3]); r["store"]=sys.argv[1]; r["c"]=int(sys.argv[2]); print(json.dumps(r))' "$1" "$2" "$3" >> "$results"
+}
+
+wait_for() { # description command...
+  local what=$1; shift
+  for _ in $(seq 1 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "$what did not come up within 30 s" >&2; exit 1
+}
+
+# --- Mimeo: a 3-node leader-follower cluster --------------------------------
+mimeo_ids=(n1 n2 n3)
+declare -A mimeo_port=([n1]=17601 [n2]=17602 [n3]=17603) mimeo_pid=()
+mimeo_endpoints=127.0.0.1:17601,127.0.0.1:17602,127.0.0.1:17603
+mimeo_dir=$work/mimeo-lf
+
+start_mimeo_node() { # id
+  local id=$1
+  RUST_LOG=warn "$mimeo" serve --config "$mimeo_dir/$id.toml" >>"$mimeo_dir/$id.log" 2>&1 &
+  mimeo_pid[$id]=$!; pids+=("$!")
+}
+
+mimeo_statuses() { # prints one JSON status per node (or an error object)
+  for id in "${mimeo_ids[@]}"; do
+    "$mimeo" --certs "$mimeo_dir/certs" --node "127.0.0.1:${mimeo_port[$id]}" status --json 2>/dev/null \
+      || echo '[{"error":"unreachable"}]'
+  done
+}
+
+# The node id of the leader, if every node answers and the leader sees all
+# its peers connected; fails otherwise.
+mimeo_leader() {
+  mimeo_statuses | python3 -c '
+import json, sys
+text = sys.stdin.read()
+decoder, statuses, at = json.JSONDecoder(), [], 0
+while at < len(text):
+    if text[at].isspace(): at += 1; continue
+    value, at = decoder.raw_decode(text, at); statuses.extend(value)
+if len(statuses) != 3 or any("error" in s for s in statuses): sys.exit(1)
+leaders = [s for s in statuses if str(s["role"]).lower() == "leader"]
+if len(leaders) != 1 or not all(p["connected"] for p in leaders[0]["peers"]): sys.exit(1)
+print(leaders[0]["node_id"])'
+}
+
+start_mimeo_cluster() {
+  mkdir -p "$mimeo_dir"
+  "$mimeo" certs init --dir "$mimeo_dir/certs" --nodes n1,n2,n3 >/dev/null
+  for id in "${mimeo_ids[@]}"; do
+    {
+      printf 'node_id = "%s"\nlisten = "127.0.0.1:%s"\ndata_dir = "%s"\nmode = "leader-follower"\n' \
+        "$id" "${mimeo_port[$id]}" "$mimeo_dir/data/$id"
+      printf '[tls]\ndir = "%s"\n[storage]\nfsync = "batch"\n[replication]\nacks = "quorum"\n' "$mimeo_dir/certs"
+      for peer in "${mimeo_ids[@]}"; do
+        [ "$peer" = "$id" ] && continue
+        printf '[[replication.peers]]\nid = "%s"\naddr = "127.0.0.1:%s"\n' "$peer" "${mimeo_port[$peer]}"
+      done
+    } > "$mimeo_dir/$id.toml"
+    start_mimeo_node "$id"
+  done
+  wait_for "the mimeo cluster (a leader seeing both followers)" mimeo_leader
+}
+
+# --- etcd: 3-member clusters ------------------------------------------------
+# A cluster NAME has members NAME-1..3 on client ports BASE+1..3 and peer
+# ports BASE+11..13.
+declare -A etcd_base=([etcd]=22370 [etcd-tuned]=23370) etcd_extra=([etcd]="" [etcd-tuned]="--heartbeat-interval 50 --election-timeout 300")
+declare -A etcd_pid=()
+
+etcd_endpoints() { # cluster
+  local base=${etcd_base[$1]}
+  echo "127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2)),127.0.0.1:$((base + 3))"
+}
+
+start_etcd_member() { # cluster index
+  local cluster=$1 i=$2 base=${etcd_base[$1]} initial="" j
+  for j in 1 2 3; do initial+="${initial:+,}$cluster-$j=http://127.0.0.1:$((base + 10 + j))"; done
+  # shellcheck disable=SC2086 # etcd_extra holds separate flags
+  etcd --name "$cluster-$i" --data-dir "$work/$cluster/$i" \
+    --listen-client-urls "http://127.0.0.1:$((base + i))" --advertise-client-urls "http://127.0.0.1:$((base + i))" \
+    --listen-peer-urls "http://127.0.0.1:$((base + 10 + i))" --initial-advertise-peer-urls "http://127.0.0.1:$((base + 10 + i))" \
+    --initial-cluster "$initial" --initial-cluster-token "$cluster" --initial-cluster-state new \
+    ${etcd_extra[$cluster]} >>"$work/$cluster-$i.log" 2>&1 &
+  etcd_pid[$cluster-$i]=$!; pids+=("$!")
+}
+
+etcd_healthy() { # cluster
+  etcdctl --endpoints "$(etcd_endpoints "$1")" --command-timeout 2s endpoint health
+}
+
+# The member index (1..3) of the leader.
+etcd_leader() { # cluster
+  etcdctl --endpoints "$(etcd_endpoints "$1")" --command-timeout 2s endpoint status -w json | python3 -c '
+import json, sys
+for s in json.load(sys.stdin):
+    if s["Status"]["header"]["member_id"] == s["Status"]["leader"]:
+        print(int(s["Endpoint"].rsplit(":", 1)[1]) - int(sys.argv[1])); break
+else: sys.exit(1)' "${etcd_base[$1]}"
+}
+
+start_etcd_cluster() { # cluster
+  local i
+  mkdir -p "$work/$1"
+  for i in 1 2 3; do start_etcd_member "$1" "$i"; done
+  wait_for "etcd cluster $1" etcd_healthy "$1"
+  wait_for "a leader of etcd cluster $1" etcd_leader "$1"
+}
+
+# --- 1. quorum-write throughput ---------------------------------------------
+start_mimeo_cluster
+start_etcd_cluster etcd
+for run in $(seq 1 "$RUNS"); do
+  for c in $CONCURRENCY; do
+    echo "mimeo-lf c=$c run $run" >&2
+    record mimeo-lf "$c" "$("$compare" run --target mimeo --endpoint "$mimeo_endpoints" --certs "$mimeo_dir/certs" \
+      -c "$c" --value-size "$VALUE_SIZE" -d "$DURATION" --seed "$run")"
+    echo "etcd c=$c run $run" >&2
+    record etcd "$c" "$("$compare" run --target etcd --endpoint "$(etcd_endpoints etcd)" \
+      -c "$c" --value-size "$VALUE_SIZE" -d "$DURATION" --seed "$run")"
+  done
+done
+
+# --- 2. the floor at concurrency 1 ------------------------------------------
+mkdir -p "$work/standalone"
+"$mimeo" certs init --dir "$work/standalone/certs" --nodes n1 >/dev/null
+printf 'node_id = "n1"\nlisten = "127.0.0.1:17609"\ndata_dir = "%s/standalone/data"\n[storage]\nfsync = "batch"\n' "$work" \
+  > "$work/standalone/node.toml"
+RUST_LOG=warn "$mimeo" serve --config "$work/standalone/node.toml" >"$work/standalone/node.log" 2>&1 & pids+=("$!")
+wait_for "standalone mimeo" "$mimeo" --certs "$work/standalone/certs" --node 127.0.0.1:17609 status
+for run in $(seq 1 "$RUNS"); do
+  python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(json.dumps({"store":"floor-fsync","c":1,"throughput":r["fsyncs_per_s"],"latency":{"p50_us":r["median_us"],"p99_us":r["p99_us"]}}))' \
+    "$("$compare" fsync-rate --dir "$work" --duration 5s --bytes "$VALUE_SIZE")" >> "$results"
+  # The workload's keys are never written on this node: every get misses.
+  record floor-rtt 1 "$("$compare" run --target mimeo --endpoint 127.0.0.1:17609 --certs "$work/standalone/certs" \
+    -c 1 --read-fraction 1 -d 5s --seed "$run")"
+done
+
+# --- 3. failover ------------------------------------------------------------
+failover_results=$work/failover.jsonl
+for system in $FAILOVER_SYSTEMS; do
+  case $system in
+    mimeo) ;;
+    etcd) ;;
+    etcd-tuned) start_etcd_cluster etcd-tuned ;;
+    *) echo "unknown failover system $system" >&2; exit 64 ;;
+  esac
+  for kill in $(seq 1 "$KILLS"); do
+    if [ "$system" = mimeo ]; then
+      wait_for "the mimeo cluster (a leader seeing both followers)" mimeo_leader
+      leader=$(mimeo_leader); victim=${mimeo_pid[$leader]}
+      args=(--target mimeo --endpoint "$mimeo_endpoints" --certs "$mimeo_dir/certs")
+    else
+      wait_for "etcd cluster $system" etcd_healthy "$system"
+      leader=$(etcd_leader "$system"); victim=${etcd_pid[$system-$leader]}
+      args=(--target etcd --endpoint "$(etcd_endpoints "$system")")
+    fi
+    echo "failover $system kill $kill: leader $leader (pid $victim)" >&2
+    out=$("$compare" failover "${args[@]}" -c "$FAILOVER_CONCURRENCY" --value-size "$VALUE_SIZE" \
+      -d "$FAILOVER_DURATION" --kill-after "$KILL_AFTER" --kill-command "kill -KILL $victim")
+    wait "$victim" 2>/dev/null || true
+    python3 -c 'import json,sys; r=json.loads(sys.argv[2]); r["system"]=sys.argv[1]; print(json.dumps(r))' "$system" "$out" >> "$failover_results"
+    echo "  $out" >&2
+    if [ "$system" = mimeo ]; then start_mimeo_node "$leader"; else start_etcd_member "$system" "$leader"; fi
+  done
+done
+
+# --- tables -----------------------------------------------------------------
+python3 - "$results" "$failover_results" <<'PY'
+import json, statistics, sys
+med = statistics.median
+rows = [json.loads(l) for l in open(sys.argv[1])]
+groups = {}
+for r in rows:
+    groups.setdefault((r["store"], r["c"]), []).append(r)
+etcd = {c: med([r["throughput"] for r in rs]) for (s, c), rs in groups.items() if s == "etcd"}
+etcd_p50 = {c: med([r["latency"]["p50_us"] for r in rs]) for (s, c), rs in groups.items() if s == "etcd"}
+print("### Quorum writes, 3 nodes on 127.0.0.1\n")
+print("| store | concurrency | runs | throughput (ops/s, median) | min–max | p50 µs | p99 µs | throughput vs etcd | p50 vs etcd |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for (store, c), rs in sorted(groups.items()):
+    if store.startswith("floor"):
+        continue
+    t = [r["throughput"] for r in rs]
+    p50 = med([r["latency"]["p50_us"] for r in rs]); p99 = med([r["latency"]["p99_us"] for r in rs])
+    print(f"| {store} | {c} | {len(rs)} | {med(t):,.0f} | {min(t):,.0f}–{max(t):,.0f} | {p50:,.0f} | {p99:,.0f} "
+          f"| {med(t) / etcd[c]:.2f}× | {p50 / etcd_p50[c]:.2f}× |")
+
+fsync = med([r["latency"]["p50_us"] for r in groups[("floor-fsync", 1)]])
+rtt = med([r["latency"]["p50_us"] for r in groups[("floor-rtt", 1)]])
+print("\n### Floor at concurrency 1 (medians of per-run p50s)\n")
+print("| component | µs | as ops/s |")
+print("|---|---:|---:|")
+for name, us in [("one append + fdatasync (256 B)", fsync),
+                 ("one loopback request round trip (get of a missing key, standalone Mimeo)", rtt),
+                 ("fsync + 1 round trip", fsync + rtt),
+                 ("fsync + 2 round trips (client→leader, leader→follower)", fsync + 2 * rtt)]:
+    print(f"| {name} | {us:,.0f} | {1e6 / us:,.0f} |")
+for store in ("mimeo-lf", "etcd"):
+    if (store, 1) in groups:
+        p50 = med([r["latency"]["p50_us"] for r in groups[(store, 1)]])
+        print(f"| {store} quorum write p50, concurrency 1 | {p50:,.0f} | {1e6 / p50:,.0f} |")
+
+fail = [json.loads(l) for l in open(sys.argv[2])]
+print("\n### Failover: SIGKILL the leader under 16 concurrent writers\n")
+print("| system | kills | kill → first ack, ms (median) | min–max | longest ack gap, ms (median) | min–max | failed writes (median) |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for system in dict.fromkeys(r["system"] for r in fail):
+    rs = [r for r in fail if r["system"] == system]
+    first = [r["kill_to_first_ack_ms"] for r in rs if r["kill_to_first_ack_ms"] is not None]
+    gap = [r["longest_gap_ms"] for r in rs]
+    never = len(rs) - len(first)
+    first_cell = f"{med(first):,.0f}" if first else "—"
+    first_range = f"{min(first):,.0f}–{max(first):,.0f}" if first else "—"
+    note = f" ({never} runs with no ack after the kill)" if never else ""
+    print(f"| {system} | {len(rs)} | {first_cell}{note} | {first_range} | {med(gap):,.0f} | {min(gap):,.0f}–{max(gap):,.0f} "
+          f"| {med([r['errors'] for r in rs]):,.0f} |")
+errors = [(r["store"], r["c"], r.get("failed", 0) + r.get("unknown", 0)) for r in rows if r.get("failed", 0) + r.get("unknown", 0)]
+if errors:
+    print("\nthroughput runs with errors (store, concurrency, failed+unknown):", errors)
+PY
+echo "raw results: $results $failover_results" >&2
