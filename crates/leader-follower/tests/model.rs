@@ -71,6 +71,10 @@ fn config(id: usize) -> Config {
         .collect();
     let mut c = Config::new(id as NodeId, peers);
     c.seed = 1;
+    // Pre-vote adds two message deliveries to every election, which puts
+    // the counterexample below out of reach of a quick check. It only
+    // spares terms (liveness); the unit tests and the simulation cover it.
+    c.pre_vote = false;
     c
 }
 
