@@ -41,6 +41,10 @@ pub struct Config {
     pub retransmit_ms: u64,
     /// Seed of the core's random election timeouts.
     pub seed: u64,
+    /// Ask for pre-votes before raising the term for an election (see
+    /// [`Core`](crate::Core)). Only the exhaustive model check turns it
+    /// off, to keep its state space small: safety never depends on it.
+    pub pre_vote: bool,
 }
 
 impl Config {
@@ -49,7 +53,7 @@ impl Config {
     /// Heartbeats every 50 ms, elections after 300–600 ms of silence,
     /// `quorum` acks, leader reads, 2 s write and read timeouts, 8 messages
     /// of at most 256 entries in flight per follower, retransmission after
-    /// 200 ms, seed = `id`.
+    /// 200 ms, seed = `id`, pre-vote on.
     pub fn new(id: NodeId, peers: Vec<NodeId>) -> Config {
         Config {
             id,
@@ -65,6 +69,7 @@ impl Config {
             max_batch_entries: 256,
             retransmit_ms: 200,
             seed: id,
+            pre_vote: true,
         }
     }
 

@@ -78,10 +78,24 @@ struct Stored {
 /// counted in [`Status::rolled_back_entries`]); a leader commits an index
 /// once a majority (itself included) holds it durably and its entry is of
 /// the leader's term; a new leader appends a [`Command::Noop`] so that
-/// earlier entries commit. A node that heard from a leader less than
-/// `election_timeout_min_ms` ago ignores vote requests (so a node rejoining
-/// after a partition does not depose a healthy leader), and a leader that
-/// has not heard from a majority for `election_timeout_max_ms` steps down.
+/// earlier entries commit. A leader that has not heard from a majority for
+/// `election_timeout_max_ms` steps down.
+///
+/// Elections start with a **pre-vote** (Raft thesis §9.6): when a node's
+/// election timeout passes it asks its peers whether they would vote for
+/// it in the next term ([`PeerMsg::PreVote`]), without raising its own term
+/// or casting a vote. A peer says yes only if it would grant the real vote
+/// (the term is not behind, it has not voted for another in it, the log is
+/// at least as up to date) **and** it has not heard from a leader within
+/// `election_timeout_min_ms` (leader stickiness; a leader always says no).
+/// Nobody adopts the term a pre-vote proposes. Only with a majority of
+/// yeses (its own included) does the node raise its term and ask for real
+/// votes. So a node cut off from the majority, or restarted with a stale
+/// log, keeps its term, and cannot depose a healthy leader when it
+/// rejoins. Vote requests themselves are also ignored while a leader is
+/// heard. A leadership transfer ([`transfer_leadership`](Core::transfer_leadership))
+/// skips both: its target starts the real election at once, and its vote
+/// requests are honoured by nodes that just heard from the leader.
 ///
 /// # What is applied, and what reads see
 ///
@@ -127,6 +141,9 @@ pub struct Core {
     /// When this node last knew it had applied the leader's commit index.
     fresh_at: Option<Millis>,
     votes: BTreeSet<NodeId>,
+    /// The pre-votes granted for standing in `term + 1` (this node's own
+    /// included), while a pre-vote is under way.
+    pre_votes: Option<BTreeSet<NodeId>>,
     progress: BTreeMap<NodeId, Progress>,
     heartbeat_due: Millis,
     read_seq: u64,
@@ -230,6 +247,7 @@ impl Core {
             leader_match: 0,
             fresh_at: None,
             votes: BTreeSet::new(),
+            pre_votes: None,
             progress: BTreeMap::new(),
             heartbeat_due: now,
             read_seq: 0,
@@ -433,7 +451,14 @@ impl Core {
             return;
         }
         let term = msg.term();
-        if term > self.hard.term {
+        // A pre-vote, and a granted answer to one, carry a term nobody has
+        // started yet: adopting it would be the disruption pre-vote exists
+        // to prevent.
+        let proposed_term = matches!(
+            msg,
+            PeerMsg::PreVote { .. } | PeerMsg::PreVoteResp { granted: true, .. }
+        );
+        if term > self.hard.term && !proposed_term {
             if let PeerMsg::RequestVote {
                 transfer: false, ..
             } = msg
@@ -504,6 +529,22 @@ impl Core {
                     self.start_election(now, true);
                 }
             }
+            PeerMsg::PreVote { term, last } => {
+                let granted = !self.in_lease(now) && self.would_vote(from, term, last);
+                let term = if granted { term } else { self.hard.term };
+                self.send(from, PeerMsg::PreVoteResp { term, granted });
+            }
+            PeerMsg::PreVoteResp { term, granted } => {
+                if !granted || term != self.hard.term + 1 {
+                    return;
+                }
+                if let Some(pre_votes) = &mut self.pre_votes {
+                    pre_votes.insert(from);
+                    if pre_votes.len() >= self.config.majority() {
+                        self.start_election(now, false);
+                    }
+                }
+            }
         }
     }
 
@@ -512,7 +553,7 @@ impl Core {
         match self.role {
             Role::Follower | Role::Candidate => {
                 if now >= self.election_deadline {
-                    self.start_election(now, false);
+                    self.start_pre_vote(now);
                 }
             }
             Role::Leader => {
@@ -620,7 +661,31 @@ impl Core {
                     .is_some_and(|t| now.since(t) < self.config.election_timeout_min_ms))
     }
 
+    /// The election timeout passed: ask the peers whether they would vote
+    /// for this node in the next term, without raising its own. Only a
+    /// majority of yeses starts the real election, so a node that cannot
+    /// win (cut off, or behind) never raises the cluster's term.
+    fn start_pre_vote(&mut self, now: Millis) {
+        self.pre_votes = Some(BTreeSet::from([self.config.id]));
+        self.reset_election_deadline(now);
+        if self.config.majority() == 1 || !self.config.pre_vote {
+            return self.start_election(now, false);
+        }
+        let term = self.hard.term + 1;
+        tracing::debug!(term, "election timeout: asking for pre-votes");
+        let msg = PeerMsg::PreVote {
+            term,
+            last: self.last_position(),
+        };
+        for peer in self.config.peers.clone() {
+            self.send(peer, msg.clone());
+        }
+    }
+
+    /// Start an election at once; `transfer` when the leader handed over
+    /// (which skips pre-vote and leader stickiness).
     fn start_election(&mut self, now: Millis, transfer: bool) {
+        self.pre_votes = None;
         self.hard = HardState {
             term: self.hard.term + 1,
             voted_for: Some(self.config.id),
@@ -646,10 +711,22 @@ impl Core {
         }
     }
 
+    /// Whether this node would vote for `candidate` standing in `term`
+    /// with `last` as its last log position: the term is not behind, no
+    /// other vote was cast in it, and the candidate's log is at least as up
+    /// to date. Leader stickiness is the caller's concern.
+    fn would_vote(&self, candidate: NodeId, term: u64, last: LogPosition) -> bool {
+        let free = match term.cmp(&self.hard.term) {
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Equal => self.hard.voted_for.is_none_or(|v| v == candidate),
+            std::cmp::Ordering::Greater => true,
+        };
+        free && last >= self.last_position()
+    }
+
     fn on_request_vote(&mut self, now: Millis, from: NodeId, term: u64, last: LogPosition) {
-        let grant = term == self.hard.term
-            && self.hard.voted_for.is_none_or(|v| v == from)
-            && last >= self.last_position();
+        // The term was adopted on arrival: `term` is at most ours.
+        let grant = self.would_vote(from, term, last);
         if grant && self.hard.voted_for.is_none() {
             self.hard.voted_for = Some(from);
             self.persist_hard();
@@ -670,6 +747,7 @@ impl Core {
     fn become_leader(&mut self, now: Millis) {
         tracing::info!(term = self.hard.term, id = self.config.id, "elected leader");
         self.role = Role::Leader;
+        self.pre_votes = None;
         self.leader = Some(self.config.id);
         self.elections_won += 1;
         self.acked_through = 0;
@@ -736,6 +814,7 @@ impl Core {
         }
         self.role = Role::Follower;
         self.leader = leader;
+        self.pre_votes = None;
         if leader.is_some() {
             self.leader_contact = Some(now);
         }
@@ -762,6 +841,7 @@ impl Core {
                 }
             }
         }
+        self.pre_votes = None;
         self.leader_contact = Some(now);
         self.reset_election_deadline(now);
         true

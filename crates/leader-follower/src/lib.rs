@@ -68,7 +68,8 @@
 //!     }
 //! }
 //!
-//! // Node 1's election timeout passes first: it asks for votes and wins.
+//! // Node 1's election timeout passes first: it asks for pre-votes (would
+//! // the others vote for it?), then, with a majority, for votes, and wins.
 //! let now = nodes[0].next_timeout();
 //! nodes[0].tick(now);
 //! settle(&mut nodes, now);
@@ -96,7 +97,9 @@
 //!
 //! # Guarantees
 //!
-//! See [`Core`] for the election and commit rules, what is applied when,
+//! See [`Core`] for the election rules (pre-vote and leader stickiness keep
+//! a node that was cut off or restarted from raising the term and deposing
+//! a healthy leader) and commit rules, what is applied when,
 //! and what each read mode sees; [`AckMode`] for what each ack mode risks.
 //! In short: `quorum` and `all` writes survive any failover;
 //! `async` and `semi-sync` writes can be lost when the leader fails before

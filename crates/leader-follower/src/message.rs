@@ -75,6 +75,23 @@ pub enum PeerMsg {
         /// The leader's term.
         term: u64,
     },
+    /// A node whose election timeout passed asks whether it could win an
+    /// election, before it raises its own term (pre-vote, Raft thesis
+    /// §9.6). Neither the sender nor the receiver changes term or vote.
+    PreVote {
+        /// The term the sender would stand in: its current term plus one.
+        term: u64,
+        /// The sender's last log position.
+        last: LogPosition,
+    },
+    /// The answer to a pre-vote.
+    PreVoteResp {
+        /// When granted, the term of the pre-vote (the receiver must not
+        /// adopt it); when refused, the voter's current term.
+        term: u64,
+        /// Whether the voter would grant a vote in that term.
+        granted: bool,
+    },
 }
 
 /// The outcome of an append.
@@ -106,7 +123,9 @@ impl PeerMsg {
             | PeerMsg::AppendResp { term, .. }
             | PeerMsg::Heartbeat { term, .. }
             | PeerMsg::HeartbeatResp { term, .. }
-            | PeerMsg::TimeoutNow { term } => *term,
+            | PeerMsg::TimeoutNow { term }
+            | PeerMsg::PreVote { term, .. }
+            | PeerMsg::PreVoteResp { term, .. } => *term,
         }
     }
 

@@ -61,13 +61,28 @@ fn put_op(key: &str) -> ClientOp {
     }
 }
 
+/// Let `core`'s election timeout pass at `now` and grant its pre-vote
+/// (from node 2): it starts the real election, for `term`.
+fn campaign(core: &mut Core, now: Millis, term: u64) {
+    core.tick(now);
+    core.handle_peer(
+        now,
+        2,
+        PeerMsg::PreVoteResp {
+            term,
+            granted: true,
+        },
+    );
+    assert_eq!((core.role(), core.term()), (Role::Candidate, term));
+}
+
 /// Node 1 of an `n`-node cluster, elected in term 1 at time 1000, its no-op
 /// durable and acknowledged by every follower (so committed).
 fn leader(n: u64, mut config: Config) -> Core {
     config.id = 1;
     config.peers = (2..=n).collect();
     let mut core = Core::new(config, Millis(0)).unwrap();
-    core.tick(Millis(1000));
+    campaign(&mut core, Millis(1000), 1);
     for p in 2..=n {
         core.handle_peer(
             Millis(1000),
@@ -89,8 +104,12 @@ fn leader(n: u64, mut config: Config) -> Core {
 }
 
 #[test]
-fn election_timeout_starts_an_election_with_a_persisted_vote() {
-    let mut core = Core::new(config(1, 3), Millis(0)).unwrap();
+fn election_timeout_asks_for_pre_votes_and_keeps_the_term() {
+    let hard_state = HardState {
+        term: 3,
+        voted_for: Some(2),
+    };
+    let mut core = Core::recover(config(1, 3), Millis(0), hard_state, vec![noop(3, 1)]).unwrap();
     let deadline = core.next_timeout();
     assert!(
         (Millis(300)..Millis(600)).contains(&deadline),
@@ -99,6 +118,62 @@ fn election_timeout_starts_an_election_with_a_persisted_vote() {
     core.tick(Millis(deadline.0 - 1));
     assert_eq!(drain(&mut core), vec![]);
     core.tick(deadline);
+    let pre_vote = PeerMsg::PreVote {
+        term: 4,
+        last: pos(3, 1),
+    };
+    // No durable write, no term change: nothing to undo if nobody answers.
+    assert_eq!(
+        drain(&mut core),
+        vec![send(2, pre_vote.clone()), send(3, pre_vote.clone())]
+    );
+    assert_eq!(
+        (core.role(), core.hard_state()),
+        (Role::Follower, hard_state)
+    );
+    assert_eq!(core.status(deadline).elections_started, 0);
+    // Cut off, it asks again at every timeout, never raising its term.
+    for _ in 0..10 {
+        let now = core.next_timeout();
+        core.tick(now);
+        assert_eq!(
+            drain(&mut core),
+            vec![send(2, pre_vote.clone()), send(3, pre_vote.clone())]
+        );
+    }
+    assert_eq!(core.hard_state(), hard_state);
+    // Refusals (stale or not) do not start an election either.
+    let refusal = PeerMsg::PreVoteResp {
+        term: 3,
+        granted: false,
+    };
+    core.handle_peer(Millis(9000), 2, refusal);
+    assert_eq!(drain(&mut core), vec![]);
+    assert_eq!(core.hard_state(), hard_state);
+}
+
+#[test]
+fn a_majority_of_pre_votes_starts_the_election_with_a_persisted_vote() {
+    let mut core = Core::new(config(1, 5), Millis(0)).unwrap();
+    let now = core.next_timeout();
+    core.tick(now);
+    drain(&mut core);
+    let grant = PeerMsg::PreVoteResp {
+        term: 1,
+        granted: true,
+    };
+    // A grant for another term (an earlier round's) does not count.
+    let stale = PeerMsg::PreVoteResp {
+        term: 2,
+        granted: true,
+    };
+    core.handle_peer(now, 3, stale);
+    core.handle_peer(now, 2, grant.clone());
+    // The same voter twice is one pre-vote; two of five is no majority.
+    core.handle_peer(now, 2, grant.clone());
+    assert_eq!(drain(&mut core), vec![]);
+    assert_eq!((core.role(), core.term()), (Role::Follower, 0));
+    core.handle_peer(now, 4, grant);
     let vote = PeerMsg::RequestVote {
         term: 1,
         last: pos(0, 0),
@@ -106,9 +181,126 @@ fn election_timeout_starts_an_election_with_a_persisted_vote() {
     };
     assert_eq!(
         drain(&mut core),
-        vec![hard(1, Some(1)), send(2, vote.clone()), send(3, vote)]
+        vec![
+            hard(1, Some(1)),
+            send(2, vote.clone()),
+            send(3, vote.clone()),
+            send(4, vote.clone()),
+            send(5, vote)
+        ]
     );
     assert_eq!(core.role(), Role::Candidate);
+    assert_eq!(core.status(now).elections_started, 1);
+}
+
+#[test]
+fn a_pre_vote_is_granted_like_a_vote_and_changes_nothing() {
+    let hard_state = HardState {
+        term: 2,
+        voted_for: Some(3),
+    };
+    let log = vec![noop(1, 1), put(2, 2, "a")];
+    let mut core = Core::recover(config(1, 3), Millis(0), hard_state, log).unwrap();
+    let answer = |term, granted| send(2, PeerMsg::PreVoteResp { term, granted });
+    let ask = |core: &mut Core, term, last| {
+        core.handle_peer(Millis(10), 2, PeerMsg::PreVote { term, last });
+        drain(core)
+    };
+    // Up to date, for a later term: granted, and the voter stays in its
+    // term with its vote (a pre-vote is not a vote).
+    assert_eq!(ask(&mut core, 3, pos(2, 2)), vec![answer(3, true)]);
+    // A far higher term is not adopted either.
+    assert_eq!(ask(&mut core, 40, pos(2, 5)), vec![answer(40, true)]);
+    assert_eq!(core.hard_state(), hard_state);
+    // Longer log but an older last term: refused with the voter's term.
+    assert_eq!(ask(&mut core, 3, pos(1, 5)), vec![answer(2, false)]);
+    // This term: the voter already voted for node 3.
+    assert_eq!(ask(&mut core, 2, pos(2, 2)), vec![answer(2, false)]);
+    // An older term.
+    assert_eq!(ask(&mut core, 1, pos(2, 2)), vec![answer(2, false)]);
+    assert_eq!(core.hard_state(), hard_state);
+    assert_eq!(core.role(), Role::Follower);
+}
+
+#[test]
+fn a_pre_vote_is_refused_while_a_leader_is_heard() {
+    let mut core = Core::new(config(2, 3), Millis(0)).unwrap();
+    let heartbeat = PeerMsg::Heartbeat {
+        term: 1,
+        commit: 0,
+        leader_commit: 0,
+        seq: 1,
+    };
+    core.handle_peer(Millis(100), 1, heartbeat);
+    drain(&mut core);
+    let pre_vote = PeerMsg::PreVote {
+        term: 2,
+        last: pos(0, 0),
+    };
+    let refused = send(
+        3,
+        PeerMsg::PreVoteResp {
+            term: 1,
+            granted: false,
+        },
+    );
+    core.handle_peer(Millis(200), 3, pre_vote.clone());
+    assert_eq!(drain(&mut core), vec![refused]);
+    assert_eq!((core.term(), core.leader()), (1, Some(1)));
+    // Once the leader has been silent for the minimum election timeout,
+    // the same request is granted.
+    core.handle_peer(Millis(400), 3, pre_vote);
+    let granted = PeerMsg::PreVoteResp {
+        term: 2,
+        granted: true,
+    };
+    assert_eq!(drain(&mut core), vec![send(3, granted)]);
+    assert_eq!(core.term(), 1);
+    // A leader refuses pre-votes, and keeps leading in its term.
+    let mut leader = leader(3, config(1, 3));
+    leader.handle_peer(
+        Millis(5000),
+        3,
+        PeerMsg::PreVote {
+            term: 2,
+            last: pos(1, 1),
+        },
+    );
+    let refused = PeerMsg::PreVoteResp {
+        term: 1,
+        granted: false,
+    };
+    assert_eq!(drain(&mut leader), vec![send(3, refused)]);
+    assert_eq!((leader.role(), leader.term()), (Role::Leader, 1));
+}
+
+#[test]
+fn a_refusal_from_a_later_term_catches_the_asker_up() {
+    let mut core = Core::new(config(1, 3), Millis(0)).unwrap();
+    core.tick(core.next_timeout());
+    drain(&mut core);
+    core.handle_peer(
+        Millis(700),
+        2,
+        PeerMsg::PreVoteResp {
+            term: 5,
+            granted: false,
+        },
+    );
+    // A term the voter really is in: adopting it is safe, and the next
+    // pre-vote asks for the term after it.
+    assert_eq!(drain(&mut core), vec![hard(5, None)]);
+    assert_eq!((core.role(), core.term()), (Role::Follower, 5));
+    let now = core.next_timeout();
+    core.tick(now);
+    let pre_vote = PeerMsg::PreVote {
+        term: 6,
+        last: pos(0, 0),
+    };
+    assert_eq!(
+        drain(&mut core),
+        vec![send(2, pre_vote.clone()), send(3, pre_vote)]
+    );
 }
 
 #[test]
@@ -341,7 +533,7 @@ fn append_from_an_older_term_is_answered_with_the_current_term() {
 #[test]
 fn a_new_leader_appends_a_noop_and_ships_it() {
     let mut core = Core::new(config(1, 3), Millis(0)).unwrap();
-    core.tick(Millis(1000));
+    campaign(&mut core, Millis(1000), 1);
     drain(&mut core);
     core.handle_peer(
         Millis(1000),
@@ -462,7 +654,7 @@ fn entries_of_an_earlier_term_commit_only_through_one_of_the_current_term() {
     };
     let log = vec![noop(1, 1), put(1, 2, "a")];
     let mut core = Core::recover(config(1, 3), Millis(0), hard_state, log).unwrap();
-    core.tick(Millis(1000));
+    campaign(&mut core, Millis(1000), 2);
     core.handle_peer(
         Millis(1000),
         2,
@@ -863,6 +1055,8 @@ fn leadership_transfer_hands_over_to_a_caught_up_follower() {
         },
     );
     drain(&mut target);
+    // No pre-vote: the leader asked, and the others must not refuse for
+    // having heard from it.
     target.handle_peer(now, 1, PeerMsg::TimeoutNow { term: 1 });
     let request = PeerMsg::RequestVote {
         term: 2,

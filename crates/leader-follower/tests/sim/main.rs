@@ -189,3 +189,47 @@ fn session_reads_see_the_sessions_write_on_a_lagging_follower() {
         sim.reply(session)
     );
 }
+
+/// Pre-vote: a follower cut off for a long time keeps timing out, but
+/// without a majority's pre-votes it never raises its term, so when it
+/// rejoins, the healthy leader keeps leading in its term (without
+/// pre-vote, the rejoining node's inflated term would depose it).
+#[test]
+fn a_rejoining_follower_does_not_depose_the_leader() {
+    let mut sim = Sim::new(3, 5, Faults::NONE);
+    sim.run_for(1500).unwrap();
+    let leader = sim.leader().expect("a leader within 1.5 s");
+    let term = sim.core(leader).unwrap().term();
+    let cut_off = (1..=3).find(|&n| n != leader).unwrap();
+    sim.isolate(cut_off);
+    // Some 40 election timeouts.
+    sim.run_for(20_000).unwrap();
+    let isolated = sim.core(cut_off).unwrap();
+    assert_eq!(isolated.term(), term, "the cut-off node raised its term");
+    assert_eq!(isolated.status(sim.now).elections_started, 0);
+    sim.heal();
+    let w = sim.client(
+        leader,
+        ClientOp::Put {
+            key: b"k".to_vec(),
+            value: b"after".to_vec(),
+        },
+        None,
+    );
+    sim.run_for(2000).unwrap();
+    assert_eq!(sim.leader(), Some(leader));
+    for n in 1..=3 {
+        let core = sim.core(n).unwrap();
+        assert_eq!(
+            (core.term(), core.leader()),
+            (term, Some(leader)),
+            "node {n}"
+        );
+    }
+    assert!(matches!(sim.reply(w), Some(Reply::Written { .. })));
+    assert_eq!(
+        sim.core(cut_off).unwrap().applied_value(b"k").unwrap().0,
+        Some(&b"after"[..])
+    );
+    sim.check_state_machines().unwrap();
+}
