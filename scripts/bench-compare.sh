@@ -40,21 +40,8 @@ mimeo=$PWD/target/release/mimeo
 compare=$PWD/target/release/bench-compare
 
 work=$(mktemp -d /var/tmp/mimeo-bench.XXXXXX)
-results=$work/results.jsonl
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-echo "scratch directory: $work (same filesystem as $(df --output=target "$work" | tail -1))" >&2
-
-record() { # store concurrency json
-  python3 -c 'import json,sys; r=json.loads(sys.argv[3]); r["store"]=sys.argv[1]; r["c"]=int(sys.argv[2]); print(json.dumps(r))' "$1" "$2" "$3" >> "$results"
-}
-
-wait_for() { # description command...
-  local what=$1; shift
-  for _ in $(seq 1 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "$what did not come up within 30 s" >&2; exit 1
-}
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh  # the working directory is the repository root
 
 # Every server runs for the whole script, and the measurements go round-robin
 # (run, then concurrency, then store), so a slow spell of the disk or a busy

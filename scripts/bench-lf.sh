@@ -77,24 +77,8 @@ compare=$PWD/target/release/bench-compare
 export ETCDCTL_API=3
 
 work=$(mktemp -d /var/tmp/mimeo-bench-lf.XXXXXX)
-results=$work/results.jsonl
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
-echo "scratch directory: $work (on $(df --output=target "$work" | tail -1))" >&2
-
-record() { # store concurrency json
-  python3 -c 'import json,sys; r=json.loads(sys.argv[3]); r["store"]=sys.argv[1]; r["c"]=int(sys.argv[2]); print(json.dumps(r))' "$1" "$2" "$3" >> "$results"
-}
-
-wait_for() { # description command...
-  local what=$1; shift
-  for _ in $(seq 1 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "$what did not come up within 30 s" >&2; exit 1
-}
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh  # the working directory is the repository root
 
 # --- Mimeo: a 3-node leader-follower cluster --------------------------------
 mimeo_ids=(n1 n2 n3)

@@ -1,0 +1,24 @@
+# Shared by the benchmark scripts (source it after setting $work): the
+# results file, process clean-up on exit, and bounded waits.
+# shellcheck shell=bash
+
+results=$work/results.jsonl
+pids=()
+
+# SIGKILLs every process the script started (recorded in $pids).
+cleanup() {
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+echo "scratch directory: $work (on $(df --output=target "$work" | tail -1))" >&2
+
+record() { # store concurrency json: appends one result line
+  python3 -c 'import json,sys; r=json.loads(sys.argv[3]); r["store"]=sys.argv[1]; r["c"]=int(sys.argv[2]); print(json.dumps(r))' "$1" "$2" "$3" >> "$results"
+}
+
+wait_for() { # description command...: polls for up to 30 s, then fails the script
+  local what=$1; shift
+  for _ in $(seq 1 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "$what did not come up within 30 s" >&2; exit 1
+}
