@@ -55,18 +55,8 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct FailoverArgs {
-    /// Which store to drive (mimeo or etcd).
-    #[arg(long)]
-    target: Store,
-    /// Comma-separated addresses of every member.
-    #[arg(long)]
-    endpoint: String,
-    /// Mimeo only: certificate directory.
-    #[arg(long, default_value = "certs")]
-    certs: PathBuf,
-    /// Mimeo only: cluster id.
-    #[arg(long, default_value = "mimeo")]
-    cluster_id: String,
+    #[command(flatten)]
+    store: StoreArgs,
     #[arg(short, long, default_value_t = 16)]
     concurrency: usize,
     #[arg(long, default_value_t = 256)]
@@ -82,6 +72,24 @@ struct FailoverArgs {
     kill_command: String,
 }
 
+/// Which store to drive and how to reach it.
+#[derive(Debug, clap::Args)]
+struct StoreArgs {
+    /// Which store to drive (`failover`: mimeo or etcd).
+    #[arg(long)]
+    target: Store,
+    /// Address of the store; comma-separated addresses of every member for
+    /// a cluster.
+    #[arg(long)]
+    endpoint: String,
+    /// Mimeo only: certificate directory.
+    #[arg(long, default_value = "certs")]
+    certs: PathBuf,
+    /// Mimeo only: cluster id.
+    #[arg(long, default_value = "mimeo")]
+    cluster_id: String,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Store {
     Mimeo,
@@ -91,18 +99,8 @@ enum Store {
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// Which store to drive.
-    #[arg(long)]
-    target: Store,
-    /// Address of the store (Mimeo: comma-separated node addresses).
-    #[arg(long)]
-    endpoint: String,
-    /// Mimeo only: certificate directory.
-    #[arg(long, default_value = "certs")]
-    certs: PathBuf,
-    /// Mimeo only: cluster id.
-    #[arg(long, default_value = "mimeo")]
-    cluster_id: String,
+    #[command(flatten)]
+    store: StoreArgs,
     #[arg(short, long, default_value_t = 16)]
     concurrency: usize,
     #[arg(long, default_value_t = 256)]
@@ -227,21 +225,26 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         seed: args.seed,
     };
     let options = RunOptions::default();
-    let report = match args.target {
+    let report = match args.store.target {
         Store::Mimeo => {
-            let client = connect_mimeo(&args.endpoint, &args.certs, args.cluster_id).await?;
+            let client = connect_mimeo(
+                &args.store.endpoint,
+                &args.store.certs,
+                args.store.cluster_id,
+            )
+            .await?;
             bench::run(Arc::new(client), &workload, &options).await?
         }
         Store::Etcd => {
-            let target = connect_etcd(&args.endpoint).await?;
+            let target = connect_etcd(&args.store.endpoint).await?;
             bench::run(Arc::new(target), &workload, &options).await?
         }
         Store::Redis => {
-            let client = redis::Client::open(format!("redis://{}/", args.endpoint))?;
+            let client = redis::Client::open(format!("redis://{}/", args.store.endpoint))?;
             let connection = client
                 .get_multiplexed_async_connection()
                 .await
-                .with_context(|| format!("connecting to redis at {}", args.endpoint))?;
+                .with_context(|| format!("connecting to redis at {}", args.store.endpoint))?;
             bench::run(Arc::new(Redis { connection }), &workload, &options).await?
         }
     };
@@ -293,14 +296,18 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
         args.kill_after,
         args.duration
     );
-    let (acks, errors, killed_at, ended_at) = match args.target {
+    let (acks, errors, killed_at, ended_at) = match args.store.target {
         Store::Mimeo => {
-            let client =
-                connect_mimeo(&args.endpoint, &args.certs, args.cluster_id.clone()).await?;
+            let client = connect_mimeo(
+                &args.store.endpoint,
+                &args.store.certs,
+                args.store.cluster_id.clone(),
+            )
+            .await?;
             write_through_kill(Arc::new(client), &args).await?
         }
         Store::Etcd => {
-            write_through_kill(Arc::new(connect_etcd(&args.endpoint).await?), &args).await?
+            write_through_kill(Arc::new(connect_etcd(&args.store.endpoint).await?), &args).await?
         }
         Store::Redis => anyhow::bail!("failover is measured for mimeo and etcd only"),
     };
