@@ -1,6 +1,7 @@
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mimeo_wire::{
     ClientRequest, ClientResponse, NodeStatus, Position, Protocol, ReadConsistency, TlsIdentity,
@@ -20,19 +21,27 @@ pub struct ClientConfig {
     pub cluster_id: String,
     /// The CA to trust and this client's certificate and key.
     pub identity: TlsIdentity,
-    /// How long one request may take before its outcome is reported unknown.
+    /// How long one operation may take, redirects, connection attempts and
+    /// waiting out an election included. A write still unanswered then is
+    /// reported as [`Error::Timeout`] (outcome unknown); one that was never
+    /// sent, as [`Error::Unavailable`].
     pub request_timeout: Duration,
     /// How long to wait for a connection before a node counts as unreachable.
     pub connect_timeout: Duration,
     /// How many leader redirects one operation follows before giving up.
     pub max_redirects: usize,
-    /// Frame size limit and QUIC timers.
+    /// Frame size limit and QUIC timers. The idle timeout is how fast a dead
+    /// node is noticed: QUIC gets no reset from a killed process, so a
+    /// request in flight to it fails with [`Error::ConnectionLost`] only
+    /// once the connection has been silent this long (keep-alives keep a
+    /// live node's connection busy).
     pub transport: TransportConfig,
 }
 
 impl ClientConfig {
-    /// A configuration with default timeouts (5 s requests, 2 s connects,
-    /// 3 redirects).
+    /// A configuration with default timeouts: 5 s per operation, 2 s per
+    /// connection attempt, 3 redirects, and a dead node noticed after 500 ms
+    /// of silence (keep-alive every 100 ms).
     pub fn new(
         nodes: Vec<SocketAddr>,
         cluster_id: impl Into<String>,
@@ -45,7 +54,11 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
             max_redirects: 3,
-            transport: TransportConfig::default(),
+            transport: TransportConfig {
+                idle_timeout: Duration::from_millis(500),
+                keep_alive: Duration::from_millis(100),
+                ..TransportConfig::default()
+            },
         }
     }
 }
@@ -83,9 +96,10 @@ pub struct Client {
     connector: Connector,
     nodes: Vec<SocketAddr>,
     max_redirects: usize,
-    /// The node requests go to first: the last one that answered, or the
-    /// leader a redirect named.
-    preferred: Mutex<SocketAddr>,
+    request_timeout: Duration,
+    /// The node requests go to first (the last one that answered, or the
+    /// leader a redirect named) and the nodes that recently failed.
+    routing: Mutex<Routing>,
 }
 
 impl Client {
@@ -126,7 +140,11 @@ impl Client {
             ),
             nodes: config.nodes,
             max_redirects: config.max_redirects,
-            preferred: Mutex::new(first),
+            request_timeout: config.request_timeout,
+            routing: Mutex::new(Routing {
+                preferred: first,
+                suspects: HashMap::new(),
+            }),
         })
     }
 
@@ -145,7 +163,7 @@ impl Client {
             key: key.as_ref().to_vec(),
             consistency,
         };
-        match self.request(&request).await? {
+        match self.request(&request, true).await? {
             (node, ClientResponse::Value { value, position }) => Ok(ReadResult {
                 value,
                 position,
@@ -189,7 +207,7 @@ impl Client {
             expected: expected.map(|e| e.as_ref().to_vec()),
             new: new.as_ref().to_vec(),
         };
-        match self.request(&request).await? {
+        match self.request(&request, false).await? {
             (_, ClientResponse::Written { position }) => Ok(CasOutcome::Swapped { position }),
             (_, ClientResponse::CasMismatch { current }) => Ok(CasOutcome::Mismatch { current }),
             (node, other) => Err(unexpected(node, "cas", &other)),
@@ -221,63 +239,80 @@ impl Client {
 
     /// The node requests go to first.
     pub fn preferred_node(&self) -> SocketAddr {
-        *self
-            .preferred
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.routing().preferred
     }
 
     fn prefer(&self, node: SocketAddr) {
-        *self
-            .preferred
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = node;
+        self.routing().preferred = node;
     }
 
     async fn write(&self, request: &ClientRequest, op: &str) -> Result<Position, Error> {
-        match self.request(request).await? {
+        match self.request(request, false).await? {
             (_, ClientResponse::Written { position }) => Ok(position),
             (node, other) => Err(unexpected(node, op, &other)),
         }
     }
 
-    /// Sends a request, following redirects and trying other nodes while no
-    /// connection can be made. Node errors become [`Error::Node`].
+    /// Sends a request within the request timeout: tries nodes in
+    /// [`try_order`], follows leader hints, and while the cluster has no
+    /// leader (or names one this client has just seen fail) waits with a
+    /// capped backoff and asks again. Nothing is retried once it may have
+    /// been applied, except a `retry_lost` request (a read) whose
+    /// connection broke. Node errors become [`Error::Node`].
     async fn request(
         &self,
         request: &ClientRequest,
+        retry_lost: bool,
     ) -> Result<(SocketAddr, ClientResponse), Error> {
-        let mut node = self.preferred_node();
+        let deadline = Instant::now() + self.request_timeout;
+        let mut hint: Option<SocketAddr> = None;
         let mut redirects = 0;
+        let mut pause = RETRY_PAUSE_MIN;
+        let mut waiting_for: String;
         loop {
-            let response = match self.exchange_with_fallback(node, request).await {
-                Ok((answered, response)) => {
-                    node = answered;
-                    response
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let result = match hint.take() {
+                Some(node) => self.exchange_with(node, request, remaining).await,
+                None => self.exchange_with_fallback(request, remaining).await,
+            };
+            let (node, response) = match result {
+                Ok(answer) => answer,
+                Err(Error::ConnectionLost { node, message })
+                    if retry_lost && Instant::now() < deadline =>
+                {
+                    tracing::debug!(%node, %message, "connection lost; asking another node");
+                    continue;
                 }
                 Err(e) => return Err(e),
             };
             match response {
                 ClientResponse::Redirect { leader } => {
-                    let hint = leader.as_deref().and_then(|l| l.parse::<SocketAddr>().ok());
-                    match hint {
-                        Some(leader) if redirects < self.max_redirects => {
-                            tracing::debug!(from = %node, to = %leader, "following leader hint");
+                    let named = leader.as_deref().and_then(|l| l.parse::<SocketAddr>().ok());
+                    match named {
+                        Some(leader) if leader != node && !self.is_suspect(leader) => {
                             redirects += 1;
-                            node = leader;
+                            if redirects > self.max_redirects {
+                                return Err(Error::Unavailable {
+                                    message: format!(
+                                        "gave up after {} leader redirects (last: {node} named {leader})",
+                                        self.max_redirects
+                                    ),
+                                });
+                            }
+                            tracing::debug!(from = %node, to = %leader, "following leader hint");
                             self.prefer(leader);
+                            hint = Some(leader);
+                            continue;
                         }
-                        Some(_) => {
-                            return Err(Error::Unavailable {
-                                message: format!("gave up after {redirects} leader redirects"),
-                            })
+                        Some(leader) => {
+                            waiting_for = format!(
+                                "{node} names {leader} as leader, which just failed to answer"
+                            );
                         }
                         None => {
-                            return Err(Error::Unavailable {
-                                message: format!(
+                            waiting_for = format!(
                                 "{node} is not the leader and knows no leader (hint: {leader:?})"
-                            ),
-                            })
+                            );
                         }
                     }
                 }
@@ -290,40 +325,203 @@ impl Client {
                 }
                 other => return Ok((node, other)),
             }
+            // No usable leader yet: an election is probably under way.
+            let now = Instant::now();
+            if now + pause >= deadline {
+                return Err(Error::Unavailable {
+                    message: format!("no leader within {:?}: {waiting_for}", self.request_timeout),
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RETRY_PAUSE_MAX);
         }
     }
 
-    /// Tries `first`, then every other configured node, as long as the
-    /// failure is that no connection could be made (nothing was sent).
+    /// One exchange with `node`, recording whether it answered.
+    async fn exchange_with(
+        &self,
+        node: SocketAddr,
+        request: &ClientRequest,
+        timeout: Duration,
+    ) -> Result<(SocketAddr, ClientResponse), Error> {
+        match self.connector.exchange_within(node, request, timeout).await {
+            Ok(response) => {
+                self.answered(node);
+                Ok((node, response))
+            }
+            Err(e) => {
+                if matches!(
+                    e,
+                    Error::Unavailable { .. }
+                        | Error::ConnectionLost { .. }
+                        | Error::Timeout { .. }
+                ) {
+                    self.suspect(node);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Tries the nodes in [`try_order`] as long as the failure is that no
+    /// connection could be made (nothing was sent); the first node that
+    /// answers becomes the preferred one.
     async fn exchange_with_fallback(
         &self,
-        first: SocketAddr,
         request: &ClientRequest,
+        timeout: Duration,
     ) -> Result<(SocketAddr, ClientResponse), Error> {
-        let candidates =
-            std::iter::once(first).chain(self.nodes.iter().copied().filter(|&n| n != first));
+        let started = Instant::now();
+        let order = {
+            let routing = self.routing();
+            try_order(routing.preferred, &self.nodes, &routing.suspects, started)
+        };
         let mut failures = Vec::new();
-        for node in candidates {
-            match self.connector.exchange(node, request).await {
-                Ok(response) => {
-                    if node != first {
-                        self.prefer(node);
-                    }
-                    return Ok((node, response));
+        for node in order {
+            let remaining = timeout.saturating_sub(started.elapsed());
+            if remaining.is_zero() {
+                break;
+            }
+            match self.exchange_with(node, request, remaining).await {
+                Ok(answer) => {
+                    self.prefer(node);
+                    return Ok(answer);
                 }
                 Err(Error::Unavailable { message }) => failures.push(message),
                 Err(other) => return Err(other),
             }
         }
+        if failures.is_empty() {
+            failures.push(format!("no time left within {timeout:?}"));
+        }
         Err(Error::Unavailable {
             message: failures.join("; "),
         })
     }
+
+    fn routing(&self) -> std::sync::MutexGuard<'_, Routing> {
+        // Routing holds hints only; a panicking holder cannot break them.
+        self.routing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn is_suspect(&self, node: SocketAddr) -> bool {
+        self.routing()
+            .suspects
+            .get(&node)
+            .is_some_and(|&since| since.elapsed() < SUSPECT_FOR)
+    }
+
+    fn suspect(&self, node: SocketAddr) {
+        self.routing().suspects.insert(node, Instant::now());
+    }
+
+    fn answered(&self, node: SocketAddr) {
+        self.routing().suspects.remove(&node);
+    }
+}
+
+/// How long a node that failed to answer (no connection, connection lost,
+/// or timeout) is tried only after every other node: long enough to cover
+/// an election, short enough that a node back from a pause is soon used
+/// again.
+const SUSPECT_FOR: Duration = Duration::from_secs(1);
+
+/// The first pause while waiting for a leader to be elected; it doubles up
+/// to [`RETRY_PAUSE_MAX`].
+const RETRY_PAUSE_MIN: Duration = Duration::from_millis(20);
+
+/// The longest pause between two attempts to find a leader.
+const RETRY_PAUSE_MAX: Duration = Duration::from_millis(200);
+
+/// Where requests go: the preferred node and the nodes that recently failed
+/// to answer, with the instant they did.
+struct Routing {
+    preferred: SocketAddr,
+    suspects: HashMap<SocketAddr, Instant>,
+}
+
+/// The order in which to try nodes at `now`: the preferred node, then the
+/// other configured nodes in their order, except that nodes suspected
+/// within the last [`SUSPECT_FOR`] come last, the longest-suspected first
+/// (the likeliest to be back).
+fn try_order(
+    preferred: SocketAddr,
+    nodes: &[SocketAddr],
+    suspects: &HashMap<SocketAddr, Instant>,
+    now: Instant,
+) -> Vec<SocketAddr> {
+    let suspected_at = |node: &SocketAddr| {
+        suspects
+            .get(node)
+            .copied()
+            .filter(|&since| now.saturating_duration_since(since) < SUSPECT_FOR)
+    };
+    let mut order: Vec<SocketAddr> = std::iter::once(preferred)
+        .chain(nodes.iter().copied().filter(|&n| n != preferred))
+        .collect();
+    // A stable sort keeps the preferred-then-configured order among equals;
+    // `None` (not suspect) sorts before every `Some`.
+    order.sort_by_key(suspected_at);
+    order
 }
 
 fn unexpected(node: SocketAddr, op: &str, response: &ClientResponse) -> Error {
     Error::Protocol {
         node,
         message: format!("{op} got {response:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn the_preferred_node_goes_first_then_the_configured_order() {
+        let nodes = [addr(1), addr(2), addr(3)];
+        let order = try_order(addr(2), &nodes, &HashMap::new(), Instant::now());
+        assert_eq!(order, [addr(2), addr(1), addr(3)]);
+    }
+
+    #[test]
+    fn a_node_that_just_failed_is_tried_last_even_when_preferred() {
+        // The leader was killed: its connection was lost a moment ago. The
+        // next request must not spend a connect timeout on it first.
+        let nodes = [addr(1), addr(2), addr(3)];
+        let now = Instant::now();
+        let suspects = HashMap::from([(addr(1), now)]);
+        assert_eq!(
+            try_order(addr(1), &nodes, &suspects, now),
+            [addr(2), addr(3), addr(1)]
+        );
+    }
+
+    #[test]
+    fn suspects_are_tried_longest_suspected_first_and_forgiven_after_a_while() {
+        let nodes = [addr(1), addr(2), addr(3)];
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_millis(300);
+        let suspects = HashMap::from([(addr(1), later), (addr(3), t0)]);
+        assert_eq!(
+            try_order(addr(1), &nodes, &suspects, later),
+            [addr(2), addr(3), addr(1)]
+        );
+        // Once SUSPECT_FOR has passed, node 3 is an ordinary node again.
+        let much_later = t0 + SUSPECT_FOR + Duration::from_millis(1);
+        assert_eq!(
+            try_order(addr(1), &nodes, &suspects, much_later),
+            [addr(2), addr(3), addr(1)]
+        );
+        let all_forgiven = later + SUSPECT_FOR;
+        assert_eq!(
+            try_order(addr(1), &nodes, &suspects, all_forgiven),
+            [addr(1), addr(2), addr(3)]
+        );
     }
 }

@@ -46,6 +46,15 @@ impl Connector {
     /// A live connection to `node`, reusing a cached one. Failing here is
     /// definite: nothing has been sent yet.
     pub(crate) async fn connection(&self, node: SocketAddr) -> Result<quinn::Connection, Error> {
+        self.connection_within(node, self.connect_timeout).await
+    }
+
+    /// Like [`Connector::connection`], waiting at most `connect_timeout`.
+    async fn connection_within(
+        &self,
+        node: SocketAddr,
+        connect_timeout: Duration,
+    ) -> Result<quinn::Connection, Error> {
         if let Some(conn) = self.cached(node) {
             return Ok(conn);
         }
@@ -56,7 +65,7 @@ impl Connector {
             self.protocol,
             &self.transport,
         );
-        let conn = match tokio::time::timeout(self.connect_timeout, connect).await {
+        let conn = match tokio::time::timeout(connect_timeout, connect).await {
             Ok(Ok((conn, _node_id))) => conn,
             Ok(Err(e)) => {
                 return Err(Error::Unavailable {
@@ -66,8 +75,7 @@ impl Connector {
             Err(_) => {
                 return Err(Error::Unavailable {
                     message: format!(
-                        "{node}: no connection within {:?} (is the node running?)",
-                        self.connect_timeout
+                        "{node}: no connection within {connect_timeout:?} (is the node running?)"
                     ),
                 })
             }
@@ -119,7 +127,27 @@ impl Connector {
         Req: Serialize,
         Resp: DeserializeOwned,
     {
-        let conn = self.connection(node).await?;
+        self.exchange_within(node, req, self.request_timeout).await
+    }
+
+    /// Sends one request to `node` and reads its answer within `timeout`
+    /// (connecting first, if needed, within the smaller of the connect
+    /// timeout and `timeout`).
+    pub(crate) async fn exchange_within<Req, Resp>(
+        &self,
+        node: SocketAddr,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, Error>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
+        let started = tokio::time::Instant::now();
+        let conn = self
+            .connection_within(node, self.connect_timeout.min(timeout))
+            .await?;
+        let timeout = timeout.saturating_sub(started.elapsed());
         let max_frame = self.transport.max_frame;
         let exchange = async {
             // Opening a stream sends nothing yet: a failure here is definite.
@@ -146,7 +174,7 @@ impl Connector {
         };
         // A broken connection is not reused: `cached` checks its close reason.
         let received_before = conn.stats().udp_rx.datagrams;
-        match tokio::time::timeout(self.request_timeout, exchange).await {
+        match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
             Err(_) => {
                 // Not one datagram from the node during the whole wait: it
@@ -161,7 +189,7 @@ impl Connector {
                 }
                 Err(Error::Timeout {
                     node,
-                    after: self.request_timeout,
+                    after: timeout,
                 })
             }
         }

@@ -135,3 +135,63 @@ async fn a_killed_leader_is_replaced_and_rejoins_with_every_acknowledged_write()
     assert_eq!(status.role, "follower");
     assert!(status.term >= 2, "a new term began: {status:?}");
 }
+
+/// A client writing through a leader SIGKILL, with its default settings:
+/// the write in flight is reported with an unknown outcome once the dead
+/// leader's connection falls silent (QUIC gets no reset from a killed
+/// process; the client's short idle timeout stands in for it), not after
+/// the whole request timeout; the next write is acknowledged by the new
+/// leader, the client skipping the dead node and waiting out the election
+/// within that one call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_notices_a_dead_leader_and_writes_to_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        &["certs", "init", "--dir", "certs", "--nodes", "n1,n2,n3"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let addrs: Vec<(String, SocketAddr)> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| (id.to_string(), free_addr()))
+        .collect();
+    let mut nodes: Vec<Option<Node>> = addrs
+        .iter()
+        .map(|(id, addr)| Some(start_node(&write_lf_config(dir.path(), id, &addrs), *addr)))
+        .collect();
+    let all: Vec<SocketAddr> = addrs.iter().map(|(_, a)| *a).collect();
+    let helper = connect(dir.path(), all.clone()).await;
+    put_until_acknowledged(&helper, "warm-up", "0").await;
+    let old = leader(&helper, &all).await;
+
+    // The client under test knows every node and prefers the leader.
+    let identity = TlsIdentity::from_dir(&dir.path().join("certs"), "client-cli").unwrap();
+    let mut nodes_leader_first = vec![old];
+    nodes_leader_first.extend(all.iter().copied().filter(|&a| a != old));
+    let client = Client::new(ClientConfig::new(nodes_leader_first, "mimeo", identity)).unwrap();
+    client.put("before", "1").await.expect("the leader answers");
+
+    let old_index = all.iter().position(|a| *a == old).unwrap();
+    drop(nodes[old_index].take()); // SIGKILL
+
+    match client.put("in-flight", "2").await {
+        Err(e @ mimeo_client::Error::ConnectionLost { .. }) => assert!(e.is_unknown()),
+        other => panic!("expected the dead leader's connection to be lost, got {other:?}"),
+    }
+    let position = client
+        .put("after", "3")
+        .await
+        .expect("the next write reaches the new leader within one request timeout");
+    assert!(position.term >= 2, "written in a new term: {position:?}");
+    assert_ne!(
+        client.preferred_node(),
+        old,
+        "the client moved to the new leader"
+    );
+    let read = client.get_with("before", ReadConsistency::Leader).await;
+    assert_eq!(read.unwrap().value.as_deref(), Some(&b"1"[..]));
+}
