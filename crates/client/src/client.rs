@@ -40,8 +40,10 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// A configuration with default timeouts: 5 s per operation, 2 s per
-    /// connection attempt, 3 redirects, and a dead node noticed after 500 ms
-    /// of silence (keep-alive every 100 ms).
+    /// connection attempt, 3 redirects, and a dead node noticed after 300 ms
+    /// of silence (keep-alive every 100 ms): about as fast as a
+    /// leader-follower cluster notices a dead leader (its default election
+    /// timeout is 300-600 ms), so the client is not what failover waits for.
     pub fn new(
         nodes: Vec<SocketAddr>,
         cluster_id: impl Into<String>,
@@ -55,7 +57,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(2),
             max_redirects: 3,
             transport: TransportConfig {
-                idle_timeout: Duration::from_millis(500),
+                idle_timeout: Duration::from_millis(300),
                 keep_alive: Duration::from_millis(100),
                 ..TransportConfig::default()
             },
@@ -430,10 +432,12 @@ const SUSPECT_FOR: Duration = Duration::from_secs(1);
 
 /// The first pause while waiting for a leader to be elected; it doubles up
 /// to [`RETRY_PAUSE_MAX`].
-const RETRY_PAUSE_MIN: Duration = Duration::from_millis(20);
+const RETRY_PAUSE_MIN: Duration = Duration::from_millis(10);
 
-/// The longest pause between two attempts to find a leader.
-const RETRY_PAUSE_MAX: Duration = Duration::from_millis(200);
+/// The longest pause between two attempts to find a leader: it adds up to
+/// this much to a failover, and costs each waiting request at most 20 small
+/// requests a second.
+const RETRY_PAUSE_MAX: Duration = Duration::from_millis(50);
 
 /// Where requests go: the preferred node and the nodes that recently failed
 /// to answer, with the instant they did.

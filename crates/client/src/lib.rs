@@ -16,7 +16,7 @@
 //! node whose connection broke or that could not be reached is tried last
 //! for a second, a node that knows no leader yet (or names the one that
 //! just failed) is asked again after a short, growing pause, and a dead
-//! node is noticed after half a second of silence (QUIC hears no reset from
+//! node is noticed after 300 ms of silence (QUIC hears no reset from
 //! a killed process). A request already sent is never sent again, except a
 //! read whose connection broke.
 //!
