@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use mimeo_wire::{
     ClientRequest, ClientResponse, NodeStatus, Position, Protocol, ReadConsistency, TlsIdentity,
-    TransportConfig,
+    TransportConfig, WriteAck,
 };
 
 use crate::connector::Connector;
@@ -181,17 +181,41 @@ impl Client {
         key: impl AsRef<[u8]>,
         value: impl AsRef<[u8]>,
     ) -> Result<Position, Error> {
+        self.put_with(key, value, None).await
+    }
+
+    /// Writes a value, acknowledged once `ack` is met (`None`: the
+    /// cluster's ack mode). For example `Some(WriteAck::All)` for one write
+    /// that must be on every replica before the call returns.
+    pub async fn put_with(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        ack: Option<WriteAck>,
+    ) -> Result<Position, Error> {
         let request = ClientRequest::Put {
             key: key.as_ref().to_vec(),
             value: value.as_ref().to_vec(),
+            ack,
         };
         self.write(&request, "put").await
     }
 
     /// Deletes a key (deleting an absent key succeeds).
     pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<Position, Error> {
+        self.delete_with(key, None).await
+    }
+
+    /// Deletes a key, acknowledged once `ack` is met (`None`: the cluster's
+    /// ack mode).
+    pub async fn delete_with(
+        &self,
+        key: impl AsRef<[u8]>,
+        ack: Option<WriteAck>,
+    ) -> Result<Position, Error> {
         let request = ClientRequest::Delete {
             key: key.as_ref().to_vec(),
+            ack,
         };
         self.write(&request, "delete").await
     }
@@ -204,10 +228,23 @@ impl Client {
         expected: Option<impl AsRef<[u8]>>,
         new: impl AsRef<[u8]>,
     ) -> Result<CasOutcome, Error> {
+        self.cas_with(key, expected, new, None).await
+    }
+
+    /// A compare-and-set whose write is acknowledged once `ack` is met
+    /// (`None`: the cluster's ack mode).
+    pub async fn cas_with(
+        &self,
+        key: impl AsRef<[u8]>,
+        expected: Option<impl AsRef<[u8]>>,
+        new: impl AsRef<[u8]>,
+        ack: Option<WriteAck>,
+    ) -> Result<CasOutcome, Error> {
         let request = ClientRequest::Cas {
             key: key.as_ref().to_vec(),
             expected: expected.map(|e| e.as_ref().to_vec()),
             new: new.as_ref().to_vec(),
+            ack,
         };
         match self.request(&request, false).await? {
             (_, ClientResponse::Written { position }) => Ok(CasOutcome::Swapped { position }),

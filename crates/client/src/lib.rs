@@ -51,4 +51,4 @@ mod error;
 pub use admin::AdminClient;
 pub use client::{CasOutcome, Client, ClientConfig, ReadResult};
 pub use error::Error;
-pub use mimeo_wire::{NodeStatus, PeerStatus, Position, ReadConsistency};
+pub use mimeo_wire::{NodeStatus, PeerStatus, Position, ReadConsistency, WriteAck};

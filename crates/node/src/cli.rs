@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use mimeo_client::{AdminClient, CasOutcome, Client, ClientConfig, NodeStatus};
+use mimeo_client::{AdminClient, CasOutcome, Client, ClientConfig, NodeStatus, WriteAck};
 use mimeo_storage::FsyncMode;
 use mimeo_wire::{CertRequest, TlsIdentity};
 
@@ -90,11 +90,19 @@ enum Command {
         key: String,
         /// The value.
         value: String,
+        /// Acknowledge once this is met instead of the cluster's ack mode:
+        /// async, semi-sync:K, quorum or all (replicated modes).
+        #[arg(long, value_name = "MODE")]
+        ack: Option<WriteAck>,
     },
     /// Delete a key.
     Delete {
         /// The key.
         key: String,
+        /// Acknowledge once this is met instead of the cluster's ack mode:
+        /// async, semi-sync:K, quorum or all (replicated modes).
+        #[arg(long, value_name = "MODE")]
+        ack: Option<WriteAck>,
     },
     /// Compare-and-set: write NEW only if the current value is EXPECTED.
     Cas {
@@ -108,6 +116,10 @@ enum Command {
         /// Require the key to be absent instead.
         #[arg(long, conflicts_with = "expect")]
         absent: bool,
+        /// Acknowledge once this is met instead of the cluster's ack mode:
+        /// async, semi-sync:K, quorum or all (replicated modes).
+        #[arg(long, value_name = "MODE")]
+        ack: Option<WriteAck>,
     },
     /// Show each node's status.
     Status {
@@ -292,14 +304,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => eprintln!("(absent)"),
             }
         }
-        Command::Put { key, value } => {
+        Command::Put { key, value, ack } => {
             let client = connection.client("client-cli").await?;
-            let position = client.put(&key, &value).await?;
+            let position = client.put_with(&key, &value, ack).await?;
             eprintln!("ok (log index {})", position.index);
         }
-        Command::Delete { key } => {
+        Command::Delete { key, ack } => {
             let client = connection.client("client-cli").await?;
-            let position = client.delete(&key).await?;
+            let position = client.delete_with(&key, ack).await?;
             eprintln!("ok (log index {})", position.index);
         }
         Command::Cas {
@@ -307,10 +319,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             new,
             expect,
             absent,
+            ack,
         } => {
             let client = connection.client("client-cli").await?;
             let expected = if absent { None } else { expect };
-            match client.cas(&key, expected.as_deref(), &new).await? {
+            match client
+                .cas_with(&key, expected.as_deref(), &new, ack)
+                .await?
+            {
                 CasOutcome::Swapped { position } => {
                     eprintln!("ok (log index {})", position.index)
                 }

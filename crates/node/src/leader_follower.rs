@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mimeo_leader_follower::driver::{Handle, NodeNames};
-use mimeo_leader_follower::{ClientOp, LogPosition, ReadMode, Reply, Status};
+use mimeo_leader_follower::{AckMode, ClientOp, LogPosition, ReadMode, Reply, Status};
 use mimeo_wire::{
     ClientRequest, ClientResponse, ErrorKind, NodeStatus, PeerBus, PeerStatus, Position,
-    ReadConsistency,
+    ReadConsistency, WriteAck,
 };
 
 use crate::clock::Clock;
@@ -68,25 +68,35 @@ impl LeaderFollower {
         if let Err((kind, message)) = check_limits(&self.config.limits, &request) {
             return error(kind, message);
         }
-        let op = match request {
+        let (op, ack) = match request {
             ClientRequest::Status => {
                 return match self.status().await {
                     Some(status) => ClientResponse::Status(status),
                     None => stopped(),
                 };
             }
-            ClientRequest::Get { key, consistency } => ClientOp::Get {
+            ClientRequest::Get { key, consistency } => (
+                ClientOp::Get {
+                    key,
+                    consistency: read_mode(consistency),
+                },
+                None,
+            ),
+            ClientRequest::Put { key, value, ack } => (ClientOp::Put { key, value }, ack),
+            ClientRequest::Delete { key, ack } => (ClientOp::Delete { key }, ack),
+            ClientRequest::Cas {
                 key,
-                consistency: read_mode(consistency),
-            },
-            ClientRequest::Put { key, value } => ClientOp::Put { key, value },
-            ClientRequest::Delete { key } => ClientOp::Delete { key },
-            ClientRequest::Cas { key, expected, new } => ClientOp::Cas { key, expected, new },
+                expected,
+                new,
+                ack,
+            } => (ClientOp::Cas { key, expected, new }, ack),
         };
         let is_write = !matches!(op, ClientOp::Get { .. });
-        let answer =
-            tokio::time::timeout(self.config.request_timeout(), self.handle.request(op, None))
-                .await;
+        let answer = tokio::time::timeout(
+            self.config.request_timeout(),
+            self.handle.request(op, ack.map(ack_mode)),
+        )
+        .await;
         match answer {
             Ok(Ok(reply)) => self.response(reply),
             Ok(Err(_)) => stopped(),
@@ -235,4 +245,15 @@ fn stopped() -> ClientResponse {
         ErrorKind::Internal,
         "the replication driver has stopped (see the node's log); the node is shutting down".into(),
     )
+}
+
+/// The core's ack mode for a request's override.
+fn ack_mode(ack: WriteAck) -> AckMode {
+    match ack {
+        WriteAck::Async => AckMode::Async,
+        // A K beyond any cluster's size is refused by the core as a bad request.
+        WriteAck::SemiSync(k) => AckMode::SemiSync(usize::try_from(k).unwrap_or(usize::MAX)),
+        WriteAck::Quorum => AckMode::Quorum,
+        WriteAck::All => AckMode::All,
+    }
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use mimeo_storage::{Entry, LogPosition, Mutation, Record, RecordMeta, Store};
-use mimeo_wire::{ClientRequest, ClientResponse, ErrorKind, NodeStatus, Position};
+use mimeo_wire::{ClientRequest, ClientResponse, ErrorKind, NodeStatus, Position, WriteAck};
 
 use crate::clock::Clock;
 use crate::config::NodeConfig;
@@ -75,13 +75,33 @@ impl Standalone {
     fn handle_blocking(&self, request: ClientRequest) -> ClientResponse {
         let result = match request {
             ClientRequest::Get { key, .. } => self.read(&key),
-            ClientRequest::Put { key, value } => {
+            ClientRequest::Put {
+                ack: Some(WriteAck::SemiSync(k)),
+                ..
+            }
+            | ClientRequest::Delete {
+                ack: Some(WriteAck::SemiSync(k)),
+                ..
+            }
+            | ClientRequest::Cas {
+                ack: Some(WriteAck::SemiSync(k)),
+                ..
+            } => Ok(error(
+                ErrorKind::BadRequest,
+                format!(
+                    "ack mode semi-sync:{k} needs followers; a standalone node has none \
+                     (async, quorum and all are met by its own fsync)"
+                ),
+            )),
+            ClientRequest::Put { key, value, .. } => {
                 self.write(Mutation::Put { key, value }, None).map(written)
             }
-            ClientRequest::Delete { key } => {
+            ClientRequest::Delete { key, .. } => {
                 self.write(Mutation::Delete { key }, None).map(written)
             }
-            ClientRequest::Cas { key, expected, new } => self
+            ClientRequest::Cas {
+                key, expected, new, ..
+            } => self
                 .write(Mutation::Put { key, value: new }, Some(expected))
                 .map(written),
             ClientRequest::Status => Ok(ClientResponse::Status(self.status())),
@@ -186,8 +206,8 @@ pub(crate) fn check_limits(
     request: &ClientRequest,
 ) -> Result<(), (ErrorKind, String)> {
     let (key, value) = match request {
-        ClientRequest::Get { key, .. } | ClientRequest::Delete { key } => (Some(key), None),
-        ClientRequest::Put { key, value } => (Some(key), Some(value)),
+        ClientRequest::Get { key, .. } | ClientRequest::Delete { key, .. } => (Some(key), None),
+        ClientRequest::Put { key, value, .. } => (Some(key), Some(value)),
         ClientRequest::Cas { key, new, .. } => (Some(key), Some(new)),
         ClientRequest::Status => (None, None),
     };

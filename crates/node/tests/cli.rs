@@ -107,6 +107,32 @@ fn oversized_values_are_refused_and_the_node_keeps_serving() {
 }
 
 #[test]
+fn a_standalone_node_meets_every_ack_override_but_semi_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    init_certs(dir.path());
+    let addr = free_addr();
+    let config = write_config(dir.path(), addr, "batch", "");
+    let _node = start_node(&config, addr);
+
+    for ack in ["async", "quorum", "all"] {
+        let out = client(dir.path(), addr, &["put", "k", ack, "--ack", ack]);
+        assert!(out.status.success(), "--ack {ack}: {}", stderr(&out));
+        assert_eq!(stdout(&client(dir.path(), addr, &["get", "k"])), ack);
+    }
+    // No followers to wait for: refused, definitely not written.
+    let out = client(dir.path(), addr, &["put", "k", "x", "--ack", "semi-sync:1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("semi-sync:1"), "{}", stderr(&out));
+    let out = client(dir.path(), addr, &["delete", "k", "--ack", "semi-sync:1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(stdout(&client(dir.path(), addr, &["get", "k"])), "all");
+    // A misspelt mode is a usage error naming it.
+    let out = client(dir.path(), addr, &["put", "k", "x", "--ack", "majority"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("majority"), "{}", stderr(&out));
+}
+
+#[test]
 fn a_bad_config_is_refused_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("node.toml");

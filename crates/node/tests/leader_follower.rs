@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mimeo_client::{Client, ClientConfig};
-use mimeo_wire::{ReadConsistency, TlsIdentity};
+use mimeo_wire::{ReadConsistency, TlsIdentity, WriteAck};
 use support::*;
 
 /// Every wait in this file is bounded by this.
@@ -194,4 +194,67 @@ async fn a_client_notices_a_dead_leader_and_writes_to_the_new_one() {
     );
     let read = client.get_with("before", ReadConsistency::Leader).await;
     assert_eq!(read.unwrap().value.as_deref(), Some(&b"1"[..]));
+}
+
+/// The ack mode is the cluster's, and one write can ask for another: with
+/// one of three nodes down, `quorum` (the cluster's) and `semi-sync:1` are
+/// met, `all` and `semi-sync:2` cannot be and end with an unknown outcome,
+/// and `semi-sync:3` (more followers than exist) is refused outright.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_can_override_the_cluster_ack_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        &["certs", "init", "--dir", "certs", "--nodes", "n1,n2,n3"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let addrs: Vec<(String, SocketAddr)> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| (id.to_string(), free_addr()))
+        .collect();
+    let mut nodes: Vec<Option<Node>> = addrs
+        .iter()
+        .map(|(id, addr)| Some(start_node(&write_lf_config(dir.path(), id, &addrs), *addr)))
+        .collect();
+    let all: Vec<SocketAddr> = addrs.iter().map(|(_, a)| *a).collect();
+    let client = connect(dir.path(), all.clone()).await;
+    put_until_acknowledged(&client, "k", "everyone").await;
+    client
+        .put_with("k", "all three", Some(WriteAck::All))
+        .await
+        .expect("every node is up");
+
+    let leader = leader(&client, &all).await;
+    let follower = all.iter().position(|&a| a != leader).unwrap();
+    drop(nodes[follower].take()); // SIGKILL one follower
+
+    for ack in [None, Some(WriteAck::Quorum), Some(WriteAck::SemiSync(1))] {
+        client
+            .put_with("k", "two of three", ack)
+            .await
+            .unwrap_or_else(|e| panic!("{ack:?} is met by two of three nodes: {e}"));
+    }
+    for ack in [WriteAck::All, WriteAck::SemiSync(2)] {
+        match client.put_with("k", "needs the dead node", Some(ack)).await {
+            Err(e) => assert!(
+                e.is_unknown(),
+                "{ack}: not acknowledged, but not refused: {e}"
+            ),
+            Ok(position) => panic!("{ack} acknowledged at {position:?} with a node down"),
+        }
+    }
+    match client
+        .put_with("k", "impossible", Some(WriteAck::SemiSync(3)))
+        .await
+    {
+        Err(mimeo_client::Error::Node { kind, message, .. }) => {
+            assert_eq!(kind, mimeo_wire::ErrorKind::BadRequest);
+            assert!(message.contains("semi-sync:3"), "{message}");
+        }
+        other => panic!("semi-sync:3 with two followers must be refused: {other:?}"),
+    }
 }

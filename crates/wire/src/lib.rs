@@ -114,7 +114,7 @@ pub use frame::{
 pub use message::{
     AdminRequest, AdminResponse, ClientRequest, ClientResponse, ErrorKind, ErrorReply, Hello,
     HelloReply, NodeStatus, PeerMessage, PeerStatus, Position, Protocol, ReadConsistency,
-    RefusalReason, PROTOCOL_VERSION,
+    RefusalReason, WriteAck, PROTOCOL_VERSION,
 };
 pub use peer::{PeerBus, PeerBusConfig, PeerError, PeerStats, BATCH_BYTES};
 pub use transport::{

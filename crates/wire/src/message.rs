@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// The version carried in every hello. A node refuses a hello with any other
 /// version, so mixed-version clusters fail loudly instead of misreading bytes.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The protocol a connection speaks after its hello.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -95,6 +95,61 @@ pub enum ReadConsistency {
     },
 }
 
+/// How many durable copies a write needs before the node acknowledges it,
+/// for one request (`None` in a request: the cluster's setting). Written
+/// and parsed as `async`, `semi-sync:K`, `quorum` or `all`.
+///
+/// A standalone node is its own leader with no followers: `async`,
+/// `quorum` and `all` are met by its own fsync policy, `semi-sync:K` is
+/// refused as a bad request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum WriteAck {
+    /// The leader holds it durably.
+    Async,
+    /// The leader and K followers hold it durably.
+    SemiSync(u32),
+    /// A majority of the cluster (the leader included) holds it durably.
+    Quorum,
+    /// Every member holds it durably.
+    All,
+}
+
+impl std::fmt::Display for WriteAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteAck::Async => f.write_str("async"),
+            WriteAck::SemiSync(k) => write!(f, "semi-sync:{k}"),
+            WriteAck::Quorum => f.write_str("quorum"),
+            WriteAck::All => f.write_str("all"),
+        }
+    }
+}
+
+impl std::str::FromStr for WriteAck {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<WriteAck, String> {
+        match s {
+            "async" => Ok(WriteAck::Async),
+            "quorum" => Ok(WriteAck::Quorum),
+            "all" => Ok(WriteAck::All),
+            other => {
+                let k = other.strip_prefix("semi-sync:").ok_or_else(|| {
+                    format!(
+                        "unknown ack mode '{other}'; expected async, semi-sync:K, quorum or all"
+                    )
+                })?;
+                match k.parse::<u32>() {
+                    Ok(k) if k > 0 => Ok(WriteAck::SemiSync(k)),
+                    _ => Err(format!(
+                        "'{other}': K in semi-sync:K must be a whole number of followers, at least 1"
+                    )),
+                }
+            }
+        }
+    }
+}
+
 /// A request on the client protocol.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientRequest {
@@ -111,11 +166,15 @@ pub enum ClientRequest {
         key: Vec<u8>,
         /// The value.
         value: Vec<u8>,
+        /// Overrides the cluster's acknowledgement mode for this write.
+        ack: Option<WriteAck>,
     },
     /// Delete a key (deleting an absent key succeeds).
     Delete {
         /// The key.
         key: Vec<u8>,
+        /// Overrides the cluster's acknowledgement mode for this write.
+        ack: Option<WriteAck>,
     },
     /// Write `new` only if the current value is `expected` (`None`: absent).
     Cas {
@@ -125,6 +184,8 @@ pub enum ClientRequest {
         expected: Option<Vec<u8>>,
         /// The value to write.
         new: Vec<u8>,
+        /// Overrides the cluster's acknowledgement mode for this write.
+        ack: Option<WriteAck>,
     },
     /// The node's status.
     Status,

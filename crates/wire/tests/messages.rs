@@ -105,14 +105,35 @@ fn node_status() -> impl Strategy<Value = NodeStatus> {
         )
 }
 
+fn ack() -> impl Strategy<Value = Option<WriteAck>> {
+    prop::option::of(prop_oneof![
+        Just(WriteAck::Async),
+        any::<u32>().prop_map(WriteAck::SemiSync),
+        Just(WriteAck::Quorum),
+        Just(WriteAck::All),
+    ])
+}
+
 fn client_request() -> impl Strategy<Value = ClientRequest> {
     prop_oneof![
         (bytes(), consistency())
             .prop_map(|(key, consistency)| ClientRequest::Get { key, consistency }),
-        (bytes(), bytes()).prop_map(|(key, value)| ClientRequest::Put { key, value }),
-        bytes().prop_map(|key| ClientRequest::Delete { key }),
-        (bytes(), prop::option::of(bytes()), bytes())
-            .prop_map(|(key, expected, new)| ClientRequest::Cas { key, expected, new }),
+        (bytes(), bytes(), ack()).prop_map(|(key, value, ack)| ClientRequest::Put {
+            key,
+            value,
+            ack
+        }),
+        (bytes(), ack()).prop_map(|(key, ack)| ClientRequest::Delete { key, ack }),
+        (bytes(), prop::option::of(bytes()), bytes(), ack()).prop_map(
+            |(key, expected, new, ack)| {
+                ClientRequest::Cas {
+                    key,
+                    expected,
+                    new,
+                    ack,
+                }
+            }
+        ),
         Just(ClientRequest::Status),
     ]
 }
@@ -219,5 +240,30 @@ proptest! {
         let _ = decode_frame::<ClientRequest>(&buf, 1024);
         let _ = decode_frame::<AdminRequest>(&buf, 1024);
         let _ = decode_frame::<Hello>(&buf, 1024);
+    }
+}
+
+#[test]
+fn ack_modes_print_and_parse_as_the_config_spells_them() {
+    for (text, ack) in [
+        ("async", WriteAck::Async),
+        ("semi-sync:2", WriteAck::SemiSync(2)),
+        ("quorum", WriteAck::Quorum),
+        ("all", WriteAck::All),
+    ] {
+        assert_eq!(text.parse::<WriteAck>(), Ok(ack));
+        assert_eq!(ack.to_string(), text);
+    }
+    for bad in [
+        "",
+        "Quorum",
+        "semi-sync",
+        "semi-sync:",
+        "semi-sync:0",
+        "semi-sync:-1",
+        "majority",
+    ] {
+        let error = bad.parse::<WriteAck>().unwrap_err();
+        assert!(error.contains(bad), "the error names the input: {error}");
     }
 }
