@@ -30,6 +30,29 @@ fn write_lf_config(dir: &Path, id: &str, addrs: &[(String, SocketAddr)]) -> std:
     path
 }
 
+/// Certificates and three leader-follower nodes (quorum acks) in `dir`:
+/// the running nodes (`None` once killed) and their client addresses.
+fn start_cluster(dir: &Path) -> (Vec<Option<Node>>, Vec<SocketAddr>) {
+    let out = run(
+        dir,
+        &["certs", "init", "--dir", "certs", "--nodes", "n1,n2,n3"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let addrs: Vec<(String, SocketAddr)> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| (id.to_string(), free_addr()))
+        .collect();
+    let nodes = addrs
+        .iter()
+        .map(|(id, addr)| Some(start_node(&write_lf_config(dir, id, &addrs), *addr)))
+        .collect();
+    (nodes, addrs.into_iter().map(|(_, a)| a).collect())
+}
+
 async fn connect(dir: &Path, nodes: Vec<SocketAddr>) -> Client {
     let identity = TlsIdentity::from_dir(&dir.join("certs"), "client-cli").unwrap();
     let mut config = ClientConfig::new(nodes, "mimeo", identity);
@@ -70,24 +93,7 @@ async fn leader(client: &Client, nodes: &[SocketAddr]) -> SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_is_replaced_and_rejoins_with_every_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(
-        dir.path(),
-        &["certs", "init", "--dir", "certs", "--nodes", "n1,n2,n3"],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let addrs: Vec<(String, SocketAddr)> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|id| (id.to_string(), free_addr()))
-        .collect();
-    let mut nodes: Vec<Option<Node>> = addrs
-        .iter()
-        .map(|(id, addr)| Some(start_node(&write_lf_config(dir.path(), id, &addrs), *addr)))
-        .collect();
-    let all: Vec<SocketAddr> = addrs.iter().map(|(_, a)| *a).collect();
+    let (mut nodes, all) = start_cluster(dir.path());
     let client = connect(dir.path(), all.clone()).await;
 
     for i in 0..20 {
@@ -146,24 +152,7 @@ async fn a_killed_leader_is_replaced_and_rejoins_with_every_acknowledged_write()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_notices_a_dead_leader_and_writes_to_the_new_one() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(
-        dir.path(),
-        &["certs", "init", "--dir", "certs", "--nodes", "n1,n2,n3"],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let addrs: Vec<(String, SocketAddr)> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|id| (id.to_string(), free_addr()))
-        .collect();
-    let mut nodes: Vec<Option<Node>> = addrs
-        .iter()
-        .map(|(id, addr)| Some(start_node(&write_lf_config(dir.path(), id, &addrs), *addr)))
-        .collect();
-    let all: Vec<SocketAddr> = addrs.iter().map(|(_, a)| *a).collect();
+    let (mut nodes, all) = start_cluster(dir.path());
     let helper = connect(dir.path(), all.clone()).await;
     put_until_acknowledged(&helper, "warm-up", "0").await;
     let old = leader(&helper, &all).await;
@@ -203,24 +192,7 @@ async fn a_client_notices_a_dead_leader_and_writes_to_the_new_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_can_override_the_cluster_ack_mode() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(
-        dir.path(),
-        &["certs", "init", "--dir", "certs", "--nodes", "n1,n2,n3"],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let addrs: Vec<(String, SocketAddr)> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|id| (id.to_string(), free_addr()))
-        .collect();
-    let mut nodes: Vec<Option<Node>> = addrs
-        .iter()
-        .map(|(id, addr)| Some(start_node(&write_lf_config(dir.path(), id, &addrs), *addr)))
-        .collect();
-    let all: Vec<SocketAddr> = addrs.iter().map(|(_, a)| *a).collect();
+    let (mut nodes, all) = start_cluster(dir.path());
     let client = connect(dir.path(), all.clone()).await;
     put_until_acknowledged(&client, "k", "everyone").await;
     client
