@@ -36,6 +36,7 @@ fn hard(term: u64, voted_for: Option<NodeId>) -> Output {
         truncate_from: None,
         entries: Vec::new(),
         hard_state: Some(HardState { term, voted_for }),
+        ..Persist::default()
     })
 }
 
@@ -445,7 +446,7 @@ fn append_truncates_a_conflicting_suffix_and_counts_it() {
             Output::Persist(Persist {
                 truncate_from: Some(3),
                 entries: vec![new.clone()],
-                hard_state: None,
+                ..Persist::default()
             }),
             // Entry 3 is not durable yet: only 2 is acknowledged as such.
             send(1, ok(3, 3, 2)),
@@ -561,7 +562,7 @@ fn a_new_leader_appends_a_noop_and_ships_it() {
             Output::Persist(Persist {
                 truncate_from: None,
                 entries: vec![noop(1, 1)],
-                hard_state: None,
+                ..Persist::default()
             }),
             send(2, hb.clone()),
             send(2, append.clone()),
@@ -829,7 +830,7 @@ fn cas_mismatch_is_confirmed_by_a_read_round_and_a_match_writes() {
                 value: b"n".to_vec()
             }
         }],
-        hard_state: None
+        ..Persist::default()
     })));
 }
 
