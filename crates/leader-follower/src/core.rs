@@ -349,7 +349,9 @@ impl Core {
                 .index
                 .saturating_sub(config.snapshot_keep)
                 .max(first);
-            if wanted >= snap_last.index || first > snap_last.index {
+            let last_entry = entries.last().map_or(0, |e| e.position.index);
+            if wanted >= snap_last.index || first > snap_last.index || last_entry < snap_last.index
+            {
                 let log = entries
                     .into_iter()
                     .filter(|e| e.position.index > snap_last.index)
@@ -814,9 +816,10 @@ impl Core {
         let snapshot = self.snapshot_pending.take().expect("checked above");
         self.snapshot = Some(snapshot);
         self.snapshot_bytes = None;
-        // The snapshot durably holds everything up to its index.
-        if self.term_at(last.index) == Some(last.term) && last.index > self.durable {
-            self.durable = last.index;
+        // The snapshot durably holds everything up to its index. A follower
+        // that installed it from its leader answers now.
+        if self.term_at(last.index) == Some(last.term) {
+            self.durable = self.durable.max(last.index);
             self.after_durable(now);
         }
         let new_offset = last

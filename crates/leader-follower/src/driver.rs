@@ -758,4 +758,122 @@ mod tests {
             "{err}"
         );
     }
+
+    fn put(term: u64, index: u64, key: &str) -> LogEntry {
+        LogEntry {
+            position: LogPosition::new(term, index),
+            command: crate::Command::Put {
+                key: key.into(),
+                value: format!("v{index}").into(),
+            },
+        }
+    }
+
+    fn snapshot_of(entries: &[LogEntry]) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        for e in entries {
+            if let crate::Command::Put { key, value } = &e.command {
+                snapshot
+                    .kv
+                    .insert(key.clone(), (Some(value.clone()), e.position));
+            }
+            snapshot.last = e.position;
+        }
+        snapshot
+    }
+
+    #[test]
+    fn a_snapshot_survives_a_restart_and_a_corrupt_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let log: Vec<LogEntry> = (1..=30)
+            .map(|i| put(1, i, &format!("k{}", i % 4)))
+            .collect();
+        write_hard_state(
+            dir.path(),
+            &HardState {
+                term: 1,
+                voted_for: None,
+            },
+        )
+        .unwrap();
+        let options = mimeo_storage::Options {
+            segment_bytes: 256,
+            ..mimeo_storage::Options::default()
+        };
+        {
+            let store = Store::open(dir.path(), options.clone()).unwrap();
+            let records: Vec<Record> = log.iter().map(|e| e.to_record(0)).collect();
+            store.append(&records).unwrap();
+            store.sync().unwrap();
+            let snapshot = snapshot_of(&log[..20]);
+            write_snapshot(dir.path(), &snapshot).unwrap();
+            assert_eq!(read_snapshot(dir.path()).unwrap(), Some(snapshot));
+            store.discard_before(18).unwrap();
+            assert!(store.first_index() > 1);
+        }
+        let mut config = Config::new(1, vec![2, 3]);
+        config.snapshot_keep = 2;
+        let store = Store::open(dir.path(), options.clone()).unwrap();
+        let core = recover(config.clone(), &store, dir.path(), Millis(0)).unwrap();
+        assert_eq!(core.snapshot().unwrap().last, LogPosition::new(1, 20));
+        assert_eq!(core.applied_index(), 20);
+        assert_eq!(core.first_index(), 19);
+        assert_eq!(core.last_position(), LogPosition::new(1, 30));
+        assert_eq!(
+            core.applied_value(b"k0"),
+            Some((Some(&b"v20"[..]), LogPosition::new(1, 20)))
+        );
+        drop(store);
+
+        // One flipped payload byte.
+        let path = dir.path().join(SNAPSHOT_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = read_snapshot(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains(SNAPSHOT_FILE) && err.contains("payload checksum"),
+            "{err}"
+        );
+        let store = Store::open(dir.path(), options).unwrap();
+        let err = recover(config, &store, dir.path(), Millis(0))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(SNAPSHOT_FILE) && err.contains("not a valid snapshot"),
+            "{err}"
+        );
+        // A truncated header too.
+        std::fs::write(&path, &bytes[..10]).unwrap();
+        let err = read_snapshot(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("shorter than its 44-byte header"), "{err}");
+    }
+
+    #[test]
+    fn recovery_completes_a_reset_cut_short() {
+        let dir = tempfile::tempdir().unwrap();
+        write_hard_state(
+            dir.path(),
+            &HardState {
+                term: 3,
+                voted_for: None,
+            },
+        )
+        .unwrap();
+        let store = Store::open(dir.path(), mimeo_storage::Options::default()).unwrap();
+        // The old, divergent log: index 5 has term 1.
+        let old: Vec<Record> = (1..=6).map(|i| put(1, i, "old").to_record(0)).collect();
+        store.append(&old).unwrap();
+        // The leader's snapshot ends at 5 with term 3, and was made durable
+        // before the crash cut the reset short.
+        let snapshot = snapshot_of(&[put(3, 5, "new")]);
+        write_snapshot(dir.path(), &snapshot).unwrap();
+        let core = recover(Config::new(2, vec![1, 3]), &store, dir.path(), Millis(0)).unwrap();
+        assert_eq!(core.last_position(), LogPosition::new(3, 5));
+        assert_eq!(store.last_position(), LogPosition::new(3, 5));
+        assert_eq!(store.first_index(), 6);
+        assert_eq!(core.applied_value(b"old"), None);
+        assert!(core.applied_value(b"new").is_some());
+    }
 }
