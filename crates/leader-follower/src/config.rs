@@ -45,6 +45,21 @@ pub struct Config {
     /// [`Core`](crate::Core)). Only the exhaustive model check turns it
     /// off, to keep its state space small: safety never depends on it.
     pub pre_vote: bool,
+    /// Take a snapshot of the applied key-value view once this many
+    /// entries have been applied since the last one (0: never). Once the
+    /// snapshot is durable, the log before it (but the last
+    /// `snapshot_keep` entries) is dropped from memory and from disk.
+    pub snapshot_every: u64,
+    /// Entries kept in the log at and below the snapshot's index, so that a
+    /// follower only slightly behind still catches up from the log rather
+    /// than from the whole snapshot.
+    pub snapshot_keep: u64,
+    /// The largest number of snapshot bytes in one
+    /// [`PeerMsg::InstallSnapshot`](crate::PeerMsg::InstallSnapshot)
+    /// message. The leader sends one chunk at a time to each follower and
+    /// waits for its answer, so this bounds what snapshot shipping holds in
+    /// flight per follower.
+    pub snapshot_chunk_bytes: usize,
 }
 
 impl Config {
@@ -53,7 +68,9 @@ impl Config {
     /// Heartbeats every 50 ms, elections after 300–600 ms of silence,
     /// `quorum` acks, leader reads, 2 s write and read timeouts, 8 messages
     /// of at most 256 entries in flight per follower, retransmission after
-    /// 200 ms, seed = `id`, pre-vote on.
+    /// 200 ms, seed = `id`, pre-vote on, a snapshot every 10,000 applied
+    /// entries keeping 1,000 entries of log behind it, shipped in chunks of
+    /// 1 MiB.
     pub fn new(id: NodeId, peers: Vec<NodeId>) -> Config {
         Config {
             id,
@@ -70,6 +87,9 @@ impl Config {
             retransmit_ms: 200,
             seed: id,
             pre_vote: true,
+            snapshot_every: 10_000,
+            snapshot_keep: 1_000,
+            snapshot_chunk_bytes: 1 << 20,
         }
     }
 
@@ -96,6 +116,11 @@ impl Config {
         if self.max_batch_entries == 0 {
             return Err(ConfigError::Zero {
                 field: "max_batch_entries",
+            });
+        }
+        if self.snapshot_chunk_bytes == 0 {
+            return Err(ConfigError::Zero {
+                field: "snapshot_chunk_bytes",
             });
         }
         if self.election_timeout_min_ms <= self.heartbeat_interval_ms

@@ -2,6 +2,7 @@
 //! modes and reads, with no I/O.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use mimeo_storage::LogPosition;
 
@@ -9,14 +10,11 @@ use crate::config::{Config, ConfigError};
 use crate::message::{AppendResult, PeerMsg};
 use crate::output::{FollowerLag, Output, Persist, Role, Status};
 use crate::progress::{Mode, Progress};
+use crate::snapshot::{Incoming, KeyState, Snapshot};
 use crate::types::{
     AckMode, ClientOp, Command, HardState, LogEntry, Millis, NodeId, ReadMode, Reply, RequestId,
     Unavailable, Unknown,
 };
-
-/// The state of one key in the applied view: its value (`None` for a
-/// tombstone) and the position of the write that produced it.
-type KeyState = (Option<Vec<u8>>, LogPosition);
 
 /// A write waiting for its acknowledgement.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -64,7 +62,8 @@ struct Stored {
 /// One node's leader-follower replication state machine.
 ///
 /// It never performs I/O: inputs are the `handle_*`, [`tick`](Core::tick),
-/// [`persisted`](Core::persisted) and
+/// [`persisted`](Core::persisted),
+/// [`snapshot_persisted`](Core::snapshot_persisted) and
 /// [`transfer_leadership`](Core::transfer_leadership) calls, each with the
 /// current time; outputs are drained with [`poll_output`](Core::poll_output),
 /// and [`next_timeout`](Core::next_timeout) says when to call `tick`.
@@ -122,6 +121,26 @@ struct Stored {
 /// will follow). When the comparison fails, the mismatch is a read: it is
 /// reported only after a leader-read round confirms it (and re-evaluated
 /// then).
+///
+/// # Snapshots
+///
+/// Once `snapshot_every` entries have been applied since the last
+/// snapshot, the core takes one (the applied view and the position of the
+/// last applied entry, [`Snapshot`]) and asks the driver to store it
+/// ([`Persist::snapshot`]). Only when the driver reports it durable
+/// ([`snapshot_persisted`](Core::snapshot_persisted)) does the core drop
+/// the log before it from memory, keeping the last `snapshot_keep` entries
+/// at and below its index, and tell the driver it may drop them from disk
+/// ([`Persist::discard_before`]).
+///
+/// A follower that needs an entry the leader dropped gets the snapshot
+/// instead ([`PeerMsg::InstallSnapshot`], in chunks, one in flight at a
+/// time). It installs it only if it is ahead of its own commit index,
+/// fenced by terms exactly like an append. If its log holds the snapshot's
+/// last position, the entries after it are kept (they match the leader's,
+/// by log matching); otherwise the whole log is replaced (Raft §7). It
+/// answers only once the snapshot is durable, so a leader never counts a
+/// follower as holding what a crash could take from it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Core {
     config: Config,
@@ -129,7 +148,21 @@ pub struct Core {
     hard: HardState,
     role: Role,
     leader: Option<NodeId>,
+    /// The entries after `offset`: `log[0]` has index `offset + 1`.
     log: Vec<Stored>,
+    /// The index just before the first entry held in `log` (0 until a
+    /// snapshot lets the log be shortened); never above `applied`.
+    offset: u64,
+    /// The term of the entry at `offset` (0 when `offset` is 0).
+    offset_term: u64,
+    /// The latest durable snapshot.
+    snapshot: Option<Arc<Snapshot>>,
+    /// Its encoding, made when a follower first needs it.
+    snapshot_bytes: Option<Arc<Vec<u8>>>,
+    /// A snapshot handed to the driver and not yet reported durable.
+    snapshot_pending: Option<Arc<Snapshot>>,
+    /// The snapshot a follower is receiving.
+    incoming: Option<Incoming>,
     commit: u64,
     applied: u64,
     durable: u64,
@@ -173,6 +206,25 @@ pub enum RecoverError {
         /// The index found.
         found: u64,
     },
+    /// The log recovered beside a snapshot neither continues it nor
+    /// overlaps it.
+    #[error("the recovered log starts at index {first} but the snapshot ends at index {snapshot_index}: entries {snapshot_index}+1..{first} are missing")]
+    SnapshotGap {
+        /// The snapshot's last index.
+        snapshot_index: u64,
+        /// The first index of the recovered log.
+        first: u64,
+    },
+    /// The recovered log holds the snapshot's last index with another term.
+    #[error("the recovered log holds index {index} with term {log_term}, but the snapshot ends at index {index} with term {snapshot_term}: the log does not belong to this snapshot")]
+    SnapshotConflict {
+        /// The snapshot's last index.
+        index: u64,
+        /// The snapshot's last term.
+        snapshot_term: u64,
+        /// The term of the log's entry at that index.
+        log_term: u64,
+    },
     /// An entry's term is lower than the one before it, or higher than the
     /// hard state's term.
     #[error("recovered log entry at index {index} has term {term}, out of order (previous term {previous}, hard state term {hard_term})")]
@@ -197,20 +249,64 @@ impl Core {
         })
     }
 
-    /// A node restarting with what it had persisted: its hard state and
-    /// its log (every entry, from index 1; all of it is treated as
-    /// durable). The commit index is not persisted: it is learnt again from
-    /// the leader, and the key-value view rebuilt as entries commit.
+    /// A node restarting with what it had persisted, without a snapshot:
+    /// [`Core::restore`] with `snapshot = None` (the log must start at
+    /// index 1).
     pub fn recover(
         config: Config,
         now: Millis,
         hard_state: HardState,
         entries: Vec<LogEntry>,
     ) -> Result<Core, RecoverError> {
+        Core::restore(config, now, hard_state, None, entries)
+    }
+
+    /// A node restarting with what it had persisted: its hard state, its
+    /// latest durable snapshot if any, and its log (all of it is treated as
+    /// durable).
+    ///
+    /// Without a snapshot the log must start at index 1. With one, it must
+    /// continue the snapshot (start at `snapshot.last.index + 1`) or overlap
+    /// it (start at or below that), and if it holds the snapshot's last
+    /// index, with the snapshot's term; entries at or below the snapshot
+    /// are kept only as the `snapshot_keep` tail. The snapshot holds only
+    /// committed state, so the commit and applied indexes restart at its
+    /// index; the rest of the commit index is learnt again from the leader.
+    pub fn restore(
+        config: Config,
+        now: Millis,
+        hard_state: HardState,
+        snapshot: Option<Snapshot>,
+        entries: Vec<LogEntry>,
+    ) -> Result<Core, RecoverError> {
         config.validate()?;
+        let snap_last = snapshot.as_ref().map(|s| s.last).unwrap_or_default();
+        let first = entries
+            .first()
+            .map_or(snap_last.index + 1, |e| e.position.index);
+        if snapshot.is_none() && first != 1 {
+            return Err(RecoverError::Gap {
+                expected: 1,
+                found: first,
+            });
+        }
+        if first > snap_last.index + 1 || first == 0 {
+            return Err(RecoverError::SnapshotGap {
+                snapshot_index: snap_last.index,
+                first,
+            });
+        }
+        if snap_last.term > hard_state.term {
+            return Err(RecoverError::BadTerm {
+                index: snap_last.index,
+                term: snap_last.term,
+                previous: 0,
+                hard_term: hard_state.term,
+            });
+        }
         let mut previous = 0;
         for (i, e) in entries.iter().enumerate() {
-            let expected = i as u64 + 1;
+            let expected = first + i as u64;
             if e.position.index != expected {
                 return Err(RecoverError::Gap {
                     expected,
@@ -225,23 +321,77 @@ impl Core {
                     hard_term: hard_state.term,
                 });
             }
+            if expected == snap_last.index && e.position.term != snap_last.term {
+                return Err(RecoverError::SnapshotConflict {
+                    index: expected,
+                    snapshot_term: snap_last.term,
+                    log_term: e.position.term,
+                });
+            }
             previous = e.position.term;
         }
-        let durable = entries.len() as u64;
+        if let Some(after) = entries.iter().find(|e| e.position.index > snap_last.index) {
+            if after.position.term < snap_last.term {
+                return Err(RecoverError::BadTerm {
+                    index: after.position.index,
+                    term: after.position.term,
+                    previous: snap_last.term,
+                    hard_term: hard_state.term,
+                });
+            }
+        }
+        // Keep at most `snapshot_keep` entries at and below the snapshot,
+        // starting after an entry whose term is known.
+        let (offset, offset_term, log) = if snapshot.is_none() {
+            (0, 0, entries)
+        } else {
+            let wanted = snap_last
+                .index
+                .saturating_sub(config.snapshot_keep)
+                .max(first);
+            let last_entry = entries.last().map_or(0, |e| e.position.index);
+            if wanted >= snap_last.index || first > snap_last.index || last_entry < snap_last.index
+            {
+                let log = entries
+                    .into_iter()
+                    .filter(|e| e.position.index > snap_last.index)
+                    .collect();
+                (snap_last.index, snap_last.term, log)
+            } else {
+                let at = (wanted - first) as usize;
+                let offset_term = entries[at].position.term;
+                (
+                    wanted,
+                    offset_term,
+                    entries.into_iter().skip(at + 1).collect(),
+                )
+            }
+        };
+        let durable = offset + log.len() as u64;
+        let (kv, snapshot) = match snapshot {
+            Some(s) => (s.kv.clone(), Some(Arc::new(s))),
+            None => (BTreeMap::new(), None),
+        };
         let mut core = Core {
             rng: config.seed ^ 0x9E37_79B9_7F4A_7C15,
             config,
             hard: hard_state,
             role: Role::Follower,
             leader: None,
-            log: entries
+            log: log
                 .into_iter()
                 .map(|entry| Stored { entry, at: now })
                 .collect(),
-            commit: 0,
-            applied: 0,
+            offset,
+            offset_term,
+            snapshot,
+            snapshot_bytes: None,
+            snapshot_pending: None,
+            incoming: None,
+            commit: snap_last.index,
+            applied: snap_last.index,
             durable,
-            kv: BTreeMap::new(),
+            kv,
             election_deadline: now,
             leader_contact: None,
             leader_match: 0,
@@ -320,18 +470,36 @@ impl Core {
         self.applied
     }
 
-    /// The last log position (0/0 when the log is empty).
+    /// The last log position (0/0 when the log is empty; the snapshot's
+    /// last position when the log holds nothing after it).
     pub fn last_position(&self) -> LogPosition {
         self.log
             .last()
-            .map(|s| s.entry.position)
-            .unwrap_or_default()
+            .map_or(LogPosition::new(self.offset_term, self.offset), |s| {
+                s.entry.position
+            })
     }
 
-    /// The entry at `index`, if this node has it.
+    /// The entry at `index`, if this node has it in its log (not when it
+    /// is only folded into the snapshot).
     pub fn entry(&self, index: u64) -> Option<&LogEntry> {
-        let i = usize::try_from(index.checked_sub(1)?).ok()?;
-        self.log.get(i).map(|s| &s.entry)
+        self.stored(index).map(|s| &s.entry)
+    }
+
+    /// The lowest index held in the log (entries below it exist only
+    /// folded into the snapshot): the driver may drop them from disk.
+    pub fn first_index(&self) -> u64 {
+        self.offset + 1
+    }
+
+    /// The latest durable snapshot.
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.snapshot.as_deref()
+    }
+
+    fn stored(&self, index: u64) -> Option<&Stored> {
+        let i = usize::try_from(index.checked_sub(self.offset + 1)?).ok()?;
+        self.log.get(i)
     }
 
     /// The applied state of `key`: its value (`None` for a tombstone) and
@@ -351,8 +519,7 @@ impl Core {
                     let lag_ms = if lag_entries == 0 {
                         0
                     } else {
-                        self.log
-                            .get(p.match_index as usize)
+                        self.stored(p.match_index + 1)
                             .map_or(0, |s| now.since(s.at))
                     };
                     FollowerLag {
@@ -377,6 +544,8 @@ impl Core {
             commit_index: self.commit,
             applied_index: self.applied,
             durable_index: self.durable,
+            snapshot: self.snapshot.as_ref().map(|s| s.last).unwrap_or_default(),
+            first_index: self.first_index(),
             staleness_ms: self.staleness(now),
             elections_started: self.elections_started,
             elections_won: self.elections_won,
@@ -534,6 +703,22 @@ impl Core {
                 let term = if granted { term } else { self.hard.term };
                 self.send(from, PeerMsg::PreVoteResp { term, granted });
             }
+            PeerMsg::InstallSnapshot {
+                term,
+                last,
+                offset,
+                data,
+                done,
+            } => self.on_install_snapshot(now, from, term, last, offset, data, done),
+            PeerMsg::SnapshotAck {
+                term,
+                last,
+                next_offset,
+            } => {
+                if self.role == Role::Leader && term == self.hard.term {
+                    self.on_snapshot_ack(now, from, last, next_offset);
+                }
+            }
             PeerMsg::PreVoteResp { term, granted } => {
                 if !granted || term != self.hard.term + 1 {
                     return;
@@ -589,6 +774,12 @@ impl Core {
             return; // stale: already known, or about entries since replaced
         }
         self.durable = up_to.index;
+        self.after_durable(now);
+    }
+
+    /// More of the log became durable: a leader may commit, a follower
+    /// tells its leader.
+    fn after_durable(&mut self, now: Millis) {
         match self.role {
             Role::Leader => {
                 self.advance_leader_commit(now);
@@ -607,6 +798,45 @@ impl Core {
                 }
             }
             Role::Candidate => {}
+        }
+    }
+
+    /// The driver made the snapshot ending at `last` durable (the one a
+    /// [`Persist::snapshot`] carried). The core drops the log up to it from
+    /// memory, but the last `snapshot_keep` entries, and asks the driver,
+    /// with [`Persist::discard_before`], to drop them from disk.
+    pub fn snapshot_persisted(&mut self, now: Millis, last: LogPosition) {
+        if self
+            .snapshot_pending
+            .as_ref()
+            .is_none_or(|s| s.last != last)
+        {
+            return; // superseded by a later snapshot, or unknown
+        }
+        let snapshot = self.snapshot_pending.take().expect("checked above");
+        self.snapshot = Some(snapshot);
+        self.snapshot_bytes = None;
+        // The snapshot durably holds everything up to its index. A follower
+        // that installed it from its leader answers now.
+        if self.term_at(last.index) == Some(last.term) {
+            self.durable = self.durable.max(last.index);
+            self.after_durable(now);
+        }
+        let new_offset = last
+            .index
+            .saturating_sub(self.config.snapshot_keep)
+            .max(self.offset);
+        if new_offset > self.offset {
+            let term = self
+                .term_at(new_offset)
+                .expect("the log holds the new offset");
+            self.log.drain(..(new_offset - self.offset) as usize);
+            self.offset = new_offset;
+            self.offset_term = term;
+            self.out.push_back(Output::Persist(Persist {
+                discard_before: Some(new_offset + 1),
+                ..Persist::default()
+            }));
         }
     }
 
@@ -860,12 +1090,14 @@ impl Core {
     // ---------------------------------------------------------- replication
 
     fn last_index(&self) -> u64 {
-        self.log.len() as u64
+        self.offset + self.log.len() as u64
     }
 
+    /// The term of the entry at `index`, when known: from `offset` (the
+    /// snapshot's position or an entry kept beside it) to the last index.
     fn term_at(&self, index: u64) -> Option<u64> {
-        if index == 0 {
-            Some(0)
+        if index == self.offset {
+            Some(self.offset_term)
         } else {
             self.entry(index).map(|e| e.position.term)
         }
@@ -884,9 +1116,8 @@ impl Core {
             at: now,
         });
         self.out.push_back(Output::Persist(Persist {
-            truncate_from: None,
             entries: vec![entry],
-            hard_state: None,
+            ..Persist::default()
         }));
         position
     }
@@ -925,6 +1156,10 @@ impl Core {
             if !p.window_open(max_inflight) {
                 return;
             }
+            if p.next_index <= self.offset {
+                // The entries it needs are folded into the snapshot.
+                return self.send_snapshot_chunk(now, peer);
+            }
             // Pipelining sends only new entries; a probe goes out even
             // empty, to learn where the follower's log matches.
             if p.mode == Mode::Replicate && p.next_index > last {
@@ -933,7 +1168,7 @@ impl Core {
             let prev = self.position_at(p.next_index - 1);
             let end = last.min(prev.index + batch);
             let entries: Vec<LogEntry> = (prev.index + 1..=end)
-                .map(|i| self.log[(i - 1) as usize].entry.clone())
+                .map(|i| self.entry(i).expect("the log holds it").clone())
                 .collect();
             let p = self.progress.get_mut(&peer).expect("checked above");
             if p.inflight.is_empty() {
@@ -969,6 +1204,24 @@ impl Core {
             return;
         }
         let term = self.hard.term;
+        let (prev, entries) = if prev.index < self.offset {
+            // Entries up to `offset` are committed here (folded into the
+            // snapshot, or kept beside it): they match the leader's.
+            let skip = ((self.offset - prev.index) as usize).min(entries.len());
+            let covered = prev.index + skip as u64;
+            if skip == entries.len() {
+                self.leader_match = self.leader_match.max(covered);
+                let result = AppendResult::Ok {
+                    matched: covered,
+                    durable: self.durable.min(covered),
+                };
+                return self.send(from, PeerMsg::AppendResp { term, result });
+            }
+            let prev = LogPosition::new(self.offset_term, self.offset);
+            (prev, entries[skip..].to_vec())
+        } else {
+            (prev, entries)
+        };
         if prev.index > self.last_index() {
             let hint = self.last_index();
             return self.send(
@@ -1019,7 +1272,7 @@ impl Core {
                     total = self.rolled_back,
                     "rolling back a divergent log suffix (entries never committed)"
                 );
-                self.log.truncate((index - 1) as usize);
+                self.log.truncate((index - self.offset - 1) as usize);
                 self.durable = self.durable.min(index - 1);
                 truncate_from = Some(index);
             }
@@ -1033,7 +1286,7 @@ impl Core {
             self.out.push_back(Output::Persist(Persist {
                 truncate_from,
                 entries: fresh,
-                hard_state: None,
+                ..Persist::default()
             }));
         }
         self.leader_match = self.leader_match.max(matched);
@@ -1071,6 +1324,203 @@ impl Core {
         if self.transfer.is_some_and(|t| t.target == from) {
             self.maybe_send_timeout_now(from);
         }
+    }
+
+    /// Send `peer` the next chunk of the snapshot (its window is open and
+    /// it needs entries before the log's start).
+    fn send_snapshot_chunk(&mut self, now: Millis, peer: NodeId) {
+        let snapshot = Arc::clone(
+            self.snapshot
+                .as_ref()
+                .expect("a shortened log has a snapshot"),
+        );
+        let bytes = Arc::clone(
+            self.snapshot_bytes
+                .get_or_insert_with(|| Arc::new(snapshot.encode())),
+        );
+        let len = bytes.len() as u64;
+        let chunk = self.config.snapshot_chunk_bytes as u64;
+        let p = self.progress.get_mut(&peer).expect("the caller checked");
+        let offset = match p.mode {
+            Mode::Snapshot { last, offset } if last == snapshot.last => offset.min(len),
+            _ => {
+                tracing::info!(
+                    peer,
+                    next_index = p.next_index,
+                    snapshot_index = snapshot.last.index,
+                    bytes = len,
+                    "the follower needs entries folded into the snapshot: sending it"
+                );
+                0
+            }
+        };
+        let end = len.min(offset + chunk);
+        p.mode = Mode::Snapshot {
+            last: snapshot.last,
+            offset,
+        };
+        p.inflight.clear();
+        p.inflight.push_back(snapshot.last.index);
+        p.last_progress = now;
+        let msg = PeerMsg::InstallSnapshot {
+            term: self.hard.term,
+            last: snapshot.last,
+            offset,
+            data: bytes[offset as usize..end as usize].to_vec(),
+            done: end == len,
+        };
+        self.send(peer, msg);
+    }
+
+    /// A follower received a chunk and expects `next_offset` next.
+    fn on_snapshot_ack(&mut self, now: Millis, from: NodeId, last: LogPosition, next_offset: u64) {
+        let Some(p) = self.progress.get_mut(&from) else {
+            return;
+        };
+        p.last_heard = Some(now);
+        let Mode::Snapshot { last: sending, .. } = p.mode else {
+            return; // stale: the follower caught up since
+        };
+        if sending != last {
+            return; // about a snapshot this leader no longer sends
+        }
+        p.mode = Mode::Snapshot {
+            last,
+            offset: next_offset,
+        };
+        p.inflight.clear();
+        p.last_progress = now;
+        self.send_appends(now, from);
+    }
+
+    /// A chunk of the leader's snapshot.
+    #[allow(clippy::too_many_arguments)]
+    fn on_install_snapshot(
+        &mut self,
+        now: Millis,
+        from: NodeId,
+        term: u64,
+        last: LogPosition,
+        offset: u64,
+        data: Vec<u8>,
+        done: bool,
+    ) {
+        if term < self.hard.term {
+            return self.send(from, self.stale_term_answer());
+        }
+        if !self.observe_leader(now, from) {
+            return;
+        }
+        let term = self.hard.term;
+        if last.index <= self.commit {
+            // Nothing to install: this node holds it all, committed (a
+            // retransmission, or the answer to an install was lost).
+            self.incoming = None;
+            self.leader_match = self.leader_match.max(last.index);
+            let result = AppendResult::Ok {
+                matched: last.index,
+                durable: self.durable.min(last.index),
+            };
+            return self.send(from, PeerMsg::AppendResp { term, result });
+        }
+        let same = self
+            .incoming
+            .as_ref()
+            .is_some_and(|i| i.term == term && i.last == last);
+        if offset == 0 && !same {
+            self.incoming = Some(Incoming {
+                term,
+                last,
+                bytes: Vec::new(),
+            });
+        }
+        let have = match &mut self.incoming {
+            Some(i) if i.term == term && i.last == last => {
+                if offset == i.bytes.len() as u64 {
+                    i.bytes.extend_from_slice(&data);
+                    if done {
+                        None
+                    } else {
+                        Some(i.bytes.len() as u64)
+                    }
+                } else {
+                    Some(i.bytes.len() as u64) // a gap or a duplicate
+                }
+            }
+            _ => Some(0), // another snapshot, or one this node lost: restart
+        };
+        if let Some(next_offset) = have {
+            let msg = PeerMsg::SnapshotAck {
+                term,
+                last,
+                next_offset,
+            };
+            return self.send(from, msg);
+        }
+        let bytes = self.incoming.take().expect("assembled above").bytes;
+        match Snapshot::decode(&bytes) {
+            Ok(snapshot) if snapshot.last == last => self.install_snapshot(now, snapshot),
+            Ok(snapshot) => {
+                tracing::error!(from, expected = ?last, found = ?snapshot.last, "the leader's snapshot does not end where its messages say; asking again");
+                self.send(
+                    from,
+                    PeerMsg::SnapshotAck {
+                        term,
+                        last,
+                        next_offset: 0,
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::error!(from, error = %e, bytes = bytes.len(), "the leader's snapshot does not decode; asking again");
+                self.send(
+                    from,
+                    PeerMsg::SnapshotAck {
+                        term,
+                        last,
+                        next_offset: 0,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Replace the applied view (and the log before the snapshot) by the
+    /// leader's snapshot, which is ahead of this node's commit index. The
+    /// answer goes out once it is durable
+    /// ([`snapshot_persisted`](Core::snapshot_persisted)).
+    fn install_snapshot(&mut self, now: Millis, snapshot: Snapshot) {
+        let last = snapshot.last;
+        debug_assert!(last.index > self.commit);
+        let keep_suffix = self.term_at(last.index) == Some(last.term);
+        tracing::info!(
+            index = last.index,
+            term = last.term,
+            keys = snapshot.kv.len(),
+            keep_suffix,
+            "installing the leader's snapshot"
+        );
+        let replace_log = !keep_suffix;
+        if replace_log {
+            // Raft §7: the log does not hold the snapshot's last entry, so
+            // nothing in it is known to match the leader's after it.
+            self.log.clear();
+            self.offset = last.index;
+            self.offset_term = last.term;
+            self.durable = self.durable.min(self.commit);
+        }
+        self.kv = snapshot.kv.clone();
+        self.commit = last.index;
+        self.applied = last.index;
+        self.leader_match = self.leader_match.max(last.index);
+        let snapshot = Arc::new(snapshot);
+        self.snapshot_pending = Some(Arc::clone(&snapshot));
+        self.out.push_back(Output::Persist(Persist {
+            snapshot: Some(snapshot),
+            replace_log,
+            ..Persist::default()
+        }));
+        self.check_reads(now);
     }
 
     fn maybe_send_timeout_now(&mut self, target: NodeId) {
@@ -1113,7 +1563,10 @@ impl Core {
         self.commit = commit;
         while self.applied < self.commit {
             self.applied += 1;
-            let entry = &self.log[(self.applied - 1) as usize].entry;
+            let entry = &self
+                .stored(self.applied)
+                .expect("committed entries are held")
+                .entry;
             let position = entry.position;
             match &entry.command {
                 Command::Noop => {}
@@ -1125,11 +1578,36 @@ impl Core {
                 }
             }
         }
+        self.maybe_take_snapshot();
         if self.role == Role::Leader {
             self.fresh_at = Some(now);
             self.check_writes();
         }
         self.check_reads(now);
+    }
+
+    /// Take a snapshot of the applied view when `snapshot_every` entries
+    /// were applied since the last one (and none is being written).
+    fn maybe_take_snapshot(&mut self) {
+        let every = self.config.snapshot_every;
+        let since = self.snapshot.as_ref().map_or(0, |s| s.last.index);
+        if every == 0 || self.snapshot_pending.is_some() || self.applied - since < every {
+            return;
+        }
+        let snapshot = Arc::new(Snapshot {
+            last: self.position_at(self.applied),
+            kv: self.kv.clone(),
+        });
+        tracing::debug!(
+            index = snapshot.last.index,
+            keys = snapshot.kv.len(),
+            "taking a snapshot"
+        );
+        self.snapshot_pending = Some(Arc::clone(&snapshot));
+        self.out.push_back(Output::Persist(Persist {
+            snapshot: Some(snapshot),
+            ..Persist::default()
+        }));
     }
 
     // ------------------------------------------------------------- requests
@@ -1146,9 +1624,12 @@ impl Core {
         // A hard state just queued and not yet followed by anything is
         // superseded: keep one write (e.g. a term bump then a vote).
         if let Some(Output::Persist(Persist {
+            snapshot: None,
+            replace_log: false,
             truncate_from: None,
             entries,
             hard_state: Some(hard),
+            discard_before: None,
         })) = self.out.back_mut()
         {
             if entries.is_empty() {
@@ -1157,9 +1638,8 @@ impl Core {
             }
         }
         self.out.push_back(Output::Persist(Persist {
-            truncate_from: None,
-            entries: Vec::new(),
             hard_state: Some(self.hard),
+            ..Persist::default()
         }));
     }
 
@@ -1267,7 +1747,10 @@ impl Core {
     /// The newest value of `key` in the log, committed or not (leader, for
     /// cas).
     fn latest_value(&self, key: &[u8]) -> Option<&[u8]> {
-        for s in self.log[self.applied as usize..].iter().rev() {
+        for s in self.log[(self.applied - self.offset) as usize..]
+            .iter()
+            .rev()
+        {
             match &s.entry.command {
                 Command::Put { key: k, value } if k == key => return Some(value),
                 Command::Delete { key: k } if k == key => return None,
@@ -1356,7 +1839,9 @@ impl Core {
             };
             if let ReadWait::Session { after } = r.wait {
                 let found = self.position_at(after.index);
-                if found != after {
+                // Below the log's start the term is unknown (folded into
+                // the snapshot): the divergence cannot be detected there.
+                if self.term_at(after.index).is_some() && found != after {
                     self.reply(
                         req_id,
                         Reply::Unavailable {

@@ -22,6 +22,29 @@
 //!
 //! The hard state lives beside the log in `leader-follower.state`, written
 //! to a temporary file, fsynced and renamed over the old one.
+//!
+//! The latest snapshot lives in `leader-follower.snapshot`, written the same
+//! way (temporary file, fsync, rename, fsync of the directory) and
+//! checksummed. The writer thread stores a [`Persist::snapshot`] before
+//! anything else in that persist and reports it with
+//! [`Core::snapshot_persisted`] before any later durability notice. A
+//! [`Persist::replace_log`] resets the store to the snapshot
+//! ([`Store::reset_to`]); a [`Persist::discard_before`] drops whole log
+//! segments below that index ([`Store::discard_before`]), so the log on
+//! disk starts at most a segment before the core's first index.
+//!
+//! Snapshot file layout (integers little-endian, checksums CRC32C):
+//!
+//! ```text
+//! 0   8  magic "MIMEOLFS"
+//! 8   4  format version, u32 (1)
+//! 12  4  CRC32C of the payload, u32
+//! 16  8  last index, u64
+//! 24  8  last term, u64
+//! 32  8  payload length, u64
+//! 40  4  CRC32C of bytes 0..40, u32
+//! 44  n  payload: Snapshot::encode (postcard)
+//! ```
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -33,11 +56,20 @@ use mimeo_storage::{LogPosition, Record, Store};
 use mimeo_wire::{PeerBus, PeerMessage};
 use tokio::sync::{mpsc, oneshot};
 
+use mimeo_storage::{Entry, RecordMeta};
+
 use crate::{AckMode, ClientOp, Core, HardState, LogEntry, Millis, NodeId, Output, PeerMsg};
-use crate::{Config, Persist, Reply, Status};
+use crate::{Config, Persist, Reply, Snapshot, Status};
 
 /// The file that holds the hard state, in the node's data directory.
 pub const HARD_STATE_FILE: &str = "leader-follower.state";
+
+/// The file that holds the latest snapshot, in the node's data directory.
+pub const SNAPSHOT_FILE: &str = "leader-follower.snapshot";
+
+const SNAPSHOT_MAGIC: &[u8; 8] = b"MIMEOLFS";
+const SNAPSHOT_VERSION: u32 = 1;
+const SNAPSHOT_HEADER_LEN: usize = 44;
 
 /// Why the driver could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +94,22 @@ pub enum DriverError {
     /// The hard state file is not valid.
     #[error("{path}: not a valid hard state ({message}); it is written only by this node: restore it from a backup or remove the node's data")]
     CorruptHardState {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The snapshot file could not be read or written.
+    #[error("{path}: {source}")]
+    SnapshotFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The snapshot file is damaged.
+    #[error("{path}: not a valid snapshot ({message}); it is written only by this node, renamed into place after an fsync, so this is damage on disk: remove the node's data directory and let it catch up from the leader")]
+    CorruptSnapshot {
         /// The file.
         path: PathBuf,
         /// What is wrong.
@@ -144,34 +192,171 @@ pub fn write_hard_state(dir: &Path, state: &HardState) -> Result<(), DriverError
         .map_err(io)
 }
 
-/// Rebuilds a core from what `store` and the hard state in `dir` hold.
-/// The log must start at index 1 (leader-follower nodes do not compact).
+/// Makes `snapshot` durable in `dir` as [`SNAPSHOT_FILE`]: temporary
+/// file, fsync, rename, fsync of the directory.
+pub fn write_snapshot(dir: &Path, snapshot: &Snapshot) -> Result<(), DriverError> {
+    let path = dir.join(SNAPSHOT_FILE);
+    let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
+    let io = |source| DriverError::SnapshotFile {
+        path: path.clone(),
+        source,
+    };
+    let payload = snapshot.encode();
+    let mut bytes = Vec::with_capacity(SNAPSHOT_HEADER_LEN + payload.len());
+    bytes.extend_from_slice(SNAPSHOT_MAGIC);
+    bytes.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    bytes.extend_from_slice(&snapshot.last.index.to_le_bytes());
+    bytes.extend_from_slice(&snapshot.last.term.to_le_bytes());
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    let header_crc = crc32c::crc32c(&bytes);
+    bytes.extend_from_slice(&header_crc.to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    let mut file = std::fs::File::create(&tmp).map_err(io)?;
+    file.write_all(&bytes).map_err(io)?;
+    file.sync_data().map_err(io)?;
+    drop(file);
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)
+}
+
+/// Reads the snapshot in `dir` (`None` when there is none), checking its
+/// checksums.
+pub fn read_snapshot(dir: &Path) -> Result<Option<Snapshot>, DriverError> {
+    let path = dir.join(SNAPSHOT_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(DriverError::SnapshotFile { path, source }),
+    };
+    let corrupt = |message: String| DriverError::CorruptSnapshot {
+        path: path.clone(),
+        message,
+    };
+    if bytes.len() < SNAPSHOT_HEADER_LEN {
+        return Err(corrupt(format!(
+            "{} bytes, shorter than its {SNAPSHOT_HEADER_LEN}-byte header",
+            bytes.len()
+        )));
+    }
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    if &bytes[..8] != SNAPSHOT_MAGIC {
+        return Err(corrupt("bad magic: not a leader-follower snapshot".into()));
+    }
+    if crc32c::crc32c(&bytes[..40]) != u32_at(40) {
+        return Err(corrupt("header checksum mismatch at byte offset 40".into()));
+    }
+    let version = u32_at(8);
+    if version != SNAPSHOT_VERSION {
+        return Err(corrupt(format!(
+            "format version {version}; this build reads version {SNAPSHOT_VERSION}"
+        )));
+    }
+    let last = LogPosition::new(u64_at(24), u64_at(16));
+    let payload = &bytes[SNAPSHOT_HEADER_LEN..];
+    if payload.len() as u64 != u64_at(32) {
+        return Err(corrupt(format!(
+            "the header promises {} payload bytes, the file holds {}",
+            u64_at(32),
+            payload.len()
+        )));
+    }
+    if crc32c::crc32c(payload) != u32_at(12) {
+        return Err(corrupt(format!(
+            "payload checksum mismatch (bytes {SNAPSHOT_HEADER_LEN}..{})",
+            bytes.len()
+        )));
+    }
+    let snapshot = Snapshot::decode(payload)
+        .map_err(|e| corrupt(format!("the payload does not decode: {e}")))?;
+    if snapshot.last != last {
+        return Err(corrupt(format!(
+            "the header says it ends at {last:?}, the payload at {:?}",
+            snapshot.last
+        )));
+    }
+    Ok(Some(snapshot))
+}
+
+/// The store's key-value state matching `snapshot`, for [`Store::reset_to`].
+fn store_state(snapshot: &Snapshot) -> Vec<(Vec<u8>, Entry)> {
+    snapshot
+        .kv
+        .iter()
+        .map(|(key, (value, position))| {
+            let meta = RecordMeta {
+                position: *position,
+                origin: 0,
+                seq: position.index,
+                version: Vec::new(),
+            };
+            let entry = Entry {
+                value: value.clone(),
+                meta,
+            };
+            (key.clone(), entry)
+        })
+        .collect()
+}
+
+/// Rebuilds a core from what `store`, the snapshot and the hard state in
+/// `dir` hold. The log must start at index 1, or, with a snapshot, at or
+/// before the index after it.
+///
+/// When the store's log does not reach the snapshot, or holds its index
+/// with another term, a reset of the store to the snapshot was cut short
+/// (a follower that installed its leader's snapshot, or a leader whose
+/// snapshot overtook its own fsyncs): it is completed first.
 pub fn recover(
     config: Config,
     store: &Store,
     dir: &Path,
     now: Millis,
 ) -> Result<Core, DriverError> {
+    let storage = |doing| move |source| DriverError::Storage { doing, source };
     let hard_state = read_hard_state(dir)?;
+    let snapshot = read_snapshot(dir)?;
+    if let Some(s) = &snapshot {
+        let last = store.last_position();
+        let mut reset = last.index < s.last.index;
+        if !reset && store.first_index() <= s.last.index {
+            let at = store
+                .read_log(s.last.index, 1)
+                .map_err(storage("reading the log at start-up"))?;
+            reset = at.first().is_none_or(|r| r.meta.position != s.last);
+        }
+        if reset {
+            tracing::info!(
+                index = s.last.index,
+                store_last = last.index,
+                "the log does not lead to the snapshot: resetting it to the snapshot"
+            );
+            store
+                .reset_to(s.last, store_state(s))
+                .map_err(storage("resetting the log to the snapshot"))?;
+        }
+    }
     let last = store.last_position().index;
-    let mut entries = Vec::with_capacity(last as usize);
-    let mut next = 1;
+    let mut entries = Vec::new();
+    let mut next = store.first_index();
     while next <= last {
         let records = store
             .read_log(next, 4096)
-            .map_err(|source| DriverError::Storage {
-                doing: "reading the log at start-up",
-                source,
-            })?;
+            .map_err(storage("reading the log at start-up"))?;
         if records.is_empty() {
             break;
         }
         next += records.len() as u64;
         entries.extend(records.iter().map(LogEntry::from_record));
     }
-    Core::recover(config, now, hard_state, entries).map_err(|source| DriverError::Recover {
-        dir: dir.to_path_buf(),
-        source,
+    Core::restore(config, now, hard_state, snapshot, entries).map_err(|source| {
+        DriverError::Recover {
+            dir: dir.to_path_buf(),
+            source,
+        }
     })
 }
 
@@ -339,9 +524,13 @@ impl Driver {
                     }
                 }
                 written = durable.recv() => match written {
-                    Some(Ok(position)) => {
+                    Some(Ok(Durable::Log(position))) => {
                         let now = self.now();
                         self.core.persisted(now, position);
+                    }
+                    Some(Ok(Durable::Snapshot(last))) => {
+                        let now = self.now();
+                        self.core.snapshot_persisted(now, last);
                     }
                     Some(Err(e)) => break Err(e),
                     None => break Ok(()),
@@ -434,13 +623,22 @@ fn writer_gone() -> DriverError {
     }
 }
 
+/// What the writer thread made durable.
+enum Durable {
+    /// The log, up to this position.
+    Log(LogPosition),
+    /// The snapshot ending at this position.
+    Snapshot(LogPosition),
+}
+
 /// The writer thread: performs persists in order, batching every job that
-/// has queued up before one wait for durability.
+/// has queued up before one wait for durability. A snapshot is reported as
+/// soon as it is durable, so before the log entries of the same batch.
 fn writer(
     store: &Store,
     dir: &Path,
     jobs: &std::sync::mpsc::Receiver<Job>,
-    durable: &mpsc::UnboundedSender<Result<LogPosition, DriverError>>,
+    durable: &mpsc::UnboundedSender<Result<Durable, DriverError>>,
 ) {
     let storage = |doing| move |source| DriverError::Storage { doing, source };
     while let Ok(first) = jobs.recv() {
@@ -451,10 +649,24 @@ fn writer(
         let result = (|| -> Result<(), DriverError> {
             for job in batch {
                 let Persist {
+                    snapshot,
+                    replace_log,
                     truncate_from,
                     entries,
                     hard_state,
+                    discard_before,
                 } = job.persist;
+                if let Some(snapshot) = snapshot {
+                    write_snapshot(dir, &snapshot)?;
+                    if replace_log {
+                        // Entries appended earlier in this batch are gone.
+                        store
+                            .reset_to(snapshot.last, store_state(&snapshot))
+                            .map_err(storage("resetting the log to a snapshot"))?;
+                        appended = None;
+                    }
+                    let _ = durable.send(Ok(Durable::Snapshot(snapshot.last)));
+                }
                 if let Some(from) = truncate_from {
                     // Positions at or past `from` are gone; a durability
                     // notice for them must not be sent.
@@ -472,6 +684,19 @@ fn writer(
                 if let Some(state) = hard_state {
                     write_hard_state(dir, &state)?;
                 }
+                if let Some(index) = discard_before {
+                    let stats = store
+                        .discard_before(index)
+                        .map_err(storage("discarding the log before a snapshot"))?;
+                    if stats.segments_removed > 0 {
+                        tracing::debug!(
+                            before = index,
+                            first_index = store.first_index(),
+                            segments = stats.segments_removed,
+                            "discarded log segments covered by the snapshot"
+                        );
+                    }
+                }
                 acks.extend(job.done);
             }
             if let Some(position) = appended {
@@ -484,7 +709,7 @@ fn writer(
         match result {
             Ok(()) => {
                 if let Some(position) = appended {
-                    let _ = durable.send(Ok(position));
+                    let _ = durable.send(Ok(Durable::Log(position)));
                 }
                 for ack in acks {
                     let _ = ack.send(());
@@ -532,5 +757,123 @@ mod tests {
             err.contains(HARD_STATE_FILE) && err.contains("not a valid hard state"),
             "{err}"
         );
+    }
+
+    fn put(term: u64, index: u64, key: &str) -> LogEntry {
+        LogEntry {
+            position: LogPosition::new(term, index),
+            command: crate::Command::Put {
+                key: key.into(),
+                value: format!("v{index}").into(),
+            },
+        }
+    }
+
+    fn snapshot_of(entries: &[LogEntry]) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        for e in entries {
+            if let crate::Command::Put { key, value } = &e.command {
+                snapshot
+                    .kv
+                    .insert(key.clone(), (Some(value.clone()), e.position));
+            }
+            snapshot.last = e.position;
+        }
+        snapshot
+    }
+
+    #[test]
+    fn a_snapshot_survives_a_restart_and_a_corrupt_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let log: Vec<LogEntry> = (1..=30)
+            .map(|i| put(1, i, &format!("k{}", i % 4)))
+            .collect();
+        write_hard_state(
+            dir.path(),
+            &HardState {
+                term: 1,
+                voted_for: None,
+            },
+        )
+        .unwrap();
+        let options = mimeo_storage::Options {
+            segment_bytes: 256,
+            ..mimeo_storage::Options::default()
+        };
+        {
+            let store = Store::open(dir.path(), options.clone()).unwrap();
+            let records: Vec<Record> = log.iter().map(|e| e.to_record(0)).collect();
+            store.append(&records).unwrap();
+            store.sync().unwrap();
+            let snapshot = snapshot_of(&log[..20]);
+            write_snapshot(dir.path(), &snapshot).unwrap();
+            assert_eq!(read_snapshot(dir.path()).unwrap(), Some(snapshot));
+            store.discard_before(18).unwrap();
+            assert!(store.first_index() > 1);
+        }
+        let mut config = Config::new(1, vec![2, 3]);
+        config.snapshot_keep = 2;
+        let store = Store::open(dir.path(), options.clone()).unwrap();
+        let core = recover(config.clone(), &store, dir.path(), Millis(0)).unwrap();
+        assert_eq!(core.snapshot().unwrap().last, LogPosition::new(1, 20));
+        assert_eq!(core.applied_index(), 20);
+        assert_eq!(core.first_index(), 19);
+        assert_eq!(core.last_position(), LogPosition::new(1, 30));
+        assert_eq!(
+            core.applied_value(b"k0"),
+            Some((Some(&b"v20"[..]), LogPosition::new(1, 20)))
+        );
+        drop(store);
+
+        // One flipped payload byte.
+        let path = dir.path().join(SNAPSHOT_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = read_snapshot(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains(SNAPSHOT_FILE) && err.contains("payload checksum"),
+            "{err}"
+        );
+        let store = Store::open(dir.path(), options).unwrap();
+        let err = recover(config, &store, dir.path(), Millis(0))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(SNAPSHOT_FILE) && err.contains("not a valid snapshot"),
+            "{err}"
+        );
+        // A truncated header too.
+        std::fs::write(&path, &bytes[..10]).unwrap();
+        let err = read_snapshot(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("shorter than its 44-byte header"), "{err}");
+    }
+
+    #[test]
+    fn recovery_completes_a_reset_cut_short() {
+        let dir = tempfile::tempdir().unwrap();
+        write_hard_state(
+            dir.path(),
+            &HardState {
+                term: 3,
+                voted_for: None,
+            },
+        )
+        .unwrap();
+        let store = Store::open(dir.path(), mimeo_storage::Options::default()).unwrap();
+        // The old, divergent log: index 5 has term 1.
+        let old: Vec<Record> = (1..=6).map(|i| put(1, i, "old").to_record(0)).collect();
+        store.append(&old).unwrap();
+        // The leader's snapshot ends at 5 with term 3, and was made durable
+        // before the crash cut the reset short.
+        let snapshot = snapshot_of(&[put(3, 5, "new")]);
+        write_snapshot(dir.path(), &snapshot).unwrap();
+        let core = recover(Config::new(2, vec![1, 3]), &store, dir.path(), Millis(0)).unwrap();
+        assert_eq!(core.last_position(), LogPosition::new(3, 5));
+        assert_eq!(store.last_position(), LogPosition::new(3, 5));
+        assert_eq!(store.first_index(), 6);
+        assert_eq!(core.applied_value(b"old"), None);
+        assert!(core.applied_value(b"new").is_some());
     }
 }

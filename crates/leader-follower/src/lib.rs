@@ -13,11 +13,14 @@
 //! | [`Core::handle_peer`] | a [`PeerMsg`] arrived from another node |
 //! | [`Core::tick`] | the time [`Core::next_timeout`] named has come |
 //! | [`Core::persisted`] | the log is durable up to a position |
+//! | [`Core::snapshot_persisted`] | a snapshot the core asked for is durable |
 //! | [`Core::transfer_leadership`] | the node is shutting down (SIGTERM) |
 //!
 //! and drains [`Output`]s with [`Core::poll_output`]: [`Output::Send`] a
-//! message, [`Output::Persist`] a log change or hard state (see
-//! [`Persist`] for the ordering rule), [`Output::Reply`] to a client.
+//! message, [`Output::Persist`] a snapshot, log change, hard state or log
+//! prefix discard (see [`Persist`] for the ordering rule),
+//! [`Output::Reply`] to a client. A node restarts with [`Core::restore`]
+//! from its hard state, its latest [`Snapshot`] and the log after it.
 //! [`Core::status`] reports role, term, commit position, elections, rolled
 //! back entries and per-follower lag.
 //!
@@ -54,6 +57,9 @@
 //!                     }
 //!                     // An instant disk: durable as soon as asked.
 //!                     Output::Persist(p) => {
+//!                         if let Some(snapshot) = &p.snapshot {
+//!                             nodes[i].snapshot_persisted(now, snapshot.last);
+//!                         }
 //!                         if let Some(last) = p.entries.last() {
 //!                             nodes[i].persisted(now, last.position);
 //!                         }
@@ -107,10 +113,34 @@
 //! counts them in [`Status::rolled_back_entries`]). A write that times out
 //! or whose leader steps down is [`Reply::Unknown`], never a failure.
 //!
-//! # Not here yet
+//! # Snapshots and log compaction
 //!
-//! Log compaction and snapshot shipping: the core keeps its whole log in
-//! memory and a follower catches up entry by entry, however far behind.
+//! Every `snapshot_every` applied entries ([`Config::snapshot_every`]) a
+//! core snapshots its applied key-value view ([`Snapshot`]: the view and
+//! the position of the last entry in it). Once the driver reports the
+//! snapshot durable, the core keeps only `snapshot_keep` entries at and
+//! below it in memory and tells the driver it may drop the rest from disk
+//! ([`Persist::discard_before`]; the tokio driver drops whole storage
+//! segments). So memory, disk and restart time stay bounded by the live
+//! state plus `snapshot_every + snapshot_keep` entries.
+//!
+//! A follower that needs entries its leader has dropped (new, or down for a
+//! long time) gets the leader's snapshot in [`PeerMsg::InstallSnapshot`]
+//! chunks of at most [`Config::snapshot_chunk_bytes`], one chunk in flight
+//! at a time (flow control: the leader holds one encoded snapshot and one
+//! chunk per follower), and answers with the offset it expects next
+//! ([`PeerMsg::SnapshotAck`]), so a lost or reordered chunk is sent again.
+//! It installs the snapshot only if it is ahead of its commit index, keeps
+//! the log after it when its log holds the snapshot's last position
+//! (Raft §7) and otherwise replaces its log, makes it durable, and only
+//! then answers like an append, which moves the leader's view of it to
+//! the snapshot's index. Terms fence snapshot messages as they fence
+//! appends.
+//!
+//! One limit: a session read whose `after` position has been folded into a
+//! snapshot on the replica cannot be checked for
+//! [`Unavailable::SessionDiverged`] any more (the entry's term is gone);
+//! it is answered, as after any committed position.
 
 mod config;
 mod core;
@@ -118,12 +148,14 @@ pub mod driver;
 mod message;
 mod output;
 mod progress;
+mod snapshot;
 mod types;
 
 pub use crate::config::{Config, ConfigError};
 pub use crate::core::{Core, RecoverError};
 pub use crate::message::{AppendResult, PeerMsg};
 pub use crate::output::{FollowerLag, Output, Persist, Role, Status};
+pub use crate::snapshot::{KeyState, Snapshot};
 pub use crate::types::{
     AckMode, ClientOp, Command, HardState, LogEntry, Millis, NodeId, ReadMode, Reply, RequestId,
     Unavailable, Unknown, NOOP_KEY,

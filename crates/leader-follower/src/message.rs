@@ -92,6 +92,35 @@ pub enum PeerMsg {
         /// Whether the voter would grant a vote in that term.
         granted: bool,
     },
+    /// One chunk of the leader's snapshot, for a follower that needs
+    /// entries the leader no longer has in its log (Raft §7). The leader
+    /// sends the next chunk only after the answer to this one, so at most
+    /// one chunk is in flight per follower.
+    InstallSnapshot {
+        /// The leader's term.
+        term: u64,
+        /// The snapshot's last applied position.
+        last: LogPosition,
+        /// Where `data` starts in the encoded snapshot.
+        offset: u64,
+        /// The bytes (at most `Config::snapshot_chunk_bytes`).
+        data: Vec<u8>,
+        /// Whether this chunk ends the snapshot.
+        done: bool,
+    },
+    /// A follower's answer to a chunk that did not complete a snapshot:
+    /// the offset it expects next (after a gap, or a restart that lost
+    /// what it had assembled, an earlier offset; 0 starts over). A
+    /// completed snapshot is answered with an [`PeerMsg::AppendResp`] once
+    /// it is durable.
+    SnapshotAck {
+        /// The follower's term.
+        term: u64,
+        /// The snapshot being assembled.
+        last: LogPosition,
+        /// The next byte the follower expects.
+        next_offset: u64,
+    },
 }
 
 /// The outcome of an append.
@@ -125,7 +154,9 @@ impl PeerMsg {
             | PeerMsg::HeartbeatResp { term, .. }
             | PeerMsg::TimeoutNow { term }
             | PeerMsg::PreVote { term, .. }
-            | PeerMsg::PreVoteResp { term, .. } => *term,
+            | PeerMsg::PreVoteResp { term, .. }
+            | PeerMsg::InstallSnapshot { term, .. }
+            | PeerMsg::SnapshotAck { term, .. } => *term,
         }
     }
 
@@ -133,7 +164,10 @@ impl PeerMsg {
     pub fn from_leader(&self) -> bool {
         matches!(
             self,
-            PeerMsg::Append { .. } | PeerMsg::Heartbeat { .. } | PeerMsg::TimeoutNow { .. }
+            PeerMsg::Append { .. }
+                | PeerMsg::Heartbeat { .. }
+                | PeerMsg::TimeoutNow { .. }
+                | PeerMsg::InstallSnapshot { .. }
         )
     }
 }

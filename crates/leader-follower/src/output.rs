@@ -3,7 +3,10 @@
 use mimeo_storage::LogPosition;
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
 use crate::message::PeerMsg;
+use crate::snapshot::Snapshot;
 use crate::types::{HardState, LogEntry, NodeId, Reply, RequestId};
 
 /// One thing for the driver to do, drained with
@@ -30,24 +33,47 @@ pub enum Output {
     },
 }
 
-/// A change to the durable state, in this order: truncate the log, append
-/// the entries, store the hard state.
+/// A change to the durable state, in this order: store the snapshot,
+/// replace the log by it, truncate the log, append the entries, store the
+/// hard state, discard the log prefix.
 ///
-/// The driver must perform `Persist` outputs in the order it drains them.
+/// The driver must perform `Persist` outputs in the order it drains them,
+/// and each one's parts in the order above.
 /// `hard_state` must be durable before the driver performs any later
 /// output (a vote or a term must never be forgotten after it was sent).
-/// `truncate_from` and `entries` may be written asynchronously; when they
-/// are durable up to a position, the driver calls
-/// [`Core::persisted`](crate::Core::persisted) with it (followers
-/// acknowledge, and leaders count, only durable entries).
+/// The rest may be written asynchronously:
+///
+/// - when `truncate_from` and `entries` are durable up to a position, the
+///   driver calls [`Core::persisted`](crate::Core::persisted) with it
+///   (followers acknowledge, and leaders count, only durable entries);
+/// - when `snapshot` is durable, the driver calls
+///   [`Core::snapshot_persisted`](crate::Core::snapshot_persisted) with its
+///   `last` position, and must not report later entries durable before it
+///   (entries after a replaced log depend on the snapshot). Only then does
+///   the core drop the log prefix from memory and ask, with a later
+///   `discard_before`, for it to be dropped from disk: the log is never
+///   shortened before the snapshot that replaces it is durable.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Persist {
+    /// A snapshot to make durable (replacing the previous one), written
+    /// before anything else in this `Persist`.
+    pub snapshot: Option<Arc<Snapshot>>,
+    /// With `snapshot`: the log does not hold the snapshot's last position
+    /// (a follower that received the leader's snapshot). Drop every entry;
+    /// the log continues at `snapshot.last.index + 1`. The snapshot must be
+    /// durable before any entry is dropped.
+    pub replace_log: bool,
     /// Drop every entry at this index and above (a divergent suffix).
     pub truncate_from: Option<u64>,
     /// Entries to append; the first continues the log (after truncation).
     pub entries: Vec<LogEntry>,
     /// The new hard state.
     pub hard_state: Option<HardState>,
+    /// Entries below this index are covered by a durable snapshot and no
+    /// longer needed: the driver may drop them from disk (all, some, or
+    /// none of them; recovery accepts a log that starts anywhere from 1 to
+    /// the snapshot's index + 1).
+    pub discard_before: Option<u64>,
 }
 
 /// A node's role.
@@ -91,6 +117,11 @@ pub struct Status {
     pub applied_index: u64,
     /// The highest index durable locally.
     pub durable_index: u64,
+    /// The last position of the latest durable snapshot (0/0: none).
+    pub snapshot: LogPosition,
+    /// The lowest index this node still holds in its log (entries below
+    /// it exist only folded into the snapshot).
+    pub first_index: u64,
     /// How long since this node was last known to have applied everything
     /// the leader had committed (0 on the leader; `None`: never).
     pub staleness_ms: Option<u64>,

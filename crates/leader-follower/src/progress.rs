@@ -3,6 +3,8 @@
 
 use std::collections::VecDeque;
 
+use mimeo_storage::LogPosition;
+
 use crate::types::Millis;
 
 /// How the leader ships entries to a follower.
@@ -14,6 +16,15 @@ pub(crate) enum Mode {
     Probe,
     /// The follower matched: appends are pipelined, up to the window.
     Replicate,
+    /// The follower needs entries the leader has dropped: the leader ships
+    /// its snapshot ending at `last`, one chunk at a time; `offset` is the
+    /// next byte to send.
+    Snapshot {
+        /// The snapshot being shipped.
+        last: LogPosition,
+        /// The next byte to send.
+        offset: u64,
+    },
 }
 
 /// A leader's view of one follower.
@@ -28,7 +39,8 @@ pub(crate) struct Progress {
     pub(crate) mode: Mode,
     /// The last index of each append in flight, oldest first. Its length is
     /// bounded by `max_inflight_msgs` (1 while probing), which bounds what
-    /// a slow follower can make the leader hold in flight.
+    /// a slow follower can make the leader hold in flight (1 while shipping
+    /// a snapshot: one chunk at a time).
     pub(crate) inflight: VecDeque<u64>,
     /// When the follower last answered an append (any outcome) in this
     /// term, or when the window last moved.
@@ -60,7 +72,7 @@ impl Progress {
     /// Whether another append may be sent now.
     pub(crate) fn window_open(&self, max_inflight: usize) -> bool {
         match self.mode {
-            Mode::Probe => self.inflight.is_empty(),
+            Mode::Probe | Mode::Snapshot { .. } => self.inflight.is_empty(),
             Mode::Replicate => self.inflight.len() < max_inflight,
         }
     }
@@ -92,9 +104,17 @@ impl Progress {
     /// index. Also probe a follower whose window is empty but whose match
     /// index is behind `last_index` (its answer that more became durable
     /// was lost).
+    ///
+    /// While shipping a snapshot, the lost chunk is sent again from the
+    /// same offset (the follower answers with the offset it expects).
     pub(crate) fn maybe_retransmit(&mut self, now: Millis, retransmit_ms: u64, last_index: u64) {
         let stuck = !self.inflight.is_empty() || self.match_index < last_index;
         if stuck && now.since(self.last_progress) >= retransmit_ms {
+            if let Mode::Snapshot { .. } = self.mode {
+                self.inflight.clear();
+                self.last_progress = now;
+                return;
+            }
             self.inflight.clear();
             self.next_index = self.match_index + 1;
             self.mode = Mode::Probe;

@@ -36,6 +36,7 @@ fn hard(term: u64, voted_for: Option<NodeId>) -> Output {
         truncate_from: None,
         entries: Vec::new(),
         hard_state: Some(HardState { term, voted_for }),
+        ..Persist::default()
     })
 }
 
@@ -445,7 +446,7 @@ fn append_truncates_a_conflicting_suffix_and_counts_it() {
             Output::Persist(Persist {
                 truncate_from: Some(3),
                 entries: vec![new.clone()],
-                hard_state: None,
+                ..Persist::default()
             }),
             // Entry 3 is not durable yet: only 2 is acknowledged as such.
             send(1, ok(3, 3, 2)),
@@ -561,7 +562,7 @@ fn a_new_leader_appends_a_noop_and_ships_it() {
             Output::Persist(Persist {
                 truncate_from: None,
                 entries: vec![noop(1, 1)],
-                hard_state: None,
+                ..Persist::default()
             }),
             send(2, hb.clone()),
             send(2, append.clone()),
@@ -829,7 +830,7 @@ fn cas_mismatch_is_confirmed_by_a_read_round_and_a_match_writes() {
                 value: b"n".to_vec()
             }
         }],
-        hard_state: None
+        ..Persist::default()
     })));
 }
 
@@ -1199,4 +1200,339 @@ fn a_single_node_cluster_commits_on_its_own_disk() {
             ..
         }]
     ));
+}
+
+// ------------------------------------------------------------- snapshots
+
+fn snapshot_config(id: NodeId, n: u64) -> Config {
+    let mut c = config(id, n);
+    c.snapshot_every = 5;
+    c.snapshot_keep = 2;
+    c.snapshot_chunk_bytes = 16;
+    c
+}
+
+/// On a leader from [`leader`], commit puts of `keys` with node 2's
+/// acknowledgement only; returns the outputs.
+fn commit_puts(core: &mut Core, now: Millis, keys: &[&str]) -> Vec<Output> {
+    let mut out = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let position = core.last_position();
+        let index = position.index + 1;
+        core.handle_client(now, 100 + i as u64, put_op(key), None);
+        core.persisted(now, pos(core.term(), index));
+        core.handle_peer(now, 2, ok(core.term(), index, index));
+        assert_eq!(core.commit_index(), index);
+        out.extend(drain(core));
+    }
+    out
+}
+
+fn snapshots_in(out: &[Output]) -> Vec<LogPosition> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Persist(Persist {
+                snapshot: Some(s), ..
+            }) => Some(s.last),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_snapshot_is_taken_at_the_threshold_and_the_log_dropped_only_once_durable() {
+    let mut core = leader(3, snapshot_config(1, 3));
+    let now = Millis(1000);
+    // The no-op is entry 1: three more applied entries are not enough.
+    let out = commit_puts(&mut core, now, &["a", "b", "c"]);
+    assert_eq!(snapshots_in(&out), vec![]);
+    let out = commit_puts(&mut core, now, &["d"]);
+    assert_eq!(snapshots_in(&out), vec![pos(1, 5)]);
+    // Not durable yet: the whole log is still held, and another snapshot
+    // is not taken while this one is written.
+    let out = commit_puts(&mut core, now, &["e", "f", "g", "h", "i"]);
+    assert_eq!(snapshots_in(&out), vec![]);
+    assert_eq!(core.first_index(), 1);
+    assert!(core.entry(1).is_some());
+    assert!(core.snapshot().is_none());
+    // Durable: the log is cut to `snapshot_keep` entries at and below 5,
+    // and the driver is told it may discard the rest from disk.
+    core.snapshot_persisted(now, pos(1, 5));
+    assert_eq!(
+        drain(&mut core),
+        vec![Output::Persist(Persist {
+            discard_before: Some(4),
+            ..Persist::default()
+        })]
+    );
+    assert_eq!(core.first_index(), 4);
+    assert_eq!(core.entry(3), None);
+    assert_eq!(core.entry(4).unwrap().position, pos(1, 4));
+    assert_eq!(core.snapshot().unwrap().last, pos(1, 5));
+    assert_eq!(core.snapshot().unwrap().kv.len(), 4);
+    assert_eq!(core.status(now).snapshot, pos(1, 5));
+    // A stale notice changes nothing.
+    core.snapshot_persisted(now, pos(1, 5));
+    assert_eq!(drain(&mut core), vec![]);
+    // The next snapshot comes 5 applied entries after the last one (10).
+    let out = commit_puts(&mut core, now, &["j"]);
+    assert_eq!(snapshots_in(&out), vec![pos(1, 11)]);
+}
+
+/// Deliver messages between `a` and `b` (and perform their persists on an
+/// instant disk) until both are quiet; returns every message sent.
+fn exchange(a: &mut Core, b: &mut Core, now: Millis) -> Vec<PeerMsg> {
+    let mut sent = Vec::new();
+    while pump(a, b, now, &mut sent) | pump(b, a, now, &mut sent) {}
+    sent
+}
+
+/// Perform `from`'s outputs; whether there were any.
+fn pump(from: &mut Core, to: &mut Core, now: Millis, sent: &mut Vec<PeerMsg>) -> bool {
+    let out = drain(from);
+    let any = !out.is_empty();
+    for output in out {
+        match output {
+            Output::Send { to: id, msg } if id == to.id() => {
+                sent.push(msg.clone());
+                to.handle_peer(now, from.id(), msg);
+            }
+            Output::Persist(p) => {
+                if let Some(s) = &p.snapshot {
+                    from.snapshot_persisted(now, s.last);
+                }
+                if let Some(last) = p.entries.last() {
+                    from.persisted(now, last.position);
+                }
+            }
+            _ => {}
+        }
+    }
+    any
+}
+
+#[test]
+fn a_follower_behind_the_first_index_gets_the_snapshot_and_ends_with_the_leaders_kv() {
+    let mut leader = leader(3, snapshot_config(1, 3));
+    let now = Millis(1000);
+    let keys: Vec<String> = (0..12).map(|i| format!("key{i}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    commit_puts(&mut leader, now, &keys[..4]);
+    leader.snapshot_persisted(now, pos(1, 5));
+    commit_puts(&mut leader, now, &keys[4..]);
+    leader.snapshot_persisted(now, pos(1, 10));
+    drain(&mut leader);
+    assert_eq!(leader.first_index(), 9);
+    // Node 3 lost everything (a new disk).
+    let mut follower = Core::new(snapshot_config(3, 3), Millis(0)).unwrap();
+    // Past the retransmission timeout, within the election timeout.
+    let later = now.plus(300);
+    leader.tick(later);
+    let sent = exchange(&mut leader, &mut follower, later);
+    let chunks = sent
+        .iter()
+        .filter(|m| matches!(m, PeerMsg::InstallSnapshot { .. }))
+        .count();
+    assert!(chunks > 1, "the snapshot went in {chunks} chunk(s)");
+    let data_per_chunk = sent.iter().all(|m| match m {
+        PeerMsg::InstallSnapshot { data, .. } => data.len() <= 16,
+        _ => true,
+    });
+    assert!(data_per_chunk);
+    assert_eq!(follower.snapshot().unwrap().last, pos(1, 10));
+    assert_eq!(follower.first_index(), 11);
+    // The entries after the snapshot came by appends.
+    assert_eq!(follower.last_position(), leader.last_position());
+    let last = leader.last_position().index;
+    assert_eq!(
+        leader.status(later).followers[1].match_index,
+        last,
+        "{:?}",
+        leader.status(later)
+    );
+    leader.tick(later.plus(50));
+    exchange(&mut leader, &mut follower, later.plus(50));
+    assert_eq!(follower.applied_index(), leader.applied_index());
+    for key in &keys {
+        assert_eq!(
+            follower.applied_value(key.as_bytes()),
+            leader.applied_value(key.as_bytes()),
+            "{key}"
+        );
+    }
+}
+
+fn install(term: u64, last: LogPosition, snapshot: &Snapshot) -> PeerMsg {
+    PeerMsg::InstallSnapshot {
+        term,
+        last,
+        offset: 0,
+        data: snapshot.encode(),
+        done: true,
+    }
+}
+
+fn kv_of(entries: &[LogEntry]) -> Snapshot {
+    let mut kv = std::collections::BTreeMap::new();
+    let mut last = pos(0, 0);
+    for e in entries {
+        if let Command::Put { key, value } = &e.command {
+            kv.insert(key.clone(), (Some(value.clone()), e.position));
+        }
+        last = e.position;
+    }
+    Snapshot { last, kv }
+}
+
+#[test]
+fn a_stale_term_snapshot_is_refused() {
+    let hard_state = HardState {
+        term: 2,
+        voted_for: None,
+    };
+    let log = vec![noop(1, 1)];
+    let mut core = Core::recover(config(2, 3), Millis(0), hard_state, log).unwrap();
+    let snapshot = kv_of(&[noop(1, 1), put(1, 2, "a")]);
+    core.handle_peer(Millis(10), 1, install(1, pos(1, 2), &snapshot));
+    assert_eq!(
+        drain(&mut core),
+        vec![send(1, PeerMsg::HeartbeatResp { term: 2, seq: 0 })]
+    );
+    assert_eq!(core.applied_value(b"a"), None);
+    assert_eq!(core.leader(), None);
+    // The same snapshot in the current term is installed.
+    core.handle_peer(Millis(10), 1, install(2, pos(1, 2), &snapshot));
+    assert_eq!(core.applied_index(), 2);
+    assert!(core.applied_value(b"a").is_some());
+}
+
+#[test]
+fn a_follower_with_a_matching_suffix_keeps_it_and_answers_once_durable() {
+    let log = vec![noop(1, 1), put(1, 2, "a"), put(1, 3, "b"), put(1, 4, "c")];
+    let hard_state = HardState {
+        term: 1,
+        voted_for: None,
+    };
+    let mut core = Core::recover(config(2, 3), Millis(0), hard_state, log.clone()).unwrap();
+    let snapshot = kv_of(&log[..3]);
+    core.handle_peer(Millis(10), 1, install(1, pos(1, 3), &snapshot));
+    assert_eq!(
+        drain(&mut core),
+        vec![Output::Persist(Persist {
+            snapshot: Some(std::sync::Arc::new(snapshot.clone())),
+            ..Persist::default()
+        })]
+    );
+    assert_eq!(core.entry(4), Some(&log[3]));
+    assert_eq!((core.commit_index(), core.applied_index()), (3, 3));
+    // The answer waits for durability.
+    core.snapshot_persisted(Millis(11), pos(1, 3));
+    let out = drain(&mut core);
+    assert_eq!(out[0], send(1, ok(1, 3, 3)));
+    assert_eq!(core.first_index(), 1); // within `snapshot_keep` (1000)
+    assert_eq!(core.last_position(), pos(1, 4));
+
+    // A log that holds another term at the snapshot's index is replaced.
+    let divergent = vec![noop(1, 1), put(1, 2, "a"), put(2, 3, "x"), put(2, 4, "y")];
+    let hard_state = HardState {
+        term: 3,
+        voted_for: None,
+    };
+    let mut core = Core::recover(config(2, 3), Millis(0), hard_state, divergent).unwrap();
+    let snapshot = kv_of(&[noop(1, 1), put(1, 2, "a"), put(3, 3, "b")]);
+    core.handle_peer(Millis(10), 1, install(3, pos(3, 3), &snapshot));
+    let out = drain(&mut core);
+    assert!(
+        matches!(
+            &out[..],
+            [Output::Persist(Persist {
+                snapshot: Some(_),
+                replace_log: true,
+                ..
+            })]
+        ),
+        "{out:?}"
+    );
+    assert_eq!(core.entry(4), None);
+    assert_eq!(core.last_position(), pos(3, 3));
+    assert_eq!(core.applied_value(b"b").unwrap().1, pos(3, 3));
+    assert_eq!(core.applied_value(b"x"), None);
+}
+
+#[test]
+fn recovery_from_a_snapshot_and_the_log_after_it() {
+    let log: Vec<LogEntry> = (1..=8).map(|i| put(1, i, &format!("k{i}"))).collect();
+    let snapshot = kv_of(&log[..5]);
+    let hard_state = HardState {
+        term: 1,
+        voted_for: None,
+    };
+    let restore = |snapshot: Option<Snapshot>, entries: &[LogEntry]| {
+        Core::restore(
+            snapshot_config(1, 3),
+            Millis(0),
+            hard_state,
+            snapshot,
+            entries.to_vec(),
+        )
+    };
+    // The log overlaps the snapshot: `snapshot_keep` (2) entries stay.
+    let core = restore(Some(snapshot.clone()), &log[2..]).unwrap();
+    assert_eq!(core.first_index(), 4);
+    assert_eq!((core.commit_index(), core.applied_index()), (5, 5));
+    assert_eq!(core.last_position(), pos(1, 8));
+    assert_eq!(core.applied_value(b"k5").unwrap().1, pos(1, 5));
+    assert_eq!(core.applied_value(b"k6"), None); // not known committed yet
+                                                 // The log continues the snapshot exactly, or is empty.
+    let core = restore(Some(snapshot.clone()), &log[5..]).unwrap();
+    assert_eq!(core.first_index(), 6);
+    let core = restore(Some(snapshot.clone()), &[]).unwrap();
+    assert_eq!(core.last_position(), pos(1, 5));
+    // A log that ends before the snapshot.
+    let core = restore(Some(snapshot.clone()), &log[..3]).unwrap();
+    assert_eq!(core.last_position(), pos(1, 5));
+    // A gap after the snapshot.
+    assert_eq!(
+        restore(Some(snapshot.clone()), &log[6..]).unwrap_err(),
+        RecoverError::SnapshotGap {
+            snapshot_index: 5,
+            first: 7
+        }
+    );
+    // The log holds the snapshot's index with another term.
+    let other = Snapshot {
+        last: pos(2, 5),
+        ..snapshot.clone()
+    };
+    let hard_state_2 = HardState {
+        term: 2,
+        voted_for: None,
+    };
+    let err = Core::restore(
+        snapshot_config(1, 3),
+        Millis(0),
+        hard_state_2,
+        Some(other),
+        log[3..].to_vec(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RecoverError::SnapshotConflict {
+                index: 5,
+                snapshot_term: 2,
+                log_term: 1
+            }
+        ),
+        "{err}"
+    );
+    // Without a snapshot the log must start at 1.
+    assert_eq!(
+        restore(None, &log[1..]).unwrap_err(),
+        RecoverError::Gap {
+            expected: 1,
+            found: 2
+        }
+    );
 }

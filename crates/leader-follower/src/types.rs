@@ -281,6 +281,8 @@ pub enum Unavailable {
     /// does not hold (another entry committed at that index): the write
     /// the session saw was rolled back (it was acknowledged under `async`
     /// or `semi-sync` and lost in a failover). The session cannot continue.
+    /// Only detected while the replica's log still holds that index (not
+    /// once it is folded into a snapshot).
     SessionDiverged {
         /// The session's position.
         after: LogPosition,

@@ -40,6 +40,8 @@
 //! election_timeout_max_ms = 600
 //! write_timeout_ms = 2000
 //! read_timeout_ms = 2000
+//! snapshot_every = 10000   # applied entries between snapshots; 0 = never
+//! snapshot_keep = 1000     # log entries kept behind a snapshot
 //!
 //! [[replication.peers]]
 //! id = "n2"
@@ -167,6 +169,16 @@ pub struct ReplicationSection {
     /// How long a read waits (for leadership confirmation, or for a
     /// replica to catch up to a session's position).
     pub read_timeout_ms: u64,
+    /// Take a snapshot of the applied key-value state every this many
+    /// applied entries (0: never, and the log grows without bound). Once a
+    /// snapshot is durable the log before it is dropped, in memory and on
+    /// disk (whole storage segments), and a follower that needs dropped
+    /// entries is sent the snapshot instead. At least 10.
+    pub snapshot_every: u64,
+    /// Log entries kept at and below a snapshot's index, so that a follower
+    /// slightly behind catches up from the log rather than the whole
+    /// snapshot. At most 1,000,000.
+    pub snapshot_keep: u64,
     /// Every other node of the cluster.
     pub peers: Vec<PeerConfig>,
 }
@@ -196,6 +208,8 @@ impl Default for ReplicationSection {
             election_timeout_max_ms: 600,
             write_timeout_ms: 2_000,
             read_timeout_ms: 2_000,
+            snapshot_every: 10_000,
+            snapshot_keep: 1_000,
             peers: Vec::new(),
         }
     }
@@ -300,6 +314,25 @@ impl ReplicationSection {
             return invalid(
                 "replication.write_timeout_ms",
                 "write_timeout_ms and read_timeout_ms must be at least 1".into(),
+            );
+        }
+        if (1..10).contains(&self.snapshot_every) {
+            return invalid(
+                "replication.snapshot_every",
+                format!(
+                    "{} would snapshot the whole state every few writes: use 0 (never) or at \
+                     least 10",
+                    self.snapshot_every
+                ),
+            );
+        }
+        if self.snapshot_keep > 1_000_000 {
+            return invalid(
+                "replication.snapshot_keep",
+                format!(
+                    "{} entries would stay in memory behind every snapshot: use at most 1000000",
+                    self.snapshot_keep
+                ),
             );
         }
         Ok(())
@@ -594,5 +627,27 @@ mod tests {
         assert!(err.to_string().contains("storage.segment_bytes"), "{err}");
         let err = NodeConfig::parse("node_id = \"n 1\"\n").unwrap_err();
         assert!(err.to_string().contains("node_id"), "{err}");
+    }
+
+    #[test]
+    fn snapshot_settings_are_validated() {
+        let text = |every: u64, keep: u64| {
+            format!(
+                "mode = \"leader-follower\"\n[replication]\nsnapshot_every = {every}\n\
+                 snapshot_keep = {keep}\n[[replication.peers]]\nid = \"n2\"\n\
+                 addr = \"127.0.0.1:7002\"\n"
+            )
+        };
+        let config = NodeConfig::parse(&text(50, 10)).unwrap();
+        assert_eq!(config.replication.snapshot_every, 50);
+        assert_eq!(config.replication.snapshot_keep, 10);
+        NodeConfig::parse(&text(0, 0)).unwrap();
+        let err = NodeConfig::parse(&text(3, 10)).unwrap_err().to_string();
+        assert!(err.contains("replication.snapshot_every"), "{err}");
+        let err = NodeConfig::parse(&text(50, 2_000_000))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("replication.snapshot_keep"), "{err}");
+        assert_eq!(ReplicationSection::default().snapshot_every, 10_000);
     }
 }

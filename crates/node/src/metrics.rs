@@ -27,6 +27,8 @@
 //! | `mimeo_role` | gauge | `role` | 1 for the current role, 0 for the others |
 //! | `mimeo_term` | gauge | | the current term |
 //! | `mimeo_commit_index` / `mimeo_applied_index` | gauge | | |
+//! | `mimeo_snapshot_index` | gauge | | the last index of the latest durable snapshot (0: none) |
+//! | `mimeo_first_index` | gauge | | the lowest index still in the log |
 //! | `mimeo_staleness_seconds` | gauge | | since this node last had applied all the leader committed (0 on the leader, `+Inf` if never) |
 //! | `mimeo_elections_started_total` / `mimeo_elections_won_total` | counter | | |
 //! | `mimeo_rolled_back_entries_total` | counter | | uncommitted entries replaced by a leader's log |
@@ -324,6 +326,16 @@ async fn render(source: &Source) -> String {
             "The highest index applied to this node's key-value view.",
         );
         out.sample(&[], status.applied_index);
+        out.gauge(
+            "mimeo_snapshot_index",
+            "The last index of this node's latest durable snapshot (0: none).",
+        );
+        out.sample(&[], status.snapshot.index);
+        out.gauge(
+            "mimeo_first_index",
+            "The lowest index still in this node's log (older entries are in the snapshot).",
+        );
+        out.sample(&[], status.first_index);
         out.gauge(
             "mimeo_staleness_seconds",
             "Seconds since this node last had applied everything the leader had committed \

@@ -86,8 +86,10 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         ..Options::default()
     };
     if config.mode == Mode::LeaderFollower {
-        // The replicated log is kept whole: followers catch up entry by
-        // entry, and recovery replays it from index 1.
+        // The replicated log is never compacted wholesale: a leader ships
+        // it and may truncate its uncommitted tail. The leader-follower
+        // driver discards only the segments its own snapshots cover
+        // (`Store::discard_before`).
         options.compact_min_bytes = u64::MAX;
     }
     let data_dir = config.data_dir.clone();
@@ -250,6 +252,8 @@ fn start_leader_follower(
     core_config.read_timeout_ms = replication.read_timeout_ms;
     core_config.ack = replication.ack_mode()?;
     core_config.default_read = replication.read_mode()?;
+    core_config.snapshot_every = replication.snapshot_every;
+    core_config.snapshot_keep = replication.snapshot_keep;
     // Different nodes must draw different election timeouts, and restarts
     // of one node different ones too.
     core_config.seed = core_config.id ^ std::process::id() as u64;

@@ -62,14 +62,16 @@ const WRITE_CHUNK: usize = 1 << 20;
 impl Inner {
     /// Compacts; `seal` first closes the active segment so that everything
     /// written so far is folded in (explicit compaction); otherwise only the
-    /// already closed segments are (automatic compaction).
-    pub(crate) fn compact(&self, seal: bool) -> Result<CompactionStats, Error> {
+    /// already closed segments are (automatic compaction). With `below`,
+    /// only the closed segments whose records are all below that index
+    /// are (a prefix discard).
+    pub(crate) fn compact(&self, seal: bool, below: Option<u64>) -> Result<CompactionStats, Error> {
         let _maintenance = lock(&self.maintenance);
         self.check_poisoned()?;
         if seal {
             self.seal_active()?;
         }
-        let Some(plan) = self.plan_compaction() else {
+        let Some(plan) = self.plan_compaction(below) else {
             let st = read(&self.state);
             return Ok(CompactionStats {
                 floor: st.floor(),
@@ -170,14 +172,15 @@ impl Inner {
         Ok(())
     }
 
-    /// The closed segments and the old snapshot, or `None` if no segment is
-    /// closed.
-    fn plan_compaction(&self) -> Option<Plan> {
+    /// The closed segments (only those wholly below `below`, if given) and
+    /// the old snapshot, or `None` if there is no such segment.
+    fn plan_compaction(&self, below: Option<u64>) -> Option<Plan> {
         let st = read(&self.state);
         let closed: Vec<_> = st
             .segments
             .values()
             .filter(|s| Some(s.first) != st.active_first)
+            .take_while(|s| below.is_none_or(|b| s.last.is_none_or(|last| last.index < b)))
             .collect();
         let last = closed.last()?;
         let floor = last.last.filter(|f| f.index > st.floor().index)?;
@@ -336,5 +339,57 @@ impl Inner {
             return Err(err);
         }
         Ok((name, file, len))
+    }
+
+    /// Writes a snapshot holding exactly `state` at `floor` (temporary
+    /// file, fsync, rename, directory fsync).
+    pub(crate) fn write_state_snapshot(
+        &self,
+        floor: LogPosition,
+        state: Vec<(Vec<u8>, crate::record::Entry)>,
+    ) -> Result<(), Error> {
+        let mut state = state;
+        state.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(w) = state.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(Error::Encode {
+                what: "snapshot",
+                reason: format!("key {:?} appears twice in the state", w[0].0),
+            });
+        }
+        let name = snapshot_name(floor.index);
+        let tmp = format!("{name}{TMP_SUFFIX}");
+        let tmp_path = self.path(&tmp);
+        let mut out = Vec::new();
+        out.extend_from_slice(&encode_snapshot_header(SnapshotHeader {
+            floor,
+            entries: state.len() as u64,
+        }));
+        for (key, entry) in state {
+            let entry = SnapshotEntry {
+                key,
+                value: entry.value,
+                meta: entry.meta,
+            };
+            let payload = postcard::to_allocvec(&entry).map_err(|e| Error::Encode {
+                what: "snapshot entry",
+                reason: e.to_string(),
+            })?;
+            push_frame(&mut out, &payload);
+        }
+        let file = self
+            .backend
+            .create(&tmp)
+            .map_err(io_err("create snapshot", tmp_path.clone()))?;
+        file.write_at(&out, 0)
+            .map_err(io_err("write snapshot", tmp_path.clone()))?;
+        file.sync_data()
+            .map_err(io_err("fsync snapshot", tmp_path.clone()))?;
+        drop(file);
+        self.backend
+            .rename(&tmp, &name)
+            .map_err(io_err("rename snapshot into place", tmp_path))?;
+        self.backend
+            .sync_dir()
+            .map_err(io_err("fsync data directory", self.path("")))
     }
 }

@@ -162,6 +162,13 @@
 //!   and the directory fsynced; only then are the old files removed (and
 //!   the directory fsynced again). A crash at any point leaves either the
 //!   old or the new snapshot in force, with every record it needs.
+//! - **Prefix discard** ([`Store::discard_before`]): a compaction that
+//!   folds only the closed segments wholly below an index, for a
+//!   replicator that keeps its own snapshot and needs the log only after
+//!   it.
+//! - **Reset** ([`Store::reset_to`]): the log is truncated to the floor as
+//!   below, then a snapshot of the given state is written and renamed into
+//!   place as in compaction, then the old snapshot is removed.
 //! - **Truncation** ([`Store::truncate_from`]): whole segments are removed
 //!   newest first, each removal made durable before the next, then the
 //!   segment holding the cut is shortened and fsynced, so a crash leaves a

@@ -535,7 +535,101 @@ impl Store {
     /// start-up time by about `live bytes / (1 - ratio)` plus
     /// `compact_min_bytes` and the active segment.
     pub fn compact(&self) -> Result<CompactionStats, Error> {
-        self.inner.compact(true)
+        self.inner.compact(true, None)
+    }
+
+    /// Discards the log before `index`, segment by segment: every closed
+    /// segment whose records all lie below `index` is folded into the
+    /// snapshot and removed, exactly as [`compact`](Store::compact) does;
+    /// the segment holding `index - 1` and every later one stay. Afterwards
+    /// [`first_index`](Store::first_index) is at most `index` (less when
+    /// `index` falls inside a segment), and [`get`](Store::get) and
+    /// [`scan`](Store::scan) answer as before: the key-value state is kept.
+    ///
+    /// For a replicator that keeps a snapshot of its own and needs the log
+    /// only after it (leader-follower): unlike `compact`, it never folds a
+    /// record at or above `index`, which the replicator may still ship or
+    /// truncate. Crash-safe as `compact` is; a no-op when no closed segment
+    /// lies wholly below `index`.
+    pub fn discard_before(&self, index: u64) -> Result<CompactionStats, Error> {
+        self.inner.compact(false, Some(index))
+    }
+
+    /// Replaces everything the store holds by `state` at `floor`: the log
+    /// becomes empty and continues at `floor.index + 1`, and the key-value
+    /// state becomes `state` (a replica that received another's state,
+    /// whose own log does not lead up to it). `state` need not be sorted;
+    /// a key may appear once.
+    ///
+    /// Fails with [`Error::Compacted`] if `floor` is below the compaction
+    /// floor. Crash-safe: the log is first truncated (newest segment
+    /// first, as [`truncate_from`](Store::truncate_from) does), then the new
+    /// snapshot is written to a temporary file, fsynced, renamed into place
+    /// and the directory fsynced, and only then is the old snapshot
+    /// removed. A crash leaves either the old state with a shorter log, or
+    /// the new state; the caller keeps its own copy of `state` durable
+    /// before calling this, and calls it again after a crash if
+    /// [`last_position`](Store::last_position) is still below `floor`.
+    pub fn reset_to(&self, floor: LogPosition, state: Vec<(Vec<u8>, Entry)>) -> Result<(), Error> {
+        let inner = &*self.inner;
+        let _maintenance = lock(&inner.maintenance);
+        let mut writer = lock(&inner.writer);
+        inner.check_poisoned()?;
+        let mut st = write(&inner.state);
+        let old_floor = st.floor().index;
+        if floor.index < old_floor {
+            return Err(Error::Compacted {
+                requested: floor.index,
+                first_available: old_floor + 1,
+            });
+        }
+        let result = inner
+            .truncate_files(&st, old_floor + 1)
+            .and_then(|_| inner.write_state_snapshot(floor, state))
+            .and_then(|()| {
+                if let Some(old) = st
+                    .snapshot
+                    .as_ref()
+                    .filter(|s| s.floor.index != floor.index)
+                {
+                    inner
+                        .backend
+                        .remove(&old.name)
+                        .map_err(io_err("remove snapshot", inner.path(&old.name)))?;
+                    inner
+                        .backend
+                        .sync_dir()
+                        .map_err(io_err("fsync data directory", inner.path("")))?;
+                }
+                recovery::load(&*inner.backend)
+            });
+        let loaded = match result {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                inner.poison(&e);
+                return Err(e);
+            }
+        };
+        *st = loaded.state;
+        writer.active = loaded.active;
+        writer.last = st.last;
+        let mut sync = lock(&inner.sync);
+        sync.epoch += 1;
+        sync.written = st.last.index;
+        sync.durable = st.last.index;
+        sync.active = writer
+            .active
+            .as_ref()
+            .map(|a| (Arc::clone(&a.file), inner.path(&a.name)));
+        inner.synced.notify_all();
+        drop(sync);
+        tracing::info!(
+            floor = floor.index,
+            term = floor.term,
+            keys = st.index.len(),
+            "replaced the store's state; the log continues after it"
+        );
+        Ok(())
     }
 
     /// Counters and sizes.
@@ -569,7 +663,7 @@ impl Store {
         let spawned = std::thread::Builder::new()
             .name("mimeo-compaction".into())
             .spawn(move || {
-                match inner.compact(false) {
+                match inner.compact(false, None) {
                     Ok(stats) => {
                         inner.auto_compact_hold.store(0, Ordering::Relaxed);
                         tracing::debug!(?stats, "automatic compaction finished");
@@ -884,7 +978,8 @@ impl Inner {
 mod tests {
     use super::*;
     use crate::record::RecordMeta;
-    use crate::sim::SimBackend;
+    use crate::sim::{SimBackend, Unsynced};
+    use std::collections::BTreeMap;
 
     fn put(index: u64, key: &str, value: &str) -> Record {
         Record {
@@ -1012,5 +1107,192 @@ mod tests {
         assert_eq!(store.read_log(1, 100).unwrap().len(), 20);
         assert_eq!(store.read_log(3, usize::MAX).unwrap().len(), 18);
         assert_eq!(store.read_log(7, 3).unwrap()[0].meta.position.index, 7);
+    }
+
+    /// A log of 120 records over keys k0..k9 in segments of a few records,
+    /// and the state it produces.
+    fn segmented_log(disk: &Arc<SimBackend>) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+        let options = Options {
+            segment_bytes: 200,
+            compact_min_bytes: u64::MAX,
+            ..Options::default()
+        };
+        let store = Store::open_with_backend(disk.clone(), options).unwrap();
+        let mut state = BTreeMap::new();
+        for i in 1..=120u64 {
+            let key = format!("k{}", i % 10);
+            let record = if i % 7 == 0 {
+                Record {
+                    mutation: Mutation::Delete {
+                        key: key.clone().into(),
+                    },
+                    ..put(i, &key, "")
+                }
+            } else {
+                put(i, &key, &format!("v{i}"))
+            };
+            store.append(&[record]).unwrap();
+            let value = (i % 7 != 0).then(|| format!("v{i}").into_bytes());
+            state.insert(key.into_bytes(), value);
+        }
+        store.sync().unwrap();
+        assert!(store.stats().segments > 10, "{:?}", store.stats());
+        state
+    }
+
+    /// The store holds `state` and a contiguous log from `first_index()`
+    /// to 120.
+    fn check_store(store: &Store, state: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) {
+        for (key, value) in state {
+            let entry = store.get(key).unwrap().unwrap();
+            assert_eq!(&entry.value, value, "key {key:?}");
+        }
+        assert_eq!(store.scan(..).unwrap().len(), state.len());
+        let first = store.first_index();
+        let records = store.read_log(first, 1000).unwrap();
+        let indexes: Vec<u64> = records.iter().map(|r| r.meta.position.index).collect();
+        assert_eq!(indexes, (first..=120).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn discard_before_drops_whole_segments_and_keeps_the_state() {
+        let disk = Arc::new(SimBackend::new());
+        let state = segmented_log(&disk);
+        let store = Store::open_with_backend(disk.clone(), Options::default()).unwrap();
+        assert_eq!(store.first_index(), 1);
+        let stats = store.discard_before(60).unwrap();
+        let first = store.first_index();
+        assert!(first > 1 && first <= 60, "first index {first}");
+        assert!(stats.segments_removed > 0);
+        assert!(matches!(
+            store.read_log(first - 1, 1),
+            Err(Error::Compacted { first_available, .. }) if first_available == first
+        ));
+        check_store(&store, &state);
+        // Nothing at or above the index was folded.
+        assert!(store.read_log(59, 1).is_ok());
+        // A second call with the same index has nothing left to discard.
+        assert_eq!(store.discard_before(60).unwrap().segments_removed, 0);
+        assert_eq!(store.first_index(), first);
+        drop(store);
+        let store = Store::open_with_backend(disk, Options::default()).unwrap();
+        assert_eq!(store.first_index(), first);
+        check_store(&store, &state);
+        // The log goes on after it.
+        assert_eq!(store.append(&[put(121, "k1", "x")]).unwrap().index, 121);
+    }
+
+    #[test]
+    fn discard_before_survives_a_power_cut_at_every_step() {
+        for cut in 1.. {
+            for unsynced in [Unsynced::Lost, Unsynced::Torn { seed: cut }] {
+                let disk = Arc::new(SimBackend::new());
+                let state = segmented_log(&disk);
+                let store = Store::open_with_backend(disk.clone(), Options::default()).unwrap();
+                disk.schedule_power_cut(cut);
+                let finished = store.discard_before(60).is_ok() && !disk.is_powered_off();
+                drop(store);
+                let rebooted = Arc::new(disk.reboot(unsynced));
+                let store = Store::open_with_backend(rebooted, Options::default())
+                    .unwrap_or_else(|e| panic!("power cut after {cut} operations: {e}"));
+                check_store(&store, &state);
+                assert!(store.first_index() <= 60, "cut {cut}");
+                if finished {
+                    assert!(store.first_index() > 1);
+                    return;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn reset_to_replaces_the_log_and_the_state() {
+        let disk = Arc::new(SimBackend::new());
+        segmented_log(&disk);
+        let store = Store::open_with_backend(disk.clone(), Options::default()).unwrap();
+        let floor = LogPosition::new(3, 500);
+        let new_state = vec![
+            (
+                b"z".to_vec(),
+                Entry {
+                    value: Some(b"1".to_vec()),
+                    meta: put(400, "z", "1").meta,
+                },
+            ),
+            (
+                b"a".to_vec(),
+                Entry {
+                    value: None,
+                    meta: put(450, "a", "").meta,
+                },
+            ),
+        ];
+        store.reset_to(floor, new_state.clone()).unwrap();
+        let check = |store: &Store| {
+            assert_eq!(store.last_position(), floor);
+            assert_eq!(store.first_index(), 501);
+            assert_eq!(store.scan(..).unwrap().len(), 2);
+            assert_eq!(
+                store.get(b"z").unwrap().unwrap().value.as_deref(),
+                Some(&b"1"[..])
+            );
+            assert_eq!(store.get(b"a").unwrap().unwrap().value, None);
+            assert!(store.get(b"k1").unwrap().is_none());
+        };
+        check(&store);
+        // Below the new floor is refused.
+        assert!(matches!(
+            store.reset_to(LogPosition::new(3, 10), Vec::new()),
+            Err(Error::Compacted { .. })
+        ));
+        let next = Record {
+            meta: RecordMeta {
+                position: LogPosition::new(3, 501),
+                ..put(501, "b", "2").meta
+            },
+            ..put(501, "b", "2")
+        };
+        assert_eq!(store.append(&[next]).unwrap(), LogPosition::new(3, 501));
+        store.sync().unwrap();
+        drop(store);
+        let store = Store::open_with_backend(disk.clone(), Options::default()).unwrap();
+        assert_eq!(store.last_position(), LogPosition::new(3, 501));
+        assert_eq!(
+            store.get(b"b").unwrap().unwrap().value.as_deref(),
+            Some(&b"2"[..])
+        );
+        // A power cut at any step leaves the old state (with a log that may
+        // be shorter) or the new one.
+        for cut in 1.. {
+            let disk = Arc::new(SimBackend::new());
+            let old_state = segmented_log(&disk);
+            let store = Store::open_with_backend(disk.clone(), Options::default()).unwrap();
+            disk.schedule_power_cut(cut);
+            let finished =
+                store.reset_to(floor, new_state.clone()).is_ok() && !disk.is_powered_off();
+            drop(store);
+            let store =
+                Store::open_with_backend(Arc::new(disk.reboot(Unsynced::Lost)), Options::default())
+                    .unwrap_or_else(|e| panic!("power cut after {cut} operations: {e}"));
+            if store.last_position() == floor {
+                check(&store);
+            } else {
+                assert!(store.last_position().index <= 120, "cut {cut}");
+                assert!(!finished, "cut {cut}: finished but the old state is back");
+                // The old state only ever loses records from the tail.
+                let first = store.first_index();
+                let last = store.last_position().index;
+                assert_eq!(
+                    store.read_log(first, 1000).unwrap().len() as u64,
+                    last + 1 - first
+                );
+                if last == 120 {
+                    check_store(&store, &old_state);
+                }
+            }
+            if finished {
+                return;
+            }
+        }
     }
 }

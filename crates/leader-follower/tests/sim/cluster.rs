@@ -6,20 +6,40 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mimeo_leader_follower::{
     AckMode, ClientOp, Config, Core, HardState, LogEntry, LogPosition, Millis, NodeId, Output,
-    PeerMsg, ReadMode, Reply, RequestId, Role,
+    PeerMsg, ReadMode, Reply, RequestId, Role, Snapshot,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::invariants::{check_state_machine, AckedWrites, CommittedLog, LeadersPerTerm};
 
-/// A node's disk: the hard state (durable at once, as the driver contract
-/// requires) and a log whose first `synced` entries are durable.
-#[derive(Default)]
+/// A node's disk: the hard state and the snapshot (durable at once, as the
+/// driver writes them before anything after them), and a log starting at
+/// index `start` whose first `synced` entries are durable.
 struct Disk {
     hard: HardState,
+    snapshot: Option<Snapshot>,
+    /// The snapshot written and not yet reported durable to the core
+    /// (the notice is lost in a crash; the snapshot is not), and when it
+    /// was written: the notice comes a step later at the earliest, so the
+    /// checks see every committed entry before the log drops it.
+    snapshot_notice: Option<(LogPosition, Millis)>,
+    start: u64,
     log: Vec<LogEntry>,
     synced: usize,
+}
+
+impl Default for Disk {
+    fn default() -> Disk {
+        Disk {
+            hard: HardState::default(),
+            snapshot: None,
+            snapshot_notice: None,
+            start: 1,
+            log: Vec::new(),
+            synced: 0,
+        }
+    }
 }
 
 struct Node {
@@ -82,6 +102,12 @@ pub(crate) struct Tally {
     pub(crate) partitions: u64,
     pub(crate) max_term: u64,
     pub(crate) rolled_back: u64,
+    /// Snapshots reported durable.
+    pub(crate) snapshots: u64,
+    /// Log entries discarded from disks after a snapshot.
+    pub(crate) discarded: u64,
+    /// Snapshot chunks sent.
+    pub(crate) snapshot_chunks: u64,
 }
 
 /// The simulated cluster.
@@ -115,6 +141,15 @@ impl Sim {
                 config.seed = seed.wrapping_mul(31).wrapping_add(id);
                 config.max_inflight_msgs = 4;
                 config.max_batch_entries = 8;
+                // Half the seeds take snapshots often, so that compaction,
+                // snapshot shipping, crashes and partitions interleave.
+                if seed % 2 == 1 {
+                    config.snapshot_every = 5 + seed % 16;
+                    config.snapshot_keep = seed % 4;
+                    config.snapshot_chunk_bytes = 64;
+                } else {
+                    config.snapshot_every = 0;
+                }
                 Node {
                     core: Some(Core::new(config.clone(), Millis(0)).expect("valid config")),
                     config,
@@ -174,6 +209,7 @@ impl Sim {
         let node = &mut self.nodes[id as usize - 1];
         if node.core.take().is_some() {
             node.disk.log.truncate(node.disk.synced);
+            node.disk.snapshot_notice = None;
             self.pending.retain(|_, p| p.node != id);
             self.tally.crashes += 1;
         }
@@ -184,11 +220,28 @@ impl Sim {
         let node = &mut self.nodes[id as usize - 1];
         node.restart_at = None;
         if node.core.is_none() {
-            let core = Core::recover(
+            let disk = &mut node.disk;
+            // As the driver does: a log that does not lead to the snapshot
+            // (a reset, or the snapshot overtook the log's fsyncs) is reset.
+            if let Some(s) = &disk.snapshot {
+                let held = s
+                    .last
+                    .index
+                    .checked_sub(disk.start)
+                    .and_then(|i| disk.log.get(i as usize))
+                    .map(|e| e.position);
+                if s.last.index >= disk.start && held != Some(s.last) {
+                    disk.log.clear();
+                    disk.synced = 0;
+                    disk.start = s.last.index + 1;
+                }
+            }
+            let core = Core::restore(
                 node.config.clone(),
                 now,
-                node.disk.hard,
-                node.disk.log.clone(),
+                disk.hard,
+                disk.snapshot.clone(),
+                disk.log.clone(),
             )
             .expect("the simulated disk holds a valid log");
             node.core = Some(core);
@@ -232,6 +285,7 @@ impl Sim {
 
     /// Perform `id`'s outputs.
     fn drain(&mut self, id: NodeId) {
+        let now = self.now;
         loop {
             let node = &mut self.nodes[id as usize - 1];
             let Some(core) = node.core.as_mut() else {
@@ -243,14 +297,31 @@ impl Sim {
             match output {
                 Output::Send { to, msg } => self.send(id, to, msg),
                 Output::Persist(p) => {
-                    if let Some(from) = p.truncate_from {
-                        let keep = from as usize - 1;
-                        node.disk.log.truncate(keep);
-                        node.disk.synced = node.disk.synced.min(keep);
+                    let disk = &mut node.disk;
+                    if let Some(s) = p.snapshot {
+                        disk.snapshot_notice = Some((s.last, now));
+                        if p.replace_log {
+                            disk.log.clear();
+                            disk.synced = 0;
+                            disk.start = s.last.index + 1;
+                        }
+                        disk.snapshot = Some((*s).clone());
                     }
-                    node.disk.log.extend(p.entries);
+                    if let Some(from) = p.truncate_from {
+                        let keep = (from - disk.start) as usize;
+                        disk.log.truncate(keep);
+                        disk.synced = disk.synced.min(keep);
+                    }
+                    disk.log.extend(p.entries);
                     if let Some(hard) = p.hard_state {
-                        node.disk.hard = hard;
+                        disk.hard = hard;
+                    }
+                    if let Some(before) = p.discard_before {
+                        let n = (before.saturating_sub(disk.start) as usize).min(disk.synced);
+                        disk.log.drain(..n);
+                        disk.synced -= n;
+                        disk.start += n as u64;
+                        self.tally.discarded += n as u64;
                     }
                 }
                 Output::Reply { req_id, reply } => self.on_reply(id, req_id, reply),
@@ -288,6 +359,9 @@ impl Sim {
 
     fn send(&mut self, from: NodeId, to: NodeId, msg: PeerMsg) {
         // What the driver will do: postcard on the wire.
+        if matches!(msg, PeerMsg::InstallSnapshot { .. }) {
+            self.tally.snapshot_chunks += 1;
+        }
         let bytes = postcard::to_stdvec(&msg).expect("peer messages encode");
         let msg: PeerMsg = postcard::from_bytes(&bytes).expect("peer messages decode");
         if self.blocked.contains(&(from, to)) || self.rng.random_bool(self.faults.drop) {
@@ -343,8 +417,18 @@ impl Sim {
             if core.next_timeout() <= now {
                 core.tick(now);
             }
-            // The disk completes writes with some lag.
-            if node.disk.synced < node.disk.log.len() && self.rng.random_bool(0.3) {
+            // The disk completes writes with some lag; a snapshot is
+            // reported before the entries written after it.
+            if node.disk.snapshot_notice.is_some_and(|(_, at)| at < now)
+                && self.rng.random_bool(0.3)
+            {
+                let (last, _) = node.disk.snapshot_notice.take().expect("checked");
+                core.snapshot_persisted(now, last);
+                self.tally.snapshots += 1;
+            } else if node.disk.snapshot_notice.is_none()
+                && node.disk.synced < node.disk.log.len()
+                && self.rng.random_bool(0.3)
+            {
                 node.disk.synced = node.disk.log.len();
                 let last = node.disk.log[node.disk.synced - 1].position;
                 core.persisted(now, last);
@@ -376,6 +460,7 @@ impl Sim {
         for core in self.nodes.iter().filter_map(|n| n.core.as_ref()) {
             check_state_machine(core, self.committed.entries())?;
         }
+        self.acked.in_committed_log(self.committed.entries())?;
         Ok(())
     }
 

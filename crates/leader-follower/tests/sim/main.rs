@@ -60,6 +60,9 @@ fn run_many(nodes: u64, default_seeds: u64, default_steps: u64) {
         total.partitions += t.partitions;
         total.max_term = total.max_term.max(t.max_term);
         total.rolled_back += t.rolled_back;
+        total.snapshots += t.snapshots;
+        total.discarded += t.discarded;
+        total.snapshot_chunks += t.snapshot_chunks;
     }
     println!(
         "{nodes} nodes, {} seeds x {steps} steps: {total:?}",
@@ -70,6 +73,10 @@ fn run_many(nodes: u64, default_seeds: u64, default_steps: u64) {
         assert!(total.written > 0 && total.reads > 0, "{total:?}");
         assert!(total.crashes > 0 && total.partitions > 0, "{total:?}");
         assert!(total.max_term > 1, "no failover happened: {total:?}");
+        assert!(
+            total.snapshots > 0 && total.discarded > 0 && total.snapshot_chunks > 0,
+            "snapshots were not exercised: {total:?}"
+        );
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use mimeo_leader_follower::{Core, LogPosition, NodeId, Role};
+use mimeo_leader_follower::{Core, LogEntry, LogPosition, NodeId, Role};
 
 /// The positions of writes acknowledged under `quorum` or `all`.
 #[derive(Default)]
@@ -37,6 +37,21 @@ impl AckedWrites {
             if core.term() < p.term {
                 continue;
             }
+            if p.index < core.first_index() {
+                // Folded into the leader's snapshot, which holds only
+                // committed state: the write must be committed there, and
+                // `in_committed_log` checks it is the entry committed.
+                if core.commit_index() < p.index {
+                    return Err(format!(
+                        "acknowledged write lost: {p:?} is below leader {}'s first index {} \
+                         but above its commit index {}",
+                        core.id(),
+                        core.first_index(),
+                        core.commit_index()
+                    ));
+                }
+                continue;
+            }
             let found = core.entry(p.index).map(|e| e.position);
             if found != Some(p) {
                 return Err(format!(
@@ -46,6 +61,24 @@ impl AckedWrites {
                     core.term(),
                     p.index
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Check that every acknowledged write committed as itself (not
+    /// replaced by another entry at its index) in `committed`, as far as
+    /// `committed` reaches.
+    pub(crate) fn in_committed_log(&self, committed: &[LogEntry]) -> Result<(), String> {
+        for p in &self.acked {
+            if let Some(e) = committed.get(p.index as usize - 1) {
+                if e.position != *p {
+                    return Err(format!(
+                        "acknowledged write lost: {p:?} was acknowledged under quorum/all, but \
+                         {:?} was committed at its index",
+                        e.position
+                    ));
+                }
             }
         }
         Ok(())
@@ -74,4 +107,14 @@ fn rejects_a_leader_missing_an_acknowledged_write() {
         .observe(&core, false)
         .unwrap_err()
         .contains("acknowledged write lost"));
+    // Against the committed log (for writes folded into snapshots).
+    let noop = |term, index| LogEntry {
+        position: LogPosition::new(term, index),
+        command: Command::Noop,
+    };
+    assert!(acked.in_committed_log(&[noop(1, 1)]).is_ok());
+    assert!(acked
+        .in_committed_log(&[noop(1, 1), noop(3, 2)])
+        .unwrap_err()
+        .contains("was committed at its index"));
 }

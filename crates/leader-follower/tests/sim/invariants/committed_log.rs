@@ -35,12 +35,15 @@ impl CommittedLog {
                 core.commit_index()
             ));
         }
+        // Entries below the first index are folded into the snapshot (the
+        // state machine check covers what it holds).
         let from = if full {
             1
         } else {
             let checked = self.checked.get(&core.id()).copied().unwrap_or(0);
             checked.min(core.commit_index()) + 1
-        };
+        }
+        .max(core.first_index());
         self.checked.insert(core.id(), core.commit_index());
         for index in from..=core.commit_index() {
             let Some(entry) = core.entry(index) else {
@@ -62,10 +65,15 @@ impl CommittedLog {
                  {entry:?} below its commit index"
             )),
             Some(_) => Ok(()),
-            None => {
+            None if index as usize == self.entries.len() + 1 => {
                 self.entries.push(entry.clone());
                 Ok(())
             }
+            None => Err(format!(
+                "node {node} committed entry {index} but entries {}..{index} were never seen \
+                 committed on any node",
+                self.entries.len() + 1
+            )),
         }
     }
 }
@@ -85,4 +93,8 @@ fn rejects_a_changed_committed_entry() {
         .check(3, 2, &e(3, 2))
         .unwrap_err()
         .contains("entry 2 changed"));
+    assert!(log
+        .check(3, 4, &e(3, 4))
+        .unwrap_err()
+        .contains("never seen committed"));
 }

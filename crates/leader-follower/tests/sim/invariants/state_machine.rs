@@ -74,3 +74,39 @@ fn rejects_a_view_that_differs_from_the_log() {
         .unwrap_err()
         .contains("key \"k\""));
 }
+
+/// A broken snapshot (a view that differs from the committed log it claims
+/// to fold) is caught, whether it was installed from a leader or
+/// recovered.
+#[test]
+fn rejects_a_snapshot_that_differs_from_the_log() {
+    use mimeo_leader_follower::{Config, HardState, Millis, Snapshot};
+    let put = |index, value: &str| LogEntry {
+        position: LogPosition::new(1, index),
+        command: Command::Put {
+            key: b"k".to_vec(),
+            value: value.as_bytes().to_vec(),
+        },
+    };
+    let committed = [put(1, "a"), put(2, "b")];
+    let restore = |value: &str| {
+        let mut snapshot = Snapshot {
+            last: LogPosition::new(1, 2),
+            ..Snapshot::default()
+        };
+        snapshot.kv.insert(
+            b"k".to_vec(),
+            (Some(value.as_bytes().to_vec()), LogPosition::new(1, 2)),
+        );
+        let hard = HardState {
+            term: 1,
+            voted_for: None,
+        };
+        let config = Config::new(1, vec![2, 3]);
+        Core::restore(config, Millis(0), hard, Some(snapshot), Vec::new()).unwrap()
+    };
+    assert!(check_state_machine(&restore("b"), &committed).is_ok());
+    // The snapshot kept the first write instead of the last.
+    let err = check_state_machine(&restore("a"), &committed).unwrap_err();
+    assert!(err.contains("node 1 at applied index 2"), "{err}");
+}
