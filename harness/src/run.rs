@@ -29,7 +29,9 @@ use crate::cluster::{is_replicated, locate_binary, Cluster, ClusterSpec};
 use crate::nemesis::{Fault, Nemesis, RESTART_BOUND};
 use crate::net::FaultNet;
 use crate::recorder::Recorder;
-use crate::workload::{final_set_reads, run_worker, Reads, Shared, Workload, WorkloadSpec};
+use crate::workload::{
+    await_convergence, final_set_reads, run_worker, Reads, Shared, Workload, WorkloadSpec,
+};
 
 /// Every knob of a run; written to `config.json`.
 #[derive(Clone, Debug, Serialize, clap::Args)]
@@ -467,6 +469,21 @@ async fn drive(
             "final reads of {elements} elements from {} node(s)",
             workload.nodes.len()
         );
+        let convergence = await_convergence(workload, RESTART_BOUND).await;
+        if convergence.converged {
+            eprintln!(
+                "replicas converged in {} ms: {}",
+                convergence.waited.as_millis(),
+                convergence.nodes.join(", ")
+            );
+        } else {
+            eprintln!(
+                "warning: replicas did not converge within {} s; a replica still behind will \
+                 show acknowledged adds as lost: {}",
+                convergence.waited.as_secs(),
+                convergence.nodes.join(", ")
+            );
+        }
         let first = shared.reserve_processes(workload.nodes.len() as u64);
         final_set_reads(workload, elements, recorder, first, RESTART_BOUND).await;
     }

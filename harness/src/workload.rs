@@ -6,8 +6,10 @@
 //!   is then replaced by a fresh one (as Jepsen's independent workloads do),
 //!   which keeps every per-key history small enough to check exhaustively.
 //! - `set`: unique adds (element `e` is written as key `set/<e>`), then,
-//!   after the faults are healed, one final read of every attempted element
-//!   from every node.
+//!   after the faults are healed and the replicas have converged
+//!   ([`await_convergence`]), one final read of every attempted element from
+//!   every node's own state (a follower read: no redirect to the leader), so
+//!   a replica that lost or never received an acknowledged add shows it.
 //!
 //! Reads go where `--reads` says ([`Reads`]): through the worker's
 //! redirect-following client (which ends up at the leader), or, for
@@ -475,6 +477,75 @@ pub async fn final_set_reads(
     }
 }
 
+/// How far the replicas got: every node's last log position and commit
+/// index, once they agree or when the wait gave up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Convergence {
+    /// True when every node holds the same last position and has committed it.
+    pub converged: bool,
+    /// How long the wait took.
+    pub waited: Duration,
+    /// Per node (in `node_ids` order): `id last=term/index commit=c`, or the
+    /// error its status request got.
+    pub nodes: Vec<String>,
+}
+
+/// Waits, at most `bound`, until every node reports the same last log
+/// position and a commit index that covers it: after the heal, followers of
+/// an asynchronously replicating leader may still be catching up, and a
+/// final read from such a replica would report writes it merely has not
+/// received yet as lost. A single node has converged at once.
+pub async fn await_convergence(spec: &WorkloadSpec, bound: Duration) -> Convergence {
+    let started = Instant::now();
+    let clients: Vec<Result<Client, String>> = spec
+        .nodes
+        .iter()
+        .map(|&node| {
+            identity(spec)
+                .and_then(|id| {
+                    client_with(spec, ClientConfig::new(vec![node], &spec.cluster_id, id))
+                })
+                .map_err(|e| e.to_string())
+        })
+        .collect();
+    loop {
+        let mut described = Vec::with_capacity(spec.nodes.len());
+        let mut positions = Vec::with_capacity(spec.nodes.len());
+        for ((client, &node), id) in clients.iter().zip(&spec.nodes).zip(&spec.node_ids) {
+            let status = match client {
+                Ok(client) => client.status_of(node).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.clone()),
+            };
+            match status {
+                Ok(s) => {
+                    let last = s.last_position;
+                    described.push(format!(
+                        "{id} last={}/{} commit={}",
+                        last.term, last.index, s.commit_index
+                    ));
+                    positions.push(Some((last, s.commit_index >= last.index)));
+                }
+                Err(e) => {
+                    described.push(format!("{id}: {e}"));
+                    positions.push(None);
+                }
+            }
+        }
+        let first = positions[0];
+        let converged = positions
+            .iter()
+            .all(|p| p.is_some_and(|(last, committed)| committed && Some((last, true)) == first));
+        if converged || started.elapsed() >= bound {
+            return Convergence {
+                converged,
+                waited: started.elapsed(),
+                nodes: described,
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn read_all_elements(
     spec: &WorkloadSpec,
     node: usize,
@@ -503,8 +574,13 @@ async fn read_all_elements(
             let element = next;
             tasks.spawn(async move {
                 loop {
-                    match client.get(format!("set/{element}")).await {
-                        Ok(value) => return Ok((element, value.is_some())),
+                    // The node's own state, not the leader's (standalone
+                    // nodes ignore the level).
+                    let own = ReadConsistency::Follower {
+                        max_staleness_ms: None,
+                    };
+                    match client.get_with(format!("set/{element}"), own).await {
+                        Ok(read) => return Ok((element, read.value.is_some())),
                         Err(e) if Instant::now() > deadline => {
                             return Err(format!("reading element {element}: {e}"))
                         }
