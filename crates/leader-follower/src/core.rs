@@ -186,6 +186,11 @@ pub struct Core {
     writes: BTreeMap<RequestId, PendingWrite>,
     reads: BTreeMap<RequestId, PendingRead>,
     out: VecDeque<Output>,
+    /// New entries were appended (leader) and not yet offered to the
+    /// followers: the appends go out when the driver next drains the
+    /// outputs, so writes that arrive together travel together. Holds the
+    /// time of the latest append.
+    replicate_due: Option<Millis>,
     elections_started: u64,
     elections_won: u64,
     rolled_back: u64,
@@ -407,6 +412,7 @@ impl Core {
             writes: BTreeMap::new(),
             reads: BTreeMap::new(),
             out: VecDeque::new(),
+            replicate_due: None,
             elections_started: 0,
             elections_won: 0,
             rolled_back: 0,
@@ -418,7 +424,22 @@ impl Core {
     // ---------------------------------------------------------------- queries
 
     /// The next output for the driver, in order.
+    ///
+    /// Entries the leader appended since the last drain are offered to the
+    /// followers here, once the queue is empty: a driver that feeds the
+    /// core every input that is ready before it drains gets one append
+    /// message per follower (and one [`Persist`]) for the whole burst.
     pub fn poll_output(&mut self) -> Option<Output> {
+        if self.out.is_empty() {
+            if let Some(now) = self.replicate_due.take() {
+                if self.role == Role::Leader {
+                    let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+                    for peer in peers {
+                        self.send_appends(now, peer);
+                    }
+                }
+            }
+        }
         self.out.pop_front()
     }
 
@@ -1115,6 +1136,25 @@ impl Core {
             entry: entry.clone(),
             at: now,
         });
+        // Entries appended back to back share one persist (one write, one
+        // durability wait) when nothing was queued between them.
+        if let Some(Output::Persist(Persist {
+            snapshot: None,
+            replace_log: false,
+            entries,
+            hard_state: None,
+            discard_before: None,
+            ..
+        })) = self.out.back_mut()
+        {
+            if entries
+                .last()
+                .is_some_and(|e| e.position.index + 1 == position.index)
+            {
+                entries.push(entry);
+                return position;
+            }
+        }
         self.out.push_back(Output::Persist(Persist {
             entries: vec![entry],
             ..Persist::default()
@@ -1664,9 +1704,7 @@ impl Core {
                 deadline: now.plus(self.config.write_timeout_ms),
             },
         );
-        for peer in self.config.peers.clone() {
-            self.send_appends(now, peer);
-        }
+        self.replicate_due = Some(now);
         self.advance_leader_commit(now);
         self.check_writes();
     }

@@ -427,6 +427,18 @@ struct Job {
     done: Option<std::sync::mpsc::SyncSender<()>>,
 }
 
+/// At most this many ready inputs are fed to the core after the one the
+/// event loop woke for, before its outputs are drained.
+const MAX_BURST: usize = 256;
+
+/// One input for the core, as the event loop received it.
+enum Event {
+    Request(Option<Request>),
+    Peer(Option<PeerMessage>),
+    Written(Option<Result<Durable, DriverError>>),
+    Tick,
+}
+
 /// The driver of one node's core.
 pub struct Driver {
     core: Core,
@@ -501,49 +513,77 @@ impl Driver {
                 break Err(e);
             }
             let deadline = self.origin + Duration::from_millis(self.core.next_timeout().0);
-            tokio::select! {
-                request = self.requests.recv() => match request {
-                    Some(Request::Client { op, ack, reply }) => {
-                        next_request += 1;
-                        pending.insert(next_request, reply);
-                        let now = self.now();
-                        self.core.handle_client(now, next_request, op, ack);
-                    }
-                    Some(Request::Status { reply }) => {
-                        let _ = reply.send(self.core.status(self.now()));
-                    }
-                    Some(Request::Transfer { reply }) => {
-                        let now = self.now();
-                        let _ = reply.send(self.core.transfer_leadership(now));
-                    }
-                    None => break Ok(()),
-                },
-                message = self.inbound.recv() => {
-                    if let Some(message) = message {
-                        self.deliver(message);
-                    }
+            let event = tokio::select! {
+                request = self.requests.recv() => Event::Request(request),
+                message = self.inbound.recv() => Event::Peer(message),
+                written = durable.recv() => Event::Written(written),
+                () = tokio::time::sleep_until(deadline.into()) => Event::Tick,
+            };
+            if let Some(stop) = self.handle(event, &mut pending, &mut next_request) {
+                break stop;
+            }
+            // Feed the core whatever else is already waiting before draining
+            // its outputs: writes that arrived together then share one
+            // persist and one append message per follower. Bounded, so the
+            // outputs of a long burst are not held back.
+            let mut stop = None;
+            for _ in 0..MAX_BURST {
+                let event = if let Ok(request) = self.requests.try_recv() {
+                    Event::Request(Some(request))
+                } else if let Ok(message) = self.inbound.try_recv() {
+                    Event::Peer(Some(message))
+                } else if let Ok(written) = durable.try_recv() {
+                    Event::Written(Some(written))
+                } else {
+                    break;
+                };
+                stop = self.handle(event, &mut pending, &mut next_request);
+                if stop.is_some() {
+                    break;
                 }
-                written = durable.recv() => match written {
-                    Some(Ok(Durable::Log(position))) => {
-                        let now = self.now();
-                        self.core.persisted(now, position);
-                    }
-                    Some(Ok(Durable::Snapshot(last))) => {
-                        let now = self.now();
-                        self.core.snapshot_persisted(now, last);
-                    }
-                    Some(Err(e)) => break Err(e),
-                    None => break Ok(()),
-                },
-                () = tokio::time::sleep_until(deadline.into()) => {
-                    let now = self.now();
-                    self.core.tick(now);
-                }
+            }
+            if let Some(stop) = stop {
+                break stop;
             }
         };
         drop(jobs);
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         result
+    }
+
+    /// Hands one event to the core; `Some` when the driver must stop.
+    fn handle(
+        &mut self,
+        event: Event,
+        pending: &mut HashMap<u64, oneshot::Sender<Reply>>,
+        next_request: &mut u64,
+    ) -> Option<Result<(), DriverError>> {
+        let now = self.now();
+        match event {
+            Event::Request(Some(Request::Client { op, ack, reply })) => {
+                *next_request += 1;
+                pending.insert(*next_request, reply);
+                self.core.handle_client(now, *next_request, op, ack);
+            }
+            Event::Request(Some(Request::Status { reply })) => {
+                let _ = reply.send(self.core.status(now));
+            }
+            Event::Request(Some(Request::Transfer { reply })) => {
+                let _ = reply.send(self.core.transfer_leadership(now));
+            }
+            Event::Request(None) | Event::Written(None) => return Some(Ok(())),
+            Event::Peer(Some(message)) => self.deliver(message),
+            Event::Peer(None) => {}
+            Event::Written(Some(Ok(Durable::Log(position)))) => {
+                self.core.persisted(now, position);
+            }
+            Event::Written(Some(Ok(Durable::Snapshot(last)))) => {
+                self.core.snapshot_persisted(now, last);
+            }
+            Event::Written(Some(Err(e))) => return Some(Err(e)),
+            Event::Tick => self.core.tick(now),
+        }
+        None
     }
 
     /// A peer message: decoded and handed to the core, or dropped with a
@@ -646,6 +686,19 @@ fn writer(
         batch.extend(jobs.try_iter());
         let mut appended: Option<LogPosition> = None;
         let mut acks = Vec::new();
+        // Entries of consecutive jobs go to the store in one append (one
+        // write system call); anything else in a job flushes them first,
+        // so every part still happens in the order the core asked for.
+        let mut records: Vec<Record> = Vec::new();
+        let flush = |records: &mut Vec<Record>,
+                     appended: &mut Option<LogPosition>|
+         -> Result<(), DriverError> {
+            if !records.is_empty() {
+                *appended = Some(store.append(records).map_err(storage("appending"))?);
+                records.clear();
+            }
+            Ok(())
+        };
         let result = (|| -> Result<(), DriverError> {
             for job in batch {
                 let Persist {
@@ -656,6 +709,9 @@ fn writer(
                     hard_state,
                     discard_before,
                 } = job.persist;
+                if snapshot.is_some() || truncate_from.is_some() {
+                    flush(&mut records, &mut appended)?;
+                }
                 if let Some(snapshot) = snapshot {
                     write_snapshot(dir, &snapshot)?;
                     if replace_log {
@@ -677,14 +733,13 @@ fn writer(
                         appended = None;
                     }
                 }
-                if !entries.is_empty() {
-                    let records: Vec<Record> = entries.iter().map(|e| e.to_record(0)).collect();
-                    appended = Some(store.append(&records).map_err(storage("appending"))?);
-                }
+                records.extend(entries.iter().map(|e| e.to_record(0)));
                 if let Some(state) = hard_state {
+                    flush(&mut records, &mut appended)?;
                     write_hard_state(dir, &state)?;
                 }
                 if let Some(index) = discard_before {
+                    flush(&mut records, &mut appended)?;
                     let stats = store
                         .discard_before(index)
                         .map_err(storage("discarding the log before a snapshot"))?;
@@ -699,6 +754,7 @@ fn writer(
                 }
                 acks.extend(job.done);
             }
+            flush(&mut records, &mut appended)?;
             if let Some(position) = appended {
                 store
                     .wait_durable(position.index)

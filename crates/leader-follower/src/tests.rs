@@ -974,6 +974,43 @@ fn session_reads_wait_for_their_position_and_detect_rollback() {
     )));
 }
 
+/// The `Append` messages in `out` to `peer`, as (prev index, entries).
+fn appends_to(out: &[Output], peer: NodeId) -> Vec<(u64, usize)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                to,
+                msg: PeerMsg::Append { prev, entries, .. },
+            } if *to == peer => Some((prev.index, entries.len())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn writes_fed_together_share_one_persist_and_one_append_per_follower() {
+    let mut core = leader(3, config(1, 3));
+    let now = Millis(1100);
+    for i in 0..50 {
+        core.handle_client(now, i, put_op("k"), None);
+    }
+    let out = drain(&mut core);
+    let persists: Vec<Vec<u64>> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Persist(p) => Some(p.entries.iter().map(|e| e.position.index).collect()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(persists, vec![(2..=51).collect::<Vec<u64>>()]);
+    for peer in [2, 3] {
+        assert_eq!(appends_to(&out, peer), vec![(1, 50)], "to node {peer}");
+    }
+    // A write drained on its own still goes out at once.
+    core.handle_client(now, 50, put_op("k"), None);
+    assert_eq!(appends_to(&drain(&mut core), 2), vec![(51, 1)]);
+}
+
 #[test]
 fn flow_control_bounds_the_entries_in_flight_to_a_slow_follower() {
     let mut c = config(1, 3);
@@ -981,21 +1018,12 @@ fn flow_control_bounds_the_entries_in_flight_to_a_slow_follower() {
     c.max_batch_entries = 3;
     let mut core = leader(3, c);
     let now = Millis(1100);
+    // Writes arriving one at a time, each drained before the next.
+    let mut out = Vec::new();
     for i in 0..20 {
         core.handle_client(now, i, put_op("k"), Some(AckMode::Async));
+        out.extend(drain(&mut core));
     }
-    let appends_to = |out: &[Output], peer| -> Vec<(u64, usize)> {
-        out.iter()
-            .filter_map(|o| match o {
-                Output::Send {
-                    to,
-                    msg: PeerMsg::Append { prev, entries, .. },
-                } if *to == peer => Some((prev.index, entries.len())),
-                _ => None,
-            })
-            .collect()
-    };
-    let out = drain(&mut core);
     // The first two writes go out at once; then the window (two
     // messages) is full and nothing more is sent until an answer.
     assert_eq!(appends_to(&out, 2), vec![(1, 1), (2, 1)]);
