@@ -40,7 +40,7 @@
 //! election_timeout_max_ms = 600
 //! write_timeout_ms = 2000
 //! read_timeout_ms = 2000
-//! snapshot_every = 10000   # applied entries between snapshots; 0 = never
+//! snapshot_every = 100000  # applied entries between snapshots; 0 = never
 //! snapshot_keep = 1000     # log entries kept behind a snapshot
 //!
 //! [[replication.peers]]
@@ -173,7 +173,9 @@ pub struct ReplicationSection {
     /// applied entries (0: never, and the log grows without bound). Once a
     /// snapshot is durable the log before it is dropped, in memory and on
     /// disk (whole storage segments), and a follower that needs dropped
-    /// entries is sent the snapshot instead. At least 10.
+    /// entries is sent the snapshot instead. At least 10; default 100,000
+    /// (a snapshot writes the whole state, so a small value costs more I/O
+    /// than the log it saves).
     pub snapshot_every: u64,
     /// Log entries kept at and below a snapshot's index, so that a follower
     /// slightly behind catches up from the log rather than the whole
@@ -208,7 +210,7 @@ impl Default for ReplicationSection {
             election_timeout_max_ms: 600,
             write_timeout_ms: 2_000,
             read_timeout_ms: 2_000,
-            snapshot_every: 10_000,
+            snapshot_every: 100_000,
             snapshot_keep: 1_000,
             peers: Vec::new(),
         }
@@ -648,6 +650,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("replication.snapshot_keep"), "{err}");
-        assert_eq!(ReplicationSection::default().snapshot_every, 10_000);
+        assert_eq!(ReplicationSection::default().snapshot_every, 100_000);
     }
 }
