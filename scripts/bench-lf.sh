@@ -37,8 +37,9 @@
 #    of QUIC silence, as UDP brings no reset; etcd's gRPC connection sees
 #    the TCP reset at once), and the client must then find the new leader. After each kill the
 #    killed member is restarted on its data directory and the script waits
-#    until all three answer and a leader sees every peer (Mimeo) / all three
-#    are healthy (etcd) before the next kill.
+#    until all three answer, every node sees both its peers connected and
+#    the followers have caught up (Mimeo) / all three are healthy (etcd)
+#    before the next kill.
 #    Systems: mimeo (heartbeat 50 ms, election timeout 300-600 ms, its
 #    defaults), etcd (defaults: heartbeat 100 ms, election 1000 ms) and
 #    etcd-tuned (--heartbeat-interval 50 --election-timeout 300).
@@ -100,8 +101,9 @@ mimeo_statuses() { # prints one JSON status per node (or an error object)
   done
 }
 
-# The node id of the leader, if every node answers and the leader sees all
-# its peers connected; fails otherwise.
+# The node id of the leader, if every node answers and sees both its peers
+# connected, and the followers have caught up with the leader (a restarted
+# node replays what it missed before it counts); fails otherwise.
 mimeo_leader() {
   mimeo_statuses | python3 -c '
 import json, sys
@@ -112,7 +114,8 @@ while at < len(text):
     value, at = decoder.raw_decode(text, at); statuses.extend(value)
 if len(statuses) != 3 or any("error" in s for s in statuses): sys.exit(1)
 leaders = [s for s in statuses if str(s["role"]).lower() == "leader"]
-if len(leaders) != 1 or not all(p["connected"] for p in leaders[0]["peers"]): sys.exit(1)
+if len(leaders) != 1 or not all(p["connected"] for s in statuses for p in s["peers"]): sys.exit(1)
+if any(p["lag_entries"] > 0 for p in leaders[0]["peers"]): sys.exit(1)
 print(leaders[0]["node_id"])'
 }
 
@@ -131,7 +134,7 @@ start_mimeo_cluster() {
     } > "$mimeo_dir/$id.toml"
     start_mimeo_node "$id"
   done
-  wait_for "the mimeo cluster (a leader seeing both followers)" mimeo_leader
+  wait_for "the mimeo cluster (every link up, followers caught up)" mimeo_leader
 }
 
 # --- etcd: 3-member clusters ------------------------------------------------
@@ -219,7 +222,7 @@ for system in $FAILOVER_SYSTEMS; do
   esac
   for kill in $(seq 1 "$KILLS"); do
     if [ "$system" = mimeo ]; then
-      wait_for "the mimeo cluster (a leader seeing both followers)" mimeo_leader
+      wait_for "the mimeo cluster (every link up, followers caught up)" mimeo_leader
       leader=$(mimeo_leader); victim=${mimeo_pid[$leader]}
       args=(--target mimeo --endpoint "$mimeo_endpoints" --certs "$mimeo_dir/certs")
     else

@@ -289,6 +289,11 @@ struct Link {
     outbox: Mutex<Outbox>,
     /// Wakes the outgoing task when the outbox gains a frame.
     wake: Notify,
+    /// Tells an outgoing task that is not connected that the peer just
+    /// connected to us, so it is up: abandon the wait or the attempt under
+    /// way (which may be retransmitting its handshake into a node that was
+    /// down when it started) and dial now.
+    redial: Notify,
     /// The current incoming connection from this peer; a newer one
     /// replaces (and closes) it.
     incoming: Mutex<Option<quinn::Connection>>,
@@ -434,6 +439,7 @@ impl PeerBus {
                         .max(transport.max_frame + FRAME_HEADER_LEN),
                 }),
                 wake: Notify::new(),
+                redial: Notify::new(),
                 incoming: Mutex::new(None),
                 connected: AtomicBool::new(false),
                 sent: AtomicU64::new(0),
@@ -547,6 +553,9 @@ impl PeerBus {
             old.close(codes::OK.into(), b"replaced by a newer connection");
         }
         tracing::debug!(%remote, peer = %link.id, "peer connection accepted");
+        if !link.connected.load(Ordering::Relaxed) {
+            link.redial.notify_one();
+        }
         let mut tasks = lock(&self.tasks);
         // Reap finished connection tasks so the set stays small.
         while tasks.try_join_next().is_some() {}
@@ -635,14 +644,42 @@ impl Backoff {
     }
 }
 
+/// An outgoing connection attempt older than this, when the peer connects
+/// to us, is abandoned for a fresh one: a handshake on a working path takes
+/// far less, so the attempt is probably retransmitting into a node that was
+/// down when it started.
+const STALE_ATTEMPT: Duration = Duration::from_millis(500);
+
 /// Owns the connection to one peer for the bus's lifetime: connect, stream
-/// the queue, back off after a failure, again.
+/// the queue, back off after a failure, again. When the peer connects to
+/// us while this task is not connected, it dials at once rather than
+/// finishing its backoff (or a stale attempt).
 async fn run_outgoing(link: Arc<Link>, dialer: Arc<Dialer>) {
     let mut backoff = Backoff::new(dialer.config.backoff_min, dialer.config.backoff_max);
     let mut connections = 0u64;
     loop {
-        match open(&link, &dialer).await {
-            Ok((conn, stream)) => {
+        let started = Instant::now();
+        let attempt = open(&link, &dialer);
+        tokio::pin!(attempt);
+        let attempt = loop {
+            tokio::select! {
+                result = &mut attempt => break Some(result),
+                // A young attempt is left alone: it is about to succeed,
+                // and the peer is probably dialing us at the same moment
+                // (abandoning it would have both sides abandon each
+                // other's attempts in turn).
+                () = link.redial.notified() => if started.elapsed() >= STALE_ATTEMPT {
+                    break None;
+                },
+            }
+        };
+        match attempt {
+            None => {
+                tracing::debug!(peer = %link.id, "the peer connected to us: dialing it afresh");
+                backoff.reset();
+                continue;
+            }
+            Some(Ok((conn, stream))) => {
                 let since = Instant::now();
                 if connections > 0 {
                     link.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -660,9 +697,12 @@ async fn run_outgoing(link: Arc<Link>, dialer: Arc<Dialer>) {
                     backoff.reset();
                 }
             }
-            Err(error) => link.set_error(error),
+            Some(Err(error)) => link.set_error(error),
         }
-        tokio::time::sleep(backoff.wait()).await;
+        tokio::select! {
+            () = tokio::time::sleep(backoff.wait()) => {}
+            () = link.redial.notified() => backoff.reset(),
+        }
     }
 }
 

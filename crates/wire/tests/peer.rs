@@ -270,6 +270,44 @@ async fn a_peer_that_starts_late_is_reached() {
 }
 
 #[tokio::test]
+async fn a_peer_that_connects_to_us_is_dialed_at_once_not_after_the_backoff() {
+    let dir = certs();
+    let n2_addr = free_addr();
+    // After one failed attempt n1 would wait a minute before the next.
+    let patient = PeerBusConfig {
+        backoff_min: Duration::from_secs(60),
+        backoff_max: Duration::from_secs(120),
+        ..config()
+    };
+    let n1 = Node::start(
+        dir.path(),
+        "n1",
+        bind(dir.path(), "n1", "127.0.0.1:0".parse().unwrap()),
+        &[("n2", n2_addr)],
+        patient,
+    );
+    n1.bus.send("n2", seq(1)).unwrap();
+    until("n1 fails to reach n2 while n2 is down", || {
+        n1.stats("n2").last_error.is_some()
+    })
+    .await;
+
+    // n2 comes up and connects to n1: n1 learns n2 is back and dials it
+    // now, so its queued message arrives well within WAIT.
+    let mut n2 = Node::start(
+        dir.path(),
+        "n2",
+        bind(dir.path(), "n2", n2_addr),
+        &[("n1", n1.addr())],
+        config(),
+    );
+    n2.bus.send("n1", seq(7)).unwrap();
+    let message = n2.recv().await;
+    assert_eq!((message.from.as_str(), seq_of(&message)), ("n1", 1));
+    assert!(n1.stats("n2").connected);
+}
+
+#[tokio::test]
 async fn messages_flow_again_after_a_peer_restarts_on_the_same_address() {
     let dir = certs();
     let n1_server = bind(dir.path(), "n1", "127.0.0.1:0".parse().unwrap());
