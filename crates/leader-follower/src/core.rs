@@ -814,7 +814,7 @@ impl Core {
                             matched: self.leader_match,
                             durable: self.durable.min(self.leader_match),
                         };
-                        self.send(leader, PeerMsg::AppendResp { term, result });
+                        self.send_append_ok(leader, term, result);
                     }
                 }
             }
@@ -1136,17 +1136,9 @@ impl Core {
             entry: entry.clone(),
             at: now,
         });
-        // Entries appended back to back share one persist (one write, one
-        // durability wait) when nothing was queued between them.
-        if let Some(Output::Persist(Persist {
-            snapshot: None,
-            replace_log: false,
-            entries,
-            hard_state: None,
-            discard_before: None,
-            ..
-        })) = self.out.back_mut()
-        {
+        // Entries appended before the driver drains share one persist (one
+        // write, one durability wait).
+        if let Some(entries) = self.queued_entries() {
             if entries
                 .last()
                 .is_some_and(|e| e.position.index + 1 == position.index)
@@ -1322,6 +1314,17 @@ impl Core {
             });
             fresh.push(entry);
         }
+        if truncate_from.is_none() && !fresh.is_empty() {
+            if let Some(entries) = self.queued_entries() {
+                if entries
+                    .last()
+                    .is_some_and(|e| e.position.index + 1 == fresh[0].position.index)
+                {
+                    entries.extend(fresh);
+                    fresh = Vec::new();
+                }
+            }
+        }
         if truncate_from.is_some() || !fresh.is_empty() {
             self.out.push_back(Output::Persist(Persist {
                 truncate_from,
@@ -1338,7 +1341,67 @@ impl Core {
             matched,
             durable: self.durable.min(self.leader_match),
         };
-        self.send(from, PeerMsg::AppendResp { term, result });
+        self.send_append_ok(from, term, result);
+    }
+
+    /// The entries of the latest queued persist that only appends, when
+    /// no hard state is queued after it: entries added there are written
+    /// in the same order, and nothing that must wait for a hard state can
+    /// overtake one. (A burst of appends from the leader, fed before the
+    /// driver drains, becomes one persist.)
+    fn queued_entries(&mut self) -> Option<&mut Vec<LogEntry>> {
+        for output in self.out.iter_mut().rev() {
+            match output {
+                Output::Send { .. } | Output::Reply { .. } => continue,
+                Output::Persist(Persist {
+                    snapshot: None,
+                    replace_log: false,
+                    entries,
+                    hard_state: None,
+                    discard_before: None,
+                    ..
+                }) if !entries.is_empty() => return Some(entries),
+                Output::Persist(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// Acknowledge appended (or durable) entries to the leader. An `Ok`
+    /// answer still queued for it in the same term is raised instead of
+    /// queuing another: answers are cumulative, so one message carries a
+    /// whole burst (unless a hard state is queued after it, which must be
+    /// durable before anything later leaves).
+    fn send_append_ok(&mut self, to: NodeId, term: u64, result: AppendResult) {
+        let AppendResult::Ok { matched, durable } = result else {
+            return self.send(to, PeerMsg::AppendResp { term, result });
+        };
+        for output in self.out.iter_mut().rev() {
+            match output {
+                Output::Send {
+                    to: queued_to,
+                    msg:
+                        PeerMsg::AppendResp {
+                            term: queued_term,
+                            result:
+                                AppendResult::Ok {
+                                    matched: queued_matched,
+                                    durable: queued_durable,
+                                },
+                        },
+                } if *queued_to == to && *queued_term == term => {
+                    *queued_matched = (*queued_matched).max(matched);
+                    *queued_durable = (*queued_durable).max(durable);
+                    return;
+                }
+                Output::Persist(Persist {
+                    hard_state: Some(_),
+                    ..
+                }) => break,
+                _ => {}
+            }
+        }
+        self.send(to, PeerMsg::AppendResp { term, result });
     }
 
     fn on_append_resp(&mut self, now: Millis, from: NodeId, result: AppendResult) {

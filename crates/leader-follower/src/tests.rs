@@ -532,6 +532,50 @@ fn append_from_an_older_term_is_answered_with_the_current_term() {
 }
 
 #[test]
+fn a_follower_fed_a_burst_of_appends_persists_and_answers_once() {
+    let mut core = Core::new(config(2, 3), Millis(0)).unwrap();
+    let heartbeat = PeerMsg::Heartbeat {
+        term: 1,
+        commit: 0,
+        leader_commit: 0,
+        seq: 0,
+    };
+    core.handle_peer(Millis(1), 1, heartbeat);
+    drain(&mut core);
+    let append = |prev: u64, entries: Vec<LogEntry>| PeerMsg::Append {
+        term: 1,
+        prev: pos(if prev == 0 { 0 } else { 1 }, prev),
+        entries,
+        commit: 0,
+    };
+    core.handle_peer(Millis(2), 1, append(0, vec![noop(1, 1), put(1, 2, "a")]));
+    core.handle_peer(
+        Millis(2),
+        1,
+        append(2, vec![put(1, 3, "b"), put(1, 4, "c")]),
+    );
+    core.handle_peer(Millis(2), 1, append(4, vec![put(1, 5, "d")]));
+    assert_eq!(
+        drain(&mut core),
+        vec![
+            Output::Persist(Persist {
+                entries: vec![
+                    noop(1, 1),
+                    put(1, 2, "a"),
+                    put(1, 3, "b"),
+                    put(1, 4, "c"),
+                    put(1, 5, "d")
+                ],
+                ..Persist::default()
+            }),
+            send(1, ok(1, 5, 0)),
+        ]
+    );
+    core.persisted(Millis(3), pos(1, 5));
+    assert_eq!(drain(&mut core), vec![send(1, ok(1, 5, 5))]);
+}
+
+#[test]
 fn a_new_leader_appends_a_noop_and_ships_it() {
     let mut core = Core::new(config(1, 3), Millis(0)).unwrap();
     campaign(&mut core, Millis(1000), 1);

@@ -135,6 +135,12 @@ impl Drop for Node {
     }
 }
 
+/// Node n1 on a fresh address, with n2 (maybe not up yet) at `n2_addr`.
+fn n1_towards(dir: &Path, n2_addr: SocketAddr, config: PeerBusConfig) -> Node {
+    let server = bind(dir, "n1", "127.0.0.1:0".parse().unwrap());
+    Node::start(dir, "n1", server, &[("n2", n2_addr)], config)
+}
+
 /// What a node's accept loop does for the peer protocol; with `hello`
 /// false it skips the hello, to show the bus checks certificates itself.
 async fn accept_loop(server: quinn::Endpoint, id: String, bus: Weak<PeerBus>, hello: bool) {
@@ -242,13 +248,7 @@ async fn three_nodes_exchange_messages_both_ways_in_order() {
 async fn a_peer_that_starts_late_is_reached() {
     let dir = certs();
     let n2_addr = free_addr();
-    let n1 = Node::start(
-        dir.path(),
-        "n1",
-        bind(dir.path(), "n1", "127.0.0.1:0".parse().unwrap()),
-        &[("n2", n2_addr)],
-        config(),
-    );
+    let n1 = n1_towards(dir.path(), n2_addr, config());
     n1.bus.send("n2", seq(1)).unwrap();
     until("n1 fails to reach n2 while n2 is down", || {
         n1.stats("n2").last_error.is_some()
@@ -279,13 +279,7 @@ async fn a_peer_that_connects_to_us_is_dialed_at_once_not_after_the_backoff() {
         backoff_max: Duration::from_secs(120),
         ..config()
     };
-    let n1 = Node::start(
-        dir.path(),
-        "n1",
-        bind(dir.path(), "n1", "127.0.0.1:0".parse().unwrap()),
-        &[("n2", n2_addr)],
-        patient,
-    );
+    let n1 = n1_towards(dir.path(), n2_addr, patient);
     n1.bus.send("n2", seq(1)).unwrap();
     until("n1 fails to reach n2 while n2 is down", || {
         n1.stats("n2").last_error.is_some()
@@ -555,13 +549,7 @@ async fn the_queue_of_an_unreachable_peer_stays_bounded() {
         queue_messages: QUEUE,
         ..config()
     };
-    let n1 = Node::start(
-        dir.path(),
-        "n1",
-        bind(dir.path(), "n1", "127.0.0.1:0".parse().unwrap()),
-        &[("n2", n2_addr)],
-        config.clone(),
-    );
+    let n1 = n1_towards(dir.path(), n2_addr, config.clone());
     for n in 0..SENT {
         n1.bus.send("n2", seq(n)).unwrap();
     }
