@@ -157,12 +157,7 @@ impl Inner {
         let Some(active) = writer.active.as_ref().filter(|a| a.records > 0) else {
             return Ok(());
         };
-        if let Err(source) = active.file.sync_data() {
-            let err = Error::Io {
-                op: "fsync segment",
-                path: self.path(&active.name),
-                source,
-            };
+        if let Err(err) = self.close_segment_file(active) {
             self.poison(&err);
             return Err(err);
         }

@@ -152,7 +152,11 @@
 //! ## How files change
 //!
 //! - **Append**: the frames of one call are written with one positional
-//!   write per segment.
+//!   write per segment. The active segment is kept
+//!   [`Options::preallocate_bytes`] of zeros ahead of its records (written
+//!   when fewer than half remain), so a group commit's fsync changes
+//!   neither the file's blocks nor its length; a closed segment is cut back
+//!   to its records before its fsync.
 //! - **Segment roll**: once a segment would pass [`Options::segment_bytes`],
 //!   it is fsynced, then the next one is created, its header written and
 //!   fsynced, and the directory fsynced. Only the last segment can
@@ -202,6 +206,9 @@
 //! header must be intact and match its name; records must decode, have
 //! contiguous indexes and non-decreasing terms. Then:
 //!
+//! - zeros where a frame header belongs, up to the end of the file, are
+//!   the end of the segment's records (the zeros written ahead of them; no
+//!   frame is all zeros);
 //! - damage in any segment but the last refuses start-up with
 //!   [`Error::Corrupt`] naming the file and byte offset;
 //! - damage in the last segment where record `k` belongs is a **torn

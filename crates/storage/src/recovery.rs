@@ -21,6 +21,9 @@ pub(crate) struct Active {
     pub(crate) file: Arc<dyn BackendFile>,
     /// Bytes in use: header plus every frame.
     pub(crate) len: u64,
+    /// The file's length: `len` plus the zeros written ahead of the
+    /// records ([`Options::preallocate_bytes`](crate::Options::preallocate_bytes)).
+    pub(crate) allocated: u64,
     pub(crate) records: u64,
 }
 
@@ -360,6 +363,7 @@ fn replay_segment(
     let mut index = first;
     let mut reader = FrameReader::new(&*file, len, SEGMENT_HEADER_LEN);
     let mut torn = 0;
+    let mut allocated = None;
     loop {
         let offset = reader.position();
         let payload = match reader
@@ -370,6 +374,20 @@ fn replay_segment(
             ReadFrame::End => break,
             ReadFrame::Bad(bad) => {
                 let why = bad.describe();
+                let rest = reader
+                    .rest()
+                    .map_err(io_err("read segment", path.clone()))?;
+                if rest.iter().all(|&b| b == 0) {
+                    // Zeros written ahead of the records: the clean end of
+                    // the segment (no frame is all zeros: its length is at
+                    // least 8). Usually only the last segment has them (a
+                    // closed one is cut back before its fsync), but one
+                    // before a torn creation may too. They hide no record:
+                    // the next segment must start right after this one's
+                    // last record.
+                    allocated = Some(len);
+                    break;
+                }
                 if !is_last {
                     return Err(corrupt(
                         path,
@@ -377,9 +395,6 @@ fn replay_segment(
                         format!("{why}; only the last segment can end in a torn write (a segment is fsynced before the next one is created)"),
                     ));
                 }
-                let rest = reader
-                    .rest()
-                    .map_err(io_err("read segment", path.clone()))?;
                 if let Some(proof) = find_intact_frame(&rest, 1, index) {
                     return Err(corrupt(
                         path,
@@ -478,6 +493,7 @@ fn replay_segment(
             name,
             file,
             len: end,
+            allocated: allocated.unwrap_or(end),
             records,
         },
         torn,

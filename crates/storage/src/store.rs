@@ -797,6 +797,7 @@ impl Inner {
             name,
             file,
             len: SEGMENT_HEADER_LEN,
+            allocated: SEGMENT_HEADER_LEN,
             records: 0,
         })
     }
@@ -805,13 +806,47 @@ impl Inner {
         if buf.is_empty() {
             return Ok(());
         }
+        let path = self.path(&active.name);
         active
             .file
             .write_at(buf, active.len)
-            .map_err(io_err("write segment", self.path(&active.name)))?;
+            .map_err(io_err("write segment", path.clone()))?;
         active.len += buf.len() as u64;
         buf.clear();
+        // Never more than a segment's worth: tiny segments (tests) stay tiny.
+        let ahead = self
+            .options
+            .preallocate_bytes
+            .min(self.options.segment_bytes);
+        if ahead > 0 && active.allocated < active.len + ahead / 2 {
+            // Keep between half and all of `ahead` zeros past the records.
+            let from = active.allocated.max(active.len);
+            let to = active.len + ahead;
+            let zeros = vec![0u8; (to - from) as usize];
+            active
+                .file
+                .write_at(&zeros, from)
+                .map_err(io_err("preallocate segment", path))?;
+            active.allocated = to;
+        }
+        active.allocated = active.allocated.max(active.len);
         Ok(())
+    }
+
+    /// Makes a segment that takes no more records durable, cut back to its
+    /// records first (the zeros ahead of them are of no use any more).
+    pub(crate) fn close_segment_file(&self, active: &Active) -> Result<(), Error> {
+        let path = || self.path(&active.name);
+        if active.allocated > active.len {
+            active
+                .file
+                .set_len(active.len)
+                .map_err(io_err("truncate segment", path()))?;
+        }
+        active
+            .file
+            .sync_data()
+            .map_err(io_err("fsync segment", path()))
     }
 
     /// Writes the frames, rolling to new segments as needed (the old one is
@@ -841,9 +876,7 @@ impl Inner {
             if roll {
                 if let Some(mut old) = writer.active.take() {
                     self.flush(&mut old, &mut buf)?;
-                    old.file
-                        .sync_data()
-                        .map_err(io_err("fsync segment", self.path(&old.name)))?;
+                    self.close_segment_file(&old)?;
                     self.segment_closed(index - 1);
                 }
                 let new = self.create_segment(index)?;
@@ -1107,6 +1140,56 @@ mod tests {
         assert_eq!(store.read_log(1, 100).unwrap().len(), 20);
         assert_eq!(store.read_log(3, usize::MAX).unwrap().len(), 18);
         assert_eq!(store.read_log(7, 3).unwrap()[0].meta.position.index, 7);
+    }
+
+    #[test]
+    fn zeros_ahead_of_the_records_are_the_clean_end_of_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            segment_bytes: 64 << 10,
+            preallocate_bytes: 16 << 10,
+            ..Options::default()
+        };
+        let file_len = |first: u64| {
+            std::fs::metadata(dir.path().join(segment_name(first)))
+                .unwrap()
+                .len()
+        };
+        let store = Store::open(dir.path(), options.clone()).unwrap();
+        for i in 1..=10 {
+            store.append(&[put(i, "k", "v")]).unwrap();
+        }
+        store.sync().unwrap();
+        let used = read(&store.inner.state).segments[&1].len;
+        assert!(file_len(1) >= used + (8 << 10), "{} {used}", file_len(1));
+        drop(store);
+
+        // Reopened: the zeros are neither records nor a torn write.
+        let store = Store::open(dir.path(), options.clone()).unwrap();
+        assert_eq!(store.stats().truncated_tail_bytes_at_open, 0);
+        assert_eq!(store.last_position().index, 10);
+        for i in 11..=400 {
+            store.append(&[put(i, "k", &"x".repeat(200))]).unwrap();
+        }
+        store.sync().unwrap();
+        // Closed segments are cut back to their records.
+        let st = read(&store.inner.state);
+        let closed: Vec<(u64, u64)> = st
+            .segments
+            .values()
+            .filter(|s| Some(s.first) != st.active_first)
+            .map(|s| (s.first, s.len))
+            .collect();
+        drop(st);
+        assert!(!closed.is_empty());
+        for (first, len) in closed {
+            assert_eq!(file_len(first), len, "segment {first}");
+        }
+        drop(store);
+        let store = Store::open(dir.path(), options).unwrap();
+        assert_eq!(store.stats().truncated_tail_bytes_at_open, 0);
+        let records = store.read_log(1, 1000).unwrap();
+        assert_eq!(records.len(), 400);
     }
 
     /// A log of 120 records over keys k0..k9 in segments of a few records,

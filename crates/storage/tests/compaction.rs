@@ -126,6 +126,7 @@ fn automatic_compaction_bounds_disk_use() {
         segment_bytes: 8192,
         compact_min_garbage_ratio: 0.5,
         compact_min_bytes: 16 << 10,
+        ..Options::default()
     };
     let store = Store::open(dir.path(), options.clone()).unwrap();
     let mut written = 0u64;

@@ -15,10 +15,13 @@ use common::{assert_state, fold, put};
 
 const SEGMENT_HEADER: u64 = 32;
 
+/// Files hold exactly their records (no zeros written ahead of them), so
+/// the tests can cut and damage them by frame offsets.
 fn options(segment_bytes: u64) -> Options {
     Options {
         fsync: FsyncMode::Always,
         segment_bytes,
+        preallocate_bytes: 0,
         ..Options::default()
     }
 }
@@ -176,17 +179,58 @@ fn a_cut_tail_is_truncated_and_every_earlier_record_survives() {
 }
 
 #[test]
-fn zeros_after_the_last_record_are_a_torn_write() {
-    // A power cut after the file grew but before its data reached the disk.
+fn zeros_after_the_last_record_are_the_end_of_the_log() {
+    // What the store writes ahead of its records, or a power cut after the
+    // file grew but before its data reached the disk: either way no record
+    // is there, so nothing is dropped and the log continues after the last
+    // record.
     let dir = tempfile::tempdir().unwrap();
-    let records = write_log(dir.path(), 1 << 20, 10);
+    let mut records = write_log(dir.path(), 1 << 20, 10);
     let seg = &segments(dir.path())[0];
     let len = fs::metadata(seg).unwrap().len();
     set_len(seg, len + 4096);
 
     let store = Store::open(dir.path(), options(1 << 20)).unwrap();
-    assert_eq!(store.stats().truncated_tail_bytes_at_open, 4096);
+    assert_eq!(store.stats().truncated_tail_bytes_at_open, 0);
     assert_eq!(store.read_log(1, 100).unwrap(), records);
+    records.push(put(11, "k4", "after the zeros"));
+    store.append(&records[10..]).unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), options(1 << 20)).unwrap();
+    assert_eq!(store.stats().truncated_tail_bytes_at_open, 0);
+    assert_eq!(store.read_log(1, 100).unwrap(), records);
+}
+
+#[test]
+fn a_torn_record_before_the_zeros_written_ahead_is_a_torn_write() {
+    // A power cut while a record was being written over the zeros the
+    // store keeps ahead of its records: its first bytes landed, its last
+    // did not.
+    let dir = tempfile::tempdir().unwrap();
+    let preallocating = Options {
+        preallocate_bytes: 64 << 10,
+        ..options(1 << 20)
+    };
+    let store = Store::open(dir.path(), preallocating.clone()).unwrap();
+    let records: Vec<_> = (1..=10)
+        .map(|i| put(i, &format!("k{i}"), &"v".repeat(100)))
+        .collect();
+    for r in &records {
+        store.append(std::slice::from_ref(r)).unwrap();
+    }
+    drop(store);
+    let seg = &segments(dir.path())[0];
+    let len = fs::metadata(seg).unwrap().len();
+    let mut bytes = fs::read(seg).unwrap();
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    assert!(len >= end as u64 + (32 << 10), "zeros are kept ahead");
+    // The record is 100+ bytes; zero its last 20, as if they never landed.
+    bytes[end - 20..end].fill(0);
+    fs::write(seg, &bytes).unwrap();
+
+    let store = Store::open(dir.path(), preallocating).unwrap();
+    assert!(store.stats().truncated_tail_bytes_at_open > 100);
+    assert_eq!(store.read_log(1, 100).unwrap(), records[..9]);
 }
 
 #[test]

@@ -37,6 +37,8 @@ fn options() -> Options {
         segment_bytes: 16 << 10,
         compact_min_garbage_ratio: 0.3,
         compact_min_bytes: 16 << 10,
+        // Zeros ahead of the records, so kills land in them too.
+        preallocate_bytes: 4 << 10,
     }
 }
 

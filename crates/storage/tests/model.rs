@@ -66,13 +66,17 @@ fn options(segment_bytes: Vec<u64>) -> impl Strategy<Value = Options> {
         prop::sample::select(FsyncMode::ALL.to_vec()),
         prop::sample::select(segment_bytes),
         prop::sample::select(vec![u64::MAX, 300, 0]),
+        prop::sample::select(vec![0, 100, 1 << 20]),
     )
-        .prop_map(|(fsync, segment_bytes, compact_min_bytes)| Options {
-            fsync,
-            segment_bytes,
-            compact_min_garbage_ratio: 0.3,
-            compact_min_bytes,
-        })
+        .prop_map(
+            |(fsync, segment_bytes, compact_min_bytes, preallocate_bytes)| Options {
+                fsync,
+                segment_bytes,
+                compact_min_garbage_ratio: 0.3,
+                compact_min_bytes,
+                preallocate_bytes,
+            },
+        )
 }
 
 /// Where the store under test keeps its files.

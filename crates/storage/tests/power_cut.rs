@@ -105,6 +105,8 @@ fn run(config: &Config) -> Outcome {
         segment_bytes: config.segment_bytes,
         compact_min_garbage_ratio: 0.3,
         compact_min_bytes: 1000,
+        // Zeros ahead of the records, so power cuts land in them too.
+        preallocate_bytes: 512,
     };
     let store = Store::open_with_backend(disk.clone(), options.clone()).unwrap();
     disk.schedule_power_cut(config.cut_after);

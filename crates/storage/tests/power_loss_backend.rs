@@ -18,6 +18,7 @@ use mimeo_storage::{Backend, FsBackend, FsyncMode, Options, PowerLossBackend, Re
 use common::{assert_state, fold, put};
 
 const SEGMENT_BYTES: u64 = 4096;
+const PREALLOCATE_BYTES: u64 = 1024;
 
 fn options(fsync: FsyncMode) -> Options {
     Options {
@@ -25,6 +26,8 @@ fn options(fsync: FsyncMode) -> Options {
         segment_bytes: SEGMENT_BYTES,
         compact_min_garbage_ratio: 0.3,
         compact_min_bytes: 8 << 10,
+        // Zeros ahead of the records, so power cuts land in them too.
+        preallocate_bytes: PREALLOCATE_BYTES,
     }
 }
 
@@ -133,7 +136,7 @@ fn never_workload(store: &Store, unsynced: impl Fn() -> u64) {
             assert_eq!(unsynced(), 0, "Store::sync flushes the overlay");
         }
         assert!(
-            unsynced() <= SEGMENT_BYTES,
+            unsynced() <= SEGMENT_BYTES + PREALLOCATE_BYTES,
             "{} unsynced bytes after record {index}: closing a segment must flush them",
             unsynced()
         );
