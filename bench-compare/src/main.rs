@@ -14,7 +14,6 @@
 //! Every run prints one JSON report on stdout (the `mimeo bench --json`
 //! format); `scripts/bench-compare.sh` drives the whole comparison.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,7 +35,8 @@ enum Command {
     /// Run the workload against one store and print a JSON report.
     Run(RunArgs),
     /// Measure the raw rate of append + fdatasync on one file: the physical
-    /// limit of `fsync = always` on this disk.
+    /// limit of `fsync = always` on this disk (by default with zeros written
+    /// ahead of the records, as Mimeo's log does).
     FsyncRate {
         /// Directory for the scratch file.
         #[arg(long, default_value = ".")]
@@ -47,6 +47,12 @@ enum Command {
         /// Bytes appended before each fdatasync.
         #[arg(long, default_value_t = 256)]
         bytes: usize,
+        /// Keep this many bytes of zeros written ahead of the records, as
+        /// Mimeo's log does, so that most fdatasyncs write data blocks only
+        /// (no allocation, no change of length). 0: the file grows with
+        /// every write.
+        #[arg(long, default_value_t = 1 << 20)]
+        preallocate: u64,
     },
     /// Run unique-key writes, run a command (SIGKILL the leader) part-way
     /// through, and report how long writes went unacknowledged around it.
@@ -189,7 +195,8 @@ async fn main() -> anyhow::Result<()> {
             dir,
             duration,
             bytes,
-        } => fsync_rate(&dir, duration, bytes),
+            preallocate,
+        } => fsync_rate(&dir, duration, bytes, preallocate),
         Command::Failover(args) => failover(args).await,
     }
 }
@@ -258,16 +265,31 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn fsync_rate(dir: &std::path::Path, duration: Duration, bytes: usize) -> anyhow::Result<()> {
+fn fsync_rate(
+    dir: &std::path::Path,
+    duration: Duration,
+    bytes: usize,
+    preallocate: u64,
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::FileExt;
+
     let path = dir.join(format!("bench-compare-fsync-{}.tmp", std::process::id()));
-    let mut file =
+    let file =
         std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     let record = vec![0xA5u8; bytes];
+    let (mut len, mut allocated) = (0u64, 0u64);
     let mut latencies = Vec::new();
     let start = Instant::now();
     while start.elapsed() < duration {
         let began = Instant::now();
-        file.write_all(&record)?;
+        file.write_all_at(&record, len)?;
+        len += bytes as u64;
+        if preallocate > 0 && allocated < len + preallocate / 2 {
+            // The store's rule: between half and all of `preallocate` ahead.
+            let zeros = vec![0u8; (len + preallocate - allocated.max(len)) as usize];
+            file.write_all_at(&zeros, allocated.max(len))?;
+            allocated = len + preallocate;
+        }
         file.sync_data()?;
         latencies.push(began.elapsed());
     }
