@@ -508,6 +508,9 @@ impl Driver {
         };
         let mut pending: HashMap<u64, oneshot::Sender<Reply>> = HashMap::new();
         let mut next_request = 0u64;
+        // Once every sender of `inbound` is gone, `recv` is ready at once,
+        // for ever: stop polling it (the node goes on without peers).
+        let mut peers_open = true;
         let result = loop {
             if let Err(e) = self.drain(&jobs, &mut pending).await {
                 break Err(e);
@@ -515,10 +518,16 @@ impl Driver {
             let deadline = self.origin + Duration::from_millis(self.core.next_timeout().0);
             let event = tokio::select! {
                 request = self.requests.recv() => Event::Request(request),
-                message = self.inbound.recv() => Event::Peer(message),
+                message = self.inbound.recv(), if peers_open => Event::Peer(message),
                 written = durable.recv() => Event::Written(written),
                 () = tokio::time::sleep_until(deadline.into()) => Event::Tick,
             };
+            if matches!(event, Event::Peer(None)) {
+                tracing::error!(
+                    "the peer message channel closed: this node hears no peer any more"
+                );
+                peers_open = false;
+            }
             if let Some(stop) = self.handle(event, &mut pending, &mut next_request) {
                 break stop;
             }
