@@ -12,7 +12,8 @@
 #    - one append + fdatasync of VALUE_SIZE bytes (`bench-compare fsync-rate`,
 #      median; zeros written ahead of the records, as Mimeo's log does, so
 #      the fdatasync writes data blocks only: the cheapest fsync this disk
-#      offers), and
+#      offers), alone, and with three such loops at once (the three
+#      replicas of a write share this machine's one disk), and
 #    - one loopback request round trip through Mimeo's own stack: gets of a
 #      missing key against a separate, empty standalone Mimeo node at
 #      concurrency 1 (`bench-compare run --read-fraction 1`, median): QUIC +
@@ -47,6 +48,7 @@
 #    etcd-tuned (--heartbeat-interval 50 --election-timeout 300).
 #
 #   bash scripts/bench-lf.sh     # RUNS=3 DURATION=10s CONCURRENCY="1 16 64" KILLS=5
+#   MIMEO_FSYNC=never CONCURRENCY=1 FAILOVER_SYSTEMS="" bash scripts/bench-lf.sh
 #
 # Installs etcd-server, etcd-client and protobuf-compiler from Debian's
 # packages if they are missing. Everything listens on 127.0.0.1 only, and
@@ -62,7 +64,11 @@ KILLS=${KILLS:-5}
 FAILOVER_CONCURRENCY=${FAILOVER_CONCURRENCY:-16}
 FAILOVER_DURATION=${FAILOVER_DURATION:-10s}
 KILL_AFTER=${KILL_AFTER:-3s}
-FAILOVER_SYSTEMS=${FAILOVER_SYSTEMS:-"mimeo etcd etcd-tuned"}
+FAILOVER_SYSTEMS=${FAILOVER_SYSTEMS-"mimeo etcd etcd-tuned"}  # empty: skip failover
+# Mimeo's settings (to take a write's latency apart: MIMEO_FSYNC=never shows
+# what is not the disk, MIMEO_ACKS=async what is not the follower).
+MIMEO_FSYNC=${MIMEO_FSYNC:-batch}
+MIMEO_ACKS=${MIMEO_ACKS:-quorum}
 
 need=()
 command -v etcd >/dev/null || need+=(etcd-server)
@@ -128,7 +134,8 @@ start_mimeo_cluster() {
     {
       printf 'node_id = "%s"\nlisten = "127.0.0.1:%s"\ndata_dir = "%s"\nmode = "leader-follower"\n' \
         "$id" "${mimeo_port[$id]}" "$mimeo_dir/data/$id"
-      printf '[tls]\ndir = "%s"\n[storage]\nfsync = "batch"\n[replication]\nacks = "quorum"\n' "$mimeo_dir/certs"
+      printf '[tls]\ndir = "%s"\n[storage]\nfsync = "%s"\n[replication]\nacks = "%s"\n' \
+        "$mimeo_dir/certs" "$MIMEO_FSYNC" "$MIMEO_ACKS"
       for peer in "${mimeo_ids[@]}"; do
         [ "$peer" = "$id" ] && continue
         printf '[[replication.peers]]\nid = "%s"\naddr = "127.0.0.1:%s"\n' "$peer" "${mimeo_port[$peer]}"
@@ -208,6 +215,14 @@ wait_for "standalone mimeo" "$mimeo" --certs "$work/standalone/certs" --node 127
 for run in $(seq 1 "$RUNS"); do
   python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(json.dumps({"store":"floor-fsync","c":1,"throughput":r["fsyncs_per_s"],"latency":{"p50_us":r["median_us"],"p99_us":r["p99_us"]}}))' \
     "$("$compare" fsync-rate --dir "$work" --duration 5s --bytes "$VALUE_SIZE")" >> "$results"
+  # Three at once, each on its own file, as three replicas on one disk.
+  loops=()
+  for i in 1 2 3; do
+    "$compare" fsync-rate --dir "$work" --duration 5s --bytes "$VALUE_SIZE" > "$work/fsync3.$i" & loops+=("$!")
+  done
+  wait "${loops[@]}"
+  python3 -c 'import json,statistics,sys; rs=[json.load(open(f)) for f in sys.argv[1:]]; print(json.dumps({"store":"floor-fsync-3","c":1,"throughput":sum(r["fsyncs_per_s"] for r in rs),"latency":{"p50_us":statistics.median(r["median_us"] for r in rs),"p99_us":max(r["p99_us"] for r in rs)}}))' \
+    "$work"/fsync3.{1,2,3} >> "$results"
   # The workload's keys are never written on this node: every get misses.
   record floor-rtt 1 "$("$compare" run --target mimeo --endpoint 127.0.0.1:17609 --certs "$work/standalone/certs" \
     -c 1 --read-fraction 1 -d 5s --seed "$run")"
@@ -215,6 +230,7 @@ done
 
 # --- 3. failover ------------------------------------------------------------
 failover_results=$work/failover.jsonl
+: > "$failover_results"
 for system in $FAILOVER_SYSTEMS; do
   case $system in
     mimeo) ;;
@@ -264,6 +280,7 @@ for (store, c), rs in sorted(groups.items()):
           f"| {med(t) / etcd[c]:.2f}× | {p50 / etcd_p50[c]:.2f}× |")
 
 fsync = med([r["latency"]["p50_us"] for r in groups[("floor-fsync", 1)]])
+fsync3 = med([r["latency"]["p50_us"] for r in groups[("floor-fsync-3", 1)]])
 rtt = med([r["latency"]["p50_us"] for r in groups[("floor-rtt", 1)]])
 print("\n### Floor at concurrency 1 (medians of per-run p50s)\n")
 print("| component | µs | as ops/s |")
@@ -271,7 +288,9 @@ print("|---|---:|---:|")
 for name, us in [("one append + fdatasync (256 B, into zeros written ahead)", fsync),
                  ("one loopback request round trip (get of a missing key, standalone Mimeo)", rtt),
                  ("fsync + 1 round trip", fsync + rtt),
-                 ("fsync + 2 round trips (client→leader, leader→follower)", fsync + 2 * rtt)]:
+                 ("fsync + 2 round trips (client→leader, leader→follower)", fsync + 2 * rtt),
+                 ("one append + fdatasync with two more such loops on the same disk (three replicas)", fsync3),
+                 ("that fsync + 2 round trips", fsync3 + 2 * rtt)]:
     print(f"| {name} | {us:,.0f} | {1e6 / us:,.0f} |")
 p50s = {}
 for store in ("mimeo-lf", "etcd"):
@@ -280,28 +299,30 @@ for store in ("mimeo-lf", "etcd"):
         print(f"| {store} quorum write p50, concurrency 1 | {p50s[store]:,.0f} | {1e6 / p50s[store]:,.0f} |")
 if "mimeo-lf" in p50s:
     print(f"\nmimeo-lf p50 at concurrency 1 / (fsync + 1 round trip): {p50s['mimeo-lf'] / (fsync + rtt):.2f}×; "
-          f"/ (fsync + 2 round trips): {p50s['mimeo-lf'] / (fsync + 2 * rtt):.2f}×")
+          f"/ (fsync + 2 round trips): {p50s['mimeo-lf'] / (fsync + 2 * rtt):.2f}×; "
+          f"/ (three-replica fsync + 2 round trips): {p50s['mimeo-lf'] / (fsync3 + 2 * rtt):.2f}×")
 
 fail = [json.loads(l) for l in open(sys.argv[2])]
-print("\n### Failover: SIGKILL the leader under 16 concurrent writers\n")
-print("| system | kills | kill → first ack, ms (median) | min–max | longest ack gap, ms (median) | min–max | failed writes (median) |")
-print("|---|---:|---:|---:|---:|---:|---:|")
-first_median = {}
-for system in dict.fromkeys(r["system"] for r in fail):
-    rs = [r for r in fail if r["system"] == system]
-    first = [r["kill_to_first_ack_ms"] for r in rs if r["kill_to_first_ack_ms"] is not None]
-    gap = [r["longest_gap_ms"] for r in rs]
-    never = len(rs) - len(first)
-    if first and not never:
-        first_median[system] = med(first)
-    first_cell = f"{med(first):,.0f}" if first else "—"
-    first_range = f"{min(first):,.0f}–{max(first):,.0f}" if first else "—"
-    note = f" ({never} runs with no ack after the kill)" if never else ""
-    print(f"| {system} | {len(rs)} | {first_cell}{note} | {first_range} | {med(gap):,.0f} | {min(gap):,.0f}–{max(gap):,.0f} "
-          f"| {med([r['errors'] for r in rs]):,.0f} |")
-for peer in ("etcd", "etcd-tuned"):
-    if "mimeo" in first_median and peer in first_median:
-        print(f"\nmimeo / {peer} median kill → first ack: {first_median['mimeo'] / first_median[peer]:.2f}×")
+if fail:
+    print("\n### Failover: SIGKILL the leader under 16 concurrent writers\n")
+    print("| system | kills | kill → first ack, ms (median) | min–max | longest ack gap, ms (median) | min–max | failed writes (median) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    first_median = {}
+    for system in dict.fromkeys(r["system"] for r in fail):
+        rs = [r for r in fail if r["system"] == system]
+        first = [r["kill_to_first_ack_ms"] for r in rs if r["kill_to_first_ack_ms"] is not None]
+        gap = [r["longest_gap_ms"] for r in rs]
+        never = len(rs) - len(first)
+        if first and not never:
+            first_median[system] = med(first)
+        first_cell = f"{med(first):,.0f}" if first else "—"
+        first_range = f"{min(first):,.0f}–{max(first):,.0f}" if first else "—"
+        note = f" ({never} runs with no ack after the kill)" if never else ""
+        print(f"| {system} | {len(rs)} | {first_cell}{note} | {first_range} | {med(gap):,.0f} | {min(gap):,.0f}–{max(gap):,.0f} "
+              f"| {med([r['errors'] for r in rs]):,.0f} |")
+    for peer in ("etcd", "etcd-tuned"):
+        if "mimeo" in first_median and peer in first_median:
+            print(f"\nmimeo / {peer} median kill → first ack: {first_median['mimeo'] / first_median[peer]:.2f}×")
 errors = [(r["store"], r["c"], r.get("failed", 0) + r.get("unknown", 0)) for r in rows if r.get("failed", 0) + r.get("unknown", 0)]
 if errors:
     print("\nthroughput runs with errors (store, concurrency, failed+unknown):", errors)
