@@ -25,13 +25,15 @@
 //!
 //! The latest snapshot lives in `leader-follower.snapshot`, written the same
 //! way (temporary file, fsync, rename, fsync of the directory) and
-//! checksummed. The writer thread stores a [`Persist::snapshot`] before
-//! anything else in that persist and reports it with
-//! [`Core::snapshot_persisted`] before any later durability notice. A
-//! [`Persist::replace_log`] resets the store to the snapshot
-//! ([`Store::reset_to`]); a [`Persist::discard_before`] drops whole log
-//! segments below that index ([`Store::discard_before`]), so the log on
-//! disk starts at most a segment before the core's first index.
+//! checksummed. A [`Persist::snapshot`] of the core's own applied view is
+//! written on a second thread while appends go on, and reported with
+//! [`Core::snapshot_persisted`] once it is durable; so is a
+//! [`Persist::discard_before`], which drops whole log segments below that
+//! index ([`Store::discard_before`]), so the log on disk starts at most a
+//! segment before the core's first index. A snapshot with
+//! [`Persist::replace_log`] (installed from the leader) is written in line,
+//! before anything after it, and resets the store to it
+//! ([`Store::reset_to`]).
 //!
 //! Snapshot file layout (integers little-endian, checksums CRC32C):
 //!
@@ -681,74 +683,149 @@ enum Durable {
 }
 
 /// The writer thread: performs persists in order, batching every job that
-/// has queued up before one wait for durability. A snapshot is reported as
-/// soon as it is durable, so before the log entries of the same batch.
+/// has queued up before one wait for durability.
+///
+/// A snapshot of the core's own applied view, and the discard of the log
+/// segments it covers, run on a second thread: on a large state they take
+/// seconds (encoding, writing and fsyncing the snapshot; folding the
+/// segments into the store's own snapshot), and appends must not wait for
+/// them. Nothing later depends on them: the core takes no other snapshot
+/// until this one is reported, asks for the discard only after that, and
+/// never truncates the log below its commit index, which the snapshot does
+/// not pass. The store serializes a discard with a truncation itself. Only
+/// a snapshot that replaces the log (one a follower installs from its
+/// leader) is written in line, after the one in the background finished,
+/// so the newer file is the one that stays.
 fn writer(
     store: &Store,
     dir: &Path,
     jobs: &std::sync::mpsc::Receiver<Job>,
     durable: &mpsc::UnboundedSender<Result<Durable, DriverError>>,
 ) {
-    let storage = |doing| move |source| DriverError::Storage { doing, source };
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        batch.extend(jobs.try_iter());
-        let mut appended: Option<LogPosition> = None;
-        let mut acks = Vec::new();
-        // Entries of consecutive jobs go to the store in one append (one
-        // write system call); anything else in a job flushes them first,
-        // so every part still happens in the order the core asked for.
-        let mut records: Vec<Record> = Vec::new();
-        let flush = |records: &mut Vec<Record>,
-                     appended: &mut Option<LogPosition>|
-         -> Result<(), DriverError> {
-            if !records.is_empty() {
-                *appended = Some(store.append(records).map_err(storage("appending"))?);
-                records.clear();
+    std::thread::scope(|scope| {
+        let mut background: Option<std::thread::ScopedJoinHandle<'_, bool>> = None;
+        while let Ok(first) = jobs.recv() {
+            let mut batch = vec![first];
+            batch.extend(jobs.try_iter());
+            let Some(acks) = write_batch(store, dir, batch, durable, scope, &mut background) else {
+                return;
+            };
+            for ack in acks {
+                let _ = ack.send(());
             }
-            Ok(())
-        };
-        let result = (|| -> Result<(), DriverError> {
-            for job in batch {
-                let Persist {
-                    snapshot,
-                    replace_log,
-                    truncate_from,
-                    entries,
-                    hard_state,
-                    discard_before,
-                } = job.persist;
-                if snapshot.is_some() || truncate_from.is_some() {
-                    flush(&mut records, &mut appended)?;
+        }
+        // Dropping the scope joins the background work.
+    });
+}
+
+/// Performs one batch of jobs (see [`writer`]) and returns the jobs'
+/// completion senders, or `None` once storage failed (reported on
+/// `durable`): the writer must stop.
+fn write_batch<'scope>(
+    store: &'scope Store,
+    dir: &'scope Path,
+    batch: Vec<Job>,
+    durable: &'scope mpsc::UnboundedSender<Result<Durable, DriverError>>,
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    background: &mut Option<std::thread::ScopedJoinHandle<'scope, bool>>,
+) -> Option<Vec<std::sync::mpsc::SyncSender<()>>> {
+    let storage = |doing| move |source| DriverError::Storage { doing, source };
+    // Waits for the background work; `false` when it failed (and reported).
+    let settle = |background: &mut Option<std::thread::ScopedJoinHandle<'scope, bool>>| {
+        background.take().is_none_or(|work| {
+            work.join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    };
+    let spawn = |background: &mut Option<std::thread::ScopedJoinHandle<'scope, bool>>,
+                 work: Box<dyn FnOnce() -> Result<(), DriverError> + Send + 'scope>|
+     -> bool {
+        if !settle(background) {
+            return false;
+        }
+        let handle = std::thread::Builder::new()
+            .name("lf-snapshot".into())
+            .spawn_scoped(scope, move || match work() {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, "a snapshot cannot be written; stopping");
+                    let _ = durable.send(Err(e));
+                    false
                 }
-                if let Some(snapshot) = snapshot {
-                    write_snapshot(dir, &snapshot)?;
-                    if replace_log {
-                        // Entries appended earlier in this batch are gone.
-                        store
-                            .reset_to(snapshot.last, store_state(&snapshot))
-                            .map_err(storage("resetting the log to a snapshot"))?;
-                        appended = None;
+            })
+            .expect("spawning the snapshot thread");
+        *background = Some(handle);
+        true
+    };
+    let mut appended: Option<LogPosition> = None;
+    let mut acks = Vec::new();
+    // Entries of consecutive jobs go to the store in one append (one
+    // write system call); anything else in a job flushes them first,
+    // so every part still happens in the order the core asked for.
+    let mut records: Vec<Record> = Vec::new();
+    let flush = |records: &mut Vec<Record>,
+                 appended: &mut Option<LogPosition>|
+     -> Result<(), DriverError> {
+        if !records.is_empty() {
+            *appended = Some(store.append(records).map_err(storage("appending"))?);
+            records.clear();
+        }
+        Ok(())
+    };
+    let result = (|| -> Result<bool, DriverError> {
+        for job in batch {
+            let Persist {
+                snapshot,
+                replace_log,
+                truncate_from,
+                entries,
+                hard_state,
+                discard_before,
+            } = job.persist;
+            match snapshot {
+                Some(snapshot) if !replace_log => {
+                    let work = move || {
+                        write_snapshot(dir, &snapshot)?;
+                        let _ = durable.send(Ok(Durable::Snapshot(snapshot.last)));
+                        Ok(())
+                    };
+                    if !spawn(background, Box::new(work)) {
+                        return Ok(false);
                     }
+                }
+                Some(snapshot) => {
+                    flush(&mut records, &mut appended)?;
+                    if !settle(background) {
+                        return Ok(false);
+                    }
+                    write_snapshot(dir, &snapshot)?;
+                    // Entries appended earlier in this batch are gone.
+                    store
+                        .reset_to(snapshot.last, store_state(&snapshot))
+                        .map_err(storage("resetting the log to a snapshot"))?;
+                    appended = None;
                     let _ = durable.send(Ok(Durable::Snapshot(snapshot.last)));
                 }
-                if let Some(from) = truncate_from {
-                    // Positions at or past `from` are gone; a durability
-                    // notice for them must not be sent.
-                    store
-                        .truncate_from(from)
-                        .map_err(storage("truncating the log"))?;
-                    if appended.is_some_and(|p| p.index >= from) {
-                        appended = None;
-                    }
+                None => {}
+            }
+            if let Some(from) = truncate_from {
+                flush(&mut records, &mut appended)?;
+                // Positions at or past `from` are gone; a durability
+                // notice for them must not be sent.
+                store
+                    .truncate_from(from)
+                    .map_err(storage("truncating the log"))?;
+                if appended.is_some_and(|p| p.index >= from) {
+                    appended = None;
                 }
-                records.extend(entries.iter().map(|e| e.to_record(0)));
-                if let Some(state) = hard_state {
-                    flush(&mut records, &mut appended)?;
-                    write_hard_state(dir, &state)?;
-                }
-                if let Some(index) = discard_before {
-                    flush(&mut records, &mut appended)?;
+            }
+            records.extend(entries.iter().map(|e| e.to_record(0)));
+            if let Some(state) = hard_state {
+                flush(&mut records, &mut appended)?;
+                write_hard_state(dir, &state)?;
+            }
+            if let Some(index) = discard_before {
+                let work = move || {
                     let stats = store
                         .discard_before(index)
                         .map_err(storage("discarding the log before a snapshot"))?;
@@ -760,31 +837,34 @@ fn writer(
                             "discarded log segments covered by the snapshot"
                         );
                     }
+                    Ok(())
+                };
+                if !spawn(background, Box::new(work)) {
+                    return Ok(false);
                 }
-                acks.extend(job.done);
             }
-            flush(&mut records, &mut appended)?;
+            acks.extend(job.done);
+        }
+        flush(&mut records, &mut appended)?;
+        if let Some(position) = appended {
+            store
+                .wait_durable(position.index)
+                .map_err(storage("waiting for durability"))?;
+        }
+        Ok(true)
+    })();
+    match result {
+        Ok(true) => {
             if let Some(position) = appended {
-                store
-                    .wait_durable(position.index)
-                    .map_err(storage("waiting for durability"))?;
+                let _ = durable.send(Ok(Durable::Log(position)));
             }
-            Ok(())
-        })();
-        match result {
-            Ok(()) => {
-                if let Some(position) = appended {
-                    let _ = durable.send(Ok(Durable::Log(position)));
-                }
-                for ack in acks {
-                    let _ = ack.send(());
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "the replication log cannot be written; stopping");
-                let _ = durable.send(Err(e));
-                return;
-            }
+            Some(acks)
+        }
+        Ok(false) => None,
+        Err(e) => {
+            tracing::error!(error = %e, "the replication log cannot be written; stopping");
+            let _ = durable.send(Err(e));
+            None
         }
     }
 }

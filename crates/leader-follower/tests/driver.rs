@@ -1,11 +1,12 @@
 //! The tokio driver, run for real: a one-node cluster over a real store,
 //! hard-state file and peer bus on 127.0.0.1.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mimeo_leader_follower::driver::{self, Driver, Handle, NodeNames};
-use mimeo_leader_follower::{ClientOp, Config, Millis, Reply, Role};
+use mimeo_leader_follower::{ClientOp, Config, Millis, NodeId, Reply, Role};
 use mimeo_storage::{Options, Store};
 use mimeo_wire::{
     client_endpoint, generate_certs, CertRequest, PeerBus, PeerMessage, TlsIdentity,
@@ -20,32 +21,78 @@ const WAIT: Duration = Duration::from_secs(10);
 /// messages; returns its handle and the directories it lives in.
 fn start(inbound: mpsc::Receiver<PeerMessage>) -> (Handle, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let request = CertRequest {
-        nodes: vec!["n1".into()],
-        ..CertRequest::default()
-    };
-    generate_certs(&certs, &request, false).unwrap();
-    let identity = TlsIdentity::from_dir(&certs, "node-n1").unwrap();
-    let transport = TransportConfig::default();
-    let endpoint = client_endpoint(&identity, &transport).unwrap();
-    let (bus, _bus_inbound) =
-        PeerBus::new(endpoint, "n1".into(), Vec::new(), "test".into(), transport).unwrap();
+    let node = Node::start(dir.path(), inbound, Config::new, Options::default());
+    (node.handle, dir)
+}
 
-    let names = NodeNames::new(vec!["n1".into()]);
-    let store = Arc::new(Store::open(&data.join("log"), Options::default()).unwrap());
-    let config = Config::new(names.id("n1").unwrap(), Vec::new());
-    let origin = Instant::now();
-    let core = driver::recover(config, &store, &data, Millis(0)).unwrap();
-    let (driver, handle) = Driver::new(core, names, Arc::new(bus), inbound, store, data, origin);
-    tokio::spawn(async move {
-        if let Err(e) = driver.run().await {
-            panic!("driver stopped: {e}");
+/// A running one-node cluster.
+struct Node {
+    handle: Handle,
+    store: Arc<Store>,
+    data: PathBuf,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Node {
+    /// Starts (or restarts) the node living in `dir`, with the
+    /// configuration `config` makes for its id and no peers.
+    fn start(
+        dir: &Path,
+        inbound: mpsc::Receiver<PeerMessage>,
+        config: impl FnOnce(NodeId, Vec<NodeId>) -> Config,
+        options: Options,
+    ) -> Node {
+        let certs = dir.join("certs");
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        if !certs.exists() {
+            let request = CertRequest {
+                nodes: vec!["n1".into()],
+                ..CertRequest::default()
+            };
+            generate_certs(&certs, &request, false).unwrap();
         }
-    });
-    (handle, dir)
+        let identity = TlsIdentity::from_dir(&certs, "node-n1").unwrap();
+        let transport = TransportConfig::default();
+        let endpoint = client_endpoint(&identity, &transport).unwrap();
+        let (bus, _bus_inbound) =
+            PeerBus::new(endpoint, "n1".into(), Vec::new(), "test".into(), transport).unwrap();
+
+        let names = NodeNames::new(vec!["n1".into()]);
+        let store = Arc::new(Store::open(&data.join("log"), options).unwrap());
+        let config = config(names.id("n1").unwrap(), Vec::new());
+        let origin = Instant::now();
+        let core = driver::recover(config, &store, &data, Millis(0)).unwrap();
+        let (driver, handle) = Driver::new(
+            core,
+            names,
+            Arc::new(bus),
+            inbound,
+            Arc::clone(&store),
+            data.clone(),
+            origin,
+        );
+        let driver = tokio::spawn(async move {
+            if let Err(e) = driver.run().await {
+                panic!("driver stopped: {e}");
+            }
+        });
+        Node {
+            handle,
+            store,
+            data,
+            driver,
+        }
+    }
+
+    /// Drops the handle and waits (bounded) for the driver to finish.
+    async fn stop(self) {
+        drop(self.handle);
+        tokio::time::timeout(WAIT, self.driver)
+            .await
+            .expect("the driver stops once its handles are gone")
+            .unwrap();
+    }
 }
 
 /// Waits (bounded) until the node leads.
@@ -113,4 +160,95 @@ async fn a_closed_peer_channel_neither_stops_the_node_nor_spins() {
         matches!(reply, Reply::Value { value: None, .. }),
         "{reply:?}"
     );
+}
+
+/// Waits (bounded) until `done` holds, polling every 20 ms.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "not within {WAIT:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_taken_while_writes_go_on_are_what_a_restart_recovers_from() {
+    const WRITES: usize = 600;
+    let dir = tempfile::tempdir().unwrap();
+    let config = |id, peers| {
+        let mut config = Config::new(id, peers);
+        config.snapshot_every = 100;
+        config.snapshot_keep = 10;
+        config
+    };
+    // Small segments, so that discarding the log before a snapshot removes
+    // whole segments.
+    let options = || Options {
+        segment_bytes: 4096,
+        ..Options::default()
+    };
+    let value = |i: usize| format!("value {i}").into_bytes();
+    let key = |i: usize| format!("key {}", i % 250).into_bytes();
+
+    let (_keep, inbound) = mpsc::channel(16);
+    let node = Node::start(dir.path(), inbound, config, options());
+    until_leader(&node.handle).await;
+    // Sixteen writers at once, so snapshots are written while appends wait
+    // for their fsyncs.
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..16 {
+        let handle = node.handle.clone();
+        writers.spawn(async move {
+            for i in (w..WRITES).step_by(16) {
+                let put = ClientOp::Put {
+                    key: key(i),
+                    value: value(i),
+                };
+                let reply = tokio::time::timeout(WAIT, handle.request(put, None))
+                    .await
+                    .expect("answered in time")
+                    .unwrap();
+                assert!(matches!(reply, Reply::Written { .. }), "{reply:?}");
+            }
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.unwrap();
+    }
+    // Every write was acknowledged; the snapshots and the discards that
+    // follow them finish in the background.
+    let data = node.data.clone();
+    until("a snapshot of at least 500 entries", || {
+        driver::read_snapshot(&data)
+            .unwrap()
+            .is_some_and(|s| s.last.index >= 500)
+    })
+    .await;
+    let store = Arc::clone(&node.store);
+    until("the log before the snapshot discarded", || {
+        store.first_index() > 100
+    })
+    .await;
+    drop(store);
+    node.stop().await;
+
+    // The restarted node holds every key's last value.
+    let (_keep, inbound) = mpsc::channel(16);
+    let node = Node::start(dir.path(), inbound, config, options());
+    until_leader(&node.handle).await;
+    for i in WRITES - 250..WRITES {
+        let get = ClientOp::Get {
+            key: key(i),
+            consistency: None,
+        };
+        let reply = tokio::time::timeout(WAIT, node.handle.request(get, None))
+            .await
+            .expect("answered in time")
+            .unwrap();
+        match reply {
+            Reply::Value { value: Some(v), .. } => assert_eq!(v, value(i), "key {}", i % 250),
+            other => panic!("key {}: {other:?}", i % 250),
+        }
+    }
+    node.stop().await;
 }
