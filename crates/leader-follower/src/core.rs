@@ -10,7 +10,7 @@ use crate::config::{Config, ConfigError};
 use crate::message::{AppendResult, PeerMsg};
 use crate::output::{FollowerLag, Output, Persist, Role, Status};
 use crate::progress::{Mode, Progress};
-use crate::snapshot::{Incoming, KeyState, Snapshot};
+use crate::snapshot::{Incoming, KeyValues, Snapshot};
 use crate::types::{
     AckMode, ClientOp, Command, HardState, LogEntry, Millis, NodeId, ReadMode, Reply, RequestId,
     Unavailable, Unknown,
@@ -166,7 +166,7 @@ pub struct Core {
     commit: u64,
     applied: u64,
     durable: u64,
-    kv: BTreeMap<Vec<u8>, KeyState>,
+    kv: KeyValues,
     election_deadline: Millis,
     leader_contact: Option<Millis>,
     /// Highest index known to match the current leader's log (follower).
@@ -375,7 +375,7 @@ impl Core {
         let durable = offset + log.len() as u64;
         let (kv, snapshot) = match snapshot {
             Some(s) => (s.kv.clone(), Some(Arc::new(s))),
-            None => (BTreeMap::new(), None),
+            None => (KeyValues::new(), None),
         };
         let mut core = Core {
             rng: config.seed ^ 0x9E37_79B9_7F4A_7C15,
@@ -826,16 +826,20 @@ impl Core {
     /// [`Persist::snapshot`] carried). The core drops the log up to it from
     /// memory, but the last `snapshot_keep` entries, and asks the driver,
     /// with [`Persist::discard_before`], to drop them from disk.
-    pub fn snapshot_persisted(&mut self, now: Millis, last: LogPosition) {
+    ///
+    /// Returns the snapshot this one replaces, for the caller to drop
+    /// where that costs nothing: freeing the keys only it still holds can
+    /// take a while on a large state.
+    pub fn snapshot_persisted(&mut self, now: Millis, last: LogPosition) -> Option<Arc<Snapshot>> {
         if self
             .snapshot_pending
             .as_ref()
             .is_none_or(|s| s.last != last)
         {
-            return; // superseded by a later snapshot, or unknown
+            return None; // superseded by a later snapshot, or unknown
         }
         let snapshot = self.snapshot_pending.take().expect("checked above");
-        self.snapshot = Some(snapshot);
+        let replaced = self.snapshot.replace(snapshot);
         self.snapshot_bytes = None;
         // The snapshot durably holds everything up to its index. A follower
         // that installed it from its leader answers now.
@@ -859,6 +863,7 @@ impl Core {
                 ..Persist::default()
             }));
         }
+        replaced
     }
 
     /// Hand leadership to the most up-to-date follower (on shutdown). The

@@ -589,7 +589,11 @@ impl Driver {
                 self.core.persisted(now, position);
             }
             Event::Written(Some(Ok(Durable::Snapshot(last)))) => {
-                self.core.snapshot_persisted(now, last);
+                if let Some(replaced) = self.core.snapshot_persisted(now, last) {
+                    // Not on the event loop: on a large state, freeing what
+                    // only the old snapshot held takes a while.
+                    tokio::task::spawn_blocking(move || drop(replaced));
+                }
             }
             Event::Written(Some(Err(e))) => return Some(Err(e)),
             Event::Tick => self.core.tick(now),

@@ -155,7 +155,7 @@ pub use crate::config::{Config, ConfigError};
 pub use crate::core::{Core, RecoverError};
 pub use crate::message::{AppendResult, PeerMsg};
 pub use crate::output::{FollowerLag, Output, Persist, Role, Status};
-pub use crate::snapshot::{KeyState, Snapshot};
+pub use crate::snapshot::{KeyState, KeyValues, Snapshot};
 pub use crate::types::{
     AckMode, ClientOp, Command, HardState, LogEntry, Millis, NodeId, ReadMode, Reply, RequestId,
     Unavailable, Unknown, NOOP_KEY,

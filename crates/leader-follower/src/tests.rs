@@ -1445,7 +1445,7 @@ fn install(term: u64, last: LogPosition, snapshot: &Snapshot) -> PeerMsg {
 }
 
 fn kv_of(entries: &[LogEntry]) -> Snapshot {
-    let mut kv = std::collections::BTreeMap::new();
+    let mut kv = crate::KeyValues::new();
     let mut last = pos(0, 0);
     for e in entries {
         if let Command::Put { key, value } = &e.command {
