@@ -4,7 +4,7 @@
 # Measures, in one run:
 #
 # 1. Quorum-write throughput and p50/p99 at each concurrency: unique-free
-#    writes of VALUE_SIZE-byte values to 10,000 keys (`bench-compare run`,
+#    writes of VALUE_SIZE-byte values to KEYS keys (`bench-compare run`,
 #    writes only), DURATION each, RUNS times round-robin (run, then
 #    concurrency, then store), medians, ratios to etcd.
 #
@@ -49,6 +49,7 @@
 #
 #   bash scripts/bench-lf.sh     # RUNS=3 DURATION=10s CONCURRENCY="1 16 64" KILLS=5
 #   MIMEO_FSYNC=never CONCURRENCY=1 FAILOVER_SYSTEMS="" bash scripts/bench-lf.sh
+#   KEYS=1000000 CONCURRENCY=64 DURATION=20s RUNS=1 FAILOVER_SYSTEMS="" bash scripts/bench-lf.sh
 #
 # Installs etcd-server, etcd-client and protobuf-compiler from Debian's
 # packages if they are missing. Everything listens on 127.0.0.1 only, and
@@ -60,6 +61,7 @@ RUNS=${RUNS:-3}
 DURATION=${DURATION:-10s}
 CONCURRENCY=${CONCURRENCY-"1 16 64"}  # empty: skip the throughput runs
 VALUE_SIZE=${VALUE_SIZE:-256}
+KEYS=${KEYS:-10000}  # a large state: KEYS=1000000 DURATION=20s (snapshots then cost)
 KILLS=${KILLS:-5}
 FAILOVER_CONCURRENCY=${FAILOVER_CONCURRENCY:-16}
 FAILOVER_DURATION=${FAILOVER_DURATION:-10s}
@@ -198,10 +200,10 @@ for run in $(seq 1 "$RUNS"); do
   for c in $CONCURRENCY; do
     echo "mimeo-lf c=$c run $run" >&2
     record mimeo-lf "$c" "$("$compare" run --target mimeo --endpoint "$mimeo_endpoints" --certs "$mimeo_dir/certs" \
-      -c "$c" --value-size "$VALUE_SIZE" -d "$DURATION" --seed "$run")"
+      -c "$c" --value-size "$VALUE_SIZE" --keys "$KEYS" -d "$DURATION" --seed "$run")"
     echo "etcd c=$c run $run" >&2
     record etcd "$c" "$("$compare" run --target etcd --endpoint "$(etcd_endpoints etcd)" \
-      -c "$c" --value-size "$VALUE_SIZE" -d "$DURATION" --seed "$run")"
+      -c "$c" --value-size "$VALUE_SIZE" --keys "$KEYS" -d "$DURATION" --seed "$run")"
   done
 done
 
