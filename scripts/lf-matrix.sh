@@ -17,6 +17,8 @@
 #
 #   bash scripts/lf-matrix.sh                       # NODES=5 TIME_LIMIT=60 SEEDS="1 2"
 #   ONLY="async-set follower-reads" SEEDS=7 bash scripts/lf-matrix.sh
+#   NODE_CONFIG="replication.snapshot_every=300 storage.segment_bytes=65536" \
+#     ONLY="quorum-leader quorum-set" bash scripts/lf-matrix.sh   # snapshots under faults
 #
 # About 75 s per run with a warm release build on 2 cores.
 set -euo pipefail
@@ -26,6 +28,10 @@ NODES=${NODES:-5}
 TIME_LIMIT=${TIME_LIMIT:-60}
 SEEDS=${SEEDS:-"1 2"}
 ONLY=${ONLY:-}
+# Extra node config, `table.key=value` words, each passed as --node-config.
+NODE_CONFIG=${NODE_CONFIG:-}
+node_config=()
+for kv in $NODE_CONFIG; do node_config+=(--node-config "$kv"); done
 
 # name | harness flags | expected exit code (0 valid, 1 invalid)
 matrix=(
@@ -52,7 +58,7 @@ for seed in $SEEDS; do
     # shellcheck disable=SC2086 # flags holds separate arguments
     target/release/mimeo-harness run --mimeo-bin target/release/mimeo --mode leader-follower \
       --nodes "$NODES" --time-limit "$TIME_LIMIT" --concurrency 10 --fsync always --seed "$seed" \
-      $flags >"$log" 2>&1
+      $flags "${node_config[@]}" >"$log" 2>&1
     code=$?
     set -e
     # The checkers' one-line summaries, joined; the run directory for reference.

@@ -718,7 +718,7 @@ fn writer(
                 let _ = ack.send(());
             }
         }
-        // Dropping the scope joins the background work.
+        // Leaving the scope joins the background work.
     });
 }
 

@@ -131,8 +131,11 @@ pub enum AckMode {
     /// Once the leader and at least `K` followers have it durably. May be
     /// lost when `K + 1` is less than a majority.
     SemiSync(usize),
-    /// Once a majority including the leader has it durably, i.e. once it is
-    /// committed. Never lost.
+    /// Once a majority of the nodes has it durably, i.e. once it is
+    /// committed. Never lost. The leader counts towards the majority once
+    /// its own fsync is done, but is not required in it: as in Raft, a
+    /// majority of the nodes made of followers alone (two of three, three
+    /// of five) commits the entry, since any future leader must hold it.
     Quorum,
     /// Once every node has it durably (and it is committed). Never lost;
     /// waits for the slowest node, and times out while any node is down.
