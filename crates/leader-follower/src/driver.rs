@@ -54,7 +54,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mimeo_storage::{LogPosition, Record, Store};
+use mimeo_storage::{LogPosition, Options, Record, Store};
 use mimeo_wire::{PeerBus, PeerMessage};
 use tokio::sync::{mpsc, oneshot};
 
@@ -128,6 +128,25 @@ pub enum DriverError {
     /// The replication settings are inconsistent.
     #[error("invalid replication settings: {0}")]
     Config(#[from] crate::ConfigError),
+    /// The store compacts on its own, which would fold log entries the
+    /// replicas may still need into its snapshot.
+    #[error("the store compacts on its own (compact_min_bytes = {compact_min_bytes}), which would drop replication log entries followers may still need: open it with driver::store_options")]
+    AutoCompaction {
+        /// The store's [`Options::compact_min_bytes`](mimeo_storage::Options::compact_min_bytes).
+        compact_min_bytes: u64,
+    },
+}
+
+/// `options` made fit for a store holding a replication log: no automatic
+/// compaction. The log is shipped to followers and its uncommitted tail
+/// may be truncated, so only the driver may drop entries, the ones its own
+/// snapshots cover ([`Store::discard_before`]). [`recover`] refuses a store
+/// opened otherwise.
+pub fn store_options(options: Options) -> Options {
+    Options {
+        compact_min_bytes: u64::MAX,
+        ..options
+    }
 }
 
 /// Maps the cluster's node names (`n1`, `n2`...) to the core's numeric
@@ -312,12 +331,19 @@ fn store_state(snapshot: &Snapshot) -> Vec<(Vec<u8>, Entry)> {
 /// with another term, a reset of the store to the snapshot was cut short
 /// (a follower that installed its leader's snapshot, or a leader whose
 /// snapshot overtook its own fsyncs): it is completed first.
+///
+/// Fails with [`DriverError::AutoCompaction`] unless `store` was opened
+/// with [`store_options`].
 pub fn recover(
     config: Config,
     store: &Store,
     dir: &Path,
     now: Millis,
 ) -> Result<Core, DriverError> {
+    let compact_min_bytes = store.options().compact_min_bytes;
+    if compact_min_bytes != u64::MAX {
+        return Err(DriverError::AutoCompaction { compact_min_bytes });
+    }
     let storage = |doing| move |source| DriverError::Storage { doing, source };
     let hard_state = read_hard_state(dir)?;
     let snapshot = read_snapshot(dir)?;
@@ -945,10 +971,10 @@ mod tests {
             },
         )
         .unwrap();
-        let options = mimeo_storage::Options {
+        let options = store_options(mimeo_storage::Options {
             segment_bytes: 256,
             ..mimeo_storage::Options::default()
-        };
+        });
         {
             let store = Store::open(dir.path(), options.clone()).unwrap();
             let records: Vec<Record> = log.iter().map(|e| e.to_record(0)).collect();
@@ -1000,6 +1026,22 @@ mod tests {
     }
 
     #[test]
+    fn a_store_that_compacts_on_its_own_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Options::default()).unwrap();
+        let err = recover(Config::new(1, vec![2, 3]), &store, dir.path(), Millis(0))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("compacts on its own") && err.contains("store_options"),
+            "{err}"
+        );
+        drop(store);
+        let store = Store::open(dir.path(), store_options(Options::default())).unwrap();
+        recover(Config::new(1, vec![2, 3]), &store, dir.path(), Millis(0)).unwrap();
+    }
+
+    #[test]
     fn recovery_completes_a_reset_cut_short() {
         let dir = tempfile::tempdir().unwrap();
         write_hard_state(
@@ -1010,7 +1052,7 @@ mod tests {
             },
         )
         .unwrap();
-        let store = Store::open(dir.path(), mimeo_storage::Options::default()).unwrap();
+        let store = Store::open(dir.path(), store_options(Options::default())).unwrap();
         // The old, divergent log: index 5 has term 1.
         let old: Vec<Record> = (1..=6).map(|i| put(1, i, "old").to_record(0)).collect();
         store.append(&old).unwrap();

@@ -59,7 +59,8 @@ impl Node {
             PeerBus::new(endpoint, "n1".into(), Vec::new(), "test".into(), transport).unwrap();
 
         let names = NodeNames::new(vec!["n1".into()]);
-        let store = Arc::new(Store::open(&data.join("log"), options).unwrap());
+        let store =
+            Arc::new(Store::open(&data.join("log"), driver::store_options(options)).unwrap());
         let config = config(names.id("n1").unwrap(), Vec::new());
         let origin = Instant::now();
         let core = driver::recover(config, &store, &data, Millis(0)).unwrap();

@@ -90,7 +90,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         // it and may truncate its uncommitted tail. The leader-follower
         // driver discards only the segments its own snapshots cover
         // (`Store::discard_before`).
-        options.compact_min_bytes = u64::MAX;
+        options = mimeo_leader_follower::driver::store_options(options);
     }
     let data_dir = config.data_dir.clone();
     let simulate_power_loss = config.storage.simulate_power_loss;

@@ -239,6 +239,11 @@ impl Store {
         })
     }
 
+    /// The options the store was opened with.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
     /// Appends `records`, which must continue the log: the first has index
     /// `last_position().index + 1`, each next one index + 1, and terms never
     /// decrease ([`Error::NonContiguous`], [`Error::TermDecreased`]
