@@ -11,7 +11,9 @@
 #   RUNS=5 DURATION=20s bash scripts/bench-compare.sh
 #
 # Installs etcd-server, redis-server and protobuf-compiler from Debian's
-# packages if they are missing. Everything listens on 127.0.0.1 only.
+# packages if they are missing. Everything listens on 127.0.0.1 only. On
+# exit the systems' data files are removed (KEEP_DATA=1 keeps them); logs
+# and raw results stay in the scratch directory it prints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -53,7 +53,9 @@
 #
 # Installs etcd-server, etcd-client and protobuf-compiler from Debian's
 # packages if they are missing. Everything listens on 127.0.0.1 only, and
-# every process the script starts is killed when it exits.
+# every process the script starts is killed when it exits; the systems'
+# data files go too (KEEP_DATA=1 keeps them), the logs and raw results stay
+# in the scratch directory it prints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

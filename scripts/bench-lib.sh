@@ -5,10 +5,18 @@
 results=$work/results.jsonl
 pids=()
 
-# SIGKILLs every process the script started (recorded in $pids).
+# SIGKILLs every process the script started (recorded in $pids), then
+# removes the systems' data (every file over 1 MiB in $work but logs and
+# results) unless KEEP_DATA=1: a large-state run leaves gigabytes, and
+# repeated runs would fill the disk.
 cleanup() {
   for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [ "${KEEP_DATA:-0}" != 1 ]; then
+    # (Mimeo's log segments are seg-*.log; the processes' logs are *.log.)
+    find "$work" -type f -size +1M \( -name 'seg-*' -o ! -name '*.log' \) ! -name '*.jsonl' \
+      -delete 2>/dev/null || true
+  fi
 }
 trap cleanup EXIT
 echo "scratch directory: $work (on $(df --output=target "$work" | tail -1))" >&2
