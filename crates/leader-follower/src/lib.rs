@@ -122,7 +122,10 @@
 //! below it in memory and tells the driver it may drop the rest from disk
 //! ([`Persist::discard_before`]; the tokio driver drops whole storage
 //! segments). So memory, disk and restart time stay bounded by the live
-//! state plus `snapshot_every + snapshot_keep` entries.
+//! state plus `snapshot_every + snapshot_keep` entries. The view is a
+//! persistent map ([`KeyValues`]), so taking a snapshot costs no copy, and
+//! the tokio driver writes it while appends go on. A store given to the
+//! driver must not compact on its own ([`driver::store_options`]).
 //!
 //! A follower that needs entries its leader has dropped (new, or down for a
 //! long time) gets the leader's snapshot in [`PeerMsg::InstallSnapshot`]
