@@ -167,6 +167,8 @@ pub struct Core {
     applied: u64,
     durable: u64,
     kv: KeyValues,
+    /// Keys of `kv` holding a value (not a tombstone).
+    live_keys: u64,
     election_deadline: Millis,
     leader_contact: Option<Millis>,
     /// Highest index known to match the current leader's log (follower).
@@ -396,6 +398,7 @@ impl Core {
             commit: snap_last.index,
             applied: snap_last.index,
             durable,
+            live_keys: live_keys(&kv),
             kv,
             election_deadline: now,
             leader_contact: None,
@@ -571,6 +574,7 @@ impl Core {
             elections_started: self.elections_started,
             elections_won: self.elections_won,
             rolled_back_entries: self.rolled_back,
+            live_keys: self.live_keys,
             followers,
         }
     }
@@ -1618,6 +1622,7 @@ impl Core {
             self.durable = self.durable.min(self.commit);
         }
         self.kv = snapshot.kv.clone();
+        self.live_keys = live_keys(&self.kv);
         self.commit = last.index;
         self.applied = last.index;
         self.leader_match = self.leader_match.max(last.index);
@@ -1679,10 +1684,16 @@ impl Core {
             match &entry.command {
                 Command::Noop => {}
                 Command::Put { key, value } => {
-                    self.kv.insert(key.clone(), (Some(value.clone()), position));
+                    let old = self.kv.insert(key.clone(), (Some(value.clone()), position));
+                    if old.is_none_or(|(v, _)| v.is_none()) {
+                        self.live_keys += 1;
+                    }
                 }
                 Command::Delete { key } => {
-                    self.kv.insert(key.clone(), (None, position));
+                    let old = self.kv.insert(key.clone(), (None, position));
+                    if old.is_some_and(|(v, _)| v.is_some()) {
+                        self.live_keys -= 1;
+                    }
                 }
             }
         }
@@ -2010,4 +2021,9 @@ impl Core {
             self.reply(req_id, Reply::Unavailable { reason });
         }
     }
+}
+
+/// The keys of `kv` that hold a value.
+fn live_keys(kv: &KeyValues) -> u64 {
+    kv.values().filter(|(value, _)| value.is_some()).count() as u64
 }

@@ -20,6 +20,11 @@
 //! A storage failure stops the driver (the node must not go on acknowledging
 //! writes it may not have stored): [`Driver::run`] returns the error.
 //!
+//! The store holds the log only: every entry is one record under
+//! [`RECORD_KEY`](crate::RECORD_KEY) (see [`LogEntry::to_record`]), so the
+//! store's own key index and compaction snapshot stay one entry small; the
+//! key-value state is the core's, and its snapshots' below.
+//!
 //! The hard state lives beside the log in `leader-follower.state`, written
 //! to a temporary file, fsynced and renamed over the old one.
 //!
@@ -57,8 +62,6 @@ use std::time::{Duration, Instant};
 use mimeo_storage::{LogPosition, Options, Record, Store};
 use mimeo_wire::{PeerBus, PeerMessage};
 use tokio::sync::{mpsc, oneshot};
-
-use mimeo_storage::{Entry, RecordMeta};
 
 use crate::{AckMode, ClientOp, Core, HardState, LogEntry, Millis, NodeId, Output, PeerMsg};
 use crate::{Config, Persist, Reply, Snapshot, Status};
@@ -128,6 +131,14 @@ pub enum DriverError {
     /// The replication settings are inconsistent.
     #[error("invalid replication settings: {0}")]
     Config(#[from] crate::ConfigError),
+    /// An entry of the log on disk cannot be decoded.
+    #[error("log entry {index} cannot be decoded ({message}): written by a newer build of Mimeo, or damaged on disk")]
+    UnreadableEntry {
+        /// Its index.
+        index: u64,
+        /// What the decoder said.
+        message: String,
+    },
     /// The store compacts on its own, which would fold log entries the
     /// replicas may still need into its snapshot.
     #[error("the store compacts on its own (compact_min_bytes = {compact_min_bytes}), which would drop replication log entries followers may still need: open it with driver::store_options")]
@@ -302,27 +313,6 @@ pub fn read_snapshot(dir: &Path) -> Result<Option<Snapshot>, DriverError> {
     Ok(Some(snapshot))
 }
 
-/// The store's key-value state matching `snapshot`, for [`Store::reset_to`].
-fn store_state(snapshot: &Snapshot) -> Vec<(Vec<u8>, Entry)> {
-    snapshot
-        .kv
-        .iter()
-        .map(|(key, (value, position))| {
-            let meta = RecordMeta {
-                position: *position,
-                origin: 0,
-                seq: position.index,
-                version: Vec::new(),
-            };
-            let entry = Entry {
-                value: value.clone(),
-                meta,
-            };
-            (key.clone(), entry)
-        })
-        .collect()
-}
-
 /// Rebuilds a core from what `store`, the snapshot and the hard state in
 /// `dir` hold. The log must start at index 1, or, with a snapshot, at or
 /// before the index after it.
@@ -362,8 +352,10 @@ pub fn recover(
                 store_last = last.index,
                 "the log does not lead to the snapshot: resetting it to the snapshot"
             );
+            // The store holds no key-value state of its own for this mode
+            // (every entry is under RECORD_KEY): the snapshot file does.
             store
-                .reset_to(s.last, store_state(s))
+                .reset_to(s.last, Vec::new())
                 .map_err(storage("resetting the log to the snapshot"))?;
         }
     }
@@ -378,7 +370,14 @@ pub fn recover(
             break;
         }
         next += records.len() as u64;
-        entries.extend(records.iter().map(LogEntry::from_record));
+        for record in &records {
+            let entry =
+                LogEntry::from_record(record).map_err(|e| DriverError::UnreadableEntry {
+                    index: record.meta.position.index,
+                    message: e.to_string(),
+                })?;
+            entries.push(entry);
+        }
     }
     Core::restore(config, now, hard_state, snapshot, entries).map_err(|source| {
         DriverError::Recover {
@@ -829,9 +828,10 @@ fn write_batch<'scope>(
                         return Ok(false);
                     }
                     write_snapshot(dir, &snapshot)?;
-                    // Entries appended earlier in this batch are gone.
+                    // Entries appended earlier in this batch are gone. The
+                    // store keeps no key-value state for this mode.
                     store
-                        .reset_to(snapshot.last, store_state(&snapshot))
+                        .reset_to(snapshot.last, Vec::new())
                         .map_err(storage("resetting the log to a snapshot"))?;
                     appended = None;
                     let _ = durable.send(Ok(Durable::Snapshot(snapshot.last)));

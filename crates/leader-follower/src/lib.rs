@@ -161,7 +161,7 @@ pub use crate::output::{FollowerLag, Output, Persist, Role, Status};
 pub use crate::snapshot::{KeyState, KeyValues, Snapshot};
 pub use crate::types::{
     AckMode, ClientOp, Command, HardState, LogEntry, Millis, NodeId, ReadMode, Reply, RequestId,
-    Unavailable, Unknown, NOOP_KEY,
+    Unavailable, Unknown, RECORD_KEY,
 };
 pub use mimeo_storage::LogPosition;
 

@@ -133,6 +133,8 @@ pub struct Status {
     /// replaced them (writes that were never committed, e.g. async writes
     /// lost in a failover).
     pub rolled_back_entries: u64,
+    /// Keys holding a value in its applied view.
+    pub live_keys: u64,
     /// Replication lag per follower (filled on the leader only).
     pub followers: Vec<FollowerLag>,
 }

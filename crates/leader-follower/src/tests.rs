@@ -1218,23 +1218,52 @@ fn bad_requests_and_configs_are_refused_with_reasons() {
 }
 
 #[test]
-fn records_round_trip_and_noops_are_tombstones_of_the_reserved_key() {
-    for entry in [
-        noop(3, 7),
-        put(3, 8, "k"),
-        LogEntry {
-            position: pos(3, 9),
-            command: Command::Delete { key: b"k".to_vec() },
-        },
-    ] {
+fn records_round_trip_under_one_key_and_the_old_layout_still_reads() {
+    use mimeo_storage::{Mutation, Record, RecordMeta};
+    let delete = LogEntry {
+        position: pos(3, 9),
+        command: Command::Delete { key: b"k".to_vec() },
+    };
+    for entry in [noop(3, 7), put(3, 8, "k"), delete.clone()] {
         let record = entry.to_record(2);
         assert_eq!(record.meta.position, entry.position);
-        assert_eq!(LogEntry::from_record(&record), entry);
+        assert_eq!(record.mutation.key(), crate::RECORD_KEY);
+        assert_eq!(LogEntry::from_record(&record).unwrap(), entry);
     }
-    assert_eq!(
-        noop(1, 1).to_record(1).mutation,
-        mimeo_storage::Mutation::Delete { key: Vec::new() }
+
+    // Earlier builds stored each entry under its own key, a noop as a
+    // delete of the reserved key.
+    let old = |position, mutation| Record {
+        meta: RecordMeta {
+            position,
+            origin: 1,
+            seq: position.index,
+            version: Vec::new(),
+        },
+        mutation,
+    };
+    let old_noop = old(pos(3, 7), Mutation::Delete { key: Vec::new() });
+    let old_put = old(
+        pos(3, 8),
+        Mutation::Put {
+            key: b"k".to_vec(),
+            value: b"v8".to_vec(),
+        },
     );
+    let old_delete = old(pos(3, 9), Mutation::Delete { key: b"k".to_vec() });
+    assert_eq!(LogEntry::from_record(&old_noop).unwrap(), noop(3, 7));
+    assert_eq!(LogEntry::from_record(&old_put).unwrap(), put(3, 8, "k"));
+    assert_eq!(LogEntry::from_record(&old_delete).unwrap(), delete);
+
+    // A value under the reserved key that is no command is an error.
+    let garbage = old(
+        pos(3, 10),
+        Mutation::Put {
+            key: Vec::new(),
+            value: vec![0xff; 3],
+        },
+    );
+    assert!(LogEntry::from_record(&garbage).is_err());
 }
 
 #[test]
@@ -1272,6 +1301,31 @@ fn a_single_node_cluster_commits_on_its_own_disk() {
             ..
         }]
     ));
+}
+
+#[test]
+fn live_keys_count_values_not_tombstones() {
+    let mut core = Core::new(Config::new(1, vec![]), Millis(0)).unwrap();
+    core.tick(core.next_timeout());
+    assert_eq!(core.role(), Role::Leader);
+    let delete = |key: &str| ClientOp::Delete { key: key.into() };
+    // Index 1 is the leader's noop.
+    let ops = [
+        put_op("a"),
+        put_op("b"),
+        put_op("a"),
+        delete("a"),
+        delete("c"),
+    ];
+    let mut live = Vec::new();
+    for (i, op) in ops.into_iter().enumerate() {
+        let index = i as u64 + 2;
+        core.handle_client(Millis(700 + index), index, op, None);
+        core.persisted(Millis(700 + index), pos(1, index));
+        drain(&mut core);
+        live.push(core.status(Millis(700 + index)).live_keys);
+    }
+    assert_eq!(live, [1, 2, 2, 1, 1]);
 }
 
 // ------------------------------------------------------------- snapshots

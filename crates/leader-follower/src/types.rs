@@ -71,26 +71,24 @@ pub struct LogEntry {
     pub command: Command,
 }
 
-/// The key a [`Command::Noop`] is stored under in a [`Record`]: the empty
-/// key, which clients may not use (the core refuses it with
-/// [`Reply::BadRequest`]). A noop is stored as a delete of it, so it leaves
-/// a tombstone rather than a live key.
-pub const NOOP_KEY: &[u8] = b"";
+/// The key every entry is stored under in a [`Record`]: the empty key,
+/// which clients may not use (the core refuses it with
+/// [`Reply::BadRequest`]). The record's value is the entry's [`Command`]
+/// (postcard). With one key, the store's own key index and the snapshot
+/// its compaction writes hold one entry, not a second copy of the state:
+/// the replicated state lives in the core and in its [`Snapshot`]s.
+///
+/// Builds before this layout stored a put or delete under its own key and
+/// a noop as a delete of this key; [`LogEntry::from_record`] reads both.
+///
+/// [`Snapshot`]: crate::Snapshot
+pub const RECORD_KEY: &[u8] = b"";
 
 impl LogEntry {
-    /// The storage record for this entry. `origin` is the node that appends
-    /// it (kept for information only; leader-follower does not use it).
+    /// The storage record for this entry, under [`RECORD_KEY`]. `origin` is
+    /// the node that appends it (kept for information only;
+    /// leader-follower does not use it).
     pub fn to_record(&self, origin: NodeId) -> Record {
-        let mutation = match &self.command {
-            Command::Noop => Mutation::Delete {
-                key: NOOP_KEY.to_vec(),
-            },
-            Command::Put { key, value } => Mutation::Put {
-                key: key.clone(),
-                value: value.clone(),
-            },
-            Command::Delete { key } => Mutation::Delete { key: key.clone() },
-        };
         Record {
             meta: RecordMeta {
                 position: self.position,
@@ -98,25 +96,34 @@ impl LogEntry {
                 seq: self.position.index,
                 version: Vec::new(),
             },
-            mutation,
+            mutation: Mutation::Put {
+                key: RECORD_KEY.to_vec(),
+                value: postcard::to_allocvec(&self.command).expect("commands serialize"),
+            },
         }
     }
 
     /// The entry a storage record holds (the inverse of
-    /// [`LogEntry::to_record`]).
-    pub fn from_record(record: &Record) -> LogEntry {
+    /// [`LogEntry::to_record`], and of the layout of earlier builds). Fails
+    /// when the command under [`RECORD_KEY`] cannot be decoded: a record
+    /// written by a newer build, or damage the store's checksums missed.
+    pub fn from_record(record: &Record) -> Result<LogEntry, postcard::Error> {
         let command = match &record.mutation {
-            Mutation::Delete { key } if key.as_slice() == NOOP_KEY => Command::Noop,
+            Mutation::Put { key, value } if key.as_slice() == RECORD_KEY => {
+                postcard::from_bytes(value)?
+            }
+            // The layout of earlier builds.
+            Mutation::Delete { key } if key.as_slice() == RECORD_KEY => Command::Noop,
             Mutation::Put { key, value } => Command::Put {
                 key: key.clone(),
                 value: value.clone(),
             },
             Mutation::Delete { key } => Command::Delete { key: key.clone() },
         };
-        LogEntry {
+        Ok(LogEntry {
             position: record.meta.position,
             command,
-        }
+        })
     }
 }
 

@@ -32,7 +32,6 @@ pub(crate) struct LeaderFollower {
     bus: Arc<PeerBus>,
     config: NodeConfig,
     clock: Arc<Clock>,
-    live_keys: Box<dyn Fn() -> u64 + Send + Sync>,
     started: Instant,
 }
 
@@ -42,7 +41,6 @@ impl LeaderFollower {
         bus: Arc<PeerBus>,
         config: NodeConfig,
         clock: Arc<Clock>,
-        live_keys: Box<dyn Fn() -> u64 + Send + Sync>,
     ) -> LeaderFollower {
         let mut client_addrs: HashMap<String, SocketAddr> = config
             .replication
@@ -58,7 +56,6 @@ impl LeaderFollower {
             bus,
             config,
             clock,
-            live_keys,
             started: Instant::now(),
         }
     }
@@ -174,7 +171,7 @@ impl LeaderFollower {
             last_position: position_to_wire(status.last),
             commit_index: status.commit_index,
             durable_index: status.durable_index,
-            live_keys: (self.live_keys)(),
+            live_keys: status.live_keys,
             uptime_ms: self.started.elapsed().as_millis() as u64,
             clock_offset_ms: self.clock.offset_ms(),
             fsync: self.config.storage.fsync.to_string(),

@@ -269,12 +269,13 @@ async fn render(source: &Source) -> String {
         },
         None => None,
     };
-    let (last_index, last_term, durable_index) = match &status {
-        Some((s, _)) => (s.last.index, s.last.term, s.durable_index),
+    let (last_index, last_term, durable_index, live_keys) = match &status {
+        Some((s, _)) => (s.last.index, s.last.term, s.durable_index, s.live_keys),
         None => (
             stats.last_position.index,
             stats.last_position.term,
             stats.durable_index,
+            stats.live_keys as u64,
         ),
     };
     out.gauge("mimeo_last_index", "Index of the last log entry.");
@@ -286,8 +287,11 @@ async fn render(source: &Source) -> String {
         "Every log entry up to this index is durable on this node.",
     );
     out.sample(&[], durable_index);
-    out.gauge("mimeo_live_keys", "Keys whose latest entry is a value.");
-    out.sample(&[], stats.live_keys);
+    out.gauge(
+        "mimeo_live_keys",
+        "Keys whose latest applied entry is a value.",
+    );
+    out.sample(&[], live_keys);
     out.gauge(
         "mimeo_storage_disk_bytes",
         "Bytes in segment files and the snapshot.",

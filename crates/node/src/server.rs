@@ -291,13 +291,11 @@ fn start_leader_follower(
         origin,
     );
     let task = tokio::spawn(driver.run());
-    let counted = Arc::clone(store);
     let service = Arc::new(LeaderFollower::new(
         handle,
         Arc::clone(&bus),
         config.clone(),
         Arc::clone(clock),
-        Box::new(move || counted.stats().live_keys as u64),
     ));
     Ok((service, bus, task))
 }
