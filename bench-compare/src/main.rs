@@ -404,7 +404,9 @@ async fn write_through_kill<T: Target>(
 ///   before dying cannot count);
 /// - `longest_gap_ms`: the longest interval without any acknowledgement from
 ///   one second before the kill to `ended_at`, the end of the run (so a run
-///   that never recovers reports the whole time after its last ack);
+///   that never recovers reports the whole time after its last ack), and
+///   `longest_gap_starts_ms`, where that gap starts relative to the kill
+///   (negative: before it);
 /// - `acks_before` / `acks_after`: acknowledgements either side of the kill.
 fn failover_report(
     acks: &[Ack],
@@ -425,16 +427,23 @@ fn failover_report(
         .filter(|&t| t >= window_start)
         .chain([ended_at])
         .collect();
-    let longest_gap = times
+    // The longest gap and where it starts (the earliest, on a tie).
+    let (longest_gap, gap_start) = times
         .windows(2)
-        .map(|pair| pair[1] - pair[0])
-        .max()
-        .unwrap_or_default();
+        .map(|pair| (pair[1] - pair[0], pair[0]))
+        .fold((Duration::ZERO, killed_at), |best, (gap, start)| {
+            if gap > best.0 {
+                (gap, start)
+            } else {
+                best
+            }
+        });
     serde_json::json!({
         "killed_at_ms": ms(killed_at),
         "ended_at_ms": ms(ended_at),
         "kill_to_first_ack_ms": first_fresh.map(|t| ms(t - killed_at)),
         "longest_gap_ms": ms(longest_gap),
+        "longest_gap_starts_ms": ms(gap_start) - ms(killed_at),
         "acks_before": acks.iter().filter(|ack| ack.acked < killed_at).count(),
         "acks_after": acks.iter().filter(|ack| ack.acked >= killed_at).count(),
         "errors": errors,
@@ -472,6 +481,7 @@ mod tests {
         );
         assert_eq!(report["kill_to_first_ack_ms"], 400.0);
         assert_eq!(report["longest_gap_ms"], 399.0);
+        assert_eq!(report["longest_gap_starts_ms"], 1.0);
         assert_eq!(report["acks_before"], 2);
         assert_eq!(report["acks_after"], 3);
         assert_eq!(report["errors"], 3);
@@ -488,6 +498,7 @@ mod tests {
         );
         assert!(report["kill_to_first_ack_ms"].is_null());
         assert_eq!(report["longest_gap_ms"], 7001.0);
+        assert_eq!(report["longest_gap_starts_ms"], -1.0);
         assert_eq!(report["acks_after"], 0);
     }
 }
