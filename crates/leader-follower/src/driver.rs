@@ -132,7 +132,7 @@ pub enum DriverError {
     #[error("invalid replication settings: {0}")]
     Config(#[from] crate::ConfigError),
     /// An entry of the log on disk cannot be decoded.
-    #[error("log entry {index} cannot be decoded ({message}): written by a newer build of Mimeo, or damaged on disk")]
+    #[error("log entry {index} cannot be decoded ({message}): it was written by a newer build of Mimeo (run that build) or damaged on disk (remove the node's data directory and let it catch up from the leader)")]
     UnreadableEntry {
         /// Its index.
         index: u64,
@@ -1039,6 +1039,25 @@ mod tests {
         drop(store);
         let store = Store::open(dir.path(), store_options(Options::default())).unwrap();
         recover(Config::new(1, vec![2, 3]), &store, dir.path(), Millis(0)).unwrap();
+    }
+
+    #[test]
+    fn an_undecodable_entry_is_refused_with_its_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), store_options(Options::default())).unwrap();
+        let mut bad = put(1, 2, "k").to_record(0);
+        bad.mutation = mimeo_storage::Mutation::Put {
+            key: crate::RECORD_KEY.to_vec(),
+            value: vec![0xff; 3],
+        };
+        store.append(&[put(1, 1, "k").to_record(0), bad]).unwrap();
+        let err = recover(Config::new(1, vec![2, 3]), &store, dir.path(), Millis(0))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("log entry 2 cannot be decoded") && err.contains("data directory"),
+            "{err}"
+        );
     }
 
     #[test]
