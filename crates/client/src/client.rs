@@ -30,11 +30,14 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// How many leader redirects one operation follows before giving up.
     pub max_redirects: usize,
-    /// Frame size limit and QUIC timers. The idle timeout is how fast a dead
-    /// node is noticed: QUIC gets no reset from a killed process, so a
-    /// request in flight to it fails with [`Error::ConnectionLost`] only
-    /// once the connection has been silent this long (keep-alives keep a
-    /// live node's connection busy).
+    /// Frame size limit and QUIC timers. QUIC gets no reset from a killed
+    /// process. A request unanswered for 50 ms has the node's address
+    /// probed (every 100 ms while it waits): if the node's host refuses the
+    /// probe, its process is gone and the request fails at once with
+    /// [`Error::ConnectionLost`]. Otherwise (a paused node, a partition, a
+    /// dead host) the idle timeout is how fast a dead node is noticed: the
+    /// request fails once the connection has been silent this long
+    /// (keep-alives keep a live node's connection busy).
     pub transport: TransportConfig,
 }
 
@@ -44,6 +47,8 @@ impl ClientConfig {
     /// of silence (keep-alive every 100 ms): about as fast as a
     /// leader-follower cluster notices a dead leader (its default election
     /// timeout is 300-600 ms), so the client is not what failover waits for.
+    /// A node whose process died (its host refusing probes) is noticed
+    /// within about 100 ms, as the cluster notices a crashed leader.
     pub fn new(
         nodes: Vec<SocketAddr>,
         cluster_id: impl Into<String>,

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use mimeo_wire::{Protocol, TransportConfig};
+use mimeo_wire::{Probe, Protocol, TransportConfig};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -21,7 +21,17 @@ pub(crate) struct Connector {
     connect_timeout: Duration,
     request_timeout: Duration,
     connections: Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    /// When each node's address was last probed, so that many requests
+    /// waiting on one node share a probe.
+    probed: Mutex<HashMap<SocketAddr, Instant>>,
 }
+
+/// A request that has had no answer for this long has its node's address
+/// probed ([`mimeo_wire::probe`]), and again every twice as long while it
+/// waits. A refused probe means the node's process is gone: the
+/// connection is dropped at once, instead of at the QUIC idle timeout,
+/// and the client moves on to the other nodes.
+const PROBE_AFTER: Duration = Duration::from_millis(50);
 
 impl Connector {
     pub(crate) fn new(
@@ -40,6 +50,7 @@ impl Connector {
             connect_timeout,
             request_timeout,
             connections: Mutex::new(HashMap::new()),
+            probed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -96,9 +107,9 @@ impl Connector {
         }
     }
 
-    /// Closes `conn` and removes it from the cache (unless another request
-    /// already replaced it).
-    fn forget(&self, node: SocketAddr, conn: &quinn::Connection) {
+    /// Closes `conn`, telling its other users `reason`, and removes it from
+    /// the cache (unless another request already replaced it).
+    fn forget(&self, node: SocketAddr, conn: &quinn::Connection, reason: &str) {
         let mut connections = self.lock();
         if connections
             .get(&node)
@@ -106,7 +117,7 @@ impl Connector {
         {
             connections.remove(&node);
         }
-        conn.close(0u32.into(), b"no answer; reconnecting");
+        conn.close(0u32.into(), reason.as_bytes());
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, quinn::Connection>> {
@@ -114,6 +125,38 @@ impl Connector {
         self.connections
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Returns once `node`'s host refuses a probe: its process is gone.
+    /// Probes start [`PROBE_AFTER`] from now; concurrent watchers of one
+    /// node take turns, and learn of a refusal another found from the
+    /// connection closing under them.
+    async fn until_gone(&self, node: SocketAddr) {
+        loop {
+            tokio::time::sleep(PROBE_AFTER).await;
+            let mine = {
+                let mut probed = self
+                    .probed
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let now = Instant::now();
+                let due = probed
+                    .get(&node)
+                    .is_none_or(|&last| now.duration_since(last) >= PROBE_AFTER);
+                if due {
+                    probed.insert(node, now);
+                }
+                due
+            };
+            if mine
+                && matches!(
+                    mimeo_wire::probe(node, PROBE_AFTER).await,
+                    Ok(Probe::Refused)
+                )
+            {
+                return;
+            }
+        }
     }
 
     /// Sends one request to `node` and reads its answer, within the request
@@ -174,7 +217,18 @@ impl Connector {
         };
         // A broken connection is not reused: `cached` checks its close reason.
         let received_before = conn.stats().udp_rx.datagrams;
-        match tokio::time::timeout(timeout, exchange).await {
+        let answer = tokio::select! {
+            answer = tokio::time::timeout(timeout, exchange) => answer,
+            () = self.until_gone(node) => {
+                let message = "the node's process is gone (its address refuses datagrams)";
+                self.forget(node, &conn, message);
+                return Err(Error::ConnectionLost {
+                    node,
+                    message: message.into(),
+                });
+            }
+        };
+        match answer {
             Ok(result) => result,
             Err(_) => {
                 // Not one datagram from the node during the whole wait: it
@@ -185,7 +239,7 @@ impl Connector {
                 // unreachable, that attempt fails definitely, before
                 // anything is sent.
                 if conn.stats().udp_rx.datagrams == received_before {
-                    self.forget(node, &conn);
+                    self.forget(node, &conn, "no answer; reconnecting");
                 }
                 Err(Error::Timeout {
                     node,

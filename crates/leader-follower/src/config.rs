@@ -45,6 +45,18 @@ pub struct Config {
     /// [`Core`](crate::Core)). Only the exhaustive model check turns it
     /// off, to keep its state space small: safety never depends on it.
     pub pre_vote: bool,
+    /// Detect a crashed leader without waiting for the election timeout.
+    /// A follower whose leader has been silent for one and a half
+    /// heartbeat intervals asks its driver to probe the leader's address
+    /// ([`Output::Probe`](crate::Output::Probe)), once per heartbeat
+    /// interval while the silence lasts. A refused probe (nothing listens
+    /// there any more: the leader's process died and its host is up) makes
+    /// the follower forget the leader and stand for election within one
+    /// heartbeat interval ([`Core::peer_gone`](crate::Core::peer_gone)).
+    /// A paused, partitioned or powered-off leader refuses nothing, and is
+    /// still replaced after the election timeout. Safety never depends on
+    /// it: only when an election starts.
+    pub probe_leader: bool,
     /// Take a snapshot of the applied key-value view once this many
     /// entries have been applied since the last one (0: never). Once the
     /// snapshot is durable, the log before it (but the last
@@ -72,9 +84,9 @@ impl Config {
     /// Heartbeats every 50 ms, elections after 300–600 ms of silence,
     /// `quorum` acks, leader reads, 2 s write and read timeouts, 8 messages
     /// of at most 256 entries in flight per follower, retransmission after
-    /// 200 ms, seed = `id`, pre-vote on, a snapshot every 100,000 applied
-    /// entries keeping 1,000 entries of log behind it, shipped in chunks of
-    /// 1 MiB.
+    /// 200 ms, seed = `id`, pre-vote and leader probes on, a snapshot every
+    /// 100,000 applied entries keeping 1,000 entries of log behind it,
+    /// shipped in chunks of 1 MiB.
     pub fn new(id: NodeId, peers: Vec<NodeId>) -> Config {
         Config {
             id,
@@ -91,6 +103,7 @@ impl Config {
             retransmit_ms: 200,
             seed: id,
             pre_vote: true,
+            probe_leader: true,
             snapshot_every: 100_000,
             snapshot_keep: 1_000,
             snapshot_chunk_bytes: 1 << 20,

@@ -171,6 +171,11 @@ pub struct Core {
     live_keys: u64,
     election_deadline: Millis,
     leader_contact: Option<Millis>,
+    /// The last probe of the leader's address, while it is silent.
+    probe: Option<LeaderProbe>,
+    /// The election deadline was brought forward because the leader's
+    /// address refused a probe ([`Core::peer_gone`]).
+    early_election: bool,
     /// Highest index known to match the current leader's log (follower).
     leader_match: u64,
     /// When this node last knew it had applied the leader's commit index.
@@ -196,6 +201,18 @@ pub struct Core {
     elections_started: u64,
     elections_won: u64,
     rolled_back: u64,
+    /// Leaders found gone by a refused probe.
+    leaders_gone: u64,
+}
+
+/// A probe of the leader's address ([`Output::Probe`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct LeaderProbe {
+    to: NodeId,
+    sent: Millis,
+    /// When the follower had last heard from the leader: a report counts
+    /// only if nothing was heard since.
+    contact: Millis,
 }
 
 /// The log a node recovered from storage cannot be used.
@@ -402,6 +419,8 @@ impl Core {
             kv,
             election_deadline: now,
             leader_contact: None,
+            probe: None,
+            early_election: false,
             leader_match: 0,
             fresh_at: None,
             votes: BTreeSet::new(),
@@ -419,6 +438,7 @@ impl Core {
             elections_started: 0,
             elections_won: 0,
             rolled_back: 0,
+            leaders_gone: 0,
         };
         core.reset_election_deadline(now);
         Ok(core)
@@ -452,7 +472,11 @@ impl Core {
             Role::Leader => self
                 .transfer
                 .map_or(self.heartbeat_due, |t| t.deadline.min(self.heartbeat_due)),
-            Role::Follower | Role::Candidate => self.election_deadline,
+            Role::Follower | Role::Candidate => {
+                self.probe_due().map_or(self.election_deadline, |due| {
+                    due.min(self.election_deadline)
+                })
+            }
         };
         let writes = self.writes.values().map(|w| w.deadline);
         let reads = self.reads.values().map(|r| r.deadline);
@@ -574,6 +598,7 @@ impl Core {
             elections_started: self.elections_started,
             elections_won: self.elections_won,
             rolled_back_entries: self.rolled_back,
+            leaders_gone: self.leaders_gone,
             live_keys: self.live_keys,
             followers,
         }
@@ -725,6 +750,13 @@ impl Core {
             }
             PeerMsg::PreVote { term, last } => {
                 let granted = !self.in_lease(now) && self.would_vote(from, term, last);
+                if granted && self.early_election {
+                    // Both followers of a crashed leader hurry; the one
+                    // asking first gets the time to win, instead of the
+                    // two splitting the vote.
+                    self.early_election = false;
+                    self.reset_election_deadline(now);
+                }
                 let term = if granted { term } else { self.hard.term };
                 self.send(from, PeerMsg::PreVoteResp { term, granted });
             }
@@ -764,6 +796,8 @@ impl Core {
             Role::Follower | Role::Candidate => {
                 if now >= self.election_deadline {
                     self.start_pre_vote(now);
+                } else if self.probe_due().is_some_and(|due| now >= due) {
+                    self.probe_leader(now);
                 }
             }
             Role::Leader => {
@@ -898,6 +932,43 @@ impl Core {
 
     // ------------------------------------------------------------ elections
 
+    /// The driver's probe of `peer` ([`Output::Probe`]) was refused:
+    /// nothing listens at its address, so its process is gone. If `peer`
+    /// is still this follower's silent leader (nothing was heard from it
+    /// since the probe), the follower forgets it, so that it grants
+    /// pre-votes and votes at once, and brings its own election forward to
+    /// a random point within one heartbeat interval. Otherwise (a stale or
+    /// unasked report) nothing happens.
+    ///
+    /// Only liveness depends on this: an election may start at any time
+    /// without breaking the election and commit rules.
+    pub fn peer_gone(&mut self, now: Millis, peer: NodeId) {
+        let Some(probe) = self.probe else { return };
+        let silent_since_probe = probe.to == peer
+            && self.role == Role::Follower
+            && self.leader == Some(peer)
+            && self.leader_contact == Some(probe.contact);
+        if !silent_since_probe {
+            return;
+        }
+        tracing::info!(
+            term = self.hard.term,
+            leader = peer,
+            silent_ms = now.since(probe.contact),
+            "the leader's address refused a probe: its process is gone; electing a new leader early"
+        );
+        self.probe = None;
+        self.leader = None;
+        self.leader_contact = None;
+        self.leaders_gone += 1;
+        let jitter = self.next_random() % self.config.heartbeat_interval_ms;
+        let early = now.plus(jitter);
+        if early < self.election_deadline {
+            self.election_deadline = early;
+            self.early_election = true;
+        }
+    }
+
     fn reset_election_deadline(&mut self, now: Millis) {
         let span = self.config.election_timeout_max_ms - self.config.election_timeout_min_ms;
         let jitter = self.next_random() % span;
@@ -921,12 +992,41 @@ impl Core {
                     .is_some_and(|t| now.since(t) < self.config.election_timeout_min_ms))
     }
 
+    /// When this follower should probe its silent leader's address
+    /// ([`Config::probe_leader`]): one and a half heartbeat intervals after
+    /// it last heard from it, then once per interval.
+    fn probe_due(&self) -> Option<Millis> {
+        if !self.config.probe_leader || self.role != Role::Follower {
+            return None;
+        }
+        let (leader, contact) = (self.leader?, self.leader_contact?);
+        let interval = self.config.heartbeat_interval_ms;
+        let silent = contact.plus(interval + interval / 2);
+        Some(match self.probe {
+            Some(p) if p.to == leader && p.contact == contact => silent.max(p.sent.plus(interval)),
+            _ => silent,
+        })
+    }
+
+    fn probe_leader(&mut self, now: Millis) {
+        let (Some(to), Some(contact)) = (self.leader, self.leader_contact) else {
+            return;
+        };
+        self.probe = Some(LeaderProbe {
+            to,
+            sent: now,
+            contact,
+        });
+        self.out.push_back(Output::Probe { to });
+    }
+
     /// The election timeout passed: ask the peers whether they would vote
     /// for this node in the next term, without raising its own. Only a
     /// majority of yeses starts the real election, so a node that cannot
     /// win (cut off, or behind) never raises the cluster's term.
     fn start_pre_vote(&mut self, now: Millis) {
         self.pre_votes = Some(BTreeSet::from([self.config.id]));
+        self.early_election = false;
         self.reset_election_deadline(now);
         if self.config.majority() == 1 || !self.config.pre_vote {
             return self.start_election(now, false);
@@ -1103,6 +1203,7 @@ impl Core {
         }
         self.pre_votes = None;
         self.leader_contact = Some(now);
+        self.early_election = false;
         self.reset_election_deadline(now);
         true
     }
@@ -1361,7 +1462,7 @@ impl Core {
     fn queued_entries(&mut self) -> Option<&mut Vec<LogEntry>> {
         for output in self.out.iter_mut().rev() {
             match output {
-                Output::Send { .. } | Output::Reply { .. } => continue,
+                Output::Send { .. } | Output::Reply { .. } | Output::Probe { .. } => continue,
                 Output::Persist(Persist {
                     snapshot: None,
                     replace_log: false,

@@ -15,6 +15,9 @@
 //!   fsync under `fsync = batch`. A persist that carries a hard state (a new
 //!   term or vote) is awaited before any later output leaves the node, so a
 //!   vote is never forgotten after it was sent.
+//! - [`Output::Probe`]: send one empty datagram to the peer's address on a
+//!   task of its own ([`mimeo_wire::probe`]) and, if its host refuses it,
+//!   tell the core with [`Core::peer_gone`].
 //! - [`Output::Reply`]: answer the waiting [`Handle::request`].
 //!
 //! A storage failure stops the driver (the node must not go on acknowledging
@@ -60,7 +63,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mimeo_storage::{LogPosition, Options, Record, Store};
-use mimeo_wire::{PeerBus, PeerMessage};
+use mimeo_wire::{PeerBus, PeerMessage, Probe};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{AckMode, ClientOp, Core, HardState, LogEntry, Millis, NodeId, Output, PeerMsg};
@@ -462,6 +465,8 @@ const MAX_BURST: usize = 256;
 enum Event {
     Request(Option<Request>),
     Peer(Option<PeerMessage>),
+    /// A probe of this peer was refused ([`Output::Probe`]).
+    PeerGone(NodeId),
     Written(Option<Result<Durable, DriverError>>),
     Tick,
 }
@@ -535,11 +540,13 @@ impl Driver {
         };
         let mut pending: HashMap<u64, oneshot::Sender<Reply>> = HashMap::new();
         let mut next_request = 0u64;
+        // Refused probes; the sender stays here, so `recv` never ends.
+        let (gone_tx, mut gone) = mpsc::unbounded_channel();
         // Once every sender of `inbound` is gone, `recv` is ready at once,
         // for ever: stop polling it (the node goes on without peers).
         let mut peers_open = true;
         let result = loop {
-            if let Err(e) = self.drain(&jobs, &mut pending).await {
+            if let Err(e) = self.drain(&jobs, &mut pending, &gone_tx).await {
                 break Err(e);
             }
             let deadline = self.origin + Duration::from_millis(self.core.next_timeout().0);
@@ -547,6 +554,7 @@ impl Driver {
                 request = self.requests.recv() => Event::Request(request),
                 message = self.inbound.recv(), if peers_open => Event::Peer(message),
                 written = durable.recv() => Event::Written(written),
+                Some(peer) = gone.recv() => Event::PeerGone(peer),
                 () = tokio::time::sleep_until(deadline.into()) => Event::Tick,
             };
             if matches!(event, Event::Peer(None)) {
@@ -610,6 +618,7 @@ impl Driver {
             Event::Request(None) | Event::Written(None) => return Some(Ok(())),
             Event::Peer(Some(message)) => self.deliver(message),
             Event::Peer(None) => {}
+            Event::PeerGone(peer) => self.core.peer_gone(now, peer),
             Event::Written(Some(Ok(Durable::Log(position)))) => {
                 self.core.persisted(now, position);
             }
@@ -650,6 +659,7 @@ impl Driver {
         &mut self,
         jobs: &std::sync::mpsc::Sender<Job>,
         pending: &mut HashMap<u64, oneshot::Sender<Reply>>,
+        gone: &mpsc::UnboundedSender<NodeId>,
     ) -> Result<(), DriverError> {
         while let Some(output) = self.core.poll_output() {
             match output {
@@ -685,6 +695,7 @@ impl Driver {
                         }
                     }
                 }
+                Output::Probe { to } => self.probe(to, gone.clone()),
                 Output::Reply { req_id, reply } => {
                     if let Some(tx) = pending.remove(&req_id) {
                         let _ = tx.send(reply);
@@ -695,6 +706,31 @@ impl Driver {
         Ok(())
     }
 }
+
+impl Driver {
+    /// Probes `to`'s address on a task of its own, and reports a refusal
+    /// on `gone`. (When the bus goes through a proxy, as under the test
+    /// harness, the proxy answers for the node and nothing is refused.)
+    fn probe(&self, to: NodeId, gone: mpsc::UnboundedSender<NodeId>) {
+        let Some(addr) = self.names.name(to).and_then(|name| self.bus.address(name)) else {
+            tracing::error!(to, "the core asked to probe an unknown node");
+            return;
+        };
+        tokio::spawn(async move {
+            match mimeo_wire::probe(addr, PROBE_WAIT).await {
+                Ok(Probe::Refused) => {
+                    let _ = gone.send(to);
+                }
+                Ok(Probe::NoRefusal) => {}
+                Err(e) => tracing::debug!(to, %addr, error = %e, "probe not sent"),
+            }
+        });
+    }
+}
+
+/// How long a probe waits for a refusal: longer than any round trip
+/// between the nodes of a cluster should take.
+const PROBE_WAIT: Duration = Duration::from_millis(250);
 
 fn writer_gone() -> DriverError {
     DriverError::HardState {

@@ -15,11 +15,14 @@
 //! | [`Core::persisted`] | the log is durable up to a position |
 //! | [`Core::snapshot_persisted`] | a snapshot the core asked for is durable |
 //! | [`Core::transfer_leadership`] | the node is shutting down (SIGTERM) |
+//! | [`Core::peer_gone`] | a probe of the leader's address was refused |
 //!
 //! and drains [`Output`]s with [`Core::poll_output`]: [`Output::Send`] a
 //! message, [`Output::Persist`] a snapshot, log change, hard state or log
 //! prefix discard (see [`Persist`] for the ordering rule),
-//! [`Output::Reply`] to a client. A node restarts with [`Core::restore`]
+//! [`Output::Reply`] to a client, [`Output::Probe`] a silent leader's
+//! address (a refusal means its process died: the followers elect a new
+//! leader without waiting for the election timeout). A node restarts with [`Core::restore`]
 //! from its hard state, its latest [`Snapshot`] and the log after it.
 //! [`Core::status`] reports role, term, commit position, elections, rolled
 //! back entries and per-follower lag.
@@ -65,6 +68,8 @@
 //!                         }
 //!                     }
 //!                     Output::Reply { req_id, reply } => replies.push((req_id, reply)),
+//!                     // Nobody dies here: no probe is ever refused.
+//!                     Output::Probe { .. } => {}
 //!                 }
 //!             }
 //!         }

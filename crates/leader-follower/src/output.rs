@@ -24,6 +24,17 @@ pub enum Output {
     /// Change the durable state. See [`Persist`] for the ordering the driver
     /// must keep.
     Persist(Persist),
+    /// Find out whether anything still listens at node `to`'s address,
+    /// and call [`Core::peer_gone`](crate::Core::peer_gone) if the probe is
+    /// refused. Only a definite refusal counts (with UDP: an ICMP "port
+    /// unreachable", which a host sends for a port no process holds); no
+    /// answer proves nothing, and needs no report. A driver that cannot
+    /// probe may ignore this output: the election timeout still applies.
+    /// See [`Config::probe_leader`](crate::Config::probe_leader).
+    Probe {
+        /// The node to probe: this follower's leader.
+        to: NodeId,
+    },
     /// Answer a client request.
     Reply {
         /// The driver's request id.
@@ -133,6 +144,9 @@ pub struct Status {
     /// replaced them (writes that were never committed, e.g. async writes
     /// lost in a failover).
     pub rolled_back_entries: u64,
+    /// Times this node found its leader's process gone by a refused probe
+    /// and hurried the election ([`Config::probe_leader`](crate::Config::probe_leader)).
+    pub leaders_gone: u64,
     /// Keys holding a value in its applied view.
     pub live_keys: u64,
     /// Replication lag per follower (filled on the leader only).

@@ -275,6 +275,128 @@ fn a_pre_vote_is_refused_while_a_leader_is_heard() {
     assert_eq!((leader.role(), leader.term()), (Role::Leader, 1));
 }
 
+fn heartbeat(term: u64, seq: u64) -> PeerMsg {
+    PeerMsg::Heartbeat {
+        term,
+        commit: 0,
+        leader_commit: 0,
+        seq,
+    }
+}
+
+/// Node 2 of 3, following node 1 in term 1, which last spoke at time 100.
+fn follower_of_1() -> Core {
+    let mut core = Core::new(config(2, 3), Millis(0)).unwrap();
+    core.handle_peer(Millis(100), 1, heartbeat(1, 1));
+    drain(&mut core);
+    core
+}
+
+#[test]
+fn a_silent_leader_is_probed_every_heartbeat_interval_and_a_heard_one_never() {
+    let mut core = follower_of_1();
+    // Heartbeats every 50 ms: the probe comes 75 ms into the silence.
+    assert_eq!(core.next_timeout(), Millis(175));
+    core.tick(Millis(174));
+    assert_eq!(drain(&mut core), vec![]);
+    core.tick(Millis(175));
+    assert_eq!(drain(&mut core), vec![Output::Probe { to: 1 }]);
+    assert_eq!(core.next_timeout(), Millis(225));
+    core.tick(Millis(200));
+    assert_eq!(drain(&mut core), vec![]);
+    core.tick(Millis(225));
+    assert_eq!(drain(&mut core), vec![Output::Probe { to: 1 }]);
+    // The leader speaks again: no probe until it falls silent again.
+    core.handle_peer(Millis(230), 1, heartbeat(1, 2));
+    drain(&mut core);
+    assert_eq!(core.next_timeout(), Millis(305));
+    core.tick(Millis(280));
+    assert_eq!(drain(&mut core), vec![]);
+
+    // Off: no probes, only the election timeout.
+    let mut quiet = config(2, 3);
+    quiet.probe_leader = false;
+    let mut core = Core::new(quiet, Millis(0)).unwrap();
+    core.handle_peer(Millis(100), 1, heartbeat(1, 1));
+    drain(&mut core);
+    assert!(
+        core.next_timeout() >= Millis(400),
+        "{:?}",
+        core.next_timeout()
+    );
+    // A leader and a node that knows no leader never probe.
+    let mut leader = leader(3, config(1, 3));
+    for t in (1_000..1_400).step_by(10) {
+        leader.tick(Millis(t));
+    }
+    assert!(!drain(&mut leader)
+        .iter()
+        .any(|o| matches!(o, Output::Probe { .. })));
+    let mut fresh = Core::new(config(2, 3), Millis(0)).unwrap();
+    fresh.tick(Millis(200));
+    assert_eq!(drain(&mut fresh), vec![]);
+}
+
+#[test]
+fn a_refused_probe_forgets_the_leader_and_brings_the_election_forward() {
+    let mut core = follower_of_1();
+    core.tick(Millis(175));
+    assert_eq!(drain(&mut core), vec![Output::Probe { to: 1 }]);
+    core.peer_gone(Millis(176), 1);
+    assert_eq!(core.leader(), None);
+    assert_eq!(core.status(Millis(176)).leaders_gone, 1);
+    // The election comes within a heartbeat interval, not 300-600 ms
+    // after the leader's last word.
+    let deadline = core.next_timeout();
+    assert!(
+        (Millis(176)..Millis(226)).contains(&deadline),
+        "{deadline:?}"
+    );
+    // And a pre-vote from the other follower is granted at once: the
+    // leader stickiness died with the leader.
+    core.handle_peer(
+        Millis(177),
+        3,
+        PeerMsg::PreVote {
+            term: 2,
+            last: pos(0, 0),
+        },
+    );
+    let granted = PeerMsg::PreVoteResp {
+        term: 2,
+        granted: true,
+    };
+    assert_eq!(drain(&mut core), vec![send(3, granted)]);
+    // Having said yes, it leaves the asker the time to win instead of
+    // splitting the vote with its own hurried election.
+    assert!(core.next_timeout() >= Millis(177 + 300));
+}
+
+#[test]
+fn a_stale_or_unasked_refusal_changes_nothing() {
+    // Unasked: no probe was sent.
+    let mut core = follower_of_1();
+    core.peer_gone(Millis(120), 1);
+    assert_eq!(core.leader(), Some(1));
+    // Stale: the leader spoke after the probe went out (it restarted, or
+    // the refusal was for an old incarnation).
+    let mut core = follower_of_1();
+    core.tick(Millis(175));
+    drain(&mut core);
+    core.handle_peer(Millis(176), 1, heartbeat(1, 2));
+    drain(&mut core);
+    core.peer_gone(Millis(177), 1);
+    assert_eq!(core.leader(), Some(1));
+    assert!(core.next_timeout() >= Millis(176 + 75));
+    // About another node than the leader.
+    let mut core = follower_of_1();
+    core.tick(Millis(175));
+    drain(&mut core);
+    core.peer_gone(Millis(176), 3);
+    assert_eq!(core.leader(), Some(1));
+    assert_eq!(core.status(Millis(176)).leaders_gone, 0);
+}
+
 #[test]
 fn a_refusal_from_a_later_term_catches_the_asker_up() {
     let mut core = Core::new(config(1, 3), Millis(0)).unwrap();

@@ -32,6 +32,7 @@
 //! | `mimeo_staleness_seconds` | gauge | | since this node last had applied all the leader committed (0 on the leader, `+Inf` if never) |
 //! | `mimeo_elections_started_total` / `mimeo_elections_won_total` | counter | | |
 //! | `mimeo_rolled_back_entries_total` | counter | | uncommitted entries replaced by a leader's log |
+//! | `mimeo_leaders_gone_total` | counter | | leaders found gone by a refused probe of their address (then an election is held early) |
 //! | `mimeo_follower_lag_entries` | gauge | `follower` | entries it lacks (leader only) |
 //! | `mimeo_follower_lag_seconds` | gauge | `follower` | age of the oldest entry it lacks (leader only) |
 //! | `mimeo_follower_match_index` | gauge | `follower` | (leader only) |
@@ -358,6 +359,11 @@ async fn render(source: &Source) -> String {
             "Uncommitted entries this node dropped because a leader's log replaced them.",
         );
         out.sample(&[], status.rolled_back_entries);
+        out.counter(
+            "mimeo_leaders_gone_total",
+            "Leaders this node found gone by a refused probe of their address.",
+        );
+        out.sample(&[], status.leaders_gone);
 
         let followers: Vec<_> = status
             .followers

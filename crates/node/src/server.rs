@@ -248,6 +248,7 @@ fn start_leader_follower(
     core_config.heartbeat_interval_ms = replication.heartbeat_ms;
     core_config.election_timeout_min_ms = replication.election_timeout_min_ms;
     core_config.election_timeout_max_ms = replication.election_timeout_max_ms;
+    core_config.probe_leader = replication.probe_leader;
     core_config.write_timeout_ms = replication.write_timeout_ms;
     core_config.read_timeout_ms = replication.read_timeout_ms;
     core_config.ack = replication.ack_mode()?;

@@ -16,11 +16,18 @@ use support::*;
 /// Every wait in this file is bounded by this.
 const WAIT: Duration = Duration::from_secs(30);
 
-fn write_lf_config(dir: &Path, id: &str, addrs: &[(String, SocketAddr)]) -> std::path::PathBuf {
+/// `replication`: more lines for the `[replication]` section.
+fn write_lf_config(
+    dir: &Path,
+    id: &str,
+    addrs: &[(String, SocketAddr)],
+    replication: &str,
+) -> std::path::PathBuf {
     let me = addrs.iter().find(|(n, _)| n == id).unwrap().1;
     let mut text = format!(
         "node_id = \"{id}\"\nlisten = \"{me}\"\ndata_dir = \"data/{id}\"\nmode = \"leader-follower\"\n\
-         [tls]\ndir = \"certs\"\n[storage]\nfsync = \"batch\"\n[replication]\nacks = \"quorum\"\n"
+         [tls]\ndir = \"certs\"\n[storage]\nfsync = \"batch\"\n[replication]\nacks = \"quorum\"\n\
+         {replication}"
     );
     for (peer, addr) in addrs.iter().filter(|(n, _)| n != id) {
         text += &format!("[[replication.peers]]\nid = \"{peer}\"\naddr = \"{addr}\"\n");
@@ -33,6 +40,11 @@ fn write_lf_config(dir: &Path, id: &str, addrs: &[(String, SocketAddr)]) -> std:
 /// Certificates and three leader-follower nodes (quorum acks) in `dir`:
 /// the running nodes (`None` once killed) and their client addresses.
 fn start_cluster(dir: &Path) -> (Vec<Option<Node>>, Vec<SocketAddr>) {
+    start_cluster_with(dir, "")
+}
+
+/// [`start_cluster`], with more `[replication]` lines.
+fn start_cluster_with(dir: &Path, replication: &str) -> (Vec<Option<Node>>, Vec<SocketAddr>) {
     let out = run(
         dir,
         &["certs", "init", "--dir", "certs", "--nodes", "n1,n2,n3"],
@@ -48,7 +60,10 @@ fn start_cluster(dir: &Path) -> (Vec<Option<Node>>, Vec<SocketAddr>) {
         .collect();
     let nodes = addrs
         .iter()
-        .map(|(id, addr)| Some(start_node(&write_lf_config(dir, id, &addrs), *addr)))
+        .map(|(id, addr)| {
+            let config = write_lf_config(dir, id, &addrs, replication);
+            Some(start_node(&config, *addr))
+        })
         .collect();
     (nodes, addrs.into_iter().map(|(_, a)| a).collect())
 }
@@ -143,10 +158,10 @@ async fn a_killed_leader_is_replaced_and_rejoins_with_every_acknowledged_write()
 }
 
 /// A client writing through a leader SIGKILL, with its default settings:
-/// the write in flight is reported with an unknown outcome once the dead
-/// leader's connection falls silent (QUIC gets no reset from a killed
-/// process; the client's short idle timeout stands in for it), not after
-/// the whole request timeout; the next write is acknowledged by the new
+/// the write in flight is reported with an unknown outcome once the client
+/// finds the dead leader gone (QUIC gets no reset from a killed process; a
+/// refused probe, or else the client's short idle timeout, stands in for
+/// it), not after the whole request timeout; the next write is acknowledged by the new
 /// leader, the client skipping the dead node and waiting out the election
 /// within that one call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,4 +244,52 @@ async fn a_write_can_override_the_cluster_ack_mode() {
         }
         other => panic!("semi-sync:3 with two followers must be refused: {other:?}"),
     }
+}
+
+/// A leader killed with SIGKILL on a live host is replaced without waiting
+/// for any timeout: the followers' probes of its address are refused, so
+/// they elect a new leader at once, and so is the client's, so it drops the
+/// dead connection and finds the new leader. The election timeout (10-12 s)
+/// and the client's idle timeout (60 s) are set beyond the test's bound
+/// (8 s), so the write after the kill can only be acknowledged through the
+/// probes. (With `probe_leader = false` this test fails.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_leader_is_replaced_before_any_timeout_could_fire() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = "election_timeout_min_ms = 10000\nelection_timeout_max_ms = 12000\n";
+    let (mut nodes, all) = start_cluster_with(dir.path(), slow);
+    let identity = TlsIdentity::from_dir(&dir.path().join("certs"), "client-cli").unwrap();
+    let mut config = ClientConfig::new(all.clone(), "mimeo", identity);
+    config.request_timeout = Duration::from_secs(8);
+    config.transport.idle_timeout = Duration::from_secs(60);
+    config.transport.keep_alive = Duration::from_secs(5);
+    let client = Client::new(config).unwrap();
+    // The first election itself waits out the (long) timeout.
+    let deadline = Instant::now() + WAIT;
+    while client.put("before", "1").await.is_err() {
+        assert!(Instant::now() < deadline, "no leader within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let old = leader(&client, &all).await;
+    let term = client.status_of(old).await.unwrap().term;
+    let old_index = all.iter().position(|a| *a == old).unwrap();
+    drop(nodes[old_index].take()); // SIGKILL
+
+    let killed = Instant::now();
+    let mut failures = Vec::new();
+    let position = loop {
+        match client.put("after", "2").await {
+            Ok(position) => break position,
+            Err(e) => failures.push(e.to_string()),
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(8),
+            "no write acknowledged 8 s after the kill (the timeouts are 10 s and more): {failures:?}"
+        );
+    };
+    assert!(position.term > term, "written in a new term: {position:?}");
+    let new = leader(&client, &all).await;
+    assert_ne!(new, old);
+    let read = client.get_with("before", ReadConsistency::Leader).await;
+    assert_eq!(read.unwrap().value.as_deref(), Some(&b"1"[..]));
 }

@@ -39,6 +39,13 @@
 //! only when its `from` is the node named by the certificate it arrived
 //! under.
 //!
+//! # Crash detection
+//!
+//! A node whose process dies sends nothing over UDP. [`probe`] asks the
+//! node's host instead: a refused datagram means no process holds the
+//! port any more, which replicators and clients use to act before their
+//! timeouts.
+//!
 //! # Security
 //!
 //! [`generate_certs`] (behind `mimeo certs init`) writes a cluster CA and one
@@ -102,6 +109,7 @@ mod certs;
 mod frame;
 mod message;
 mod peer;
+mod probe;
 mod transport;
 
 pub use certs::{
@@ -117,6 +125,7 @@ pub use message::{
     RefusalReason, WriteAck, PROTOCOL_VERSION,
 };
 pub use peer::{PeerBus, PeerBusConfig, PeerError, PeerStats, BATCH_BYTES};
+pub use probe::{probe, Probe};
 pub use transport::{
     accept_hello, call, client_endpoint, codes, connect, peer_role, serve_rpc, server_endpoint,
     TransportConfig, WireError,

@@ -484,6 +484,12 @@ impl PeerBus {
         &self.me
     }
 
+    /// The address the bus connects to for `peer` (maybe a proxy's), if it
+    /// is a configured peer.
+    pub fn address(&self, peer: &str) -> Option<SocketAddr> {
+        self.links.get(peer).map(|link| link.addr)
+    }
+
     /// Queues `payload` for peer `to` and returns at once. When the peer's
     /// queue is full the oldest queued messages are dropped to make room
     /// (counted in [`PeerStats::dropped`]); delivery is best effort.

@@ -341,3 +341,21 @@ async fn a_wrong_protocol_version_is_refused() {
         "{reply:?}"
     );
 }
+
+#[tokio::test]
+async fn probes_of_a_live_node_are_not_refused_and_leave_it_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    certs(dir.path());
+    let addr = spawn_node(dir.path());
+    let conn = open(dir.path(), "client-good", addr, CLUSTER, Protocol::Client)
+        .await
+        .unwrap();
+    assert_served(&get(&conn, b"before").await, b"before");
+    for _ in 0..20 {
+        let found = probe(addr, Duration::from_millis(20)).await.unwrap();
+        assert_eq!(found, Probe::NoRefusal);
+    }
+    // The same connection still works: the empty datagrams were dropped.
+    assert_served(&get(&conn, b"after").await, b"after");
+    assert!(conn.close_reason().is_none());
+}

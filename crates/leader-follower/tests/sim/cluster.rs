@@ -42,6 +42,16 @@ impl Default for Disk {
     }
 }
 
+/// What travels between simulated nodes.
+#[derive(Clone)]
+enum Packet {
+    Msg(PeerMsg),
+    /// A driver's probe of a node's address ([`Output::Probe`]).
+    Probe,
+    /// The host of a crashed node refusing a probe.
+    Refused,
+}
+
 struct Node {
     config: Config,
     core: Option<Core>,
@@ -108,6 +118,8 @@ pub(crate) struct Tally {
     pub(crate) discarded: u64,
     /// Snapshot chunks sent.
     pub(crate) snapshot_chunks: u64,
+    /// Probes a crashed node's host refused, delivered to a live prober.
+    pub(crate) probes_refused: u64,
 }
 
 /// The simulated cluster.
@@ -116,7 +128,7 @@ pub(crate) struct Sim {
     pub(crate) now: Millis,
     nodes: Vec<Node>,
     /// Messages in flight, by delivery time then send order.
-    net: BTreeMap<(Millis, u64), (NodeId, NodeId, PeerMsg)>,
+    net: BTreeMap<(Millis, u64), (NodeId, NodeId, Packet)>,
     sent: u64,
     /// Directed links that drop everything.
     blocked: BTreeSet<(NodeId, NodeId)>,
@@ -296,6 +308,7 @@ impl Sim {
             };
             match output {
                 Output::Send { to, msg } => self.send(id, to, msg),
+                Output::Probe { to } => self.transmit(id, to, Packet::Probe),
                 Output::Persist(p) => {
                     let disk = &mut node.disk;
                     if let Some(s) = p.snapshot {
@@ -364,6 +377,11 @@ impl Sim {
         }
         let bytes = postcard::to_stdvec(&msg).expect("peer messages encode");
         let msg: PeerMsg = postcard::from_bytes(&bytes).expect("peer messages decode");
+        self.transmit(from, to, Packet::Msg(msg));
+    }
+
+    /// Puts `packet` on the faulty network.
+    fn transmit(&mut self, from: NodeId, to: NodeId, packet: Packet) {
         if self.blocked.contains(&(from, to)) || self.rng.random_bool(self.faults.drop) {
             return;
         }
@@ -376,7 +394,7 @@ impl Sim {
             let (lo, hi) = self.faults.delay_ms;
             let at = self.now.plus(self.rng.random_range(lo..=hi));
             self.sent += 1;
-            self.net.insert((at, self.sent), (from, to, msg.clone()));
+            self.net.insert((at, self.sent), (from, to, packet.clone()));
         }
     }
 
@@ -399,11 +417,23 @@ impl Sim {
             if entry.key().0 > now {
                 break;
             }
-            let (from, to, msg) = entry.remove();
-            if let Some(core) = self.nodes[to as usize - 1].core.as_mut() {
-                core.handle_peer(now, from, msg);
-                self.drain(to);
+            let (from, to, packet) = entry.remove();
+            let Some(core) = self.nodes[to as usize - 1].core.as_mut() else {
+                // The crashed node's host is up: a probe is refused.
+                if let Packet::Probe = packet {
+                    self.transmit(to, from, Packet::Refused);
+                }
+                continue;
+            };
+            match packet {
+                Packet::Msg(msg) => core.handle_peer(now, from, msg),
+                Packet::Probe => {} // a live endpoint drops it
+                Packet::Refused => {
+                    core.peer_gone(now, from);
+                    self.tally.probes_refused += 1;
+                }
             }
+            self.drain(to);
         }
         for id in 1..=self.nodes.len() as u64 {
             let node = &mut self.nodes[id as usize - 1];

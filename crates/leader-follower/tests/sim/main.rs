@@ -63,6 +63,7 @@ fn run_many(nodes: u64, default_seeds: u64, default_steps: u64) {
         total.snapshots += t.snapshots;
         total.discarded += t.discarded;
         total.snapshot_chunks += t.snapshot_chunks;
+        total.probes_refused += t.probes_refused;
     }
     println!(
         "{nodes} nodes, {} seeds x {steps} steps: {total:?}",
@@ -76,6 +77,10 @@ fn run_many(nodes: u64, default_seeds: u64, default_steps: u64) {
         assert!(
             total.snapshots > 0 && total.discarded > 0 && total.snapshot_chunks > 0,
             "snapshots were not exercised: {total:?}"
+        );
+        assert!(
+            total.probes_refused > 0,
+            "no crashed leader was probed: {total:?}"
         );
     }
 }
@@ -239,4 +244,39 @@ fn a_rejoining_follower_does_not_depose_the_leader() {
         Some(&b"after"[..])
     );
     sim.check_state_machines().unwrap();
+}
+
+/// A crashed leader's host refuses the followers' probes, so a new leader
+/// is elected before the election timeout (300-600 ms of silence) could
+/// pass. A leader cut off by a partition refuses nothing, and is replaced
+/// only after the timeout.
+#[test]
+fn a_crashed_leader_is_replaced_before_the_election_timeout_a_cut_off_one_after() {
+    for crash in [true, false] {
+        let mut sim = Sim::new(3, 3, Faults::NONE);
+        sim.run_for(1500).unwrap();
+        let old = sim.leader().expect("a leader within 1.5 s");
+        if crash {
+            sim.crash(old);
+        } else {
+            sim.isolate(old);
+        }
+        let mut waited = 0;
+        while sim.leader().is_none_or(|l| l == old) {
+            sim.run_for(1).unwrap();
+            waited += 1;
+            assert!(waited < 5_000, "no new leader 5 s after the fault");
+        }
+        let gone: u64 = (1..=3)
+            .filter_map(|n| sim.core(n))
+            .map(|c| c.status(sim.now).leaders_gone)
+            .sum();
+        if crash {
+            assert!(waited < 250, "crash: new leader after {waited} ms");
+            assert!(gone >= 1);
+        } else {
+            assert!(waited >= 250, "partition: new leader after {waited} ms");
+            assert_eq!(gone, 0);
+        }
+    }
 }
