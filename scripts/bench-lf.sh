@@ -36,16 +36,21 @@
 #      - longest gap: the longest interval with no acknowledgement at all,
 #        from 1 s before the kill to the end of the run.
 #    Both include the client's own recovery: a request in flight to the dead
-#    leader fails once the client notices the death (Mimeo's client: 300 ms
-#    of QUIC silence, as UDP brings no reset; etcd's gRPC connection sees
-#    the TCP reset at once), and the client must then find the new leader. After each kill the
+#    leader fails once the client notices the death (Mimeo's client: its
+#    probe of a node 50 ms late to answer is refused, or else 300 ms of QUIC
+#    silence, as UDP brings no reset; etcd's gRPC connection sees the TCP
+#    reset at once), and the client must then find the new leader. After each kill the
 #    killed member is restarted on its data directory and the script waits
 #    until all three answer, every node sees both its peers connected and
 #    the followers have caught up (Mimeo) / all three are healthy (etcd)
 #    before the next kill.
-#    Systems: mimeo (heartbeat 50 ms, election timeout 300-600 ms, its
-#    defaults), etcd (defaults: heartbeat 100 ms, election 1000 ms) and
-#    etcd-tuned (--heartbeat-interval 50 --election-timeout 300).
+#    Systems: mimeo (heartbeat 50 ms, election timeout 300-600 ms, leader
+#    probes on: its defaults; the followers' probes of the dead leader's
+#    address are refused by the host, so they elect at once), mimeo-no-probe
+#    (the same with `probe_leader = false`: what a paused, partitioned or
+#    powered-off leader costs, the election timeout), etcd (defaults:
+#    heartbeat 100 ms, election 1000 ms) and etcd-tuned
+#    (--heartbeat-interval 50 --election-timeout 300).
 #
 #   bash scripts/bench-lf.sh     # RUNS=3 DURATION=10s CONCURRENCY="1 16 64" KILLS=5
 #   MIMEO_FSYNC=never CONCURRENCY=1 FAILOVER_SYSTEMS="" bash scripts/bench-lf.sh
@@ -68,7 +73,7 @@ KILLS=${KILLS:-5}
 FAILOVER_CONCURRENCY=${FAILOVER_CONCURRENCY:-16}
 FAILOVER_DURATION=${FAILOVER_DURATION:-10s}
 KILL_AFTER=${KILL_AFTER:-3s}
-FAILOVER_SYSTEMS=${FAILOVER_SYSTEMS-"mimeo etcd etcd-tuned"}  # empty: skip failover
+FAILOVER_SYSTEMS=${FAILOVER_SYSTEMS-"mimeo mimeo-no-probe etcd etcd-tuned"}  # empty: skip failover
 # Mimeo's settings (to take a write's latency apart: MIMEO_FSYNC=never shows
 # what is not the disk, MIMEO_ACKS=async what is not the follower).
 MIMEO_FSYNC=${MIMEO_FSYNC:-batch}
@@ -131,15 +136,15 @@ if any(p["lag_entries"] > 0 for p in leaders[0]["peers"]): sys.exit(1)
 print(leaders[0]["node_id"])'
 }
 
-start_mimeo_cluster() {
+start_mimeo_cluster() { # [more [replication] lines]
   mkdir -p "$mimeo_dir"
-  "$mimeo" certs init --dir "$mimeo_dir/certs" --nodes n1,n2,n3 >/dev/null
+  [ -d "$mimeo_dir/certs" ] || "$mimeo" certs init --dir "$mimeo_dir/certs" --nodes n1,n2,n3 >/dev/null
   for id in "${mimeo_ids[@]}"; do
     {
       printf 'node_id = "%s"\nlisten = "127.0.0.1:%s"\ndata_dir = "%s"\nmode = "leader-follower"\n' \
         "$id" "${mimeo_port[$id]}" "$mimeo_dir/data/$id"
-      printf '[tls]\ndir = "%s"\n[storage]\nfsync = "%s"\n[replication]\nacks = "%s"\n' \
-        "$mimeo_dir/certs" "$MIMEO_FSYNC" "$MIMEO_ACKS"
+      printf '[tls]\ndir = "%s"\n[storage]\nfsync = "%s"\n[replication]\nacks = "%s"\n%s' \
+        "$mimeo_dir/certs" "$MIMEO_FSYNC" "$MIMEO_ACKS" "${1:-}"
       for peer in "${mimeo_ids[@]}"; do
         [ "$peer" = "$id" ] && continue
         printf '[[replication.peers]]\nid = "%s"\naddr = "127.0.0.1:%s"\n' "$peer" "${mimeo_port[$peer]}"
@@ -148,6 +153,11 @@ start_mimeo_cluster() {
     start_mimeo_node "$id"
   done
   wait_for "the mimeo cluster (every link up, followers caught up)" mimeo_leader
+}
+
+stop_mimeo_cluster() {
+  for id in "${mimeo_ids[@]}"; do kill -TERM "${mimeo_pid[$id]}" 2>/dev/null || true; done
+  for id in "${mimeo_ids[@]}"; do wait "${mimeo_pid[$id]}" 2>/dev/null || true; done
 }
 
 # --- etcd: 3-member clusters ------------------------------------------------
@@ -238,12 +248,14 @@ failover_results=$work/failover.jsonl
 for system in $FAILOVER_SYSTEMS; do
   case $system in
     mimeo) ;;
+    # The same cluster and data, restarted without leader probes.
+    mimeo-no-probe) stop_mimeo_cluster; start_mimeo_cluster $'probe_leader = false\n' ;;
     etcd) ;;
     etcd-tuned) start_etcd_cluster etcd-tuned ;;
     *) echo "unknown failover system $system" >&2; exit 64 ;;
   esac
   for kill in $(seq 1 "$KILLS"); do
-    if [ "$system" = mimeo ]; then
+    if [ "${system%%-*}" = mimeo ]; then
       wait_for "the mimeo cluster (every link up, followers caught up)" mimeo_leader
       leader=$(mimeo_leader); victim=${mimeo_pid[$leader]}
       args=(--target mimeo --endpoint "$mimeo_endpoints" --certs "$mimeo_dir/certs")
@@ -258,7 +270,7 @@ for system in $FAILOVER_SYSTEMS; do
     wait "$victim" 2>/dev/null || true
     python3 -c 'import json,sys; r=json.loads(sys.argv[2]); r["system"]=sys.argv[1]; print(json.dumps(r))' "$system" "$out" >> "$failover_results"
     echo "  $out" >&2
-    if [ "$system" = mimeo ]; then start_mimeo_node "$leader"; else start_etcd_member "$system" "$leader"; fi
+    if [ "${system%%-*}" = mimeo ]; then start_mimeo_node "$leader"; else start_etcd_member "$system" "$leader"; fi
   done
 done
 
@@ -324,9 +336,10 @@ if fail:
         note = f" ({never} runs with no ack after the kill)" if never else ""
         print(f"| {system} | {len(rs)} | {first_cell}{note} | {first_range} | {med(gap):,.0f} | {min(gap):,.0f}–{max(gap):,.0f} "
               f"| {med([r['errors'] for r in rs]):,.0f} |")
-    for peer in ("etcd", "etcd-tuned"):
-        if "mimeo" in first_median and peer in first_median:
-            print(f"\nmimeo / {peer} median kill → first ack: {first_median['mimeo'] / first_median[peer]:.2f}×")
+    for mimeo in ("mimeo", "mimeo-no-probe"):
+        for peer in ("etcd", "etcd-tuned"):
+            if mimeo in first_median and peer in first_median:
+                print(f"\n{mimeo} / {peer} median kill → first ack: {first_median[mimeo] / first_median[peer]:.2f}×")
 errors = [(r["store"], r["c"], r.get("failed", 0) + r.get("unknown", 0)) for r in rows if r.get("failed", 0) + r.get("unknown", 0)]
 if errors:
     print("\nthroughput runs with errors (store, concurrency, failed+unknown):", errors)
