@@ -248,12 +248,16 @@ impl Cluster {
         self.nodes.iter().position(|n| n.id == id)
     }
 
-    /// Starts node `i` (a no-op when it runs).
-    pub fn start(&mut self, i: usize) -> anyhow::Result<()> {
+    /// Starts node `i` (a no-op when it runs), first binding again the
+    /// fault network's proxies that lead to it ([`FaultNet::node_up`]).
+    pub async fn start(&mut self, i: usize) -> anyhow::Result<()> {
         let binary = self.spec.binary.clone();
         let node = &mut self.nodes[i];
         if node.child.is_some() {
             return Ok(());
+        }
+        if let Some(net) = &self.net {
+            net.node_up(&node.id).await?;
         }
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -284,9 +288,9 @@ impl Cluster {
     }
 
     /// Starts every node that is not running.
-    pub fn start_all(&mut self) -> anyhow::Result<()> {
+    pub async fn start_all(&mut self) -> anyhow::Result<()> {
         for i in 0..self.nodes.len() {
-            self.start(i)?;
+            self.start(i).await?;
         }
         Ok(())
     }
@@ -339,8 +343,10 @@ impl Cluster {
         Ok(())
     }
 
-    /// SIGKILL to node `i` and reaps it. Returns false when it was not
-    /// running.
+    /// SIGKILL to node `i` and reaps it, then closes the fault network's
+    /// proxies that lead to it ([`FaultNet::node_down`]): as at the dead
+    /// process's own address, its peers' datagrams are refused. Returns
+    /// false when it was not running.
     pub async fn kill(&mut self, i: usize) -> anyhow::Result<bool> {
         let node = &mut self.nodes[i];
         let Some(mut child) = node.take_child() else {
@@ -350,6 +356,9 @@ impl Cluster {
             .kill()
             .await
             .with_context(|| format!("killing {}", node.id))?;
+        if let Some(net) = &self.net {
+            net.node_down(&node.id).await;
+        }
         Ok(true)
     }
 

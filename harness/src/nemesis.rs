@@ -351,7 +351,7 @@ impl Nemesis {
             Active::Down { nodes } => {
                 let ids: Vec<String> = nodes.iter().map(|&i| cluster.nodes[i].id.clone()).collect();
                 for &i in &nodes {
-                    cluster.start(i)?;
+                    cluster.start(i).await?;
                 }
                 for &i in &nodes {
                     cluster.wait_ready(i, RESTART_BOUND).await?;
@@ -396,7 +396,7 @@ impl Nemesis {
                 resumed.push(cluster.nodes[i].id.clone());
             }
             if !cluster.nodes[i].is_running() {
-                cluster.start(i)?;
+                cluster.start(i).await?;
                 started.push(cluster.nodes[i].id.clone());
             }
         }

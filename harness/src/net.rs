@@ -70,6 +70,19 @@
 //! [`FaultNet::start_seeded`]: the same datagrams on a link meet the same
 //! decisions, run after run.
 //!
+//! # Nodes that go down
+//!
+//! A killed process no longer holds its port, so its host refuses what is
+//! sent there, and a peer that probes the address learns at once that the
+//! process is gone (Mimeo's followers do, to replace a crashed leader
+//! without waiting for the election timeout). A proxy would hide that: it
+//! is alive, and accepts everything. So the harness calls
+//! [`FaultNet::node_down`] when it kills a node, which closes every proxy
+//! `P(i→j)` leading to it, and [`FaultNet::node_up`] before it starts the
+//! node again, which binds them at the same addresses (new sessions, the
+//! same counters; each proxy's random decisions start again from its
+//! seed). A paused node keeps its proxies, as it keeps its port.
+//!
 //! [`FaultNet::stats`] counts, per directed link, what was forwarded,
 //! dropped, delayed, duplicated, reordered and overflowed, for the report.
 //!
@@ -102,7 +115,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -638,13 +651,26 @@ impl Replies {
 #[derive(Debug)]
 pub struct FaultNet {
     ids: Vec<String>,
+    /// The nodes' real addresses.
+    targets: Vec<SocketAddr>,
     /// `proxies[i][j]`: the address of `P(i→j)` (`None` on the diagonal).
     proxies: Vec<Vec<Option<SocketAddr>>>,
     /// `counters[i][j]`: datagrams from `i` to `j`.
     counters: Vec<Vec<Arc<LinkCounters>>>,
     control: Arc<Control>,
     seed: u64,
-    tasks: Vec<JoinHandle<()>>,
+    epoch: Instant,
+    /// `tasks[i][j]`: the running proxy `P(i→j)`; `None` on the diagonal
+    /// and while node `j` is down ([`FaultNet::node_down`]).
+    tasks: Mutex<Vec<Vec<Option<ProxyTask>>>>,
+}
+
+/// A running proxy: its task, and its front socket (to know when it is
+/// closed).
+#[derive(Debug)]
+struct ProxyTask {
+    handle: JoinHandle<()>,
+    front: Weak<UdpSocket>,
 }
 
 impl FaultNet {
@@ -698,39 +724,131 @@ impl FaultNet {
                 fronts.push((i, j, front));
             }
         }
-        let control = Arc::new(Control::default());
-        let epoch = Instant::now();
-        let tasks = fronts
-            .into_iter()
-            .map(|(i, j, front)| {
-                let proxy = Proxy {
-                    front: Arc::new(front),
-                    target: nodes[j].1,
-                    forward: Link {
-                        from: i,
-                        to: j,
-                        counters: Arc::clone(&counters[i][j]),
-                    },
-                    reply: Link {
-                        from: j,
-                        to: i,
-                        counters: Arc::clone(&counters[j][i]),
-                    },
-                    control: Arc::clone(&control),
-                    seed,
-                    epoch,
-                };
-                tokio::spawn(proxy.run())
-            })
-            .collect();
-        Ok(FaultNet {
+        let net = FaultNet {
             ids: nodes.iter().map(|(id, _)| id.clone()).collect(),
+            targets: nodes.iter().map(|(_, addr)| *addr).collect(),
             proxies,
             counters,
-            control,
+            control: Arc::new(Control::default()),
             seed,
-            tasks,
-        })
+            epoch: Instant::now(),
+            tasks: Mutex::new((0..n).map(|_| (0..n).map(|_| None).collect()).collect()),
+        };
+        {
+            let mut tasks = net.lock_tasks();
+            for (i, j, front) in fronts {
+                tasks[i][j] = Some(net.spawn_proxy(i, j, front));
+            }
+        }
+        Ok(net)
+    }
+
+    /// Starts the task of proxy `P(i→j)` on `front`.
+    fn spawn_proxy(&self, i: usize, j: usize, front: UdpSocket) -> ProxyTask {
+        let front = Arc::new(front);
+        let proxy = Proxy {
+            front: Arc::clone(&front),
+            target: self.targets[j],
+            forward: Link {
+                from: i,
+                to: j,
+                counters: Arc::clone(&self.counters[i][j]),
+            },
+            reply: Link {
+                from: j,
+                to: i,
+                counters: Arc::clone(&self.counters[j][i]),
+            },
+            control: Arc::clone(&self.control),
+            seed: self.seed,
+            epoch: self.epoch,
+        };
+        ProxyTask {
+            handle: tokio::spawn(proxy.run()),
+            front: Arc::downgrade(&front),
+        }
+    }
+
+    fn lock_tasks(&self) -> MutexGuard<'_, Vec<Vec<Option<ProxyTask>>>> {
+        self.tasks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Node `id`'s process is gone: closes every proxy that leads to it,
+    /// so that, as at a dead node's own address, nothing listens at the
+    /// addresses its peers reach it by, and their hosts refuse what is
+    /// sent there (a peer probing it learns at once that it is gone;
+    /// without this the proxies would answer for it). Returns once the
+    /// sockets are closed (bounded: 5 s). A no-op for a node already down.
+    ///
+    /// # Panics
+    ///
+    /// If `id` is not a node of this network.
+    pub async fn node_down(&self, id: &str) {
+        let j = self.index(id);
+        let stopped: Vec<ProxyTask> = {
+            let mut tasks = self.lock_tasks();
+            tasks.iter_mut().filter_map(|row| row[j].take()).collect()
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for task in stopped {
+            task.handle.abort();
+            let _ = task.handle.await;
+            // The proxy's reply tasks hold the socket too; they end soon
+            // after their owner.
+            while task.front.strong_count() > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            if task.front.strong_count() > 0 {
+                tracing::warn!(
+                    node = id,
+                    "fault network: a proxy socket to a downed node is still open"
+                );
+            }
+        }
+    }
+
+    /// Node `id` is about to start again: binds the proxies that lead to
+    /// it at their old addresses again (retrying for up to 5 s while
+    /// another socket holds one). A no-op for a node that is up.
+    ///
+    /// # Errors
+    ///
+    /// An address could not be bound again.
+    ///
+    /// # Panics
+    ///
+    /// If `id` is not a node of this network.
+    pub async fn node_up(&self, id: &str) -> io::Result<()> {
+        let j = self.index(id);
+        for i in 0..self.ids.len() {
+            let Some(addr) = self.proxies[i][j] else {
+                continue;
+            };
+            if self.lock_tasks()[i][j].is_some() {
+                continue;
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let front = loop {
+                match UdpSocket::bind(addr).await {
+                    Ok(front) => break front,
+                    Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(e) => {
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!(
+                                "fault network: binding the proxy {}→{} on {addr} again: {e}",
+                                self.ids[i], id
+                            ),
+                        ))
+                    }
+                }
+            };
+            let task = self.spawn_proxy(i, j, front);
+            self.lock_tasks()[i][j] = Some(task);
+        }
+        Ok(())
     }
 
     /// The seed of the random decisions.
@@ -881,8 +999,8 @@ impl FaultNet {
 
 impl Drop for FaultNet {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
+        for task in self.lock_tasks().iter().flatten().flatten() {
+            task.handle.abort();
         }
     }
 }

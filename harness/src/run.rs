@@ -337,7 +337,7 @@ pub async fn run(args: RunArgs, interrupt: Interrupt) -> anyhow::Result<RunOutco
     };
     let mut cluster = Cluster::prepare(spec).await?;
     let net = cluster.net();
-    cluster.start_all()?;
+    cluster.start_all().await?;
     tokio::select! {
         ready = cluster.wait_all_ready(RESTART_BOUND) => ready?,
         _ = interrupt.wait() => bail!("interrupted by Ctrl-C during start-up"),

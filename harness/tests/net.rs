@@ -432,3 +432,39 @@ async fn quic_survives_loss_and_feels_delay() {
     let lost: u64 = net.stats().iter().map(|s| s.dropped).sum();
     assert!(lost > 0, "{:?}", net.stats());
 }
+
+/// A downed node's proxies close, so a peer's probe of the address it
+/// reaches that node by is refused, as at a dead process's own address;
+/// once the node is up again the same addresses forward as before, and
+/// the proxies in the other direction never stopped.
+#[tokio::test]
+async fn a_downed_node_is_refused_at_its_proxies_until_it_is_up_again() {
+    let (n1, n2, net) = udp_pair(9).await;
+    let to_n2 = net.proxy_addr("n1", "n2").unwrap();
+    let to_n1 = net.proxy_addr("n2", "n1").unwrap();
+    assert_eq!(probe(to_n2, SHORT).await.unwrap(), Probe::NoRefusal);
+
+    net.node_down("n2").await;
+    assert_eq!(probe(to_n2, WAIT).await.unwrap(), Probe::Refused);
+    n2.send_to(b"n2 still reaches n1", to_n1).await.unwrap();
+    assert_eq!(recv_data(&n1).await, b"n2 still reaches n1");
+    assert_eq!(probe(to_n1, SHORT).await.unwrap(), Probe::NoRefusal);
+    net.node_down("n2").await; // again: a no-op
+
+    net.node_up("n2").await.unwrap();
+    net.node_up("n2").await.unwrap(); // again: a no-op
+    assert_eq!(net.proxy_addr("n1", "n2"), Some(to_n2));
+    assert_eq!(probe(to_n2, SHORT).await.unwrap(), Probe::NoRefusal);
+    n1.send_to(b"n1 reaches n2 again", to_n2).await.unwrap();
+    assert_eq!(recv_data(&n2).await, b"n1 reaches n2 again");
+}
+
+/// The next non-empty datagram (probes that went through are empty).
+async fn recv_data(socket: &UdpSocket) -> Vec<u8> {
+    loop {
+        let (data, _) = recv(socket).await;
+        if !data.is_empty() {
+            return data;
+        }
+    }
+}
