@@ -9,7 +9,13 @@ pids=()
 # removes the systems' data (every file over 1 MiB in $work but logs and
 # results) unless KEEP_DATA=1: a large-state run leaves gigabytes, and
 # repeated runs would fill the disk.
+#
+# Only the script's own shell cleans up: a child bash forked for a
+# background command and signalled before it execs (stop_mimeo_cluster can
+# TERM a node that was started a moment ago) runs the inherited EXIT trap,
+# and once deleted the data of the nodes still running.
 cleanup() {
+  [ "$BASHPID" = "$$" ] || return 0
   for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   if [ "${KEEP_DATA:-0}" != 1 ]; then

@@ -142,6 +142,16 @@ pub enum DriverError {
         /// What the decoder said.
         message: String,
     },
+    /// The log on disk starts after index 1 but the snapshot file that
+    /// must cover the entries before it is missing: the data directory is
+    /// incomplete (files removed by hand or by a tool).
+    #[error("the log in {dir} starts at index {first_index}, but the snapshot file {SNAPSHOT_FILE} that holds the entries before it is missing: the data directory is incomplete; restore it from a backup, or remove it and let the node catch up from the leader")]
+    MissingSnapshot {
+        /// The data directory.
+        dir: PathBuf,
+        /// The first index the store holds.
+        first_index: u64,
+    },
     /// The store compacts on its own, which would fold log entries the
     /// replicas may still need into its snapshot.
     #[error("the store compacts on its own (compact_min_bytes = {compact_min_bytes}), which would drop replication log entries followers may still need: open it with driver::store_options")]
@@ -361,6 +371,14 @@ pub fn recover(
                 .reset_to(s.last, Vec::new())
                 .map_err(storage("resetting the log to the snapshot"))?;
         }
+    }
+    if snapshot.is_none() && store.first_index() > 1 {
+        // Only a snapshot lets the store's log start later than 1;
+        // restoring without it would start this node from an empty log.
+        return Err(DriverError::MissingSnapshot {
+            dir: dir.to_path_buf(),
+            first_index: store.first_index(),
+        });
     }
     let last = store.last_position().index;
     let mut entries = Vec::new();
@@ -1047,10 +1065,11 @@ mod tests {
             err.contains(SNAPSHOT_FILE) && err.contains("payload checksum"),
             "{err}"
         );
-        let store = Store::open(dir.path(), options).unwrap();
+        let store = Store::open(dir.path(), options.clone()).unwrap();
         let err = recover(config, &store, dir.path(), Millis(0))
             .unwrap_err()
             .to_string();
+        drop(store);
         assert!(
             err.contains(SNAPSHOT_FILE) && err.contains("not a valid snapshot"),
             "{err}"
@@ -1059,6 +1078,20 @@ mod tests {
         std::fs::write(&path, &bytes[..10]).unwrap();
         let err = read_snapshot(dir.path()).unwrap_err().to_string();
         assert!(err.contains("shorter than its 44-byte header"), "{err}");
+
+        // No snapshot at all beside a log that starts after index 1: the
+        // directory is incomplete, and the node must not start empty.
+        std::fs::remove_file(&path).unwrap();
+        let store = Store::open(dir.path(), options).unwrap();
+        let err = recover(Config::new(1, vec![2, 3]), &store, dir.path(), Millis(0))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(SNAPSHOT_FILE)
+                && err.contains("is missing")
+                && err.contains("starts at index"),
+            "{err}"
+        );
     }
 
     #[test]
