@@ -127,36 +127,22 @@ impl Connector {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Returns once `node`'s host refuses a probe: its process is gone.
-    /// Probes start [`PROBE_AFTER`] from now; concurrent watchers of one
-    /// node take turns, and learn of a refusal another found from the
-    /// connection closing under them.
-    async fn until_gone(&self, node: SocketAddr) {
-        loop {
-            tokio::time::sleep(PROBE_AFTER).await;
-            let mine = {
-                let mut probed = self
-                    .probed
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                let now = Instant::now();
-                let due = probed
-                    .get(&node)
-                    .is_none_or(|&last| now.duration_since(last) >= PROBE_AFTER);
-                if due {
-                    probed.insert(node, now);
-                }
-                due
-            };
-            if mine
-                && matches!(
-                    mimeo_wire::probe(node, PROBE_AFTER).await,
-                    Ok(Probe::Refused)
-                )
-            {
-                return;
-            }
+    /// Whether this waiter should probe `node` now: concurrent waiters on
+    /// one node take turns (one probe per [`PROBE_AFTER`]), and learn of a
+    /// refusal another found from the connection closing under them.
+    fn claim_probe(&self, node: SocketAddr) -> bool {
+        let mut probed = self
+            .probed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        let due = probed
+            .get(&node)
+            .is_none_or(|&last| now.duration_since(last) >= PROBE_AFTER);
+        if due {
+            probed.insert(node, now);
         }
+        due
     }
 
     /// Sends one request to `node` and reads its answer, within the request
@@ -217,35 +203,49 @@ impl Connector {
         };
         // A broken connection is not reused: `cached` checks its close reason.
         let received_before = conn.stats().udp_rx.datagrams;
-        let answer = tokio::select! {
-            answer = tokio::time::timeout(timeout, exchange) => answer,
-            () = self.until_gone(node) => {
-                let message = "the node's process is gone (its address refuses datagrams)";
-                self.forget(node, &conn, message);
-                return Err(Error::ConnectionLost {
-                    node,
-                    message: message.into(),
-                });
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut exchange = std::pin::pin!(exchange);
+        let mut probe_at = tokio::time::Instant::now() + PROBE_AFTER;
+        // One timer per wait (the deadline or the next probe, whichever
+        // comes first), so an answer in time costs no more than before.
+        loop {
+            tokio::select! {
+                result = &mut exchange => return result,
+                () = tokio::time::sleep_until(probe_at.min(deadline)) => {}
             }
-        };
-        match answer {
-            Ok(result) => result,
-            Err(_) => {
-                // Not one datagram from the node during the whole wait: it
-                // is probably gone (killed, restarted with a new endpoint
-                // that ignores this connection, or paused), and QUIC would
-                // only notice at the idle timeout. Drop the connection so
-                // the next request connects afresh; if the node is still
-                // unreachable, that attempt fails definitely, before
-                // anything is sent.
-                if conn.stats().udp_rx.datagrams == received_before {
-                    self.forget(node, &conn, "no answer; reconnecting");
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            if self.claim_probe(node) {
+                let wait = PROBE_AFTER.min(deadline - now);
+                let refused = tokio::select! {
+                    result = &mut exchange => return result,
+                    found = mimeo_wire::probe(node, wait) => matches!(found, Ok(Probe::Refused)),
+                };
+                if refused {
+                    let message = "the node's process is gone (its address refuses datagrams)";
+                    self.forget(node, &conn, message);
+                    return Err(Error::ConnectionLost {
+                        node,
+                        message: message.into(),
+                    });
                 }
-                Err(Error::Timeout {
-                    node,
-                    after: timeout,
-                })
             }
+            probe_at = tokio::time::Instant::now() + PROBE_AFTER;
         }
+        // Not one datagram from the node during the whole wait: it is
+        // probably gone (killed, restarted with a new endpoint that ignores
+        // this connection, or paused), and QUIC would only notice at the
+        // idle timeout. Drop the connection so the next request connects
+        // afresh; if the node is still unreachable, that attempt fails
+        // definitely, before anything is sent.
+        if conn.stats().udp_rx.datagrams == received_before {
+            self.forget(node, &conn, "no answer; reconnecting");
+        }
+        Err(Error::Timeout {
+            node,
+            after: timeout,
+        })
     }
 }
