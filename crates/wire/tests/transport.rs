@@ -74,6 +74,14 @@ fn spawn_node(dir: &Path) -> SocketAddr {
     addr
 }
 
+/// Certificates in a fresh directory and a node serving with them.
+fn serving_node() -> (tempfile::TempDir, SocketAddr) {
+    let dir = tempfile::tempdir().unwrap();
+    certs(dir.path());
+    let addr = spawn_node(dir.path());
+    (dir, addr)
+}
+
 async fn open(
     dir: &Path,
     name: &str,
@@ -132,9 +140,7 @@ async fn raw_request(conn: &quinn::Connection, bytes: &[u8]) -> ClientResponse {
 
 #[tokio::test]
 async fn malformed_and_oversized_frames_are_refused_while_others_are_served() {
-    let dir = tempfile::tempdir().unwrap();
-    certs(dir.path());
-    let addr = spawn_node(dir.path());
+    let (dir, addr) = serving_node();
     let good = open(dir.path(), "client-good", addr, CLUSTER, Protocol::Client)
         .await
         .unwrap();
@@ -186,9 +192,7 @@ async fn malformed_and_oversized_frames_are_refused_while_others_are_served() {
 
 #[tokio::test]
 async fn concurrent_requests_on_one_connection_are_all_answered() {
-    let dir = tempfile::tempdir().unwrap();
-    certs(dir.path());
-    let addr = spawn_node(dir.path());
+    let (dir, addr) = serving_node();
     let conn = open(dir.path(), "client-good", addr, CLUSTER, Protocol::Client)
         .await
         .unwrap();
@@ -252,9 +256,7 @@ async fn a_node_from_another_ca_is_not_trusted_by_clients() {
 
 #[tokio::test]
 async fn only_admin_certificates_may_use_the_admin_protocol() {
-    let dir = tempfile::tempdir().unwrap();
-    certs(dir.path());
-    let addr = spawn_node(dir.path());
+    let (dir, addr) = serving_node();
     let refused = open(dir.path(), "client-good", addr, CLUSTER, Protocol::Admin).await;
     assert!(
         matches!(
@@ -286,9 +288,7 @@ async fn only_admin_certificates_may_use_the_admin_protocol() {
 
 #[tokio::test]
 async fn a_wrong_cluster_id_is_refused_with_a_clear_message() {
-    let dir = tempfile::tempdir().unwrap();
-    certs(dir.path());
-    let addr = spawn_node(dir.path());
+    let (dir, addr) = serving_node();
     let refused = open(
         dir.path(),
         "client-good",
@@ -311,9 +311,7 @@ async fn a_wrong_cluster_id_is_refused_with_a_clear_message() {
 
 #[tokio::test]
 async fn a_wrong_protocol_version_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    certs(dir.path());
-    let addr = spawn_node(dir.path());
+    let (dir, addr) = serving_node();
     let identity = TlsIdentity::from_dir(dir.path(), "client-good").unwrap();
     let endpoint = client_endpoint(&identity, &transport()).unwrap();
     let conn = endpoint
@@ -344,9 +342,7 @@ async fn a_wrong_protocol_version_is_refused() {
 
 #[tokio::test]
 async fn probes_of_a_live_node_are_not_refused_and_leave_it_serving() {
-    let dir = tempfile::tempdir().unwrap();
-    certs(dir.path());
-    let addr = spawn_node(dir.path());
+    let (dir, addr) = serving_node();
     let conn = open(dir.path(), "client-good", addr, CLUSTER, Protocol::Client)
         .await
         .unwrap();
