@@ -227,14 +227,19 @@ pub fn write_hard_state(dir: &Path, state: &HardState) -> Result<(), DriverError
         source,
     };
     let bytes = serde_json::to_vec(state).expect("a hard state serializes");
-    let mut file = std::fs::File::create(&tmp).map_err(io)?;
-    file.write_all(&bytes).map_err(io)?;
-    file.sync_data().map_err(io)?;
+    replace_durably(dir, &tmp, &path, &bytes).map_err(io)
+}
+
+/// Puts `bytes` at `path` in `dir` so that a crash leaves the old file or
+/// the new one, never a mix: written to `tmp`, fsynced, renamed over
+/// `path`, and the directory fsynced.
+fn replace_durably(dir: &Path, tmp: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = std::fs::File::create(tmp)?;
+    file.write_all(bytes)?;
+    file.sync_data()?;
     drop(file);
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io)
+    std::fs::rename(tmp, path)?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all())
 }
 
 /// Makes `snapshot` durable in `dir` as [`SNAPSHOT_FILE`]: temporary
@@ -257,14 +262,7 @@ pub fn write_snapshot(dir: &Path, snapshot: &Snapshot) -> Result<(), DriverError
     let header_crc = crc32c::crc32c(&bytes);
     bytes.extend_from_slice(&header_crc.to_le_bytes());
     bytes.extend_from_slice(&payload);
-    let mut file = std::fs::File::create(&tmp).map_err(io)?;
-    file.write_all(&bytes).map_err(io)?;
-    file.sync_data().map_err(io)?;
-    drop(file);
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io)
+    replace_durably(dir, &tmp, &path, &bytes).map_err(io)
 }
 
 /// Reads the snapshot in `dir` (`None` when there is none), checking its

@@ -11,98 +11,15 @@ use std::time::{Duration, Instant};
 
 use mimeo_client::{Client, ClientConfig};
 use mimeo_wire::{ReadConsistency, TlsIdentity, WriteAck};
+use support::lf::*;
 use support::*;
 
 /// Every wait in this file is bounded by this.
 const WAIT: Duration = Duration::from_secs(30);
 
-/// `replication`: more lines for the `[replication]` section.
-fn write_lf_config(
-    dir: &Path,
-    id: &str,
-    addrs: &[(String, SocketAddr)],
-    replication: &str,
-) -> std::path::PathBuf {
-    let me = addrs.iter().find(|(n, _)| n == id).unwrap().1;
-    let mut text = format!(
-        "node_id = \"{id}\"\nlisten = \"{me}\"\ndata_dir = \"data/{id}\"\nmode = \"leader-follower\"\n\
-         [tls]\ndir = \"certs\"\n[storage]\nfsync = \"batch\"\n[replication]\nacks = \"quorum\"\n\
-         {replication}"
-    );
-    for (peer, addr) in addrs.iter().filter(|(n, _)| n != id) {
-        text += &format!("[[replication.peers]]\nid = \"{peer}\"\naddr = \"{addr}\"\n");
-    }
-    let path = dir.join(format!("{id}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// Certificates and three leader-follower nodes (quorum acks) in `dir`:
-/// the running nodes (`None` once killed) and their client addresses.
+/// Certificates and three leader-follower nodes (quorum acks) in `dir`.
 fn start_cluster(dir: &Path) -> (Vec<Option<Node>>, Vec<SocketAddr>) {
-    start_cluster_with(dir, "")
-}
-
-/// [`start_cluster`], with more `[replication]` lines.
-fn start_cluster_with(dir: &Path, replication: &str) -> (Vec<Option<Node>>, Vec<SocketAddr>) {
-    let out = run(
-        dir,
-        &["certs", "init", "--dir", "certs", "--nodes", "n1,n2,n3"],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let addrs: Vec<(String, SocketAddr)> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|id| (id.to_string(), free_addr()))
-        .collect();
-    let nodes = addrs
-        .iter()
-        .map(|(id, addr)| {
-            let config = write_lf_config(dir, id, &addrs, replication);
-            Some(start_node(&config, *addr))
-        })
-        .collect();
-    (nodes, addrs.into_iter().map(|(_, a)| a).collect())
-}
-
-async fn connect(dir: &Path, nodes: Vec<SocketAddr>) -> Client {
-    let identity = TlsIdentity::from_dir(&dir.join("certs"), "client-cli").unwrap();
-    let mut config = ClientConfig::new(nodes, "mimeo", identity);
-    config.connect_timeout = Duration::from_millis(500);
-    Client::new(config).unwrap()
-}
-
-/// Puts `key`, retrying (bounded) while the cluster has no leader.
-async fn put_until_acknowledged(client: &Client, key: &str, value: &str) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match client.put(key, value).await {
-            Ok(_) => return,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "{key} never acknowledged: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-/// The address of the node that reports itself leader (bounded wait).
-async fn leader(client: &Client, nodes: &[SocketAddr]) -> SocketAddr {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        for &node in nodes {
-            if let Ok(status) = client.status_of(node).await {
-                if status.role == "leader" {
-                    return node;
-                }
-            }
-        }
-        assert!(Instant::now() < deadline, "no leader within {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    start_lf_cluster(dir, "", "")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,7 +174,7 @@ async fn a_write_can_override_the_cluster_ack_mode() {
 async fn a_crashed_leader_is_replaced_before_any_timeout_could_fire() {
     let dir = tempfile::tempdir().unwrap();
     let slow = "election_timeout_min_ms = 10000\nelection_timeout_max_ms = 12000\n";
-    let (mut nodes, all) = start_cluster_with(dir.path(), slow);
+    let (mut nodes, all) = start_lf_cluster(dir.path(), "", slow);
     let identity = TlsIdentity::from_dir(&dir.path().join("certs"), "client-cli").unwrap();
     let mut config = ClientConfig::new(all.clone(), "mimeo", identity);
     config.request_timeout = Duration::from_secs(8);

@@ -7,68 +7,20 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mimeo_client::{Client, ClientConfig};
-use mimeo_wire::{ReadConsistency, TlsIdentity};
+use mimeo_wire::ReadConsistency;
+use support::lf::*;
 use support::*;
 
 /// Every wait in this file is bounded by this.
 const WAIT: Duration = Duration::from_secs(30);
 
-fn write_config(dir: &Path, id: &str, addrs: &[(String, SocketAddr)]) -> std::path::PathBuf {
-    let me = addrs.iter().find(|(n, _)| n == id).unwrap().1;
-    let mut text = format!(
-        "node_id = \"{id}\"\nlisten = \"{me}\"\ndata_dir = \"data/{id}\"\nmode = \"leader-follower\"\n\
-         [tls]\ndir = \"certs\"\n[storage]\nfsync = \"batch\"\nsegment_bytes = 4096\n\
-         [replication]\nacks = \"quorum\"\nsnapshot_every = 50\nsnapshot_keep = 10\n"
-    );
-    for (peer, addr) in addrs.iter().filter(|(n, _)| n != id) {
-        text += &format!("[[replication.peers]]\nid = \"{peer}\"\naddr = \"{addr}\"\n");
-    }
-    let path = dir.join(format!("{id}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-async fn connect(dir: &Path, nodes: Vec<SocketAddr>) -> Client {
-    let identity = TlsIdentity::from_dir(&dir.join("certs"), "client-cli").unwrap();
-    let mut config = ClientConfig::new(nodes, "mimeo", identity);
-    config.connect_timeout = Duration::from_millis(500);
-    Client::new(config).unwrap()
-}
-
-/// Puts `key`, retrying (bounded) while the cluster has no leader.
-async fn put_until_acknowledged(client: &Client, key: &str, value: &str) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match client.put(key, value).await {
-            Ok(_) => return,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "{key} never acknowledged: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-/// The address of the node that reports itself leader (bounded wait).
-async fn leader(client: &Client, nodes: &[SocketAddr]) -> SocketAddr {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        for &node in nodes {
-            if let Ok(status) = client.status_of(node).await {
-                if status.role == "leader" {
-                    return node;
-                }
-            }
-        }
-        assert!(Instant::now() < deadline, "no leader within {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+/// What the nodes of this file add to their `[storage]` and `[replication]`
+/// sections: small segments, and a snapshot every 50 entries.
+const STORAGE: &str = "segment_bytes = 4096\n";
+const REPLICATION: &str = "snapshot_every = 50\nsnapshot_keep = 10\n";
 
 /// The first index of the oldest log segment in a node's data directory.
 fn first_segment_index(data: &Path) -> u64 {
@@ -88,24 +40,7 @@ fn first_segment_index(data: &Path) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_that_missed_compacted_entries_catches_up_from_the_snapshot() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(
-        dir.path(),
-        &["certs", "init", "--dir", "certs", "--nodes", "n1,n2,n3"],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let addrs: Vec<(String, SocketAddr)> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|id| (id.to_string(), free_addr()))
-        .collect();
-    let mut nodes: Vec<Option<Node>> = addrs
-        .iter()
-        .map(|(id, addr)| Some(start_node(&write_config(dir.path(), id, &addrs), *addr)))
-        .collect();
-    let all: Vec<SocketAddr> = addrs.iter().map(|(_, a)| *a).collect();
+    let (mut nodes, all) = start_lf_cluster(dir.path(), STORAGE, REPLICATION);
     let client = connect(dir.path(), all.clone()).await;
 
     for i in 0..10 {
@@ -123,7 +58,7 @@ async fn a_follower_that_missed_compacted_entries_catches_up_from_the_snapshot()
     // The leader dropped the log the stopped follower lacks, on disk too.
     let current = leader(&client, &all).await;
     let leader_index = all.iter().position(|a| *a == current).unwrap();
-    let leader_data = dir.path().join("data").join(&addrs[leader_index].0);
+    let leader_data = dir.path().join("data").join(LF_IDS[leader_index]);
     let first = first_segment_index(&leader_data);
     assert!(first > 1, "the leader's log still starts at index {first}");
     assert!(leader_data.join("leader-follower.snapshot").exists());

@@ -499,26 +499,8 @@ impl Store {
             return Ok(0);
         }
         let removed = st.last.index - from + 1;
-        let loaded = match inner.truncate_files(&st, from) {
-            Ok(loaded) => loaded,
-            Err(e) => {
-                inner.poison(&e);
-                return Err(e);
-            }
-        };
-        *st = loaded.state;
-        writer.active = loaded.active;
-        writer.last = st.last;
-        let mut sync = lock(&inner.sync);
-        sync.epoch += 1;
-        sync.written = st.last.index;
-        sync.durable = st.last.index;
-        sync.active = writer
-            .active
-            .as_ref()
-            .map(|a| (Arc::clone(&a.file), inner.path(&a.name)));
-        inner.synced.notify_all();
-        drop(sync);
+        let loaded = inner.truncate_files(&st, from);
+        inner.install(&mut st, &mut writer, loaded)?;
         tracing::info!(from, removed, "truncated the log");
         Ok(removed)
     }
@@ -608,26 +590,7 @@ impl Store {
                 }
                 recovery::load(&*inner.backend)
             });
-        let loaded = match result {
-            Ok(loaded) => loaded,
-            Err(e) => {
-                inner.poison(&e);
-                return Err(e);
-            }
-        };
-        *st = loaded.state;
-        writer.active = loaded.active;
-        writer.last = st.last;
-        let mut sync = lock(&inner.sync);
-        sync.epoch += 1;
-        sync.written = st.last.index;
-        sync.durable = st.last.index;
-        sync.active = writer
-            .active
-            .as_ref()
-            .map(|a| (Arc::clone(&a.file), inner.path(&a.name)));
-        inner.synced.notify_all();
-        drop(sync);
+        inner.install(&mut st, &mut writer, result)?;
         tracing::info!(
             floor = floor.index,
             term = floor.term,
@@ -706,6 +669,33 @@ impl Inner {
         } else {
             Ok(())
         }
+    }
+
+    /// Makes a log just reloaded from disk (after a truncation or a reset)
+    /// the store's state: all of it is durable, and the durability
+    /// bookkeeping starts a new epoch, so that a group commit begun before
+    /// cannot mark later records durable. A failed reload poisons the
+    /// store (the files may be half changed) and is returned.
+    fn install(
+        &self,
+        st: &mut State,
+        writer: &mut Writer,
+        loaded: Result<recovery::Loaded, Error>,
+    ) -> Result<(), Error> {
+        let loaded = loaded.inspect_err(|e| self.poison(e))?;
+        *st = loaded.state;
+        writer.active = loaded.active;
+        writer.last = st.last;
+        let mut sync = lock(&self.sync);
+        sync.epoch += 1;
+        sync.written = st.last.index;
+        sync.durable = st.last.index;
+        sync.active = writer
+            .active
+            .as_ref()
+            .map(|a| (Arc::clone(&a.file), self.path(&a.name)));
+        self.synced.notify_all();
+        Ok(())
     }
 
     pub(crate) fn poison(&self, cause: &Error) {
