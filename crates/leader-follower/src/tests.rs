@@ -48,6 +48,11 @@ fn reply(req_id: RequestId, reply: Reply) -> Output {
     Output::Reply { req_id, reply }
 }
 
+/// The reply acknowledging request `req_id`'s write at `position`.
+fn written(req_id: RequestId, position: LogPosition) -> Output {
+    reply(req_id, Reply::Written { position })
+}
+
 fn ok(term: u64, matched: u64, durable: u64) -> PeerMsg {
     PeerMsg::AppendResp {
         term,
@@ -756,47 +761,18 @@ fn ack_modes_decide_when_the_client_hears_back() {
     assert_eq!(replies(&mut core), vec![]);
     // The leader's disk: async is acknowledged, before any follower has it.
     core.persisted(now, pos(1, 5));
-    assert_eq!(
-        replies(&mut core),
-        vec![reply(
-            10,
-            Reply::Written {
-                position: pos(1, 2)
-            }
-        )]
-    );
+    assert_eq!(replies(&mut core), vec![written(10, pos(1, 2))]);
     assert_eq!(core.commit_index(), 1);
     // One follower durable through 5: semi-sync:1, and a majority: quorum.
     core.handle_peer(now, 2, ok(1, 5, 5));
     assert_eq!(
         replies(&mut core),
-        vec![
-            reply(
-                11,
-                Reply::Written {
-                    position: pos(1, 3)
-                }
-            ),
-            reply(
-                12,
-                Reply::Written {
-                    position: pos(1, 4)
-                }
-            ),
-        ]
+        vec![written(11, pos(1, 3)), written(12, pos(1, 4))]
     );
     assert_eq!(core.commit_index(), 5);
     // The last follower: all.
     core.handle_peer(now, 3, ok(1, 5, 5));
-    assert_eq!(
-        replies(&mut core),
-        vec![reply(
-            13,
-            Reply::Written {
-                position: pos(1, 5)
-            }
-        )]
-    );
+    assert_eq!(replies(&mut core), vec![written(13, pos(1, 5))]);
 }
 
 #[test]
@@ -1398,15 +1374,7 @@ fn a_single_node_cluster_commits_on_its_own_disk() {
         .iter()
         .any(|o| matches!(o, Output::Reply { .. })));
     core.persisted(Millis(700), pos(1, 2));
-    assert_eq!(
-        drain(&mut core),
-        vec![reply(
-            1,
-            Reply::Written {
-                position: pos(1, 2)
-            }
-        )]
-    );
+    assert_eq!(drain(&mut core), vec![written(1, pos(1, 2))]);
     core.handle_client(
         Millis(701),
         2,

@@ -180,6 +180,20 @@ async fn until(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// Node n1 on a port of its own, with `peers` at addresses where nobody
+/// listens: its own outgoing links never come up, so whatever it receives
+/// comes from the test.
+fn lone_n1(dir: &Path, peers: &[&str]) -> Node {
+    let peers: Vec<_> = peers.iter().map(|&id| (id, free_addr())).collect();
+    Node::start(
+        dir,
+        "n1",
+        bind(dir, "n1", "127.0.0.1:0".parse().unwrap()),
+        &peers,
+        config(),
+    )
+}
+
 /// A node-n2 certificate speaking the peer protocol by hand, to send what
 /// the bus never would.
 async fn rogue_n2(dir: &Path, to: SocketAddr) -> quinn::Connection {
@@ -353,13 +367,7 @@ async fn messages_flow_again_after_a_peer_restarts_on_the_same_address() {
 #[tokio::test]
 async fn a_node_cannot_speak_for_another() {
     let dir = certs();
-    let mut n1 = Node::start(
-        dir.path(),
-        "n1",
-        bind(dir.path(), "n1", "127.0.0.1:0".parse().unwrap()),
-        &[("n2", free_addr()), ("n3", free_addr())],
-        config(),
-    );
+    let mut n1 = lone_n1(dir.path(), &["n2", "n3"]);
     let conn = rogue_n2(dir.path(), n1.addr()).await;
     let mut stream = conn.open_uni().await.unwrap();
     for (from, payload) in [("n3", 666), ("n2", 7)] {
@@ -382,13 +390,7 @@ async fn a_node_cannot_speak_for_another() {
 #[tokio::test]
 async fn a_bad_frame_closes_its_stream_only() {
     let dir = certs();
-    let mut n1 = Node::start(
-        dir.path(),
-        "n1",
-        bind(dir.path(), "n1", "127.0.0.1:0".parse().unwrap()),
-        &[("n2", free_addr())],
-        config(),
-    );
+    let mut n1 = lone_n1(dir.path(), &["n2"]);
     let conn = rogue_n2(dir.path(), n1.addr()).await;
     let mut malformed = conn.open_uni().await.unwrap();
     malformed
@@ -420,13 +422,7 @@ async fn a_bad_frame_closes_its_stream_only() {
 #[tokio::test]
 async fn a_peer_cannot_open_streams_without_limit() {
     let dir = certs();
-    let mut n1 = Node::start(
-        dir.path(),
-        "n1",
-        bind(dir.path(), "n1", "127.0.0.1:0".parse().unwrap()),
-        &[("n2", free_addr())],
-        config(),
-    );
+    let mut n1 = lone_n1(dir.path(), &["n2"]);
     let conn = rogue_n2(dir.path(), n1.addr()).await;
     let mut streams = Vec::new();
     for n in 0..8 {
@@ -482,13 +478,7 @@ async fn a_connection_to_the_wrong_node_is_refused() {
 #[tokio::test]
 async fn a_client_certificate_cannot_use_the_peer_protocol() {
     let dir = certs();
-    let mut n1 = Node::start(
-        dir.path(),
-        "n1",
-        bind(dir.path(), "n1", "127.0.0.1:0".parse().unwrap()),
-        &[("n2", free_addr())],
-        config(),
-    );
+    let mut n1 = lone_n1(dir.path(), &["n2"]);
     // A bus connecting with a client certificate is refused at the hello.
     let app = client_endpoint(&identity(dir.path(), "client-app"), &transport()).unwrap();
     let peers = vec![("n1".to_string(), n1.addr())];
