@@ -52,7 +52,13 @@
 #    heartbeat 100 ms, election 1000 ms) and etcd-tuned
 #    (--heartbeat-interval 50 --election-timeout 300).
 #
+#    With FAILOVER_FAULT=pause the leader is not killed but stopped
+#    (SIGSTOP) and resumed PAUSE_FOR seconds later (SIGCONT), the next fault
+#    coming once it has rejoined: its port stays bound, so no probe is
+#    refused and both systems fall back on their timeouts.
+#
 #   bash scripts/bench-lf.sh     # RUNS=3 DURATION=10s CONCURRENCY="1 16 64" KILLS=5
+#   FAILOVER_FAULT=pause CONCURRENCY="" bash scripts/bench-lf.sh   # failover from a paused leader only
 #   MIMEO_FSYNC=never CONCURRENCY=1 FAILOVER_SYSTEMS="" bash scripts/bench-lf.sh
 #   KEYS=1000000 CONCURRENCY=64 DURATION=20s RUNS=1 FAILOVER_SYSTEMS="" bash scripts/bench-lf.sh
 #
@@ -74,6 +80,11 @@ FAILOVER_CONCURRENCY=${FAILOVER_CONCURRENCY:-16}
 FAILOVER_DURATION=${FAILOVER_DURATION:-10s}
 KILL_AFTER=${KILL_AFTER:-3s}
 FAILOVER_SYSTEMS=${FAILOVER_SYSTEMS-"mimeo mimeo-no-probe etcd etcd-tuned"}  # empty: skip failover
+# kill: SIGKILL the leader, restart it after the run. pause: SIGSTOP it and
+# SIGCONT it PAUSE_FOR later (a stalled process, a GC or VM pause: its port
+# stays bound, so nothing refuses a probe and only timeouts can tell).
+FAILOVER_FAULT=${FAILOVER_FAULT:-kill}
+PAUSE_FOR=${PAUSE_FOR:-5}  # seconds
 # Mimeo's settings (to take a write's latency apart: MIMEO_FSYNC=never shows
 # what is not the disk, MIMEO_ACKS=async what is not the follower).
 MIMEO_FSYNC=${MIMEO_FSYNC:-batch}
@@ -254,6 +265,10 @@ for system in $FAILOVER_SYSTEMS; do
     etcd-tuned) start_etcd_cluster etcd-tuned ;;
     *) echo "unknown failover system $system" >&2; exit 64 ;;
   esac
+  case $FAILOVER_FAULT in
+    kill|pause) ;;
+    *) echo "FAILOVER_FAULT must be kill or pause, not '$FAILOVER_FAULT'" >&2; exit 64 ;;
+  esac
   for kill in $(seq 1 "$KILLS"); do
     if [ "${system%%-*}" = mimeo ]; then
       wait_for "the mimeo cluster (every link up, followers caught up)" mimeo_leader
@@ -264,18 +279,29 @@ for system in $FAILOVER_SYSTEMS; do
       leader=$(etcd_leader "$system"); victim=${etcd_pid[$system-$leader]}
       args=(--target etcd --endpoint "$(etcd_endpoints "$system")")
     fi
-    echo "failover $system kill $kill: leader $leader (pid $victim)" >&2
+    echo "failover $system $FAILOVER_FAULT $kill: leader $leader (pid $victim)" >&2
+    if [ "$FAILOVER_FAULT" = kill ]; then
+      fault="kill -KILL $victim"
+    else
+      # The resume runs in the background, so the load generator times the
+      # recovery while the leader is still stopped.
+      fault="kill -STOP $victim; (sleep $PAUSE_FOR; kill -CONT $victim) >/dev/null 2>&1 &"
+    fi
     out=$("$compare" failover "${args[@]}" -c "$FAILOVER_CONCURRENCY" --value-size "$VALUE_SIZE" \
-      -d "$FAILOVER_DURATION" --kill-after "$KILL_AFTER" --kill-command "kill -KILL $victim")
-    wait "$victim" 2>/dev/null || true
+      -d "$FAILOVER_DURATION" --kill-after "$KILL_AFTER" --kill-command "$fault")
     python3 -c 'import json,sys; r=json.loads(sys.argv[2]); r["system"]=sys.argv[1]; print(json.dumps(r))' "$system" "$out" >> "$failover_results"
     echo "  $out" >&2
-    if [ "${system%%-*}" = mimeo ]; then start_mimeo_node "$leader"; else start_etcd_member "$system" "$leader"; fi
+    if [ "$FAILOVER_FAULT" = kill ]; then
+      wait "$victim" 2>/dev/null || true
+      if [ "${system%%-*}" = mimeo ]; then start_mimeo_node "$leader"; else start_etcd_member "$system" "$leader"; fi
+    else
+      kill -CONT "$victim" 2>/dev/null || true  # in case the run was shorter than the pause
+    fi
   done
 done
 
 # --- tables -----------------------------------------------------------------
-python3 - "$results" "$failover_results" <<'PY'
+python3 - "$results" "$failover_results" "$FAILOVER_FAULT" "$PAUSE_FOR" <<'PY'
 import json, statistics, sys
 med = statistics.median
 rows = [json.loads(l) for l in open(sys.argv[1])]
@@ -320,8 +346,9 @@ if "mimeo-lf" in p50s:
 
 fail = [json.loads(l) for l in open(sys.argv[2])]
 if fail:
-    print("\n### Failover: SIGKILL the leader under 16 concurrent writers\n")
-    print("| system | kills | kill → first ack, ms (median) | min–max | longest ack gap, ms (median) | min–max | failed writes (median) |")
+    fault = "SIGKILL the leader" if sys.argv[3] == "kill" else f"SIGSTOP the leader for {sys.argv[4]} s"
+    print(f"\n### Failover: {fault} under 16 concurrent writers\n")
+    print("| system | faults | fault → first ack, ms (median) | min–max | longest ack gap, ms (median) | min–max | failed writes (median) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     first_median = {}
     for system in dict.fromkeys(r["system"] for r in fail):
@@ -339,7 +366,7 @@ if fail:
     for mimeo in ("mimeo", "mimeo-no-probe"):
         for peer in ("etcd", "etcd-tuned"):
             if mimeo in first_median and peer in first_median:
-                print(f"\n{mimeo} / {peer} median kill → first ack: {first_median[mimeo] / first_median[peer]:.2f}×")
+                print(f"\n{mimeo} / {peer} median fault → first ack: {first_median[mimeo] / first_median[peer]:.2f}×")
 errors = [(r["store"], r["c"], r.get("failed", 0) + r.get("unknown", 0)) for r in rows if r.get("failed", 0) + r.get("unknown", 0)]
 if errors:
     print("\nthroughput runs with errors (store, concurrency, failed+unknown):", errors)
