@@ -24,6 +24,23 @@ struct PendingWrite {
     deadline: Millis,
 }
 
+/// A request that needs a leader, held by a node that knows none (an
+/// election is under way) until one is known: answered with its hint, or
+/// served here if this node wins.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct HeldRequest {
+    req_id: RequestId,
+    op: ClientOp,
+    /// The request's own ack mode, if it set one.
+    ack: Option<AckMode>,
+    /// When to give up and answer that no leader is known.
+    deadline: Millis,
+}
+
+/// At most this many requests wait for an election at once; more are
+/// answered "no leader known" at once, as before an election ends.
+const MAX_HELD: usize = 1024;
+
 /// What a pending read waits for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum ReadWait {
@@ -95,6 +112,19 @@ struct Stored {
 /// heard. A leadership transfer ([`transfer_leadership`](Core::transfer_leadership))
 /// skips both: its target starts the real election at once, and its vote
 /// requests are honoured by nodes that just heard from the leader.
+///
+/// # Requests at a node that is not the leader
+///
+/// Writes, cas and leader reads are answered [`Reply::NotLeader`] with
+/// the leader this node knows, for the client to retry there. A node that
+/// knows no leader (an election is under way: it stands, or voted in a
+/// new term, or found its leader gone) holds them instead, for at most
+/// `election_timeout_max_ms`. As soon as an election names a leader they
+/// are answered with its hint, and if this node is the one elected it
+/// serves them itself. So a client need not poll the cluster through an
+/// election, and hears of the new leader the moment this node does. Only
+/// if no leader emerges in that time is the answer `NotLeader` with no
+/// hint. Follower and session reads are served by any node, as ever.
 ///
 /// # What is applied, and what reads see
 ///
@@ -192,6 +222,8 @@ pub struct Core {
     transfer: Option<Transfer>,
     writes: BTreeMap<RequestId, PendingWrite>,
     reads: BTreeMap<RequestId, PendingRead>,
+    /// Requests waiting for an election to name a leader, oldest first.
+    held: VecDeque<HeldRequest>,
     out: VecDeque<Output>,
     /// New entries were appended (leader) and not yet offered to the
     /// followers: the appends go out when the driver next drains the
@@ -433,6 +465,7 @@ impl Core {
             transfer: None,
             writes: BTreeMap::new(),
             reads: BTreeMap::new(),
+            held: VecDeque::new(),
             out: VecDeque::new(),
             replicate_due: None,
             elections_started: 0,
@@ -480,7 +513,8 @@ impl Core {
         };
         let writes = self.writes.values().map(|w| w.deadline);
         let reads = self.reads.values().map(|r| r.deadline);
-        writes.chain(reads).fold(own, Millis::min)
+        let held = self.held.front().map(|h| h.deadline);
+        writes.chain(reads).chain(held).fold(own, Millis::min)
     }
 
     /// This node's id.
@@ -614,6 +648,7 @@ impl Core {
         op: ClientOp,
         ack: Option<AckMode>,
     ) {
+        let requested_ack = ack;
         if op.key().is_empty() {
             return self.reply(
                 req_id,
@@ -635,6 +670,9 @@ impl Core {
                     },
                 );
             }
+        }
+        if self.role != Role::Leader && self.leader.is_none() && self.needs_leader(&op) {
+            return self.hold(now, req_id, op, requested_ack);
         }
         match op {
             ClientOp::Get { key, consistency } => {
@@ -662,6 +700,11 @@ impl Core {
 
     /// A message from peer `from`.
     pub fn handle_peer(&mut self, now: Millis, from: NodeId, msg: PeerMsg) {
+        self.on_peer_msg(now, from, msg);
+        self.settle_held(now);
+    }
+
+    fn on_peer_msg(&mut self, now: Millis, from: NodeId, msg: PeerMsg) {
         if from == self.config.id || !self.config.peers.contains(&from) {
             tracing::warn!(
                 from,
@@ -824,6 +867,7 @@ impl Core {
             }
         }
         self.expire_requests(now);
+        self.settle_held(now);
     }
 
     /// The driver's storage made the log durable up to `up_to` (every
@@ -1861,6 +1905,65 @@ impl Core {
             hard_state: Some(self.hard),
             ..Persist::default()
         }));
+    }
+
+    /// Whether `op` can only be served by the leader (writes, cas and
+    /// leader reads; follower and session reads are served anywhere).
+    fn needs_leader(&self, op: &ClientOp) -> bool {
+        match op {
+            ClientOp::Get { consistency, .. } => matches!(
+                consistency.unwrap_or(self.config.default_read),
+                ReadMode::Leader
+            ),
+            ClientOp::Put { .. } | ClientOp::Delete { .. } | ClientOp::Cas { .. } => true,
+        }
+    }
+
+    /// Holds a request that needs a leader while this node knows none,
+    /// instead of sending the client away with no hint: it is answered as
+    /// soon as an election names a leader (or served here, if this node
+    /// wins), so the client does not have to poll the cluster through the
+    /// election. At most an election timeout, then "no leader known".
+    fn hold(&mut self, now: Millis, req_id: RequestId, op: ClientOp, ack: Option<AckMode>) {
+        if self.held.len() >= MAX_HELD {
+            return self.reply(req_id, Reply::NotLeader { leader_hint: None });
+        }
+        self.held.push_back(HeldRequest {
+            req_id,
+            op,
+            ack,
+            deadline: now.plus(self.config.election_timeout_max_ms),
+        });
+    }
+
+    /// Answers the held requests once a leader is known (served here if
+    /// this node leads), and those whose wait is over.
+    fn settle_held(&mut self, now: Millis) {
+        if self.held.is_empty() {
+            return;
+        }
+        match self.refuse_writes() {
+            None => {
+                for held in std::mem::take(&mut self.held) {
+                    self.handle_client(now, held.req_id, held.op, held.ack);
+                }
+            }
+            Some(Some(leader)) => {
+                for held in std::mem::take(&mut self.held) {
+                    let reply = Reply::NotLeader {
+                        leader_hint: Some(leader),
+                    };
+                    self.reply(held.req_id, reply);
+                }
+            }
+            Some(None) => {
+                while self.held.front().is_some_and(|h| now >= h.deadline) {
+                    let held = self.held.pop_front().expect("checked above");
+                    let reply = Reply::NotLeader { leader_hint: None };
+                    self.reply(held.req_id, reply);
+                }
+            }
+        }
     }
 
     /// `Some(hint)` when this node must refuse writes.

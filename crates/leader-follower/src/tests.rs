@@ -752,12 +752,6 @@ fn ack_modes_decide_when_the_client_hears_back() {
     core.handle_client(now, 11, put_op("b"), Some(AckMode::SemiSync(1)));
     core.handle_client(now, 12, put_op("c"), Some(AckMode::Quorum));
     core.handle_client(now, 13, put_op("d"), Some(AckMode::All));
-    let replies = |core: &mut Core| -> Vec<Output> {
-        drain(core)
-            .into_iter()
-            .filter(|o| matches!(o, Output::Reply { .. }))
-            .collect()
-    };
     assert_eq!(replies(&mut core), vec![]);
     // The leader's disk: async is acknowledged, before any follower has it.
     core.persisted(now, pos(1, 5));
@@ -835,11 +829,159 @@ fn a_leader_steps_down_on_a_higher_term_and_writes_become_unknown() {
         ]
     );
     assert_eq!(core.role(), Role::Follower);
+    // No leader is known in term 4: the next write waits for one.
     core.handle_client(Millis(1102), 11, put_op("b"), None);
+    assert_eq!(replies(&mut core), vec![]);
+    core.handle_peer(Millis(1110), 2, heartbeat(4, 1));
     assert_eq!(
-        drain(&mut core),
-        vec![reply(11, Reply::NotLeader { leader_hint: None })]
+        replies(&mut core),
+        vec![reply(
+            11,
+            Reply::NotLeader {
+                leader_hint: Some(2)
+            }
+        )]
     );
+}
+
+/// Only the replies among `core`'s outputs.
+fn replies(core: &mut Core) -> Vec<Output> {
+    drain(core)
+        .into_iter()
+        .filter(|o| matches!(o, Output::Reply { .. }))
+        .collect()
+}
+
+#[test]
+fn a_node_that_knows_no_leader_holds_requests_and_serves_them_if_it_wins() {
+    let mut core = Core::new(config(1, 3), Millis(0)).unwrap();
+    campaign(&mut core, Millis(1000), 1);
+    // A candidate knows no leader: writes, cas and leader reads wait...
+    core.handle_client(Millis(1001), 10, put_op("a"), Some(AckMode::Async));
+    core.handle_client(
+        Millis(1002),
+        11,
+        ClientOp::Get {
+            key: b"a".to_vec(),
+            consistency: Some(ReadMode::Leader),
+        },
+        None,
+    );
+    // ... follower reads do not.
+    core.handle_client(
+        Millis(1003),
+        12,
+        ClientOp::Get {
+            key: b"a".to_vec(),
+            consistency: Some(ReadMode::Follower {
+                max_staleness_ms: None,
+            }),
+        },
+        None,
+    );
+    assert_eq!(
+        replies(&mut core),
+        vec![reply(
+            12,
+            Reply::Value {
+                value: None,
+                version: pos(0, 0),
+                applied: pos(0, 0),
+            }
+        )]
+    );
+    assert!(core.next_timeout() <= Millis(1001 + 600));
+    // It wins: the held write is appended after its no-op, under the ack
+    // mode it asked for (async: acknowledged once the leader's disk has it).
+    core.handle_peer(
+        Millis(1005),
+        2,
+        PeerMsg::Vote {
+            term: 1,
+            granted: true,
+        },
+    );
+    assert_eq!(core.role(), Role::Leader);
+    assert_eq!(core.last_position(), pos(1, 2));
+    // The held leader read started a heartbeat round, as any leader read.
+    let seq = drain(&mut core)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                to: 2,
+                msg: PeerMsg::Heartbeat { seq, .. },
+            } => Some(seq),
+            _ => None,
+        })
+        .max()
+        .expect("a heartbeat to node 2");
+    core.persisted(Millis(1006), pos(1, 2));
+    assert_eq!(replies(&mut core), vec![written(10, pos(1, 2))]);
+    // Node 2 answers the round and holds the write: the read sees it.
+    core.handle_peer(Millis(1007), 2, PeerMsg::HeartbeatResp { term: 1, seq });
+    core.handle_peer(Millis(1007), 2, ok(1, 2, 2));
+    assert_eq!(
+        replies(&mut core),
+        vec![reply(
+            11,
+            Reply::Value {
+                value: Some(b"x".to_vec()),
+                version: pos(1, 2),
+                applied: pos(1, 2),
+            }
+        )]
+    );
+}
+
+#[test]
+fn held_requests_get_the_new_leaders_hint_or_give_up_after_an_election_timeout() {
+    // Node 2 granted node 3 its vote in term 2: it knows no leader.
+    let mut core = follower_of_1();
+    core.handle_peer(
+        Millis(500),
+        3,
+        PeerMsg::RequestVote {
+            term: 2,
+            last: pos(0, 0),
+            transfer: false,
+        },
+    );
+    assert_eq!((core.term(), core.leader()), (2, None));
+    core.handle_client(Millis(510), 10, put_op("a"), None);
+    core.handle_client(Millis(520), 11, put_op("b"), None);
+    assert_eq!(replies(&mut core), vec![]);
+    // Node 3's first heartbeat names it: both are sent there.
+    core.handle_peer(Millis(530), 3, heartbeat(2, 1));
+    let hint = Reply::NotLeader {
+        leader_hint: Some(3),
+    };
+    assert_eq!(
+        replies(&mut core),
+        vec![reply(10, hint.clone()), reply(11, hint)]
+    );
+    // A known leader: the client is sent there at once.
+    core.handle_client(Millis(540), 12, put_op("c"), None);
+    assert_eq!(
+        replies(&mut core),
+        vec![reply(
+            12,
+            Reply::NotLeader {
+                leader_hint: Some(3)
+            }
+        )]
+    );
+
+    // No election ends: a held request is answered after the longest
+    // election timeout, with no hint.
+    let mut lonely = Core::new(config(2, 3), Millis(0)).unwrap();
+    lonely.handle_client(Millis(10), 20, put_op("d"), None);
+    let mut now = Millis(10);
+    while replies(&mut lonely).is_empty() {
+        assert!(now < Millis(10 + 600), "still held at {now:?}");
+        now = lonely.next_timeout();
+        lonely.tick(now);
+    }
+    assert_eq!(now, Millis(10 + 600));
 }
 
 #[test]

@@ -246,7 +246,9 @@ pub enum Reply {
         current: Option<Vec<u8>>,
     },
     /// This node cannot serve the request (it is not the leader, or is
-    /// handing leadership over); nothing was done. Retry at the hint.
+    /// handing leadership over); nothing was done. Retry at the hint. (A
+    /// node that knows no leader first waits, up to an election timeout,
+    /// for an election to name one: see [`Core`](crate::Core).)
     NotLeader {
         /// The node this one believes leads, when it knows.
         leader_hint: Option<NodeId>,
