@@ -116,15 +116,22 @@ struct Stored {
 /// # Requests at a node that is not the leader
 ///
 /// Writes, cas and leader reads are answered [`Reply::NotLeader`] with
-/// the leader this node knows, for the client to retry there. A node that
-/// knows no leader (an election is under way: it stands, or voted in a
-/// new term, or found its leader gone) holds them instead, for at most
-/// `election_timeout_max_ms`. As soon as an election names a leader they
-/// are answered with its hint, and if this node is the one elected it
-/// serves them itself. So a client need not poll the cluster through an
-/// election, and hears of the new leader the moment this node does. Only
-/// if no leader emerges in that time is the answer `NotLeader` with no
-/// hint. Follower and session reads are served by any node, as ever.
+/// the leader this node follows, for the client to retry there, when it
+/// heard from that leader within the last one and a half heartbeat
+/// intervals. Otherwise the leader may be gone and an election may be
+/// near or under way: it stands, or voted in a new term, or found its
+/// leader gone, or its leader fell silent. Then the node holds them, for
+/// at most `election_timeout_max_ms`:
+///
+/// - as soon as it hears from a leader (the old one again, or the newly
+///   elected one), they are answered with its hint;
+/// - if this node is the one elected, it serves them itself;
+/// - if neither happens in that time, the answer is `NotLeader` with
+///   whatever leader it last knew.
+///
+/// So a client need not poll the cluster through an election, and hears
+/// of the new leader the moment this node does. Follower and session reads
+/// are served by any node, as ever.
 ///
 /// # What is applied, and what reads see
 ///
@@ -671,7 +678,7 @@ impl Core {
                 );
             }
         }
-        if self.role != Role::Leader && self.leader.is_none() && self.needs_leader(&op) {
+        if self.role != Role::Leader && !self.leader_heard_lately(now) && self.needs_leader(&op) {
             return self.hold(now, req_id, op, requested_ack);
         }
         match op {
@@ -1036,6 +1043,23 @@ impl Core {
                     .is_some_and(|t| now.since(t) < self.config.election_timeout_min_ms))
     }
 
+    /// How long a leader may stay silent before a follower suspects it:
+    /// one and a half heartbeat intervals.
+    fn leader_silence_ms(&self) -> u64 {
+        let interval = self.config.heartbeat_interval_ms;
+        interval + interval / 2
+    }
+
+    /// Whether this node follows a leader it heard from within
+    /// [`leader_silence_ms`](Core::leader_silence_ms).
+    fn leader_heard_lately(&self, now: Millis) -> bool {
+        self.role == Role::Follower
+            && self.leader.is_some()
+            && self
+                .leader_contact
+                .is_some_and(|t| now.since(t) < self.leader_silence_ms())
+    }
+
     /// When this follower should probe its silent leader's address
     /// ([`Config::probe_leader`]): one and a half heartbeat intervals after
     /// it last heard from it, then once per interval.
@@ -1045,7 +1069,7 @@ impl Core {
         }
         let (leader, contact) = (self.leader?, self.leader_contact?);
         let interval = self.config.heartbeat_interval_ms;
-        let silent = contact.plus(interval + interval / 2);
+        let silent = contact.plus(self.leader_silence_ms());
         Some(match self.probe {
             Some(p) if p.to == leader && p.contact == contact => silent.max(p.sent.plus(interval)),
             _ => silent,
@@ -1942,27 +1966,18 @@ impl Core {
         if self.held.is_empty() {
             return;
         }
-        match self.refuse_writes() {
-            None => {
-                for held in std::mem::take(&mut self.held) {
-                    self.handle_client(now, held.req_id, held.op, held.ack);
-                }
+        if self.role == Role::Leader || self.leader_heard_lately(now) {
+            // Served here, or sent to a leader known to be alive (or to
+            // the target of this leader's handover).
+            for held in std::mem::take(&mut self.held) {
+                self.handle_client(now, held.req_id, held.op, held.ack);
             }
-            Some(Some(leader)) => {
-                for held in std::mem::take(&mut self.held) {
-                    let reply = Reply::NotLeader {
-                        leader_hint: Some(leader),
-                    };
-                    self.reply(held.req_id, reply);
-                }
-            }
-            Some(None) => {
-                while self.held.front().is_some_and(|h| now >= h.deadline) {
-                    let held = self.held.pop_front().expect("checked above");
-                    let reply = Reply::NotLeader { leader_hint: None };
-                    self.reply(held.req_id, reply);
-                }
-            }
+            return;
+        }
+        let leader_hint = self.leader;
+        while self.held.front().is_some_and(|h| now >= h.deadline) {
+            let held = self.held.pop_front().expect("checked above");
+            self.reply(held.req_id, Reply::NotLeader { leader_hint });
         }
     }
 

@@ -934,6 +934,22 @@ fn a_node_that_knows_no_leader_holds_requests_and_serves_them_if_it_wins() {
 }
 
 #[test]
+fn a_follower_redirects_at_once_to_a_leader_it_just_heard_and_holds_while_it_is_silent() {
+    // Node 1 last spoke at 100; a heartbeat interval is 50 ms.
+    let mut core = follower_of_1();
+    let hint = Reply::NotLeader {
+        leader_hint: Some(1),
+    };
+    core.handle_client(Millis(170), 10, put_op("a"), None);
+    assert_eq!(replies(&mut core), vec![reply(10, hint.clone())]);
+    // 75 ms of silence: node 1 may be gone; wait and see.
+    core.handle_client(Millis(175), 11, put_op("b"), None);
+    assert_eq!(replies(&mut core), vec![]);
+    core.handle_peer(Millis(190), 1, heartbeat(1, 2));
+    assert_eq!(replies(&mut core), vec![reply(11, hint)]);
+}
+
+#[test]
 fn held_requests_get_the_new_leaders_hint_or_give_up_after_an_election_timeout() {
     // Node 2 granted node 3 its vote in term 2: it knows no leader.
     let mut core = follower_of_1();
