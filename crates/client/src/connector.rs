@@ -3,8 +3,10 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::OnceCell;
 
 use mimeo_wire::{Probe, Protocol, TransportConfig};
 use serde::de::DeserializeOwned;
@@ -21,6 +23,10 @@ pub(crate) struct Connector {
     connect_timeout: Duration,
     request_timeout: Duration,
     connections: Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    /// Connection attempts under way, one per node: requests that need a
+    /// node at the same moment (many of them, right after a failover)
+    /// share one handshake and its outcome instead of each making its own.
+    attempts: Mutex<HashMap<SocketAddr, Attempt>>,
     /// When each node's address was last probed, so that many requests
     /// waiting on one node share a probe.
     probed: Mutex<HashMap<SocketAddr, Instant>>,
@@ -32,6 +38,10 @@ pub(crate) struct Connector {
 /// connection is dropped at once, instead of at the QUIC idle timeout,
 /// and the client moves on to the other nodes.
 const PROBE_AFTER: Duration = Duration::from_millis(50);
+
+/// One connection attempt, shared by everyone who needs the node while it
+/// runs: its connection, or why there is none.
+type Attempt = Arc<OnceCell<Result<quinn::Connection, String>>>;
 
 impl Connector {
     pub(crate) fn new(
@@ -50,6 +60,7 @@ impl Connector {
             connect_timeout,
             request_timeout,
             connections: Mutex::new(HashMap::new()),
+            attempts: Mutex::new(HashMap::new()),
             probed: Mutex::new(HashMap::new()),
         }
     }
@@ -69,30 +80,56 @@ impl Connector {
         if let Some(conn) = self.cached(node) {
             return Ok(conn);
         }
-        let connect = mimeo_wire::connect(
-            &self.endpoint,
-            node,
-            &self.cluster_id,
-            self.protocol,
-            &self.transport,
+        let attempt = Arc::clone(
+            self.attempts
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .entry(node)
+                .or_insert_with(|| Arc::new(OnceCell::new())),
         );
-        let conn = match tokio::time::timeout(connect_timeout, connect).await {
-            Ok(Ok((conn, _node_id))) => conn,
-            Ok(Err(e)) => {
-                return Err(Error::Unavailable {
-                    message: format!("{node}: {e}"),
-                })
+        // The first caller connects; the others wait for its outcome. If
+        // the one connecting gives up (its own deadline), a waiter carries
+        // on with the attempt.
+        let outcome = attempt.get_or_init(|| async {
+            let connect = mimeo_wire::connect(
+                &self.endpoint,
+                node,
+                &self.cluster_id,
+                self.protocol,
+                &self.transport,
+            );
+            let outcome = match connect.await {
+                Ok((conn, _node_id)) => {
+                    self.lock().insert(node, conn.clone());
+                    Ok(conn)
+                }
+                Err(e) => Err(format!("{node}: {e}")),
+            };
+            // Later callers start afresh (after a failure, or once this
+            // connection is gone).
+            let mut attempts = self
+                .attempts
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if attempts
+                .get(&node)
+                .is_some_and(|a| Arc::ptr_eq(a, &attempt))
+            {
+                attempts.remove(&node);
             }
-            Err(_) => {
-                return Err(Error::Unavailable {
-                    message: format!(
-                        "{node}: no connection within {connect_timeout:?} (is the node running?)"
-                    ),
-                })
-            }
-        };
-        self.lock().insert(node, conn.clone());
-        Ok(conn)
+            outcome
+        });
+        match tokio::time::timeout(connect_timeout, outcome).await {
+            Ok(Ok(conn)) => Ok(conn.clone()),
+            Ok(Err(message)) => Err(Error::Unavailable {
+                message: message.clone(),
+            }),
+            Err(_) => Err(Error::Unavailable {
+                message: format!(
+                    "{node}: no connection within {connect_timeout:?} (is the node running?)"
+                ),
+            }),
+        }
     }
 
     fn cached(&self, node: SocketAddr) -> Option<quinn::Connection> {
@@ -247,5 +284,119 @@ impl Connector {
             node,
             after: timeout,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use mimeo_wire::{
+        accept_hello, client_endpoint, generate_certs, server_endpoint, CertRequest, TlsIdentity,
+    };
+
+    use super::*;
+
+    const CLUSTER: &str = "connector-test";
+
+    fn transport() -> TransportConfig {
+        TransportConfig::default()
+    }
+
+    /// Certificates for node n1 and client "c" in a fresh directory.
+    fn certs() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let request = CertRequest {
+            nodes: vec!["n1".into()],
+            clients: vec!["c".into()],
+            admins: vec![],
+        };
+        generate_certs(dir.path(), &request, false).unwrap();
+        dir
+    }
+
+    fn connector(dir: &Path, connect_timeout: Duration) -> Arc<Connector> {
+        let identity = TlsIdentity::from_dir(dir, "client-c").unwrap();
+        let endpoint = client_endpoint(&identity, &transport()).unwrap();
+        Arc::new(Connector::new(
+            endpoint,
+            CLUSTER.into(),
+            Protocol::Client,
+            transport(),
+            connect_timeout,
+            Duration::from_secs(5),
+        ))
+    }
+
+    /// `n` concurrent `connection` calls to `node`, with how long they took.
+    async fn connect_many(
+        connector: &Arc<Connector>,
+        node: SocketAddr,
+        n: usize,
+    ) -> (Vec<Result<quinn::Connection, Error>>, Duration) {
+        let started = Instant::now();
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let connector = Arc::clone(connector);
+            calls.spawn(async move { connector.connection(node).await });
+        }
+        let results = calls.join_all().await;
+        (results, started.elapsed())
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_share_one_handshake() {
+        let dir = certs();
+        let identity = TlsIdentity::from_dir(dir.path(), "node-n1").unwrap();
+        let server =
+            server_endpoint("127.0.0.1:0".parse().unwrap(), &identity, &transport()).unwrap();
+        let node = server.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Some(incoming) = server.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let Ok(conn) = incoming.await else { return };
+                    let _ = accept_hello(&conn, CLUSTER, "n1", &transport()).await;
+                    conn.closed().await;
+                });
+            }
+        });
+        let connector = connector(dir.path(), Duration::from_secs(5));
+        let (results, _) = connect_many(&connector, node, 16).await;
+        let ids: Vec<usize> = results
+            .into_iter()
+            .map(|r| r.expect("connected").stable_id())
+            .collect();
+        assert!(ids.iter().all(|&id| id == ids[0]), "{ids:?}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        // The next caller reuses it.
+        let again = connector.connection(node).await.unwrap();
+        assert_eq!(again.stable_id(), ids[0]);
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_of_a_silent_node_fail_together_not_one_after_another() {
+        let dir = certs();
+        // A bound UDP socket that never answers: every handshake hangs.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let node = silent.local_addr().unwrap();
+        let timeout = Duration::from_millis(300);
+        let connector = connector(dir.path(), timeout);
+        let (results, took) = connect_many(&connector, node, 16).await;
+        for result in results {
+            assert!(
+                matches!(result, Err(Error::Unavailable { .. })),
+                "{result:?}"
+            );
+        }
+        assert!(took < timeout * 3, "16 callers took {took:?}");
+        // A later caller tries again (nothing is cached from a failure).
+        let started = Instant::now();
+        assert!(connector.connection(node).await.is_err());
+        assert!(started.elapsed() >= timeout / 2);
     }
 }
