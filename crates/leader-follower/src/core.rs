@@ -37,9 +37,22 @@ struct HeldRequest {
     deadline: Millis,
 }
 
-/// At most this many requests wait for an election at once; more are
-/// answered "no leader known" at once, as before an election ends.
+/// At most this many requests, holding at most this many bytes of keys
+/// and values, wait for an election at once; more are answered at once,
+/// as if nothing were held.
 const MAX_HELD: usize = 1024;
+const MAX_HELD_BYTES: usize = 16 * 1024 * 1024;
+
+/// The bytes of keys and values `op` carries.
+fn op_bytes(op: &ClientOp) -> usize {
+    match op {
+        ClientOp::Get { key, .. } | ClientOp::Delete { key } => key.len(),
+        ClientOp::Put { key, value } => key.len() + value.len(),
+        ClientOp::Cas { key, expected, new } => {
+            key.len() + expected.as_ref().map_or(0, Vec::len) + new.len()
+        }
+    }
+}
 
 /// What a pending read waits for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -229,8 +242,10 @@ pub struct Core {
     transfer: Option<Transfer>,
     writes: BTreeMap<RequestId, PendingWrite>,
     reads: BTreeMap<RequestId, PendingRead>,
-    /// Requests waiting for an election to name a leader, oldest first.
+    /// Requests waiting for an election to name a leader, oldest first,
+    /// and the bytes of keys and values they hold.
     held: VecDeque<HeldRequest>,
+    held_bytes: usize,
     out: VecDeque<Output>,
     /// New entries were appended (leader) and not yet offered to the
     /// followers: the appends go out when the driver next drains the
@@ -473,6 +488,7 @@ impl Core {
             writes: BTreeMap::new(),
             reads: BTreeMap::new(),
             held: VecDeque::new(),
+            held_bytes: 0,
             out: VecDeque::new(),
             replicate_due: None,
             elections_started: 0,
@@ -1949,9 +1965,12 @@ impl Core {
     /// wins), so the client does not have to poll the cluster through the
     /// election. At most an election timeout, then "no leader known".
     fn hold(&mut self, now: Millis, req_id: RequestId, op: ClientOp, ack: Option<AckMode>) {
-        if self.held.len() >= MAX_HELD {
-            return self.reply(req_id, Reply::NotLeader { leader_hint: None });
+        let bytes = op_bytes(&op);
+        if self.held.len() >= MAX_HELD || self.held_bytes + bytes > MAX_HELD_BYTES {
+            let leader_hint = self.leader;
+            return self.reply(req_id, Reply::NotLeader { leader_hint });
         }
+        self.held_bytes += bytes;
         self.held.push_back(HeldRequest {
             req_id,
             op,
@@ -1969,6 +1988,7 @@ impl Core {
         if self.role == Role::Leader || self.leader_heard_lately(now) {
             // Served here, or sent to a leader known to be alive (or to
             // the target of this leader's handover).
+            self.held_bytes = 0;
             for held in std::mem::take(&mut self.held) {
                 self.handle_client(now, held.req_id, held.op, held.ack);
             }
@@ -1977,6 +1997,7 @@ impl Core {
         let leader_hint = self.leader;
         while self.held.front().is_some_and(|h| now >= h.deadline) {
             let held = self.held.pop_front().expect("checked above");
+            self.held_bytes -= op_bytes(&held.op);
             self.reply(held.req_id, Reply::NotLeader { leader_hint });
         }
     }

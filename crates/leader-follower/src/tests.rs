@@ -950,6 +950,36 @@ fn a_follower_redirects_at_once_to_a_leader_it_just_heard_and_holds_while_it_is_
 }
 
 #[test]
+fn what_a_leaderless_node_holds_is_bounded_in_requests_and_bytes() {
+    let no_hint = Reply::NotLeader { leader_hint: None };
+    let mut core = Core::new(config(2, 3), Millis(0)).unwrap();
+    for req_id in 0..1024 {
+        core.handle_client(Millis(10), req_id, put_op("k"), None);
+    }
+    assert_eq!(replies(&mut core), vec![]);
+    core.handle_client(Millis(10), 1024, put_op("k"), None);
+    assert_eq!(replies(&mut core), vec![reply(1024, no_hint.clone())]);
+
+    let mut core = Core::new(config(2, 3), Millis(0)).unwrap();
+    let big = |req_id| ClientOp::Put {
+        key: format!("big-{req_id}").into_bytes(),
+        value: vec![0; 9 * 1024 * 1024],
+    };
+    core.handle_client(Millis(10), 1, big(1), None);
+    core.handle_client(Millis(10), 2, big(2), None);
+    assert_eq!(replies(&mut core), vec![reply(2, no_hint.clone())]);
+    // Once the first is answered, there is room again.
+    let mut now = Millis(10);
+    while core.next_timeout() <= Millis(10 + 600) {
+        now = core.next_timeout();
+        core.tick(now);
+    }
+    assert_eq!(replies(&mut core), vec![reply(1, no_hint)]);
+    core.handle_client(now, 3, big(3), None);
+    assert_eq!(replies(&mut core), vec![]);
+}
+
+#[test]
 fn held_requests_get_the_new_leaders_hint_or_give_up_after_an_election_timeout() {
     // Node 2 granted node 3 its vote in term 2: it knows no leader.
     let mut core = follower_of_1();
