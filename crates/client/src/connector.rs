@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
@@ -38,6 +38,12 @@ pub(crate) struct Connector {
 /// connection is dropped at once, instead of at the QUIC idle timeout,
 /// and the client moves on to the other nodes.
 const PROBE_AFTER: Duration = Duration::from_millis(50);
+
+/// Locks one of the connector's maps. They hold no invariant a panicking
+/// holder could break, so a poisoned lock is taken over.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// One connection attempt, shared by everyone who needs the node while it
 /// runs: its connection, or why there is none.
@@ -81,9 +87,7 @@ impl Connector {
             return Ok(conn);
         }
         let attempt = Arc::clone(
-            self.attempts
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
+            lock(&self.attempts)
                 .entry(node)
                 .or_insert_with(|| Arc::new(OnceCell::new())),
         );
@@ -100,17 +104,14 @@ impl Connector {
             );
             let outcome = match connect.await {
                 Ok((conn, _node_id)) => {
-                    self.lock().insert(node, conn.clone());
+                    lock(&self.connections).insert(node, conn.clone());
                     Ok(conn)
                 }
                 Err(e) => Err(format!("{node}: {e}")),
             };
             // Later callers start afresh (after a failure, or once this
             // connection is gone).
-            let mut attempts = self
-                .attempts
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut attempts = lock(&self.attempts);
             if attempts
                 .get(&node)
                 .is_some_and(|a| Arc::ptr_eq(a, &attempt))
@@ -133,7 +134,7 @@ impl Connector {
     }
 
     fn cached(&self, node: SocketAddr) -> Option<quinn::Connection> {
-        let mut connections = self.lock();
+        let mut connections = lock(&self.connections);
         match connections.get(&node) {
             Some(conn) if conn.close_reason().is_none() => Some(conn.clone()),
             Some(_) => {
@@ -147,7 +148,7 @@ impl Connector {
     /// Closes `conn`, telling its other users `reason`, and removes it from
     /// the cache (unless another request already replaced it).
     fn forget(&self, node: SocketAddr, conn: &quinn::Connection, reason: &str) {
-        let mut connections = self.lock();
+        let mut connections = lock(&self.connections);
         if connections
             .get(&node)
             .is_some_and(|cached| cached.stable_id() == conn.stable_id())
@@ -157,21 +158,11 @@ impl Connector {
         conn.close(0u32.into(), reason.as_bytes());
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, quinn::Connection>> {
-        // The map holds no invariant a panicking holder could break.
-        self.connections
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// Whether this waiter should probe `node` now: concurrent waiters on
     /// one node take turns (one probe per [`PROBE_AFTER`]), and learn of a
     /// refusal another found from the connection closing under them.
     fn claim_probe(&self, node: SocketAddr) -> bool {
-        let mut probed = self
-            .probed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut probed = lock(&self.probed);
         let now = Instant::now();
         let due = probed
             .get(&node)

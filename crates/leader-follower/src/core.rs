@@ -24,16 +24,16 @@ struct PendingWrite {
     deadline: Millis,
 }
 
-/// A request that needs a leader, held by a node that knows none (an
-/// election is under way) until one is known: answered with its hint, or
-/// served here if this node wins.
+/// A request that needs a leader, held by a node that has not heard from
+/// one lately (an election may be near or under way) until it does:
+/// answered with that leader's hint, or served here if this node wins.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct HeldRequest {
     req_id: RequestId,
     op: ClientOp,
     /// The request's own ack mode, if it set one.
     ack: Option<AckMode>,
-    /// When to give up and answer that no leader is known.
+    /// When to give up and answer with the last leader known, if any.
     deadline: Millis,
 }
 
@@ -242,10 +242,8 @@ pub struct Core {
     transfer: Option<Transfer>,
     writes: BTreeMap<RequestId, PendingWrite>,
     reads: BTreeMap<RequestId, PendingRead>,
-    /// Requests waiting for an election to name a leader, oldest first,
-    /// and the bytes of keys and values they hold.
+    /// Requests waiting to hear from a leader, oldest first.
     held: VecDeque<HeldRequest>,
-    held_bytes: usize,
     out: VecDeque<Output>,
     /// New entries were appended (leader) and not yet offered to the
     /// followers: the appends go out when the driver next drains the
@@ -488,7 +486,6 @@ impl Core {
             writes: BTreeMap::new(),
             reads: BTreeMap::new(),
             held: VecDeque::new(),
-            held_bytes: 0,
             out: VecDeque::new(),
             replicate_due: None,
             elections_started: 0,
@@ -1959,18 +1956,18 @@ impl Core {
         }
     }
 
-    /// Holds a request that needs a leader while this node knows none,
-    /// instead of sending the client away with no hint: it is answered as
-    /// soon as an election names a leader (or served here, if this node
-    /// wins), so the client does not have to poll the cluster through the
-    /// election. At most an election timeout, then "no leader known".
+    /// Holds a request that needs a leader while this node has not heard
+    /// from one lately, instead of sending the client to a leader that
+    /// may be gone (or nowhere): it is answered as soon as a leader is
+    /// heard (or served here, if this node wins an election), so the
+    /// client does not have to poll the cluster through the election. At
+    /// most an election timeout (see [`settle_held`](Core::settle_held)).
     fn hold(&mut self, now: Millis, req_id: RequestId, op: ClientOp, ack: Option<AckMode>) {
-        let bytes = op_bytes(&op);
-        if self.held.len() >= MAX_HELD || self.held_bytes + bytes > MAX_HELD_BYTES {
+        let held_bytes: usize = self.held.iter().map(|h| op_bytes(&h.op)).sum();
+        if self.held.len() >= MAX_HELD || held_bytes + op_bytes(&op) > MAX_HELD_BYTES {
             let leader_hint = self.leader;
             return self.reply(req_id, Reply::NotLeader { leader_hint });
         }
-        self.held_bytes += bytes;
         self.held.push_back(HeldRequest {
             req_id,
             op,
@@ -1979,7 +1976,7 @@ impl Core {
         });
     }
 
-    /// Answers the held requests once a leader is known (served here if
+    /// Answers the held requests once a leader is heard (served here if
     /// this node leads), and those whose wait is over.
     fn settle_held(&mut self, now: Millis) {
         if self.held.is_empty() {
@@ -1988,7 +1985,6 @@ impl Core {
         if self.role == Role::Leader || self.leader_heard_lately(now) {
             // Served here, or sent to a leader known to be alive (or to
             // the target of this leader's handover).
-            self.held_bytes = 0;
             for held in std::mem::take(&mut self.held) {
                 self.handle_client(now, held.req_id, held.op, held.ack);
             }
@@ -1997,7 +1993,6 @@ impl Core {
         let leader_hint = self.leader;
         while self.held.front().is_some_and(|h| now >= h.deadline) {
             let held = self.held.pop_front().expect("checked above");
-            self.held_bytes -= op_bytes(&held.op);
             self.reply(held.req_id, Reply::NotLeader { leader_hint });
         }
     }

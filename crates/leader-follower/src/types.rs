@@ -247,8 +247,8 @@ pub enum Reply {
     },
     /// This node cannot serve the request (it is not the leader, or is
     /// handing leadership over); nothing was done. Retry at the hint. (A
-    /// node that knows no leader first waits, up to an election timeout,
-    /// for an election to name one: see [`Core`](crate::Core).)
+    /// node that has not heard from a leader lately first waits, up to an
+    /// election timeout, to hear from one: see [`Core`](crate::Core).)
     NotLeader {
         /// The node this one believes leads, when it knows.
         leader_hint: Option<NodeId>,
