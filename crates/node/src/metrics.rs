@@ -19,6 +19,16 @@
 //! | `mimeo_storage_garbage_bytes` | gauge | | superseded records |
 //! | `mimeo_storage_segments` | gauge | | segment files in use |
 //! | `mimeo_storage_compactions_total` | counter | | since the node started |
+//! | `mimeo_storage_write_seconds` | histogram | | one append's write system calls (not the fsync) |
+//! | `mimeo_storage_fsync_seconds` | histogram | | one fsync of the log (a group commit: one per batch of writes) |
+//! | `mimeo_request_duration_seconds` | histogram | `op`, `outcome` | client requests, from decoded to answered |
+//!
+//! `op` is `get`, `put`, `delete`, `cas` or `status`; `outcome` is `ok`
+//! (a value, a write, a cas mismatch or a status), `redirect` (not the
+//! leader) or the error kind (`bad_request`, `too_large`, `unavailable`,
+//! `timeout`, `internal`, `storage_failed`). A pair appears once a request
+//! of that kind was answered. Histogram buckets are the 1-2-5 series from
+//! 10 µs to 10 s ([`mimeo_storage::LATENCY_BOUNDS_US`]); `_sum` is exact.
 //!
 //! Leader-follower nodes add:
 //!
@@ -50,11 +60,12 @@
 //! The link metrics use the label `peer`, not `follower`: every node has
 //! links, and on a follower they lead to the leader too.
 //!
-//! The text is written here rather than with a metrics crate: every value
-//! is a snapshot taken at scrape time, so a registry of live metric objects
-//! would only be filled to be read once, and the format for plain gauges
-//! and counters is a few lines (the label escaping is the only subtle part,
-//! and it is tested).
+//! The text is written here rather than with a metrics crate: almost every
+//! value is a snapshot taken at scrape time, so a registry of live metric
+//! objects would only be filled to be read once, and the format is a few
+//! lines (the label escaping is the only subtle part, and it is tested).
+//! The latency histograms are the live objects: the store's
+//! ([`mimeo_storage::LatencyHistogram`]) and [`RequestMetrics`].
 //!
 //! The HTTP side is deliberately small: HTTP/1.x, one request per
 //! connection (`Connection: close`), requests parsed by `httparse` from at
@@ -71,7 +82,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use mimeo_leader_follower::Role;
-use mimeo_storage::Store;
+use mimeo_storage::{Latencies, LatencyHistogram, Store};
+use mimeo_wire::{ClientRequest, ClientResponse, ErrorKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -102,6 +114,82 @@ pub(crate) struct Source {
     pub(crate) started: std::time::Instant,
     /// The replication service (leader-follower mode only).
     pub(crate) replication: Option<Arc<LeaderFollower>>,
+    /// The client requests served.
+    pub(crate) requests: Arc<RequestMetrics>,
+}
+
+/// The operations of the client protocol, as `op` labels.
+const OPS: [&str; 5] = ["get", "put", "delete", "cas", "status"];
+
+/// The outcomes of a client request, as `outcome` labels: a served
+/// request, a redirect, then one per [`ErrorKind`].
+const OUTCOMES: [&str; 8] = [
+    "ok",
+    "redirect",
+    "bad_request",
+    "too_large",
+    "unavailable",
+    "timeout",
+    "internal",
+    "storage_failed",
+];
+
+/// Latencies of the client requests a node answered, by operation and
+/// outcome (`mimeo_request_duration_seconds`).
+#[derive(Debug, Default)]
+pub(crate) struct RequestMetrics {
+    by_op: [[LatencyHistogram; OUTCOMES.len()]; OPS.len()],
+}
+
+/// The operation of a client request (its index in [`OPS`]), taken before
+/// the request is handed to the service.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RequestOp(usize);
+
+impl RequestOp {
+    pub(crate) fn of(request: &ClientRequest) -> RequestOp {
+        RequestOp(match request {
+            ClientRequest::Get { .. } => 0,
+            ClientRequest::Put { .. } => 1,
+            ClientRequest::Delete { .. } => 2,
+            ClientRequest::Cas { .. } => 3,
+            ClientRequest::Status => 4,
+        })
+    }
+}
+
+impl RequestMetrics {
+    /// Records that a request of kind `op` was answered with `response`
+    /// after `latency`.
+    pub(crate) fn observe(&self, op: RequestOp, response: &ClientResponse, latency: Duration) {
+        let outcome = match response {
+            ClientResponse::Value { .. }
+            | ClientResponse::Written { .. }
+            | ClientResponse::CasMismatch { .. }
+            | ClientResponse::Status(_) => 0,
+            ClientResponse::Redirect { .. } => 1,
+            ClientResponse::Error { kind, .. } => match kind {
+                ErrorKind::BadRequest => 2,
+                ErrorKind::TooLarge => 3,
+                ErrorKind::Unavailable => 4,
+                ErrorKind::Timeout => 5,
+                ErrorKind::Internal => 6,
+                ErrorKind::StorageFailed => 7,
+            },
+        };
+        self.by_op[op.0][outcome].observe(latency);
+    }
+
+    /// `(op, outcome, latencies)` for every pair answered at least once.
+    fn answered(&self) -> impl Iterator<Item = (&'static str, &'static str, Latencies)> + '_ {
+        OPS.iter().zip(&self.by_op).flat_map(|(&op, outcomes)| {
+            OUTCOMES
+                .iter()
+                .zip(outcomes)
+                .map(move |(&outcome, histogram)| (op, outcome, histogram.snapshot()))
+                .filter(|(_, _, latencies)| latencies.count() > 0)
+        })
+    }
 }
 
 /// Binds `addr` and serves metrics from `source` until the task is aborted.
@@ -310,6 +398,23 @@ async fn render(source: &Source) -> String {
         "Compactions completed since the node started.",
     );
     out.sample(&[], stats.compactions);
+    out.histogram(
+        "mimeo_storage_write_seconds",
+        "How long one append took to write its records (not the fsync).",
+    );
+    out.observations(&[], &stats.write_latency);
+    out.histogram(
+        "mimeo_storage_fsync_seconds",
+        "How long one fsync of the log took (one per group commit).",
+    );
+    out.observations(&[], &stats.fsync_latency);
+    out.histogram(
+        "mimeo_request_duration_seconds",
+        "Client requests, from decoded to answered, by operation and outcome.",
+    );
+    for (op, outcome, latencies) in source.requests.answered() {
+        out.observations(&[("op", op), ("outcome", outcome)], &latencies);
+    }
 
     if let Some((status, links)) = status {
         out.gauge(
@@ -521,6 +626,10 @@ impl Exposition {
         self.family(name, help, "counter");
     }
 
+    fn histogram(&mut self, name: &'static str, help: &str) {
+        self.family(name, help, "histogram");
+    }
+
     fn family(&mut self, name: &'static str, help: &str, kind: &str) {
         self.family = name;
         let help = help.replace('\\', "\\\\").replace('\n', "\\n");
@@ -530,7 +639,25 @@ impl Exposition {
     /// One sample of the current family, labelled with the node id and
     /// `labels`.
     fn sample(&mut self, labels: &[(&str, &str)], value: impl SampleValue) {
-        let _ = write!(self.text, "{}{{node=\"", self.family);
+        self.line("", labels, value);
+    }
+
+    /// The samples of one histogram of the current family: cumulative
+    /// buckets, sum and count.
+    fn observations(&mut self, labels: &[(&str, &str)], latencies: &Latencies) {
+        for (bound, count) in latencies.buckets() {
+            let le = Value(bound.map_or(f64::INFINITY, |b| b.as_secs_f64())).to_string();
+            let mut bucket = labels.to_vec();
+            bucket.push(("le", &le));
+            self.line("_bucket", &bucket, count);
+        }
+        self.line("_sum", labels, latencies.sum().as_secs_f64());
+        self.line("_count", labels, latencies.count());
+    }
+
+    /// One line: the family's name with `suffix`, the labels, the value.
+    fn line(&mut self, suffix: &str, labels: &[(&str, &str)], value: impl SampleValue) {
+        let _ = write!(self.text, "{}{suffix}{{node=\"", self.family);
         escape_label(&mut self.text, &self.node);
         self.text.push('"');
         for (name, value) in labels {
@@ -577,6 +704,80 @@ mod tests {
              mimeo_x{node=\"n1\",peer=\"a\\\"b\\\\c\\nd\"} 7\n\
              mimeo_x{node=\"n1\"} +Inf\n\
              mimeo_x{node=\"n1\"} 0.25\n"
+        );
+    }
+
+    #[test]
+    fn histograms_have_cumulative_buckets_a_sum_and_a_count() {
+        let histogram = LatencyHistogram::new();
+        histogram.observe(Duration::from_micros(150));
+        histogram.observe(Duration::from_secs(20));
+        let mut out = Exposition::new("n1");
+        out.histogram("mimeo_h", "An h.");
+        out.observations(&[("op", "put")], &histogram.snapshot());
+        let text = out.finish();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2 + 20 + 2, "{text}");
+        assert_eq!(lines[1], "# TYPE mimeo_h histogram");
+        assert_eq!(
+            lines[2],
+            "mimeo_h_bucket{node=\"n1\",op=\"put\",le=\"0.00001\"} 0"
+        );
+        assert_eq!(
+            lines[5],
+            "mimeo_h_bucket{node=\"n1\",op=\"put\",le=\"0.0001\"} 0"
+        );
+        assert_eq!(
+            lines[6],
+            "mimeo_h_bucket{node=\"n1\",op=\"put\",le=\"0.0002\"} 1"
+        );
+        assert_eq!(
+            lines[20],
+            "mimeo_h_bucket{node=\"n1\",op=\"put\",le=\"10\"} 1"
+        );
+        assert_eq!(
+            lines[21],
+            "mimeo_h_bucket{node=\"n1\",op=\"put\",le=\"+Inf\"} 2"
+        );
+        assert_eq!(lines[22], "mimeo_h_sum{node=\"n1\",op=\"put\"} 20.00015");
+        assert_eq!(lines[23], "mimeo_h_count{node=\"n1\",op=\"put\"} 2");
+    }
+
+    #[test]
+    fn requests_are_counted_by_op_and_outcome() {
+        let requests = RequestMetrics::default();
+        let put = ClientRequest::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            ack: None,
+        };
+        let written = ClientResponse::Written {
+            position: mimeo_wire::Position::default(),
+        };
+        let refused = ClientResponse::Error {
+            kind: ErrorKind::Unavailable,
+            message: "no quorum".into(),
+        };
+        let ms = Duration::from_millis(1);
+        requests.observe(RequestOp::of(&put), &written, ms);
+        requests.observe(RequestOp::of(&put), &written, ms);
+        requests.observe(RequestOp::of(&put), &refused, ms);
+        requests.observe(
+            RequestOp::of(&ClientRequest::Status),
+            &ClientResponse::Redirect { leader: None },
+            ms,
+        );
+        let answered: Vec<_> = requests
+            .answered()
+            .map(|(op, outcome, latencies)| (op, outcome, latencies.count()))
+            .collect();
+        assert_eq!(
+            answered,
+            [
+                ("put", "ok", 2),
+                ("put", "unavailable", 1),
+                ("status", "redirect", 1)
+            ]
         );
     }
 

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use mimeo_storage::{Options, PowerLossBackend, Store};
@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use crate::clock::Clock;
 use crate::config::{Mode, NodeConfig};
 use crate::leader_follower::LeaderFollower;
+use crate::metrics::{RequestMetrics, RequestOp};
 use crate::standalone::Standalone;
 
 /// The service behind the client protocol, by mode.
@@ -27,11 +28,16 @@ enum Service {
 }
 
 impl Service {
-    async fn handle(self, request: ClientRequest) -> ClientResponse {
-        match self {
+    /// Serves one client request and records its latency in `requests`.
+    async fn handle(self, requests: &RequestMetrics, request: ClientRequest) -> ClientResponse {
+        let started = Instant::now();
+        let op = RequestOp::of(&request);
+        let response = match self {
             Service::Standalone(s) => s.handle(request).await,
             Service::LeaderFollower(s) => s.handle(request).await,
-        }
+        };
+        requests.observe(op, &response, started.elapsed());
+        response
     }
 
     async fn status(&self) -> Option<NodeStatus> {
@@ -50,6 +56,8 @@ struct Shared {
     /// Replication traffic (replicated modes only).
     bus: Option<Arc<PeerBus>>,
     clock: Arc<Clock>,
+    /// Latencies of the client requests answered.
+    requests: Arc<RequestMetrics>,
     shutdown: Notify,
     /// Set when the node must stop because of a failure (the replication
     /// driver could not persist).
@@ -138,6 +146,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         service,
         bus,
         clock,
+        requests: Arc::default(),
         shutdown: Notify::new(),
         failed: std::sync::Mutex::new(None),
     });
@@ -165,6 +174,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
                     Service::LeaderFollower(service) => Some(Arc::clone(service)),
                     Service::Standalone(_) => None,
                 },
+                requests: Arc::clone(&shared.requests),
             };
             let (bound, task) = crate::metrics::start(addr, source).await?;
             tracing::info!(%bound, "Prometheus metrics at http://{bound}/metrics");
@@ -344,8 +354,11 @@ async fn handle_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
     let result = match protocol {
         Protocol::Client => {
             let service = shared.service.clone();
+            let requests = Arc::clone(&shared.requests);
             mimeo_wire::serve_rpc(conn, max_frame, move |request: ClientRequest| {
-                service.clone().handle(request)
+                let service = service.clone();
+                let requests = Arc::clone(&requests);
+                async move { service.handle(&requests, request).await }
             })
             .await
         }

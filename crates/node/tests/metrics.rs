@@ -139,6 +139,47 @@ fn standalone_node_exports_storage_metrics_and_survives_bad_requests() {
         );
     }
     assert!(sample(&text, "mimeo_storage_disk_bytes", "node=\"n1\"").unwrap() > 0.0);
+    // Each put was timed once, and each one's append and fsync.
+    assert!(text.contains("# TYPE mimeo_request_duration_seconds histogram"));
+    let puts = "node=\"n1\",op=\"put\",outcome=\"ok\"";
+    assert_eq!(
+        sample(&text, "mimeo_request_duration_seconds_count", puts),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "mimeo_request_duration_seconds_bucket",
+            &format!("{puts},le=\"+Inf\"")
+        ),
+        Some(3.0)
+    );
+    assert!(sample(&text, "mimeo_request_duration_seconds_sum", puts).unwrap() > 0.0);
+    assert_eq!(
+        sample(
+            &text,
+            "mimeo_request_duration_seconds_count",
+            "node=\"n1\",op=\"get\",outcome=\"ok\""
+        ),
+        None,
+        "no get was answered"
+    );
+    assert_eq!(
+        sample(&text, "mimeo_storage_write_seconds_count", "node=\"n1\""),
+        Some(3.0)
+    );
+    // Sequential puts under `batch`: one fsync each.
+    assert_eq!(
+        sample(&text, "mimeo_storage_fsync_seconds_count", "node=\"n1\""),
+        Some(3.0)
+    );
+    let fsyncs_within_10s = sample(
+        &text,
+        "mimeo_storage_fsync_seconds_bucket",
+        "node=\"n1\",le=\"10\"",
+    );
+    assert_eq!(fsyncs_within_10s, Some(3.0), "{text}");
 
     // A client that connects and sends nothing holds no one up.
     let mut idle = TcpStream::connect(metrics).unwrap();

@@ -15,6 +15,7 @@ use std::sync::{
     Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use crate::backend::{Backend, BackendFile, FsBackend};
 use crate::error::{corrupt, io_err, Error};
@@ -22,6 +23,7 @@ use crate::format::{
     encode_segment_header, parse_frame, push_log_frame, segment_name, Frame, FRAME_HEADER_LEN,
     MAX_RECORD_BYTES, SEGMENT_HEADER_LEN, SYNCED_THROUGH_LEN,
 };
+use crate::latency::{Latencies, LatencyHistogram};
 use crate::options::{FsyncMode, Options};
 use crate::record::{Entry, LogPosition, Mutation, Record};
 use crate::recovery::{self, decode_record, Active};
@@ -63,6 +65,13 @@ pub struct Stats {
     pub compactions: u64,
     /// Bytes of torn writes cut from the tail of the log when it was opened.
     pub truncated_tail_bytes_at_open: u64,
+    /// How long each [`Store::append`] took to write its records (the
+    /// write system calls, and creating a segment when one fills), since
+    /// open. Not the fsync.
+    pub write_latency: Latencies,
+    /// How long each fsync of the log took (one per group commit, however
+    /// many records it covered), since open.
+    pub fsync_latency: Latencies,
 }
 
 /// What one compaction did, from [`Store::compact`].
@@ -119,6 +128,8 @@ pub(crate) struct Inner {
     synced: Condvar,
     pub(crate) compactions: AtomicU64,
     truncated_tail_bytes_at_open: u64,
+    write_latency: LatencyHistogram,
+    fsync_latency: LatencyHistogram,
     auto_compacting: AtomicBool,
     /// After an automatic compaction fails, the next is not tried until the
     /// log has more segments than this (0 when the last one succeeded): a
@@ -230,6 +241,8 @@ impl Store {
             synced: Condvar::new(),
             compactions: AtomicU64::new(0),
             truncated_tail_bytes_at_open: loaded.truncated_tail_bytes,
+            write_latency: LatencyHistogram::new(),
+            fsync_latency: LatencyHistogram::new(),
             auto_compacting: AtomicBool::new(false),
             auto_compact_hold: AtomicUsize::new(0),
             background: Mutex::new(None),
@@ -308,6 +321,7 @@ impl Store {
                 prev = p;
             }
             let synced_through = lock(&inner.sync).durable.min(writer.last.index);
+            let started = Instant::now();
             let (placed, new_segments) =
                 match inner.write_frames(&mut writer, records, &encoded, synced_through) {
                     Ok(done) => done,
@@ -316,6 +330,7 @@ impl Store {
                         return Err(e);
                     }
                 };
+            inner.write_latency.observe(started.elapsed());
             let compact = inner.publish(&writer, records, placed, new_segments);
             writer.last = prev;
             lock(&inner.sync).written = prev.index;
@@ -614,6 +629,8 @@ impl Store {
             first_index: st.floor().index + 1,
             compactions: self.inner.compactions.load(Ordering::Relaxed),
             truncated_tail_bytes_at_open: self.inner.truncated_tail_bytes_at_open,
+            write_latency: self.inner.write_latency.snapshot(),
+            fsync_latency: self.inner.fsync_latency.snapshot(),
         }
     }
 
@@ -750,7 +767,12 @@ impl Inner {
             let active = sync.active.clone();
             drop(sync);
             let result = match &active {
-                Some((file, _)) => file.sync_data(),
+                Some((file, _)) => {
+                    let started = Instant::now();
+                    let result = file.sync_data();
+                    self.fsync_latency.observe(started.elapsed());
+                    result
+                }
                 None => Ok(()),
             };
             sync = lock(&self.sync);
