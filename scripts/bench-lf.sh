@@ -7,6 +7,11 @@
 #    writes of VALUE_SIZE-byte values to KEYS keys (`bench-compare run`,
 #    writes only), DURATION each, RUNS times round-robin (run, then
 #    concurrency, then store), medians, ratios to etcd.
+#    Around each Mimeo run the script scrapes the nodes' /metrics and
+#    prints where a write's time went, as means: the client's latency, the
+#    leader's (from request decoded to answered), and each node's fsync and
+#    log write (`mimeo_request_duration_seconds`,
+#    `mimeo_storage_fsync_seconds`, `mimeo_storage_write_seconds`).
 #
 # 2. The physical floor of one write at concurrency 1:
 #    - one append + fdatasync of VALUE_SIZE bytes (`bench-compare fsync-rate`,
@@ -112,7 +117,7 @@ source scripts/bench-lib.sh  # the working directory is the repository root
 
 # --- Mimeo: a 3-node leader-follower cluster --------------------------------
 mimeo_ids=(n1 n2 n3)
-declare -A mimeo_port=([n1]=17601 [n2]=17602 [n3]=17603) mimeo_pid=()
+declare -A mimeo_port=([n1]=17601 [n2]=17602 [n3]=17603) mimeo_metrics_port=([n1]=17611 [n2]=17612 [n3]=17613) mimeo_pid=()
 mimeo_endpoints=127.0.0.1:17601,127.0.0.1:17602,127.0.0.1:17603
 mimeo_dir=$work/mimeo-lf
 
@@ -154,6 +159,7 @@ start_mimeo_cluster() { # [more [replication] lines]
     {
       printf 'node_id = "%s"\nlisten = "127.0.0.1:%s"\ndata_dir = "%s"\nmode = "leader-follower"\n' \
         "$id" "${mimeo_port[$id]}" "$mimeo_dir/data/$id"
+      printf 'metrics_listen = "127.0.0.1:%s"\n' "${mimeo_metrics_port[$id]}"
       printf '[tls]\ndir = "%s"\n[storage]\nfsync = "%s"\n[replication]\nacks = "%s"\n%s' \
         "$mimeo_dir/certs" "$MIMEO_FSYNC" "$MIMEO_ACKS" "${1:-}"
       for peer in "${mimeo_ids[@]}"; do
@@ -164,6 +170,52 @@ start_mimeo_cluster() { # [more [replication] lines]
     start_mimeo_node "$id"
   done
   wait_for "the mimeo cluster (every link up, followers caught up)" mimeo_leader
+}
+
+# One JSON object: per node, the sum (seconds) and count of its fsyncs,
+# log writes and acknowledged puts, from its /metrics.
+mimeo_timings() {
+  python3 - "${mimeo_ids[@]}" "${mimeo_metrics_port[@]}" <<'PY'
+import json, re, sys, urllib.request
+ids = sys.argv[1:4]; ports = sys.argv[4:7]
+wanted = {"fsync": ("mimeo_storage_fsync_seconds", ""),
+          "write": ("mimeo_storage_write_seconds", ""),
+          "put": ("mimeo_request_duration_seconds", ',op="put",outcome="ok"')}
+out = {}
+for node, port in zip(ids, ports):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    timings = {}
+    for key, (name, labels) in wanted.items():
+        for part in ("sum", "count"):
+            m = re.search(rf'^{name}_{part}{{node="{node}"{re.escape(labels)}}} (\S+)$', text, re.M)
+            timings[f"{key}_{part}"] = float(m.group(1)) if m else 0.0
+    out[node] = timings
+print(json.dumps(out))
+PY
+}
+
+# Records, for a Mimeo run at concurrency $2 with result $3 and the
+# timings $4 (before) and $5 (after), where its writes' time went.
+record_breakdown() { # leader concurrency result before after
+  python3 - "$@" >> "$work/breakdown.jsonl" <<'PY'
+import json, sys
+leader, c, result, before, after = sys.argv[1], int(sys.argv[2]), *map(json.loads, sys.argv[3:6])
+def mean_us(node, key):
+    n = after[node][key + "_count"] - before[node][key + "_count"]
+    return (after[node][key + "_sum"] - before[node][key + "_sum"]) / n * 1e6 if n else None
+def count(node, key):
+    return after[node][key + "_count"] - before[node][key + "_count"]
+followers = sorted(n for n in after if n != leader)
+print(json.dumps({
+    "c": c, "client_mean_us": result["latency"]["mean_us"],
+    "leader_put_mean_us": mean_us(leader, "put"),
+    "leader_fsync_mean_us": mean_us(leader, "fsync"),
+    "leader_write_mean_us": mean_us(leader, "write"),
+    "follower_fsync_mean_us": [mean_us(f, "fsync") for f in followers],
+    "follower_write_mean_us": [mean_us(f, "write") for f in followers],
+    "puts_per_leader_fsync": count(leader, "put") / max(count(leader, "fsync"), 1),
+}))
+PY
 }
 
 stop_mimeo_cluster() {
@@ -222,8 +274,13 @@ start_etcd_cluster etcd
 for run in $(seq 1 "$RUNS"); do
   for c in $CONCURRENCY; do
     echo "mimeo-lf c=$c run $run" >&2
-    record mimeo-lf "$c" "$("$compare" run --target mimeo --endpoint "$mimeo_endpoints" --certs "$mimeo_dir/certs" \
-      -c "$c" --value-size "$VALUE_SIZE" --keys "$KEYS" -d "$DURATION" --seed "$run")"
+    before=$(mimeo_timings)
+    out=$("$compare" run --target mimeo --endpoint "$mimeo_endpoints" --certs "$mimeo_dir/certs" \
+      -c "$c" --value-size "$VALUE_SIZE" --keys "$KEYS" -d "$DURATION" --seed "$run")
+    record mimeo-lf "$c" "$out"
+    after=$(mimeo_timings)
+    wait_for "the mimeo cluster (every link up, followers caught up)" mimeo_leader
+    record_breakdown "$(mimeo_leader)" "$c" "$out" "$before" "$after"
     echo "etcd c=$c run $run" >&2
     record etcd "$c" "$("$compare" run --target etcd --endpoint "$(etcd_endpoints etcd)" \
       -c "$c" --value-size "$VALUE_SIZE" --keys "$KEYS" -d "$DURATION" --seed "$run")"
@@ -301,7 +358,8 @@ for system in $FAILOVER_SYSTEMS; do
 done
 
 # --- tables -----------------------------------------------------------------
-python3 - "$results" "$failover_results" "$FAILOVER_FAULT" "$PAUSE_FOR" <<'PY'
+touch "$work/breakdown.jsonl"
+python3 - "$results" "$failover_results" "$FAILOVER_FAULT" "$PAUSE_FOR" "$work/breakdown.jsonl" <<'PY'
 import json, statistics, sys
 med = statistics.median
 rows = [json.loads(l) for l in open(sys.argv[1])]
@@ -343,6 +401,23 @@ if "mimeo-lf" in p50s:
     print(f"\nmimeo-lf p50 at concurrency 1 / (fsync + 1 round trip): {p50s['mimeo-lf'] / (fsync + rtt):.2f}×; "
           f"/ (fsync + 2 round trips): {p50s['mimeo-lf'] / (fsync + 2 * rtt):.2f}×; "
           f"/ (three-replica fsync + 2 round trips): {p50s['mimeo-lf'] / (fsync3 + 2 * rtt):.2f}×")
+
+breakdown = [json.loads(l) for l in open(sys.argv[5])]
+if breakdown:
+    print("\n### Where a Mimeo write's time went (means, from the nodes' /metrics; medians of the runs)\n")
+    print("| concurrency | runs | client µs | leader, decoded → answered µs | client − leader µs | leader fsync µs | follower fsyncs µs | leader write µs | follower writes µs | puts per leader fsync |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    def m(values):
+        values = [v for v in values if v is not None]
+        return med(values) if values else float("nan")
+    for c in sorted({b["c"] for b in breakdown}):
+        bs = [b for b in breakdown if b["c"] == c]
+        client, leader = m([b["client_mean_us"] for b in bs]), m([b["leader_put_mean_us"] for b in bs])
+        followers = lambda key: ", ".join(f"{m([b[key][i] for b in bs]):,.0f}" for i in range(2))
+        print(f"| {c} | {len(bs)} | {client:,.0f} | {leader:,.0f} | {client - leader:,.0f} "
+              f"| {m([b['leader_fsync_mean_us'] for b in bs]):,.0f} | {followers('follower_fsync_mean_us')} "
+              f"| {m([b['leader_write_mean_us'] for b in bs]):,.0f} | {followers('follower_write_mean_us')} "
+              f"| {m([b['puts_per_leader_fsync'] for b in bs]):,.1f} |")
 
 fail = [json.loads(l) for l in open(sys.argv[2])]
 if fail:

@@ -128,6 +128,9 @@ pub struct RunOptions {
 /// Latency percentiles in microseconds.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Latency {
+    /// Mean (to compare with the nodes' `mimeo_request_duration_seconds`
+    /// and `mimeo_storage_fsync_seconds`, whose sums give exact means).
+    pub mean_us: f64,
     /// Median.
     pub p50_us: u64,
     /// 90th percentile.
@@ -172,7 +175,7 @@ impl Report {
         format!(
             "ops ok {} (reads {}, writes {}), failed {}, unknown {} in {:.2} s\n\
              throughput {:.0} ops/s\n\
-             latency p50 {} us  p90 {} us  p99 {} us  p99.9 {} us  max {} us",
+             latency mean {:.0} us  p50 {} us  p90 {} us  p99 {} us  p99.9 {} us  max {} us",
             self.ok,
             self.reads,
             self.writes,
@@ -180,6 +183,7 @@ impl Report {
             self.unknown,
             self.elapsed_s,
             self.throughput,
+            l.mean_us,
             l.p50_us,
             l.p90_us,
             l.p99_us,
@@ -266,6 +270,7 @@ pub async fn run<T: Target>(
         unknown: counters.unknown.load(Ordering::Relaxed),
         throughput: ok as f64 / elapsed.as_secs_f64().max(1e-9),
         latency: Latency {
+            mean_us: merged.mean(),
             p50_us: merged.value_at_quantile(0.50),
             p90_us: merged.value_at_quantile(0.90),
             p99_us: merged.value_at_quantile(0.99),
