@@ -175,9 +175,11 @@ start_mimeo_cluster() { # [more [replication] lines]
 # One JSON object: per node, the sum (seconds) and count of its fsyncs,
 # log writes and acknowledged puts, from its /metrics.
 mimeo_timings() {
-  python3 - "${mimeo_ids[@]}" "${mimeo_metrics_port[@]}" <<'PY'
+  local id nodes=()
+  for id in "${mimeo_ids[@]}"; do nodes+=("$id=${mimeo_metrics_port[$id]}"); done
+  python3 - "${nodes[@]}" <<'PY'
 import json, re, sys, urllib.request
-ids = sys.argv[1:4]; ports = sys.argv[4:7]
+ids, ports = zip(*(arg.split("=") for arg in sys.argv[1:]))
 wanted = {"fsync": ("mimeo_storage_fsync_seconds", ""),
           "write": ("mimeo_storage_write_seconds", ""),
           "put": ("mimeo_request_duration_seconds", ',op="put",outcome="ok"')}
