@@ -88,6 +88,12 @@
 //! The API is synchronous and thread-safe: share one [`Store`] behind an
 //! `Arc` and call it from async code through `spawn_blocking`.
 //!
+//! [`Store::stats`] reports sizes and counters, and how long the store's
+//! writes and fsyncs took since open ([`Stats::write_latency`],
+//! [`Stats::fsync_latency`]: [`Latencies`] histograms). A `mimeo` node
+//! exports them as `mimeo_storage_write_seconds` and
+//! `mimeo_storage_fsync_seconds`.
+//!
 //! # On-disk format
 //!
 //! The store keeps these files in its data directory, and leaves any other
