@@ -9,9 +9,11 @@
 #    concurrency, then store), medians, ratios to etcd.
 #    Around each Mimeo run the script scrapes the nodes' /metrics and
 #    prints where a write's time went, as means: the client's latency, the
-#    leader's (from request decoded to answered), and each node's fsync and
+#    leader's (from request decoded to answered), each append's trip from
+#    the leader to a follower's durable answer, and each node's fsync and
 #    log write (`mimeo_request_duration_seconds`,
-#    `mimeo_storage_fsync_seconds`, `mimeo_storage_write_seconds`).
+#    `mimeo_follower_replication_seconds`, `mimeo_storage_fsync_seconds`,
+#    `mimeo_storage_write_seconds`).
 #
 # 2. The physical floor of one write at concurrency 1:
 #    - one append + fdatasync of VALUE_SIZE bytes (`bench-compare fsync-rate`,
@@ -191,6 +193,8 @@ for node, port in zip(ids, ports):
         for part in ("sum", "count"):
             m = re.search(rf'^{name}_{part}{{node="{node}"{re.escape(labels)}}} (\S+)$', text, re.M)
             timings[f"{key}_{part}"] = float(m.group(1)) if m else 0.0
+    for m in re.finditer(rf'^mimeo_follower_replication_seconds_(sum|count){{node="{node}",follower="([^"]+)"}} (\S+)$', text, re.M):
+        timings[f"to_{m.group(2)}_{m.group(1)}"] = float(m.group(3))
     out[node] = timings
 print(json.dumps(out))
 PY
@@ -202,11 +206,11 @@ record_breakdown() { # leader concurrency result before after
   python3 - "$@" >> "$work/breakdown.jsonl" <<'PY'
 import json, sys
 leader, c, result, before, after = sys.argv[1], int(sys.argv[2]), *map(json.loads, sys.argv[3:6])
-def mean_us(node, key):
-    n = after[node][key + "_count"] - before[node][key + "_count"]
-    return (after[node][key + "_sum"] - before[node][key + "_sum"]) / n * 1e6 if n else None
 def count(node, key):
-    return after[node][key + "_count"] - before[node][key + "_count"]
+    return after[node].get(key + "_count", 0) - before[node].get(key + "_count", 0)
+def mean_us(node, key):
+    n = count(node, key)
+    return (after[node][key + "_sum"] - before[node].get(key + "_sum", 0)) / n * 1e6 if n else None
 followers = sorted(n for n in after if n != leader)
 print(json.dumps({
     "c": c, "client_mean_us": result["latency"]["mean_us"],
@@ -215,6 +219,7 @@ print(json.dumps({
     "leader_write_mean_us": mean_us(leader, "write"),
     "follower_fsync_mean_us": [mean_us(f, "fsync") for f in followers],
     "follower_write_mean_us": [mean_us(f, "write") for f in followers],
+    "replication_mean_us": [mean_us(leader, f"to_{f}") for f in followers],
     "puts_per_leader_fsync": count(leader, "put") / max(count(leader, "fsync"), 1),
 }))
 PY
@@ -407,8 +412,8 @@ if "mimeo-lf" in p50s:
 breakdown = [json.loads(l) for l in open(sys.argv[5])]
 if breakdown:
     print("\n### Where a Mimeo write's time went (means, from the nodes' /metrics; medians of the runs)\n")
-    print("| concurrency | runs | client µs | leader, decoded → answered µs | client − leader µs | leader fsync µs | follower fsyncs µs | leader write µs | follower writes µs | puts per leader fsync |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| concurrency | runs | client µs | leader, decoded → answered µs | client − leader µs | leader fsync µs | append → follower durable µs | follower fsyncs µs | leader write µs | follower writes µs | puts per leader fsync |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     def m(values):
         values = [v for v in values if v is not None]
         return med(values) if values else float("nan")
@@ -417,7 +422,8 @@ if breakdown:
         client, leader = m([b["client_mean_us"] for b in bs]), m([b["leader_put_mean_us"] for b in bs])
         followers = lambda key: ", ".join(f"{m([b[key][i] for b in bs]):,.0f}" for i in range(2))
         print(f"| {c} | {len(bs)} | {client:,.0f} | {leader:,.0f} | {client - leader:,.0f} "
-              f"| {m([b['leader_fsync_mean_us'] for b in bs]):,.0f} | {followers('follower_fsync_mean_us')} "
+              f"| {m([b['leader_fsync_mean_us'] for b in bs]):,.0f} | {followers('replication_mean_us')} "
+              f"| {followers('follower_fsync_mean_us')} "
               f"| {m([b['leader_write_mean_us'] for b in bs]):,.0f} | {followers('follower_write_mean_us')} "
               f"| {m([b['puts_per_leader_fsync'] for b in bs]):,.1f} |")
 

@@ -20,6 +20,10 @@
 //!   tell the core with [`Core::peer_gone`].
 //! - [`Output::Reply`]: answer the waiting [`Handle::request`].
 //!
+//! It also times every append it sends until the follower answers that the
+//! append is durable ([`Handle::replication_latency`]): the core's clock
+//! counts milliseconds, and these round trips take a fraction of one.
+//!
 //! A storage failure stops the driver (the node must not go on acknowledging
 //! writes it may not have stored): [`Driver::run`] returns the error.
 //!
@@ -62,10 +66,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mimeo_storage::{LogPosition, Options, Record, Store};
+use mimeo_storage::{Latencies, LogPosition, Options, Record, Store};
 use mimeo_wire::{PeerBus, PeerMessage, Probe};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::timing::{ReplicationLatency, ReplicationTimer};
 use crate::{AckMode, ClientOp, Core, HardState, LogEntry, Millis, NodeId, Output, PeerMsg};
 use crate::{Config, Persist, Reply, Snapshot, Status};
 
@@ -201,6 +206,16 @@ impl NodeNames {
     pub fn name(&self, id: NodeId) -> Option<&str> {
         let i = usize::try_from(id.checked_sub(1)?).ok()?;
         self.sorted.get(i).map(String::as_str)
+    }
+
+    /// How many nodes the cluster has.
+    pub fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    /// Whether no node is named.
+    pub fn is_empty(&self) -> bool {
+        self.sorted.is_empty()
     }
 }
 
@@ -424,6 +439,7 @@ enum Request {
 #[derive(Clone, Debug)]
 pub struct Handle {
     requests: mpsc::Sender<Request>,
+    replication: Arc<ReplicationLatency>,
 }
 
 /// The driver stopped (a storage failure, or shutdown).
@@ -451,6 +467,14 @@ impl Handle {
             .await
             .map_err(|_| Stopped)?;
         rx.await.map_err(|_| Stopped)
+    }
+
+    /// Per follower (by name), how long the appends this node sent it while
+    /// leading took to become durable there: from queued here to its
+    /// answer read here (see [`ReplicationLatency`]). Read without asking
+    /// the driver, so it answers even when the driver is busy.
+    pub fn replication_latency(&self) -> Vec<(String, Latencies)> {
+        self.replication.snapshot()
     }
 
     /// Asks a leader to hand leadership to its most up-to-date follower
@@ -497,6 +521,7 @@ pub struct Driver {
     store: Arc<Store>,
     dir: PathBuf,
     origin: Instant,
+    timer: ReplicationTimer,
 }
 
 impl std::fmt::Debug for Driver {
@@ -524,6 +549,7 @@ impl Driver {
         origin: Instant,
     ) -> (Driver, Handle) {
         let (tx, requests) = mpsc::channel(4096);
+        let replication = Arc::new(ReplicationLatency::new(names.clone(), core.id()));
         let driver = Driver {
             core,
             names,
@@ -533,8 +559,13 @@ impl Driver {
             store,
             dir,
             origin,
+            timer: ReplicationTimer::new(Arc::clone(&replication)),
         };
-        (driver, Handle { requests: tx })
+        let handle = Handle {
+            requests: tx,
+            replication,
+        };
+        (driver, handle)
     }
 
     fn now(&self) -> Millis {
@@ -661,6 +692,7 @@ impl Driver {
         };
         match postcard::from_bytes::<PeerMsg>(&message.payload) {
             Ok(msg) => {
+                self.timer.received(from, &msg, Instant::now());
                 let now = self.now();
                 self.core.handle_peer(now, from, msg);
             }
@@ -684,6 +716,7 @@ impl Driver {
                         tracing::error!(to, "the core addressed an unknown node");
                         continue;
                     };
+                    self.timer.sent(to, &msg, Instant::now());
                     let payload = postcard::to_allocvec(&msg).expect("peer messages serialize");
                     if let Err(e) = self.bus.send(name, payload) {
                         tracing::warn!(to = name, error = %e, "peer message not queued");

@@ -157,6 +157,7 @@ mod message;
 mod output;
 mod progress;
 mod snapshot;
+mod timing;
 mod types;
 
 pub use crate::config::{Config, ConfigError};
@@ -164,6 +165,7 @@ pub use crate::core::{Core, RecoverError};
 pub use crate::message::{AppendResult, PeerMsg};
 pub use crate::output::{FollowerLag, Output, Persist, Role, Status};
 pub use crate::snapshot::{KeyState, KeyValues, Snapshot};
+pub use crate::timing::ReplicationLatency;
 pub use crate::types::{
     AckMode, ClientOp, Command, HardState, LogEntry, Millis, NodeId, ReadMode, Reply, RequestId,
     Unavailable, Unknown, RECORD_KEY,

@@ -185,6 +185,12 @@ impl LeaderFollower {
         Some((status, self.bus.stats()))
     }
 
+    /// Per follower, how long this node's appends took to become durable
+    /// there while it led.
+    pub(crate) fn replication_latency(&self) -> Vec<(String, mimeo_storage::Latencies)> {
+        self.handle.replication_latency()
+    }
+
     /// The configured name of node `id`.
     pub(crate) fn node_name(&self, id: mimeo_leader_follower::NodeId) -> Option<&str> {
         self.names.name(id)

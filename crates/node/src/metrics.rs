@@ -47,6 +47,7 @@
 //! | `mimeo_follower_lag_seconds` | gauge | `follower` | age of the oldest entry it lacks (leader only) |
 //! | `mimeo_follower_match_index` | gauge | `follower` | (leader only) |
 //! | `mimeo_follower_inflight_messages` | gauge | `follower` | (leader only) |
+//! | `mimeo_follower_replication_seconds` | histogram | `follower` | appends sent to it while this node led, from queued to its answer that they are durable (the trip both ways, its write and fsync); a follower appears once one was timed |
 //! | `mimeo_follower_last_heard_seconds` | gauge | `follower` | (leader only; absent until it answers in this term) |
 //! | `mimeo_peer_connected` | gauge | `peer` | 1 while the outgoing link is up |
 //! | `mimeo_peer_sent_messages_total` | counter | `peer` | frames handed to QUIC |
@@ -547,6 +548,19 @@ async fn render(source: &Source) -> String {
         );
         for link in &links {
             out.sample(&[("peer", &link.node_id)], link.queued);
+        }
+    }
+    if let Some(service) = &source.replication {
+        // Kept by the driver outside its event loop: served even when the
+        // status above timed out.
+        out.histogram(
+            "mimeo_follower_replication_seconds",
+            "From queueing an append for the follower to reading its answer that the append is durable (while leading).",
+        );
+        for (follower, latencies) in service.replication_latency() {
+            if latencies.count() > 0 {
+                out.observations(&[("follower", &follower)], &latencies);
+            }
         }
     }
     out.finish()

@@ -311,6 +311,10 @@ fn the_leader_exports_per_follower_lag() {
             Some(0.0)
         );
         assert!(sample(&text, "mimeo_follower_last_heard_seconds", &label(f)).is_some());
+        // At least the leader's own first entry was timed to it.
+        let timed = sample(&text, "mimeo_follower_replication_seconds_count", &label(f));
+        assert!(timed.is_some_and(|n| n >= 1.0), "{text}");
+        assert!(sample(&text, "mimeo_follower_replication_seconds_sum", &label(f)).unwrap() > 0.0);
         let peer = format!("{node},peer=\"{}\"", addrs[f].0);
         assert_eq!(
             sample(&text, "mimeo_peer_connected", &peer),
