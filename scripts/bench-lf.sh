@@ -210,11 +210,14 @@ def count(node, key):
     return after[node].get(key + "_count", 0) - before[node].get(key + "_count", 0)
 def mean_us(node, key):
     n = count(node, key)
-    return (after[node][key + "_sum"] - before[node].get(key + "_sum", 0)) / n * 1e6 if n else None
+    # None when nothing was timed (or the node restarted and its counts began again).
+    return (after[node][key + "_sum"] - before[node].get(key + "_sum", 0)) / n * 1e6 if n > 0 else None
 followers = sorted(n for n in after if n != leader)
+leader_put = mean_us(leader, "put")
 print(json.dumps({
     "c": c, "client_mean_us": result["latency"]["mean_us"],
-    "leader_put_mean_us": mean_us(leader, "put"),
+    "leader_put_mean_us": leader_put,
+    "outside_leader_us": result["latency"]["mean_us"] - leader_put if leader_put is not None else None,
     "leader_fsync_mean_us": mean_us(leader, "fsync"),
     "leader_write_mean_us": mean_us(leader, "write"),
     "follower_fsync_mean_us": [mean_us(f, "fsync") for f in followers],
@@ -281,13 +284,18 @@ start_etcd_cluster etcd
 for run in $(seq 1 "$RUNS"); do
   for c in $CONCURRENCY; do
     echo "mimeo-lf c=$c run $run" >&2
-    before=$(mimeo_timings)
+    wait_for "the mimeo cluster (every link up, followers caught up)" mimeo_leader
+    leader=$(mimeo_leader); before=$(mimeo_timings)
     out=$("$compare" run --target mimeo --endpoint "$mimeo_endpoints" --certs "$mimeo_dir/certs" \
       -c "$c" --value-size "$VALUE_SIZE" --keys "$KEYS" -d "$DURATION" --seed "$run")
     record mimeo-lf "$c" "$out"
     after=$(mimeo_timings)
     wait_for "the mimeo cluster (every link up, followers caught up)" mimeo_leader
-    record_breakdown "$(mimeo_leader)" "$c" "$out" "$before" "$after"
+    if [ "$(mimeo_leader)" = "$leader" ]; then
+      record_breakdown "$leader" "$c" "$out" "$before" "$after"
+    else
+      echo "  the leader changed during the run: no breakdown for it" >&2
+    fi
     echo "etcd c=$c run $run" >&2
     record etcd "$c" "$("$compare" run --target etcd --endpoint "$(etcd_endpoints etcd)" \
       -c "$c" --value-size "$VALUE_SIZE" --keys "$KEYS" -d "$DURATION" --seed "$run")"
@@ -420,8 +428,9 @@ if breakdown:
     for c in sorted({b["c"] for b in breakdown}):
         bs = [b for b in breakdown if b["c"] == c]
         client, leader = m([b["client_mean_us"] for b in bs]), m([b["leader_put_mean_us"] for b in bs])
+        outside = m([b["outside_leader_us"] for b in bs])
         followers = lambda key: ", ".join(f"{m([b[key][i] for b in bs]):,.0f}" for i in range(2))
-        print(f"| {c} | {len(bs)} | {client:,.0f} | {leader:,.0f} | {client - leader:,.0f} "
+        print(f"| {c} | {len(bs)} | {client:,.0f} | {leader:,.0f} | {outside:,.0f} "
               f"| {m([b['leader_fsync_mean_us'] for b in bs]):,.0f} | {followers('replication_mean_us')} "
               f"| {followers('follower_fsync_mean_us')} "
               f"| {m([b['leader_write_mean_us'] for b in bs]):,.0f} | {followers('follower_write_mean_us')} "

@@ -7,6 +7,12 @@
 //! last entry is durable there: the trip both ways, the follower's write
 //! and fsync, and every queue on the way. This is the follower's share of a
 //! quorum write's latency, and the first place a slow disk or link shows.
+//!
+//! Entries sent again (after a lost message or a follower's restart) are
+//! timed from their first send: what their writers waited. An append the
+//! follower refuses, or that is still unanswered when 4,096 newer
+//! ones are in flight, is not timed at all, so a stalled follower shows in
+//! the lag metrics rather than here.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -123,8 +129,10 @@ impl ReplicationTimer {
             return;
         };
         let AppendResult::Ok { durable, .. } = result else {
-            // Refused: those appends will never be acknowledged as sent.
-            queue.clear();
+            // Refused: the appends of that term will be sent again, from
+            // where the logs match, and timed from then. (A refusal from
+            // an older term is stale and changes nothing.)
+            queue.retain(|f| f.term > *term);
             return;
         };
         while let Some(front) = queue.front() {
@@ -207,7 +215,7 @@ mod tests {
     }
 
     #[test]
-    fn refused_appends_and_answers_from_other_terms_are_not_timed() {
+    fn refused_appends_and_answers_from_other_terms_are_not_timed_and_stale_refusals_ignored() {
         let latency = Arc::new(ReplicationLatency::new(names(), 2));
         let mut timer = ReplicationTimer::new(Arc::clone(&latency));
         let t0 = Instant::now();
@@ -222,12 +230,31 @@ mod tests {
             t0,
         );
         timer.received(1, &ok(4, 6, 6), t0); // nothing left in flight
+                                             // A refusal from an older term is stale: what is in flight stays.
+        timer.sent(1, &append(4, 7, 7), t0);
+        timer.received(
+            1,
+            &PeerMsg::AppendResp {
+                term: 3,
+                result: AppendResult::Conflict { hint: 2 },
+            },
+            t0,
+        );
+        assert_eq!(timer.in_flight[&1].len(), 1);
+        timer.received(1, &ok(4, 7, 7), t0 + Duration::from_millis(2));
         timer.sent(3, &append(4, 5, 6), t0);
         timer.received(3, &ok(5, 6, 6), t0); // sent in term 4, answered in 5
         let snapshot = latency.snapshot();
         let names: Vec<&str> = snapshot.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["n1", "n3"], "this node (n2) is not listed");
-        assert!(snapshot.iter().all(|(_, l)| l.count() == 0));
+        assert_eq!(
+            counts(&latency),
+            [
+                ("n1".to_owned(), 1, Duration::from_millis(2)),
+                ("n3".to_owned(), 0, Duration::ZERO)
+            ],
+            "only the append sent after the refusal is timed"
+        );
     }
 
     #[test]

@@ -19,8 +19,8 @@
 //! | `mimeo_storage_garbage_bytes` | gauge | | superseded records |
 //! | `mimeo_storage_segments` | gauge | | segment files in use |
 //! | `mimeo_storage_compactions_total` | counter | | since the node started |
-//! | `mimeo_storage_write_seconds` | histogram | | one append's write system calls (not the fsync) |
-//! | `mimeo_storage_fsync_seconds` | histogram | | one fsync of the log (a group commit: one per batch of writes) |
+//! | `mimeo_storage_write_seconds` | histogram | | one append's writes (and a segment roll's, fsyncs included, when one fills); not the group commit |
+//! | `mimeo_storage_fsync_seconds` | histogram | | one group-commit fsync of the log (one per batch of writes) |
 //! | `mimeo_request_duration_seconds` | histogram | `op`, `outcome` | client requests, from decoded to answered |
 //!
 //! `op` is `get`, `put`, `delete`, `cas` or `status`; `outcome` is `ok`
@@ -401,12 +401,12 @@ async fn render(source: &Source) -> String {
     out.sample(&[], stats.compactions);
     out.histogram(
         "mimeo_storage_write_seconds",
-        "How long one append took to write its records (not the fsync).",
+        "How long one append took to write its records (a segment roll included; not the group-commit fsync).",
     );
     out.observations(&[], &stats.write_latency);
     out.histogram(
         "mimeo_storage_fsync_seconds",
-        "How long one fsync of the log took (one per group commit).",
+        "How long one group-commit fsync of the log took.",
     );
     out.observations(&[], &stats.fsync_latency);
     out.histogram(

@@ -6,8 +6,9 @@
 //! the requests it serves. The buckets follow the 1-2-5 series from 10 µs
 //! to 10 s, which separates a page-cache write (~10 µs) from an fsync
 //! (~100 µs) from a network round trip, and is few enough (19 bounds) to
-//! export as a Prometheus histogram per label set. The sum is exact, so
-//! means are too; quantiles are estimates within one bucket.
+//! export as a Prometheus histogram per label set. The sum is exact (one
+//! observation adds at most an hour to it), so means are too; quantiles
+//! are estimates within one bucket.
 //!
 //! ```
 //! use std::time::Duration;
@@ -66,10 +67,10 @@ impl LatencyHistogram {
 
     /// Records one latency.
     pub fn observe(&self, latency: Duration) {
-        let us = latency.as_micros();
+        let ns = latency.as_nanos();
         let bucket = LATENCY_BOUNDS_US
             .iter()
-            .position(|&bound| us <= u128::from(bound))
+            .position(|&bound| ns <= u128::from(bound) * 1_000)
             .unwrap_or(BUCKETS - 1);
         self.counts[bucket].fetch_add(1, Ordering::Relaxed);
         // One observation adds at most an hour to the sum, so the sum (in
@@ -79,7 +80,8 @@ impl LatencyHistogram {
     }
 
     /// The counts so far. Taken bucket by bucket while others may record,
-    /// so the count and the sum can be one observation apart.
+    /// so the count and the sum can miss the observations made while the
+    /// snapshot was read (a few at most).
     pub fn snapshot(&self) -> Latencies {
         Latencies {
             counts: std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed)),
@@ -182,8 +184,8 @@ mod tests {
         let l = h.snapshot();
         let buckets: Vec<_> = l.buckets().collect();
         assert_eq!(buckets.len(), LATENCY_BOUNDS_US.len() + 1);
-        // 10_001 ns is 10 whole µs: recorded at microsecond resolution.
-        assert_eq!(buckets[0], (Some(us(10)), 3));
+        // A nanosecond past a bound is past it.
+        assert_eq!(buckets[0], (Some(us(10)), 2));
         assert_eq!(buckets[1], (Some(us(20)), 5));
         assert_eq!(buckets[18], (Some(Duration::from_secs(10)), 5));
         assert_eq!(buckets[19], (None, 7));

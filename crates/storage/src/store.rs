@@ -65,12 +65,14 @@ pub struct Stats {
     pub compactions: u64,
     /// Bytes of torn writes cut from the tail of the log when it was opened.
     pub truncated_tail_bytes_at_open: u64,
-    /// How long each [`Store::append`] took to write its records (the
-    /// write system calls, and creating a segment when one fills), since
-    /// open. Not the fsync.
+    /// How long each [`Store::append`] took to write its records, since
+    /// open: the write system calls and the zeros written ahead, and, when
+    /// a segment fills, closing it and creating the next one (their
+    /// fsyncs included). Not the group-commit fsync.
     pub write_latency: Latencies,
-    /// How long each fsync of the log took (one per group commit, however
-    /// many records it covered), since open.
+    /// How long each group-commit fsync of the log took (one however many
+    /// records it covered), since open. Segment rolls are counted in
+    /// [`write_latency`](Stats::write_latency).
     pub fsync_latency: Latencies,
 }
 

@@ -51,3 +51,15 @@ fn without_fsyncs_none_is_timed() {
     assert_eq!(stats.write_latency.count(), 1);
     assert_eq!(stats.fsync_latency.count(), 0);
 }
+
+#[test]
+fn under_always_each_append_is_fsynced_and_timed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), FsyncMode::Always);
+    store.append(&[put(1, "a", "1"), put(2, "b", "2")]).unwrap();
+    store.append(&[put(3, "c", "3")]).unwrap();
+    store.wait_durable(3).unwrap();
+    let stats = store.stats();
+    assert_eq!(stats.write_latency.count(), 2);
+    assert_eq!(stats.fsync_latency.count(), 2);
+}
