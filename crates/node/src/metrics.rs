@@ -796,6 +796,29 @@ mod tests {
     }
 
     #[test]
+    fn each_error_kind_is_counted_under_its_own_name() {
+        let kinds = [
+            (ErrorKind::BadRequest, "bad_request"),
+            (ErrorKind::TooLarge, "too_large"),
+            (ErrorKind::Unavailable, "unavailable"),
+            (ErrorKind::Timeout, "timeout"),
+            (ErrorKind::Internal, "internal"),
+            (ErrorKind::StorageFailed, "storage_failed"),
+        ];
+        for (kind, label) in kinds {
+            let requests = RequestMetrics::default();
+            let response = ClientResponse::Error {
+                kind,
+                message: String::new(),
+            };
+            let op = RequestOp::of(&ClientRequest::Status);
+            requests.observe(op, &response, Duration::from_millis(1));
+            let answered: Vec<_> = requests.answered().map(|(_, o, _)| o).collect();
+            assert_eq!(answered, [label], "{kind:?}");
+        }
+    }
+
+    #[test]
     fn routes_requests() {
         let get = |text: &str| route(text.as_bytes());
         assert_eq!(
