@@ -191,6 +191,14 @@ pub(crate) struct ClusterArgs {
     /// Cluster id.
     #[arg(long, default_value = "mimeo")]
     pub(crate) cluster_id: String,
+    /// Leader-follower only: when a write is acknowledged (async,
+    /// semi-sync:K, quorum or all).
+    #[arg(long, default_value = "quorum")]
+    pub(crate) acks: String,
+    /// Serve Prometheus metrics on 127.0.0.1 from this port on, one port
+    /// per node in order (off unless set).
+    #[arg(long)]
+    pub(crate) metrics_base_port: Option<u16>,
 }
 
 #[derive(Debug, Args)]
@@ -509,19 +517,25 @@ fn print_statuses(
         }
         if let Ok(s) = status {
             for peer in &s.peers {
-                println!(
-                    "    peer {:<8} {:<22} match {:>10} lag {:>8} entries {:>8} ms{}",
-                    peer.node_id,
-                    peer.address,
-                    peer.match_index,
-                    peer.lag_entries,
-                    peer.lag_ms,
-                    if peer.connected {
-                        ""
-                    } else {
-                        " (disconnected)"
-                    }
-                );
+                let link = if peer.connected {
+                    ""
+                } else {
+                    " (disconnected)"
+                };
+                // Only a leader tracks how far each peer has replicated.
+                if s.role == "leader" {
+                    println!(
+                        "    peer {:<8} {:<22} match {:>10} lag {:>8} entries {:>8} ms{link}",
+                        peer.node_id, peer.address, peer.match_index, peer.lag_entries, peer.lag_ms,
+                    );
+                } else {
+                    println!(
+                        "    peer {:<8} {:<22}{}",
+                        peer.node_id,
+                        peer.address,
+                        if peer.connected { " connected" } else { link }
+                    );
+                }
             }
         }
     }
@@ -556,7 +570,10 @@ fn status_json(s: &NodeStatus) -> serde_json::Value {
 fn parse_mode(text: &str) -> Result<Mode, String> {
     match text {
         "standalone" => Ok(Mode::Standalone),
-        other => Err(format!("unknown mode '{other}' (available: standalone)")),
+        "leader-follower" => Ok(Mode::LeaderFollower),
+        other => Err(format!(
+            "unknown mode '{other}' (available: standalone, leader-follower)"
+        )),
     }
 }
 
@@ -580,9 +597,19 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("'{text}': {e}"))
 }
 
-/// Certificates for a local cluster, created unless already present.
+/// Certificates for a local cluster, created unless already present (a
+/// directory made for other nodes is refused, naming the missing one).
 pub(crate) fn ensure_certs(dir: &Path, nodes: &[String]) -> anyhow::Result<()> {
     if dir.join("ca.pem").exists() {
+        if let Some(id) = nodes
+            .iter()
+            .find(|id| !dir.join(format!("node-{id}.pem")).exists())
+        {
+            anyhow::bail!(
+                "{} holds certificates for other nodes (no node-{id}.pem): use a fresh --dir",
+                dir.display()
+            );
+        }
         return Ok(());
     }
     let request = CertRequest {

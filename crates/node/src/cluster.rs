@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
 use crate::cli::{ensure_certs, ClusterArgs};
-use crate::config::{Mode, NodeConfig};
+use crate::config::{Mode, NodeConfig, PeerConfig};
 
 /// How long a node may take to start answering.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,32 +42,21 @@ pub(crate) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
             args.count
         );
     }
+    let ids: Vec<String> = (1..=args.count).map(|i| format!("n{i}")).collect();
+    let addrs: Vec<SocketAddr> = (0..args.count)
+        .map(|i| SocketAddr::from(([127, 0, 0, 1], args.base_port + i as u16)))
+        .collect();
+    let configs = node_configs(&args, &ids, &addrs)?;
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
     let dir = args.dir.canonicalize()?;
-    let ids: Vec<String> = (1..=args.count).map(|i| format!("n{i}")).collect();
     let certs = dir.join("certs");
     ensure_certs(&certs, &ids)?;
 
     let exe = std::env::current_exe().context("locating the mimeo binary")?;
     let mut nodes = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        let addr = SocketAddr::from(([127, 0, 0, 1], args.base_port + i as u16));
-        let config = NodeConfig {
-            node_id: id.clone(),
-            cluster_id: args.cluster_id.clone(),
-            listen: addr,
-            data_dir: PathBuf::from("data").join(id),
-            mode: args.mode,
-            tls: crate::config::TlsSection {
-                dir: PathBuf::from("certs"),
-            },
-            storage: crate::config::StorageSection {
-                fsync: args.fsync,
-                ..Default::default()
-            },
-            ..NodeConfig::default()
-        };
+    for ((id, addr), config) in ids.iter().zip(&addrs).zip(configs) {
+        let addr = *addr;
         let config_path = dir.join(format!("{id}.toml"));
         std::fs::write(&config_path, config.to_toml())
             .with_context(|| format!("writing {}", config_path.display()))?;
@@ -91,12 +80,14 @@ pub(crate) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         });
     }
 
-    let ready = wait_ready(&mut nodes, &certs, &args.cluster_id).await;
-    if let Err(e) = ready {
-        stop_all(&mut nodes).await;
-        return Err(e);
-    }
-    print_banner(&nodes, &dir, args.mode);
+    let leader = match wait_ready(&mut nodes, &certs, &args.cluster_id, args.mode).await {
+        Ok(leader) => leader,
+        Err(e) => {
+            stop_all(&mut nodes).await;
+            return Err(e);
+        }
+    };
+    print_banner(&nodes, &dir, &args, leader.as_deref());
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let exited = async {
@@ -118,21 +109,89 @@ pub(crate) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Polls each node's status until all answer, a node exits, or the bound
-/// passes.
+/// One validated config per node: every node lists the others as its peers
+/// when the mode replicates.
+fn node_configs(
+    args: &ClusterArgs,
+    ids: &[String],
+    addrs: &[SocketAddr],
+) -> anyhow::Result<Vec<NodeConfig>> {
+    if args.mode == Mode::LeaderFollower && args.count < 2 {
+        bail!("--mode leader-follower needs at least 2 nodes (3 or more to survive a failure)");
+    }
+    if args.mode == Mode::Standalone && args.acks != "quorum" {
+        bail!("--acks applies to --mode leader-follower only");
+    }
+    if let Some(base) = args.metrics_base_port {
+        if base as usize + args.count - 1 > u16::MAX as usize {
+            bail!(
+                "--metrics-base-port {base} leaves no room for {} nodes",
+                args.count
+            );
+        }
+    }
+    let mut configs = Vec::new();
+    for (i, (id, addr)) in ids.iter().zip(addrs).enumerate() {
+        let mut config = NodeConfig {
+            node_id: id.clone(),
+            cluster_id: args.cluster_id.clone(),
+            listen: *addr,
+            data_dir: PathBuf::from("data").join(id),
+            mode: args.mode,
+            metrics_listen: args
+                .metrics_base_port
+                .map(|base| SocketAddr::from(([127, 0, 0, 1], base + i as u16))),
+            tls: crate::config::TlsSection {
+                dir: PathBuf::from("certs"),
+            },
+            storage: crate::config::StorageSection {
+                fsync: args.fsync,
+                ..Default::default()
+            },
+            ..NodeConfig::default()
+        };
+        if args.mode == Mode::LeaderFollower {
+            config.replication.acks = args.acks.clone();
+            config.replication.peers = ids
+                .iter()
+                .zip(addrs)
+                .filter(|(peer, _)| *peer != id)
+                .map(|(peer, addr)| PeerConfig {
+                    id: peer.clone(),
+                    addr: *addr,
+                    client_addr: None,
+                })
+                .collect();
+        }
+        config
+            .validate()
+            .with_context(|| format!("the configuration of {id}"))?;
+        configs.push(config);
+    }
+    Ok(configs)
+}
+
+/// Polls each node's status until all answer and, when the mode elects a
+/// leader, one of them leads; fails if a node exits or the bound passes.
+/// Returns the leader's id.
 async fn wait_ready(
     nodes: &mut [NodeProcess],
     certs: &Path,
     cluster_id: &str,
-) -> anyhow::Result<()> {
+    mode: Mode,
+) -> anyhow::Result<Option<String>> {
     let deadline = Instant::now() + READY_TIMEOUT;
-    for node in nodes.iter_mut() {
-        let identity = TlsIdentity::from_dir(certs, "client-cli")?;
-        let mut config = ClientConfig::new(vec![node.addr], cluster_id, identity);
-        config.connect_timeout = Duration::from_millis(500);
-        config.request_timeout = Duration::from_secs(2);
-        let client = Client::new(config)?;
-        loop {
+    let identity = TlsIdentity::from_dir(certs, "client-cli")?;
+    let mut config =
+        ClientConfig::new(nodes.iter().map(|n| n.addr).collect(), cluster_id, identity);
+    config.connect_timeout = Duration::from_millis(500);
+    config.request_timeout = Duration::from_secs(2);
+    let client = Client::new(config)?;
+    loop {
+        let mut answered = 0;
+        let mut leader = None;
+        let mut silent = None;
+        for node in nodes.iter_mut() {
             if let Some(status) = node.child.try_wait()? {
                 bail!(
                     "node {} exited during start-up ({status}); its log {} ends with:\n{}",
@@ -141,22 +200,34 @@ async fn wait_ready(
                     log_tail(&node.log)
                 );
             }
-            if client.status_of(node.addr).await.is_ok() {
-                break;
+            match client.status_of(node.addr).await {
+                Ok(status) => {
+                    answered += 1;
+                    if status.role == "leader" {
+                        leader = Some(node.id.clone());
+                    }
+                }
+                Err(_) => silent = silent.or(Some(node.id.clone())),
             }
-            if Instant::now() > deadline {
-                bail!(
-                    "node {} did not answer within {:?}; its log {} ends with:\n{}",
-                    node.id,
-                    READY_TIMEOUT,
-                    node.log.display(),
-                    log_tail(&node.log)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let elected = mode == Mode::Standalone || leader.is_some();
+        if answered == nodes.len() && elected {
+            return Ok(leader);
+        }
+        if Instant::now() > deadline {
+            let (id, what) = match &silent {
+                Some(id) => (id.clone(), "did not answer"),
+                None => (nodes[0].id.clone(), "answered, but no node became leader"),
+            };
+            let log = &nodes.iter().find(|n| n.id == id).expect("a node").log;
+            bail!(
+                "node {id} {what} within {READY_TIMEOUT:?}; its log {} ends with:\n{}",
+                log.display(),
+                log_tail(log)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(())
 }
 
 fn log_tail(path: &Path) -> String {
@@ -165,32 +236,58 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(10)..].join("\n")
 }
 
-fn print_banner(nodes: &[NodeProcess], dir: &Path, mode: Mode) {
+fn print_banner(nodes: &[NodeProcess], dir: &Path, args: &ClusterArgs, leader: Option<&str>) {
+    let mode = args.mode;
     println!("{} {mode} node(s) up in {}:", nodes.len(), dir.display());
-    for node in nodes {
-        println!("  {}  {}  log {}", node.id, node.addr, node.log.display());
+    for (i, node) in nodes.iter().enumerate() {
+        let role = match leader {
+            Some(id) if id == node.id => "  (leader)",
+            _ => "",
+        };
+        let metrics = match args.metrics_base_port {
+            Some(base) => format!("  metrics http://127.0.0.1:{}/metrics", base as usize + i),
+            None => String::new(),
+        };
+        println!(
+            "  {}  {}  log {}{metrics}{role}",
+            node.id,
+            node.addr,
+            node.log.display()
+        );
     }
     if mode == Mode::Standalone && nodes.len() > 1 {
         println!("(standalone nodes are independent: nothing is replicated between them)");
     }
+    if mode == Mode::LeaderFollower {
+        println!(
+            "(acks = {}: clients may talk to any node and follow its leader hint)",
+            args.acks
+        );
+    }
     let certs = dir.join("certs");
-    let first = nodes[0].addr;
+    // A standalone cluster is a set of separate stores: point the CLI at
+    // one. A replicated one is one store: give the client every node.
+    let reach = match mode {
+        Mode::Standalone => nodes[0].addr.to_string(),
+        Mode::LeaderFollower => all_addrs(nodes),
+    };
     println!("try:");
     println!(
-        "  export MIMEO_CERTS={} MIMEO_NODES={first}",
+        "  export MIMEO_CERTS={} MIMEO_NODES={reach}",
         certs.display()
     );
     println!("  mimeo put greeting hello && mimeo get greeting");
-    println!(
-        "  mimeo status --node {}",
-        nodes
-            .iter()
-            .map(|n| n.addr.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    println!("  mimeo status --node {}", all_addrs(nodes));
     println!("  mimeo bench --concurrency 16 --duration 10s");
     println!("Ctrl-C stops the cluster.");
+}
+
+fn all_addrs(nodes: &[NodeProcess]) -> String {
+    nodes
+        .iter()
+        .map(|n| n.addr.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// SIGTERM to every node, then SIGKILL to any still running after the bound.

@@ -1,0 +1,240 @@
+//! `mimeo cluster`: one command starts a local leader-follower cluster of
+//! real node processes that replicates, reports one leader, and stops every
+//! node it started on SIGTERM.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use support::*;
+
+/// A first port with `count` free UDP ports from it on, held while checked
+/// (the same small race as `free_addr` once they are released).
+fn free_port_run(count: u16) -> u16 {
+    for _ in 0..50 {
+        let first = free_addr().port();
+        if first.checked_add(count).is_none() {
+            continue;
+        }
+        let held: Vec<_> = (0..count)
+            .map_while(|i| UdpSocket::bind(("127.0.0.1", first + i)).ok())
+            .collect();
+        if held.len() == count as usize {
+            return first;
+        }
+    }
+    panic!("no run of {count} free ports on 127.0.0.1");
+}
+
+/// The cluster process; SIGKILLed (with every node, which `kill_on_drop`
+/// would not reach) if a test fails before stopping it.
+struct LocalCluster {
+    child: Child,
+    node_pids: Vec<u32>,
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for pid in &self.node_pids {
+            let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `mimeo cluster` with `args` and waits (bounded) for its banner;
+/// returns the cluster and the banner's lines.
+fn start(dir: &Path, args: &[&str]) -> (LocalCluster, Vec<String>) {
+    let mut child = mimeo()
+        .current_dir(dir)
+        .arg("cluster")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut cluster = LocalCluster {
+        child,
+        node_pids: Vec::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut banner = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no complete banner within 60 s; got {banner:#?}"));
+        let done = line.contains("Ctrl-C stops the cluster");
+        banner.push(line);
+        if done {
+            break;
+        }
+    }
+    cluster.node_pids = node_pids(dir);
+    (cluster, banner)
+}
+
+/// The pids of the `mimeo serve` processes whose config is under `dir`.
+fn node_pids(dir: &Path) -> Vec<u32> {
+    let dir = dir.canonicalize().unwrap();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(" serve ") && cmdline.contains(&*dir.to_string_lossy()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie has exited; only its parent has not reaped it yet.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.contains(") Z "),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn a_leader_follower_cluster_replicates_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_port_run(3);
+    let cluster_dir = dir.path().join("cl");
+    let (mut cluster, banner) = start(
+        dir.path(),
+        &[
+            "--nodes",
+            "3",
+            "--mode",
+            "leader-follower",
+            "--dir",
+            cluster_dir.to_str().unwrap(),
+            "--base-port",
+            &base.to_string(),
+        ],
+    );
+    let text = banner.join("\n");
+    assert!(text.contains("3 leader-follower node(s) up"), "{text}");
+    assert_eq!(
+        banner.iter().filter(|l| l.ends_with("(leader)")).count(),
+        1,
+        "the banner names one leader:\n{text}"
+    );
+    assert_eq!(cluster.node_pids.len(), 3, "three node processes");
+
+    let nodes: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", base + i)).collect();
+    let certs = cluster_dir.join("certs");
+    let cli = |node: &str, args: &[&str]| {
+        let mut all = vec!["--node", node, "--certs", certs.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run(dir.path(), &all)
+    };
+    // Through any node: a follower redirects the client to the leader.
+    for (i, node) in nodes.iter().enumerate() {
+        let out = cli(node, &["put", &format!("k{i}"), &format!("v{i}")]);
+        assert!(
+            out.status.success(),
+            "put via {node}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = cli(&nodes.join(","), &["get", "k2"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v2");
+
+    // Every node has the writes durably: all report the same commit index.
+    let out = cli(&nodes.join(","), &["status", "--json"]);
+    assert!(out.status.success());
+    let statuses: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let statuses = statuses.as_array().unwrap();
+    assert_eq!(statuses.len(), 3);
+    let leaders = statuses.iter().filter(|s| s["role"] == "leader").count();
+    assert_eq!(leaders, 1, "{statuses:#?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = cli(&nodes.join(","), &["status", "--json"]);
+        let statuses: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let keys: Vec<_> = statuses
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["live_keys"].as_u64())
+            .collect();
+        if keys.iter().all(|k| *k == Some(3)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas did not all apply the 3 writes within 10 s: {keys:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    kill(Pid::from_raw(cluster.child.id() as i32), Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the cluster did not stop within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for pid in &cluster.node_pids {
+        assert!(!alive(*pid), "node process {pid} outlived the cluster");
+    }
+}
+
+#[test]
+fn bad_cluster_arguments_are_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--mode", "leader-follower", "--nodes", "1"],
+            "at least 2 nodes",
+        ),
+        (
+            &["--mode", "leader-follower", "--acks", "most"],
+            "replication.acks",
+        ),
+        (
+            &["--mode", "gossip"],
+            "available: standalone, leader-follower",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut all = vec!["cluster", "--dir", "never"];
+        all.extend_from_slice(args);
+        let out = run(dir.path(), &all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(
+            !dir.path().join("never").exists(),
+            "{args:?} left a directory"
+        );
+    }
+}
