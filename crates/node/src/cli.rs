@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use mimeo_client::{AdminClient, CasOutcome, Client, ClientConfig, NodeStatus, WriteAck};
+use mimeo_client::{
+    AdminClient, CasOutcome, Client, ClientConfig, NodeStatus, Position, ReadConsistency, WriteAck,
+};
 use mimeo_storage::FsyncMode;
 use mimeo_wire::{CertRequest, TlsIdentity};
 
@@ -83,6 +85,19 @@ enum Command {
     Get {
         /// The key.
         key: String,
+        /// How fresh the read must be: `leader` (linearizable), `follower`
+        /// (any replica, maybe stale) or `session` (at least as fresh as
+        /// --after). Default: the node's configured read mode.
+        #[arg(long, value_name = "MODE", value_parser = ["leader", "follower", "session"])]
+        read: Option<String>,
+        /// With --read follower: refuse the read if the replica is further
+        /// behind its leader than this (e.g. 500ms).
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+        max_staleness: Option<Duration>,
+        /// With --read session: the position (`TERM:INDEX`, as the write or
+        /// read commands print it) the replica must have applied.
+        #[arg(long, value_parser = parse_position, value_name = "TERM:INDEX")]
+        after: Option<Position>,
     },
     /// Write a value.
     Put {
@@ -305,22 +320,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("wrote {} files to {}", written.len(), dir.display());
         }
         Command::Cluster(args) => cluster::run(args).await?,
-        Command::Get { key } => {
+        Command::Get {
+            key,
+            read,
+            max_staleness,
+            after,
+        } => {
+            let consistency = read_consistency(read.as_deref(), max_staleness, after)?;
             let client = connection.client("client-cli").await?;
-            match client.get(&key).await? {
-                Some(value) => println!("{}", String::from_utf8_lossy(&value)),
+            let read = client.get_with(&key, consistency).await?;
+            match &read.value {
+                Some(value) => println!("{}", String::from_utf8_lossy(value)),
                 None => eprintln!("(absent)"),
+            }
+            if consistency != ReadConsistency::Default {
+                eprintln!(
+                    "read from {} at position {}:{}",
+                    read.node, read.position.term, read.position.index
+                );
             }
         }
         Command::Put { key, value, ack } => {
             let client = connection.client("client-cli").await?;
             let position = client.put_with(&key, &value, ack).await?;
-            eprintln!("ok (log index {})", position.index);
+            eprintln!("ok (position {}:{})", position.term, position.index);
         }
         Command::Delete { key, ack } => {
             let client = connection.client("client-cli").await?;
             let position = client.delete_with(&key, ack).await?;
-            eprintln!("ok (log index {})", position.index);
+            eprintln!("ok (position {}:{})", position.term, position.index);
         }
         Command::Cas {
             key,
@@ -336,7 +364,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await?
             {
                 CasOutcome::Swapped { position } => {
-                    eprintln!("ok (log index {})", position.index)
+                    eprintln!("ok (position {}:{})", position.term, position.index)
                 }
                 CasOutcome::Mismatch { current } => {
                     let current = match current {
@@ -577,6 +605,52 @@ fn parse_mode(text: &str) -> Result<Mode, String> {
     }
 }
 
+/// The consistency a `get`'s flags ask for; flags that do not fit the read
+/// mode are refused rather than ignored.
+fn read_consistency(
+    read: Option<&str>,
+    max_staleness: Option<Duration>,
+    after: Option<Position>,
+) -> anyhow::Result<ReadConsistency> {
+    if max_staleness.is_some() && read != Some("follower") {
+        anyhow::bail!("--max-staleness applies to --read follower only");
+    }
+    if after.is_some() && read != Some("session") {
+        anyhow::bail!("--after applies to --read session only");
+    }
+    Ok(match read {
+        None => ReadConsistency::Default,
+        Some("leader") => ReadConsistency::Leader,
+        Some("follower") => ReadConsistency::Follower {
+            max_staleness_ms: max_staleness.map(|d| d.as_millis().max(1) as u64),
+        },
+        Some("session") => ReadConsistency::Session {
+            after: after.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--read session needs --after TERM:INDEX (the position a put printed)"
+                )
+            })?,
+        },
+        Some(other) => anyhow::bail!("unknown read mode {other:?}"),
+    })
+}
+
+/// Parses a log position written `TERM:INDEX`.
+fn parse_position(text: &str) -> Result<Position, String> {
+    let (term, index) = text
+        .split_once(':')
+        .ok_or_else(|| format!("'{text}' is not a position (write TERM:INDEX, e.g. 3:120)"))?;
+    let number = |part: &str, what: &str| {
+        part.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("'{text}': the {what} must be a whole number"))
+    };
+    Ok(Position {
+        term: number(term, "term")?,
+        index: number(index, "index")?,
+    })
+}
+
 /// Parses `250ms`, `10s`, `2m` or a bare number of seconds.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -629,6 +703,40 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn positions_parse() {
+        assert_eq!(
+            parse_position("3:120"),
+            Ok(Position {
+                term: 3,
+                index: 120
+            })
+        );
+        assert!(parse_position("120").is_err());
+        assert!(parse_position("3:x").is_err());
+        assert!(parse_position("-1:2").is_err());
+    }
+
+    #[test]
+    fn get_flags_that_do_not_fit_the_read_mode_are_refused() {
+        let second = Some(Duration::from_secs(1));
+        let position = Position { term: 1, index: 2 };
+        let at = Some(position);
+        assert!(read_consistency(None, second, None).is_err());
+        assert!(read_consistency(Some("leader"), None, at).is_err());
+        assert!(read_consistency(Some("session"), None, None).is_err());
+        assert_eq!(
+            read_consistency(Some("follower"), second, None).unwrap(),
+            ReadConsistency::Follower {
+                max_staleness_ms: Some(1000)
+            }
+        );
+        assert_eq!(
+            read_consistency(Some("session"), None, at).unwrap(),
+            ReadConsistency::Session { after: position }
+        );
     }
 
     #[test]

@@ -155,13 +155,29 @@ fn a_leader_follower_cluster_replicates_and_stops_on_sigterm() {
         run(dir.path(), &all)
     };
     // Through any node: a follower redirects the client to the leader.
+    let mut last_position = String::new();
     for (i, node) in nodes.iter().enumerate() {
         let out = cli(node, &["put", &format!("k{i}"), &format!("v{i}")]);
-        assert!(
-            out.status.success(),
-            "put via {node}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "put via {node}: {stderr}");
+        last_position = stderr
+            .trim()
+            .strip_prefix("ok (position ")
+            .and_then(|rest| rest.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("put prints its position: {stderr}"))
+            .to_string();
+    }
+    // Read-your-writes on every node, followers included: each answers
+    // once it has applied the last put.
+    for node in &nodes {
+        let out = cli(
+            node,
+            &["get", "k2", "--read", "session", "--after", &last_position],
         );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "session read via {node}: {stderr}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v2", "{node}");
+        assert!(stderr.contains(&format!("read from {node}")), "{stderr}");
     }
     let out = cli(&nodes.join(","), &["get", "k2"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v2");
@@ -192,6 +208,18 @@ fn a_leader_follower_cluster_replicates_and_stops_on_sigterm() {
             "replicas did not all apply the 3 writes within 10 s: {keys:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Follower reads answer from the node asked, once it has caught up.
+    for node in &nodes {
+        let args = ["get", "k0", "--read", "follower", "--max-staleness", "10s"];
+        let out = cli(node, &args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v0", "{node}");
     }
 
     kill(Pid::from_raw(cluster.child.id() as i32), Signal::SIGTERM).unwrap();
