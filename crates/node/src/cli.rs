@@ -207,9 +207,9 @@ pub(crate) struct ClusterArgs {
     #[arg(long, default_value = "mimeo")]
     pub(crate) cluster_id: String,
     /// Leader-follower only: when a write is acknowledged (async,
-    /// semi-sync:K, quorum or all).
-    #[arg(long, default_value = "quorum")]
-    pub(crate) acks: String,
+    /// semi-sync:K, quorum or all). Default: quorum.
+    #[arg(long, value_name = "MODE")]
+    pub(crate) acks: Option<String>,
     /// Serve Prometheus metrics on 127.0.0.1 from this port on, one port
     /// per node in order (off unless set).
     #[arg(long)]
@@ -584,14 +584,18 @@ fn status_json(s: &NodeStatus) -> serde_json::Value {
         "uptime_ms": s.uptime_ms,
         "clock_offset_ms": s.clock_offset_ms,
         "fsync": s.fsync,
-        "peers": s.peers.iter().map(|p| serde_json::json!({
-            "node_id": p.node_id,
-            "address": p.address,
-            "match_index": p.match_index,
-            "lag_entries": p.lag_entries,
-            "lag_ms": p.lag_ms,
-            "connected": p.connected,
-        })).collect::<Vec<_>>(),
+        // Only a leader tracks how far each peer has replicated: null elsewhere.
+        "peers": s.peers.iter().map(|p| {
+            let leader = s.role == "leader";
+            serde_json::json!({
+                "node_id": p.node_id,
+                "address": p.address,
+                "match_index": leader.then_some(p.match_index),
+                "lag_entries": leader.then_some(p.lag_entries),
+                "lag_ms": leader.then_some(p.lag_ms),
+                "connected": p.connected,
+            })
+        }).collect::<Vec<_>>(),
     })
 }
 

@@ -6,17 +6,19 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use mimeo_client::{Client, ClientConfig};
 use mimeo_wire::TlsIdentity;
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{kill, Signal as NixSignal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::time::Instant;
 
 use crate::cli::{ensure_certs, ClusterArgs};
-use crate::config::{Mode, NodeConfig, PeerConfig};
+use crate::config::{ConfigError, Mode, NodeConfig, PeerConfig};
 
 /// How long a node may take to start answering.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,37 +52,31 @@ pub(crate) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
     let dir = args.dir.canonicalize()?;
+    claim_dir(&dir, args.mode, args.count)?;
     let certs = dir.join("certs");
     ensure_certs(&certs, &ids)?;
 
+    // Listen before the first node starts, so that a stop asked for during
+    // start-up stops the nodes too rather than leaving them running.
+    let mut stop = StopSignals::new()?;
     let exe = std::env::current_exe().context("locating the mimeo binary")?;
     let mut nodes = Vec::new();
     for ((id, addr), config) in ids.iter().zip(&addrs).zip(configs) {
-        let addr = *addr;
-        let config_path = dir.join(format!("{id}.toml"));
-        std::fs::write(&config_path, config.to_toml())
-            .with_context(|| format!("writing {}", config_path.display()))?;
-        let log = dir.join(format!("{id}.log"));
-        let log_file = std::fs::File::create(&log)?;
-        let child = Command::new(&exe)
-            .arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", exe.display()))?;
-        nodes.push(NodeProcess {
-            id: id.clone(),
-            addr,
-            log,
-            child,
-        });
+        let started = start_node(&exe, &dir, id, *addr, &config);
+        match started {
+            Ok(node) => nodes.push(node),
+            Err(e) => {
+                stop_all(&mut nodes).await;
+                return Err(e);
+            }
+        }
     }
 
-    let leader = match wait_ready(&mut nodes, &certs, &args.cluster_id, args.mode).await {
+    let ready = tokio::select! {
+        ready = wait_ready(&mut nodes, &certs, &args.cluster_id, args.mode) => ready,
+        () = stop.recv() => Err(anyhow::anyhow!("interrupted during start-up")),
+    };
+    let leader = match ready {
         Ok(leader) => leader,
         Err(e) => {
             stop_all(&mut nodes).await;
@@ -88,25 +84,126 @@ pub(crate) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         }
     };
     print_banner(&nodes, &dir, &args, leader.as_deref());
-
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let exited = async {
-        loop {
-            for node in nodes.iter_mut() {
-                if let Ok(Some(status)) = node.child.try_wait() {
-                    return (node.id.clone(), status);
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => eprintln!("stopping the cluster"),
-        _ = terminate.recv() => eprintln!("stopping the cluster"),
-        (id, status) = exited => eprintln!("node {id} exited ({status}); stopping the cluster"),
-    }
+    watch(&mut nodes, args.mode, &mut stop).await;
     stop_all(&mut nodes).await;
     Ok(())
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM.
+struct StopSignals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl StopSignals {
+    fn new() -> anyhow::Result<StopSignals> {
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
+/// Refuses a directory that holds a cluster of another mode or size: its
+/// data would be taken up by nodes it was not written for (a standalone
+/// node's log read as a replicated one, or a log from a node that is no
+/// longer a member).
+fn claim_dir(dir: &Path, mode: Mode, count: usize) -> anyhow::Result<()> {
+    let path = dir.join("cluster.txt");
+    let layout = format!("mode = {mode}\nnodes = {count}\n");
+    match std::fs::read_to_string(&path) {
+        Ok(existing) if existing == layout => Ok(()),
+        Ok(existing) => bail!(
+            "{} holds a cluster made with different settings ({}); use another --dir, or \
+             delete this one to start afresh",
+            dir.display(),
+            existing.trim().replace('\n', ", ")
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&path, layout).with_context(|| format!("writing {}", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn start_node(
+    exe: &Path,
+    dir: &Path,
+    id: &str,
+    addr: SocketAddr,
+    config: &NodeConfig,
+) -> anyhow::Result<NodeProcess> {
+    let config_path = dir.join(format!("{id}.toml"));
+    std::fs::write(&config_path, config.to_toml())
+        .with_context(|| format!("writing {}", config_path.display()))?;
+    let log = dir.join(format!("{id}.log"));
+    let log_file =
+        std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let child = Command::new(exe)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config_path)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", exe.display()))?;
+    Ok(NodeProcess {
+        id: id.to_string(),
+        addr,
+        log,
+        child,
+    })
+}
+
+/// Runs until a stop is asked for or every node has exited, saying so when
+/// a node exits (a replicated cluster goes on without it: that is how one
+/// tries a failover, by killing its leader).
+async fn watch(nodes: &mut [NodeProcess], mode: Mode, stop: &mut StopSignals) {
+    let mut running = vec![true; nodes.len()];
+    let mut poll = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            () = stop.recv() => {
+                eprintln!("stopping the cluster");
+                return;
+            }
+            _ = poll.tick() => {}
+        }
+        for (node, running) in nodes.iter_mut().zip(running.iter_mut()) {
+            if !*running {
+                continue;
+            }
+            if let Ok(Some(status)) = node.child.try_wait() {
+                *running = false;
+                eprintln!(
+                    "node {} exited ({status}); its log is {}",
+                    node.id,
+                    node.log.display()
+                );
+            }
+        }
+        let alive = running.iter().filter(|r| **r).count();
+        if alive == 0 {
+            eprintln!("every node has exited; stopping");
+            return;
+        }
+        if alive < running.len() && mode == Mode::LeaderFollower && alive * 2 <= running.len() {
+            eprintln!(
+                "only {alive} of {} nodes run: no majority, so writes and leader reads will \
+                 time out",
+                running.len()
+            );
+        }
+    }
 }
 
 /// One validated config per node: every node lists the others as its peers
@@ -119,10 +216,13 @@ fn node_configs(
     if args.mode == Mode::LeaderFollower && args.count < 2 {
         bail!("--mode leader-follower needs at least 2 nodes (3 or more to survive a failure)");
     }
-    if args.mode == Mode::Standalone && args.acks != "quorum" {
+    if args.mode == Mode::Standalone && args.acks.is_some() {
         bail!("--acks applies to --mode leader-follower only");
     }
     if let Some(base) = args.metrics_base_port {
+        if base == 0 {
+            bail!("--metrics-base-port must be a port number (1 or more)");
+        }
         if base as usize + args.count - 1 > u16::MAX as usize {
             bail!(
                 "--metrics-base-port {base} leaves no room for {} nodes",
@@ -151,7 +251,9 @@ fn node_configs(
             ..NodeConfig::default()
         };
         if args.mode == Mode::LeaderFollower {
-            config.replication.acks = args.acks.clone();
+            if let Some(acks) = &args.acks {
+                config.replication.acks = acks.clone();
+            }
             config.replication.peers = ids
                 .iter()
                 .zip(addrs)
@@ -163,6 +265,11 @@ fn node_configs(
                 })
                 .collect();
         }
+        match config.replication.ack_mode() {
+            Err(ConfigError::Invalid { problem, .. }) => bail!("--acks {problem}"),
+            Err(e) => bail!("--acks: {e}"),
+            Ok(_) => {}
+        }
         config
             .validate()
             .with_context(|| format!("the configuration of {id}"))?;
@@ -171,9 +278,10 @@ fn node_configs(
     Ok(configs)
 }
 
-/// Polls each node's status until all answer and, when the mode elects a
-/// leader, one of them leads; fails if a node exits or the bound passes.
-/// Returns the leader's id.
+/// Polls the nodes' statuses until all answer and, when the mode elects a
+/// leader, one of them leads; fails if a node exits or READY_TIMEOUT
+/// passes. Returns the leader's id (the highest term's, should a deposed
+/// leader not know yet).
 async fn wait_ready(
     nodes: &mut [NodeProcess],
     certs: &Path,
@@ -188,9 +296,6 @@ async fn wait_ready(
     config.request_timeout = Duration::from_secs(2);
     let client = Client::new(config)?;
     loop {
-        let mut answered = 0;
-        let mut leader = None;
-        let mut silent = None;
         for node in nodes.iter_mut() {
             if let Some(status) = node.child.try_wait()? {
                 bail!(
@@ -200,31 +305,42 @@ async fn wait_ready(
                     log_tail(&node.log)
                 );
             }
-            match client.status_of(node.addr).await {
-                Ok(status) => {
-                    answered += 1;
-                    if status.role == "leader" {
-                        leader = Some(node.id.clone());
-                    }
-                }
-                Err(_) => silent = silent.or(Some(node.id.clone())),
-            }
         }
-        let elected = mode == Mode::Standalone || leader.is_some();
-        if answered == nodes.len() && elected {
+        let mut statuses = Vec::new();
+        for node in nodes.iter() {
+            // Each ask is bounded by the client's timeout and by the deadline.
+            let status = tokio::time::timeout_at(deadline, client.status_of(node.addr)).await;
+            statuses.push((node, status.ok().and_then(Result::ok)));
+        }
+        let silent: Vec<&NodeProcess> = statuses
+            .iter()
+            .filter(|(_, status)| status.is_none())
+            .map(|(node, _)| *node)
+            .collect();
+        let leader = statuses
+            .iter()
+            .filter_map(|(node, status)| status.as_ref().map(|s| (node, s)))
+            .filter(|(_, status)| status.role == "leader")
+            .max_by_key(|(_, status)| status.term)
+            .map(|(node, _)| node.id.clone());
+        if silent.is_empty() && (mode == Mode::Standalone || leader.is_some()) {
             return Ok(leader);
         }
-        if Instant::now() > deadline {
-            let (id, what) = match &silent {
-                Some(id) => (id.clone(), "did not answer"),
-                None => (nodes[0].id.clone(), "answered, but no node became leader"),
+        if Instant::now() >= deadline {
+            let (what, blamed): (String, Vec<&NodeProcess>) = if silent.is_empty() {
+                (
+                    "every node answered, but none became leader".into(),
+                    nodes.iter().collect(),
+                )
+            } else {
+                let ids: Vec<&str> = silent.iter().map(|n| n.id.as_str()).collect();
+                (format!("{} did not answer", ids.join(", ")), silent)
             };
-            let log = &nodes.iter().find(|n| n.id == id).expect("a node").log;
-            bail!(
-                "node {id} {what} within {READY_TIMEOUT:?}; its log {} ends with:\n{}",
-                log.display(),
-                log_tail(log)
-            );
+            let logs: Vec<String> = blamed
+                .iter()
+                .map(|n| format!("{} ends with:\n{}", n.log.display(), log_tail(&n.log)))
+                .collect();
+            bail!("{what} within {READY_TIMEOUT:?}; {}", logs.join("\n"));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -260,8 +376,9 @@ fn print_banner(nodes: &[NodeProcess], dir: &Path, args: &ClusterArgs, leader: O
     }
     if mode == Mode::LeaderFollower {
         println!(
-            "(acks = {}: clients may talk to any node and follow its leader hint)",
-            args.acks
+            "(acks = {}: clients may talk to any node and follow its leader hint; a node that \
+             exits is reported and the others go on)",
+            args.acks.as_deref().unwrap_or("quorum")
         );
     }
     let certs = dir.join("certs");
@@ -290,23 +407,25 @@ fn all_addrs(nodes: &[NodeProcess]) -> String {
         .join(",")
 }
 
-/// SIGTERM to every node, then SIGKILL to any still running after the bound.
+/// SIGTERM to every node, then SIGKILL to any still running once
+/// STOP_TIMEOUT has passed (one deadline for all of them).
 async fn stop_all(nodes: &mut [NodeProcess]) {
     for node in nodes.iter() {
         if let Some(pid) = node.child.id() {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            let _ = kill(Pid::from_raw(pid as i32), NixSignal::SIGTERM);
         }
     }
+    let deadline = Instant::now() + STOP_TIMEOUT;
     for node in nodes.iter_mut() {
-        match tokio::time::timeout(STOP_TIMEOUT, node.child.wait()).await {
-            Ok(_) => {}
-            Err(_) => {
-                eprintln!(
-                    "node {} did not stop within {STOP_TIMEOUT:?}; killing it",
-                    node.id
-                );
-                let _ = node.child.kill().await;
-            }
+        if tokio::time::timeout_at(deadline, node.child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!(
+                "node {} did not stop within {STOP_TIMEOUT:?}; killing it",
+                node.id
+            );
+            let _ = node.child.kill().await;
         }
     }
 }

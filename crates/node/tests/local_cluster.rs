@@ -6,7 +6,7 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -33,17 +33,18 @@ fn free_port_run(count: u16) -> u16 {
     panic!("no run of {count} free ports on 127.0.0.1");
 }
 
-/// The cluster process; SIGKILLed (with every node, which `kill_on_drop`
-/// would not reach) if a test fails before stopping it.
+/// The cluster process; SIGKILLed (with every node under its directory,
+/// which `kill_on_drop` would not reach) if a test fails before stopping it.
 struct LocalCluster {
     child: Child,
+    dir: PathBuf,
     node_pids: Vec<u32>,
 }
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
-        for pid in &self.node_pids {
-            let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+        for pid in node_pids(&self.dir) {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -74,6 +75,7 @@ fn start(dir: &Path, args: &[&str]) -> (LocalCluster, Vec<String>) {
     });
     let mut cluster = LocalCluster {
         child,
+        dir: dir.to_path_buf(),
         node_pids: Vec::new(),
     };
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -95,7 +97,9 @@ fn start(dir: &Path, args: &[&str]) -> (LocalCluster, Vec<String>) {
 
 /// The pids of the `mimeo serve` processes whose config is under `dir`.
 fn node_pids(dir: &Path) -> Vec<u32> {
-    let dir = dir.canonicalize().unwrap();
+    let Ok(dir) = dir.canonicalize() else {
+        return Vec::new();
+    };
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -222,6 +226,33 @@ fn a_leader_follower_cluster_replicates_and_stops_on_sigterm() {
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v0", "{node}");
     }
 
+    // A follower killed: the cluster reports it and goes on with a majority.
+    let leader = banner
+        .iter()
+        .find(|l| l.ends_with("(leader)"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let follower = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|id| *id != leader)
+        .unwrap();
+    let pid = node_pids(&cluster_dir.join(format!("{follower}.toml")))
+        .into_iter()
+        .next()
+        .expect("the follower's process");
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    let out = cli(&nodes.join(","), &["put", "after-kill", "yes"]);
+    assert!(
+        out.status.success(),
+        "a put with 2 of 3 nodes: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        cluster.child.try_wait().unwrap().is_none(),
+        "the cluster stopped when one follower died"
+    );
+
     kill(Pid::from_raw(cluster.child.id() as i32), Signal::SIGTERM).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while cluster.child.try_wait().unwrap().is_none() {
@@ -234,20 +265,37 @@ fn a_leader_follower_cluster_replicates_and_stops_on_sigterm() {
     for pid in &cluster.node_pids {
         assert!(!alive(*pid), "node process {pid} outlived the cluster");
     }
+
+    // The directory now belongs to a 3-node leader-follower cluster.
+    let out = run(
+        dir.path(),
+        &[
+            "cluster",
+            "--nodes",
+            "1",
+            "--dir",
+            cluster_dir.to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a reused directory was accepted");
+    assert!(stderr.contains("different settings"), "{stderr}");
 }
 
 #[test]
 fn bad_cluster_arguments_are_refused_before_anything_starts() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 5] = [
         (
             &["--mode", "leader-follower", "--nodes", "1"],
             "at least 2 nodes",
         ),
         (
             &["--mode", "leader-follower", "--acks", "most"],
-            "replication.acks",
+            "--acks \"most\" is not one of",
         ),
+        (&["--acks", "all"], "leader-follower only"),
+        (&["--metrics-base-port", "0"], "--metrics-base-port"),
         (
             &["--mode", "gossip"],
             "available: standalone, leader-follower",
