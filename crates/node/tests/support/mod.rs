@@ -77,24 +77,38 @@ pub(crate) fn start_node(config: &Path, addr: SocketAddr) -> Node {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if line.contains("serving") {
-                let _ = tx.send(());
-            }
-        }
-    });
+    let lines = stdout_lines(&mut child);
     let node = Node {
         child,
         addr,
         config: config.to_path_buf(),
     };
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("node did not print its serving line within 30 s");
-    node
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .expect("node did not print its serving line within 30 s");
+        if line.contains("serving") {
+            return node;
+        }
+    }
+}
+
+/// The lines a child prints on its (piped) stdout, read on a thread of
+/// their own so a test can wait for one with a bound. The thread reads to
+/// the end even once nobody listens, so the child never writes into a
+/// full or closed pipe.
+pub(crate) fn stdout_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    rx
 }
 
 /// Client arguments pointing at a node.
