@@ -88,8 +88,8 @@ enum Command {
         /// How fresh the read must be: `leader` (linearizable), `follower`
         /// (any replica, maybe stale) or `session` (at least as fresh as
         /// --after). Default: the node's configured read mode.
-        #[arg(long, value_name = "MODE", value_parser = ["leader", "follower", "session"])]
-        read: Option<String>,
+        #[arg(long, value_name = "MODE")]
+        read: Option<ReadFlag>,
         /// With --read follower: refuse the read if the replica is further
         /// behind its leader than this (e.g. 500ms).
         #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
@@ -326,7 +326,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             max_staleness,
             after,
         } => {
-            let consistency = read_consistency(read.as_deref(), max_staleness, after)?;
+            let consistency = read_consistency(read, max_staleness, after)?;
             let client = connection.client("client-cli").await?;
             let read = client.get_with(&key, consistency).await?;
             match &read.value {
@@ -545,24 +545,24 @@ fn print_statuses(
         }
         if let Ok(s) = status {
             for peer in &s.peers {
-                let link = if peer.connected {
-                    ""
-                } else {
-                    " (disconnected)"
-                };
                 // Only a leader tracks how far each peer has replicated.
                 if s.role == "leader" {
+                    let link = if peer.connected {
+                        ""
+                    } else {
+                        " (disconnected)"
+                    };
                     println!(
                         "    peer {:<8} {:<22} match {:>10} lag {:>8} entries {:>8} ms{link}",
                         peer.node_id, peer.address, peer.match_index, peer.lag_entries, peer.lag_ms,
                     );
                 } else {
-                    println!(
-                        "    peer {:<8} {:<22}{}",
-                        peer.node_id,
-                        peer.address,
-                        if peer.connected { " connected" } else { link }
-                    );
+                    let link = if peer.connected {
+                        "connected"
+                    } else {
+                        "disconnected"
+                    };
+                    println!("    peer {:<8} {:<22} {link}", peer.node_id, peer.address);
                 }
             }
         }
@@ -609,33 +609,43 @@ fn parse_mode(text: &str) -> Result<Mode, String> {
     }
 }
 
+/// The read modes `mimeo get --read` offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ReadFlag {
+    /// Linearizable: a leader that has confirmed it still leads.
+    Leader,
+    /// The asked node's own state, maybe stale.
+    Follower,
+    /// At least as fresh as --after.
+    Session,
+}
+
 /// The consistency a `get`'s flags ask for; flags that do not fit the read
 /// mode are refused rather than ignored.
 fn read_consistency(
-    read: Option<&str>,
+    read: Option<ReadFlag>,
     max_staleness: Option<Duration>,
     after: Option<Position>,
 ) -> anyhow::Result<ReadConsistency> {
-    if max_staleness.is_some() && read != Some("follower") {
+    if max_staleness.is_some() && read != Some(ReadFlag::Follower) {
         anyhow::bail!("--max-staleness applies to --read follower only");
     }
-    if after.is_some() && read != Some("session") {
+    if after.is_some() && read != Some(ReadFlag::Session) {
         anyhow::bail!("--after applies to --read session only");
     }
     Ok(match read {
         None => ReadConsistency::Default,
-        Some("leader") => ReadConsistency::Leader,
-        Some("follower") => ReadConsistency::Follower {
+        Some(ReadFlag::Leader) => ReadConsistency::Leader,
+        Some(ReadFlag::Follower) => ReadConsistency::Follower {
             max_staleness_ms: max_staleness.map(|d| d.as_millis().max(1) as u64),
         },
-        Some("session") => ReadConsistency::Session {
+        Some(ReadFlag::Session) => ReadConsistency::Session {
             after: after.ok_or_else(|| {
                 anyhow::anyhow!(
                     "--read session needs --after TERM:INDEX (the position a put printed)"
                 )
             })?,
         },
-        Some(other) => anyhow::bail!("unknown read mode {other:?}"),
     })
 }
 
@@ -729,16 +739,16 @@ mod tests {
         let position = Position { term: 1, index: 2 };
         let at = Some(position);
         assert!(read_consistency(None, second, None).is_err());
-        assert!(read_consistency(Some("leader"), None, at).is_err());
-        assert!(read_consistency(Some("session"), None, None).is_err());
+        assert!(read_consistency(Some(ReadFlag::Leader), None, at).is_err());
+        assert!(read_consistency(Some(ReadFlag::Session), None, None).is_err());
         assert_eq!(
-            read_consistency(Some("follower"), second, None).unwrap(),
+            read_consistency(Some(ReadFlag::Follower), second, None).unwrap(),
             ReadConsistency::Follower {
                 max_staleness_ms: Some(1000)
             }
         );
         assert_eq!(
-            read_consistency(Some("session"), None, at).unwrap(),
+            read_consistency(Some(ReadFlag::Session), None, at).unwrap(),
             ReadConsistency::Session { after: position }
         );
     }

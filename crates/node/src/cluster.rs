@@ -18,7 +18,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::Instant;
 
 use crate::cli::{ensure_certs, ClusterArgs};
-use crate::config::{ConfigError, Mode, NodeConfig, PeerConfig};
+use crate::config::{ConfigError, Mode, NodeConfig, PeerConfig, ReplicationSection};
 
 /// How long a node may take to start answering.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -178,12 +178,14 @@ async fn watch(nodes: &mut [NodeProcess], mode: Mode, stop: &mut StopSignals) {
             }
             _ = poll.tick() => {}
         }
+        let mut exited = false;
         for (node, running) in nodes.iter_mut().zip(running.iter_mut()) {
             if !*running {
                 continue;
             }
             if let Ok(Some(status)) = node.child.try_wait() {
                 *running = false;
+                exited = true;
                 eprintln!(
                     "node {} exited ({status}); its log is {}",
                     node.id,
@@ -196,7 +198,8 @@ async fn watch(nodes: &mut [NodeProcess], mode: Mode, stop: &mut StopSignals) {
             eprintln!("every node has exited; stopping");
             return;
         }
-        if alive < running.len() && mode == Mode::LeaderFollower && alive * 2 <= running.len() {
+        // Said once per exit, not on every poll.
+        if exited && mode == Mode::LeaderFollower && alive * 2 <= running.len() {
             eprintln!(
                 "only {alive} of {} nodes run: no majority, so writes and leader reads will \
                  time out",
@@ -378,7 +381,9 @@ fn print_banner(nodes: &[NodeProcess], dir: &Path, args: &ClusterArgs, leader: O
         println!(
             "(acks = {}: clients may talk to any node and follow its leader hint; a node that \
              exits is reported and the others go on)",
-            args.acks.as_deref().unwrap_or("quorum")
+            args.acks
+                .clone()
+                .unwrap_or_else(|| ReplicationSection::default().acks)
         );
     }
     let certs = dir.join("certs");
