@@ -174,22 +174,25 @@ pub fn parse_log(text: &str, path: &Path) -> Result<History, HistoryError> {
                 ),
             )
         })?;
-        let parse = |(column, text): (usize, &str)| {
-            edn::parse_one(text).map_err(|e| {
-                err(
-                    column + e.pos.column - 1,
-                    format!("{} `{}`: {}", "in the value", text, e.message),
-                )
-            })
-        };
-        let mut value = parse(fields.value)?;
+        let (column, rest) = fields.rest;
+        let (mut value, after) = edn::parse_prefix(rest).map_err(|e| {
+            let text = rest.trim_end();
+            err(
+                column + e.pos.column - 1,
+                format!("in the value `{text}`: {}", e.message),
+            )
+        })?;
         // Shift positions to the line, for later messages.
-        value.pos = pos(fields.value.0);
-        let error = fields
-            .error
-            .map(parse)
-            .transpose()?
-            .map(|e| display(&e.value));
+        value.pos = pos(column);
+        // The error, if any, follows the value: EDN as Jepsen prints it
+        // (`:timed-out`), else the text as it stands.
+        let error = match after.trim() {
+            "" => None,
+            text => Some(match edn::parse_one(text) {
+                Ok(node) => display(&node.value),
+                Err(_) => text.to_owned(),
+            }),
+        };
         raws.push(Raw {
             pos: pos(fields.process.0),
             process: fields.process.1,
@@ -511,29 +514,42 @@ fn type_name(kind: OpType) -> &'static str {
     }
 }
 
-/// The tab-separated fields of a `jepsen.util` operation line, each with
-/// its 1-based column.
+/// The fields of a `jepsen.util` operation line, each with its 1-based
+/// column: the process, the type and the function, then the rest of the
+/// line (the value and, after it, an optional error), read as EDN.
 struct LogFields<'a> {
     process: (usize, Process),
     kind: (usize, &'a str),
     f: (usize, &'a str),
-    value: (usize, &'a str),
-    error: Option<(usize, &'a str)>,
+    rest: (usize, &'a str),
 }
 
-/// Finds `<process>\t:<type>\t:<f>\t<value>[\t<error>]` at the end of a
-/// line, where the process is the last word before the first tab of the
-/// group (an integer or `:nemesis`).
+/// Finds `<process> :<type> :<f> <value> [<error>]` in a line, where the
+/// process is an integer or `:nemesis` and the fields are separated by
+/// any run of tabs and spaces. Jepsen writes tabs; logs that went through
+/// a terminal, an editor or a chat arrive with spaces, and Jepsen's own
+/// readers (and porcupine's) take any whitespace. Whatever comes before
+/// the process (a timestamp, a level, a logger name) is skipped.
 fn log_fields(line: &str) -> Option<LogFields<'_>> {
-    let mut fields = Vec::new();
-    let mut column = 1;
-    for field in line.split('\t') {
-        fields.push((column, field));
-        column += field.chars().count() + 1;
+    // Each word: its column, its byte offset and its text.
+    let mut words: Vec<(usize, usize, &str)> = Vec::new();
+    let mut start: Option<(usize, usize)> = None;
+    for (column, (offset, c)) in (1..).zip(line.char_indices()) {
+        let blank = c == ' ' || c == '\t';
+        match (blank, start) {
+            (true, Some((col, from))) => {
+                words.push((col, from, &line[from..offset]));
+                start = None;
+            }
+            (false, None) => start = Some((column, offset)),
+            _ => {}
+        }
     }
-    for i in 0..fields.len().saturating_sub(3) {
-        let (col, before) = fields[i];
-        let word = before.rsplit(' ').next().unwrap_or("");
+    if let Some((col, from)) = start {
+        words.push((col, from, &line[from..]));
+    }
+    for i in 0..words.len().saturating_sub(3) {
+        let (col, _, word) = words[i];
         let process = if word == ":nemesis" {
             Process::Nemesis
         } else if let Ok(p) = word.parse::<u64>() {
@@ -541,21 +557,24 @@ fn log_fields(line: &str) -> Option<LogFields<'_>> {
         } else {
             continue;
         };
-        let kind = fields[i + 1];
-        let f = fields[i + 2];
-        if !kind.1.starts_with(':') || !f.1.starts_with(':') || f.1.len() < 2 {
+        let (kind, f) = (words[i + 1], words[i + 2]);
+        if !kind.2.starts_with(':') || !f.2.starts_with(':') || f.2.len() < 2 {
             continue;
         }
-        let word_col = col + before.chars().count() - word.chars().count();
+        // With spaces, only a known type makes an operation line, so that
+        // an EDN map such as `{:process 0 :type :invoke ...}` is not one;
+        // a tab before the type is Jepsen's own layout, where an unknown
+        // type is an error worth reporting.
+        let tabbed = line.as_bytes()[kind.1 - 1] == b'\t';
+        if !tabbed && op_type(kind.2).is_none() {
+            continue;
+        }
+        let (value_col, value_from, _) = words[i + 3];
         return Some(LogFields {
-            process: (word_col, process),
-            kind,
-            f,
-            value: fields[i + 3],
-            error: fields
-                .get(i + 4)
-                .copied()
-                .filter(|(_, e)| !e.trim().is_empty()),
+            process: (col, process),
+            kind: (kind.0, kind.2),
+            f: (f.0, f.2),
+            rest: (value_col, &line[value_from..]),
         });
     }
     None
@@ -861,6 +880,65 @@ mod tests {
         assert!(o[8].is_cas_mismatch());
         assert!(o.iter().all(|op| op.time_ns == 0));
         assert_eq!(h.pairs().len(), 4);
+    }
+
+    #[test]
+    fn reads_log_lines_separated_by_any_run_of_spaces_and_tabs() {
+        let tabs = concat!(
+            "INFO  jepsen.util - 0\t:invoke\t:write\t[3 4]\n",
+            "INFO  jepsen.util - 0\t:ok\t:write\t[3 4]\n",
+            "INFO  jepsen.util - :nemesis\t:info\t:start\t\"Cut off {:n1 #{:n2}}\"\n",
+            "1\t:invoke\t:cas\t[0 1]\n",
+            "1\t:fail\t:cas\t[0 1]\t:cas-mismatch\n",
+            "2\t:invoke\t:read\tnil\n",
+            "2\t:info\t:read\tnil\tindeterminate: Read timed out\n",
+        );
+        // The same log after a terminal, an editor and a chat: runs of
+        // spaces, a tab here and there, trailing blanks.
+        let spaced = concat!(
+            "INFO  jepsen.util - 0    :invoke :write  [3 4]\n",
+            "INFO  jepsen.util - 0 \t :ok\t:write [3 4]   \n",
+            "INFO  jepsen.util - :nemesis :info :start \"Cut off {:n1 #{:n2}}\"\n",
+            "1  :invoke  :cas  [0 1]\n",
+            "1  :fail    :cas  [0 1]   :cas-mismatch\n",
+            "2 :invoke :read nil\n",
+            "2 :info :read nil indeterminate: Read timed out\n",
+        );
+        let a = log(tabs).unwrap();
+        let b = log(spaced).unwrap();
+        assert_eq!(a.ops.len(), 7);
+        assert_eq!(a.ops, b.ops);
+        assert_eq!(b.ops[0].value, json!([3, 4]));
+        assert!(b.ops[2].is_nemesis());
+        assert_eq!(b.ops[2].value, json!("Cut off {:n1 #{:n2}}"));
+        assert!(b.ops[4].is_cas_mismatch());
+        assert_eq!(
+            b.ops[6].error.as_deref(),
+            Some("indeterminate: Read timed out")
+        );
+        assert_eq!(detect(spaced), Some(Format::Log));
+        // An EDN map is no log line, however it is spaced.
+        assert_eq!(
+            detect("{:process 0 :type :invoke :f :read :value nil}\n"),
+            Some(Format::Edn)
+        );
+    }
+
+    #[test]
+    fn spaced_log_errors_name_line_and_column() {
+        let err = |text: &str| log(text).unwrap_err().to_string();
+        assert_eq!(
+            err("0 :invoke :read nil\n0   :ok   :read   [1 2\n"),
+            "h.log:2:23: in the value `[1 2`: expected `]`, found the end of the input"
+        );
+        assert_eq!(
+            err("INFO  jepsen.util - 0  :invoke  :write  1\n1 :ok :write 1\n"),
+            "h.log:2:1: process 1 completes `write` (:ok) but has no open invocation"
+        );
+        // A line whose type is no operation type is not an operation line
+        // when spaced (log noise), but is an error when tab-separated.
+        assert_eq!(log("3 :started :read nil\n").unwrap().ops.len(), 0);
+        assert!(err("3\t:started\t:read\tnil\n").contains("unknown operation type"));
     }
 
     #[test]

@@ -673,6 +673,38 @@ mod tests {
     }
 
     #[test]
+    fn measurements_do_not_turn_a_valid_history_unknown() {
+        // Writes only: linearizable, and nothing for the staleness or perf
+        // measurements to measure beyond the writes.
+        let writes = History::new(vec![
+            op(0, 0, Process::Client(0), OpType::Invoke, "write", json!(1)),
+            op(1, 20, Process::Client(0), OpType::Ok, "write", json!(1)),
+        ]);
+        let options = CheckOptions {
+            initial: None,
+            budget: Duration::from_secs(5),
+        };
+        let results = check(&writes, Workload::Register, &options);
+        assert_eq!(
+            Verdict::combine(results.iter().map(|r| r.verdict)),
+            Verdict::Valid,
+            "{results:#?}"
+        );
+        // No client operation at all: no checker may call it invalid or
+        // unknown on the measurements' account.
+        let empty = History::default();
+        let results = check(&empty, Workload::Register, &options);
+        let measured: Vec<_> = results
+            .iter()
+            .filter(|r| r.checker != "linearizable")
+            .collect();
+        assert!(
+            measured.iter().all(|r| r.verdict == Verdict::Valid),
+            "{measured:#?}"
+        );
+    }
+
+    #[test]
     fn workloads_are_recognised_from_content() {
         assert_eq!(detect_workload(&sample()), Workload::Register);
         let mut set = sample();

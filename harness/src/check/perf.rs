@@ -1,8 +1,10 @@
 //! The perf checker: latency percentiles, outcome counts and throughput
 //! over time, and the intervals during which faults were in force.
 //!
-//! It is informational: the verdict is valid whenever the history has a
-//! client operation, unknown when it has none.
+//! It is informational, and a measurement never votes: the verdict is
+//! always valid, and a history without a client operation says "nothing to
+//! measure". (Whether a run that served nothing is a failure is the
+//! runner's call, not a checker's: see [`run`](crate::run).)
 //!
 //! - **Latency** (completion time minus invocation time, in ms) of `ok`
 //!   operations, overall and per `f`: p50, p90, p99, p99.9 and max, by the
@@ -92,7 +94,7 @@ pub fn check(history: &History) -> CheckResult {
 
     let (verdict, summary) = if pairs.is_empty() {
         (
-            Verdict::Unknown,
+            Verdict::Valid,
             "no client operations: nothing to measure".to_owned(),
         )
     } else {
@@ -463,11 +465,12 @@ mod tests {
     }
 
     #[test]
-    fn no_client_operations_is_unknown() {
+    fn no_client_operations_is_nothing_to_measure_and_no_vote() {
         let h = history(&[], &[(1000, "kill")]);
         let r = check(&h);
-        assert_eq!(r.verdict, Verdict::Unknown);
+        assert_eq!(r.verdict, Verdict::Valid);
+        assert_eq!(r.summary, "no client operations: nothing to measure");
         assert_eq!(r.details["nemesis"].as_array().map(Vec::len), Some(1));
-        assert_eq!(check(&History::default()).verdict, Verdict::Unknown);
+        assert_eq!(check(&History::default()).verdict, Verdict::Valid);
     }
 }

@@ -1,9 +1,11 @@
 //! How stale were the reads? A measurement of register histories, for
 //! follower and session reads, which may lag the leader by design.
 //!
-//! Staleness is a measurement, not a guarantee: the verdict is valid
-//! whenever the history has an `ok` read (unknown when it has none, or is
-//! not a register history). The checker that fails a run for a stale read
+//! Staleness is a measurement, not a guarantee, and a measurement never
+//! votes: the verdict is always valid. A history with no `ok` read says
+//! "nothing to measure", and one that is not a register history "not
+//! measured", without changing the run's verdict (the checkers that read
+//! the history for a guarantee say what is wrong with it). The checker that fails a run for a stale read
 //! is the linearizability checker ([`linear`](super::linear)), for modes
 //! that promise linearizable reads, and [`session`](super::session) for the
 //! session guarantees; this one says how far behind the reads were, per
@@ -120,7 +122,14 @@ fn percentiles(values: &mut [u64], show: impl Fn(u64) -> Value) -> Value {
 pub fn check(history: &History) -> CheckResult {
     let registers = match Registers::load(history, CHECKER) {
         Ok(r) => r,
-        Err(result) => return result,
+        // Not a register history: nothing to measure, and no vote.
+        Err(result) => {
+            return CheckResult {
+                verdict: Verdict::Valid,
+                summary: result.summary.replacen("not checked", "not measured", 1),
+                ..result
+            }
+        }
     };
     let mut overall = NodeStats::default();
     let mut nodes: BTreeMap<&str, NodeStats> = BTreeMap::new();
@@ -172,11 +181,7 @@ pub fn check(history: &History) -> CheckResult {
     let anomalies: Vec<Anomaly> = stale.iter().take(EXAMPLES).map(anomaly).collect();
     let count = overall.stale.len();
     let overall_json = overall.json();
-    let verdict = if overall.reads == 0 {
-        Verdict::Unknown
-    } else {
-        Verdict::Valid
-    };
+    let verdict = Verdict::Valid;
     let summary = if overall.reads == 0 {
         "no ok reads: nothing to measure".to_owned()
     } else if count == 0 {
@@ -384,14 +389,16 @@ mod tests {
     }
 
     #[test]
-    fn unknown_without_reads_or_for_other_workloads() {
+    fn a_measurement_without_reads_or_of_other_workloads_does_not_vote() {
         let writes = check(&history(&[
             (0, 0, Invoke, "write", "x", json!(1), ""),
             (1, 0, Ok, "write", "x", json!(1), "n1"),
         ]));
-        assert_eq!(writes.verdict, Verdict::Unknown);
+        assert_eq!(writes.verdict, Verdict::Valid);
+        assert_eq!(writes.summary, "no ok reads: nothing to measure");
         let set = check(&history(&[(0, 0, Invoke, "add", "x", json!(1), "")]));
-        assert_eq!(set.verdict, Verdict::Unknown);
+        assert_eq!(set.verdict, Verdict::Valid);
+        assert!(set.summary.starts_with("not measured: "), "{}", set.summary);
         assert_eq!(set.anomalies[0].kind, "unsupported");
         assert_eq!(set.anomalies[0].indices, [0]);
         assert!(set.summary.contains("`add`"), "{}", set.summary);

@@ -129,10 +129,22 @@ pub(crate) fn parse_one(text: &str) -> Result<Node, EdnError> {
     Ok(node)
 }
 
+/// Reads the first value of `text` and returns it with the text after it
+/// (from just past the value, whitespace included).
+pub(crate) fn parse_prefix(text: &str) -> Result<(Node, &str), EdnError> {
+    let mut reader = Reader::new(text);
+    let Some(node) = reader.next_form(0)? else {
+        return Err(reader.error("expected a value, found the end of the input"));
+    };
+    Ok((node, &text[reader.offset..]))
+}
+
 struct Reader<'a> {
     chars: std::iter::Peekable<std::str::Chars<'a>>,
     line: usize,
     column: usize,
+    /// Bytes consumed so far.
+    offset: usize,
 }
 
 fn is_delimiter(c: char) -> bool {
@@ -145,6 +157,7 @@ impl<'a> Reader<'a> {
             chars: text.chars().peekable(),
             line: 1,
             column: 1,
+            offset: 0,
         }
     }
 
@@ -168,6 +181,7 @@ impl<'a> Reader<'a> {
 
     fn bump(&mut self) -> Option<char> {
         let c = self.chars.next()?;
+        self.offset += c.len_utf8();
         if c == '\n' {
             self.line += 1;
             self.column = 1;
