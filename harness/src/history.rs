@@ -1,7 +1,8 @@
 //! The operation history: what every client and the nemesis did, in the
 //! order the harness saw it, as Jepsen models it.
 //!
-//! On disk a history is `history.jsonl`, one [`Op`] per line:
+//! On disk a history is JSON lines, one [`Op`] per line; a run writes them
+//! zstd-compressed as `history.jsonl.zst` (every reader here takes either):
 //!
 //! ```text
 //! {"index":12,"time_ns":5310021,"process":3,"type":"invoke","f":"write","key":"k7","value":42}
@@ -189,6 +190,69 @@ pub struct History {
     pub ops: Vec<Op>,
     /// Where it came from.
     pub source: Source,
+    /// What the reader passed over because the file was cut short (`None`:
+    /// it was whole).
+    pub cut: Option<Cut>,
+}
+
+/// How a history file was cut short: a harness that crashed, was killed or
+/// lost power while writing it leaves a prefix, which is still a history
+/// (every operation it holds happened; the ones it lacks are unknown).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cut {
+    /// The compressed stream ends inside its frame: what was written after
+    /// the last block the writer flushed is gone.
+    pub stream_ended_early: bool,
+    /// The last line stops mid-way and was ignored: its 1-based number and
+    /// its length in bytes.
+    pub torn_line: Option<(usize, usize)>,
+}
+
+impl fmt::Display for Cut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the history was cut short")?;
+        if self.stream_ended_early {
+            f.write_str("; its compressed stream ends before its frame does")?;
+        }
+        if let Some((line, bytes)) = self.torn_line {
+            write!(
+                f,
+                "; the last line ({line}, {bytes} bytes) stops mid-way and was ignored"
+            )?;
+        }
+        f.write_str(" (the run that wrote it did not finish)")
+    }
+}
+
+/// The first four bytes of a zstd frame.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Reads a file, decompressing it if it is zstd (as the harness writes
+/// `history.jsonl.zst`). A compressed stream that stops before the end of
+/// its frame gives what could be decompressed, and `true`.
+pub fn read_file(path: &Path) -> Result<(Vec<u8>, bool), HistoryError> {
+    use io::Read as _;
+    let io_error = |source| HistoryError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes = std::fs::read(path).map_err(io_error)?;
+    if !bytes.starts_with(&ZSTD_MAGIC) {
+        return Ok((bytes, false));
+    }
+    let mut decoder = zstd::stream::read::Decoder::new(&bytes[..]).map_err(io_error)?;
+    let mut out = Vec::with_capacity(bytes.len() * 8);
+    // `read_to_end` keeps what was read before an error: everything up to
+    // the last complete block of a stream cut short.
+    match decoder.read_to_end(&mut out) {
+        Ok(_) => Ok((out, false)),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof || !out.is_empty() => Ok((out, true)),
+        Err(e) => Err(HistoryError::Parse {
+            path: path.to_path_buf(),
+            line: 1,
+            message: format!("not a readable zstd stream: {e}"),
+        }),
+    }
 }
 
 /// Why a history could not be read or written.
@@ -258,37 +322,75 @@ impl History {
         History {
             ops,
             source: Source::Mimeo,
+            cut: None,
         }
     }
 
-    /// Reads `history.jsonl`. Blank lines are skipped.
+    /// Reads `history.jsonl` or `history.jsonl.zst` (zstd, recognised by
+    /// its magic number). Blank lines are skipped; a file cut short is read
+    /// as far as it goes (see [`History::parse_jsonl`]).
     pub fn read_jsonl(path: &Path) -> Result<History, HistoryError> {
-        let file = std::fs::File::open(path).map_err(|source| HistoryError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        History::parse_jsonl(io::BufReader::new(file), path)
+        let (bytes, stream_ended_early) = read_file(path)?;
+        let mut history = History::parse_jsonl(&bytes[..], path)?;
+        if stream_ended_early {
+            history
+                .cut
+                .get_or_insert_with(Cut::default)
+                .stream_ended_early = true;
+        }
+        Ok(history)
     }
 
     /// Parses JSON lines from `reader`; `path` names the input in errors.
-    pub fn parse_jsonl(reader: impl BufRead, path: &Path) -> Result<History, HistoryError> {
+    ///
+    /// A last line without its newline that does not parse is a write the
+    /// recorder never finished: it is ignored and named in
+    /// [`History::cut`]. A bad line anywhere else is an error.
+    pub fn parse_jsonl(mut reader: impl BufRead, path: &Path) -> Result<History, HistoryError> {
         let mut ops = Vec::new();
-        for (n, line) in reader.lines().enumerate() {
-            let line = line.map_err(|source| HistoryError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            if line.trim().is_empty() {
-                continue;
+        let mut cut = None;
+        let mut line = Vec::new();
+        for n in 1.. {
+            line.clear();
+            let read = reader
+                .read_until(b'\n', &mut line)
+                .map_err(|source| HistoryError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            if read == 0 {
+                break;
             }
-            let op: Op = serde_json::from_str(&line).map_err(|e| HistoryError::Parse {
-                path: path.to_path_buf(),
-                line: n + 1,
-                message: e.to_string(),
-            })?;
-            ops.push(op);
+            let whole = line.ends_with(b"\n");
+            // A line that stops mid-way: the text or the JSON ends early.
+            // A complete line that is wrong is an error wherever it is.
+            let parsed = match std::str::from_utf8(&line) {
+                Err(e) => Err((format!("not UTF-8 text: {e}"), e.error_len().is_none())),
+                Ok(text) if text.trim().is_empty() => Ok(None),
+                Ok(text) => serde_json::from_str::<Op>(text)
+                    .map(Some)
+                    .map_err(|e| (e.to_string(), e.is_eof())),
+            };
+            match parsed {
+                Ok(Some(op)) => ops.push(op),
+                Ok(None) => {}
+                Err((_, true)) if !whole => {
+                    cut = Some(Cut {
+                        stream_ended_early: false,
+                        torn_line: Some((n, line.len())),
+                    });
+                }
+                Err((message, _)) => {
+                    return Err(HistoryError::Parse {
+                        path: path.to_path_buf(),
+                        line: n,
+                        message,
+                    })
+                }
+            }
         }
-        let history = History::new(ops);
+        let mut history = History::new(ops);
+        history.cut = cut;
         history
             .validate()
             .map_err(|message| HistoryError::Malformed {
@@ -433,6 +535,80 @@ mod tests {
         let bad = r#"{"index":0,"time_ns":1,"process":-2,"type":"invoke","f":"read"}"#;
         let err = parse(bad).unwrap_err().to_string();
         assert!(err.contains("-:1:") && err.contains("negative"), "{err}");
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ignored_and_named_but_a_bad_line_before_it_is_an_error() {
+        let whole = concat!(
+            r#"{"index":0,"time_ns":1,"process":1,"type":"invoke","f":"write","value":1}"#,
+            "\n",
+            r#"{"index":1,"time_ns":2,"process":1,"type":"ok","f":"write","value":1}"#,
+            "\n",
+        );
+        let torn = format!("{whole}{}", r#"{"index":2,"time_ns":3,"proc"#);
+        let history = parse(&torn).unwrap();
+        assert_eq!(history.ops.len(), 2);
+        let cut = history.cut.expect("the torn line is named");
+        assert_eq!(cut.torn_line, Some((3, 28)));
+        assert!(
+            cut.to_string().contains("the last line (3, 28 bytes)"),
+            "{cut}"
+        );
+        assert_eq!(parse(whole).unwrap().cut, None);
+        // Cut inside a multi-byte character: still a torn line.
+        let mut bytes = format!("{whole}{}", r#"{"index":2,"f":"é"#).into_bytes();
+        bytes.pop();
+        let history = History::parse_jsonl(&bytes[..], Path::new("-")).unwrap();
+        assert_eq!(history.ops.len(), 2);
+        // The same bytes with a newline after them are a malformed line.
+        let err = parse(&format!("{torn}\n")).unwrap_err().to_string();
+        assert!(err.starts_with("-:3: "), "{err}");
+        let err = parse(&format!("{}\n{whole}", r#"{"index":0"#))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("-:1: "), "{err}");
+    }
+
+    #[test]
+    fn a_compressed_history_cut_anywhere_reads_as_a_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let ops: String = (0..200)
+            .map(|i| {
+                format!(
+                    "{{\"index\":{i},\"time_ns\":{i},\"process\":\"nemesis\",\"type\":\"info\",\"f\":\"kill\",\"value\":{i}}}\n"
+                )
+            })
+            .collect();
+        // Written as the recorder does: a block flushed every 20 lines.
+        let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        for (i, line) in ops.lines().enumerate() {
+            writeln!(encoder, "{line}").unwrap();
+            if i % 20 == 19 {
+                encoder.flush().unwrap();
+            }
+        }
+        let compressed = encoder.finish().unwrap();
+        let path = dir.path().join("h.jsonl.zst");
+        std::fs::write(&path, &compressed).unwrap();
+        let whole = History::read_jsonl(&path).unwrap();
+        assert_eq!((whole.ops.len(), whole.cut), (200, None));
+        let mut longest = 0;
+        for len in (4..compressed.len()).step_by(7) {
+            std::fs::write(&path, &compressed[..len]).unwrap();
+            let prefix = History::read_jsonl(&path).unwrap_or_else(|e| panic!("cut at {len}: {e}"));
+            assert!(
+                prefix.cut.is_some_and(|c| c.stream_ended_early),
+                "cut at {len}"
+            );
+            assert_eq!(
+                prefix.ops[..],
+                whole.ops[..prefix.ops.len()],
+                "cut at {len}"
+            );
+            assert!(prefix.ops.len() >= longest, "a longer cut never reads less");
+            longest = prefix.ops.len();
+        }
+        assert!(longest >= 180, "every flushed block is readable: {longest}");
     }
 
     #[test]

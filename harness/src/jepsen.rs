@@ -58,7 +58,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::history::{History, HistoryError, Op, OpType, Process, Source, F_CAS};
+use crate::history::{Cut, History, HistoryError, Op, OpType, Process, Source, F_CAS};
 use edn::{Edn, Node, Pos};
 
 /// The formats [`load`] recognises.
@@ -94,12 +94,22 @@ pub fn detect(text: &str) -> Option<Format> {
     None
 }
 
-/// Reads a history file of any [`Format`], recognised by its content.
+/// Reads a history file of any [`Format`], recognised by its content, and
+/// decompressed first if it is zstd (`history.jsonl.zst`).
 pub fn load(path: &Path) -> Result<History, HistoryError> {
-    let bytes = std::fs::read(path).map_err(|source| HistoryError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let (bytes, stream_ended_early) = crate::history::read_file(path)?;
+    if detect_bytes(&bytes) == Some(Format::Jsonl) {
+        // Read line by line, so that a torn last line (a recorder that
+        // never finished) is passed over rather than refused.
+        let mut history = History::parse_jsonl(&bytes[..], path)?;
+        if stream_ended_early {
+            history
+                .cut
+                .get_or_insert_with(Cut::default)
+                .stream_ended_early = true;
+        }
+        return Ok(history);
+    }
     let text = String::from_utf8(bytes).map_err(|e| {
         let before = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         HistoryError::Parse {
@@ -120,6 +130,15 @@ pub fn load(path: &Path) -> Result<History, HistoryError> {
                 .into(),
         }),
     }
+}
+
+/// [`detect`] on the first line of bytes that may not be UTF-8 further on.
+fn detect_bytes(bytes: &[u8]) -> Option<Format> {
+    let first = bytes
+        .split(|&b| b == b'\n')
+        .find(|l| !l.trim_ascii().is_empty())?;
+    let first = std::str::from_utf8(first).ok()?;
+    (detect(first) == Some(Format::Jsonl)).then_some(Format::Jsonl)
 }
 
 /// Parses a Jepsen EDN history; `path` names the input in errors.
@@ -354,6 +373,7 @@ fn assemble(raws: Vec<Raw>, path: &Path) -> Result<History, HistoryError> {
     let history = History {
         ops,
         source: Source::Jepsen,
+        cut: None,
     };
     history
         .validate()

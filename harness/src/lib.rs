@@ -48,6 +48,7 @@
 
 pub mod check;
 pub mod cluster;
+pub mod corpus;
 pub mod history;
 pub mod jepsen;
 pub mod nemesis;

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mimeo_harness::report::{self, CheckOptions};
+use mimeo_harness::report;
 use mimeo_harness::run::{self, history_file, Interrupt, RunArgs};
 use mimeo_harness::workload::Workload;
-use mimeo_harness::{jepsen, History, Verdict};
+use mimeo_harness::{corpus, jepsen, History, Verdict};
 
 /// Usage error (sysexits `EX_USAGE`).
 const EXIT_USAGE: u8 = 64;
@@ -47,9 +47,18 @@ enum Command {
     /// Example: mimeo-harness run --workload set --nemesis power-loss,pause
     /// --time-limit 60 --fsync never --seed 7
     Run(Box<RunArgs>),
-    /// Re-check a history and re-render its report. Takes a run directory,
-    /// a `history.jsonl`, or a Jepsen history (EDN or `jepsen.util` log
-    /// lines); the format is recognised from the content.
+    /// Re-check histories and re-render their reports. Takes run
+    /// directories, history files (`history.jsonl[.zst]`, Jepsen EDN or
+    /// `jepsen.util` log lines; the format is recognised from the content)
+    /// and directories of them, checked in parallel. One history gets the
+    /// checkers' full output and a report; several get a line each and a
+    /// summary table, and reports only with `--report`. A `check.toml`
+    /// beside histories gives them options (see the `corpus` module docs).
+    ///
+    /// Exit code: the worst outcome, invalid (1) over unreadable (65) over
+    /// unknown (2) over valid (0).
+    ///
+    /// Example: mimeo-harness check histories/
     Check(CheckArgs),
     /// Write a history (any format `check` reads) as Jepsen EDN, so
     /// Jepsen's own tools (Knossos, Elle) can check it.
@@ -58,8 +67,10 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct CheckArgs {
-    /// A run directory, `history.jsonl`, Jepsen `.edn` history or Jepsen log.
-    path: PathBuf,
+    /// Run directories, history files (`history.jsonl[.zst]`, Jepsen `.edn`
+    /// or log) and directories of them.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
     /// The register's initial value, as JSON (`0`, `"a"`). Default: the key
     /// is absent. Some published Jepsen histories start from 0, others from
     /// nil.
@@ -74,12 +85,20 @@ struct CheckArgs {
     #[arg(long, default_value_t = 120.0)]
     budget: f64,
     /// Only print the verdict; write no `results.json` or `report.html`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "report")]
     no_report: bool,
-    /// Where to write the report (default: the run directory, or
-    /// `<file>.report/` beside a history file).
+    /// Write a report for every history when several are checked (one
+    /// history gets one unless `--no-report`).
+    #[arg(long)]
+    report: bool,
+    /// Where to write reports (default: the run directory, or
+    /// `<file>.report/` beside a history file). With several histories,
+    /// each goes to `<out>/<its path below the argument>`.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Histories checked at once (default: one per core).
+    #[arg(long)]
+    jobs: Option<usize>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -141,6 +160,28 @@ fn run_command(args: RunArgs) -> ExitCode {
     match outcome {
         (Ok(outcome), _) => {
             print_results(&outcome.results);
+            if !outcome.injected.is_empty() || !outcome.never_injected.is_empty() {
+                let injected: Vec<String> = outcome
+                    .injected
+                    .iter()
+                    .map(|(f, n)| format!("{} ×{n}", f.name()))
+                    .collect();
+                println!("faults injected: {}", injected.join(", "));
+                if !outcome.never_injected.is_empty() {
+                    let names: Vec<&str> =
+                        outcome.never_injected.iter().map(|f| f.name()).collect();
+                    println!(
+                        "warning: never injected: {} (nothing is said about them; raise \
+                         --time-limit)",
+                        names.join(", ")
+                    );
+                }
+            }
+            println!(
+                "seed: {} (replay: {})",
+                outcome.seed,
+                replay_command(outcome.seed)
+            );
             println!(
                 "verdict: {} (report: {})",
                 outcome.verdict,
@@ -159,6 +200,22 @@ fn run_command(args: RunArgs) -> ExitCode {
     }
 }
 
+/// This command line with `--seed` set to `seed` and without `--run-id`
+/// (the replay needs a directory of its own).
+fn replay_command(seed: u64) -> String {
+    let mut words: Vec<String> = Vec::new();
+    let mut args = std::env::args().peekable();
+    while let Some(arg) = args.next() {
+        if arg == "--seed" || arg == "--run-id" {
+            args.next();
+        } else if !(arg.starts_with("--seed=") || arg.starts_with("--run-id=")) {
+            words.push(arg);
+        }
+    }
+    words.push(format!("--seed {seed}"));
+    words.join(" ")
+}
+
 fn check_command(args: &CheckArgs) -> ExitCode {
     if !(args.budget.is_finite() && args.budget > 0.0) {
         eprintln!(
@@ -167,38 +224,61 @@ fn check_command(args: &CheckArgs) -> ExitCode {
         );
         return ExitCode::from(EXIT_USAGE);
     }
-    let file = history_file(&args.path);
-    let history = match load("check", &file) {
-        Ok(history) => history,
-        Err(code) => return code,
+    if args.jobs == Some(0) {
+        eprintln!("mimeo-harness check: --jobs must be at least 1");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let cli = corpus::Options {
+        workload: args.workload,
+        initial: args.initial.clone(),
     };
-    let workload = args
-        .workload
-        .unwrap_or_else(|| report::detect_workload(&history));
+    let budget = Duration::from_secs_f64(args.budget);
+    // One file or run directory: the full output, and a report by default.
+    if let [path] = &args.paths[..] {
+        if path.is_file() || (path.is_dir() && history_file(path).is_file()) {
+            return check_single(args, path, &cli, budget);
+        }
+    }
+    check_many(args, &cli, budget)
+}
+
+/// One history: every checker's result, its anomalies, and the report.
+fn check_single(
+    args: &CheckArgs,
+    path: &Path,
+    cli: &corpus::Options,
+    budget: Duration,
+) -> ExitCode {
+    let file = history_file(path);
+    let target = corpus::Target {
+        file: file.clone(),
+        root: path.to_path_buf(),
+    };
+    let outcome = corpus::check_one(target, cli, budget, 0);
+    let checked = match outcome.checked {
+        Ok(checked) => checked,
+        Err(e) => {
+            eprintln!("mimeo-harness check: {e}");
+            return ExitCode::from(EXIT_DATA);
+        }
+    };
+    let history = &checked.history;
     eprintln!(
-        "{}: {} entries, {:?} format, {workload} workload",
+        "{}: {} entries, {:?} format, {} workload",
         file.display(),
         history.ops.len(),
-        history.source
+        history.source,
+        checked.workload
     );
-    let results = report::check(
-        &history,
-        workload,
-        &CheckOptions {
-            initial: args.initial.clone(),
-            budget: Duration::from_secs_f64(args.budget),
-        },
-    );
-    print_results(&results);
-    let verdict = Verdict::combine(results.iter().map(|r| r.verdict));
+    if let Some(cut) = &history.cut {
+        eprintln!("warning: {}: {cut}", file.display());
+    }
+    print_results(&checked.results);
     if !args.no_report {
-        let dir = args
-            .out
-            .clone()
-            .unwrap_or_else(|| report_dir(&args.path, &file));
+        let dir = args.out.clone().unwrap_or_else(|| report_dir(path, &file));
         let written = std::fs::create_dir_all(&dir)
             .with_context(|| format!("creating {}", dir.display()))
-            .and_then(|()| report::write(&dir, &history, &results, None));
+            .and_then(|()| report::write(&dir, history, &checked.results, None));
         match written {
             Ok(()) => eprintln!("report: {}", dir.join("report.html").display()),
             Err(e) => {
@@ -207,8 +287,121 @@ fn check_command(args: &CheckArgs) -> ExitCode {
             }
         }
     }
-    println!("verdict: {verdict}");
-    ExitCode::from(verdict.exit_code() as u8)
+    println!("verdict: {}", checked.verdict);
+    ExitCode::from(checked.verdict.exit_code() as u8)
+}
+
+/// Many histories: checked in parallel, a line each in the order given,
+/// then a summary table; the exit code is the worst outcome.
+fn check_many(args: &CheckArgs, cli: &corpus::Options, budget: Duration) -> ExitCode {
+    let started = std::time::Instant::now();
+    let mut tally = corpus::Tally::default();
+    let mut targets = Vec::new();
+    for found in corpus::collect(&args.paths) {
+        match found {
+            Ok(target) => targets.push(target),
+            Err((path, e)) => {
+                println!("{:<10} {}: {e}", "unreadable", path.display());
+                tally.add(None);
+            }
+        }
+    }
+    let jobs = args.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let total = targets.len();
+    eprintln!(
+        "checking {total} histories on {} threads",
+        jobs.min(total.max(1))
+    );
+    let tally = std::sync::Mutex::new(tally);
+    let report_failures = std::sync::atomic::AtomicUsize::new(0);
+    corpus::check_all(targets, cli, budget, jobs, &|_, outcome| {
+        let verdict = outcome.checked.as_ref().ok().map(|c| c.verdict);
+        tally
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .add(verdict);
+        println!("{}", outcome_line(&outcome));
+        if let (true, Ok(checked)) = (args.report, &outcome.checked) {
+            let dir = match &args.out {
+                Some(out) => {
+                    let mut name = out.join(outcome.target.relative()).into_os_string();
+                    name.push(".report");
+                    PathBuf::from(name)
+                }
+                None => {
+                    let file = &outcome.target.file;
+                    let run_dir = file.parent().filter(|dir| history_file(dir) == *file);
+                    report_dir(run_dir.unwrap_or(file), file)
+                }
+            };
+            let written = std::fs::create_dir_all(&dir)
+                .with_context(|| format!("creating {}", dir.display()))
+                .and_then(|()| report::write(&dir, &checked.history, &checked.results, None));
+            if let Err(e) = written {
+                eprintln!(
+                    "mimeo-harness check: writing the report of {}: {e:#}",
+                    outcome.target.file.display()
+                );
+                report_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    let tally = tally
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    println!();
+    println!("{:<12}{:>10}", "outcome", "histories");
+    for (name, n) in [
+        ("valid", tally.valid),
+        ("invalid", tally.invalid),
+        ("unknown", tally.unknown),
+        ("unreadable", tally.unreadable),
+    ] {
+        println!("{name:<12}{n:>10}");
+    }
+    println!(
+        "{:<12}{:>10}   in {:.2} s",
+        "total",
+        tally.total(),
+        started.elapsed().as_secs_f64()
+    );
+    if report_failures.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+        return ExitCode::from(EXIT_RUN_FAILED);
+    }
+    ExitCode::from(tally.exit_code())
+}
+
+/// `<verdict> <path>  (<n> ops, <t> s)[: what decided it]`.
+fn outcome_line(outcome: &corpus::Outcome) -> String {
+    let path = outcome.target.file.display();
+    match &outcome.checked {
+        Err(e) => format!("{:<10} {path}: {e}", "unreadable"),
+        Ok(checked) => {
+            let mut line = format!(
+                "{:<10} {path}  ({} ops, {} workload, {:.2} s)",
+                checked.verdict.to_string(),
+                checked.history.ops.len(),
+                checked.workload,
+                outcome.elapsed.as_secs_f64()
+            );
+            let deciding: Vec<String> = checked
+                .results
+                .iter()
+                .filter(|r| r.verdict == checked.verdict && r.verdict != Verdict::Valid)
+                .map(|r| format!("{}: {}", r.checker, r.summary))
+                .collect();
+            if !deciding.is_empty() {
+                line.push_str(": ");
+                line.push_str(&deciding.join("; "));
+            }
+            if let Some(cut) = &checked.history.cut {
+                line.push_str(&format!(" [{cut}]"));
+            }
+            line
+        }
+    }
 }
 
 /// Reads a history in any format, or says why not and gives the exit code.

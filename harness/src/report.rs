@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use crate::check::{self, CheckResult, Verdict};
 use crate::history::{History, Op, OpType, Process, F_ADD};
-use crate::run::RunArgs;
+use crate::run::RunInfo;
 use crate::workload::Workload;
 
 /// Options for [`check()`].
@@ -28,6 +28,8 @@ pub struct CheckOptions {
     pub initial: Option<Value>,
     /// Time budget of the linearizability search.
     pub budget: Duration,
+    /// Threads of the linearizability search (0: one per core).
+    pub threads: usize,
 }
 
 /// The workload a history came from: `set` when it has adds, else
@@ -52,7 +54,7 @@ pub fn check(history: &History, workload: Workload, options: &CheckOptions) -> V
                 &check::linear::LinearOptions {
                     initial: options.initial.clone(),
                     budget: options.budget,
-                    ..Default::default()
+                    threads: options.threads,
                 },
             ));
             results.push(check::staleness::check(history));
@@ -72,15 +74,27 @@ pub fn write(
     dir: &Path,
     history: &History,
     results: &[CheckResult],
-    args: Option<&RunArgs>,
+    run: Option<&RunInfo>,
 ) -> anyhow::Result<()> {
     let verdict = Verdict::combine(results.iter().map(|r| r.verdict));
-    let json = json!({
+    let mut json = json!({
         "verdict": verdict,
         "operations": history.ops.len(),
-        "config": args,
+        "config": run.map(|r| &r.config),
         "checkers": results,
     });
+    if let Some(run) = run {
+        json["nemesis"] = json!({
+            "requested": run.config.nemesis,
+            "order": run.config.nemesis_order,
+            "injected": run.injected,
+            "never_injected": run.never_injected,
+        });
+        json["convergence"] = json!(run.convergence);
+    }
+    if let Some(cut) = &history.cut {
+        json["cut"] = json!(cut.to_string());
+    }
     let path = dir.join("results.json");
     std::fs::write(&path, serde_json::to_string_pretty(&json)? + "\n")
         .with_context(|| format!("writing {}", path.display()))?;
@@ -89,7 +103,7 @@ pub fn write(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "history".into());
     let path = dir.join("report.html");
-    std::fs::write(&path, html(&title, history, results, args))
+    std::fs::write(&path, html(&title, history, results, run))
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
@@ -463,7 +477,7 @@ fn timeline(ops: &[Drawn<'_>], bands: &[Band], marked: &BTreeSet<u64>) -> (Strin
 }
 
 /// The whole report page.
-fn html(title: &str, history: &History, results: &[CheckResult], args: Option<&RunArgs>) -> String {
+fn html(title: &str, history: &History, results: &[CheckResult], run: Option<&RunInfo>) -> String {
     let verdict = Verdict::combine(results.iter().map(|r| r.verdict));
     let ops = drawn(history);
     let bands = bands(history);
@@ -500,11 +514,51 @@ code{{font-size:12px}} details{{margin:6px 0}}</style></head><body>
         c = ops.len(),
         f = history.nemesis().count(),
     );
-    if let Some(args) = args {
+    if let Some(cut) = &history.cut {
+        let _ = write!(
+            page,
+            "<p class=\"unknown\">{}</p>",
+            escape(&cut.to_string())
+        );
+    }
+    if let Some(run) = run {
+        page += "<p>";
+        if let Some(seed) = run.config.seed {
+            let _ = write!(
+                page,
+                "Seed {seed} (replay with <code>--seed {seed}</code>)."
+            );
+        }
+        if !run.config.nemesis.is_empty() {
+            let injected: Vec<String> = run
+                .injected
+                .iter()
+                .map(|(f, n)| format!("{} ×{n}", f.name()))
+                .collect();
+            let _ = write!(
+                page,
+                " Faults injected: {}.",
+                if injected.is_empty() {
+                    "none".to_owned()
+                } else {
+                    injected.join(", ")
+                }
+            );
+            if !run.never_injected.is_empty() {
+                let names: Vec<&str> = run.never_injected.iter().map(|f| f.name()).collect();
+                let _ = write!(
+                    page,
+                    " <span class=\"unknown\">Never injected: {} (the time limit was too \
+                     short); nothing is said about them.</span>",
+                    escape(&names.join(", "))
+                );
+            }
+        }
+        page += "</p>";
         let _ = write!(
             page,
             "<details><summary>configuration</summary><pre>{}</pre></details>",
-            escape(&serde_json::to_string_pretty(args).unwrap_or_default())
+            escape(&serde_json::to_string_pretty(&run.config).unwrap_or_default())
         );
     }
     page += "<h2>Checkers</h2><table><tr><th>checker</th><th>verdict</th><th>summary</th></tr>";
@@ -683,6 +737,7 @@ mod tests {
         let options = CheckOptions {
             initial: None,
             budget: Duration::from_secs(5),
+            threads: 1,
         };
         let results = check(&writes, Workload::Register, &options);
         assert_eq!(

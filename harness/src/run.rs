@@ -7,9 +7,15 @@
 //! 2. run the workload's client workers until the time limit while the
 //!    nemesis injects faults, with a progress line on the terminal;
 //! 3. heal everything, wait for the nodes, do the workload's final reads;
-//! 4. stop the nodes, write `history.jsonl` (and, for a replicated mode,
-//!    `net-stats.json`: what each directed link forwarded and dropped),
-//!    check it, write `results.json` and `report.html`.
+//! 4. stop the nodes, close `history.jsonl.zst` (written as the run goes:
+//!    see [`Recorder`]; and, for a replicated mode, write `net-stats.json`:
+//!    what each directed link forwarded and dropped), check the history,
+//!    write `results.json` and `report.html`.
+//!
+//! The seed of every random choice is random unless `--seed` gives one; it
+//! is printed at the start and kept in `config.json`, so any run can be
+//! replayed. A run in which no client operation succeeded is a failed run
+//! (the cluster served nothing), never a valid one.
 //!
 //! Whatever happens (an error, a panic, Ctrl-C), no node process outlives
 //! the run: the cluster kills its children when dropped.
@@ -26,7 +32,7 @@ use tokio::sync::Mutex;
 
 use crate::check::{CheckResult, Verdict};
 use crate::cluster::{is_replicated, locate_binary, Cluster, ClusterSpec};
-use crate::nemesis::{Fault, Nemesis, RESTART_BOUND};
+use crate::nemesis::{Fault, Injected, Nemesis, Order, RESTART_BOUND};
 use crate::net::FaultNet;
 use crate::recorder::Recorder;
 use crate::workload::{
@@ -67,6 +73,10 @@ pub struct RunArgs {
     /// for this long.
     #[arg(long, default_value_t = 5.0)]
     pub nemesis_interval: f64,
+    /// How the next fault is picked: `round-robin` injects every requested
+    /// fault once per round (in a seeded order), `random` draws each time.
+    #[arg(long, value_enum, default_value_t = Order::RoundRobin)]
+    pub nemesis_order: Order,
     /// Seconds of workload.
     #[arg(long, default_value_t = 60.0)]
     pub time_limit: f64,
@@ -76,9 +86,10 @@ pub struct RunArgs {
     /// Concurrent client workers.
     #[arg(long, default_value_t = 10)]
     pub concurrency: usize,
-    /// Seed of every random choice (workload and nemesis).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Seed of every random choice (workload and nemesis). Default: a
+    /// random one, printed at the start and kept in `config.json`.
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// The nodes' fsync mode: always, batch or never.
     #[arg(long, default_value = "always")]
     pub fsync: String,
@@ -168,6 +179,30 @@ pub struct RunOutcome {
     pub verdict: Verdict,
     /// Each checker's result.
     pub results: Vec<CheckResult>,
+    /// The seed the run used (`--seed`, or the random one drawn).
+    pub seed: u64,
+    /// How many times each requested fault was injected.
+    pub injected: Injected,
+    /// The requested faults that were never injected (the time limit was
+    /// too short for them).
+    pub never_injected: Vec<Fault>,
+}
+
+/// The history file a run writes into its directory.
+pub const HISTORY_FILE: &str = "history.jsonl.zst";
+
+/// What the runner knows of a run beyond its history: written to
+/// `results.json` and shown in the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunInfo {
+    /// Every knob, the seed resolved.
+    pub config: RunArgs,
+    /// How many times each requested fault was injected.
+    pub injected: Injected,
+    /// The requested faults that were never injected.
+    pub never_injected: Vec<Fault>,
+    /// How the replicas' final wait went (set workload), if there was one.
+    pub convergence: Option<serde_json::Value>,
 }
 
 impl RunArgs {
@@ -309,8 +344,9 @@ impl RunArgs {
 
 /// Runs the test described by `args` and checks it. Ctrl-C stops the
 /// workload early; the partial history is still checked and reported.
-pub async fn run(args: RunArgs, interrupt: Interrupt) -> anyhow::Result<RunOutcome> {
+pub async fn run(mut args: RunArgs, interrupt: Interrupt) -> anyhow::Result<RunOutcome> {
     args.validate()?;
+    let seed = *args.seed.get_or_insert_with(rand::random);
     let dir = args.store.join(args.run_id());
     if dir.exists() {
         bail!("{} already exists; pick another --run-id", dir.display());
@@ -322,6 +358,7 @@ pub async fn run(args: RunArgs, interrupt: Interrupt) -> anyhow::Result<RunOutco
         serde_json::to_string_pretty(&args)? + "\n",
     )?;
     eprintln!("run directory: {}", dir.display());
+    eprintln!("seed: {seed} (pass --seed {seed} to replay this run's choices)");
 
     let binary = locate_binary(args.mimeo_bin.as_deref())?;
     let spec = ClusterSpec {
@@ -333,7 +370,7 @@ pub async fn run(args: RunArgs, interrupt: Interrupt) -> anyhow::Result<RunOutco
         fsync: args.fsync.clone(),
         simulate_power_loss: args.nemesis.contains(&Fault::PowerLoss),
         extra_config: args.node_config_lines(),
-        seed: args.seed,
+        seed,
     };
     let mut cluster = Cluster::prepare(spec).await?;
     let net = cluster.net();
@@ -353,7 +390,18 @@ pub async fn run(args: RunArgs, interrupt: Interrupt) -> anyhow::Result<RunOutco
             .join(", ")
     );
 
-    let recorder = Arc::new(Recorder::new());
+    let recorder = Arc::new(Recorder::to_file(&dir.join(HISTORY_FILE))?);
+    // Puts the history on disk at least once a second, however quiet.
+    let flusher = tokio::spawn({
+        let recorder = Arc::clone(&recorder);
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                recorder.flush();
+            }
+        }
+    });
     let workload = Arc::new(WorkloadSpec {
         workload: args.workload,
         nodes: cluster.addrs(),
@@ -366,11 +414,22 @@ pub async fn run(args: RunArgs, interrupt: Interrupt) -> anyhow::Result<RunOutco
         values: 5,
         read_fraction: args.read_fraction,
         reads: Reads::from_flag(args.reads.as_deref()).map_err(anyhow::Error::msg)?,
-        seed: args.seed,
+        seed,
     });
     let cluster = Arc::new(Mutex::new(cluster));
-    let result = drive(&args, &workload, &cluster, &net, &recorder, &interrupt).await;
+    let mut driven = Driven::default();
+    let result = drive(
+        &args,
+        &workload,
+        &cluster,
+        &net,
+        &recorder,
+        &interrupt,
+        &mut driven,
+    )
+    .await;
     cluster.lock().await.stop_all().await;
+    flusher.abort();
     if let Err(e) = &result {
         eprintln!("the run stopped early: {e:#}");
     }
@@ -381,25 +440,87 @@ pub async fn run(args: RunArgs, interrupt: Interrupt) -> anyhow::Result<RunOutco
         )?;
     }
 
+    recorder.finish()?;
     let history = recorder.history();
-    let file = std::fs::File::create(dir.join("history.jsonl"))?;
-    history.write_jsonl(std::io::BufWriter::new(file))?;
-    let results = crate::report::check(
+    let mut results = crate::report::check(
         &history,
         args.workload,
         &crate::report::CheckOptions {
             initial: None,
             budget: Duration::from_secs_f64(args.check_budget),
+            threads: 0,
         },
     );
+    let served = history
+        .pairs()
+        .iter()
+        .any(|p| p.outcome() == crate::history::OpType::Ok);
+    if !served {
+        results.push(CheckResult {
+            checker: "served".into(),
+            verdict: Verdict::Unknown,
+            summary: "no client operation succeeded: the cluster served nothing".into(),
+            anomalies: Vec::new(),
+            details: serde_json::Value::Null,
+        });
+    }
     let verdict = Verdict::combine(results.iter().map(|r| r.verdict));
-    crate::report::write(&dir, &history, &results, Some(&args))?;
+    let injected = driven.injected.clone();
+    let never_injected: Vec<Fault> = args
+        .nemesis
+        .iter()
+        .copied()
+        .filter(|f| !injected.contains_key(f))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !never_injected.is_empty() && result.is_ok() {
+        eprintln!(
+            "warning: never injected: {} (a round of every fault takes {:.0} s at \
+             --nemesis-interval {}; raise --time-limit)",
+            never_injected
+                .iter()
+                .map(|f| f.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+            2.0 * args.nemesis_interval * args.nemesis.len() as f64,
+            args.nemesis_interval,
+        );
+    }
+    let info = RunInfo {
+        config: args.clone(),
+        injected: injected.clone(),
+        never_injected: never_injected.clone(),
+        convergence: driven.convergence.take(),
+    };
+    crate::report::write(&dir, &history, &results, Some(&info))?;
     result?;
+    if !served {
+        let c = &recorder.counts;
+        bail!(
+            "the cluster served nothing: no client operation succeeded in {} s ({} failed, {} \
+             unknown); see the nodes' logs in {}",
+            args.time_limit,
+            c.fail.load(Ordering::Relaxed),
+            c.info.load(Ordering::Relaxed),
+            dir.join("nodes").display()
+        );
+    }
     Ok(RunOutcome {
         dir,
         verdict,
         results,
+        seed,
+        injected,
+        never_injected,
     })
+}
+
+/// What [`drive`] learned on the way, kept even when it fails.
+#[derive(Debug, Default)]
+struct Driven {
+    injected: Injected,
+    convergence: Option<serde_json::Value>,
 }
 
 /// The workload, nemesis and progress line, then healing and final reads.
@@ -410,6 +531,7 @@ async fn drive(
     net: &Option<Arc<FaultNet>>,
     recorder: &Arc<Recorder>,
     interrupt: &Interrupt,
+    driven: &mut Driven,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs_f64(args.time_limit);
     let shared = Arc::new(Shared::new(args.concurrency, args.keys));
@@ -428,10 +550,18 @@ async fn drive(
         net.clone(),
         Arc::clone(recorder),
         args.nemesis.clone(),
+        args.nemesis_order,
         Duration::from_secs_f64(args.nemesis_interval),
-        args.seed,
+        workload.seed,
     );
     let current = Arc::clone(&nemesis.current);
+    let injected = Arc::clone(&nemesis.injected);
+    let read_injected = move || {
+        injected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    };
     let nemesis = tokio::spawn(nemesis.run(deadline));
     let progress = tokio::spawn(progress(
         Arc::clone(recorder),
@@ -444,6 +574,7 @@ async fn drive(
         _ = interrupt.wait() => true,
     };
     progress.abort();
+    driven.injected = read_injected();
     if interrupted {
         eprintln!("\ninterrupted: stopping the workload and healing");
         workers.abort_all();
@@ -455,10 +586,9 @@ async fn drive(
         bail!("interrupted by Ctrl-C");
     }
     eprintln!();
-    nemesis
-        .await
-        .context("the nemesis task panicked")?
-        .context("the nemesis failed")?;
+    let nemesis = nemesis.await.context("the nemesis task panicked");
+    driven.injected = read_injected();
+    nemesis?.context("the nemesis failed")?;
     let crashed = cluster.lock().await.reap_crashed();
     if !crashed.is_empty() {
         bail!("{}", crashed.join("\n"));
@@ -470,6 +600,11 @@ async fn drive(
             workload.nodes.len()
         );
         let convergence = await_convergence(workload, RESTART_BOUND).await;
+        driven.convergence = Some(serde_json::json!({
+            "converged": convergence.converged,
+            "waited_ms": convergence.waited.as_millis() as u64,
+            "nodes": convergence.nodes,
+        }));
         if convergence.converged {
             eprintln!(
                 "replicas converged in {} ms: {}",
@@ -542,11 +677,17 @@ pub fn utc_stamp(t: SystemTime) -> String {
     )
 }
 
-/// The directory a `check` argument names: a run directory holds
-/// `history.jsonl`.
+/// The history a `check` argument names: a run directory holds
+/// [`HISTORY_FILE`] (or, written by older versions, `history.jsonl`).
 pub fn history_file(path: &Path) -> PathBuf {
     if path.is_dir() {
-        path.join("history.jsonl")
+        let compressed = path.join(HISTORY_FILE);
+        let plain = path.join("history.jsonl");
+        if !compressed.exists() && plain.exists() {
+            plain
+        } else {
+            compressed
+        }
     } else {
         path.to_path_buf()
     }

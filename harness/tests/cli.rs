@@ -3,6 +3,7 @@
 //! name promises — 0 `valid-*`, 1 `invalid-*`, 2 `unknown-*` — and bad
 //! input gets a usage or data error, never a verdict.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -17,44 +18,39 @@ fn histories() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../histories")
 }
 
-/// Extra flags a fixture needs (its README says why).
-fn flags_for(dir: &str, name: &str) -> &'static [&'static str] {
-    match (dir, name) {
-        // Jepsen's cas-register test starts the register at 0.
-        (_, "valid-cas-register.edn") => &["--initial", "0"],
-        // Session histories are judged by the session guarantees; most are
-        // deliberately not linearizable.
-        ("session", _) => &["--workload", "session"],
-        _ => &[],
+/// The exit code a fixture's name promises.
+fn promised(name: &str) -> i32 {
+    match name.split('-').next() {
+        Some("valid") => 0,
+        Some("invalid") => 1,
+        Some("unknown") => 2,
+        _ => panic!("{name}: a fixture's name starts with valid-, invalid- or unknown-"),
     }
 }
+
+fn fixtures(dir: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(histories().join(dir))
+        .unwrap_or_else(|e| panic!("histories/{dir}: {e}"))
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e != "md" && e != "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+const DIRS: [&str; 4] = ["register", "jepsen", "set", "session"];
 
 #[test]
 fn every_fixture_exits_with_the_code_its_name_promises() {
     let mut checked = 0;
-    for dir in ["register", "jepsen", "set", "session"] {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(histories().join(dir))
-            .unwrap_or_else(|e| panic!("histories/{dir}: {e}"))
-            .map(|entry| entry.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e != "md"))
-            .collect();
-        files.sort();
-        for path in files {
+    for dir in DIRS {
+        for path in fixtures(dir) {
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            let expected = match name.split('-').next() {
-                Some("valid") => 0,
-                Some("invalid") => 1,
-                Some("unknown") => 2,
-                _ => panic!(
-                    "{dir}/{name}: a fixture's name starts with valid-, invalid- or unknown-"
-                ),
-            };
-            let mut args = vec!["check", "--no-report", path.to_str().unwrap()];
-            args.extend(flags_for(dir, &name));
-            let out = harness(&args);
+            // Alone, with the options its directory's check.toml gives it.
+            let out = harness(&["check", "--no-report", path.to_str().unwrap()]);
             assert_eq!(
                 out.status.code(),
-                Some(expected),
+                Some(promised(&name)),
                 "{dir}/{name}\nstdout:\n{}\nstderr:\n{}",
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
@@ -65,9 +61,122 @@ fn every_fixture_exits_with_the_code_its_name_promises() {
     assert!(checked >= 20, "only {checked} fixtures found");
 }
 
+/// The lines of `check` on many histories: (path, verdict) per history.
+fn verdict_lines(stdout: &str) -> BTreeMap<String, String> {
+    stdout
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .map(|l| {
+            let mut words = l.split_whitespace();
+            let verdict = words.next().unwrap().to_owned();
+            let path = words.next().unwrap().trim_end_matches(':').to_owned();
+            (path, verdict)
+        })
+        .collect()
+}
+
+#[test]
+fn the_whole_corpus_is_checked_in_one_call_with_each_files_promised_verdict() {
+    let root = histories();
+    let out = harness(&["check", root.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // One invalid history makes the whole call invalid.
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let lines = verdict_lines(&stdout);
+    let mut expected = BTreeMap::new();
+    for dir in DIRS {
+        for path in fixtures(dir) {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let verdict = ["valid", "invalid", "unknown"][promised(&name) as usize];
+            expected.insert(path.to_str().unwrap().to_owned(), verdict.to_owned());
+        }
+    }
+    assert_eq!(lines, expected, "{stdout}");
+    let count = |verdict: &str| expected.values().filter(|v| *v == verdict).count();
+    for (name, n) in [
+        ("valid", count("valid")),
+        ("invalid", count("invalid")),
+        ("unknown", count("unknown")),
+        ("unreadable", 0),
+    ] {
+        let row = [name.to_owned(), n.to_string()];
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.split_whitespace().eq(row.iter().map(String::as_str))),
+            "summary row {name} {n}: {stdout}"
+        );
+    }
+    // The lines come in the order of the paths, whatever finished first.
+    let order: Vec<&str> = stdout
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(order, sorted);
+    // No report unless asked for.
+    assert!(!histories()
+        .join("register/invalid-stale-read.jsonl.report")
+        .exists());
+}
+
+#[test]
+fn an_unreadable_history_is_counted_and_the_others_still_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (name, fixture) in [
+        ("valid-a.jsonl", "register/valid-multi-key.jsonl"),
+        ("valid-b.log", "jepsen/valid-cas-register-spaces.log"),
+        ("unknown-c.jsonl", "set/unknown-no-reads.jsonl"),
+    ] {
+        std::fs::copy(histories().join(fixture), d.join(name)).unwrap();
+    }
+    std::fs::write(d.join("broken.edn"), "{:type :invoke, :f [1").unwrap();
+    let missing = d.join("missing.jsonl");
+    let out = harness(&["check", d.to_str().unwrap(), missing.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(65),
+        "unreadable over unknown: {stdout}"
+    );
+    let lines = verdict_lines(&stdout);
+    let verdict = |name: &str| lines[d.join(name).to_str().unwrap()].as_str();
+    assert_eq!(verdict("valid-a.jsonl"), "valid");
+    assert_eq!(verdict("valid-b.log"), "valid");
+    assert_eq!(verdict("unknown-c.jsonl"), "unknown");
+    assert_eq!(verdict("broken.edn"), "unreadable");
+    assert_eq!(verdict("missing.jsonl"), "unreadable");
+    assert!(
+        stdout.contains("broken.edn:1:"),
+        "the error names line and column: {stdout}"
+    );
+
+    // Reports when asked for, under --out, by path below the argument.
+    let out_dir = dir.path().join("reports");
+    let out = harness(&[
+        "check",
+        "--report",
+        "--out",
+        out_dir.to_str().unwrap(),
+        d.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(65));
+    for name in ["valid-a.jsonl", "valid-b.log", "unknown-c.jsonl"] {
+        let report = out_dir.join(format!("{name}.report")).join("report.html");
+        assert!(report.is_file(), "{}", report.display());
+    }
+}
+
 #[test]
 fn the_initial_value_decides_a_jepsen_history_that_starts_from_zero() {
-    let path = histories().join("jepsen/valid-cas-register.edn");
+    // Away from its directory's check.toml, the history has no initial
+    // value, and the first read of 0 is unexplained.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.edn");
+    std::fs::copy(histories().join("jepsen/valid-cas-register.edn"), &path).unwrap();
     let out = harness(&["check", "--no-report", path.to_str().unwrap()]);
     assert_eq!(
         out.status.code(),
@@ -75,6 +184,22 @@ fn the_initial_value_decides_a_jepsen_history_that_starts_from_zero() {
         "without --initial 0 the first read of 0 is unexplained: {}",
         String::from_utf8_lossy(&out.stdout)
     );
+    let out = harness(&[
+        "check",
+        "--no-report",
+        "--initial",
+        "0",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    // A check.toml beside it does what the flag does.
+    std::fs::write(
+        dir.path().join("check.toml"),
+        "[files.\"h.edn\"]\ninitial = 0\n",
+    )
+    .unwrap();
+    let out = harness(&["check", "--no-report", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
 }
 
 #[test]

@@ -31,7 +31,8 @@ fn args(store: &Path, acks: &str) -> RunArgs {
         time_limit: 13.0,
         nodes: 3,
         concurrency: 10,
-        seed: 7,
+        seed: Some(7),
+        nemesis_order: Default::default(),
         fsync: "batch".into(),
         keys: 4,
         ops_per_key: 100,
@@ -60,7 +61,7 @@ fn count(outcome: &RunOutcome, kind: &str) -> u64 {
 
 /// The leaders the nemesis cut off, read back from the history.
 fn isolated_leaders(outcome: &RunOutcome) -> Vec<String> {
-    let history = History::read_jsonl(&outcome.dir.join("history.jsonl")).unwrap();
+    let history = History::read_jsonl(&outcome.dir.join(run::HISTORY_FILE)).unwrap();
     history
         .nemesis()
         .filter(|op| op.f == "partition" && op.value["kind"] == "isolate-leader")
@@ -81,7 +82,7 @@ fn acknowledgers_of_lost(outcome: &RunOutcome) -> BTreeSet<String> {
         .iter()
         .map(|e| e.as_u64().expect("elements are integers"))
         .collect();
-    let history = History::read_jsonl(&outcome.dir.join("history.jsonl")).unwrap();
+    let history = History::read_jsonl(&outcome.dir.join(run::HISTORY_FILE)).unwrap();
     history
         .ops
         .iter()
@@ -93,7 +94,7 @@ fn acknowledgers_of_lost(outcome: &RunOutcome) -> BTreeSet<String> {
 
 /// The adds acknowledged in the history.
 fn acknowledged_adds(outcome: &RunOutcome) -> usize {
-    let history = History::read_jsonl(&outcome.dir.join("history.jsonl")).unwrap();
+    let history = History::read_jsonl(&outcome.dir.join(run::HISTORY_FILE)).unwrap();
     history
         .ops
         .iter()

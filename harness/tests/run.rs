@@ -21,7 +21,8 @@ fn args(store: &Path, workload: Workload, nemesis: &[Fault], fsync: &str) -> Run
         time_limit: 7.0,
         nodes: 1,
         concurrency: 6,
-        seed: 11,
+        seed: Some(11),
+        nemesis_order: Default::default(),
         fsync: fsync.into(),
         keys: 4,
         ops_per_key: 100,
@@ -33,6 +34,11 @@ fn args(store: &Path, workload: Workload, nemesis: &[Fault], fsync: &str) -> Run
         run_id: None,
         mimeo_bin: None,
     }
+}
+
+fn results_json(outcome: &run::RunOutcome) -> serde_json::Value {
+    let text = std::fs::read_to_string(outcome.dir.join("results.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
 }
 
 /// The processes whose command line mentions `needle`.
@@ -68,7 +74,7 @@ async fn a_standalone_node_under_kill_and_pause_is_linearizable() {
     )
     .await
     .unwrap();
-    let history = History::read_jsonl(&outcome.dir.join("history.jsonl")).unwrap();
+    let history = History::read_jsonl(&outcome.dir.join(run::HISTORY_FILE)).unwrap();
     let faults = nemesis_fs(&history);
     assert!(
         faults.iter().any(|f| f == "kill" || f == "pause"),
@@ -86,8 +92,24 @@ async fn a_standalone_node_under_kill_and_pause_is_linearizable() {
         "results: {:#?}",
         outcome.results
     );
+    // Round-robin: two fault intervals, and each requested fault had one.
+    assert_eq!(outcome.seed, 11);
+    assert_eq!(
+        outcome.injected.keys().copied().collect::<Vec<_>>(),
+        [Fault::Kill, Fault::Pause],
+        "{:?}",
+        outcome.injected
+    );
+    assert!(outcome.never_injected.is_empty());
+    let results = results_json(&outcome);
+    assert_eq!(results["nemesis"]["injected"]["kill"], 1, "{results}");
+    assert_eq!(results["nemesis"]["injected"]["pause"], 1, "{results}");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(outcome.dir.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["seed"], 11);
     for file in [
-        "history.jsonl",
+        run::HISTORY_FILE,
         "results.json",
         "report.html",
         "config.json",
@@ -114,7 +136,7 @@ async fn a_leader_follower_cluster_with_quorum_acks_is_linearizable_under_partit
         )
     };
     let outcome = run::run(args, Interrupt::never()).await.unwrap();
-    let history = History::read_jsonl(&outcome.dir.join("history.jsonl")).unwrap();
+    let history = History::read_jsonl(&outcome.dir.join(run::HISTORY_FILE)).unwrap();
     let faults = nemesis_fs(&history);
     assert!(
         faults.iter().any(|f| f == "partition" || f == "kill"),
@@ -145,7 +167,7 @@ fn leader_follower(store: &Path, reads: &str, workload: Workload, seed: u64) -> 
         reads: Some(reads.into()),
         nodes: 3,
         time_limit: 10.0,
-        seed,
+        seed: Some(seed),
         run_id: Some(format!("{workload}-{reads}-reads")),
         ..args(store, workload, &[Fault::Partition, Fault::Pause], "batch")
     }
@@ -163,7 +185,7 @@ fn result<'o>(outcome: &'o run::RunOutcome, checker: &str) -> &'o mimeo_harness:
 /// Asserts that reads were pinned: all three nodes answered `ok` reads, and
 /// each process (one worker's session) read from one node only.
 fn assert_reads_pinned(outcome: &run::RunOutcome) {
-    let history = History::read_jsonl(&outcome.dir.join("history.jsonl")).unwrap();
+    let history = History::read_jsonl(&outcome.dir.join(run::HISTORY_FILE)).unwrap();
     let mut nodes_of = std::collections::BTreeMap::<_, std::collections::BTreeSet<_>>::new();
     for op in history
         .ops
@@ -242,7 +264,7 @@ async fn session_reads_keep_the_session_guarantees_that_follower_reads_break() {
     .await
     .unwrap();
     assert_reads_pinned(&outcome);
-    let history = History::read_jsonl(&outcome.dir.join("history.jsonl")).unwrap();
+    let history = History::read_jsonl(&outcome.dir.join(run::HISTORY_FILE)).unwrap();
     let faults = nemesis_fs(&history);
     assert!(
         faults.iter().any(|f| f == "partition" || f == "pause"),
@@ -284,7 +306,7 @@ async fn power_loss_loses_acknowledged_adds_without_fsync_and_none_with_it() {
     )
     .await
     .unwrap();
-    let history = History::read_jsonl(&never.dir.join("history.jsonl")).unwrap();
+    let history = History::read_jsonl(&never.dir.join(run::HISTORY_FILE)).unwrap();
     assert!(
         nemesis_fs(&history).iter().any(|f| f == "power-loss"),
         "a power cut happened"
@@ -296,6 +318,16 @@ async fn power_loss_loses_acknowledged_adds_without_fsync_and_none_with_it() {
         never.results
     );
     assert!(lost(&never) > 0, "{:#?}", never.results);
+    // A lone node has no replica to wait for: the final reads do not wait
+    // (30 s, before) for a durable index that fsync = never never reaches.
+    let results = results_json(&never);
+    let waited = results["convergence"]["waited_ms"].as_u64().unwrap();
+    assert!(
+        waited < 5_000,
+        "waited {waited} ms: {}",
+        results["convergence"]
+    );
+    assert_eq!(results["convergence"]["converged"], true);
 
     let always = run::run(
         args(store.path(), Workload::Set, &[Fault::PowerLoss], "always"),
@@ -309,6 +341,83 @@ async fn power_loss_loses_acknowledged_adds_without_fsync_and_none_with_it() {
         "fsync = always must lose nothing: {:#?}",
         always.results
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_without_a_seed_draws_one_says_so_and_names_faults_it_never_injected() {
+    let store = tempfile::tempdir().unwrap();
+    let mut args = args(
+        store.path(),
+        Workload::Register,
+        &[Fault::Kill, Fault::Pause],
+        "never",
+    );
+    args.seed = None;
+    // Room for one fault only: the other is never injected.
+    args.time_limit = 3.5;
+    let outcome = run::run(args, Interrupt::never()).await.unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(outcome.dir.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        config["seed"], outcome.seed,
+        "config.json keeps the seed drawn"
+    );
+    assert_eq!(
+        outcome.injected.values().sum::<u32>(),
+        1,
+        "{:?}",
+        outcome.injected
+    );
+    assert_eq!(outcome.never_injected.len(), 1);
+    let results = results_json(&outcome);
+    assert_eq!(
+        results["nemesis"]["never_injected"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let page = std::fs::read_to_string(outcome.dir.join("report.html")).unwrap();
+    assert!(page.contains("Never injected"), "the report says so");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_that_serves_nothing_is_a_failed_run_not_a_valid_one() {
+    let store = tempfile::tempdir().unwrap();
+    // No node ever stands for election: no write or leader read succeeds.
+    let args = RunArgs {
+        mode: "leader-follower".into(),
+        nodes: 3,
+        time_limit: 3.0,
+        node_config: vec![
+            "replication.election_timeout_min_ms = 3600000".into(),
+            "replication.election_timeout_max_ms = 3600001".into(),
+        ],
+        ..args(store.path(), Workload::Register, &[], "never")
+    };
+    let err = run::run(args, Interrupt::never())
+        .await
+        .expect_err("nothing was served");
+    let message = format!("{err:#}");
+    assert!(message.contains("the cluster served nothing"), "{message}");
+    // The history and the report are still there to look at.
+    let dir = std::fs::read_dir(store.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    assert_ne!(results["verdict"], "valid", "{results}");
+    let served = results["checkers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["checker"] == "served")
+        .expect("a served result");
+    assert_eq!(served["verdict"], "unknown");
 }
 
 #[test]
@@ -379,6 +488,6 @@ fn ctrl_c_stops_the_run_and_leaves_no_node_behind() {
         "node processes left behind"
     );
     // The partial history was still written and checked.
-    assert!(dir.join("history.jsonl").is_file());
+    assert!(dir.join(run::HISTORY_FILE).is_file());
     assert!(dir.join("report.html").is_file());
 }
