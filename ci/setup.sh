@@ -12,4 +12,14 @@ for component in rustfmt clippy; do
     rustup component add "$component"
   fi
 done
+# Headless Chromium: the harness's tests check that a report renders.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "chromium is missing: install Debian's 'chromium' package (as root: apt-get install chromium)" >&2
+    exit 1
+  fi
+  echo "installing chromium (Debian's package) for the report rendering test" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 cargo --version

@@ -240,6 +240,19 @@ fn band_rects(bands: &[Band], x: &dyn Fn(u64) -> f64, top: f64, height: f64) -> 
     svg
 }
 
+/// Time buckets of the latency plot: its quantile lines have at most this
+/// many points, however long the run.
+const LATENCY_BUCKETS: usize = 300;
+/// Failed operations drawn one by one up to this many; past it, per bucket.
+const INDIVIDUAL_FAILS: usize = 2_000;
+/// Bytes of a checker's details shown in the page; the rest is in
+/// `results.json`.
+const DETAILS_BYTES: usize = 64 * 1024;
+
+/// Latency over time: per time bucket, the p50, p99 and maximum of the `ok`
+/// operations' latencies as lines (a 10-minute run draws as few points as a
+/// 10-second one); every failed and unknown operation, and every operation
+/// an anomaly names, drawn one by one over them.
 fn latency_plot(
     ops: &[Drawn<'_>],
     bands: &[Band],
@@ -252,9 +265,10 @@ fn latency_plot(
     if completed.is_empty() {
         return "<p>No completed operations.</p>".into();
     }
+    let latency_ms = |d: &Drawn<'_>| (d.end_ns - d.invoke.time_ns) as f64 / 1e6;
     let max_ms = completed
         .iter()
-        .map(|d| (d.end_ns - d.invoke.time_ns) as f64 / 1e6)
+        .map(|d| latency_ms(d))
         .fold(1.0_f64, f64::max);
     // Logarithmic latency axis from 0.01 ms to the maximum.
     let (lo, hi) = (0.01_f64.log10(), max_ms.max(0.1).log10());
@@ -274,27 +288,90 @@ fn latency_plot(
         );
         decade *= 10.0;
     }
-    // Keep at most ~6000 points: every non-ok op and every marked op, and
-    // an even sample of the rest.
-    let stride = (completed.len() / 6000).max(1);
-    for (i, d) in completed.iter().enumerate() {
-        let keep = d.kind != OpType::Ok || marked.contains(&d.invoke.index) || i % stride == 0;
-        if !keep {
+    // The ok operations, binned by invocation time.
+    let bucket_ns = total_ns / LATENCY_BUCKETS as u64 + 1;
+    let mut buckets: Vec<Vec<f64>> = vec![Vec::new(); LATENCY_BUCKETS];
+    for d in completed.iter().filter(|d| d.kind == OpType::Ok) {
+        buckets[((d.invoke.time_ns / bucket_ns) as usize).min(LATENCY_BUCKETS - 1)]
+            .push(latency_ms(d));
+    }
+    // Failed operations one by one while they are few; past that, per
+    // bucket, a bar from the fastest to the slowest (a cluster without a
+    // leader fails thousands of requests a second, fast).
+    let fails = completed.iter().filter(|d| d.kind == OpType::Fail).count();
+    let bin_fails = fails > INDIVIDUAL_FAILS;
+    if bin_fails {
+        let mut ranges: Vec<Option<(f64, f64, usize)>> = vec![None; LATENCY_BUCKETS];
+        for d in completed.iter().filter(|d| d.kind == OpType::Fail) {
+            let ms = latency_ms(d);
+            let slot =
+                &mut ranges[((d.invoke.time_ns / bucket_ns) as usize).min(LATENCY_BUCKETS - 1)];
+            let (lo, hi, n) = slot.get_or_insert((ms, ms, 0));
+            *lo = lo.min(ms);
+            *hi = hi.max(ms);
+            *n += 1;
+        }
+        for (i, range) in ranges.iter().enumerate() {
+            let Some((lo, hi, n)) = range else { continue };
+            let cx = x(i as u64 * bucket_ns + bucket_ns / 2);
+            let _ = write!(
+                svg,
+                r##"<line x1="{cx:.1}" x2="{cx:.1}" y1="{y1:.1}" y2="{y2:.1}" stroke="{c}" stroke-width="2" stroke-opacity="0.45"><title>{n} failed operations, {lo:.3} to {hi:.3} ms</title></line>"##,
+                y1 = y(*lo) + 1.5,
+                y2 = y(*hi) - 1.5,
+                c = colour(OpType::Fail),
+            );
+        }
+    }
+    let mut lines: [Vec<String>; 3] = Default::default();
+    for (i, bucket) in buckets.iter_mut().enumerate() {
+        if bucket.is_empty() {
             continue;
         }
-        let ms = (d.end_ns - d.invoke.time_ns) as f64 / 1e6;
+        bucket.sort_by(f64::total_cmp);
+        let rank =
+            |q: f64| bucket[((q * bucket.len() as f64).ceil() as usize).clamp(1, bucket.len()) - 1];
+        let cx = x(i as u64 * bucket_ns + bucket_ns / 2);
+        for (line, ms) in lines
+            .iter_mut()
+            .zip([rank(0.5), rank(0.99), bucket[bucket.len() - 1]])
+        {
+            line.push(format!("{cx:.1},{:.1}", y(ms)));
+        }
+    }
+    for (line, (colour, label)) in
+        lines
+            .iter()
+            .zip([("#2e7d32", "p50"), ("#1565c0", "p99"), ("#8d6e63", "max")])
+    {
+        let _ = write!(
+            svg,
+            r##"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"><title>ok latency {label} per {b:.2} s</title></polyline>"##,
+            line.join(" "),
+            b = bucket_ns as f64 / 1e9,
+        );
+    }
+    // Unknown ones (each ends its process, so they stay few), failed ones
+    // while few, and every one an anomaly names: one by one.
+    for d in &completed {
+        let is_marked = marked.contains(&d.invoke.index);
+        let single = match d.kind {
+            OpType::Info => true,
+            OpType::Fail => !bin_fails,
+            _ => false,
+        };
+        if !single && !is_marked {
+            continue;
+        }
+        let ms = latency_ms(d);
         let _ = write!(
             svg,
             r##"<circle cx="{cx:.1}" cy="{cy:.1}" r="{r}" fill="{c}"{stroke}><title>{t} ({ms:.3} ms)</title></circle>"##,
             cx = x(d.invoke.time_ns),
             cy = y(ms),
-            r = if marked.contains(&d.invoke.index) {
-                4
-            } else {
-                2
-            },
+            r = if is_marked { 4 } else { 2 },
             c = colour(d.kind),
-            stroke = if marked.contains(&d.invoke.index) {
+            stroke = if is_marked {
                 r##" stroke="#000" stroke-width="1.5""##
             } else {
                 ""
@@ -304,9 +381,15 @@ fn latency_plot(
     }
     let _ = write!(
         svg,
-        r##"<text x="{LEFT}" y="{ty}" font-size="11">time (s) → {secs:.1} s; latency on a log scale; green ok, orange fail, red info</text></svg>"##,
+        r##"<text x="{LEFT}" y="{ty}" font-size="11">time (s) → {secs:.1} s; latency on a log scale; ok operations per {b:.2} s: p50 green, p99 blue, max brown; {fails}; each info red; each named by an anomaly outlined</text></svg>"##,
         ty = height - 8.0,
         secs = total_ns as f64 / 1e9,
+        b = bucket_ns as f64 / 1e9,
+        fails = if bin_fails {
+            "failed ones per bucket as orange bars, fastest to slowest"
+        } else {
+            "each fail orange"
+        },
     );
     svg
 }
@@ -626,11 +709,21 @@ code{{font-size:12px}} details{{margin:6px 0}}</style></head><body>
         page += "</table>";
     }
     for r in results {
+        let mut json = serde_json::to_string_pretty(&r.details).unwrap_or_default();
+        if json.len() > DETAILS_BYTES {
+            let cut = (0..=DETAILS_BYTES)
+                .rev()
+                .find(|&i| json.is_char_boundary(i))
+                .unwrap_or(0);
+            let total = json.len();
+            json.truncate(cut);
+            json.push_str(&format!("\n… {} more bytes in results.json", total - cut));
+        }
         let _ = write!(
             page,
             "<details><summary>{} details (JSON)</summary><pre>{}</pre></details>",
             escape(&r.checker),
-            escape(&serde_json::to_string_pretty(&r.details).unwrap_or_default())
+            escape(&json)
         );
     }
     page += "</body></html>\n";
