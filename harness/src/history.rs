@@ -331,7 +331,17 @@ impl History {
     /// as far as it goes (see [`History::parse_jsonl`]).
     pub fn read_jsonl(path: &Path) -> Result<History, HistoryError> {
         let (bytes, stream_ended_early) = read_file(path)?;
-        let mut history = History::parse_jsonl(&bytes[..], path)?;
+        History::from_file_bytes(&bytes, stream_ended_early, path)
+    }
+
+    /// Parses the JSON lines [`read_file`] returned, noting a stream that
+    /// ended early in [`History::cut`].
+    pub(crate) fn from_file_bytes(
+        bytes: &[u8],
+        stream_ended_early: bool,
+        path: &Path,
+    ) -> Result<History, HistoryError> {
+        let mut history = History::parse_jsonl(bytes, path)?;
         if stream_ended_early {
             history
                 .cut

@@ -58,7 +58,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::history::{Cut, History, HistoryError, Op, OpType, Process, Source, F_CAS};
+use crate::history::{History, HistoryError, Op, OpType, Process, Source, F_CAS};
 use edn::{Edn, Node, Pos};
 
 /// The formats [`load`] recognises.
@@ -101,14 +101,7 @@ pub fn load(path: &Path) -> Result<History, HistoryError> {
     if detect_bytes(&bytes) == Some(Format::Jsonl) {
         // Read line by line, so that a torn last line (a recorder that
         // never finished) is passed over rather than refused.
-        let mut history = History::parse_jsonl(&bytes[..], path)?;
-        if stream_ended_early {
-            history
-                .cut
-                .get_or_insert_with(Cut::default)
-                .stream_ended_early = true;
-        }
-        return Ok(history);
+        return History::from_file_bytes(&bytes, stream_ended_early, path);
     }
     let text = String::from_utf8(bytes).map_err(|e| {
         let before = &e.as_bytes()[..e.utf8_error().valid_up_to()];
