@@ -1,0 +1,210 @@
+//! Add-wins observed-remove sets.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Dot, NodeId, VersionVector};
+
+/// An add-wins observed-remove set (an OR-set without tombstones, the
+/// "optimized OR-set" of Bieniusa et al., 2012; rust-crdt's `Orswot`).
+///
+/// Every add is an event with a [`Dot`]; an element is in the set while
+/// some add of it survives. A remove deletes only the adds its replica
+/// has **observed**, so an add concurrent with a remove wins: the element
+/// stays. The set's clock (a [`VersionVector`]) records every add it has
+/// seen, which is how a merge tells "removed here" from "not seen here
+/// yet" without keeping tombstones.
+///
+/// Each node id must be used by one replica only (see
+/// [`NodeId`](crate::NodeId)): a replica's adds are numbered by its own
+/// clock entry.
+///
+/// ```
+/// use mimeo_causality::OrSet;
+///
+/// let mut a = OrSet::new();
+/// a.add("n1", "milk");
+/// let mut b = a.clone();        // b has observed a's add of milk
+/// b.remove(&"milk");            // b removes it ...
+/// a.add("n1", "milk");          // ... while a adds it again, concurrently
+/// a.add("n1", "eggs");
+/// a.merge(&b);
+/// b.merge(&a);
+/// assert_eq!(a, b);
+/// // The concurrent add wins; the add b observed is gone.
+/// assert_eq!(a.iter().collect::<Vec<_>>(), [&"eggs", &"milk"]);
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "T: Serialize + Ord",
+    deserialize = "T: Deserialize<'de> + Ord"
+))]
+pub struct OrSet<T: Ord> {
+    clock: VersionVector,
+    // The surviving adds of each element: at most one per node, since a
+    // node's add replaces the adds of the element it had observed (all of
+    // its own earlier ones among them). Never an empty map.
+    entries: BTreeMap<T, BTreeMap<NodeId, u64>>,
+}
+
+impl<T: Ord> Default for OrSet<T> {
+    fn default() -> Self {
+        Self {
+            clock: VersionVector::new(),
+            entries: BTreeMap::new(),
+        }
+    }
+}
+
+impl<T: Ord> OrSet<T> {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `element` on behalf of `node`, the replica making the change,
+    /// and returns the add's dot. The new add replaces the element's adds
+    /// that this replica had observed.
+    pub fn add(&mut self, node: impl Into<NodeId>, element: T) -> Dot {
+        let dot = self.clock.increment(node);
+        self.entries
+            .insert(element, BTreeMap::from([(dot.node.clone(), dot.counter)]));
+        dot
+    }
+
+    /// Removes `element`: deletes the adds of it this replica has observed
+    /// and returns their dots (empty if it was absent). An add of it that
+    /// this replica has not seen yet survives a later merge.
+    pub fn remove(&mut self, element: &T) -> Vec<Dot> {
+        self.entries
+            .remove(element)
+            .map(|dots| {
+                dots.into_iter()
+                    .map(|(node, counter)| Dot { node, counter })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether `element` is in the set.
+    pub fn contains(&self, element: &T) -> bool {
+        self.entries.contains_key(element)
+    }
+
+    /// The elements, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &T> + '_ {
+        self.entries.keys()
+    }
+
+    /// The surviving adds of `element` (empty if absent).
+    pub fn dots(&self, element: &T) -> Vec<Dot> {
+        self.entries
+            .get(element)
+            .into_iter()
+            .flatten()
+            .map(|(node, &counter)| Dot::new(node.clone(), counter))
+            .collect()
+    }
+
+    /// How many elements the set holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the set holds no element.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Every add this replica has seen, removed or not.
+    pub fn clock(&self) -> &VersionVector {
+        &self.clock
+    }
+}
+
+impl<T: Ord + Clone> OrSet<T> {
+    /// Merges another replica's set into this one: an add survives if both
+    /// sides hold it, or one side holds it and the other has not seen it
+    /// (had it seen it and dropped it, it was removed there). Commutative,
+    /// associative and idempotent.
+    pub fn merge(&mut self, other: &OrSet<T>) {
+        let Self { clock, entries } = self;
+        entries.retain(|element, mine| {
+            let theirs = other.entries.get(element);
+            mine.retain(|node, counter| {
+                let held = theirs.and_then(|dots| dots.get(node)) == Some(counter);
+                held || !other.clock.contains(&Dot::new(node.clone(), *counter))
+            });
+            for (node, &counter) in theirs.into_iter().flatten() {
+                let unseen = !clock.contains(&Dot::new(node.clone(), counter));
+                if unseen {
+                    let kept = mine.entry(node.clone()).or_insert(counter);
+                    *kept = (*kept).max(counter);
+                }
+            }
+            !mine.is_empty()
+        });
+        for (element, theirs) in &other.entries {
+            if entries.contains_key(element) {
+                continue;
+            }
+            let unseen: BTreeMap<NodeId, u64> = theirs
+                .iter()
+                .filter(|&(node, &counter)| !clock.contains(&Dot::new(node.clone(), counter)))
+                .map(|(node, &counter)| (node.clone(), counter))
+                .collect();
+            if !unseen.is_empty() {
+                entries.insert(element.clone(), unseen);
+            }
+        }
+        clock.join(&other.clock);
+    }
+
+    /// The merge of both sets, as a new set.
+    pub fn merged(&self, other: &OrSet<T>) -> OrSet<T> {
+        let mut merged = self.clone();
+        merged.merge(other);
+        merged
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remove_deletes_only_observed_adds() {
+        let mut a = OrSet::new();
+        let first = a.add("a", 1);
+        let mut b = a.clone();
+        assert_eq!(b.remove(&1), [first]);
+        assert!(b.remove(&1).is_empty());
+        let second = a.add("a", 1);
+        b.merge(&a);
+        assert!(b.contains(&1));
+        assert_eq!(b.dots(&1), [second]);
+        // Removed everywhere once the remove has seen every add.
+        b.remove(&1);
+        a.merge(&b);
+        assert!(!a.contains(&1) && a.is_empty());
+        assert_eq!(a.clock(), &VersionVector::from([("a", 2)]));
+    }
+
+    #[test]
+    fn concurrent_adds_keep_both_dots() {
+        let mut a = OrSet::new();
+        let mut b = OrSet::new();
+        a.add("a", "x");
+        b.add("b", "x");
+        a.merge(&b);
+        assert_eq!(a.dots(&"x"), [Dot::new("a", 1), Dot::new("b", 1)]);
+        assert_eq!(a.len(), 1);
+        // A remove that saw both removes it for good.
+        let mut c = a.clone();
+        c.remove(&"x");
+        a.merge(&c);
+        b.merge(&c);
+        assert!(!a.contains(&"x") && !b.contains(&"x"));
+    }
+}
