@@ -456,6 +456,70 @@ mod tests {
         assert!(!written.warn);
     }
 
+    fn dotted(set: &DvvSet<&'static str>) -> Vec<(String, &'static str)> {
+        set.iter().map(|(dot, &v)| (dot.to_string(), v)).collect()
+    }
+
+    /// The cases of Riak's `dvvset` eunit tests (`update_test`,
+    /// `sync_update_test`, `sync_test`), restated in this API: the same
+    /// writes and syncs must leave the same values, dots and history.
+    #[test]
+    fn riak_dvvset_reference_cases() {
+        // update_test
+        let mut a0 = DvvSet::new();
+        a0.update(&vv([]), "a", "v1").unwrap();
+        let mut a1 = a0.clone();
+        a1.update(&a0.context(), "a", "v2").unwrap();
+        assert_eq!(dotted(&a1), [("a:2".into(), "v2")]);
+        let mut a2 = a1.clone();
+        a2.update(&a1.context(), "b", "v3").unwrap();
+        assert_eq!(dotted(&a2), [("b:1".into(), "v3")]);
+        assert_eq!(a2.context(), vv([("a", 2), ("b", 1)]));
+        let mut a3 = a1.clone();
+        a3.update(&a0.context(), "b", "v4").unwrap();
+        assert_eq!(dotted(&a3), [("a:2".into(), "v2"), ("b:1".into(), "v4")]);
+        let mut a4 = a1.clone();
+        a4.update(&a0.context(), "a", "v5").unwrap();
+        assert_eq!(dotted(&a4), [("a:2".into(), "v2"), ("a:3".into(), "v5")]);
+
+        // sync_update_test: Mary writes v1 and v2 blind, Peter writes v3
+        // having read v1: v1 goes, v2 stays.
+        let mut key = DvvSet::new();
+        key.update(&vv([]), "a", "v1").unwrap();
+        let peter = key.context();
+        assert_eq!(peter, vv([("a", 1)]));
+        key.update(&vv([]), "a", "v2").unwrap();
+        assert_eq!(dotted(&key), [("a:1".into(), "v1"), ("a:2".into(), "v2")]);
+        key.update(&peter, "a", "v3").unwrap();
+        assert_eq!(dotted(&key), [("a:2".into(), "v2"), ("a:3".into(), "v3")]);
+
+        // sync_test
+        let mut w: DvvSet<&str> = DvvSet::new();
+        w.discard(&vv([("a", 1)]));
+        let mut z = DvvSet::new();
+        z.update(&vv([]), "a", "v1").unwrap();
+        z.update(&vv([]), "a", "v2").unwrap();
+        assert_eq!(dotted(&w.merged(&z)), [("a:2".into(), "v2")]);
+        assert_eq!(w.merged(&z), z.merged(&w));
+        let mut a3 = DvvSet::new();
+        a3.update(&vv([("a", 2)]), "b", "v3").unwrap();
+        let mut a4 = DvvSet::new();
+        a4.update(&vv([("a", 2)]), "c", "v3").unwrap();
+        let synced = a4.merged(&a3);
+        assert_eq!(synced, a3.merged(&a4));
+        assert_eq!(
+            dotted(&synced),
+            [("b:1".into(), "v3"), ("c:1".into(), "v3")]
+        );
+        assert_eq!(synced.context(), vv([("a", 2), ("b", 1), ("c", 1)]));
+        let mut x: DvvSet<&str> = DvvSet::new();
+        x.discard(&vv([("x", 1)]));
+        let synced = x.merged(&a0);
+        assert_eq!(synced, a0.merged(&x));
+        assert_eq!(dotted(&synced), [("a:1".into(), "v1")]);
+        assert_eq!(synced.context(), vv([("a", 1), ("x", 1)]));
+    }
+
     #[test]
     fn replicas_diverge_and_converge() {
         let mut a = DvvSet::new();
