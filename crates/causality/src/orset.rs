@@ -134,11 +134,10 @@ impl<T: Ord + Clone> OrSet<T> {
             let theirs = other.entries.get(element);
             mine.retain(|node, counter| {
                 let held = theirs.and_then(|dots| dots.get(node)) == Some(counter);
-                held || !other.clock.contains(&Dot::new(node.clone(), *counter))
+                held || *counter > other.clock.get(node.as_str())
             });
             for (node, &counter) in theirs.into_iter().flatten() {
-                let unseen = !clock.contains(&Dot::new(node.clone(), counter));
-                if unseen {
+                if counter > clock.get(node.as_str()) {
                     let kept = mine.entry(node.clone()).or_insert(counter);
                     *kept = (*kept).max(counter);
                 }
@@ -151,7 +150,7 @@ impl<T: Ord + Clone> OrSet<T> {
             }
             let unseen: BTreeMap<NodeId, u64> = theirs
                 .iter()
-                .filter(|&(node, &counter)| !clock.contains(&Dot::new(node.clone(), counter)))
+                .filter(|&(node, &counter)| counter > clock.get(node.as_str()))
                 .map(|(node, &counter)| (node.clone(), counter))
                 .collect();
             if !unseen.is_empty() {
