@@ -183,7 +183,8 @@
 //! ours too: `uhlc` calls a clock function itself (a plain `fn`, so a
 //! fake clock needs global state) and packs its counter into the 4 low
 //! bits of a 64-bit NTP time, where we want the physical time as an
-//! argument, refusals counted, and a counter that cannot wrap.
+//! argument, refusals counted, and a counter that cannot wrap. It is our
+//! HLC's differential oracle instead.
 //!
 //! # What is tested
 //!
@@ -193,7 +194,7 @@
 //! union of their operations (checked against naive reference models);
 //! the HLC is strictly monotonic under any sequence of physical times.
 //! `tests/differential.rs` runs the same random programs on these types
-//! and on `crdts`, and asserts they agree. `tests/sibling_explosion.rs`
+//! and on `crdts` (and the HLC against `uhlc`), and asserts they agree. `tests/sibling_explosion.rs`
 //! shows two clients writing through one node make at most one sibling
 //! each, and that a per-key version vector without dots would not.
 
