@@ -83,7 +83,7 @@ impl SiblingLimits {
 }
 
 /// Sibling limits that make no sense (see [`SiblingLimits::new`]).
-#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, thiserror::Error)]
 #[error("invalid sibling limits: warn_at is {warn_at} and max is {max}; max must be at least 1 and warn_at at most max (the defaults are 25 and 100)")]
 #[non_exhaustive]
 pub struct LimitsError {
@@ -94,7 +94,7 @@ pub struct LimitsError {
 }
 
 /// A write a [`DvvSet`] refused.
-#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, thiserror::Error)]
 #[non_exhaustive]
 pub enum SiblingError {
     /// The write would leave more siblings than the cap allows. Nothing
@@ -109,7 +109,7 @@ pub enum SiblingError {
 }
 
 /// What a successful [`DvvSet::update`] did.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Written {
     /// The dot that names the new value.

@@ -52,7 +52,7 @@ impl fmt::Display for Timestamp {
 
 /// A remote timestamp was refused because it is too far ahead of this
 /// node's physical clock (see [`Hlc::observe`]).
-#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, thiserror::Error)]
 #[error(
     "refused HLC timestamp {remote} from node {}: it is {} ms ahead of this node's physical clock ({physical_now_ms} ms), more than max_drift {max_drift_ms} ms; check the clocks (NTP) of node {} and of this node, or raise max_drift if that skew is expected",
     remote.node,

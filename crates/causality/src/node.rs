@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 /// mint dots that already exist, with other values).
 ///
 /// It serializes as a plain string.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct NodeId(String);
 

@@ -36,6 +36,7 @@ use crate::{Dot, NodeId, VersionVector};
 /// assert_eq!(a.iter().collect::<Vec<_>>(), [&"eggs", &"milk"]);
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(try_from = "RawOrSet<T>")]
 #[serde(bound(
     serialize = "T: Serialize + Ord",
     deserialize = "T: Deserialize<'de> + Ord"
@@ -46,6 +47,41 @@ pub struct OrSet<T: Ord> {
     // node's add replaces the adds of the element it had observed (all of
     // its own earlier ones among them). Never an empty map.
     entries: BTreeMap<T, BTreeMap<NodeId, u64>>,
+}
+
+/// The encoding of an [`OrSet`], checked before it is trusted: every
+/// element has an add, and every add is in the clock.
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "T: Deserialize<'de> + Ord"))]
+struct RawOrSet<T: Ord> {
+    clock: VersionVector,
+    entries: BTreeMap<T, BTreeMap<NodeId, u64>>,
+}
+
+impl<T: Ord> TryFrom<RawOrSet<T>> for OrSet<T> {
+    type Error = String;
+
+    fn try_from(raw: RawOrSet<T>) -> Result<Self, String> {
+        for (index, dots) in raw.entries.values().enumerate() {
+            if dots.is_empty() {
+                return Err(format!(
+                    "invalid OR-set: element #{index} (in order) has no add"
+                ));
+            }
+            for (node, &counter) in dots {
+                if counter == 0 || counter > raw.clock.get(node.as_str()) {
+                    return Err(format!(
+                        "invalid OR-set: element #{index} (in order) has the add {node}:{counter}, which the set's clock {} does not contain",
+                        raw.clock
+                    ));
+                }
+            }
+        }
+        Ok(OrSet {
+            clock: raw.clock,
+            entries: raw.entries,
+        })
+    }
 }
 
 impl<T: Ord> Default for OrSet<T> {
@@ -188,6 +224,26 @@ mod tests {
         a.merge(&b);
         assert!(!a.contains(&1) && a.is_empty());
         assert_eq!(a.clock(), &VersionVector::from([("a", 2)]));
+    }
+
+    #[test]
+    fn invalid_encodings_are_refused() {
+        let good = r#"{"clock":{"a":2},"entries":{"x":{"a":2}}}"#;
+        let set: OrSet<String> = serde_json::from_str(good).unwrap();
+        assert!(set.contains(&"x".to_string()));
+        let unseen = r#"{"clock":{"a":1},"entries":{"x":{"a":2}}}"#;
+        let err = serde_json::from_str::<OrSet<String>>(unseen).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("the add a:2, which the set's clock {a:1} does not contain"),
+            "{err}"
+        );
+        let empty = r#"{"clock":{"a":1},"entries":{"x":{}}}"#;
+        let err = serde_json::from_str::<OrSet<String>>(empty).unwrap_err();
+        assert!(
+            err.to_string().contains("element #0 (in order) has no add"),
+            "{err}"
+        );
     }
 
     #[test]

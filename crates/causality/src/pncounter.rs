@@ -34,8 +34,20 @@ use crate::NodeId;
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, Default, Debug, Serialize, Deserialize)]
 pub struct PnCounter {
+    // Invariant (for equality and canonical encodings): no zero totals.
+    #[serde(deserialize_with = "nonzero_totals")]
     increments: BTreeMap<NodeId, u64>,
+    #[serde(deserialize_with = "nonzero_totals")]
     decrements: BTreeMap<NodeId, u64>,
+}
+
+fn nonzero_totals<'de, D>(deserializer: D) -> Result<BTreeMap<NodeId, u64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let mut totals = BTreeMap::<NodeId, u64>::deserialize(deserializer)?;
+    totals.retain(|_, total| *total > 0);
+    Ok(totals)
 }
 
 impl PnCounter {
