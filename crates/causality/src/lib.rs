@@ -127,6 +127,24 @@
 //! # Ok::<(), mimeo_causality::SiblingError>(())
 //! ```
 //!
+//! Deletes are writes too: store `Option<V>` and write `None` with the
+//! read's context: the tombstone supersedes what the read saw, a
+//! concurrent write stays beside it as a sibling, and no replica that
+//! still holds an old value can bring it back through a merge:
+//!
+//! ```
+//! use mimeo_causality::{DvvSet, VersionVector};
+//!
+//! let mut n1: DvvSet<Option<&str>> = DvvSet::new();
+//! n1.update(&VersionVector::new(), "n1", Some("v1"))?;
+//! let mut n2 = n1.clone();
+//! let read = n1.context();
+//! n1.update(&read, "n1", None)?; // delete what the read saw
+//! n2.merge(&n1);
+//! assert_eq!(n2.values().collect::<Vec<_>>(), [&None]); // v1 does not come back
+//! # Ok::<(), mimeo_causality::SiblingError>(())
+//! ```
+//!
 //! Writers that never read make siblings that somebody must resolve. The
 //! set caps them ([`SiblingLimits`]): a write that leaves 25 or more is
 //! flagged ([`Written::warn`]), and one that would leave more than 100 is
@@ -179,22 +197,26 @@
 //!   less than adapting to another crate's model, and testing them against
 //!   `crdts` keeps them honest.
 //!
-//! There is no well-kept crate for dotted version vector sets; the HLC is
-//! ours too: `uhlc` calls a clock function itself (a plain `fn`, so a
-//! fake clock needs global state) and packs its counter into the 4 low
-//! bits of a 64-bit NTP time, where we want the physical time as an
-//! argument, refusals counted, and a counter that cannot wrap. It is our
-//! HLC's differential oracle instead.
+//! We know of no maintained Rust crate for Riak-style dotted version
+//! vector sets. The HLC is ours too: `uhlc` calls a clock function itself
+//! (a plain `fn`, so a fake clock needs global state), returns no receipt
+//! timestamp from an update, and packs its counter into the 4 low bits of
+//! a 64-bit NTP time (16 events in the same instant carry into the time),
+//! where we want the physical time as an argument, a receipt timestamp,
+//! refusals counted, and whole milliseconds beside a separate counter. It
+//! is our HLC's differential oracle instead.
 //!
 //! # What is tested
 //!
-//! Property tests (`tests/laws.rs`, thousands of cases per law): every
-//! merge is commutative, associative and idempotent; the causal order is a
-//! partial order; merging replicas' states in any order equals applying the
-//! union of their operations (checked against naive reference models);
-//! the HLC is strictly monotonic under any sequence of physical times.
-//! `tests/differential.rs` runs the same random programs on these types
-//! and on `crdts` (and the HLC against `uhlc`), and asserts they agree. `tests/sibling_explosion.rs`
+//! Property tests, thousands of cases per law: in `tests/laws.rs`, every
+//! merge is commutative, associative and idempotent, the causal order is a
+//! partial order, and merging replicas' states in any order equals applying
+//! the union of their operations (checked against naive reference models
+//! that keep every operation); in `tests/hlc.rs`, the HLC is strictly
+//! monotonic under any sequence of physical times, refuses (and counts)
+//! every timestamp beyond `max_drift` and no other. `tests/differential.rs`
+//! runs the same random programs on these types and on `crdts` (and the
+//! HLC against `uhlc`), and asserts they agree. `tests/sibling_explosion.rs`
 //! shows two clients writing through one node make at most one sibling
 //! each, and that a per-key version vector without dots would not.
 
