@@ -280,10 +280,12 @@ impl<V> DvvSet<V> {
     /// including those its siblings replaced. A write made with it
     /// supersedes every current sibling.
     pub fn context(&self) -> VersionVector {
-        self.entries
-            .iter()
-            .map(|(node, entry)| (node.clone(), entry.counter))
-            .collect()
+        VersionVector::from_counters(
+            self.entries
+                .iter()
+                .map(|(node, entry)| (node.clone(), entry.counter))
+                .collect(),
+        )
     }
 
     /// Writes `value` through the coordinating node `node`, as a write that
@@ -327,7 +329,10 @@ impl<V> DvvSet<V> {
         let surviving: usize = self
             .entries
             .iter()
-            .map(|(node, entry)| entry.above(context.get(node.as_str())))
+            .map({
+                let mut seen = context.lookup_in_order();
+                move |(node, entry)| entry.above(seen(node))
+            })
             .sum();
         let siblings = surviving + 1;
         if siblings > limits.max {
@@ -336,17 +341,13 @@ impl<V> DvvSet<V> {
                 max: limits.max,
             });
         }
+        let mut lookup = context.lookup_in_order();
         for (node, entry) in &mut self.entries {
-            let seen = context.get(node.as_str());
+            let seen = lookup(node);
             entry.discard(seen);
             entry.counter = entry.counter.max(seen);
         }
-        for (node, counter) in context.iter() {
-            self.entries.entry(node.clone()).or_insert_with(|| Entry {
-                counter,
-                values: Vec::new(),
-            });
-        }
+        self.add_history(context);
         let node = node.into();
         let entry = self.entries.entry(node.clone()).or_insert_with(|| Entry {
             counter: 0,
@@ -367,16 +368,31 @@ impl<V> DvvSet<V> {
     /// value, and adds `context` to the history (Riak's `discard`): e.g.
     /// after handing those siblings to the application to resolve.
     pub fn discard(&mut self, context: &VersionVector) {
+        let mut lookup = context.lookup_in_order();
         for (node, entry) in &mut self.entries {
-            let seen = context.get(node.as_str());
+            let seen = lookup(node);
             entry.discard(seen);
             entry.counter = entry.counter.max(seen);
         }
-        for (node, counter) in context.iter() {
-            self.entries.entry(node.clone()).or_insert_with(|| Entry {
-                counter,
-                values: Vec::new(),
-            });
+        self.add_history(context);
+    }
+
+    /// Adds an entry (history only) for each node of `context` this set
+    /// has none for.
+    fn add_history(&mut self, context: &VersionVector) {
+        // Both are sorted by node: find the missing ones in one pass.
+        let mut held = self.entries.keys().peekable();
+        let missing: Vec<(NodeId, u64)> = context
+            .iter()
+            .filter(|&(node, _)| {
+                while held.next_if(|held| *held < node).is_some() {}
+                held.next_if(|held| *held == node).is_none()
+            })
+            .map(|(node, counter)| (node.clone(), counter))
+            .collect();
+        for (node, counter) in missing {
+            let values = Vec::new();
+            self.entries.insert(node, Entry { counter, values });
         }
     }
 

@@ -2,8 +2,9 @@
 
 use std::borrow::Borrow;
 use std::fmt;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The identity of a replica: the id it has in the cluster's configuration,
 /// such as `"n1"`.
@@ -18,15 +19,16 @@ use serde::{Deserialize, Serialize};
 /// and a replica that lost its state must not reuse its old id (it would
 /// mint dots that already exist, with other values).
 ///
-/// It serializes as a plain string.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct NodeId(String);
+/// It serializes as a plain string. Clones share the string (it is
+/// reference-counted), so copying ids into clocks and dots does not
+/// allocate.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(Arc<str>);
 
 impl NodeId {
     /// A node id from its configured name.
-    pub fn new(id: impl Into<String>) -> Self {
-        Self(id.into())
+    pub fn new(id: impl AsRef<str>) -> Self {
+        Self(Arc::from(id.as_ref()))
     }
 
     /// The id as a string slice.
@@ -47,15 +49,27 @@ impl fmt::Display for NodeId {
     }
 }
 
+impl Serialize for NodeId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(NodeId::from)
+    }
+}
+
 impl From<&str> for NodeId {
     fn from(id: &str) -> Self {
-        Self(id.to_owned())
+        Self(Arc::from(id))
     }
 }
 
 impl From<String> for NodeId {
     fn from(id: String) -> Self {
-        Self(id)
+        Self(Arc::from(id))
     }
 }
 

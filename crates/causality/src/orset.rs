@@ -165,35 +165,34 @@ impl<T: Ord + Clone> OrSet<T> {
     /// (had it seen it and dropped it, it was removed there). Commutative,
     /// associative and idempotent.
     pub fn merge(&mut self, other: &OrSet<T>) {
-        let Self { clock, entries } = self;
-        entries.retain(|element, mine| {
-            let theirs = other.entries.get(element);
-            mine.retain(|node, counter| {
-                let held = theirs.and_then(|dots| dots.get(node)) == Some(counter);
-                held || *counter > other.clock.get(node.as_str())
-            });
-            for (node, &counter) in theirs.into_iter().flatten() {
-                if counter > clock.get(node.as_str()) {
-                    let kept = mine.entry(node.clone()).or_insert(counter);
-                    *kept = (*kept).max(counter);
+        // One pass over both (sorted) maps; the result is sorted too, so
+        // collecting it bulk-builds the new map.
+        let mine = std::mem::take(&mut self.entries);
+        let mut merged = Vec::with_capacity(mine.len().max(other.entries.len()));
+        let mut theirs = other.entries.iter().peekable();
+        for (element, dots) in mine {
+            while let Some((only_theirs, their_dots)) = theirs.next_if(|(e, _)| **e < element) {
+                let unseen = unseen_by(&self.clock, their_dots);
+                if !unseen.is_empty() {
+                    merged.push((only_theirs.clone(), unseen));
                 }
             }
-            !mine.is_empty()
-        });
-        for (element, theirs) in &other.entries {
-            if entries.contains_key(element) {
-                continue;
-            }
-            let unseen: BTreeMap<NodeId, u64> = theirs
-                .iter()
-                .filter(|&(node, &counter)| counter > clock.get(node.as_str()))
-                .map(|(node, &counter)| (node.clone(), counter))
-                .collect();
-            if !unseen.is_empty() {
-                entries.insert(element.clone(), unseen);
+            let same = theirs
+                .next_if(|(e, _)| **e == element)
+                .map(|(_, dots)| dots);
+            let dots = merge_dots(dots, &other.clock, same, &self.clock);
+            if !dots.is_empty() {
+                merged.push((element, dots));
             }
         }
-        clock.join(&other.clock);
+        for (only_theirs, their_dots) in theirs {
+            let unseen = unseen_by(&self.clock, their_dots);
+            if !unseen.is_empty() {
+                merged.push((only_theirs.clone(), unseen));
+            }
+        }
+        self.entries = merged.into_iter().collect();
+        self.clock.join(&other.clock);
     }
 
     /// The merge of both sets, as a new set.
@@ -202,6 +201,35 @@ impl<T: Ord + Clone> OrSet<T> {
         merged.merge(other);
         merged
     }
+}
+
+/// The adds in `dots` that `clock` has not seen.
+fn unseen_by(clock: &VersionVector, dots: &BTreeMap<NodeId, u64>) -> BTreeMap<NodeId, u64> {
+    dots.iter()
+        .filter(|&(node, &counter)| counter > clock.get(node.as_str()))
+        .map(|(node, &counter)| (node.clone(), counter))
+        .collect()
+}
+
+/// One element's surviving adds: those both sides hold, and those one side
+/// holds that the other has not seen (seen and not held means removed).
+fn merge_dots(
+    mut mine: BTreeMap<NodeId, u64>,
+    their_clock: &VersionVector,
+    theirs: Option<&BTreeMap<NodeId, u64>>,
+    my_clock: &VersionVector,
+) -> BTreeMap<NodeId, u64> {
+    mine.retain(|node, counter| {
+        let held = theirs.and_then(|dots| dots.get(node)) == Some(counter);
+        held || *counter > their_clock.get(node.as_str())
+    });
+    for (node, &counter) in theirs.into_iter().flatten() {
+        if counter > my_clock.get(node.as_str()) {
+            let kept = mine.entry(node.clone()).or_insert(counter);
+            *kept = (*kept).max(counter);
+        }
+    }
+    mine
 }
 
 #[cfg(test)]

@@ -221,6 +221,25 @@ impl VersionVector {
         self.counters.is_empty()
     }
 
+    /// A vector from counters already in a map; zeros are dropped.
+    pub(crate) fn from_counters(mut counters: BTreeMap<NodeId, u64>) -> Self {
+        counters.retain(|_, counter| *counter > 0);
+        VersionVector { counters }
+    }
+
+    /// A lookup for nodes asked in increasing order (as a walk over
+    /// another map keyed by node yields them): their counters here, found
+    /// in one pass over this vector instead of a search each.
+    pub(crate) fn lookup_in_order(&self) -> impl FnMut(&NodeId) -> u64 + '_ {
+        let mut entries = self.counters.iter().peekable();
+        move |node| {
+            while entries.next_if(|(n, _)| *n < node).is_some() {}
+            entries
+                .next_if(|(n, _)| *n == node)
+                .map_or(0, |(_, &counter)| counter)
+        }
+    }
+
     /// The total number of events in the history (the sum of counters),
     /// saturating.
     pub fn events(&self) -> u64 {
