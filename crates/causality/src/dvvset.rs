@@ -276,9 +276,10 @@ impl<V> DvvSet<V> {
         })
     }
 
-    /// The causal context of a read: every write this set has seen,
+    /// The causal context of a read (Riak's `join`): every write this set has seen,
     /// including those its siblings replaced. A write made with it
     /// supersedes every current sibling.
+    #[doc(alias = "join")]
     pub fn context(&self) -> VersionVector {
         VersionVector::from_counters(
             self.entries
@@ -414,6 +415,7 @@ impl<V: Clone> DvvSet<V> {
     ///
     /// Both sides must come from the same key's writes: a dot names one
     /// value everywhere.
+    #[doc(alias = "sync")]
     pub fn merge(&mut self, other: &DvvSet<V>) {
         for (node, theirs) in &other.entries {
             match self.entries.get_mut(node.as_str()) {
