@@ -18,9 +18,10 @@ use crate::NodeId;
 /// timestamps issued by the same [`Hlc`] are never equal.
 ///
 /// `physical_ms` is in **milliseconds since the Unix epoch**, as read by
-/// the caller (this crate never reads a clock). It stays within
-/// [`Hlc::max_drift`] of the issuing node's physical clock as long as the
-/// clocks it heard from did too.
+/// the caller (this crate never reads a clock). An [`Hlc`] never issues a
+/// timestamp behind the physical time it was given for that event, nor
+/// more than [`Hlc::max_drift`] ahead of the largest physical time it has
+/// been given.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 pub struct Timestamp {
     /// Physical part: the largest physical time (milliseconds since the
