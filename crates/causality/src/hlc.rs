@@ -21,7 +21,7 @@ use crate::NodeId;
 /// the caller (this crate never reads a clock). An [`Hlc`] never issues a
 /// timestamp behind the physical time it was given for that event, nor
 /// more than [`Hlc::max_drift`] ahead of the largest physical time it has
-/// been given.
+/// been given (unless [`restore`](Hlc::restore)d past that).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 pub struct Timestamp {
     /// Physical part: the largest physical time (milliseconds since the
