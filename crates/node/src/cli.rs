@@ -13,7 +13,7 @@ use mimeo_client::{
     AdminClient, CasOutcome, Client, ClientConfig, NodeStatus, Position, ReadConsistency, WriteAck,
 };
 use mimeo_storage::FsyncMode;
-use mimeo_wire::{CertRequest, TlsIdentity};
+use mimeo_wire::{CertRequest, CertificateAuthority, TlsIdentity, Validity};
 
 use crate::bench::{self, RunOptions, Stop, Workload};
 use crate::cluster;
@@ -151,11 +151,18 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum CertsCommand {
-    /// Write a cluster CA and node, client and admin certificates.
+    /// Write a cluster CA and node, client and admin certificates. The CA
+    /// key goes into its own directory (`--ca-dir`), never into `--dir`,
+    /// which is what nodes and clients are given.
     Init {
-        /// Where to write them.
+        /// Where to write the certificates nodes and clients use.
         #[arg(long, default_value = "certs")]
         dir: PathBuf,
+        /// Where to write the CA's certificate and key (mode 0700): keep it
+        /// apart, offline if you can; `mimeo certs issue` needs it to sign
+        /// more certificates. Default: `<dir>-ca` beside `--dir`.
+        #[arg(long)]
+        ca_dir: Option<PathBuf>,
         /// Node ids, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "n1,n2,n3")]
         nodes: Vec<String>,
@@ -165,7 +172,38 @@ enum CertsCommand {
         /// Admin names, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "ops")]
         admins: Vec<String>,
+        /// Days the node, client and admin certificates are valid.
+        #[arg(long, default_value_t = Validity::default().leaf_days)]
+        valid_days: u32,
+        /// Days the CA certificate is valid.
+        #[arg(long, default_value_t = Validity::default().ca_days)]
+        ca_valid_days: u32,
         /// Replace an existing CA (every certificate it signed stops working).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Sign more certificates (a new node, client or admin, or a
+    /// replacement for one about to expire) with the CA `init` wrote.
+    Issue {
+        /// The CA directory `init` wrote (`ca.pem`, `ca.key`).
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// Where to write the certificates.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Node ids, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        nodes: Vec<String>,
+        /// Client names, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        clients: Vec<String>,
+        /// Admin names, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        admins: Vec<String>,
+        /// Days the certificates are valid.
+        #[arg(long, default_value_t = Validity::default().leaf_days)]
+        valid_days: u32,
+        /// Replace certificates of the same names (rotation).
         #[arg(long)]
         force: bool,
     },
@@ -306,9 +344,37 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Certs(CertsCommand::Init {
             dir,
+            ca_dir,
             nodes,
             clients,
             admins,
+            valid_days,
+            ca_valid_days,
+            force,
+        }) => {
+            let ca_dir = ca_dir.unwrap_or_else(|| default_ca_dir(&dir));
+            let request = CertRequest {
+                nodes,
+                clients,
+                admins,
+            };
+            let written = init_certs(&dir, &ca_dir, &request, valid_days, ca_valid_days, force)?;
+            println!(
+                "wrote {} files to {}; the CA key is in {} (keep it apart: it signs \
+                 certificates, with `mimeo certs issue --ca-dir {}`)",
+                written,
+                dir.display(),
+                ca_dir.join("ca.key").display(),
+                ca_dir.display()
+            );
+        }
+        Command::Certs(CertsCommand::Issue {
+            ca_dir,
+            dir,
+            nodes,
+            clients,
+            admins,
+            valid_days,
             force,
         }) => {
             let request = CertRequest {
@@ -316,8 +382,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 clients,
                 admins,
             };
-            let written = mimeo_wire::generate_certs(&dir, &request, force)?;
-            println!("wrote {} files to {}", written.len(), dir.display());
+            if request == CertRequest::default() {
+                anyhow::bail!("name at least one certificate: --nodes, --clients or --admins");
+            }
+            let ca = CertificateAuthority::load(&ca_dir)?;
+            let written = ca.issue(&dir, &request, valid_days, force)?;
+            println!(
+                "wrote {} files to {} (valid {valid_days} days)",
+                written.len(),
+                dir.display()
+            );
         }
         Command::Cluster(args) => cluster::run(args).await?,
         Command::Get {
@@ -685,9 +759,58 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("'{text}': {e}"))
 }
 
+/// `<dir>-ca`, beside `dir`: where `certs init` puts the CA by default.
+fn default_ca_dir(dir: &Path) -> PathBuf {
+    let mut name = dir
+        .file_name()
+        .map_or_else(|| "certs".into(), |n| n.to_os_string());
+    name.push("-ca");
+    dir.with_file_name(name)
+}
+
+/// Writes a new CA into `ca_dir` and the requested certificates (with
+/// `ca.pem`, without the CA key) into `dir`; returns how many files were
+/// written. Refuses one directory for both.
+fn init_certs(
+    dir: &Path,
+    ca_dir: &Path,
+    request: &CertRequest,
+    valid_days: u32,
+    ca_valid_days: u32,
+    force: bool,
+) -> anyhow::Result<usize> {
+    let same = |a: &Path, b: &Path| {
+        a == b
+            || (a.canonicalize().ok().is_some() && a.canonicalize().ok() == b.canonicalize().ok())
+    };
+    if same(dir, ca_dir) {
+        anyhow::bail!(
+            "--ca-dir and --dir are both {}: the CA key must not be handed out with the \
+             certificates (anyone holding it can make an admin or node certificate); \
+             give --ca-dir a directory of its own",
+            dir.display()
+        );
+    }
+    let ca = CertificateAuthority::generate(ca_valid_days)?;
+    // Check both directories before writing either.
+    for path in [
+        dir.join("ca.pem"),
+        ca_dir.join("ca.pem"),
+        ca_dir.join("ca.key"),
+    ] {
+        if !force && path.exists() {
+            return Err(mimeo_wire::CertError::Exists { path }.into());
+        }
+    }
+    let saved = ca.save(ca_dir, force)?;
+    let issued = ca.issue(dir, request, valid_days, force)?;
+    Ok(saved.len() + issued.len())
+}
+
 /// Certificates for a local cluster, created unless already present (a
-/// directory made for other nodes is refused, naming the missing one).
-pub(crate) fn ensure_certs(dir: &Path, nodes: &[String]) -> anyhow::Result<()> {
+/// directory made for other nodes is refused, naming the missing one). The
+/// CA goes to `ca_dir`.
+pub(crate) fn ensure_certs(dir: &Path, ca_dir: &Path, nodes: &[String]) -> anyhow::Result<()> {
     if dir.join("ca.pem").exists() {
         if let Some(id) = nodes
             .iter()
@@ -705,7 +828,15 @@ pub(crate) fn ensure_certs(dir: &Path, nodes: &[String]) -> anyhow::Result<()> {
         clients: vec!["cli".into(), "bench".into(), "harness".into()],
         admins: vec!["ops".into()],
     };
-    mimeo_wire::generate_certs(dir, &request, false)?;
+    let validity = Validity::default();
+    init_certs(
+        dir,
+        ca_dir,
+        &request,
+        validity.leaf_days,
+        validity.ca_days,
+        false,
+    )?;
     Ok(())
 }
 

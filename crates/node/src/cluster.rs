@@ -54,7 +54,7 @@ pub(crate) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let dir = args.dir.canonicalize()?;
     claim_dir(&dir, args.mode, args.count)?;
     let certs = dir.join("certs");
-    ensure_certs(&certs, &ids)?;
+    ensure_certs(&certs, &dir.join("ca"), &ids)?;
 
     // Listen before the first node starts, so that a stop asked for during
     // start-up stops the nodes too rather than leaving them running.

@@ -64,6 +64,32 @@ struct Shared {
     failed: std::sync::Mutex<Option<String>>,
 }
 
+/// How long before its certificate expires a node starts warning.
+const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 86_400);
+
+/// Refuses a certificate that has expired (no peer would accept it) and
+/// warns of one that expires within [`EXPIRY_WARNING`].
+fn check_expiry(identity: &TlsIdentity, path: &std::path::Path) -> anyhow::Result<()> {
+    let not_after = identity.not_after()?;
+    let renew = "issue a new one with `mimeo certs issue --ca-dir <the CA directory> --force`";
+    match not_after.duration_since(std::time::SystemTime::now()) {
+        Err(e) => bail!(
+            "certificate {} expired {} days ago: {renew}",
+            path.display(),
+            e.duration().as_secs() / 86_400
+        ),
+        Ok(left) if left < EXPIRY_WARNING => {
+            tracing::warn!(
+                "certificate {} expires in {} days: {renew}",
+                path.display(),
+                left.as_secs() / 86_400
+            );
+        }
+        Ok(_) => {}
+    }
+    Ok(())
+}
+
 /// Runs a node until SIGTERM, SIGINT or an admin `Shutdown`, then stops
 /// accepting, syncs storage and closes connections.
 ///
@@ -87,6 +113,10 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
             config.node_id
         );
     }
+    check_expiry(
+        &identity,
+        &config.tls.dir.join(format!("{identity_name}.pem")),
+    )?;
 
     let mut options = Options {
         fsync: config.storage.fsync,

@@ -219,3 +219,76 @@ fn admin_operations_need_an_admin_certificate() {
     let status: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(status["clock_offset_ms"], -5000);
 }
+
+#[test]
+fn the_ca_key_is_not_handed_out_and_signs_a_client_added_later() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    init_certs(dir.path());
+    let certs = dir.path().join("certs");
+    let ca = dir.path().join("certs-ca");
+    // What clients are told to use holds no key that can sign.
+    assert!(
+        !certs.join("ca.key").exists(),
+        "ca.key beside the certificates"
+    );
+    assert!(ca.join("ca.key").is_file());
+    let mode = std::fs::metadata(&ca).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+
+    let addr = free_addr();
+    let config = write_config(dir.path(), addr, "batch", "");
+    let _node = start_node(&config, addr);
+    // A client added after the cluster started, signed by the kept CA.
+    let out = run(
+        dir.path(),
+        &[
+            "certs",
+            "issue",
+            "--ca-dir",
+            "certs-ca",
+            "--dir",
+            "certs",
+            "--clients",
+            "alice",
+            "--valid-days",
+            "30",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = client(
+        dir.path(),
+        addr,
+        &["--identity", "client-alice", "put", "k", "v"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Issuing the same name again needs --force (rotation).
+    let args = [
+        "certs",
+        "issue",
+        "--ca-dir",
+        "certs-ca",
+        "--clients",
+        "alice",
+    ];
+    let out = run(dir.path(), &args);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    let out = run(dir.path(), &[&args[..], &["--force"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // One directory for both is refused, and writes nothing.
+    let out = run(
+        dir.path(),
+        &[
+            "certs", "init", "--dir", "same", "--ca-dir", "same", "--nodes", "n1",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("must not be handed out"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir.path().join("same").exists());
+}

@@ -4,6 +4,20 @@
 //! A certificate's role is its subject common name: `node:<id>`,
 //! `client:<name>` or `admin:<name>`. Only certificates signed by the cluster
 //! CA are accepted, so the role is as trustworthy as the CA key.
+//!
+//! The CA key therefore never goes where certificates are handed out:
+//! [`CertificateAuthority::save`] writes `ca.pem` and `ca.key` into a CA
+//! directory of their own (mode 0700), and [`CertificateAuthority::issue`]
+//! writes `ca.pem` and the requested certificates and keys into the
+//! directory nodes and clients are given. Certificates are valid for a
+//! bounded time ([`Validity`]: a year for nodes, clients and admins, ten for
+//! the CA by default); [`TlsIdentity::not_after`] says when one expires.
+//!
+//! Rotating: a certificate about to expire (or leaked) is replaced by
+//! issuing a new one from the same CA (`mimeo certs issue`) and restarting
+//! its holder; the CA itself is replaced only with every certificate it
+//! signed (`mimeo certs init --force`, then restart the whole cluster),
+//! since every endpoint trusts exactly one CA.
 
 use std::fmt;
 use std::fs;
@@ -12,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -138,6 +152,40 @@ pub enum CertError {
     Generate(#[from] rcgen::Error),
 }
 
+/// How long generated certificates are valid, from the moment they are made
+/// (an hour earlier, for clocks slightly behind).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Validity {
+    /// Days the CA certificate is valid.
+    pub ca_days: u32,
+    /// Days node, client and admin certificates are valid.
+    pub leaf_days: u32,
+}
+
+impl Default for Validity {
+    /// Ten years for the CA, one for the certificates it signs.
+    fn default() -> Self {
+        Validity {
+            ca_days: 3650,
+            leaf_days: 365,
+        }
+    }
+}
+
+/// The start and end of a validity of `days` from now.
+fn validity_window(days: u32) -> Result<(time::OffsetDateTime, time::OffsetDateTime), CertError> {
+    if days == 0 {
+        return Err(CertError::Invalid(
+            "a certificate must be valid for at least one day".into(),
+        ));
+    }
+    let now = time::OffsetDateTime::now_utc();
+    Ok((
+        now - time::Duration::hours(1),
+        now + time::Duration::days(i64::from(days)),
+    ))
+}
+
 /// Which certificates [`generate_certs`] writes besides the CA.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CertRequest {
@@ -158,8 +206,173 @@ impl CertRequest {
     }
 }
 
-/// Writes a new cluster CA (`ca.pem`, `ca.key`) and one certificate and key
-/// per requested role into `dir`, and returns the paths written.
+/// The cluster CA: its certificate, and the key that signs certificates.
+pub struct CertificateAuthority {
+    cert_pem: String,
+    key: KeyPair,
+}
+
+impl fmt::Debug for CertificateAuthority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the key.
+        f.debug_struct("CertificateAuthority")
+            .finish_non_exhaustive()
+    }
+}
+
+impl CertificateAuthority {
+    /// A new CA, valid for `days`.
+    pub fn generate(days: u32) -> Result<CertificateAuthority, CertError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = distinguished_name("mimeo cluster CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        (params.not_before, params.not_after) = validity_window(days)?;
+        let cert = params.self_signed(&key)?;
+        Ok(CertificateAuthority {
+            cert_pem: cert.pem(),
+            key,
+        })
+    }
+
+    /// Loads `<ca_dir>/ca.pem` and `<ca_dir>/ca.key`, as [`save`] wrote
+    /// them.
+    ///
+    /// [`save`]: CertificateAuthority::save
+    pub fn load(ca_dir: &Path) -> Result<CertificateAuthority, CertError> {
+        let read = |name: &str| {
+            let path = ca_dir.join(name);
+            fs::read_to_string(&path).map_err(|source| CertError::Io {
+                op: "reading",
+                path,
+                source,
+            })
+        };
+        let cert_pem = read("ca.pem")?;
+        let key = KeyPair::from_pem(&read("ca.key")?)
+            .map_err(|e| CertError::Invalid(format!("{}: {e}", ca_dir.join("ca.key").display())))?;
+        // The key must be the one the certificate was made for, or it would
+        // sign certificates no endpoint accepts.
+        let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|e| CertError::Invalid(format!("{}: {e}", ca_dir.join("ca.pem").display())))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| CertError::Invalid(format!("{}: {e}", ca_dir.join("ca.pem").display())))?;
+        if cert.public_key().raw != key.subject_public_key_info().as_slice() {
+            return Err(CertError::Invalid(format!(
+                "{} is not the key of the CA certificate {}",
+                ca_dir.join("ca.key").display(),
+                ca_dir.join("ca.pem").display()
+            )));
+        }
+        let ca = CertificateAuthority { cert_pem, key };
+        ca.issuer()?;
+        Ok(ca)
+    }
+
+    /// Writes `ca.pem` and `ca.key` (mode 0600) into `ca_dir` (created with
+    /// mode 0700). Refuses to replace them unless `force`.
+    pub fn save(&self, ca_dir: &Path, force: bool) -> Result<Vec<PathBuf>, CertError> {
+        let files = [
+            (ca_dir.join("ca.pem"), self.cert_pem.clone(), false),
+            (ca_dir.join("ca.key"), self.key.serialize_pem(), true),
+        ];
+        if !force {
+            if let Some((path, ..)) = files.iter().find(|(path, ..)| path.exists()) {
+                return Err(CertError::Exists { path: path.clone() });
+            }
+        }
+        create_dir(ca_dir, Some(0o700))?;
+        for (path, content, secret) in &files {
+            write_file(path, content.as_bytes(), *secret)?;
+        }
+        Ok(files.into_iter().map(|(path, ..)| path).collect())
+    }
+
+    /// The CA certificate, PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    fn issuer(&self) -> Result<Issuer<'static, &KeyPair>, CertError> {
+        Issuer::from_ca_cert_pem(&self.cert_pem, &self.key).map_err(|e| {
+            CertError::Invalid(format!("the CA certificate cannot sign certificates: {e}"))
+        })
+    }
+
+    /// Writes `ca.pem` and one certificate and key (mode 0600) per requested
+    /// role into `dir`, each valid for `days`, and returns the paths
+    /// written. The CA key is not among them. Refuses to replace an
+    /// existing certificate unless `force` (`ca.pem` is replaced only when
+    /// it is another CA's and `force` is set).
+    pub fn issue(
+        &self,
+        dir: &Path,
+        request: &CertRequest,
+        days: u32,
+        force: bool,
+    ) -> Result<Vec<PathBuf>, CertError> {
+        let roles = request.roles();
+        for role in &roles {
+            let name = match role {
+                Role::Node(n) | Role::Client(n) | Role::Admin(n) => n,
+            };
+            validate_name(name)?;
+        }
+        let window = validity_window(days)?;
+        let ca_pem = dir.join("ca.pem");
+        let same_ca = fs::read_to_string(&ca_pem).is_ok_and(|pem| pem == self.cert_pem);
+        let mut files = Vec::new();
+        if !same_ca {
+            files.push((ca_pem, false));
+        }
+        for role in &roles {
+            files.push((dir.join(format!("{}.pem", role.file_stem())), false));
+            files.push((dir.join(format!("{}.key", role.file_stem())), true));
+        }
+        if !force {
+            if let Some((path, _)) = files.iter().find(|(path, _)| path.exists()) {
+                return Err(CertError::Exists { path: path.clone() });
+            }
+        }
+        create_dir(dir, None)?;
+        let issuer = self.issuer()?;
+        let mut contents = Vec::new();
+        if !same_ca {
+            contents.push(self.cert_pem.clone());
+        }
+        for role in &roles {
+            let key = KeyPair::generate()?;
+            let mut params = CertificateParams::new(vec![NODE_SERVER_NAME.to_string()])?;
+            params.distinguished_name = distinguished_name(&role.common_name());
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            params.extended_key_usages = match role {
+                Role::Node(_) => vec![
+                    ExtendedKeyUsagePurpose::ServerAuth,
+                    ExtendedKeyUsagePurpose::ClientAuth,
+                ],
+                Role::Client(_) | Role::Admin(_) => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            };
+            if !matches!(role, Role::Node(_)) {
+                params.subject_alt_names.clear();
+            }
+            (params.not_before, params.not_after) = window;
+            let cert = params.signed_by(&key, &issuer)?;
+            contents.push(cert.pem());
+            contents.push(key.serialize_pem());
+        }
+        for ((path, secret), content) in files.iter().zip(&contents) {
+            write_file(path, content.as_bytes(), *secret)?;
+        }
+        Ok(files.into_iter().map(|(path, _)| path).collect())
+    }
+}
+
+/// Writes a new cluster CA's certificate (`ca.pem`) and one certificate and
+/// key per requested role into `dir`, with the default [`Validity`], and
+/// returns the paths written. The CA key is thrown away: no more
+/// certificates can be signed for this cluster (tests and throw-away
+/// clusters); keep a [`CertificateAuthority`] to sign more later.
 ///
 /// Refuses to replace existing files unless `force` is set, since replacing
 /// the CA locks every existing node and client out. Keys are written with
@@ -169,62 +382,35 @@ pub fn generate_certs(
     request: &CertRequest,
     force: bool,
 ) -> Result<Vec<PathBuf>, CertError> {
-    let roles = request.roles();
-    for role in &roles {
-        let name = match role {
-            Role::Node(n) | Role::Client(n) | Role::Admin(n) => n,
-        };
-        validate_name(name)?;
+    let validity = Validity::default();
+    let ca = CertificateAuthority::generate(validity.ca_days)?;
+    if !force && dir.join("ca.pem").exists() {
+        return Err(CertError::Exists {
+            path: dir.join("ca.pem"),
+        });
     }
-    let mut files = vec![(dir.join("ca.pem"), false), (dir.join("ca.key"), true)];
-    for role in &roles {
-        files.push((dir.join(format!("{}.pem", role.file_stem())), false));
-        files.push((dir.join(format!("{}.key", role.file_stem())), true));
-    }
-    if !force {
-        if let Some((path, _)) = files.iter().find(|(path, _)| path.exists()) {
-            return Err(CertError::Exists { path: path.clone() });
-        }
-    }
-    fs::create_dir_all(dir).map_err(|source| CertError::Io {
+    ca.issue(dir, request, validity.leaf_days, force)
+}
+
+/// Creates `dir` (and its parents), with `mode` when given.
+fn create_dir(dir: &Path, mode: Option<u32>) -> Result<(), CertError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let io = |source| CertError::Io {
         op: "creating",
         path: dir.to_path_buf(),
         source,
-    })?;
-
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::default();
-    ca_params.distinguished_name = distinguished_name("mimeo cluster CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca_params, &ca_key);
-
-    let mut contents = vec![ca_cert.pem(), ca_key.serialize_pem()];
-    for role in &roles {
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(vec![NODE_SERVER_NAME.to_string()])?;
-        params.distinguished_name = distinguished_name(&role.common_name());
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = match role {
-            Role::Node(_) => vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ],
-            Role::Client(_) | Role::Admin(_) => vec![ExtendedKeyUsagePurpose::ClientAuth],
-        };
-        if !matches!(role, Role::Node(_)) {
-            params.subject_alt_names.clear();
-        }
-        let cert = params.signed_by(&key, &issuer)?;
-        contents.push(cert.pem());
-        contents.push(key.serialize_pem());
+    };
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    if let Some(mode) = mode {
+        builder.mode(mode);
     }
-
-    for ((path, secret), content) in files.iter().zip(&contents) {
-        write_file(path, content.as_bytes(), *secret)?;
+    builder.create(dir).map_err(io)?;
+    if let Some(mode) = mode {
+        // An existing directory keeps its mode otherwise.
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(io)?;
     }
-    Ok(files.into_iter().map(|(path, _)| path).collect())
+    Ok(())
 }
 
 fn distinguished_name(common_name: &str) -> DistinguishedName {
@@ -306,6 +492,18 @@ impl TlsIdentity {
         &self.role
     }
 
+    /// When this identity's certificate expires.
+    pub fn not_after(&self) -> Result<std::time::SystemTime, CertError> {
+        let leaf = self
+            .chain
+            .first()
+            .ok_or_else(|| CertError::Invalid("no certificate in the chain".into()))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+            .map_err(|e| CertError::Invalid(format!("unreadable certificate: {e}")))?;
+        let seconds = cert.validity().not_after.timestamp();
+        Ok(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds.max(0) as u64))
+    }
+
     pub(crate) fn ca(&self) -> &CertificateDer<'static> {
         &self.ca
     }
@@ -375,7 +573,8 @@ mod tests {
             admins: vec!["ops".into()],
         };
         let written = generate_certs(dir.path(), &request, false).unwrap();
-        assert_eq!(written.len(), 8);
+        assert_eq!(written.len(), 7, "ca.pem and three pairs, no CA key");
+        assert!(!dir.path().join("ca.key").exists());
         let node = TlsIdentity::from_dir(dir.path(), "node-n1").unwrap();
         assert_eq!(node.role(), &Role::Node("n1".into()));
         let admin = TlsIdentity::from_dir(dir.path(), "admin-ops").unwrap();
@@ -384,6 +583,110 @@ mod tests {
         let again = generate_certs(dir.path(), &request, false);
         assert!(matches!(again, Err(CertError::Exists { .. })));
         generate_certs(dir.path(), &request, true).unwrap();
+    }
+
+    #[test]
+    fn the_ca_key_stays_in_its_own_directory_and_signs_later_certificates() {
+        let root = tempfile::tempdir().unwrap();
+        let (ca_dir, certs) = (root.path().join("ca"), root.path().join("certs"));
+        let ca = CertificateAuthority::generate(3650).unwrap();
+        ca.save(&ca_dir, false).unwrap();
+        let request = CertRequest {
+            nodes: vec!["n1".into()],
+            clients: vec!["cli".into()],
+            ..CertRequest::default()
+        };
+        ca.issue(&certs, &request, 30, false).unwrap();
+        let mut handed_out: Vec<String> = fs::read_dir(&certs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        handed_out.sort();
+        assert_eq!(
+            handed_out,
+            [
+                "ca.pem",
+                "client-cli.key",
+                "client-cli.pem",
+                "node-n1.key",
+                "node-n1.pem"
+            ]
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&ca_dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+
+        // Later: the saved CA signs a new client, and a node accepts it as
+        // signed by the same CA (same ca.pem, kept as it was).
+        let loaded = CertificateAuthority::load(&ca_dir).unwrap();
+        let more = CertRequest {
+            clients: vec!["alice".into()],
+            ..CertRequest::default()
+        };
+        let written = loaded.issue(&certs, &more, 30, false).unwrap();
+        assert_eq!(written.len(), 2, "{written:?}");
+        let alice = TlsIdentity::from_dir(&certs, "client-alice").unwrap();
+        assert_eq!(alice.role(), &Role::Client("alice".into()));
+        // The same name again is refused without --force.
+        assert!(matches!(
+            loaded.issue(&certs, &more, 30, false),
+            Err(CertError::Exists { .. })
+        ));
+    }
+
+    #[test]
+    fn certificates_expire_when_asked_not_in_the_year_4096() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertificateAuthority::generate(3650).unwrap();
+        let request = CertRequest {
+            nodes: vec!["n1".into()],
+            ..CertRequest::default()
+        };
+        ca.issue(dir.path(), &request, 30, false).unwrap();
+        let node = TlsIdentity::from_dir(dir.path(), "node-n1").unwrap();
+        let left = node
+            .not_after()
+            .unwrap()
+            .duration_since(std::time::SystemTime::now())
+            .unwrap();
+        let day = 86_400;
+        assert!(
+            (29 * day..=30 * day + 60).contains(&left.as_secs()),
+            "{left:?}"
+        );
+        // The defaults: a year for what the CA signs.
+        let defaults = tempfile::tempdir().unwrap();
+        generate_certs(defaults.path(), &request, false).unwrap();
+        let node = TlsIdentity::from_dir(defaults.path(), "node-n1").unwrap();
+        let left = node
+            .not_after()
+            .unwrap()
+            .duration_since(std::time::SystemTime::now())
+            .unwrap();
+        assert!(left.as_secs() <= 365 * day + 60, "{left:?}");
+        assert!(matches!(
+            ca.issue(dir.path(), &request, 0, true),
+            Err(CertError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_cas_is_refused_at_load() {
+        let root = tempfile::tempdir().unwrap();
+        let (a, b) = (root.path().join("a"), root.path().join("b"));
+        CertificateAuthority::generate(10)
+            .unwrap()
+            .save(&a, false)
+            .unwrap();
+        CertificateAuthority::generate(10)
+            .unwrap()
+            .save(&b, false)
+            .unwrap();
+        fs::copy(b.join("ca.key"), a.join("ca.key")).unwrap();
+        // rcgen builds the issuer from the certificate alone; a mismatched
+        // key would sign certificates no endpoint accepts, so check it.
+        let ca = CertificateAuthority::load(&a);
+        assert!(ca.is_err(), "a foreign key must be refused");
     }
 
     #[test]

@@ -113,7 +113,8 @@ mod probe;
 mod transport;
 
 pub use certs::{
-    generate_certs, validate_name, CertError, CertRequest, Role, TlsIdentity, NODE_SERVER_NAME,
+    generate_certs, validate_name, CertError, CertRequest, CertificateAuthority, Role, TlsIdentity,
+    Validity, NODE_SERVER_NAME,
 };
 pub use frame::{
     decode_frame, encode_frame, read_frame, write_frame, FrameError, DEFAULT_MAX_FRAME,
