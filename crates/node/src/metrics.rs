@@ -71,13 +71,21 @@
 //! The HTTP side is deliberately small: HTTP/1.x, one request per
 //! connection (`Connection: close`), requests parsed by `httparse` from at
 //! most [`MAX_REQUEST_BYTES`] bytes, each connection bounded by
-//! [`CONNECTION_TIMEOUT`], and at most [`MAX_CONNECTIONS`] served at once
-//! (more are closed at once), so slow or hostile clients cannot hold the
-//! node's resources. Only `GET` (and `HEAD`) of `/metrics` succeed; other
-//! paths get 404, other methods 405, malformed or oversized requests 400.
+//! [`CONNECTION_TIMEOUT`] (and [`REQUEST_TIMEOUT`] until its request has
+//! arrived), and at most [`MAX_CONNECTIONS`] open at once. When a new
+//! connection finds them all taken, the oldest one that has not yet sent a
+//! whole request is closed to make room (a scraper sends its request at
+//! once; idle connections are what a hostile or broken client holds), and
+//! only when every connection is busy answering is the new one refused. So
+//! idle or slow clients cannot starve the scrapes. Only `GET` (and `HEAD`)
+//! of `/metrics` succeed; other paths get 404, other methods 405,
+//! malformed or oversized requests 400. `/metrics` has no authentication:
+//! a node warns at start-up when it listens beyond loopback.
 
+use std::collections::VecDeque;
 use std::fmt::{Display, Write as _};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,7 +95,6 @@ use mimeo_storage::{Latencies, LatencyHistogram, Store};
 use mimeo_wire::{ClientRequest, ClientResponse, ErrorKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 
 use crate::config::NodeConfig;
 use crate::leader_follower::LeaderFollower;
@@ -102,8 +109,10 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 /// Input discarded after the response, so that closing does not reset
 /// the connection before the client has read the response.
 const MAX_LINGER_BYTES: usize = 1024 * 1024;
-/// Connections served at once.
+/// Connections open at once.
 pub(crate) const MAX_CONNECTIONS: usize = 32;
+/// How long a connection may take to send its whole request.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The content type of the text exposition format.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -198,6 +207,9 @@ pub(crate) async fn start(
     addr: SocketAddr,
     source: Source,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    if let Some(warning) = exposure_warning(addr) {
+        tracing::warn!("{warning}");
+    }
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding metrics_listen = {addr}"))?;
@@ -206,8 +218,47 @@ pub(crate) async fn start(
     Ok((local, task))
 }
 
+/// What to warn of when metrics listen on `addr`: anything beyond loopback
+/// serves them, unauthenticated, to whoever can reach it.
+pub(crate) fn exposure_warning(addr: SocketAddr) -> Option<String> {
+    (!addr.ip().is_loopback()).then(|| {
+        format!(
+            "metrics_listen = {addr} is not a loopback address: /metrics has no \
+             authentication, and anyone who can reach {addr} reads this node's figures \
+             (keep it on 127.0.0.1, or behind a firewall or an authenticating proxy)"
+        )
+    })
+}
+
+/// An open connection, as the accept loop sees it.
+struct Open {
+    /// Set once its whole request has arrived: it is being answered.
+    busy: Arc<AtomicBool>,
+    task: tokio::task::AbortHandle,
+}
+
+/// Makes room for one more connection: forgets the finished ones and, when
+/// [`MAX_CONNECTIONS`] are still open, closes the oldest idle one (no whole
+/// request yet). False when every open connection is busy.
+fn make_room(open: &mut VecDeque<Open>) -> bool {
+    open.retain(|c| !c.task.is_finished());
+    if open.len() < MAX_CONNECTIONS {
+        return true;
+    }
+    match open.iter().position(|c| !c.busy.load(Ordering::Acquire)) {
+        Some(i) => {
+            if let Some(idle) = open.remove(i) {
+                idle.task.abort();
+            }
+            true
+        }
+        None => false,
+    }
+}
+
 async fn accept_loop(listener: TcpListener, source: Arc<Source>) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Oldest first.
+    let mut open: VecDeque<Open> = VecDeque::with_capacity(MAX_CONNECTIONS);
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -218,19 +269,32 @@ async fn accept_loop(listener: TcpListener, source: Arc<Source>) {
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            tracing::debug!(%remote, "metrics: too many connections; closing");
+        if !make_room(&mut open) {
+            tracing::debug!(%remote, "metrics: every connection is busy; closing");
             continue;
-        };
+        }
         let source = Arc::clone(&source);
-        tokio::spawn(async move {
-            let _permit = permit;
-            match tokio::time::timeout(CONNECTION_TIMEOUT, serve_connection(stream, &source)).await
-            {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::debug!(%remote, error = %e, "metrics: connection failed"),
-                Err(_) => tracing::debug!(%remote, "metrics: connection timed out"),
+        let busy = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let busy = Arc::clone(&busy);
+            async move {
+                match tokio::time::timeout(
+                    CONNECTION_TIMEOUT,
+                    serve_connection(stream, &source, &busy),
+                )
+                .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(%remote, error = %e, "metrics: connection failed")
+                    }
+                    Err(_) => tracing::debug!(%remote, "metrics: connection timed out"),
+                }
             }
+        });
+        open.push_back(Open {
+            busy,
+            task: task.abort_handle(),
         });
     }
 }
@@ -244,23 +308,38 @@ enum Route {
     BadRequest(&'static str),
 }
 
-async fn serve_connection(mut stream: TcpStream, source: &Source) -> std::io::Result<()> {
+async fn serve_connection(
+    mut stream: TcpStream,
+    source: &Source,
+    busy: &AtomicBool,
+) -> std::io::Result<()> {
     let mut buf = vec![0u8; MAX_REQUEST_BYTES];
     let mut filled = 0;
-    let route = loop {
-        if filled == buf.len() {
-            break Route::BadRequest("request headers too large");
-        }
-        let n = stream.read(&mut buf[filled..]).await?;
-        if n == 0 {
-            // Closed before a whole request: nobody to answer.
-            return Ok(());
-        }
-        filled += n;
-        if let Some(route) = route(&buf[..filled]) {
-            break route;
+    // The whole request, or `None` when the client closed before sending it.
+    let read_request = async {
+        loop {
+            if filled == buf.len() {
+                return Ok::<_, std::io::Error>(Some(Route::BadRequest(
+                    "request headers too large",
+                )));
+            }
+            let n = stream.read(&mut buf[filled..]).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            filled += n;
+            if let Some(route) = route(&buf[..filled]) {
+                return Ok(Some(route));
+            }
         }
     };
+    let route = match tokio::time::timeout(REQUEST_TIMEOUT, read_request).await {
+        Ok(Ok(Some(route))) => route,
+        // Closed, or silent too long: nobody to answer.
+        Ok(Ok(None)) | Err(_) => return Ok(()),
+        Ok(Err(e)) => return Err(e),
+    };
+    busy.store(true, Ordering::Release);
     let head = route == Route::Metrics { head: true };
     let (status, body) = match route {
         Route::Metrics { .. } => ("200 OK", render(source).await),
@@ -704,6 +783,17 @@ fn escape_label(out: &mut String, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_beyond_loopback_are_warned_of() {
+        for addr in ["127.0.0.1:9101", "127.8.9.1:9101", "[::1]:9101"] {
+            assert_eq!(exposure_warning(addr.parse().unwrap()), None, "{addr}");
+        }
+        for addr in ["0.0.0.0:9101", "10.0.0.7:9101", "[::]:9101"] {
+            let warning = exposure_warning(addr.parse().unwrap()).expect(addr);
+            assert!(warning.contains("no authentication"), "{warning}");
+        }
+    }
 
     #[test]
     fn samples_carry_the_node_and_escaped_labels() {
