@@ -269,7 +269,7 @@ fn spawn_node(dir: &Path, id: &'static str) -> SocketAddr {
                 else {
                     return;
                 };
-                let _ = serve_rpc(conn, MAX_FRAME, |request: ClientRequest| async move {
+                let _ = serve_rpc(conn, &transport(), |request: ClientRequest| async move {
                     match request {
                         ClientRequest::Get { key, .. } => ClientResponse::Value {
                             value: Some(key),

@@ -24,6 +24,8 @@
 //! max_frame_bytes = 4194304
 //! max_key_bytes = 1024
 //! max_value_bytes = 1048576
+//! max_connections = 1024   # open at once, beyond which new ones are refused
+//! max_connections_per_identity = 64   # per certificate (a client, admin or node)
 //! ```
 //!
 //! A leader-follower node also lists its peers (every other node of the
@@ -394,6 +396,12 @@ pub struct LimitsSection {
     /// How long the node lets a single request take before answering with
     /// a timeout (outcome unknown).
     pub request_timeout_ms: u64,
+    /// Connections open at once (any certificate); beyond it, new ones are
+    /// refused before their TLS handshake.
+    pub max_connections: usize,
+    /// Connections open at once with one certificate; beyond it, a new one
+    /// is closed after its handshake, with the reason.
+    pub max_connections_per_identity: usize,
 }
 
 impl Default for NodeConfig {
@@ -438,6 +446,8 @@ impl Default for LimitsSection {
             max_key_bytes: 1024,
             max_value_bytes: 1024 * 1024,
             request_timeout_ms: 10_000,
+            max_connections: 1024,
+            max_connections_per_identity: 64,
         }
     }
 }
@@ -514,6 +524,16 @@ impl NodeConfig {
                 "storage.simulate_power_loss",
                 "with fsync = \"never\" keeps up to one segment of unsynced writes in memory: \
                  set storage.segment_bytes to at most 1073741824 (1 GiB)",
+            );
+        }
+        if self.limits.max_connections == 0 || self.limits.max_connections_per_identity == 0 {
+            return invalid(
+                if self.limits.max_connections == 0 {
+                    "limits.max_connections"
+                } else {
+                    "limits.max_connections_per_identity"
+                },
+                "must be at least 1",
             );
         }
         if self.limits.max_frame_bytes < 1024 {

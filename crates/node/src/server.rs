@@ -2,6 +2,7 @@
 //! protocols, the optional metrics endpoint, and a clean shutdown on
 //! SIGTERM, SIGINT or an admin request.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,6 +63,71 @@ struct Shared {
     /// Set when the node must stop because of a failure (the replication
     /// driver could not persist).
     failed: std::sync::Mutex<Option<String>>,
+    /// Connections open, in all and per certificate role.
+    connections: Connections,
+}
+
+/// Open connections, counted against `limits.max_connections` and
+/// `limits.max_connections_per_identity`.
+#[derive(Debug, Default)]
+struct Connections {
+    open: std::sync::Mutex<(usize, HashMap<String, usize>)>,
+}
+
+/// A connection counted in [`Connections`]; uncounted when dropped.
+struct Counted<'a> {
+    connections: &'a Connections,
+    identity: Option<String>,
+}
+
+impl Connections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, HashMap<String, usize>)> {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts one more connection, unless `max` are open.
+    fn admit(&self, max: usize) -> Option<Counted<'_>> {
+        let mut open = self.lock();
+        (open.0 < max).then(|| {
+            open.0 += 1;
+            Counted {
+                connections: self,
+                identity: None,
+            }
+        })
+    }
+}
+
+impl Counted<'_> {
+    /// Counts the connection against `identity`, unless `max` of its
+    /// connections are open; returns how many are.
+    fn identify(&mut self, identity: String, max: usize) -> Result<(), usize> {
+        let mut open = self.connections.lock();
+        let count = open.1.entry(identity.clone()).or_default();
+        if *count >= max {
+            return Err(*count);
+        }
+        *count += 1;
+        self.identity = Some(identity);
+        Ok(())
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        let mut open = self.connections.lock();
+        open.0 -= 1;
+        if let Some(identity) = &self.identity {
+            if let Some(count) = open.1.get_mut(identity) {
+                *count -= 1;
+                if *count == 0 {
+                    open.1.remove(identity);
+                }
+            }
+        }
+    }
 }
 
 /// How long before its certificate expires a node starts warning.
@@ -179,6 +245,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         requests: Arc::default(),
         shutdown: Notify::new(),
         failed: std::sync::Mutex::new(None),
+        connections: Connections::default(),
     });
     if let Some(driver) = driver {
         let shared = Arc::clone(&shared);
@@ -358,6 +425,12 @@ fn open_store(
 
 async fn handle_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
     let remote = incoming.remote_address();
+    let limits = &shared.config.limits;
+    let Some(mut counted) = shared.connections.admit(limits.max_connections) else {
+        tracing::warn!(%remote, limit = limits.max_connections, "refusing a connection: limits.max_connections are open");
+        incoming.refuse();
+        return;
+    };
     let conn = match incoming.await {
         Ok(conn) => conn,
         Err(e) => {
@@ -365,6 +438,22 @@ async fn handle_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
             return;
         }
     };
+    let identity = match mimeo_wire::peer_role(&conn) {
+        Ok(role) => role.to_string(),
+        Err(e) => {
+            tracing::warn!(%remote, error = %e, "no usable certificate");
+            conn.close(mimeo_wire::codes::REFUSED.into(), b"no usable certificate");
+            return;
+        }
+    };
+    if let Err(open) = counted.identify(identity.clone(), limits.max_connections_per_identity) {
+        tracing::warn!(%remote, %identity, open, "refusing a connection: limits.max_connections_per_identity are open for this certificate");
+        conn.close(
+            mimeo_wire::codes::REFUSED.into(),
+            format!("{identity} has {open} connections open, the most this node takes (limits.max_connections_per_identity)").as_bytes(),
+        );
+        return;
+    }
     let hello = mimeo_wire::accept_hello(
         &conn,
         &shared.config.cluster_id,
@@ -380,12 +469,12 @@ async fn handle_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
         }
     };
     tracing::debug!(%remote, ?protocol, ?role, "connection accepted");
-    let max_frame = shared.transport.max_frame;
+    let transport = shared.transport.clone();
     let result = match protocol {
         Protocol::Client => {
             let service = shared.service.clone();
             let requests = Arc::clone(&shared.requests);
-            mimeo_wire::serve_rpc(conn, max_frame, move |request: ClientRequest| {
+            mimeo_wire::serve_rpc(conn, &transport, move |request: ClientRequest| {
                 let service = service.clone();
                 let requests = Arc::clone(&requests);
                 async move { service.handle(&requests, request).await }
@@ -394,7 +483,7 @@ async fn handle_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
         }
         Protocol::Admin => {
             let shared = Arc::clone(&shared);
-            mimeo_wire::serve_rpc(conn, max_frame, move |request: AdminRequest| {
+            mimeo_wire::serve_rpc(conn, &transport, move |request: AdminRequest| {
                 let shared = Arc::clone(&shared);
                 async move { admin(&shared, request).await }
             })

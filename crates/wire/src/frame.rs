@@ -114,13 +114,48 @@ pub async fn read_frame<T: DeserializeOwned>(
     recv: &mut quinn::RecvStream,
     max: usize,
 ) -> Result<T, FrameError> {
+    let len = read_frame_len(recv, max).await?;
+    read_frame_payload(recv, len).await
+}
+
+/// Reads a frame's length prefix and checks it against `max`.
+pub(crate) async fn read_frame_len(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+) -> Result<usize, FrameError> {
     let mut prefix = [0u8; FRAME_HEADER_LEN];
     read_exact(recv, &mut prefix).await?;
-    let len = frame_len(&prefix, max)?.unwrap_or_default();
-    let mut payload = vec![0u8; len];
-    read_exact(recv, &mut payload).await?;
+    Ok(frame_len(&prefix, max)?.unwrap_or_default())
+}
+
+/// Reads a payload of `len` bytes and decodes it. The buffer grows as the
+/// bytes arrive, so a sender that announces a large frame and sends little
+/// costs what it sent, not what it announced.
+pub(crate) async fn read_frame_payload<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    len: usize,
+) -> Result<T, FrameError> {
+    let mut payload = Vec::with_capacity(len.min(READ_CHUNK));
+    while payload.len() < len {
+        let chunk = recv
+            .read_chunk(len - payload.len(), true)
+            .await
+            .map_err(|e| FrameError::Transport(e.to_string()))?;
+        match chunk {
+            Some(chunk) => payload.extend_from_slice(&chunk.bytes),
+            None => {
+                return Err(FrameError::Truncated {
+                    got: payload.len(),
+                    expected: len,
+                })
+            }
+        }
+    }
     decode_payload(&payload)
 }
+
+/// The buffer a payload starts with; it grows as bytes arrive.
+const READ_CHUNK: usize = 64 * 1024;
 
 async fn read_exact(recv: &mut quinn::RecvStream, buf: &mut [u8]) -> Result<(), FrameError> {
     recv.read_exact(buf).await.map_err(|e| match e {

@@ -79,7 +79,7 @@
 //!         let conn = server.accept().await.unwrap().await.unwrap();
 //!         let (protocol, role) = accept_hello(&conn, "demo", "n1", &transport).await.unwrap();
 //!         assert_eq!((protocol, role), (Protocol::Client, Role::Client("app".into())));
-//!         serve_rpc(conn, transport.max_frame, |request: ClientRequest| async move {
+//!         serve_rpc(conn, &transport, |request: ClientRequest| async move {
 //!             match request {
 //!                 ClientRequest::Get { .. } => ClientResponse::Value { value: Some(b"hi".to_vec()), position: Position::default() },
 //!                 _ => ClientResponse::Error { kind: ErrorKind::BadRequest, message: "only gets here".into() },

@@ -26,7 +26,7 @@ pub const BATCH_BYTES: usize = 64 * 1024;
 /// Streams read at once on one incoming connection. A bus sends on one
 /// stream per connection; a peer opening more gets the extras stopped, so
 /// that it cannot make this node allocate a maximum frame per stream.
-const MAX_STREAMS_PER_CONNECTION: usize = 4;
+pub(crate) const MAX_STREAMS_PER_CONNECTION: usize = 4;
 
 /// Bounds and timers of a [`PeerBus`].
 #[derive(Clone, Debug, PartialEq, Eq)]

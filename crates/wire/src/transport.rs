@@ -10,9 +10,13 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::Semaphore;
 
 use crate::certs::{Role, TlsIdentity, NODE_SERVER_NAME};
-use crate::frame::{encode_frame, read_frame, write_frame, FrameError, DEFAULT_MAX_FRAME};
+use crate::frame::{
+    encode_frame, read_frame, read_frame_len, read_frame_payload, write_frame, FrameError,
+    DEFAULT_MAX_FRAME, FRAME_HEADER_LEN,
+};
 use crate::message::{ErrorKind, ErrorReply, Hello, HelloReply, Protocol, RefusalReason};
 use crate::PROTOCOL_VERSION;
 
@@ -31,7 +35,26 @@ pub mod codes {
     pub const TOO_LARGE: u32 = 3;
 }
 
-/// Frame size limit and QUIC timers shared by both sides of a connection.
+/// Frame size limit, QUIC timers and the limits a server puts on each
+/// connection.
+///
+/// What one accepted connection can make a server hold is bounded: QUIC
+/// flow control lets the client have at most [`receive_window`] bytes
+/// buffered and unread, and the request frames being read or answered
+/// hold at most [`request_bytes`] (a frame's announced length is reserved
+/// before its payload is read, and its buffer grows as bytes arrive). A
+/// connection may open one stream, for its hello, until the hello is
+/// accepted; then [`max_concurrent_streams`] request streams (client and
+/// admin protocols, no unidirectional streams) or a few unidirectional ones
+/// (the peer protocol, no bidirectional ones). The hello must arrive within
+/// [`hello_timeout`], each request frame within [`frame_timeout`] of its
+/// stream opening.
+///
+/// [`receive_window`]: TransportConfig::receive_window
+/// [`request_bytes`]: TransportConfig::request_bytes
+/// [`max_concurrent_streams`]: TransportConfig::max_concurrent_streams
+/// [`hello_timeout`]: TransportConfig::hello_timeout
+/// [`frame_timeout`]: TransportConfig::frame_timeout
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransportConfig {
     /// The largest frame payload accepted or sent, in bytes.
@@ -43,6 +66,17 @@ pub struct TransportConfig {
     pub keep_alive: Duration,
     /// How many requests one connection may have in flight.
     pub max_concurrent_streams: u32,
+    /// How long a new connection may take to send its hello.
+    pub hello_timeout: Duration,
+    /// How long a request frame may take to arrive whole, from its stream
+    /// opening (waiting for [`TransportConfig::request_bytes`] included).
+    pub frame_timeout: Duration,
+    /// Bytes of request frames one connection may have a server read and
+    /// answer at once (never less than one largest frame).
+    pub request_bytes: usize,
+    /// Bytes a client may send a server beyond what it has read, per
+    /// connection (QUIC flow control; never less than one largest frame).
+    pub receive_window: usize,
 }
 
 impl Default for TransportConfig {
@@ -51,12 +85,27 @@ impl Default for TransportConfig {
             max_frame: DEFAULT_MAX_FRAME,
             idle_timeout: Duration::from_secs(10),
             keep_alive: Duration::from_secs(2),
-            max_concurrent_streams: 1024,
+            max_concurrent_streams: 256,
+            hello_timeout: Duration::from_secs(5),
+            frame_timeout: Duration::from_secs(10),
+            request_bytes: 2 * DEFAULT_MAX_FRAME,
+            receive_window: DEFAULT_MAX_FRAME + FRAME_HEADER_LEN,
         }
     }
 }
 
+/// Unidirectional streams a peer connection may have open (the peer bus
+/// uses one, and reopens it after a failure).
+const PEER_STREAMS: u32 = crate::peer::MAX_STREAMS_PER_CONNECTION as u32;
+
 impl TransportConfig {
+    /// The request budget actually used: room for one largest frame at least.
+    fn request_budget(&self) -> usize {
+        self.request_bytes.max(self.max_frame + FRAME_HEADER_LEN)
+    }
+
+    /// Timers and windows of either side; the stream limits of a client
+    /// endpoint (nodes never open streams towards the side that dialled).
     fn quinn(&self) -> Result<quinn::TransportConfig, WireError> {
         let mut transport = quinn::TransportConfig::default();
         let idle = quinn::IdleTimeout::try_from(self.idle_timeout)
@@ -64,8 +113,27 @@ impl TransportConfig {
         transport
             .max_idle_timeout(Some(idle))
             .keep_alive_interval(Some(self.keep_alive))
-            .max_concurrent_bidi_streams(self.max_concurrent_streams.into())
-            .max_concurrent_uni_streams(self.max_concurrent_streams.into());
+            .max_concurrent_bidi_streams(0u32.into())
+            .max_concurrent_uni_streams(0u32.into());
+        Ok(transport)
+    }
+
+    /// A server's: one stream (the hello) until the hello is accepted, and
+    /// bounded windows.
+    fn quinn_server(&self) -> Result<quinn::TransportConfig, WireError> {
+        let mut transport = self.quinn()?;
+        let window = |bytes: usize, what: &str| {
+            quinn::VarInt::try_from(bytes as u64)
+                .map_err(|e| WireError::Config(format!("{what}: {e}")))
+        };
+        let stream_window = self.max_frame + FRAME_HEADER_LEN;
+        transport
+            .max_concurrent_bidi_streams(1u32.into())
+            .stream_receive_window(window(stream_window, "stream receive window")?)
+            .receive_window(window(
+                self.receive_window.max(stream_window),
+                "receive window",
+            )?);
         Ok(transport)
     }
 }
@@ -140,7 +208,7 @@ pub fn server_endpoint(
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| WireError::Config(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(Arc::new(transport.quinn()?));
+    config.transport_config(Arc::new(transport.quinn_server()?));
     quinn::Endpoint::server(config, bind).map_err(|source| WireError::Bind { addr: bind, source })
 }
 
@@ -219,7 +287,13 @@ pub async fn connect(
 /// Waits for the hello on a freshly accepted connection and checks it:
 /// protocol version, cluster id, and that the peer's certificate allows the
 /// protocol asked for. Answers either way; on refusal the connection is
-/// closed and the error says why.
+/// closed and the error says why. A hello that has not arrived whole
+/// within [`TransportConfig::hello_timeout`] closes the connection.
+///
+/// On acceptance the connection gets the streams its protocol uses: up to
+/// [`TransportConfig::max_concurrent_streams`] bidirectional request
+/// streams for the client and admin protocols, a few unidirectional ones
+/// for the peer protocol, and none of the other kind.
 pub async fn accept_hello(
     conn: &quinn::Connection,
     cluster_id: &str,
@@ -227,17 +301,42 @@ pub async fn accept_hello(
     transport: &TransportConfig,
 ) -> Result<(Protocol, Role), WireError> {
     let role = peer_role(conn)?;
-    let (mut send, mut recv) = tokio::time::timeout(transport.idle_timeout, conn.accept_bi())
-        .await
-        .map_err(|_| WireError::Connection("no hello before the idle timeout".into()))?
-        .map_err(|e| WireError::Connection(e.to_string()))?;
-    let (verdict, reply) = match read_frame::<Hello>(&mut recv, transport.max_frame).await {
+    let hello = async {
+        let (send, mut recv) = conn
+            .accept_bi()
+            .await
+            .map_err(|e| WireError::Connection(e.to_string()))?;
+        let hello = read_frame::<Hello>(&mut recv, transport.max_frame).await;
+        Ok::<_, WireError>((send, hello))
+    };
+    let (mut send, hello) = match tokio::time::timeout(transport.hello_timeout, hello).await {
+        Ok(result) => result?,
+        Err(_) => {
+            conn.close(codes::REFUSED.into(), b"no hello in time");
+            return Err(WireError::Connection(format!(
+                "no hello within {:?}",
+                transport.hello_timeout
+            )));
+        }
+    };
+    let (verdict, reply) = match hello {
         Ok(hello) => check_hello(&hello, &role, cluster_id, node_id),
         Err(e @ (FrameError::Malformed(_) | FrameError::TooLarge { .. })) => {
             refuse(RefusalReason::Malformed, format!("unreadable hello: {e}"))
         }
         Err(e) => return Err(e.into()),
     };
+    if let Ok(protocol) = &verdict {
+        match protocol {
+            Protocol::Client | Protocol::Admin => {
+                conn.set_max_concurrent_bi_streams(transport.max_concurrent_streams.into());
+            }
+            Protocol::Peer => {
+                conn.set_max_concurrent_bi_streams(0u32.into());
+                conn.set_max_concurrent_uni_streams(PEER_STREAMS.into());
+            }
+        }
+    }
     write_frame(&mut send, &reply, transport.max_frame).await?;
     let _ = send.finish();
     match verdict {
@@ -317,13 +416,17 @@ where
 
 /// Serves requests on `conn` until it closes: each incoming stream carries
 /// one request frame, answered with one response frame by `handler`.
-/// Requests run concurrently.
+/// Requests run concurrently, holding at most
+/// [`TransportConfig::request_bytes`] of request frames at once: a frame's
+/// announced length is reserved before its payload is read, and released
+/// when its response has been sent; a frame that has not arrived within
+/// [`TransportConfig::frame_timeout`] is dropped and its stream stopped.
 ///
 /// A stream whose frame is malformed or too large is answered with an error
 /// response and closed; the connection and every other stream keep going.
 pub async fn serve_rpc<Req, Resp, H, F>(
     conn: quinn::Connection,
-    max_frame: usize,
+    transport: &TransportConfig,
     handler: H,
 ) -> Result<(), WireError>
 where
@@ -334,6 +437,10 @@ where
 {
     let handler = Arc::new(handler);
     let remote = conn.remote_address();
+    let max_frame = transport.max_frame;
+    let frame_timeout = transport.frame_timeout;
+    let budget = transport.request_budget();
+    let request_bytes = Arc::new(Semaphore::new(budget));
     loop {
         let (mut send, mut recv) = match conn.accept_bi().await {
             Ok(streams) => streams,
@@ -344,8 +451,30 @@ where
             Err(e) => return Err(WireError::Connection(e.to_string())),
         };
         let handler = Arc::clone(&handler);
+        let request_bytes = Arc::clone(&request_bytes);
         tokio::spawn(async move {
-            let response = match read_frame::<Req>(&mut recv, max_frame).await {
+            // Held until the response is sent.
+            let mut reserved = None;
+            let read = async {
+                let len = read_frame_len(&mut recv, max_frame).await?;
+                let bytes = u32::try_from(len + FRAME_HEADER_LEN).unwrap_or(u32::MAX);
+                reserved = Some(
+                    Arc::clone(&request_bytes)
+                        .acquire_many_owned(bytes)
+                        .await
+                        .map_err(|e| FrameError::Transport(e.to_string()))?,
+                );
+                read_frame_payload::<Req>(&mut recv, len).await
+            };
+            let read = match tokio::time::timeout(frame_timeout, read).await {
+                Ok(read) => read,
+                Err(_) => {
+                    tracing::debug!(%remote, "a request frame did not arrive in time; stopping its stream");
+                    let _ = recv.stop(codes::REFUSED.into());
+                    return;
+                }
+            };
+            let response = match read {
                 Ok(request) => handler(request).await,
                 Err(e) => {
                     let (kind, code) = match e {

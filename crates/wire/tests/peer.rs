@@ -425,7 +425,7 @@ async fn a_peer_cannot_open_streams_without_limit() {
     let mut n1 = lone_n1(dir.path(), &["n2"]);
     let conn = rogue_n2(dir.path(), n1.addr()).await;
     let mut streams = Vec::new();
-    for n in 0..8 {
+    for n in 0..4 {
         let mut stream = conn.open_uni().await.unwrap();
         let message = PeerMessage {
             from: "n2".into(),
@@ -441,12 +441,13 @@ async fn a_peer_cannot_open_streams_without_limit() {
     }
     delivered.sort();
     assert_eq!(delivered, vec![0, 1, 2, 3]);
-    for stream in &streams[4..] {
-        let stopped = tokio::time::timeout(WAIT, stream.stopped()).await.unwrap();
-        assert_eq!(stopped.unwrap(), Some(codes::REFUSED.into()));
-    }
+    // QUIC grants a peer connection four streams: a fifth is never opened
+    // (the bus's own limit, behind it, is not even reached).
+    let fifth = tokio::time::timeout(Duration::from_millis(500), conn.open_uni()).await;
+    assert!(fifth.is_err(), "a fifth stream was granted");
     assert!(n1.rx.try_recv().is_err());
-    assert_eq!(n1.stats("n2").rejected, 4);
+    assert_eq!(n1.stats("n2").rejected, 0);
+    drop(streams);
 }
 
 #[tokio::test]
@@ -515,12 +516,17 @@ async fn a_client_certificate_cannot_use_the_peer_protocol() {
         .unwrap()
         .await
         .unwrap();
-    let mut stream = conn.open_uni().await.unwrap();
-    let message = PeerMessage {
-        from: "n2".into(),
-        payload: seq(1),
-    };
-    let _ = write_frame(&mut stream, &message, MAX_FRAME).await;
+    // A server grants no stream before the hello; the bus closes the
+    // connection meanwhile, so the stream may never open.
+    if let Ok(Ok(mut stream)) =
+        tokio::time::timeout(Duration::from_millis(500), conn.open_uni()).await
+    {
+        let message = PeerMessage {
+            from: "n2".into(),
+            payload: seq(1),
+        };
+        let _ = write_frame(&mut stream, &message, MAX_FRAME).await;
+    }
     let closed = tokio::time::timeout(WAIT, conn.closed()).await.unwrap();
     assert!(
         matches!(&closed, quinn::ConnectionError::ApplicationClosed(c) if c.error_code == codes::REFUSED.into()),

@@ -46,7 +46,7 @@ fn spawn_node(dir: &Path) -> SocketAddr {
                 };
                 let _ = match protocol {
                     Protocol::Client => {
-                        serve_rpc(conn, MAX_FRAME, |request: ClientRequest| async move {
+                        serve_rpc(conn, &transport(), |request: ClientRequest| async move {
                             match request {
                                 ClientRequest::Get { key, .. } => ClientResponse::Value {
                                     value: Some(key),
@@ -61,7 +61,7 @@ fn spawn_node(dir: &Path) -> SocketAddr {
                         .await
                     }
                     Protocol::Admin => {
-                        serve_rpc(conn, MAX_FRAME, |_: AdminRequest| async {
+                        serve_rpc(conn, &transport(), |_: AdminRequest| async {
                             AdminResponse::Ok
                         })
                         .await
