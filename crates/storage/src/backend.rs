@@ -8,6 +8,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::error::Error;
+use crate::lock::DirLock;
+
 /// A flat directory of files, as the store sees it.
 ///
 /// Creating, renaming or removing a file is durable only after
@@ -29,6 +32,17 @@ pub trait Backend: Send + Sync {
     fn sync_dir(&self) -> io::Result<()>;
     /// A path for `name`, used in error messages and logs.
     fn path(&self, name: &str) -> PathBuf;
+    /// Takes the exclusive lock on the directory, for as long as the
+    /// returned [`DirLock`] lives; [`Store::open_with_backend`](crate::Store::open_with_backend)
+    /// holds it for the store's lifetime. Fails with
+    /// [`Error::Locked`](crate::Error::Locked) when another holder has it.
+    ///
+    /// The default takes no lock (`Ok(None)`): right for backends that
+    /// are not a directory other processes can see, such as
+    /// [`sim::SimBackend`](crate::sim::SimBackend).
+    fn lock(&self) -> Result<Option<DirLock>, Error> {
+        Ok(None)
+    }
 }
 
 /// One open file.
@@ -134,6 +148,10 @@ impl Backend for FsBackend {
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+
+    fn lock(&self) -> Result<Option<DirLock>, Error> {
+        DirLock::acquire(&self.dir).map(Some)
     }
 }
 

@@ -89,6 +89,28 @@ pub enum Error {
         /// What is wrong and what is accepted.
         reason: String,
     },
+    /// Another process (or another open store in this process) holds the
+    /// data directory's lock ([`DirLock`](crate::DirLock)).
+    #[error("data directory {} is in use: process {} holds its lock ({}/LOCK). One data directory serves one process at a time: stop that process first, or give this one another data directory. Do not delete the LOCK file to get in: the lock lives on the open file, so deleting it would let two processes write the same log, which loses acknowledged writes", dir.display(), pid.map_or_else(|| "(pid unknown)".to_owned(), |p| p.to_string()), dir.display())]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+        /// The pid the holder wrote into the lock file, if it could be read.
+        pid: Option<u32>,
+    },
+    /// A frame read for a key holds another key's record (or another log
+    /// index): the file changed behind the store's back.
+    #[error("storage file {path} at byte offset {offset} holds {found}, but the in-memory index expects {expected} there: the file was changed behind the store's back (another process writing to this data directory, or damage). The read is refused rather than answered with another key's value. Make sure no other process uses the directory, then restart this one: recovery rebuilds the index from what is on disk")]
+    IndexMismatch {
+        /// The file read.
+        path: PathBuf,
+        /// The frame's offset.
+        offset: u64,
+        /// What the index expected (key and log index).
+        expected: String,
+        /// What the frame holds.
+        found: String,
+    },
     /// A value could not be encoded.
     #[error("could not encode {what}: {reason}")]
     Encode {

@@ -104,6 +104,7 @@
 //! | `seg-<first index>.log`             | a log segment, e.g. `seg-00000000000000000001.log` |
 //! | `snap-<floor index>.snap`           | the snapshot: the state up to the floor    |
 //! | `snap-<floor index>.snap.tmp`       | a snapshot being written; removed at open  |
+//! | `LOCK`                              | the directory lock; holds the holder's pid as text |
 //!
 //! Indexes in names are 20 decimal digits, so names sort like indexes. All
 //! integers in headers are little-endian; checksums are CRC32C
@@ -202,7 +203,13 @@
 //!   stops writing instead of retrying.
 //! - Bit rot is detected by the checksums, when records are read and at
 //!   open; it is not corrected.
-//! - One process uses a directory at a time; the store takes no lock.
+//! - One process uses a directory at a time, and the store makes sure of
+//!   it: [`Store::open`] takes an exclusive `flock` on the file `LOCK`
+//!   ([`DirLock`]) and holds it until the store is dropped; a second open,
+//!   from any process, fails with [`Error::Locked`] naming the directory
+//!   and the holder's pid. The lock is the `flock`, not the file: a `LOCK`
+//!   left by a crashed process is simply taken over, and deleting it while
+//!   held would let a second process in.
 //!
 //! ## Recovery
 //!
@@ -263,6 +270,7 @@ mod compaction;
 mod error;
 mod format;
 mod latency;
+mod lock;
 mod options;
 mod power_loss;
 mod record;
@@ -275,6 +283,7 @@ pub use backend::{Backend, BackendFile, FsBackend};
 pub use error::{Error, Result};
 pub use format::MAX_RECORD_BYTES;
 pub use latency::{Latencies, LatencyHistogram, LATENCY_BOUNDS_US};
+pub use lock::{DirLock, LOCK_FILE};
 pub use options::{FsyncMode, Options, ParseFsyncModeError};
 pub use power_loss::PowerLossBackend;
 pub use record::{Entry, LogPosition, Mutation, Record, RecordMeta};

@@ -24,6 +24,7 @@ use crate::format::{
     MAX_RECORD_BYTES, SEGMENT_HEADER_LEN, SYNCED_THROUGH_LEN,
 };
 use crate::latency::{Latencies, LatencyHistogram};
+use crate::lock::DirLock;
 use crate::options::{FsyncMode, Options};
 use crate::record::{Entry, LogPosition, Mutation, Record};
 use crate::recovery::{self, decode_record, Active};
@@ -139,6 +140,9 @@ pub(crate) struct Inner {
     /// segment rather than on every append.
     auto_compact_hold: AtomicUsize,
     background: Mutex<Option<JoinHandle<()>>>,
+    /// The data directory's lock, held as long as the store is open
+    /// (`None` for backends that take none).
+    _lock: Option<DirLock>,
 }
 
 /// The storage engine: a durable, segmented log of [`Record`]s plus the
@@ -185,8 +189,11 @@ impl Store {
     /// `tracing::warn!` and counted in [`Stats::truncated_tail_bytes_at_open`])
     /// and refuses, with [`Error::Corrupt`], damage anywhere else.
     ///
-    /// Only one `Store` may use a directory at a time; the store does not
-    /// lock it.
+    /// Only one `Store` may use a directory at a time: the store takes an
+    /// exclusive lock on it ([`DirLock`], the file `LOCK`) and holds it
+    /// until it is dropped. While another process, or another `Store` in
+    /// this one, holds it, `open` fails with [`Error::Locked`], which names
+    /// the directory and the holder's pid.
     pub fn open(dir: &Path, options: Options) -> Result<Store, Error> {
         let backend =
             FsBackend::new(dir).map_err(io_err("create data directory", dir.to_path_buf()))?;
@@ -194,9 +201,11 @@ impl Store {
     }
 
     /// Like [`Store::open`], doing all I/O through `backend`: the seam tests
-    /// use to simulate power cuts (see [`sim`](crate::sim)).
+    /// use to simulate power cuts (see [`sim`](crate::sim)). The lock is
+    /// [`Backend::lock`]'s, taken before anything is read.
     pub fn open_with_backend(backend: Arc<dyn Backend>, options: Options) -> Result<Store, Error> {
         options.validate()?;
+        let dir_lock = backend.lock()?;
         let loaded = recovery::load(&*backend)?;
         // What recovery read may be only in the page cache (after a process
         // crash); make it durable so durable_index can start at the end.
@@ -248,6 +257,7 @@ impl Store {
             auto_compacting: AtomicBool::new(false),
             auto_compact_hold: AtomicUsize::new(0),
             background: Mutex::new(None),
+            _lock: dir_lock,
         };
         Ok(Store {
             inner: Arc::new(inner),
@@ -387,7 +397,7 @@ impl Store {
         let Some(slot) = st.index.get(key) else {
             return Ok(None);
         };
-        let value = self.inner.read_value(&st, slot)?;
+        let value = self.inner.read_value(&st, key, slot)?;
         Ok(Some(Entry {
             value,
             meta: slot.meta.clone(),
@@ -404,7 +414,7 @@ impl Store {
         st.index
             .range(range)
             .map(|(key, slot)| {
-                let value = self.inner.read_value(&st, slot)?;
+                let value = self.inner.read_value(&st, key, slot)?;
                 let entry = Entry {
                     value,
                     meta: slot.meta.clone(),
@@ -966,8 +976,9 @@ impl Inner {
             )
     }
 
-    /// The value a slot points at (`None` for a tombstone, without I/O).
-    fn read_value(&self, st: &State, slot: &Slot) -> Result<Option<Vec<u8>>, Error> {
+    /// The value a slot of `key` points at (`None` for a tombstone, without
+    /// I/O), checked to be `key`'s, at the slot's position.
+    fn read_value(&self, st: &State, key: &[u8], slot: &Slot) -> Result<Option<Vec<u8>>, Error> {
         if slot.tombstone {
             return Ok(None);
         }
@@ -986,7 +997,14 @@ impl Inner {
             )
         })?;
         let path = self.path(name);
-        let value = read_value_at(&**file, &path, slot.loc, slot.offset, slot.frame_len)?;
+        let value = read_value_at(
+            &**file,
+            &path,
+            slot.loc,
+            slot.offset,
+            slot.frame_len,
+            (key, slot.meta.position),
+        )?;
         if value.is_none() {
             return Err(corrupt(
                 path,
