@@ -2,12 +2,11 @@
 //! protocols, the optional metrics endpoint, and a clean shutdown on
 //! SIGTERM, SIGINT or an admin request.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use mimeo_storage::{Options, PowerLossBackend, Store};
+use mimeo_storage::{Backend, FsBackend, Options, PowerLossBackend, Store};
 use mimeo_wire::{
     AdminRequest, AdminResponse, ClientRequest, ClientResponse, ErrorKind, NodeStatus, PeerBus,
     Protocol, Role, TlsIdentity, TransportConfig,
@@ -100,7 +99,6 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         // (`Store::discard_before`).
         options = mimeo_leader_follower::driver::store_options(options);
     }
-    let data_dir = config.data_dir.clone();
     let simulate_power_loss = config.storage.simulate_power_loss;
     if simulate_power_loss {
         tracing::warn!(
@@ -110,10 +108,10 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
              (storage.simulate_power_loss = true)"
         );
     }
-    let store =
-        tokio::task::spawn_blocking(move || open_store(&data_dir, options, simulate_power_loss))
-            .await?
-            .with_context(|| format!("opening storage in {}", config.data_dir.display()))?;
+    let opening = config.clone();
+    let store = tokio::task::spawn_blocking(move || open_store(&opening, options))
+        .await?
+        .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
     let store = Arc::new(store);
 
     let transport = TransportConfig {
@@ -313,17 +311,22 @@ fn start_leader_follower(
 
 /// Opens the store on the real disk or, with `simulate_power_loss`, on a
 /// [`PowerLossBackend`] that keeps unsynced bytes in process memory.
-fn open_store(
-    data_dir: &Path,
-    options: Options,
-    simulate_power_loss: bool,
-) -> anyhow::Result<Store> {
-    if !simulate_power_loss {
-        return Ok(Store::open(data_dir, options)?);
-    }
-    let backend = PowerLossBackend::new(data_dir)
-        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
-    Ok(Store::open_with_backend(Arc::new(backend), options)?)
+///
+/// First checks what the directory was created for against `config`
+/// (refusing another mode, cluster or node: [`crate::data_dir`]); the
+/// store then locks the directory; only then, under the lock, is a missing
+/// identity file written.
+fn open_store(config: &NodeConfig, options: Options) -> anyhow::Result<Store> {
+    let data_dir = &config.data_dir;
+    let backend: Arc<dyn Backend> = if config.storage.simulate_power_loss {
+        Arc::new(PowerLossBackend::new(data_dir)?)
+    } else {
+        Arc::new(FsBackend::new(data_dir)?)
+    };
+    let found = crate::data_dir::check(&*backend, data_dir, config)?;
+    let store = Store::open_with_backend(Arc::clone(&backend), options)?;
+    crate::data_dir::record(&*backend, data_dir, &found, config)?;
+    Ok(store)
 }
 
 async fn handle_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
