@@ -19,6 +19,7 @@
 //! fsync = "batch"          # always | batch | never
 //! segment_bytes = 67108864
 //! simulate_power_loss = false  # test mode: SIGKILL loses unsynced writes
+//! inject_fsync_errors = false  # test mode: fsyncs fail (EIO) while <data_dir>/fail-fsync exists
 //!
 //! [limits]
 //! max_frame_bytes = 4194304
@@ -379,6 +380,12 @@ pub struct StorageSection {
     /// up to about `segment_bytes` of unsynced writes in memory, until the
     /// segment is closed. Never use it in production.
     pub simulate_power_loss: bool,
+    /// Test mode, off by default: while a file named `fail-fsync` exists in
+    /// the data directory, every fsync of a log segment fails with `EIO`
+    /// ([`mimeo_storage::FsyncFaultBackend`]), so that tests can watch the
+    /// node meet a failing disk (it stops, and its next start drops what
+    /// was never fsynced). Never use it in production.
+    pub inject_fsync_errors: bool,
 }
 
 /// Limits that protect the node from oversized input.
@@ -427,6 +434,7 @@ impl Default for StorageSection {
             fsync: FsyncMode::Batch,
             segment_bytes: 64 * 1024 * 1024,
             simulate_power_loss: false,
+            inject_fsync_errors: false,
         }
     }
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use mimeo_storage::{Backend, FsBackend, Options, PowerLossBackend, Store};
+use mimeo_storage::{
+    Backend, FsBackend, FsyncFaultBackend, Options, PowerLossBackend, Store, FAIL_FSYNC_FILE,
+};
 use mimeo_wire::{
     AdminRequest, AdminResponse, ClientRequest, ClientResponse, ErrorKind, NodeStatus, PeerBus,
     Protocol, Role, TlsIdentity, TransportConfig,
@@ -59,8 +61,45 @@ struct Shared {
     requests: Arc<RequestMetrics>,
     shutdown: Notify,
     /// Set when the node must stop because of a failure (the replication
-    /// driver could not persist).
-    failed: std::sync::Mutex<Option<String>>,
+    /// driver could not persist, or storage was poisoned).
+    failure: Arc<Failure>,
+}
+
+/// Why the node must stop, set by whoever finds out first (the replication
+/// driver's task, or the standalone service when storage is poisoned).
+#[derive(Default)]
+pub(crate) struct Failure {
+    reason: std::sync::Mutex<Option<String>>,
+    notify: Notify,
+}
+
+impl Failure {
+    /// Stops the node with `reason` (the first reason given wins).
+    pub(crate) fn fail(&self, reason: String) {
+        let mut slot = self.reason.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            tracing::error!(error = %reason, "the node must stop");
+            *slot = Some(reason);
+            self.notify.notify_one();
+        }
+    }
+
+    fn take(&self) -> Option<String> {
+        self.reason.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// What the exit error adds when storage was poisoned: what happened to the
+/// records, and what to do.
+fn poisoned_advice(store: &Store) -> String {
+    format!(
+        "the disk failed a write or fsync, so the node stopped rather than go on with storage it \
+         cannot trust. Log records after index {} were never acknowledged as durable and are \
+         dropped when the node next starts. Check the disk (kernel log, free space, hardware), \
+         then restart the node; if the disk is bad, copy the data directory to a healthy one \
+         first (do not delete it: it holds every acknowledged write this node has)",
+        store.durable_index()
+    )
 }
 
 /// Runs a node until SIGTERM, SIGINT or an admin `Shutdown`, then stops
@@ -123,12 +162,14 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     let local = endpoint.local_addr()?;
 
     let clock = Arc::new(Clock::default());
+    let failure = Arc::new(Failure::default());
     let (service, bus, driver) = match config.mode {
         Mode::Standalone => {
             let service = Arc::new(Standalone::new(
                 Arc::clone(&store),
                 config.clone(),
                 Arc::clone(&clock),
+                Arc::clone(&failure),
             ));
             (Service::Standalone(service), None, None)
         }
@@ -146,7 +187,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         clock,
         requests: Arc::default(),
         shutdown: Notify::new(),
-        failed: std::sync::Mutex::new(None),
+        failure,
     });
     if let Some(driver) = driver {
         let shared = Arc::clone(&shared);
@@ -156,9 +197,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
                 Ok(Err(e)) => e.to_string(),
                 Err(e) => format!("the replication driver panicked: {e}"),
             };
-            tracing::error!(error = %outcome, "replication stopped; shutting the node down");
-            *shared.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
-            shared.shutdown.notify_one();
+            shared.failure.fail(outcome);
         });
     }
 
@@ -201,6 +240,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
             _ = terminate.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = interrupt.recv() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = shared.shutdown.notified() => { tracing::info!("admin shutdown: shutting down"); break; }
+            _ = shared.failure.notify.notified() => { tracing::error!("failure: shutting down"); break; }
         }
     }
 
@@ -212,9 +252,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     }
     endpoint.close(0u32.into(), b"node shutting down");
     let syncing = Arc::clone(&store);
-    tokio::task::spawn_blocking(move || syncing.sync())
-        .await?
-        .context("flushing storage at shutdown")?;
+    let synced = tokio::task::spawn_blocking(move || syncing.sync()).await?;
     if tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle())
         .await
         .is_err()
@@ -222,14 +260,20 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         tracing::warn!("connections did not close within 2 s; exiting anyway");
     }
     tracing::info!(node = %config.node_id, "stopped");
-    let failed = shared
-        .failed
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
-    match failed {
-        Some(reason) => bail!("{reason}"),
-        None => Ok(()),
+    let failed = shared.failure.take();
+    match (failed, synced) {
+        (Some(reason), _) if store.is_poisoned() => {
+            bail!("{reason}; {}", poisoned_advice(&store))
+        }
+        (Some(reason), Err(e)) => bail!("{reason} (and flushing storage at shutdown failed: {e})"),
+        (Some(reason), Ok(())) => bail!("{reason}"),
+        (None, Err(e)) if store.is_poisoned() => {
+            bail!(
+                "flushing storage at shutdown failed: {e}; {}",
+                poisoned_advice(&store)
+            )
+        }
+        (None, synced) => synced.context("flushing storage at shutdown"),
     }
 }
 
@@ -318,11 +362,19 @@ fn start_leader_follower(
 /// identity file written.
 fn open_store(config: &NodeConfig, options: Options) -> anyhow::Result<Store> {
     let data_dir = &config.data_dir;
-    let backend: Arc<dyn Backend> = if config.storage.simulate_power_loss {
+    let mut backend: Arc<dyn Backend> = if config.storage.simulate_power_loss {
         Arc::new(PowerLossBackend::new(data_dir)?)
     } else {
         Arc::new(FsBackend::new(data_dir)?)
     };
+    if config.storage.inject_fsync_errors {
+        tracing::warn!(
+            trigger = %data_dir.join(FAIL_FSYNC_FILE).display(),
+            "test mode: log fsyncs fail with EIO while the trigger file exists \
+             (storage.inject_fsync_errors = true)"
+        );
+        backend = Arc::new(FsyncFaultBackend::new(backend));
+    }
     let found = crate::data_dir::check(&*backend, data_dir, config)?;
     let store = Store::open_with_backend(Arc::clone(&backend), options)?;
     crate::data_dir::record(&*backend, data_dir, &found, config)?;

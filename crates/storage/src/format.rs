@@ -35,6 +35,47 @@ pub(crate) fn snapshot_name(floor: u64) -> String {
     format!("snap-{floor:020}.snap")
 }
 
+/// Written when the store is poisoned: the index up to which every record
+/// had been fsynced then (see [`encode_synced_through`]).
+pub(crate) const SYNCED_THROUGH_FILE: &str = "synced-through";
+pub(crate) const SYNCED_THROUGH_MAGIC: [u8; 8] = *b"MIMEOSYN";
+pub(crate) const SYNCED_THROUGH_FILE_LEN: usize = 32;
+
+/// `magic "MIMEOSYN" | version u32 (1) | reserved u32 | synced-through
+/// index u64 | crc32c(bytes 0..24) u32 | reserved u32`
+pub(crate) fn encode_synced_through(index: u64) -> [u8; SYNCED_THROUGH_FILE_LEN] {
+    let mut b = [0u8; SYNCED_THROUGH_FILE_LEN];
+    b[0..8].copy_from_slice(&SYNCED_THROUGH_MAGIC);
+    b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    b[16..24].copy_from_slice(&index.to_le_bytes());
+    let crc = crc32c::crc32c(&b[0..24]);
+    b[24..28].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// The index in a synced-through file, or why it is invalid.
+pub(crate) fn decode_synced_through(b: &[u8]) -> Result<u64, String> {
+    if b.len() != SYNCED_THROUGH_FILE_LEN {
+        return Err(format!(
+            "synced-through file is {} bytes, expected {SYNCED_THROUGH_FILE_LEN}",
+            b.len()
+        ));
+    }
+    if b[0..8] != SYNCED_THROUGH_MAGIC {
+        return Err("not a mimeo synced-through file (bad magic)".into());
+    }
+    if u32_at(b, 24) != crc32c::crc32c(&b[0..24]) {
+        return Err("synced-through file checksum mismatch".into());
+    }
+    let version = u32_at(b, 8);
+    if version != FORMAT_VERSION {
+        return Err(format!(
+            "synced-through format version {version} is not supported (this build reads version {FORMAT_VERSION})"
+        ));
+    }
+    Ok(u64_at(b, 16))
+}
+
 /// Appended to a snapshot's name while it is being written.
 pub(crate) const TMP_SUFFIX: &str = ".tmp";
 
@@ -369,6 +410,7 @@ mod tests {
         );
         assert_eq!(classify("seg-1.log"), FileKind::Other);
         assert_eq!(classify("LOCK"), FileKind::Other);
+        assert_eq!(classify(SYNCED_THROUGH_FILE), FileKind::Other);
     }
 
     #[test]
@@ -391,6 +433,20 @@ mod tests {
             bad[i] ^= 1;
             assert!(decode_snapshot_header(&bad).is_err(), "byte {i}");
         }
+    }
+
+    #[test]
+    fn the_synced_through_file_is_pinned_and_checked() {
+        let b = encode_synced_through(0x0102);
+        assert_eq!(&b[0..16], b"MIMEOSYN\x01\0\0\0\0\0\0\0");
+        assert_eq!(&b[16..24], &[2, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(decode_synced_through(&b), Ok(0x0102));
+        for i in 0..28 {
+            let mut bad = b;
+            bad[i] ^= 4;
+            assert!(decode_synced_through(&bad).is_err(), "byte {i}");
+        }
+        assert!(decode_synced_through(&b[..31]).is_err());
     }
 
     #[test]

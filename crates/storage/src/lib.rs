@@ -81,9 +81,18 @@
 //!   [`PowerLossBackend`], which makes a crash a power cut).
 //!
 //! A failed write or fsync poisons the store: after an fsync error the
-//! kernel may have dropped the unwritten pages, so what reached the disk is
-//! unknown. Every later write fails with [`Error::Poisoned`]; reopening
-//! recovers from what is on disk.
+//! kernel may have dropped the unwritten pages, or kept them in the page
+//! cache marked clean, so what reached the disk is unknown. Every later
+//! write fails with [`Error::Poisoned`] ([`Store::is_poisoned`] tells), and
+//! the store records durably, in the file `synced-through`, the index up
+//! to which every record had been fsynced. Reopening drops the records
+//! after it (logged, and counted in
+//! [`Stats::unsynced_records_dropped_at_open`]): the page cache may still
+//! show them, and an fsync at open may then succeed without writing them,
+//! so they cannot be trusted (PostgreSQL's lesson of 2018). They were never
+//! acknowledged as durable. Under `fsync = never` nothing waits for an
+//! fsync, so records acknowledged before it may be dropped too, as a power
+//! cut would.
 //!
 //! The API is synchronous and thread-safe: share one [`Store`] behind an
 //! `Arc` and call it from async code through `spawn_blocking`.
@@ -105,6 +114,7 @@
 //! | `snap-<floor index>.snap`           | the snapshot: the state up to the floor    |
 //! | `snap-<floor index>.snap.tmp`       | a snapshot being written; removed at open  |
 //! | `LOCK`                              | the directory lock; holds the holder's pid as text |
+//! | `synced-through`                    | written when the store is poisoned; read and removed at open |
 //!
 //! Indexes in names are 20 decimal digits, so names sort like indexes. All
 //! integers in headers are little-endian; checksums are CRC32C
@@ -155,6 +165,25 @@
 //! meta: RecordMeta }` (`value: None` for a tombstone). The log continues at
 //! `floor + 1`; segments at or below the floor are leftovers of a
 //! compaction cut short and are removed at open.
+//!
+//! **Synced-through file** (`synced-through`, 32 bytes), written (temporary
+//! file, fsync, rename, fsync of the directory) only when a write or fsync
+//! fails:
+//!
+//! ```text
+//! 0   8  magic "MIMEOSYN"
+//! 8   4  format version, u32 (1)
+//! 12  4  reserved, zero
+//! 16  8  synced-through index, u64: every record up to it had been fsynced
+//! 24  4  CRC32C of bytes 0..24, u32
+//! 28  4  reserved, zero
+//! ```
+//!
+//! At open, records after that index are removed (as a truncation is),
+//! then the file is removed. A store that cannot read it refuses to start
+//! with [`Error::Corrupt`]. Directories written before this file existed
+//! simply have none; nothing else in the format changed, so the format
+//! version stays 1.
 //!
 //! ## How files change
 //!
@@ -268,6 +297,7 @@
 mod backend;
 mod compaction;
 mod error;
+mod fault;
 mod format;
 mod latency;
 mod lock;
@@ -281,6 +311,7 @@ mod store;
 
 pub use backend::{Backend, BackendFile, FsBackend};
 pub use error::{Error, Result};
+pub use fault::{FsyncFaultBackend, FAIL_FSYNC_FILE};
 pub use format::MAX_RECORD_BYTES;
 pub use latency::{Latencies, LatencyHistogram, LATENCY_BOUNDS_US};
 pub use lock::{DirLock, LOCK_FILE};

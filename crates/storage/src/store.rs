@@ -20,8 +20,9 @@ use std::time::Instant;
 use crate::backend::{Backend, BackendFile, FsBackend};
 use crate::error::{corrupt, io_err, Error};
 use crate::format::{
-    encode_segment_header, parse_frame, push_log_frame, segment_name, Frame, FRAME_HEADER_LEN,
-    MAX_RECORD_BYTES, SEGMENT_HEADER_LEN, SYNCED_THROUGH_LEN,
+    decode_synced_through, encode_segment_header, encode_synced_through, parse_frame,
+    push_log_frame, segment_name, Frame, FRAME_HEADER_LEN, MAX_RECORD_BYTES, SEGMENT_HEADER_LEN,
+    SYNCED_THROUGH_FILE, SYNCED_THROUGH_LEN,
 };
 use crate::latency::{Latencies, LatencyHistogram};
 use crate::lock::DirLock;
@@ -64,8 +65,14 @@ pub struct Stats {
     pub first_index: u64,
     /// Compactions completed since open.
     pub compactions: u64,
-    /// Bytes of torn writes cut from the tail of the log when it was opened.
+    /// Bytes cut from the tail of the log when it was opened: torn writes,
+    /// and records dropped because a write or fsync had failed before
+    /// them ([`unsynced_records_dropped_at_open`](Stats::unsynced_records_dropped_at_open)).
     pub truncated_tail_bytes_at_open: u64,
+    /// Records dropped at open because they were written after the last
+    /// fsync that succeeded before the store was poisoned: the disk may
+    /// never have had them (see the crate docs, *Recovery*).
+    pub unsynced_records_dropped_at_open: u64,
     /// How long each [`Store::append`] took to write its records, since
     /// open: the write system calls and the zeros written ahead, and, when
     /// a segment fills, closing it and creating the next one (their
@@ -131,6 +138,7 @@ pub(crate) struct Inner {
     synced: Condvar,
     pub(crate) compactions: AtomicU64,
     truncated_tail_bytes_at_open: u64,
+    unsynced_records_dropped_at_open: u64,
     write_latency: LatencyHistogram,
     fsync_latency: LatencyHistogram,
     auto_compacting: AtomicBool,
@@ -206,7 +214,9 @@ impl Store {
     pub fn open_with_backend(backend: Arc<dyn Backend>, options: Options) -> Result<Store, Error> {
         options.validate()?;
         let dir_lock = backend.lock()?;
-        let loaded = recovery::load(&*backend)?;
+        let mut loaded = recovery::load(&*backend)?;
+        let (unsynced_records, unsynced_bytes) = drop_unsynced(&*backend, &mut loaded)?;
+        loaded.truncated_tail_bytes += unsynced_bytes;
         // What recovery read may be only in the page cache (after a process
         // crash); make it durable so durable_index can start at the end.
         if let Some(a) = &loaded.active {
@@ -252,6 +262,7 @@ impl Store {
             synced: Condvar::new(),
             compactions: AtomicU64::new(0),
             truncated_tail_bytes_at_open: loaded.truncated_tail_bytes,
+            unsynced_records_dropped_at_open: unsynced_records,
             write_latency: LatencyHistogram::new(),
             fsync_latency: LatencyHistogram::new(),
             auto_compacting: AtomicBool::new(false),
@@ -371,6 +382,14 @@ impl Store {
     /// with [`Error::Poisoned`] (or the I/O error) after a failed fsync.
     pub fn wait_durable(&self, index: u64) -> Result<(), Error> {
         self.inner.wait_for(index, false)
+    }
+
+    /// Whether a failed write or fsync has poisoned the store: it refuses
+    /// every write, and a node should stop and be restarted once the disk
+    /// is fixed (the next open drops the records written after the last
+    /// successful fsync).
+    pub fn is_poisoned(&self) -> bool {
+        lock(&self.inner.sync).poisoned
     }
 
     /// Every record up to this index is durable.
@@ -641,6 +660,7 @@ impl Store {
             first_index: st.floor().index + 1,
             compactions: self.inner.compactions.load(Ordering::Relaxed),
             truncated_tail_bytes_at_open: self.inner.truncated_tail_bytes_at_open,
+            unsynced_records_dropped_at_open: self.inner.unsynced_records_dropped_at_open,
             write_latency: self.inner.write_latency.snapshot(),
             fsync_latency: self.inner.fsync_latency.snapshot(),
         }
@@ -727,10 +747,36 @@ impl Inner {
         Ok(())
     }
 
+    /// Refuses every later write, and records durably how far the log is
+    /// known to be fsynced, so that the next open drops what came after.
     pub(crate) fn poison(&self, cause: &Error) {
-        tracing::error!(error = %cause, "storage poisoned: refusing further writes");
-        lock(&self.sync).poisoned = true;
+        let mut sync = lock(&self.sync);
+        let first = !sync.poisoned;
+        sync.poisoned = true;
+        let synced_through = sync.durable;
         self.synced.notify_all();
+        drop(sync);
+        if first {
+            self.record_poison(cause, synced_through);
+        }
+    }
+
+    /// Logs the poisoning and writes [`SYNCED_THROUGH_FILE`].
+    fn record_poison(&self, cause: &Error, synced_through: u64) {
+        tracing::error!(
+            error = %cause,
+            synced_through,
+            "storage poisoned: refusing further writes; records after index {synced_through} are not known to be on disk and will be dropped at the next open"
+        );
+        let bytes = encode_synced_through(synced_through);
+        if let Err(e) = self.backend.write_file_durably(SYNCED_THROUGH_FILE, &bytes) {
+            tracing::error!(
+                error = %e,
+                file = %self.path(SYNCED_THROUGH_FILE).display(),
+                synced_through,
+                "could not record how far the log was fsynced: the next open cannot tell the records after index {synced_through} from durable ones (the disk is failing: check it before restarting)"
+            );
+        }
     }
 
     /// Records that the active segment was fsynced and closed with `last`
@@ -791,14 +837,18 @@ impl Inner {
             sync.syncing = false;
             self.synced.notify_all();
             if let Err(source) = result {
+                let first = !sync.poisoned;
                 sync.poisoned = true;
+                let synced_through = sync.durable;
                 drop(sync);
                 let err = Error::Io {
                     op: "fsync segment",
                     path: active.map(|(_, p)| p).unwrap_or_default(),
                     source,
                 };
-                tracing::error!(error = %err, "storage poisoned: refusing further writes");
+                if first {
+                    self.record_poison(&err, synced_through);
+                }
                 return Err(err);
             }
             if sync.epoch == epoch && target > sync.durable {
@@ -1015,33 +1065,93 @@ impl Inner {
         Ok(value)
     }
 
-    /// Physically removes records `from..`: whole segments newest first
-    /// (each removal made durable before the next, so a crash never leaves a
-    /// gap), then cuts the segment holding `from` and fsyncs it. Then
-    /// reloads.
+    /// Physically removes records `from..` and reloads
+    /// ([`truncate_files`]).
     fn truncate_files(&self, st: &State, from: u64) -> Result<recovery::Loaded, Error> {
-        for seg in st.segments.range(from..).rev().map(|(_, s)| s) {
-            self.backend
-                .remove(&seg.name)
-                .map_err(io_err("remove segment", self.path(&seg.name)))?;
-            self.backend
-                .sync_dir()
-                .map_err(io_err("fsync data directory", self.path("")))?;
-        }
-        if let Some((_, seg)) = st.segments.range(..from).next_back() {
-            if seg.last.is_some_and(|p| p.index >= from) {
-                let (offset, _) = seg.frame_range(from);
-                let path = self.path(&seg.name);
-                seg.file
-                    .set_len(offset)
-                    .map_err(io_err("truncate segment", path.clone()))?;
-                seg.file
-                    .sync_data()
-                    .map_err(io_err("fsync segment", path))?;
-            }
-        }
-        recovery::load(&*self.backend)
+        truncate_files(&*self.backend, st, from)
     }
+}
+
+/// Physically removes records `from..`: whole segments newest first (each
+/// removal made durable before the next, so a crash never leaves a gap),
+/// then cuts the segment holding `from` and fsyncs it. Then reloads.
+fn truncate_files(backend: &dyn Backend, st: &State, from: u64) -> Result<recovery::Loaded, Error> {
+    for seg in st.segments.range(from..).rev().map(|(_, s)| s) {
+        backend
+            .remove(&seg.name)
+            .map_err(io_err("remove segment", backend.path(&seg.name)))?;
+        backend
+            .sync_dir()
+            .map_err(io_err("fsync data directory", backend.path("")))?;
+    }
+    if let Some((_, seg)) = st.segments.range(..from).next_back() {
+        if seg.last.is_some_and(|p| p.index >= from) {
+            let (offset, _) = seg.frame_range(from);
+            let path = backend.path(&seg.name);
+            seg.file
+                .set_len(offset)
+                .map_err(io_err("truncate segment", path.clone()))?;
+            seg.file
+                .sync_data()
+                .map_err(io_err("fsync segment", path))?;
+        }
+    }
+    recovery::load(backend)
+}
+
+/// The watermark a poisoned store left in [`SYNCED_THROUGH_FILE`], if any.
+fn read_synced_through(backend: &dyn Backend) -> Result<Option<u64>, Error> {
+    let path = backend.path(SYNCED_THROUGH_FILE);
+    let Some(bytes) = backend
+        .read_file(SYNCED_THROUGH_FILE)
+        .map_err(io_err("read synced-through file", path.clone()))?
+    else {
+        return Ok(None);
+    };
+    decode_synced_through(&bytes)
+        .map(Some)
+        .map_err(|reason| corrupt(path, 0, reason))
+}
+
+/// After a failed write or fsync: drops the records past the watermark the
+/// poisoned store recorded (the disk may never have had them, whatever the
+/// page cache now says), then removes the record. Returns the records and
+/// bytes dropped.
+fn drop_unsynced(
+    backend: &dyn Backend,
+    loaded: &mut recovery::Loaded,
+) -> Result<(u64, u64), Error> {
+    let Some(synced_through) = read_synced_through(backend)? else {
+        return Ok((0, 0));
+    };
+    // Compaction never runs on a poisoned store, so the floor is at most
+    // the watermark; the max only guards a hand-made file.
+    let keep = synced_through.max(loaded.state.floor().index);
+    let last = loaded.state.last.index;
+    let mut dropped = (0, 0);
+    if last > keep {
+        let before = loaded.state.disk_bytes();
+        *loaded = truncate_files(backend, &loaded.state, keep + 1)?;
+        dropped = (
+            last - keep,
+            before.saturating_sub(loaded.state.disk_bytes()),
+        );
+        tracing::warn!(
+            dir = %backend.path("").display(),
+            first_dropped_index = keep + 1,
+            last_dropped_index = last,
+            bytes_dropped = dropped.1,
+            "dropped log records written after the last successful fsync: an fsync (or write) failed before this start, so the disk may never have had them, although the page cache still showed them; they were never acknowledged as durable"
+        );
+    }
+    backend.remove(SYNCED_THROUGH_FILE).map_err(io_err(
+        "remove synced-through file",
+        backend.path(SYNCED_THROUGH_FILE),
+    ))?;
+    backend
+        .sync_dir()
+        .map_err(io_err("fsync data directory", backend.path("")))?;
+    Ok(dropped)
 }
 
 #[cfg(test)]
