@@ -15,7 +15,16 @@ pub const MAX_RECORD_BYTES: usize = 64 << 20;
 
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"MIMEOLOG";
 pub(crate) const SNAPSHOT_MAGIC: [u8; 8] = *b"MIMEOSNP";
+/// The version of snapshot and synced-through files.
 pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The version of segments this build writes. Version 2 keeps the space
+/// ahead of the records filled with [`FILLER`]; version 1 kept zeros there.
+/// Both are read.
+pub(crate) const SEGMENT_VERSION: u32 = 2;
+/// What a version 2 segment holds where no frame was ever written: a frame
+/// header of these bytes announces a length no frame has, and zeros where
+/// a frame belongs are then damage, never unwritten space.
+pub(crate) const FILLER: u8 = 0xFF;
 pub(crate) const SEGMENT_HEADER_LEN: u64 = 32;
 pub(crate) const SNAPSHOT_HEADER_LEN: u64 = 48;
 /// `len u32 | crc32c u32`.
@@ -128,15 +137,36 @@ fn u64_at(buf: &[u8], at: usize) -> u64 {
 pub(crate) fn encode_segment_header(first: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
     let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
     h[0..8].copy_from_slice(&SEGMENT_MAGIC);
-    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[8..12].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
     h[16..24].copy_from_slice(&first.to_le_bytes());
     let crc = crc32c::crc32c(&h[0..24]);
     h[24..28].copy_from_slice(&crc.to_le_bytes());
     h
 }
 
-/// Returns the first index recorded in a segment header, or why it is invalid.
-pub(crate) fn decode_segment_header(h: &[u8]) -> Result<u64, String> {
+/// What a segment header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SegmentHeader {
+    /// The index of the segment's first record.
+    pub(crate) first: u64,
+    /// The format version: 1 or 2.
+    pub(crate) version: u32,
+}
+
+impl SegmentHeader {
+    /// What the segment holds where no frame was written yet: zeros in
+    /// version 1, [`FILLER`] in version 2.
+    pub(crate) fn filler(&self) -> u8 {
+        if self.version >= 2 {
+            FILLER
+        } else {
+            0
+        }
+    }
+}
+
+/// Returns what a segment header says, or why it is invalid.
+pub(crate) fn decode_segment_header(h: &[u8]) -> Result<SegmentHeader, String> {
     if h.len() < SEGMENT_HEADER_LEN as usize {
         return Err(format!(
             "segment header is {} bytes, expected {SEGMENT_HEADER_LEN}",
@@ -150,12 +180,15 @@ pub(crate) fn decode_segment_header(h: &[u8]) -> Result<u64, String> {
         return Err("segment header checksum mismatch".into());
     }
     let version = u32_at(h, 8);
-    if version != FORMAT_VERSION {
+    if !(1..=SEGMENT_VERSION).contains(&version) {
         return Err(format!(
-            "segment format version {version} is not supported (this build reads version {FORMAT_VERSION})"
+            "segment format version {version} is not supported (this build reads versions 1 to {SEGMENT_VERSION})"
         ));
     }
-    Ok(u64_at(h, 16))
+    Ok(SegmentHeader {
+        first: u64_at(h, 16),
+        version,
+    })
 }
 
 /// The fixed-size header at the start of a snapshot file.
@@ -416,7 +449,22 @@ mod tests {
     #[test]
     fn headers_round_trip_and_detect_damage() {
         let h = encode_segment_header(99);
-        assert_eq!(decode_segment_header(&h), Ok(99));
+        assert_eq!(
+            decode_segment_header(&h),
+            Ok(SegmentHeader {
+                first: 99,
+                version: 2
+            })
+        );
+        // Pinned: version 2, little-endian.
+        assert_eq!(&h[0..16], b"MIMEOLOG\x02\0\0\0\0\0\0\0");
+        // Version 1 segments (zeros ahead of the records) are still read.
+        let mut v1 = h;
+        v1[8] = 1;
+        let crc = crc32c::crc32c(&v1[0..24]);
+        v1[24..28].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode_segment_header(&v1).map(|h| h.filler()), Ok(0));
+        assert_eq!(decode_segment_header(&h).map(|h| h.filler()), Ok(FILLER));
         for i in 0..28 {
             let mut bad = h;
             bad[i] ^= 0x40;

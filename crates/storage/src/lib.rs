@@ -124,7 +124,7 @@
 //!
 //! ```text
 //! 0   8  magic "MIMEOLOG"
-//! 8   4  format version, u32 (1)
+//! 8   4  format version, u32 (2; version 1 is still read)
 //! 12  4  reserved, zero
 //! 16  8  index of the segment's first record, u64 (matches the name)
 //! 24  4  CRC32C of bytes 0..24, u32
@@ -132,7 +132,15 @@
 //! ```
 //!
 //! It is followed by **frames**, back to back, one per record, indexes
-//! contiguous from the first:
+//! contiguous from the first, and then, in the active segment, by the space
+//! written ahead of them: bytes `0xFF` in a version 2 segment, zeros in a
+//! version 1 segment. That is the only difference between the versions: a
+//! frame header of `0xFF` bytes announces a length no frame has, so in a
+//! version 2 segment zeros where a frame belongs are never unwritten space
+//! but a record that was written and lost (see *Recovery*). A build writes
+//! new segments as version 2 and goes on appending to a version 1 segment
+//! with zeros ahead, as version 1 did; once that segment rolls, the log is
+//! version 2.
 //!
 //! ```text
 //! 0   4  payload length n, u32 (1 ..= MAX_RECORD_BYTES + 8)
@@ -189,8 +197,8 @@
 //!
 //! - **Append**: the frames of one call are written with one positional
 //!   write per segment. The active segment is kept
-//!   [`Options::preallocate_bytes`] of zeros ahead of its records (written
-//!   when fewer than half remain), so a group commit's fsync changes
+//!   [`Options::preallocate_bytes`] of `0xFF` filler ahead of its records
+//!   (written when fewer than half remain), so a group commit's fsync changes
 //!   neither the file's blocks nor its length; a closed segment is cut back
 //!   to its records before its fsync.
 //! - **Segment roll**: once a segment would pass [`Options::segment_bytes`],
@@ -246,23 +254,32 @@
 //! loads the newest snapshot (which must be intact: it was fsynced before it
 //! was renamed into place) and replays the segments after it. Each segment
 //! header must be intact and match its name; records must decode, have
-//! contiguous indexes and non-decreasing terms. Then:
+//! contiguous indexes and non-decreasing terms. If a poisoned store left a
+//! `synced-through` file, every record up to its index must be there
+//! intact (the *synced-through watermark*; see *Durability*). Then:
 //!
-//! - zeros where a frame header belongs, up to the end of the file, are
-//!   the end of the segment's records (the zeros written ahead of them; no
-//!   frame is all zeros);
+//! - filler where a frame header belongs, up to the end of the file (`0xFF`
+//!   bytes, or zeros in a version 1 segment), is the end of the segment's
+//!   records; if the log ends there below the synced-through watermark,
+//!   acknowledged records are missing and start-up is refused with
+//!   [`Error::Corrupt`];
+//! - zeros where a frame belongs in a version 2 segment are damage, treated
+//!   as below: an all-zero record is never passed over as unwritten space;
 //! - damage in any segment but the last refuses start-up with
 //!   [`Error::Corrupt`] naming the file and byte offset;
 //! - damage in the last segment where record `k` belongs is a **torn
 //!   write** unless an intact frame later in that segment has
-//!   `synced_through >= k`, which proves record `k` had been fsynced: then
+//!   `synced_through >= k`, or `k` is at or below the synced-through
+//!   watermark, either of which proves record `k` had been fsynced: then
 //!   it is corruption and start-up is refused. A torn write is cut off,
 //!   logged with `tracing::warn!` and counted in
 //!   [`Stats::truncated_tail_bytes_at_open`]; it only ever holds records no
 //!   fsync had covered, so nothing acknowledged under `always` or `batch`
 //!   is lost. (The same rule means bit rot in records that no later record
 //!   vouches for, in the last group commit of the last segment, cannot be
-//!   told from a torn write and is truncated too, with the warning.)
+//!   told from a torn write and is truncated too, with the warning; so is
+//!   an acknowledged last record that was zeroed, when nothing written
+//!   after it vouches for it: it is counted and logged, never silent.)
 //! - a last segment whose header is damaged and that holds no intact frame
 //!   was torn while being created, and is removed.
 //!

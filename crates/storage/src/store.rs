@@ -21,8 +21,8 @@ use crate::backend::{Backend, BackendFile, FsBackend};
 use crate::error::{corrupt, io_err, Error};
 use crate::format::{
     decode_synced_through, encode_segment_header, encode_synced_through, parse_frame,
-    push_log_frame, segment_name, Frame, FRAME_HEADER_LEN, MAX_RECORD_BYTES, SEGMENT_HEADER_LEN,
-    SYNCED_THROUGH_FILE, SYNCED_THROUGH_LEN,
+    push_log_frame, segment_name, Frame, FILLER, FRAME_HEADER_LEN, MAX_RECORD_BYTES,
+    SEGMENT_HEADER_LEN, SYNCED_THROUGH_FILE, SYNCED_THROUGH_LEN,
 };
 use crate::latency::{Latencies, LatencyHistogram};
 use crate::lock::DirLock;
@@ -74,7 +74,7 @@ pub struct Stats {
     /// never have had them (see the crate docs, *Recovery*).
     pub unsynced_records_dropped_at_open: u64,
     /// How long each [`Store::append`] took to write its records, since
-    /// open: the write system calls and the zeros written ahead, and, when
+    /// open: the write system calls and the filler written ahead, and, when
     /// a segment fills, closing it and creating the next one (their
     /// fsyncs included). Not the group-commit fsync.
     pub write_latency: Latencies,
@@ -214,8 +214,10 @@ impl Store {
     pub fn open_with_backend(backend: Arc<dyn Backend>, options: Options) -> Result<Store, Error> {
         options.validate()?;
         let dir_lock = backend.lock()?;
-        let mut loaded = recovery::load(&*backend)?;
-        let (unsynced_records, unsynced_bytes) = drop_unsynced(&*backend, &mut loaded)?;
+        let synced_through = read_synced_through(&*backend)?;
+        let mut loaded = recovery::load_vouched(&*backend, synced_through.unwrap_or(0))?;
+        let (unsynced_records, unsynced_bytes) =
+            drop_unsynced(&*backend, synced_through, &mut loaded)?;
         loaded.truncated_tail_bytes += unsynced_bytes;
         // What recovery read may be only in the page cache (after a process
         // crash); make it durable so durable_index can start at the end.
@@ -878,6 +880,7 @@ impl Inner {
             len: SEGMENT_HEADER_LEN,
             allocated: SEGMENT_HEADER_LEN,
             records: 0,
+            filler: FILLER,
         })
     }
 
@@ -898,13 +901,14 @@ impl Inner {
             .preallocate_bytes
             .min(self.options.segment_bytes);
         if ahead > 0 && active.allocated < active.len + ahead / 2 {
-            // Keep between half and all of `ahead` zeros past the records.
+            // Keep between half and all of `ahead` filler bytes past the
+            // records.
             let from = active.allocated.max(active.len);
             let to = active.len + ahead;
-            let zeros = vec![0u8; (to - from) as usize];
+            let filler = vec![active.filler; (to - from) as usize];
             active
                 .file
-                .write_at(&zeros, from)
+                .write_at(&filler, from)
                 .map_err(io_err("preallocate segment", path))?;
             active.allocated = to;
         }
@@ -913,7 +917,7 @@ impl Inner {
     }
 
     /// Makes a segment that takes no more records durable, cut back to its
-    /// records first (the zeros ahead of them are of no use any more).
+    /// records first (the filler ahead of them is of no use any more).
     pub(crate) fn close_segment_file(&self, active: &Active) -> Result<(), Error> {
         let path = || self.path(&active.name);
         if active.allocated > active.len {
@@ -1119,9 +1123,10 @@ fn read_synced_through(backend: &dyn Backend) -> Result<Option<u64>, Error> {
 /// bytes dropped.
 fn drop_unsynced(
     backend: &dyn Backend,
+    synced_through: Option<u64>,
     loaded: &mut recovery::Loaded,
 ) -> Result<(u64, u64), Error> {
-    let Some(synced_through) = read_synced_through(backend)? else {
+    let Some(synced_through) = synced_through else {
         return Ok((0, 0));
     };
     // Compaction never runs on a poisoned store, so the floor is at most
@@ -1290,7 +1295,7 @@ mod tests {
     }
 
     #[test]
-    fn zeros_ahead_of_the_records_are_the_clean_end_of_the_log() {
+    fn filler_ahead_of_the_records_is_the_clean_end_of_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let options = Options {
             segment_bytes: 64 << 10,
@@ -1311,7 +1316,7 @@ mod tests {
         assert!(file_len(1) >= used + (8 << 10), "{} {used}", file_len(1));
         drop(store);
 
-        // Reopened: the zeros are neither records nor a torn write.
+        // Reopened: the filler is neither records nor a torn write.
         let store = Store::open(dir.path(), options.clone()).unwrap();
         assert_eq!(store.stats().truncated_tail_bytes_at_open, 0);
         assert_eq!(store.last_position().index, 10);
