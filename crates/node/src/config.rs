@@ -130,7 +130,10 @@ pub struct NodeConfig {
     pub cluster_id: String,
     /// The UDP address the QUIC endpoint listens on.
     pub listen: SocketAddr,
-    /// Where the storage engine keeps its files.
+    /// Where the storage engine keeps its files. A running node locks it
+    /// (`LOCK`: a second node on it is refused, naming the holder's pid),
+    /// and it records the mode, cluster and node that created it
+    /// (`mimeo-node.json`): a config asking for others is refused.
     pub data_dir: PathBuf,
     /// The replication mode.
     pub mode: Mode,

@@ -24,7 +24,7 @@ pub enum Error {
     /// Data on disk failed a check (checksum, length, header, order) somewhere
     /// it cannot be a torn write, so the store refuses to start rather than
     /// drop records.
-    #[error("corrupt storage file {path} at byte offset {offset}: {reason}. The store refuses to start rather than silently drop data: restore the data directory from a replica or backup, or move the damaged file aside if losing its records is acceptable")]
+    #[error("corrupt storage file {path} at byte offset {offset}: {reason}. The store refuses to start rather than silently drop data. Copy the data directory before changing anything in it. Then restore it from a backup; or, for a node of a replicated cluster, start it on a new, empty data directory so that it copies the others' data, one node at a time and only once `mimeo status` shows the other nodes up and caught up (they must hold every acknowledged write). Moving the damaged file aside loses its records and, for a segment, every record after it")]
     Corrupt {
         /// The damaged file.
         path: PathBuf,
