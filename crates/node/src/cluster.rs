@@ -121,8 +121,9 @@ fn claim_dir(dir: &Path, mode: Mode, count: usize) -> anyhow::Result<()> {
     match std::fs::read_to_string(&path) {
         Ok(existing) if existing == layout => Ok(()),
         Ok(existing) => bail!(
-            "{} holds a cluster made with different settings ({}); use another --dir, or \
-             delete this one to start afresh",
+            "{} holds a cluster made with different settings ({}); use another --dir. \
+             Delete this one only if none of its data is wanted: its nodes' data directories \
+             hold every write the cluster acknowledged, and nothing else has a copy",
             dir.display(),
             existing.trim().replace('\n', ", ")
         ),

@@ -19,6 +19,7 @@
 //! fsync = "batch"          # always | batch | never
 //! segment_bytes = 67108864
 //! simulate_power_loss = false  # test mode: SIGKILL loses unsynced writes
+//! inject_fsync_errors = false  # test mode: fsyncs fail (EIO) while <data_dir>/fail-fsync exists
 //!
 //! [limits]
 //! max_frame_bytes = 4194304
@@ -131,7 +132,10 @@ pub struct NodeConfig {
     pub cluster_id: String,
     /// The UDP address the QUIC endpoint listens on.
     pub listen: SocketAddr,
-    /// Where the storage engine keeps its files.
+    /// Where the storage engine keeps its files. A running node locks it
+    /// (`LOCK`: a second node on it is refused, naming the holder's pid),
+    /// and it records the mode, cluster and node that created it
+    /// (`mimeo-node.json`): a config asking for others is refused.
     pub data_dir: PathBuf,
     /// The replication mode.
     pub mode: Mode,
@@ -381,6 +385,12 @@ pub struct StorageSection {
     /// up to about `segment_bytes` of unsynced writes in memory, until the
     /// segment is closed. Never use it in production.
     pub simulate_power_loss: bool,
+    /// Test mode, off by default: while a file named `fail-fsync` exists in
+    /// the data directory, every fsync of a log segment fails with `EIO`
+    /// ([`mimeo_storage::FsyncFaultBackend`]), so that tests can watch the
+    /// node meet a failing disk (it stops, and its next start drops what
+    /// was never fsynced). Never use it in production.
+    pub inject_fsync_errors: bool,
 }
 
 /// Limits that protect the node from oversized input.
@@ -435,6 +445,7 @@ impl Default for StorageSection {
             fsync: FsyncMode::Batch,
             segment_bytes: 64 * 1024 * 1024,
             simulate_power_loss: false,
+            inject_fsync_errors: false,
         }
     }
 }

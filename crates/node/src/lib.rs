@@ -30,6 +30,7 @@ pub mod cli;
 mod clock;
 mod cluster;
 pub mod config;
+mod data_dir;
 mod leader_follower;
 mod metrics;
 mod server;

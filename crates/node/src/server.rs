@@ -3,12 +3,13 @@
 //! SIGTERM, SIGINT or an admin request.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use mimeo_storage::{Options, PowerLossBackend, Store};
+use mimeo_storage::{
+    Backend, FsBackend, FsyncFaultBackend, Options, PowerLossBackend, Store, FAIL_FSYNC_FILE,
+};
 use mimeo_wire::{
     AdminRequest, AdminResponse, ClientRequest, ClientResponse, ErrorKind, NodeStatus, PeerBus,
     Protocol, Role, TlsIdentity, TransportConfig,
@@ -61,8 +62,8 @@ struct Shared {
     requests: Arc<RequestMetrics>,
     shutdown: Notify,
     /// Set when the node must stop because of a failure (the replication
-    /// driver could not persist).
-    failed: std::sync::Mutex<Option<String>>,
+    /// driver could not persist, or storage was poisoned).
+    failure: Arc<Failure>,
     /// Connections open, in all and per certificate role.
     connections: Connections,
 }
@@ -156,6 +157,43 @@ fn check_expiry(identity: &TlsIdentity, path: &std::path::Path) -> anyhow::Resul
     Ok(())
 }
 
+/// Why the node must stop, set by whoever finds out first (the replication
+/// driver's task, or the standalone service when storage is poisoned).
+#[derive(Default)]
+pub(crate) struct Failure {
+    reason: std::sync::Mutex<Option<String>>,
+    notify: Notify,
+}
+
+impl Failure {
+    /// Stops the node with `reason` (the first reason given wins).
+    pub(crate) fn fail(&self, reason: String) {
+        let mut slot = self.reason.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            tracing::error!(error = %reason, "the node must stop");
+            *slot = Some(reason);
+            self.notify.notify_one();
+        }
+    }
+
+    fn take(&self) -> Option<String> {
+        self.reason.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// What the exit error adds when storage was poisoned: what happened to the
+/// records, and what to do.
+fn poisoned_advice(store: &Store) -> String {
+    format!(
+        "the disk failed a write or fsync, so the node stopped rather than go on with storage it \
+         cannot trust. Log records after index {} were never acknowledged as durable and are \
+         dropped when the node next starts. Check the disk (kernel log, free space, hardware), \
+         then restart the node; if the disk is bad, copy the data directory to a healthy one \
+         first (do not delete it: it holds every acknowledged write this node has)",
+        store.durable_index()
+    )
+}
+
 /// Runs a node until SIGTERM, SIGINT or an admin `Shutdown`, then stops
 /// accepting, syncs storage and closes connections.
 ///
@@ -196,7 +234,6 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         // (`Store::discard_before`).
         options = mimeo_leader_follower::driver::store_options(options);
     }
-    let data_dir = config.data_dir.clone();
     let simulate_power_loss = config.storage.simulate_power_loss;
     if simulate_power_loss {
         tracing::warn!(
@@ -206,10 +243,10 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
              (storage.simulate_power_loss = true)"
         );
     }
-    let store =
-        tokio::task::spawn_blocking(move || open_store(&data_dir, options, simulate_power_loss))
-            .await?
-            .with_context(|| format!("opening storage in {}", config.data_dir.display()))?;
+    let opening = config.clone();
+    let store = tokio::task::spawn_blocking(move || open_store(&opening, options))
+        .await?
+        .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
     let store = Arc::new(store);
 
     let transport = TransportConfig {
@@ -221,12 +258,14 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     let local = endpoint.local_addr()?;
 
     let clock = Arc::new(Clock::default());
+    let failure = Arc::new(Failure::default());
     let (service, bus, driver) = match config.mode {
         Mode::Standalone => {
             let service = Arc::new(Standalone::new(
                 Arc::clone(&store),
                 config.clone(),
                 Arc::clone(&clock),
+                Arc::clone(&failure),
             ));
             (Service::Standalone(service), None, None)
         }
@@ -244,7 +283,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         clock,
         requests: Arc::default(),
         shutdown: Notify::new(),
-        failed: std::sync::Mutex::new(None),
+        failure,
         connections: Connections::default(),
     });
     if let Some(driver) = driver {
@@ -255,9 +294,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
                 Ok(Err(e)) => e.to_string(),
                 Err(e) => format!("the replication driver panicked: {e}"),
             };
-            tracing::error!(error = %outcome, "replication stopped; shutting the node down");
-            *shared.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
-            shared.shutdown.notify_one();
+            shared.failure.fail(outcome);
         });
     }
 
@@ -300,6 +337,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
             _ = terminate.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = interrupt.recv() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = shared.shutdown.notified() => { tracing::info!("admin shutdown: shutting down"); break; }
+            _ = shared.failure.notify.notified() => { tracing::error!("failure: shutting down"); break; }
         }
     }
 
@@ -311,9 +349,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     }
     endpoint.close(0u32.into(), b"node shutting down");
     let syncing = Arc::clone(&store);
-    tokio::task::spawn_blocking(move || syncing.sync())
-        .await?
-        .context("flushing storage at shutdown")?;
+    let synced = tokio::task::spawn_blocking(move || syncing.sync()).await?;
     if tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle())
         .await
         .is_err()
@@ -321,14 +357,20 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         tracing::warn!("connections did not close within 2 s; exiting anyway");
     }
     tracing::info!(node = %config.node_id, "stopped");
-    let failed = shared
-        .failed
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
-    match failed {
-        Some(reason) => bail!("{reason}"),
-        None => Ok(()),
+    let failed = shared.failure.take();
+    match (failed, synced) {
+        (Some(reason), _) if store.is_poisoned() => {
+            bail!("{reason}; {}", poisoned_advice(&store))
+        }
+        (Some(reason), Err(e)) => bail!("{reason} (and flushing storage at shutdown failed: {e})"),
+        (Some(reason), Ok(())) => bail!("{reason}"),
+        (None, Err(e)) if store.is_poisoned() => {
+            bail!(
+                "flushing storage at shutdown failed: {e}; {}",
+                poisoned_advice(&store)
+            )
+        }
+        (None, synced) => synced.context("flushing storage at shutdown"),
     }
 }
 
@@ -410,17 +452,30 @@ fn start_leader_follower(
 
 /// Opens the store on the real disk or, with `simulate_power_loss`, on a
 /// [`PowerLossBackend`] that keeps unsynced bytes in process memory.
-fn open_store(
-    data_dir: &Path,
-    options: Options,
-    simulate_power_loss: bool,
-) -> anyhow::Result<Store> {
-    if !simulate_power_loss {
-        return Ok(Store::open(data_dir, options)?);
+///
+/// First checks what the directory was created for against `config`
+/// (refusing another mode, cluster or node: [`crate::data_dir`]); the
+/// store then locks the directory; only then, under the lock, is a missing
+/// identity file written.
+fn open_store(config: &NodeConfig, options: Options) -> anyhow::Result<Store> {
+    let data_dir = &config.data_dir;
+    let mut backend: Arc<dyn Backend> = if config.storage.simulate_power_loss {
+        Arc::new(PowerLossBackend::new(data_dir)?)
+    } else {
+        Arc::new(FsBackend::new(data_dir)?)
+    };
+    if config.storage.inject_fsync_errors {
+        tracing::warn!(
+            trigger = %data_dir.join(FAIL_FSYNC_FILE).display(),
+            "test mode: log fsyncs fail with EIO while the trigger file exists \
+             (storage.inject_fsync_errors = true)"
+        );
+        backend = Arc::new(FsyncFaultBackend::new(backend));
     }
-    let backend = PowerLossBackend::new(data_dir)
-        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
-    Ok(Store::open_with_backend(Arc::new(backend), options)?)
+    let found = crate::data_dir::check(&*backend, data_dir, config)?;
+    let store = Store::open_with_backend(Arc::clone(&backend), options)?;
+    crate::data_dir::record(&*backend, data_dir, &found, config)?;
+    Ok(store)
 }
 
 async fn handle_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {

@@ -17,6 +17,7 @@ use mimeo_wire::{ClientRequest, ClientResponse, ErrorKind, NodeStatus, Position,
 
 use crate::clock::Clock;
 use crate::config::NodeConfig;
+use crate::server::Failure;
 
 /// The standalone service behind the client protocol.
 pub(crate) struct Standalone {
@@ -26,6 +27,8 @@ pub(crate) struct Standalone {
     config: NodeConfig,
     clock: Arc<Clock>,
     started: Instant,
+    /// Told when storage is poisoned: the node must stop.
+    failure: Arc<Failure>,
 }
 
 /// What a blocking write returned: written at a position, or a cas mismatch.
@@ -35,13 +38,19 @@ enum WriteOutcome {
 }
 
 impl Standalone {
-    pub(crate) fn new(store: Arc<Store>, config: NodeConfig, clock: Arc<Clock>) -> Self {
+    pub(crate) fn new(
+        store: Arc<Store>,
+        config: NodeConfig,
+        clock: Arc<Clock>,
+        failure: Arc<Failure>,
+    ) -> Self {
         Standalone {
             store,
             write_lock: Mutex::new(()),
             config,
             clock,
             started: Instant::now(),
+            failure,
         }
     }
 
@@ -108,6 +117,12 @@ impl Standalone {
         };
         result.unwrap_or_else(|e| {
             tracing::error!(error = %e, "storage failed");
+            if self.store.is_poisoned() {
+                // Every later write would fail, and reads may wait for
+                // durability that never comes: stop, so the operator sees
+                // it and the restart drops what was never fsynced.
+                self.failure.fail(format!("storage failed: {e}"));
+            }
             error(
                 ErrorKind::StorageFailed,
                 format!("storage failed; the outcome is unknown: {e}"),

@@ -8,6 +8,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::error::Error;
+use crate::lock::DirLock;
+
 /// A flat directory of files, as the store sees it.
 ///
 /// Creating, renaming or removing a file is durable only after
@@ -29,6 +32,44 @@ pub trait Backend: Send + Sync {
     fn sync_dir(&self) -> io::Result<()>;
     /// A path for `name`, used in error messages and logs.
     fn path(&self, name: &str) -> PathBuf;
+    /// Takes the exclusive lock on the directory, for as long as the
+    /// returned [`DirLock`] lives; [`Store::open_with_backend`](crate::Store::open_with_backend)
+    /// holds it for the store's lifetime. Fails with
+    /// [`Error::Locked`](crate::Error::Locked) when another holder has it.
+    ///
+    /// The default takes no lock (`Ok(None)`): right for backends that
+    /// are not a directory other processes can see, such as
+    /// [`sim::SimBackend`](crate::sim::SimBackend).
+    fn lock(&self) -> Result<Option<DirLock>, Error> {
+        Ok(None)
+    }
+
+    /// Replaces the file `name` by `bytes` durably and atomically: writes
+    /// `<name>.tmp`, fsyncs it, renames it over `name` and fsyncs the
+    /// directory. A crash leaves either the old file or the new one (and
+    /// perhaps the temporary file, which the next call replaces). For small
+    /// metadata files kept beside the log.
+    fn write_file_durably(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        let tmp = format!("{name}.tmp");
+        let file = self.create(&tmp)?;
+        file.write_at(bytes, 0)?;
+        file.sync_data()?;
+        drop(file);
+        self.rename(&tmp, name)?;
+        self.sync_dir()
+    }
+
+    /// The whole contents of the file `name`, or `None` if there is none.
+    fn read_file(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+        let file = match self.open(name) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut buf = vec![0; file.len()? as usize];
+        file.read_at(&mut buf, 0)?;
+        Ok(Some(buf))
+    }
 }
 
 /// One open file.
@@ -135,6 +176,10 @@ impl Backend for FsBackend {
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
+
+    fn lock(&self) -> Result<Option<DirLock>, Error> {
+        DirLock::acquire(&self.dir).map(Some)
+    }
 }
 
 struct FsFile {
@@ -194,5 +239,14 @@ mod tests {
         assert_eq!(file.len().unwrap(), 2);
         backend.remove("seg").unwrap();
         assert!(backend.list().unwrap().is_empty());
+
+        assert_eq!(backend.read_file("meta").unwrap(), None);
+        backend.write_file_durably("meta", b"one").unwrap();
+        backend.write_file_durably("meta", b"two").unwrap();
+        assert_eq!(
+            backend.read_file("meta").unwrap().as_deref(),
+            Some(&b"two"[..])
+        );
+        assert_eq!(backend.list().unwrap(), vec!["meta".to_owned()]);
     }
 }

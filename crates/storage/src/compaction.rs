@@ -283,6 +283,7 @@ impl Inner {
                         input.loc,
                         source.offset,
                         source.frame_len,
+                        (key, source.meta.position),
                     )?
                 };
                 let entry = SnapshotEntry {

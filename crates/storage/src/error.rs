@@ -24,7 +24,7 @@ pub enum Error {
     /// Data on disk failed a check (checksum, length, header, order) somewhere
     /// it cannot be a torn write, so the store refuses to start rather than
     /// drop records.
-    #[error("corrupt storage file {path} at byte offset {offset}: {reason}. The store refuses to start rather than silently drop data: restore the data directory from a replica or backup, or move the damaged file aside if losing its records is acceptable")]
+    #[error("corrupt storage file {path} at byte offset {offset}: {reason}. The store refuses to start rather than silently drop data. Copy the data directory before changing anything in it. Then restore it from a backup; or, for a node of a replicated cluster, start it on a new, empty data directory so that it copies the others' data, one node at a time and only once `mimeo status` shows the other nodes up and caught up (they must hold every acknowledged write). Moving the damaged file aside loses its records and, for a segment, every record after it")]
     Corrupt {
         /// The damaged file.
         path: PathBuf,
@@ -88,6 +88,28 @@ pub enum Error {
         field: &'static str,
         /// What is wrong and what is accepted.
         reason: String,
+    },
+    /// Another process (or another open store in this process) holds the
+    /// data directory's lock ([`DirLock`](crate::DirLock)).
+    #[error("data directory {} is in use: process {} holds its lock ({}/LOCK). One data directory serves one process at a time: stop that process first, or give this one another data directory. Do not delete the LOCK file to get in: the lock lives on the open file, so deleting it would let two processes write the same log, which loses acknowledged writes", dir.display(), pid.map_or_else(|| "(pid unknown)".to_owned(), |p| p.to_string()), dir.display())]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+        /// The pid the holder wrote into the lock file, if it could be read.
+        pid: Option<u32>,
+    },
+    /// A frame read for a key holds another key's record (or another log
+    /// index): the file changed behind the store's back.
+    #[error("storage file {path} at byte offset {offset} holds {found}, but the in-memory index expects {expected} there: the file was changed behind the store's back (another process writing to this data directory, or damage). The read is refused rather than answered with another key's value. Make sure no other process uses the directory, then restart this one: recovery rebuilds the index from what is on disk")]
+    IndexMismatch {
+        /// The file read.
+        path: PathBuf,
+        /// The frame's offset.
+        offset: u64,
+        /// What the index expected (key and log index).
+        expected: String,
+        /// What the frame holds.
+        found: String,
     },
     /// A value could not be encoded.
     #[error("could not encode {what}: {reason}")]

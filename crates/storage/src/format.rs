@@ -15,7 +15,16 @@ pub const MAX_RECORD_BYTES: usize = 64 << 20;
 
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"MIMEOLOG";
 pub(crate) const SNAPSHOT_MAGIC: [u8; 8] = *b"MIMEOSNP";
+/// The version of snapshot and synced-through files.
 pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The version of segments this build writes. Version 2 keeps the space
+/// ahead of the records filled with [`FILLER`]; version 1 kept zeros there.
+/// Both are read.
+pub(crate) const SEGMENT_VERSION: u32 = 2;
+/// What a version 2 segment holds where no frame was ever written: a frame
+/// header of these bytes announces a length no frame has, and zeros where
+/// a frame belongs are then damage, never unwritten space.
+pub(crate) const FILLER: u8 = 0xFF;
 pub(crate) const SEGMENT_HEADER_LEN: u64 = 32;
 pub(crate) const SNAPSHOT_HEADER_LEN: u64 = 48;
 /// `len u32 | crc32c u32`.
@@ -33,6 +42,47 @@ pub(crate) fn segment_name(first: u64) -> String {
 /// `snap-<floor index, 20 digits>.snap`
 pub(crate) fn snapshot_name(floor: u64) -> String {
     format!("snap-{floor:020}.snap")
+}
+
+/// Written when the store is poisoned: the index up to which every record
+/// had been fsynced then (see [`encode_synced_through`]).
+pub(crate) const SYNCED_THROUGH_FILE: &str = "synced-through";
+pub(crate) const SYNCED_THROUGH_MAGIC: [u8; 8] = *b"MIMEOSYN";
+pub(crate) const SYNCED_THROUGH_FILE_LEN: usize = 32;
+
+/// `magic "MIMEOSYN" | version u32 (1) | reserved u32 | synced-through
+/// index u64 | crc32c(bytes 0..24) u32 | reserved u32`
+pub(crate) fn encode_synced_through(index: u64) -> [u8; SYNCED_THROUGH_FILE_LEN] {
+    let mut b = [0u8; SYNCED_THROUGH_FILE_LEN];
+    b[0..8].copy_from_slice(&SYNCED_THROUGH_MAGIC);
+    b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    b[16..24].copy_from_slice(&index.to_le_bytes());
+    let crc = crc32c::crc32c(&b[0..24]);
+    b[24..28].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// The index in a synced-through file, or why it is invalid.
+pub(crate) fn decode_synced_through(b: &[u8]) -> Result<u64, String> {
+    if b.len() != SYNCED_THROUGH_FILE_LEN {
+        return Err(format!(
+            "synced-through file is {} bytes, expected {SYNCED_THROUGH_FILE_LEN}",
+            b.len()
+        ));
+    }
+    if b[0..8] != SYNCED_THROUGH_MAGIC {
+        return Err("not a mimeo synced-through file (bad magic)".into());
+    }
+    if u32_at(b, 24) != crc32c::crc32c(&b[0..24]) {
+        return Err("synced-through file checksum mismatch".into());
+    }
+    let version = u32_at(b, 8);
+    if version != FORMAT_VERSION {
+        return Err(format!(
+            "synced-through format version {version} is not supported (this build reads version {FORMAT_VERSION})"
+        ));
+    }
+    Ok(u64_at(b, 16))
 }
 
 /// Appended to a snapshot's name while it is being written.
@@ -87,15 +137,36 @@ fn u64_at(buf: &[u8], at: usize) -> u64 {
 pub(crate) fn encode_segment_header(first: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
     let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
     h[0..8].copy_from_slice(&SEGMENT_MAGIC);
-    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[8..12].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
     h[16..24].copy_from_slice(&first.to_le_bytes());
     let crc = crc32c::crc32c(&h[0..24]);
     h[24..28].copy_from_slice(&crc.to_le_bytes());
     h
 }
 
-/// Returns the first index recorded in a segment header, or why it is invalid.
-pub(crate) fn decode_segment_header(h: &[u8]) -> Result<u64, String> {
+/// What a segment header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SegmentHeader {
+    /// The index of the segment's first record.
+    pub(crate) first: u64,
+    /// The format version: 1 or 2.
+    pub(crate) version: u32,
+}
+
+impl SegmentHeader {
+    /// What the segment holds where no frame was written yet: zeros in
+    /// version 1, [`FILLER`] in version 2.
+    pub(crate) fn filler(&self) -> u8 {
+        if self.version >= 2 {
+            FILLER
+        } else {
+            0
+        }
+    }
+}
+
+/// Returns what a segment header says, or why it is invalid.
+pub(crate) fn decode_segment_header(h: &[u8]) -> Result<SegmentHeader, String> {
     if h.len() < SEGMENT_HEADER_LEN as usize {
         return Err(format!(
             "segment header is {} bytes, expected {SEGMENT_HEADER_LEN}",
@@ -109,12 +180,15 @@ pub(crate) fn decode_segment_header(h: &[u8]) -> Result<u64, String> {
         return Err("segment header checksum mismatch".into());
     }
     let version = u32_at(h, 8);
-    if version != FORMAT_VERSION {
+    if !(1..=SEGMENT_VERSION).contains(&version) {
         return Err(format!(
-            "segment format version {version} is not supported (this build reads version {FORMAT_VERSION})"
+            "segment format version {version} is not supported (this build reads versions 1 to {SEGMENT_VERSION})"
         ));
     }
-    Ok(u64_at(h, 16))
+    Ok(SegmentHeader {
+        first: u64_at(h, 16),
+        version,
+    })
 }
 
 /// The fixed-size header at the start of a snapshot file.
@@ -369,12 +443,28 @@ mod tests {
         );
         assert_eq!(classify("seg-1.log"), FileKind::Other);
         assert_eq!(classify("LOCK"), FileKind::Other);
+        assert_eq!(classify(SYNCED_THROUGH_FILE), FileKind::Other);
     }
 
     #[test]
     fn headers_round_trip_and_detect_damage() {
         let h = encode_segment_header(99);
-        assert_eq!(decode_segment_header(&h), Ok(99));
+        assert_eq!(
+            decode_segment_header(&h),
+            Ok(SegmentHeader {
+                first: 99,
+                version: 2
+            })
+        );
+        // Pinned: version 2, little-endian.
+        assert_eq!(&h[0..16], b"MIMEOLOG\x02\0\0\0\0\0\0\0");
+        // Version 1 segments (zeros ahead of the records) are still read.
+        let mut v1 = h;
+        v1[8] = 1;
+        let crc = crc32c::crc32c(&v1[0..24]);
+        v1[24..28].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode_segment_header(&v1).map(|h| h.filler()), Ok(0));
+        assert_eq!(decode_segment_header(&h).map(|h| h.filler()), Ok(FILLER));
         for i in 0..28 {
             let mut bad = h;
             bad[i] ^= 0x40;
@@ -391,6 +481,20 @@ mod tests {
             bad[i] ^= 1;
             assert!(decode_snapshot_header(&bad).is_err(), "byte {i}");
         }
+    }
+
+    #[test]
+    fn the_synced_through_file_is_pinned_and_checked() {
+        let b = encode_synced_through(0x0102);
+        assert_eq!(&b[0..16], b"MIMEOSYN\x01\0\0\0\0\0\0\0");
+        assert_eq!(&b[16..24], &[2, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(decode_synced_through(&b), Ok(0x0102));
+        for i in 0..28 {
+            let mut bad = b;
+            bad[i] ^= 4;
+            assert!(decode_synced_through(&bad).is_err(), "byte {i}");
+        }
+        assert!(decode_synced_through(&b[..31]).is_err());
     }
 
     #[test]

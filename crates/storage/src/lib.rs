@@ -81,9 +81,18 @@
 //!   [`PowerLossBackend`], which makes a crash a power cut).
 //!
 //! A failed write or fsync poisons the store: after an fsync error the
-//! kernel may have dropped the unwritten pages, so what reached the disk is
-//! unknown. Every later write fails with [`Error::Poisoned`]; reopening
-//! recovers from what is on disk.
+//! kernel may have dropped the unwritten pages, or kept them in the page
+//! cache marked clean, so what reached the disk is unknown. Every later
+//! write fails with [`Error::Poisoned`] ([`Store::is_poisoned`] tells), and
+//! the store records durably, in the file `synced-through`, the index up
+//! to which every record had been fsynced. Reopening drops the records
+//! after it (logged, and counted in
+//! [`Stats::unsynced_records_dropped_at_open`]): the page cache may still
+//! show them, and an fsync at open may then succeed without writing them,
+//! so they cannot be trusted (PostgreSQL's lesson of 2018). They were never
+//! acknowledged as durable. Under `fsync = never` nothing waits for an
+//! fsync, so records acknowledged before it may be dropped too, as a power
+//! cut would.
 //!
 //! The API is synchronous and thread-safe: share one [`Store`] behind an
 //! `Arc` and call it from async code through `spawn_blocking`.
@@ -104,6 +113,8 @@
 //! | `seg-<first index>.log`             | a log segment, e.g. `seg-00000000000000000001.log` |
 //! | `snap-<floor index>.snap`           | the snapshot: the state up to the floor    |
 //! | `snap-<floor index>.snap.tmp`       | a snapshot being written; removed at open  |
+//! | `LOCK`                              | the directory lock; holds the holder's pid as text |
+//! | `synced-through`                    | written when the store is poisoned; read and removed at open |
 //!
 //! Indexes in names are 20 decimal digits, so names sort like indexes. All
 //! integers in headers are little-endian; checksums are CRC32C
@@ -113,7 +124,7 @@
 //!
 //! ```text
 //! 0   8  magic "MIMEOLOG"
-//! 8   4  format version, u32 (1)
+//! 8   4  format version, u32 (2; version 1 is still read)
 //! 12  4  reserved, zero
 //! 16  8  index of the segment's first record, u64 (matches the name)
 //! 24  4  CRC32C of bytes 0..24, u32
@@ -121,7 +132,15 @@
 //! ```
 //!
 //! It is followed by **frames**, back to back, one per record, indexes
-//! contiguous from the first:
+//! contiguous from the first, and then, in the active segment, by the space
+//! written ahead of them: bytes `0xFF` in a version 2 segment, zeros in a
+//! version 1 segment. That is the only difference between the versions: a
+//! frame header of `0xFF` bytes announces a length no frame has, so in a
+//! version 2 segment zeros where a frame belongs are never unwritten space
+//! but a record that was written and lost (see *Recovery*). A build writes
+//! new segments as version 2 and goes on appending to a version 1 segment
+//! with zeros ahead, as version 1 did; once that segment rolls, the log is
+//! version 2.
 //!
 //! ```text
 //! 0   4  payload length n, u32 (1 ..= MAX_RECORD_BYTES + 8)
@@ -155,12 +174,31 @@
 //! `floor + 1`; segments at or below the floor are leftovers of a
 //! compaction cut short and are removed at open.
 //!
+//! **Synced-through file** (`synced-through`, 32 bytes), written (temporary
+//! file, fsync, rename, fsync of the directory) only when a write or fsync
+//! fails:
+//!
+//! ```text
+//! 0   8  magic "MIMEOSYN"
+//! 8   4  format version, u32 (1)
+//! 12  4  reserved, zero
+//! 16  8  synced-through index, u64: every record up to it had been fsynced
+//! 24  4  CRC32C of bytes 0..24, u32
+//! 28  4  reserved, zero
+//! ```
+//!
+//! At open, records after that index are removed (as a truncation is),
+//! then the file is removed. A store that cannot read it refuses to start
+//! with [`Error::Corrupt`]. Directories written before this file existed
+//! simply have none; nothing else in the format changed, so the format
+//! version stays 1.
+//!
 //! ## How files change
 //!
 //! - **Append**: the frames of one call are written with one positional
 //!   write per segment. The active segment is kept
-//!   [`Options::preallocate_bytes`] of zeros ahead of its records (written
-//!   when fewer than half remain), so a group commit's fsync changes
+//!   [`Options::preallocate_bytes`] of `0xFF` filler ahead of its records
+//!   (written when fewer than half remain), so a group commit's fsync changes
 //!   neither the file's blocks nor its length; a closed segment is cut back
 //!   to its records before its fsync.
 //! - **Segment roll**: once a segment would pass [`Options::segment_bytes`],
@@ -202,7 +240,13 @@
 //!   stops writing instead of retrying.
 //! - Bit rot is detected by the checksums, when records are read and at
 //!   open; it is not corrected.
-//! - One process uses a directory at a time; the store takes no lock.
+//! - One process uses a directory at a time, and the store makes sure of
+//!   it: [`Store::open`] takes an exclusive `flock` on the file `LOCK`
+//!   ([`DirLock`]) and holds it until the store is dropped; a second open,
+//!   from any process, fails with [`Error::Locked`] naming the directory
+//!   and the holder's pid. The lock is the `flock`, not the file: a `LOCK`
+//!   left by a crashed process is simply taken over, and deleting it while
+//!   held would let a second process in.
 //!
 //! ## Recovery
 //!
@@ -210,23 +254,32 @@
 //! loads the newest snapshot (which must be intact: it was fsynced before it
 //! was renamed into place) and replays the segments after it. Each segment
 //! header must be intact and match its name; records must decode, have
-//! contiguous indexes and non-decreasing terms. Then:
+//! contiguous indexes and non-decreasing terms. If a poisoned store left a
+//! `synced-through` file, every record up to its index must be there
+//! intact (the *synced-through watermark*; see *Durability*). Then:
 //!
-//! - zeros where a frame header belongs, up to the end of the file, are
-//!   the end of the segment's records (the zeros written ahead of them; no
-//!   frame is all zeros);
+//! - filler where a frame header belongs, up to the end of the file (`0xFF`
+//!   bytes, or zeros in a version 1 segment), is the end of the segment's
+//!   records; if the log ends there below the synced-through watermark,
+//!   acknowledged records are missing and start-up is refused with
+//!   [`Error::Corrupt`];
+//! - zeros where a frame belongs in a version 2 segment are damage, treated
+//!   as below: an all-zero record is never passed over as unwritten space;
 //! - damage in any segment but the last refuses start-up with
 //!   [`Error::Corrupt`] naming the file and byte offset;
 //! - damage in the last segment where record `k` belongs is a **torn
 //!   write** unless an intact frame later in that segment has
-//!   `synced_through >= k`, which proves record `k` had been fsynced: then
+//!   `synced_through >= k`, or `k` is at or below the synced-through
+//!   watermark, either of which proves record `k` had been fsynced: then
 //!   it is corruption and start-up is refused. A torn write is cut off,
 //!   logged with `tracing::warn!` and counted in
 //!   [`Stats::truncated_tail_bytes_at_open`]; it only ever holds records no
 //!   fsync had covered, so nothing acknowledged under `always` or `batch`
 //!   is lost. (The same rule means bit rot in records that no later record
 //!   vouches for, in the last group commit of the last segment, cannot be
-//!   told from a torn write and is truncated too, with the warning.)
+//!   told from a torn write and is truncated too, with the warning; so is
+//!   an acknowledged last record that was zeroed, when nothing written
+//!   after it vouches for it: it is counted and logged, never silent.)
 //! - a last segment whose header is damaged and that holds no intact frame
 //!   was torn while being created, and is removed.
 //!
@@ -261,8 +314,10 @@
 mod backend;
 mod compaction;
 mod error;
+mod fault;
 mod format;
 mod latency;
+mod lock;
 mod options;
 mod power_loss;
 mod record;
@@ -273,8 +328,10 @@ mod store;
 
 pub use backend::{Backend, BackendFile, FsBackend};
 pub use error::{Error, Result};
+pub use fault::{FsyncFaultBackend, FAIL_FSYNC_FILE};
 pub use format::MAX_RECORD_BYTES;
 pub use latency::{Latencies, LatencyHistogram, LATENCY_BOUNDS_US};
+pub use lock::{DirLock, LOCK_FILE};
 pub use options::{FsyncMode, Options, ParseFsyncModeError};
 pub use power_loss::PowerLossBackend;
 pub use record::{Entry, LogPosition, Mutation, Record, RecordMeta};

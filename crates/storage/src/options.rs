@@ -101,13 +101,13 @@ pub struct Options {
     /// bytes are garbage. `u64::MAX` disables automatic compaction.
     /// Default: 64 MiB.
     pub compact_min_bytes: u64,
-    /// The active segment is extended with zeros this many bytes ahead of
+    /// The active segment is extended with filler (`0xFF` bytes) this many bytes ahead of
     /// its records, so that the fsync of a group commit writes only the
     /// records' data blocks: no block allocation, no change of the file's
     /// length, no inode to write (on ext4, one device write instead of
-    /// three; about a quarter less latency per fsync). The zeros are an
-    /// ordinary write, made durable by the next fsync; recovery reads them
-    /// as the end of the log, and a segment is cut back to its records when
+    /// three; about a quarter less latency per fsync). The filler is an
+    /// ordinary write, made durable by the next fsync; recovery reads it
+    /// as the end of the log (and zeros as a lost record, never as filler), and a segment is cut back to its records when
     /// it is closed. 0 turns it off (the file grows with every append).
     /// Default: 1 MiB.
     pub preallocate_bytes: u64,

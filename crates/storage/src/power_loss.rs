@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use crate::backend::{Backend, BackendFile, FsBackend};
+use crate::error::Error;
+use crate::lock::DirLock;
 
 /// A directory on the local file system whose unsynced file contents live
 /// in process memory, so that killing the process (SIGKILL) loses exactly
@@ -189,6 +191,10 @@ impl Backend for PowerLossBackend {
 
     fn path(&self, name: &str) -> PathBuf {
         self.fs.path(name)
+    }
+
+    fn lock(&self) -> Result<Option<DirLock>, Error> {
+        self.fs.lock()
     }
 }
 

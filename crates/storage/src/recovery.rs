@@ -9,7 +9,8 @@ use crate::error::{corrupt, io_err, Error};
 use crate::format::{
     classify, decode_segment_header, decode_snapshot_header, parse_frame, segment_name,
     snapshot_name, split_log_payload, FileKind, Frame, FrameReader, ReadFrame, SnapshotEntry,
-    SnapshotHeader, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, SNAPSHOT_HEADER_LEN, SYNCED_THROUGH_LEN,
+    SnapshotHeader, FILLER, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, SNAPSHOT_HEADER_LEN,
+    SYNCED_THROUGH_LEN,
 };
 use crate::record::{LogPosition, Mutation, Record};
 use crate::state::{Loc, SegmentInfo, Slot, SnapshotInfo, State};
@@ -21,10 +22,13 @@ pub(crate) struct Active {
     pub(crate) file: Arc<dyn BackendFile>,
     /// Bytes in use: header plus every frame.
     pub(crate) len: u64,
-    /// The file's length: `len` plus the zeros written ahead of the
+    /// The file's length: `len` plus the filler written ahead of the
     /// records ([`Options::preallocate_bytes`](crate::Options::preallocate_bytes)).
     pub(crate) allocated: u64,
     pub(crate) records: u64,
+    /// What is written ahead of the records: [`FILLER`] in a version 2
+    /// segment, zeros in a version 1 segment (which keeps its format).
+    pub(crate) filler: u8,
 }
 
 /// The result of [`load`].
@@ -51,6 +55,13 @@ fn file_len(file: &dyn BackendFile, path: &Path) -> Result<u64, Error> {
 /// tail of the last segment. Refuses, with [`Error::Corrupt`], anything else
 /// that is damaged or missing.
 pub(crate) fn load(backend: &dyn Backend) -> Result<Loaded, Error> {
+    load_vouched(backend, 0)
+}
+
+/// Like [`load`], knowing that every record up to `vouched` had been
+/// fsynced (the synced-through file of a poisoned store): damage or the
+/// end of the log at or below it is corruption, never a torn write.
+pub(crate) fn load_vouched(backend: &dyn Backend, vouched: u64) -> Result<Loaded, Error> {
     let names = backend
         .list()
         .map_err(io_err("list data directory", backend.path("")))?;
@@ -126,7 +137,7 @@ pub(crate) fn load(backend: &dyn Backend) -> Result<Loaded, Error> {
                 ),
             ));
         }
-        match replay_segment(backend, first, is_last, &mut state)? {
+        match replay_segment(backend, first, is_last, vouched, &mut state)? {
             Replayed::Kept { active: a, torn } => {
                 truncated_tail_bytes += torn;
                 active = Some(a);
@@ -313,6 +324,7 @@ fn replay_segment(
     backend: &dyn Backend,
     first: u64,
     is_last: bool,
+    vouched: u64,
     state: &mut State,
 ) -> Result<Replayed, Error> {
     let name = segment_name(first);
@@ -325,13 +337,16 @@ fn replay_segment(
     let mut header = vec![0u8; SEGMENT_HEADER_LEN.min(len) as usize];
     file.read_at(&mut header, 0)
         .map_err(io_err("read segment", path.clone()))?;
-    match decode_segment_header(&header) {
-        Ok(h) if h == first => {}
+    let filler = match decode_segment_header(&header) {
+        Ok(h) if h.first == first => h.filler(),
         Ok(h) => {
             return Err(corrupt(
                 path,
                 0,
-                format!("segment header says it starts at index {h} but its name says {first}"),
+                format!(
+                    "segment header says it starts at index {} but its name says {first}",
+                    h.first
+                ),
             ))
         }
         Err(reason) => {
@@ -355,7 +370,7 @@ fn replay_segment(
             }
             return Err(corrupt(path, 0, reason));
         }
-    }
+    };
 
     let floor = state.floor().index;
     let mut offsets = Vec::new();
@@ -377,16 +392,42 @@ fn replay_segment(
                 let rest = reader
                     .rest()
                     .map_err(io_err("read segment", path.clone()))?;
-                if rest.iter().all(|&b| b == 0) {
-                    // Zeros written ahead of the records: the clean end of
-                    // the segment (no frame is all zeros: its length is at
-                    // least 8). Usually only the last segment has them (a
-                    // closed one is cut back before its fsync), but one
-                    // before a torn creation may too. They hide no record:
-                    // the next segment must start right after this one's
-                    // last record.
+                if rest.iter().all(|&b| b == filler) {
+                    // What the store writes ahead of its records: the clean
+                    // end of the segment (no frame starts with it: a length
+                    // field of zeros or of 0xFF bytes is no frame's).
+                    // Usually only the last segment has it (a closed one is
+                    // cut back before its fsync), but one before a torn
+                    // creation may too. It hides no record: the next
+                    // segment must start right after this one's last
+                    // record.
+                    if is_last && index <= vouched {
+                        return Err(corrupt(
+                            path,
+                            offset,
+                            format!(
+                                "the log ends here, before record {index}, but the synced-through file says every record up to index {vouched} had been fsynced: acknowledged records are missing"
+                            ),
+                        ));
+                    }
                     allocated = Some(len);
                     break;
+                }
+                let why = if filler == FILLER && rest.starts_with(&[0; FRAME_HEADER_LEN as usize]) {
+                    format!(
+                        "zeros where record {index} belongs (this segment keeps 0x{FILLER:02X} bytes, not zeros, ahead of its records, so a record was written here and is gone)"
+                    )
+                } else {
+                    why
+                };
+                if index <= vouched {
+                    return Err(corrupt(
+                        path,
+                        offset,
+                        format!(
+                            "{why}; this is not a torn write: the synced-through file says every record up to index {vouched} had been fsynced"
+                        ),
+                    ));
                 }
                 if !is_last {
                     return Err(corrupt(
@@ -495,6 +536,7 @@ fn replay_segment(
             len: end,
             allocated: allocated.unwrap_or(end),
             records,
+            filler,
         },
         torn,
     })

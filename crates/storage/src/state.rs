@@ -151,12 +151,18 @@ impl State {
 /// Reads the frame of `frame_len` bytes at `offset` of `file` and returns
 /// the value in it: `None` for a delete or a tombstone. `loc` says what the
 /// file is (a log segment or a snapshot); `path` names it in errors.
+///
+/// The frame must hold `expect`'s key at its
+/// `position` (a snapshot entry: the position of the record that wrote
+/// it), or the read fails with [`Error::IndexMismatch`]: a checksum only
+/// shows the frame is intact, not that it is the one the index meant.
 pub(crate) fn read_value_at(
     file: &dyn BackendFile,
     path: &Path,
     loc: Loc,
     offset: u64,
     frame_len: u64,
+    expect: (&[u8], LogPosition),
 ) -> Result<Option<Vec<u8>>, Error> {
     let mut buf = vec![0u8; frame_len as usize];
     file.read_at(&mut buf, offset)
@@ -165,23 +171,43 @@ pub(crate) fn read_value_at(
         Frame::Ok { payload, .. } => payload,
         bad => return Err(corrupt(path.to_path_buf(), offset, bad.describe())),
     };
-    match loc {
+    let (key, position, value) = match loc {
         Loc::Segment(_) => {
             let record =
                 decode_record(payload).map_err(|r| corrupt(path.to_path_buf(), offset, r))?;
-            Ok(match record.mutation {
-                Mutation::Put { value, .. } => Some(value),
-                Mutation::Delete { .. } => None,
-            })
+            let position = record.meta.position;
+            match record.mutation {
+                Mutation::Put { key, value } => (key, position, Some(value)),
+                Mutation::Delete { key } => (key, position, None),
+            }
         }
-        Loc::Snapshot => postcard::from_bytes::<SnapshotEntry>(payload)
-            .map(|entry| entry.value)
-            .map_err(|e| {
+        Loc::Snapshot => {
+            let entry = postcard::from_bytes::<SnapshotEntry>(payload).map_err(|e| {
                 corrupt(
                     path.to_path_buf(),
                     offset,
                     format!("snapshot entry does not decode: {e}"),
                 )
-            }),
+            })?;
+            (entry.key, entry.meta.position, entry.value)
+        }
+    };
+    let (want_key, want_position) = expect;
+    if key != want_key || position != want_position {
+        let describe = |key: &[u8], p: LogPosition| {
+            format!(
+                "key {:?} at log position {}:{}",
+                String::from_utf8_lossy(key),
+                p.term,
+                p.index
+            )
+        };
+        return Err(Error::IndexMismatch {
+            path: path.to_path_buf(),
+            offset,
+            expected: describe(want_key, want_position),
+            found: describe(&key, position),
+        });
     }
+    Ok(value)
 }

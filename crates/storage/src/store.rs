@@ -20,10 +20,12 @@ use std::time::Instant;
 use crate::backend::{Backend, BackendFile, FsBackend};
 use crate::error::{corrupt, io_err, Error};
 use crate::format::{
-    encode_segment_header, parse_frame, push_log_frame, segment_name, Frame, FRAME_HEADER_LEN,
-    MAX_RECORD_BYTES, SEGMENT_HEADER_LEN, SYNCED_THROUGH_LEN,
+    decode_synced_through, encode_segment_header, encode_synced_through, parse_frame,
+    push_log_frame, segment_name, Frame, FILLER, FRAME_HEADER_LEN, MAX_RECORD_BYTES,
+    SEGMENT_HEADER_LEN, SYNCED_THROUGH_FILE, SYNCED_THROUGH_LEN,
 };
 use crate::latency::{Latencies, LatencyHistogram};
+use crate::lock::DirLock;
 use crate::options::{FsyncMode, Options};
 use crate::record::{Entry, LogPosition, Mutation, Record};
 use crate::recovery::{self, decode_record, Active};
@@ -63,10 +65,16 @@ pub struct Stats {
     pub first_index: u64,
     /// Compactions completed since open.
     pub compactions: u64,
-    /// Bytes of torn writes cut from the tail of the log when it was opened.
+    /// Bytes cut from the tail of the log when it was opened: torn writes,
+    /// and records dropped because a write or fsync had failed before
+    /// them ([`unsynced_records_dropped_at_open`](Stats::unsynced_records_dropped_at_open)).
     pub truncated_tail_bytes_at_open: u64,
+    /// Records dropped at open because they were written after the last
+    /// fsync that succeeded before the store was poisoned: the disk may
+    /// never have had them (see the crate docs, *Recovery*).
+    pub unsynced_records_dropped_at_open: u64,
     /// How long each [`Store::append`] took to write its records, since
-    /// open: the write system calls and the zeros written ahead, and, when
+    /// open: the write system calls and the filler written ahead, and, when
     /// a segment fills, closing it and creating the next one (their
     /// fsyncs included). Not the group-commit fsync.
     pub write_latency: Latencies,
@@ -130,6 +138,7 @@ pub(crate) struct Inner {
     synced: Condvar,
     pub(crate) compactions: AtomicU64,
     truncated_tail_bytes_at_open: u64,
+    unsynced_records_dropped_at_open: u64,
     write_latency: LatencyHistogram,
     fsync_latency: LatencyHistogram,
     auto_compacting: AtomicBool,
@@ -139,6 +148,9 @@ pub(crate) struct Inner {
     /// segment rather than on every append.
     auto_compact_hold: AtomicUsize,
     background: Mutex<Option<JoinHandle<()>>>,
+    /// The data directory's lock, held as long as the store is open
+    /// (`None` for backends that take none).
+    _lock: Option<DirLock>,
 }
 
 /// The storage engine: a durable, segmented log of [`Record`]s plus the
@@ -185,8 +197,11 @@ impl Store {
     /// `tracing::warn!` and counted in [`Stats::truncated_tail_bytes_at_open`])
     /// and refuses, with [`Error::Corrupt`], damage anywhere else.
     ///
-    /// Only one `Store` may use a directory at a time; the store does not
-    /// lock it.
+    /// Only one `Store` may use a directory at a time: the store takes an
+    /// exclusive lock on it ([`DirLock`], the file `LOCK`) and holds it
+    /// until it is dropped. While another process, or another `Store` in
+    /// this one, holds it, `open` fails with [`Error::Locked`], which names
+    /// the directory and the holder's pid.
     pub fn open(dir: &Path, options: Options) -> Result<Store, Error> {
         let backend =
             FsBackend::new(dir).map_err(io_err("create data directory", dir.to_path_buf()))?;
@@ -194,10 +209,16 @@ impl Store {
     }
 
     /// Like [`Store::open`], doing all I/O through `backend`: the seam tests
-    /// use to simulate power cuts (see [`sim`](crate::sim)).
+    /// use to simulate power cuts (see [`sim`](crate::sim)). The lock is
+    /// [`Backend::lock`]'s, taken before anything is read.
     pub fn open_with_backend(backend: Arc<dyn Backend>, options: Options) -> Result<Store, Error> {
         options.validate()?;
-        let loaded = recovery::load(&*backend)?;
+        let dir_lock = backend.lock()?;
+        let synced_through = read_synced_through(&*backend)?;
+        let mut loaded = recovery::load_vouched(&*backend, synced_through.unwrap_or(0))?;
+        let (unsynced_records, unsynced_bytes) =
+            drop_unsynced(&*backend, synced_through, &mut loaded)?;
+        loaded.truncated_tail_bytes += unsynced_bytes;
         // What recovery read may be only in the page cache (after a process
         // crash); make it durable so durable_index can start at the end.
         if let Some(a) = &loaded.active {
@@ -243,11 +264,13 @@ impl Store {
             synced: Condvar::new(),
             compactions: AtomicU64::new(0),
             truncated_tail_bytes_at_open: loaded.truncated_tail_bytes,
+            unsynced_records_dropped_at_open: unsynced_records,
             write_latency: LatencyHistogram::new(),
             fsync_latency: LatencyHistogram::new(),
             auto_compacting: AtomicBool::new(false),
             auto_compact_hold: AtomicUsize::new(0),
             background: Mutex::new(None),
+            _lock: dir_lock,
         };
         Ok(Store {
             inner: Arc::new(inner),
@@ -363,6 +386,14 @@ impl Store {
         self.inner.wait_for(index, false)
     }
 
+    /// Whether a failed write or fsync has poisoned the store: it refuses
+    /// every write, and a node should stop and be restarted once the disk
+    /// is fixed (the next open drops the records written after the last
+    /// successful fsync).
+    pub fn is_poisoned(&self) -> bool {
+        lock(&self.inner.sync).poisoned
+    }
+
     /// Every record up to this index is durable.
     pub fn durable_index(&self) -> u64 {
         lock(&self.inner.sync).durable
@@ -387,7 +418,7 @@ impl Store {
         let Some(slot) = st.index.get(key) else {
             return Ok(None);
         };
-        let value = self.inner.read_value(&st, slot)?;
+        let value = self.inner.read_value(&st, key, slot)?;
         Ok(Some(Entry {
             value,
             meta: slot.meta.clone(),
@@ -404,7 +435,7 @@ impl Store {
         st.index
             .range(range)
             .map(|(key, slot)| {
-                let value = self.inner.read_value(&st, slot)?;
+                let value = self.inner.read_value(&st, key, slot)?;
                 let entry = Entry {
                     value,
                     meta: slot.meta.clone(),
@@ -631,6 +662,7 @@ impl Store {
             first_index: st.floor().index + 1,
             compactions: self.inner.compactions.load(Ordering::Relaxed),
             truncated_tail_bytes_at_open: self.inner.truncated_tail_bytes_at_open,
+            unsynced_records_dropped_at_open: self.inner.unsynced_records_dropped_at_open,
             write_latency: self.inner.write_latency.snapshot(),
             fsync_latency: self.inner.fsync_latency.snapshot(),
         }
@@ -717,10 +749,36 @@ impl Inner {
         Ok(())
     }
 
+    /// Refuses every later write, and records durably how far the log is
+    /// known to be fsynced, so that the next open drops what came after.
     pub(crate) fn poison(&self, cause: &Error) {
-        tracing::error!(error = %cause, "storage poisoned: refusing further writes");
-        lock(&self.sync).poisoned = true;
+        let mut sync = lock(&self.sync);
+        let first = !sync.poisoned;
+        sync.poisoned = true;
+        let synced_through = sync.durable;
         self.synced.notify_all();
+        drop(sync);
+        if first {
+            self.record_poison(cause, synced_through);
+        }
+    }
+
+    /// Logs the poisoning and writes [`SYNCED_THROUGH_FILE`].
+    fn record_poison(&self, cause: &Error, synced_through: u64) {
+        tracing::error!(
+            error = %cause,
+            synced_through,
+            "storage poisoned: refusing further writes; records after index {synced_through} are not known to be on disk and will be dropped at the next open"
+        );
+        let bytes = encode_synced_through(synced_through);
+        if let Err(e) = self.backend.write_file_durably(SYNCED_THROUGH_FILE, &bytes) {
+            tracing::error!(
+                error = %e,
+                file = %self.path(SYNCED_THROUGH_FILE).display(),
+                synced_through,
+                "could not record how far the log was fsynced: the next open cannot tell the records after index {synced_through} from durable ones (the disk is failing: check it before restarting)"
+            );
+        }
     }
 
     /// Records that the active segment was fsynced and closed with `last`
@@ -781,14 +839,18 @@ impl Inner {
             sync.syncing = false;
             self.synced.notify_all();
             if let Err(source) = result {
+                let first = !sync.poisoned;
                 sync.poisoned = true;
+                let synced_through = sync.durable;
                 drop(sync);
                 let err = Error::Io {
                     op: "fsync segment",
                     path: active.map(|(_, p)| p).unwrap_or_default(),
                     source,
                 };
-                tracing::error!(error = %err, "storage poisoned: refusing further writes");
+                if first {
+                    self.record_poison(&err, synced_through);
+                }
                 return Err(err);
             }
             if sync.epoch == epoch && target > sync.durable {
@@ -818,6 +880,7 @@ impl Inner {
             len: SEGMENT_HEADER_LEN,
             allocated: SEGMENT_HEADER_LEN,
             records: 0,
+            filler: FILLER,
         })
     }
 
@@ -838,13 +901,14 @@ impl Inner {
             .preallocate_bytes
             .min(self.options.segment_bytes);
         if ahead > 0 && active.allocated < active.len + ahead / 2 {
-            // Keep between half and all of `ahead` zeros past the records.
+            // Keep between half and all of `ahead` filler bytes past the
+            // records.
             let from = active.allocated.max(active.len);
             let to = active.len + ahead;
-            let zeros = vec![0u8; (to - from) as usize];
+            let filler = vec![active.filler; (to - from) as usize];
             active
                 .file
-                .write_at(&zeros, from)
+                .write_at(&filler, from)
                 .map_err(io_err("preallocate segment", path))?;
             active.allocated = to;
         }
@@ -853,7 +917,7 @@ impl Inner {
     }
 
     /// Makes a segment that takes no more records durable, cut back to its
-    /// records first (the zeros ahead of them are of no use any more).
+    /// records first (the filler ahead of them is of no use any more).
     pub(crate) fn close_segment_file(&self, active: &Active) -> Result<(), Error> {
         let path = || self.path(&active.name);
         if active.allocated > active.len {
@@ -966,8 +1030,9 @@ impl Inner {
             )
     }
 
-    /// The value a slot points at (`None` for a tombstone, without I/O).
-    fn read_value(&self, st: &State, slot: &Slot) -> Result<Option<Vec<u8>>, Error> {
+    /// The value a slot of `key` points at (`None` for a tombstone, without
+    /// I/O), checked to be `key`'s, at the slot's position.
+    fn read_value(&self, st: &State, key: &[u8], slot: &Slot) -> Result<Option<Vec<u8>>, Error> {
         if slot.tombstone {
             return Ok(None);
         }
@@ -986,7 +1051,14 @@ impl Inner {
             )
         })?;
         let path = self.path(name);
-        let value = read_value_at(&**file, &path, slot.loc, slot.offset, slot.frame_len)?;
+        let value = read_value_at(
+            &**file,
+            &path,
+            slot.loc,
+            slot.offset,
+            slot.frame_len,
+            (key, slot.meta.position),
+        )?;
         if value.is_none() {
             return Err(corrupt(
                 path,
@@ -997,33 +1069,94 @@ impl Inner {
         Ok(value)
     }
 
-    /// Physically removes records `from..`: whole segments newest first
-    /// (each removal made durable before the next, so a crash never leaves a
-    /// gap), then cuts the segment holding `from` and fsyncs it. Then
-    /// reloads.
+    /// Physically removes records `from..` and reloads
+    /// ([`truncate_files`]).
     fn truncate_files(&self, st: &State, from: u64) -> Result<recovery::Loaded, Error> {
-        for seg in st.segments.range(from..).rev().map(|(_, s)| s) {
-            self.backend
-                .remove(&seg.name)
-                .map_err(io_err("remove segment", self.path(&seg.name)))?;
-            self.backend
-                .sync_dir()
-                .map_err(io_err("fsync data directory", self.path("")))?;
-        }
-        if let Some((_, seg)) = st.segments.range(..from).next_back() {
-            if seg.last.is_some_and(|p| p.index >= from) {
-                let (offset, _) = seg.frame_range(from);
-                let path = self.path(&seg.name);
-                seg.file
-                    .set_len(offset)
-                    .map_err(io_err("truncate segment", path.clone()))?;
-                seg.file
-                    .sync_data()
-                    .map_err(io_err("fsync segment", path))?;
-            }
-        }
-        recovery::load(&*self.backend)
+        truncate_files(&*self.backend, st, from)
     }
+}
+
+/// Physically removes records `from..`: whole segments newest first (each
+/// removal made durable before the next, so a crash never leaves a gap),
+/// then cuts the segment holding `from` and fsyncs it. Then reloads.
+fn truncate_files(backend: &dyn Backend, st: &State, from: u64) -> Result<recovery::Loaded, Error> {
+    for seg in st.segments.range(from..).rev().map(|(_, s)| s) {
+        backend
+            .remove(&seg.name)
+            .map_err(io_err("remove segment", backend.path(&seg.name)))?;
+        backend
+            .sync_dir()
+            .map_err(io_err("fsync data directory", backend.path("")))?;
+    }
+    if let Some((_, seg)) = st.segments.range(..from).next_back() {
+        if seg.last.is_some_and(|p| p.index >= from) {
+            let (offset, _) = seg.frame_range(from);
+            let path = backend.path(&seg.name);
+            seg.file
+                .set_len(offset)
+                .map_err(io_err("truncate segment", path.clone()))?;
+            seg.file
+                .sync_data()
+                .map_err(io_err("fsync segment", path))?;
+        }
+    }
+    recovery::load(backend)
+}
+
+/// The watermark a poisoned store left in [`SYNCED_THROUGH_FILE`], if any.
+fn read_synced_through(backend: &dyn Backend) -> Result<Option<u64>, Error> {
+    let path = backend.path(SYNCED_THROUGH_FILE);
+    let Some(bytes) = backend
+        .read_file(SYNCED_THROUGH_FILE)
+        .map_err(io_err("read synced-through file", path.clone()))?
+    else {
+        return Ok(None);
+    };
+    decode_synced_through(&bytes)
+        .map(Some)
+        .map_err(|reason| corrupt(path, 0, reason))
+}
+
+/// After a failed write or fsync: drops the records past the watermark the
+/// poisoned store recorded (the disk may never have had them, whatever the
+/// page cache now says), then removes the record. Returns the records and
+/// bytes dropped.
+fn drop_unsynced(
+    backend: &dyn Backend,
+    synced_through: Option<u64>,
+    loaded: &mut recovery::Loaded,
+) -> Result<(u64, u64), Error> {
+    let Some(synced_through) = synced_through else {
+        return Ok((0, 0));
+    };
+    // Compaction never runs on a poisoned store, so the floor is at most
+    // the watermark; the max only guards a hand-made file.
+    let keep = synced_through.max(loaded.state.floor().index);
+    let last = loaded.state.last.index;
+    let mut dropped = (0, 0);
+    if last > keep {
+        let before = loaded.state.disk_bytes();
+        *loaded = truncate_files(backend, &loaded.state, keep + 1)?;
+        dropped = (
+            last - keep,
+            before.saturating_sub(loaded.state.disk_bytes()),
+        );
+        tracing::warn!(
+            dir = %backend.path("").display(),
+            first_dropped_index = keep + 1,
+            last_dropped_index = last,
+            bytes_dropped = dropped.1,
+            "dropped log records written after the last successful fsync: an fsync (or write) failed before this start, so the disk may never have had them, although the page cache still showed them; they were never acknowledged as durable"
+        );
+    }
+    backend.remove(SYNCED_THROUGH_FILE).map_err(io_err(
+        "remove synced-through file",
+        backend.path(SYNCED_THROUGH_FILE),
+    ))?;
+    backend
+        .sync_dir()
+        .map_err(io_err("fsync data directory", backend.path("")))?;
+    Ok(dropped)
 }
 
 #[cfg(test)]
@@ -1162,7 +1295,7 @@ mod tests {
     }
 
     #[test]
-    fn zeros_ahead_of_the_records_are_the_clean_end_of_the_log() {
+    fn filler_ahead_of_the_records_is_the_clean_end_of_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let options = Options {
             segment_bytes: 64 << 10,
@@ -1183,7 +1316,7 @@ mod tests {
         assert!(file_len(1) >= used + (8 << 10), "{} {used}", file_len(1));
         drop(store);
 
-        // Reopened: the zeros are neither records nor a torn write.
+        // Reopened: the filler is neither records nor a torn write.
         let store = Store::open(dir.path(), options.clone()).unwrap();
         assert_eq!(store.stats().truncated_tail_bytes_at_open, 0);
         assert_eq!(store.last_position().index, 10);

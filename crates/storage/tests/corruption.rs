@@ -178,15 +178,48 @@ fn a_cut_tail_is_truncated_and_every_earlier_record_survives() {
     );
 }
 
+/// Rewrites a segment's header as format version 1, which kept zeros (not
+/// 0xFF filler) ahead of its records.
+fn make_version_1(segment: &Path) {
+    let mut bytes = fs::read(segment).unwrap();
+    bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[0..24]);
+    bytes[24..28].copy_from_slice(&crc.to_le_bytes());
+    fs::write(segment, bytes).unwrap();
+}
+
 #[test]
-fn zeros_after_the_last_record_are_the_end_of_the_log() {
-    // What the store writes ahead of its records, or a power cut after the
-    // file grew but before its data reached the disk: either way no record
-    // is there, so nothing is dropped and the log continues after the last
-    // record.
+fn zeros_after_the_last_record_are_reported_and_cut() {
+    // A power cut after the file grew but before its data reached the
+    // disk, or a record that was written and then zeroed: a segment keeps
+    // 0xFF bytes, not zeros, ahead of its records, so zeros are never taken
+    // for unwritten space. Nothing vouches for a record there, so this is
+    // a torn write: cut, counted and logged, and the log goes on.
     let dir = tempfile::tempdir().unwrap();
     let mut records = write_log(dir.path(), 1 << 20, 10);
     let seg = &segments(dir.path())[0];
+    let len = fs::metadata(seg).unwrap().len();
+    set_len(seg, len + 4096);
+
+    let store = Store::open(dir.path(), options(1 << 20)).unwrap();
+    assert_eq!(store.stats().truncated_tail_bytes_at_open, 4096);
+    assert_eq!(store.read_log(1, 100).unwrap(), records);
+    records.push(put(11, "k4", "after the zeros"));
+    store.append(&records[10..]).unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), options(1 << 20)).unwrap();
+    assert_eq!(store.stats().truncated_tail_bytes_at_open, 0);
+    assert_eq!(store.read_log(1, 100).unwrap(), records);
+}
+
+#[test]
+fn zeros_after_the_last_record_of_a_version_1_segment_are_its_end() {
+    // Version 1 segments kept zeros ahead of their records: there they are
+    // the clean end of the log, as they always were.
+    let dir = tempfile::tempdir().unwrap();
+    let mut records = write_log(dir.path(), 1 << 20, 10);
+    let seg = &segments(dir.path())[0];
+    make_version_1(seg);
     let len = fs::metadata(seg).unwrap().len();
     set_len(seg, len + 4096);
 
@@ -202,8 +235,8 @@ fn zeros_after_the_last_record_are_the_end_of_the_log() {
 }
 
 #[test]
-fn a_torn_record_before_the_zeros_written_ahead_is_a_torn_write() {
-    // A power cut while a record was being written over the zeros the
+fn a_torn_record_before_the_filler_written_ahead_is_a_torn_write() {
+    // A power cut while a record was being written over the filler the
     // store keeps ahead of its records: its first bytes landed, its last
     // did not.
     let dir = tempfile::tempdir().unwrap();
@@ -222,8 +255,8 @@ fn a_torn_record_before_the_zeros_written_ahead_is_a_torn_write() {
     let seg = &segments(dir.path())[0];
     let len = fs::metadata(seg).unwrap().len();
     let mut bytes = fs::read(seg).unwrap();
-    let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
-    assert!(len >= end as u64 + (32 << 10), "zeros are kept ahead");
+    let end = bytes.iter().rposition(|&b| b != 0xFF).unwrap() + 1;
+    assert!(len >= end as u64 + (32 << 10), "filler is kept ahead");
     // The record is 100+ bytes; zero its last 20, as if they never landed.
     bytes[end - 20..end].fill(0);
     fs::write(seg, &bytes).unwrap();
