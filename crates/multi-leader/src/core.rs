@@ -614,17 +614,21 @@ impl Core {
         match self.config.policy {
             Policy::Siblings => {
                 let mut context = context.unwrap_or_default();
-                let mut dvv = match state.take() {
+                let dvv = match state.take() {
                     Some(KeyState::Siblings(d)) => d,
-                    _ => {
-                        // No state here (never seen, or collected): start
-                        // this node's dots above every dot it ever made
-                        // for the key (each is at most its sequence
-                        // number then), so a collected dot is never reused.
-                        context.raise(me.clone(), seq - 1);
-                        DvvSet::new()
-                    }
+                    _ => DvvSet::new(),
                 };
+                // Key dots must never repeat, and a collected key has lost
+                // its history. When the set holds no value of this node,
+                // every value it ever coordinated for the key was
+                // superseded here or collected everywhere, and each had a
+                // key dot at most the origin sequence number it was made
+                // with: start above `seq - 1` (superseding nothing that
+                // still exists).
+                if !dvv.iter().any(|(dot, _)| dot.node == *me) {
+                    context.raise(me.clone(), seq - 1);
+                }
+                let mut dvv = dvv;
                 if self.config.sabotage == Some(Sabotage::IgnoreContext) {
                     context.join(&dvv.context());
                 }
