@@ -13,7 +13,7 @@ use crate::state::{KeyRecord, KeyState};
 use crate::types::{ack_mode, ClientError, ClientOp, KeyType, Millis, ReadValue, Reply, RequestId};
 
 /// What this node knows about one peer.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Peer {
     /// Its applied vector, from its latest status.
     applied: VersionVector,
@@ -31,7 +31,7 @@ struct Peer {
 }
 
 /// A local write waiting for its acknowledgements.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct PendingAck {
     req_id: RequestId,
     seq: u64,
@@ -40,7 +40,7 @@ struct PendingAck {
 }
 
 /// A session read waiting for replication.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct WaitingRead {
     req_id: RequestId,
     key: Vec<u8>,
@@ -50,7 +50,7 @@ struct WaitingRead {
 }
 
 /// A key holding only tombstones, on its way to collection.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct PendingTombstone {
     /// The key's `writes` when it became (or last changed while) only tombstones.
     writes: VersionVector,
@@ -59,7 +59,7 @@ struct PendingTombstone {
 }
 
 /// Counters reported in [`Status`].
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Counters {
     duplicates: u64,
     out_of_order: u64,
@@ -114,7 +114,7 @@ struct Counters {
 ///   state. Old writes that come back (a restarted node re-sending, a
 ///   duplicate) are below the applied vectors and ignored: nothing
 ///   deleted comes back.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Core {
     config: Config,
     hlc: Hlc,

@@ -9,7 +9,7 @@ use crate::record::Write;
 /// Recent writes of every origin, at most `budget` bytes in all: the
 /// oldest write (of any origin) goes first. Writes of one origin are
 /// pushed in sequence order, so each origin's deque is a contiguous run.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct MemLog {
     budget: usize,
     bytes: usize,
