@@ -1,0 +1,97 @@
+//! What the core asks its driver to do, and what it reports.
+
+use std::collections::BTreeMap;
+
+use mimeo_causality::{NodeId, VersionVector};
+use serde::{Deserialize, Serialize};
+
+use crate::message::Message;
+use crate::record::Persist;
+use crate::types::{Reply, RequestId};
+
+/// One thing for the driver to do, drained with
+/// [`Core::poll_output`](crate::Core::poll_output) in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Output {
+    /// Send `msg` to `to` (best effort).
+    Send {
+        /// The destination.
+        to: NodeId,
+        /// The message.
+        msg: Message,
+    },
+    /// Make this durable, atomically, after every earlier `Persist`, then
+    /// call [`Core::persisted`](crate::Core::persisted).
+    Persist(Persist),
+    /// Read `origin`'s writes `from_seq..=to_seq` (or as many as exist
+    /// from `from_seq`) from the durable log and hand them to
+    /// [`Core::loaded`](crate::Core::loaded) for `peer`. The memory log no
+    /// longer holds them.
+    Load {
+        /// The peer that needs them.
+        peer: NodeId,
+        /// The origin.
+        origin: NodeId,
+        /// The first sequence number.
+        from_seq: u64,
+        /// The last.
+        to_seq: u64,
+    },
+    /// Answer a client.
+    Reply {
+        /// The request.
+        req_id: RequestId,
+        /// The answer.
+        reply: Reply,
+    },
+}
+
+/// How far this node is behind one origin, as far as it knows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginLag {
+    /// Applied writes of that origin (its contiguous prefix).
+    pub applied: u64,
+    /// Writes of that origin known to exist (from any peer's vector) and
+    /// not applied here.
+    pub behind_writes: u64,
+    /// Milliseconds between this node's physical clock and the HLC time
+    /// of the origin's latest write this node applied (0 if none or in
+    /// the future).
+    pub since_latest_ms: u64,
+}
+
+/// What a core reports: [`Core::status`](crate::Core::status).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Status {
+    /// The node.
+    pub id: NodeId,
+    /// Its applied vector.
+    pub applied: VersionVector,
+    /// Its durable vector.
+    pub durable: VersionVector,
+    /// The meet of every node's durable vector as known here: writes
+    /// every node holds durably. A driver may drop log entries at or
+    /// below it.
+    pub stable: VersionVector,
+    /// Per origin, how far behind.
+    pub origins: BTreeMap<NodeId, OriginLag>,
+    /// Keys holding only tombstones, waiting to be collected.
+    pub tombstones_pending: u64,
+    /// Tombstoned keys collected so far (since start).
+    pub tombstones_collected: u64,
+    /// Keys by sibling count (siblings policy): count → keys.
+    pub siblings_histogram: BTreeMap<usize, u64>,
+    /// Remote HLC timestamps the clock refused to follow (more than
+    /// `max_drift_ms` ahead); their writes were applied anyway.
+    pub drift_refusals: u64,
+    /// Writes received twice (ignored).
+    pub duplicates: u64,
+    /// Writes received ahead of a gap (dropped, asked again).
+    pub out_of_order: u64,
+    /// Merges where two nodes had given a key different types.
+    pub type_conflicts: u64,
+    /// Live keys (not only tombstones).
+    pub live_keys: u64,
+}

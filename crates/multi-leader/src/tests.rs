@@ -1,0 +1,399 @@
+//! Unit tests in the openraft style: one input, the exact outputs.
+
+use crate::*;
+use mimeo_causality::{DvvSet, Lww};
+
+const WALL: u64 = 1_000_000;
+
+fn config(id: &str) -> Config {
+    Config::new(id, ["n1", "n2", "n3"])
+}
+
+fn core(id: &str) -> Core {
+    Core::new(config(id), Millis(0)).unwrap()
+}
+
+fn drain(core: &mut Core) -> Vec<Output> {
+    std::iter::from_fn(|| core.poll_output()).collect()
+}
+
+fn vv<const K: usize>(entries: [(&str, u64); K]) -> VersionVector {
+    entries.into_iter().collect()
+}
+
+fn put(key: &str, value: &str) -> ClientOp {
+    ClientOp::Put {
+        key: key.into(),
+        value: value.into(),
+        context: None,
+    }
+}
+
+fn send(to: &str, msg: Message) -> Output {
+    Output::Send { to: to.into(), msg }
+}
+
+fn status(applied: VersionVector, durable: VersionVector) -> Message {
+    Message::Status { applied, durable }
+}
+
+/// The first write of `n1` to `key`: what `n1` persists and ships.
+fn first_write(key: &str, value: &str) -> Write {
+    let mut dvv = DvvSet::new();
+    dvv.update(&VersionVector::new(), "n1", Some(value.as_bytes().to_vec()))
+        .unwrap();
+    Write {
+        id: Dot::new("n1", 1),
+        ts: Timestamp::new(WALL, 0, "n1"),
+        key: key.into(),
+        record: KeyRecord {
+            state: KeyState::Siblings(dvv),
+            writes: vv([("n1", 1)]),
+        },
+        fresh: Some(VersionVector::new()),
+    }
+}
+
+/// Drives `core` through its first status round so it has nothing due.
+fn quiet(core: &mut Core) {
+    core.tick(Millis(0));
+    drain(core);
+}
+
+#[test]
+fn a_local_write_is_persisted_first_and_shipped_only_once_durable() {
+    let mut n1 = core("n1");
+    quiet(&mut n1);
+    n1.handle_client(Millis(1), WALL, 7, put("k", "v"), None);
+    let write = first_write("k", "v");
+    assert_eq!(
+        drain(&mut n1),
+        [Output::Persist(Persist {
+            id: 1,
+            writes: vec![write.clone()],
+            keys: vec![KeyChange::Set {
+                key: b"k".to_vec(),
+                record: write.record.clone()
+            }],
+            applied: vv([("n1", 1)]),
+            clock: Timestamp::new(WALL, 0, "n1"),
+        })]
+    );
+    n1.persisted(Millis(2), 1);
+    let st = status(vv([("n1", 1)]), vv([("n1", 1)]));
+    assert_eq!(
+        drain(&mut n1),
+        [
+            send("n2", st.clone()),
+            send("n3", st),
+            send("n2", Message::Writes(vec![write.clone()])),
+            send("n3", Message::Writes(vec![write])),
+            Output::Reply {
+                req_id: 7,
+                reply: Reply::Written {
+                    write: Dot::new("n1", 1),
+                    ts: Timestamp::new(WALL, 0, "n1"),
+                    key_dot: Some(Dot::new("n1", 1)),
+                    context: Some(vv([("n1", 1)])),
+                    session: vv([("n1", 1)]),
+                }
+            },
+        ]
+    );
+}
+
+#[test]
+fn a_quorum_write_waits_for_a_peer_to_report_it_durable() {
+    let mut n1 = core("n1");
+    quiet(&mut n1);
+    n1.handle_client(Millis(1), WALL, 7, put("k", "v"), Some(AckMode::Quorum));
+    n1.persisted(Millis(2), 1);
+    let outputs = drain(&mut n1);
+    assert!(!outputs.iter().any(|o| matches!(o, Output::Reply { .. })));
+    // n2 has applied it but not made it durable: no ack.
+    n1.handle_peer(
+        Millis(3),
+        WALL,
+        "n2".into(),
+        status(vv([("n1", 1)]), vv([])),
+    );
+    assert_eq!(drain(&mut n1), []);
+    n1.handle_peer(
+        Millis(4),
+        WALL,
+        "n2".into(),
+        status(vv([("n1", 1)]), vv([("n1", 1)])),
+    );
+    let outputs = drain(&mut n1);
+    assert!(
+        matches!(
+            &outputs[..],
+            [Output::Reply {
+                req_id: 7,
+                reply: Reply::Written { .. }
+            }]
+        ),
+        "{outputs:?}"
+    );
+}
+
+#[test]
+fn a_replicated_write_is_applied_and_persisted_without_echo() {
+    let mut n2 = core("n2");
+    quiet(&mut n2);
+    let write = first_write("k", "v");
+    n2.handle_peer(
+        Millis(1),
+        WALL,
+        "n1".into(),
+        Message::Writes(vec![write.clone()]),
+    );
+    assert_eq!(
+        drain(&mut n2),
+        [Output::Persist(Persist {
+            id: 1,
+            writes: vec![write.clone()],
+            keys: vec![KeyChange::Set {
+                key: b"k".to_vec(),
+                record: write.record.clone()
+            }],
+            applied: vv([("n1", 1)]),
+            clock: Timestamp::new(WALL, 1, "n2"),
+        })]
+    );
+    // Durable: it tells everyone, and relays n1's write to n3 only (n3
+    // has not said it has it), never back to n1.
+    n2.persisted(Millis(2), 1);
+    let st = status(vv([("n1", 1)]), vv([("n1", 1)]));
+    assert_eq!(
+        drain(&mut n2),
+        [
+            send("n1", st.clone()),
+            send("n3", st),
+            send("n3", Message::Writes(vec![write.clone()])),
+        ]
+    );
+    // A duplicate changes nothing and persists nothing.
+    n2.handle_peer(Millis(3), WALL, "n1".into(), Message::Writes(vec![write]));
+    assert_eq!(drain(&mut n2), []);
+    assert_eq!(n2.status(WALL).duplicates, 1);
+}
+
+#[test]
+fn a_write_after_a_gap_is_dropped_and_the_gap_asked_for_at_once() {
+    let mut n2 = core("n2");
+    quiet(&mut n2);
+    let mut second = first_write("k", "v");
+    second.id = Dot::new("n1", 2);
+    n2.handle_peer(Millis(1), WALL, "n1".into(), Message::Writes(vec![second]));
+    assert_eq!(drain(&mut n2), [send("n1", status(vv([]), vv([])))]);
+    assert_eq!(n2.status(WALL).out_of_order, 1);
+}
+
+#[test]
+fn a_timestamp_beyond_max_drift_is_applied_but_not_followed() {
+    let mut n2 = core("n2");
+    quiet(&mut n2);
+    let mut write = first_write("k", "v");
+    write.ts = Timestamp::new(WALL + 10_000, 0, "n1");
+    n2.handle_peer(
+        Millis(1),
+        WALL,
+        "n1".into(),
+        Message::Writes(vec![write.clone()]),
+    );
+    let outputs = drain(&mut n2);
+    assert!(matches!(&outputs[..], [Output::Persist(p)] if p.writes == [write.clone()]));
+    assert_eq!(n2.record(b"k"), Some(&write.record));
+    assert_eq!(n2.status(WALL).drift_refusals, 1);
+    assert!(n2.clock() < write.ts, "the clock did not jump ahead");
+}
+
+#[test]
+fn a_mismatched_operation_is_refused_naming_the_key_and_both_types() {
+    let mut n1 = core("n1");
+    n1.handle_client(Millis(0), WALL, 1, put("k", "v"), None);
+    drain(&mut n1);
+    let inc = ClientOp::Increment {
+        key: b"k".to_vec(),
+        delta: 1,
+    };
+    n1.handle_client(Millis(0), WALL, 2, inc, None);
+    let outputs = drain(&mut n1);
+    let [Output::Reply {
+        req_id: 2,
+        reply: Reply::Failed(e),
+    }] = &outputs[..]
+    else {
+        panic!("{outputs:?}")
+    };
+    let message = e.to_string();
+    assert!(
+        message.contains("\"k\"") && message.contains("register") && message.contains("counter"),
+        "{message}"
+    );
+    assert_eq!(
+        n1.applied(),
+        &vv([("n1", 1)]),
+        "the refused write took no sequence number"
+    );
+}
+
+#[test]
+fn cas_is_refused_and_points_to_leader_follower() {
+    let mut n1 = core("n1");
+    let cas = ClientOp::Cas {
+        key: b"k".to_vec(),
+        expected: None,
+        value: b"v".to_vec(),
+    };
+    n1.handle_client(Millis(0), WALL, 1, cas, None);
+    assert_eq!(
+        drain(&mut n1),
+        [Output::Reply {
+            req_id: 1,
+            reply: Reply::Failed(ClientError::CasUnsupported)
+        }]
+    );
+    assert!(ClientError::CasUnsupported
+        .to_string()
+        .contains("leader-follower"));
+}
+
+#[test]
+fn a_session_read_waits_for_the_session_then_times_out() {
+    let mut n2 = core("n2");
+    quiet(&mut n2);
+    let get = |session| ClientOp::Get {
+        key: b"k".to_vec(),
+        session: Some(session),
+        timeout_ms: Some(50),
+    };
+    n2.handle_client(Millis(10), WALL, 1, get(vv([("n1", 1)])), None);
+    n2.handle_client(Millis(10), WALL, 2, get(vv([("n1", 2)])), None);
+    assert_eq!(drain(&mut n2), []);
+    assert_eq!(n2.next_timeout(), Millis(60));
+    // n1's first write arrives: read 1 is answered with it.
+    n2.handle_peer(
+        Millis(20),
+        WALL,
+        "n1".into(),
+        Message::Writes(vec![first_write("k", "v")]),
+    );
+    let outputs = drain(&mut n2);
+    assert!(
+        matches!(&outputs[0], Output::Reply { req_id: 1, reply: Reply::Value { value: ReadValue::Register { values, .. }, .. } } if values == &[b"v".to_vec()]),
+        "{outputs:?}"
+    );
+    n2.tick(Millis(60));
+    let outputs = drain(&mut n2);
+    assert!(outputs.contains(&Output::Reply {
+        req_id: 2,
+        reply: Reply::Failed(ClientError::SessionTimeout {
+            waited_ms: 50,
+            missing: vv([("n1", 2)]),
+        }),
+    }));
+}
+
+#[test]
+fn writes_older_than_the_memory_log_are_loaded_from_storage() {
+    let mut c = config("n1");
+    c.log_bytes = 0; // keeps nothing
+    let mut n1 = Core::new(c, Millis(0)).unwrap();
+    quiet(&mut n1);
+    n1.handle_client(Millis(1), WALL, 1, put("k", "v"), None);
+    let Some(Output::Persist(p)) = n1.poll_output() else {
+        panic!()
+    };
+    n1.persisted(Millis(2), p.id);
+    let outputs = drain(&mut n1);
+    let loads: Vec<_> = outputs
+        .iter()
+        .filter(|o| matches!(o, Output::Load { .. }))
+        .collect();
+    assert_eq!(
+        loads,
+        [
+            &Output::Load {
+                peer: "n2".into(),
+                origin: "n1".into(),
+                from_seq: 1,
+                to_seq: 1
+            },
+            &Output::Load {
+                peer: "n3".into(),
+                origin: "n1".into(),
+                from_seq: 1,
+                to_seq: 1
+            },
+        ]
+    );
+    n1.loaded(Millis(3), &"n2".into(), p.writes.clone());
+    assert_eq!(drain(&mut n1), [send("n2", Message::Writes(p.writes))]);
+}
+
+#[test]
+fn lww_keeps_the_larger_timestamp() {
+    let mut c = config("n2");
+    c.policy = Policy::Lww;
+    let mut n2 = Core::new(c, Millis(0)).unwrap();
+    n2.handle_client(Millis(0), WALL, 1, put("k", "mine"), None);
+    drain(&mut n2);
+    let theirs = Write {
+        id: Dot::new("n1", 1),
+        ts: Timestamp::new(WALL - 1, 0, "n1"),
+        key: b"k".to_vec(),
+        record: KeyRecord {
+            state: KeyState::Lww(Lww::new(
+                Timestamp::new(WALL - 1, 0, "n1"),
+                Some(b"old".to_vec()),
+            )),
+            writes: vv([("n1", 1)]),
+        },
+        fresh: Some(VersionVector::new()),
+    };
+    n2.handle_peer(Millis(1), WALL, "n1".into(), Message::Writes(vec![theirs]));
+    drain(&mut n2);
+    let Some(KeyState::Lww(lww)) = n2.record(b"k").map(|r| &r.state) else {
+        panic!()
+    };
+    assert_eq!(lww.value.as_deref(), Some(&b"mine"[..]));
+    assert_eq!(n2.record(b"k").unwrap().writes, vv([("n1", 1), ("n2", 1)]));
+}
+
+#[test]
+fn restore_keeps_the_clock_and_the_sequence() {
+    let mut n1 = core("n1");
+    n1.handle_client(Millis(0), WALL, 1, put("k", "v"), None);
+    let Some(Output::Persist(p)) = n1.poll_output() else {
+        panic!()
+    };
+    let mut disk = DurableState::default();
+    disk.apply(&p);
+    // The physical clock went back 10 s while the node was down.
+    let mut n1 = Core::restore(config("n1"), disk, Millis(0)).unwrap();
+    n1.handle_client(Millis(0), WALL - 10_000, 2, put("k", "w"), None);
+    let Some(Output::Persist(p2)) = n1.poll_output() else {
+        panic!()
+    };
+    assert_eq!(p2.writes[0].id, Dot::new("n1", 2));
+    assert!(p2.writes[0].ts > p.writes[0].ts);
+}
+
+/// Pins the version-1 encoding of a [`Write`] (postcard).
+#[test]
+fn golden_bytes_of_a_write() {
+    let bytes = postcard::to_allocvec(&first_write("k", "v")).unwrap();
+    assert_eq!(
+        bytes,
+        [
+            2, 110, 49, 1, // id: "n1", 1
+            192, 132, 61, 0, 2, 110, 49, // ts: 1000000, 0, "n1"
+            1, 107, // key "k"
+            0, 1, 2, 110, 49, 1, 1, 1, 1, 118, // Siblings {n1: counter 1, [Some("v")]}
+            1, 2, 110, 49, 1, // writes {n1: 1}
+            1, 0, // fresh: Some({})
+        ]
+    );
+}
