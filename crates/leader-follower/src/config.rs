@@ -76,7 +76,19 @@ pub struct Config {
     /// waits for its answer, so this bounds what snapshot shipping holds in
     /// flight per follower.
     pub snapshot_chunk_bytes: usize,
+    /// The largest peer message, in encoded bytes, the transport accepts
+    /// (the driver derives it from the transport's maximum frame, minus
+    /// the envelope around a message: see
+    /// `mimeo_wire::max_peer_payload`). Appends are cut to fit it (an
+    /// append always carries at least one entry), snapshot chunks are at
+    /// most this minus their header, and a write whose entry could never
+    /// fit in one append is refused with [`Reply::BadRequest`](crate::Reply::BadRequest).
+    /// At least [`MIN_MESSAGE_BYTES`].
+    pub max_message_bytes: usize,
 }
+
+/// The smallest [`Config::max_message_bytes`] accepted.
+pub const MIN_MESSAGE_BYTES: usize = 1024;
 
 impl Config {
     /// Settings with the defaults below for `id` among `peers`.
@@ -86,7 +98,8 @@ impl Config {
     /// of at most 256 entries in flight per follower, retransmission after
     /// 200 ms, seed = `id`, pre-vote and leader probes on, a snapshot every
     /// 100,000 applied entries keeping 1,000 entries of log behind it,
-    /// shipped in chunks of 1 MiB.
+    /// shipped in chunks of 1 MiB, peer messages of at most 4 MiB less
+    /// 1 KiB (the wire's default frame less room for its envelope).
     pub fn new(id: NodeId, peers: Vec<NodeId>) -> Config {
         Config {
             id,
@@ -107,6 +120,7 @@ impl Config {
             snapshot_every: 100_000,
             snapshot_keep: 1_000,
             snapshot_chunk_bytes: 1 << 20,
+            max_message_bytes: mimeo_wire::DEFAULT_MAX_FRAME - 1024,
         }
     }
 
@@ -138,6 +152,13 @@ impl Config {
         if self.snapshot_chunk_bytes == 0 {
             return Err(ConfigError::Zero {
                 field: "snapshot_chunk_bytes",
+            });
+        }
+        if self.max_message_bytes < MIN_MESSAGE_BYTES {
+            return Err(ConfigError::TooSmall {
+                field: "max_message_bytes",
+                value: self.max_message_bytes,
+                min: MIN_MESSAGE_BYTES,
             });
         }
         if self.election_timeout_min_ms <= self.heartbeat_interval_ms
@@ -191,6 +212,16 @@ pub enum ConfigError {
     Zero {
         /// The setting.
         field: &'static str,
+    },
+    /// A setting is below its minimum.
+    #[error("{field} is {value}, below its minimum of {min}")]
+    TooSmall {
+        /// The setting.
+        field: &'static str,
+        /// Its value.
+        value: usize,
+        /// The least value that works.
+        min: usize,
     },
     /// The election timeouts do not satisfy heartbeat < min < max.
     #[error(

@@ -10,6 +10,7 @@ use crate::config::{Config, ConfigError};
 use crate::message::{AppendResult, PeerMsg};
 use crate::output::{FollowerLag, Output, Persist, Role, Status};
 use crate::progress::{Mode, Progress};
+use crate::size;
 use crate::snapshot::{Incoming, KeyValues, Snapshot};
 use crate::types::{
     AckMode, ClientOp, Command, HardState, LogEntry, Millis, NodeId, ReadMode, Reply, RequestId,
@@ -255,6 +256,8 @@ pub struct Core {
     rolled_back: u64,
     /// Leaders found gone by a refused probe.
     leaders_gone: u64,
+    /// Messages the driver could not send ([`Core::send_failed`]).
+    send_failures: u64,
 }
 
 /// A probe of the leader's address ([`Output::Probe`]).
@@ -492,6 +495,7 @@ impl Core {
             elections_won: 0,
             rolled_back: 0,
             leaders_gone: 0,
+            send_failures: 0,
         };
         core.reset_election_deadline(now);
         Ok(core)
@@ -653,6 +657,7 @@ impl Core {
             elections_won: self.elections_won,
             rolled_back_entries: self.rolled_back,
             leaders_gone: self.leaders_gone,
+            send_failures: self.send_failures,
             live_keys: self.live_keys,
             followers,
         }
@@ -994,6 +999,33 @@ impl Core {
         Some(target)
     }
 
+    /// The driver could not send `msg` to `to`: the transport refused it
+    /// (too large for one frame, which the core's byte budget should
+    /// prevent; an unknown peer). For an append or a snapshot chunk, the
+    /// leader halves what it puts in one message to that follower and
+    /// probes it again from its match index, so replication to it resumes
+    /// in smaller pieces instead of rebuilding the refused message for
+    /// ever. Counted in [`Status::send_failures`]. Other messages are
+    /// small and retried by the protocol's own timers.
+    pub fn send_failed(&mut self, now: Millis, to: NodeId, msg: &PeerMsg) {
+        self.send_failures += 1;
+        let shipping = matches!(
+            msg,
+            PeerMsg::Append { .. } | PeerMsg::InstallSnapshot { .. }
+        );
+        if self.role != Role::Leader || msg.term() != self.hard.term || !shipping {
+            return;
+        }
+        if let Some(p) = self.progress.get_mut(&to) {
+            p.on_send_failed(now);
+            tracing::warn!(
+                to,
+                max_bytes = p.max_bytes,
+                "a message to this follower was refused by the transport; sending it less at once"
+            );
+        }
+    }
+
     // ------------------------------------------------------------ elections
 
     /// The driver's probe of `peer` ([`Output::Probe`]) was refused:
@@ -1198,7 +1230,7 @@ impl Core {
             .config
             .peers
             .iter()
-            .map(|&p| (p, Progress::new(last, now)))
+            .map(|&p| (p, Progress::new(last, now, self.entry_budget())))
             .collect();
         let noop = self.append(now, Command::Noop);
         self.term_start = noop.index;
@@ -1305,6 +1337,11 @@ impl Core {
         self.offset + self.log.len() as u64
     }
 
+    /// The most encoded bytes of entries one append may carry.
+    fn entry_budget(&self) -> usize {
+        self.config.max_message_bytes - size::APPEND_OVERHEAD
+    }
+
     /// The term of the entry at `index`, when known: from `offset` (the
     /// snapshot's position or an entry kept beside it) to the last index.
     fn term_at(&self, index: u64) -> Option<u64> {
@@ -1389,10 +1426,22 @@ impl Core {
                 return;
             }
             let prev = self.position_at(p.next_index - 1);
-            let end = last.min(prev.index + batch);
-            let entries: Vec<LogEntry> = (prev.index + 1..=end)
-                .map(|i| self.entry(i).expect("the log holds it").clone())
-                .collect();
+            // At most `batch` entries and the follower's byte budget, but
+            // at least one entry (which fits a message: writes that could
+            // not were refused).
+            let budget = p.max_bytes;
+            let mut entries: Vec<LogEntry> = Vec::new();
+            let mut bytes = 0;
+            for i in prev.index + 1..=last.min(prev.index + batch) {
+                let entry = self.entry(i).expect("the log holds it");
+                let size = size::entry_bytes(entry);
+                if !entries.is_empty() && bytes + size > budget {
+                    break;
+                }
+                bytes += size;
+                entries.push(entry.clone());
+            }
+            let end = prev.index + entries.len() as u64;
             let p = self.progress.get_mut(&peer).expect("checked above");
             if p.inflight.is_empty() {
                 p.last_progress = now;
@@ -1597,13 +1646,14 @@ impl Core {
 
     fn on_append_resp(&mut self, now: Millis, from: NodeId, result: AppendResult) {
         let last = self.last_index();
+        let budget = self.entry_budget();
         let Some(p) = self.progress.get_mut(&from) else {
             return;
         };
         p.last_heard = Some(now);
         match result {
             AppendResult::Ok { matched, durable } => {
-                p.on_ok(matched.min(last), durable.min(last), now);
+                p.on_ok(matched.min(last), durable.min(last), now, budget);
                 self.advance_leader_commit(now);
                 self.check_writes();
             }
@@ -1633,8 +1683,12 @@ impl Core {
                 .get_or_insert_with(|| Arc::new(snapshot.encode())),
         );
         let len = bytes.len() as u64;
-        let chunk = self.config.snapshot_chunk_bytes as u64;
         let p = self.progress.get_mut(&peer).expect("the caller checked");
+        let chunk = self
+            .config
+            .snapshot_chunk_bytes
+            .min(self.config.max_message_bytes - size::SNAPSHOT_OVERHEAD)
+            .min(p.max_bytes) as u64;
         let offset = match p.mode {
             Mode::Snapshot { last, offset } if last == snapshot.last => offset.min(len),
             _ => {
@@ -2009,6 +2063,23 @@ impl Core {
         if let Some(hint) = self.refuse_writes() {
             return self.reply(req_id, Reply::NotLeader { leader_hint: hint });
         }
+        // An entry no append can carry would stall replication for good.
+        let entry = LogEntry {
+            position: LogPosition::new(u64::MAX, u64::MAX),
+            command,
+        };
+        let size = size::entry_bytes(&entry);
+        if size > self.entry_budget() {
+            let message = format!(
+                "this write takes {size} bytes in a replication message, more than the {} \
+                 the transport carries (max_message_bytes = {}, from limits.max_frame_bytes): \
+                 use a smaller value",
+                self.entry_budget(),
+                self.config.max_message_bytes
+            );
+            return self.reply(req_id, Reply::BadRequest { message });
+        }
+        let command = entry.command;
         let position = self.append(now, command);
         self.writes.insert(
             req_id,

@@ -719,7 +719,10 @@ impl Driver {
                     self.timer.sent(to, &msg, Instant::now());
                     let payload = postcard::to_allocvec(&msg).expect("peer messages serialize");
                     if let Err(e) = self.bus.send(name, payload) {
-                        tracing::warn!(to = name, error = %e, "peer message not queued");
+                        // The core hears of it and sends less at once.
+                        tracing::debug!(to = name, error = %e, "peer message refused");
+                        let now = self.now();
+                        self.core.send_failed(now, to, &msg);
                     }
                 }
                 Output::Persist(persist) => {

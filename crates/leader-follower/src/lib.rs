@@ -16,6 +16,7 @@
 //! | [`Core::snapshot_persisted`] | a snapshot the core asked for is durable |
 //! | [`Core::transfer_leadership`] | the node is shutting down (SIGTERM) |
 //! | [`Core::peer_gone`] | a probe of the leader's address was refused |
+//! | [`Core::send_failed`] | the transport refused a message (too large for a frame) |
 //!
 //! and drains [`Output`]s with [`Core::poll_output`]: [`Output::Send`] a
 //! message, [`Output::Persist`] a snapshot, log change, hard state or log
@@ -118,6 +119,22 @@
 //! counts them in [`Status::rolled_back_entries`]). A write that times out
 //! or whose leader steps down is [`Reply::Unknown`], never a failure.
 //!
+//! # Messages fit the transport
+//!
+//! The transport refuses a message larger than its frame
+//! ([`Config::max_message_bytes`], which the driver derives from it). So
+//! an append carries at most `max_batch_entries` entries **and** at most
+//! that many encoded bytes, but always at least one entry; a write whose
+//! entry could not fit even alone is refused ([`Reply::BadRequest`]), so
+//! no entry in the log is too large to ship. Snapshot chunks are cut to
+//! fit as well. Should the transport still refuse a message, the driver
+//! tells the core ([`Core::send_failed`]): the leader halves what it
+//! sends that follower at once and probes it again. A follower that
+//! leaves appends unanswered for `retransmit_ms` is probed with ever
+//! smaller messages too, and each acknowledgement doubles the size back,
+//! so a paused or cut-off follower does not cost its leader a full
+//! message per retransmission.
+//!
 //! # Snapshots and log compaction
 //!
 //! Every `snapshot_every` applied entries ([`Config::snapshot_every`]) a
@@ -156,14 +173,16 @@ pub mod driver;
 mod message;
 mod output;
 mod progress;
+mod size;
 mod snapshot;
 mod timing;
 mod types;
 
-pub use crate::config::{Config, ConfigError};
+pub use crate::config::{Config, ConfigError, MIN_MESSAGE_BYTES};
 pub use crate::core::{Core, RecoverError};
 pub use crate::message::{AppendResult, PeerMsg};
 pub use crate::output::{FollowerLag, Output, Persist, Role, Status};
+pub use crate::size::{single_put_append_bytes, APPEND_OVERHEAD, SNAPSHOT_OVERHEAD};
 pub use crate::snapshot::{KeyState, KeyValues, Snapshot};
 pub use crate::timing::ReplicationLatency;
 pub use crate::types::{

@@ -147,6 +147,9 @@ pub struct Status {
     /// Times this node found its leader's process gone by a refused probe
     /// and hurried the election ([`Config::probe_leader`](crate::Config::probe_leader)).
     pub leaders_gone: u64,
+    /// Messages the driver could not hand to the transport
+    /// ([`Core::send_failed`](crate::Core::send_failed)).
+    pub send_failures: u64,
     /// Keys holding a value in its applied view.
     pub live_keys: u64,
     /// Replication lag per follower (filled on the leader only).

@@ -1940,3 +1940,127 @@ fn recovery_from_a_snapshot_and_the_log_after_it() {
         }
     );
 }
+
+fn put_value(key: &str, len: usize) -> ClientOp {
+    ClientOp::Put {
+        key: key.into(),
+        value: vec![b'v'; len],
+    }
+}
+
+/// The appends in `outputs` for `to`, with their encoded sizes.
+fn sized_appends_to(outputs: &[Output], to: NodeId) -> Vec<(usize, Vec<u64>)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                to: t,
+                msg: msg @ PeerMsg::Append { entries, .. },
+            } if *t == to => Some((
+                postcard::to_allocvec(msg).unwrap().len(),
+                entries.iter().map(|e| e.position.index).collect(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Issue 19: a backlog larger than a frame stalled replication for good
+/// (the leader cut appends at 256 entries, never by bytes, and the
+/// transport refused every one). Appends now fit the message budget, and
+/// an entry larger than half of it still goes, alone.
+#[test]
+fn appends_never_exceed_the_message_budget_and_a_large_entry_goes_alone() {
+    let mut c = config(1, 3);
+    c.max_message_bytes = MIN_MESSAGE_BYTES;
+    let mut core = leader(3, c);
+    let budget = MIN_MESSAGE_BYTES;
+    // Sizes: small, small, two of more than half the budget, nearly the
+    // whole budget, small, small.
+    let sizes = [100, 100, 600, 700, 900, 50, 50];
+    for (i, len) in sizes.iter().enumerate() {
+        core.handle_client(Millis(1000), 10 + i as u64, put_value("k", *len), None);
+    }
+    core.persisted(Millis(1000), pos(1, 8));
+    let mut outputs = drain(&mut core);
+    // Follower 2 answers each append; its window never fills.
+    for _ in 0..10 {
+        let last = sized_appends_to(&outputs, 2)
+            .last()
+            .and_then(|(_, e)| e.last().copied());
+        let Some(last) = last else { break };
+        core.handle_peer(Millis(1001), 2, ok(1, last, last));
+        outputs.extend(drain(&mut core));
+    }
+    let sent = sized_appends_to(&outputs, 2);
+    let indexes: Vec<u64> = sent.iter().flat_map(|(_, e)| e.clone()).collect();
+    assert_eq!(indexes, (2..=8).collect::<Vec<_>>(), "{sent:?}");
+    for (bytes, _) in &sent {
+        assert!(*bytes <= budget, "an append of {bytes} bytes: {sent:?}");
+    }
+    // Each entry of more than half the budget went, in a message without
+    // the other large ones; the one of nearly the whole budget alone.
+    let carrying = |index: u64| sent.iter().find(|(_, e)| e.contains(&index)).unwrap();
+    assert_ne!(carrying(4), carrying(5));
+    assert_ne!(carrying(5), carrying(6));
+    assert_eq!(carrying(6).1, vec![6]);
+    // The window to follower 3 is open too: every append fits.
+    assert!(sized_appends_to(&outputs, 3)
+        .iter()
+        .all(|(b, _)| *b <= budget));
+    // A write no append could carry is refused, not appended.
+    core.handle_client(Millis(1002), 99, put_value("k", budget), None);
+    let refused = drain(&mut core);
+    assert!(
+        matches!(&refused[..], [Output::Reply { req_id: 99, reply: Reply::BadRequest { message } }] if message.contains("max_message_bytes")),
+        "{refused:?}"
+    );
+}
+
+/// A message the transport refuses is an input: the leader halves what it
+/// sends that follower at once and probes it again, instead of building
+/// the same refused message for ever.
+#[test]
+fn a_refused_append_makes_the_leader_send_less_at_once() {
+    let mut core = leader(3, config(1, 3));
+    for i in 0..6 {
+        core.handle_client(Millis(1000), 10 + i, put_value("k", 10), None);
+    }
+    core.persisted(Millis(1000), pos(1, 7));
+    let outputs = drain(&mut core);
+    let refused = outputs
+        .iter()
+        .find_map(|o| match o {
+            Output::Send { to: 3, msg } => Some(msg.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(sized_appends_to(&outputs, 3)[0].1, vec![2, 3, 4, 5, 6, 7]);
+    // Pretend the transport accepted only tiny messages.
+    for _ in 0..20 {
+        core.send_failed(Millis(1001), 3, &refused);
+    }
+    assert_eq!(core.status(Millis(1001)).send_failures, 20);
+    // The next heartbeat probes follower 3 from its match index, with
+    // one entry per append now.
+    let next = core.next_timeout();
+    core.tick(next);
+    let outputs = drain(&mut core);
+    assert_eq!(
+        sized_appends_to(&outputs, 3),
+        vec![(sized_appends_to(&outputs, 3)[0].0, vec![2])]
+    );
+    core.handle_peer(next, 3, ok(1, 2, 2));
+    // Acknowledgements grow the budget back.
+    let outputs = drain(&mut core);
+    let entries: Vec<Vec<u64>> = sized_appends_to(&outputs, 3)
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(entries, vec![vec![3], vec![4], vec![5], vec![6], vec![7]]);
+    for i in 3..=7 {
+        core.handle_peer(next, 3, ok(1, i, i));
+    }
+    drain(&mut core);
+    assert_eq!(core.status(next).followers[1].match_index, 7);
+}

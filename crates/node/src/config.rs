@@ -530,6 +530,29 @@ impl NodeConfig {
                 "plus max_key_bytes must fit in limits.max_frame_bytes (with 64 bytes of framing)",
             );
         }
+        if self.mode == Mode::LeaderFollower {
+            // A write is replicated in an append: the largest one must fit
+            // a peer frame with the append's header, or it could never
+            // reach the followers.
+            let needed = mimeo_leader_follower::single_put_append_bytes(
+                self.limits.max_key_bytes,
+                self.limits.max_value_bytes,
+            );
+            let room = mimeo_wire::max_peer_payload(self.limits.max_frame_bytes, &self.node_id);
+            if needed > room {
+                return invalid(
+                    "limits.max_value_bytes",
+                    &format!(
+                        "({}) plus max_key_bytes ({}) needs {needed} bytes in a replication \
+                         message, but limits.max_frame_bytes ({}) leaves {room}: lower \
+                         max_value_bytes or raise max_frame_bytes",
+                        self.limits.max_value_bytes,
+                        self.limits.max_key_bytes,
+                        self.limits.max_frame_bytes
+                    ),
+                );
+            }
+        }
         if self.limits.request_timeout_ms == 0 {
             return invalid("limits.request_timeout_ms", "must be at least 1");
         }
@@ -550,6 +573,27 @@ impl NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_largest_value_must_fit_a_replication_message() {
+        let lf = |limits: &str| {
+            NodeConfig::parse(&format!(
+                "mode = \"leader-follower\"\n[limits]\n{limits}\n[[replication.peers]]\n\
+                 id = \"n2\"\naddr = \"127.0.0.1:7002\"\n"
+            ))
+        };
+        // The defaults (1 MiB values in 4 MiB frames) fit.
+        lf("").unwrap();
+        // A value that fits a client frame but not an append around it.
+        let err = lf("max_frame_bytes = 100000\nmax_key_bytes = 100\nmax_value_bytes = 99800")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("limits.max_value_bytes") && err.contains("replication message"),
+            "{err}"
+        );
+        lf("max_frame_bytes = 100000\nmax_key_bytes = 100\nmax_value_bytes = 99000").unwrap();
+    }
 
     #[test]
     fn empty_file_is_a_valid_default_node() {

@@ -210,3 +210,105 @@ async fn a_crashed_leader_is_replaced_before_any_timeout_could_fire() {
     let read = client.get_with("before", ReadConsistency::Leader).await;
     assert_eq!(read.unwrap().value.as_deref(), Some(&b"1"[..]));
 }
+
+/// Stops (`SIGSTOP`) or resumes (`SIGCONT`) a node's process.
+fn signal(node: &Node, signal: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(node.child.id() as i32);
+    nix::sys::signal::kill(pid, signal).unwrap();
+}
+
+/// Waits (bounded) until the node at `addr` reports a commit index of at
+/// least `target`; returns the last one seen.
+async fn wait_commit(client: &Client, addr: SocketAddr, target: u64, bound: Duration) -> u64 {
+    let deadline = Instant::now() + bound;
+    let mut seen = 0;
+    while Instant::now() < deadline {
+        if let Ok(status) = client.status_of(addr).await {
+            seen = status.commit_index;
+            if seen >= target {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seen
+}
+
+/// Issue 19: one follower is paused while `writes` values of `value_bytes`
+/// are written (acknowledged by the leader and the other follower), then
+/// resumed. Its backlog is larger than a peer frame (4 MiB): it must catch
+/// up all the same (appends are cut to the frame, not at 256 entries), and
+/// once it has, the cluster must go on writing with the other follower
+/// paused. Before the fix the leader built the whole backlog into one
+/// append the peer bus refused, on every retry: the follower never caught
+/// up, and pausing the other follower stopped every write.
+async fn a_paused_follower_catches_up_on_large_values(value_bytes: usize, writes: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    // Debug builds encode megabytes slowly on a loaded machine: give the
+    // elections room, so that only replication is under test.
+    let timeouts = "election_timeout_min_ms = 2000\nelection_timeout_max_ms = 4000\n\
+                    write_timeout_ms = 10000\n";
+    let (nodes, all) = start_lf_cluster(dir.path(), "", timeouts);
+    let client = connect(dir.path(), all.clone()).await;
+    put_until_acknowledged(&client, "warm", "up").await;
+    let leader_addr = leader(&client, &all).await;
+    // As patient as the cluster (a debug build takes a while per megabyte).
+    let identity = TlsIdentity::from_dir(&dir.path().join("certs"), "client-cli").unwrap();
+    let mut config = ClientConfig::new(vec![leader_addr], "mimeo", identity);
+    config.request_timeout = Duration::from_secs(30);
+    config.transport.idle_timeout = Duration::from_secs(10);
+    config.transport.keep_alive = Duration::from_secs(1);
+    let writer = Client::new(config).unwrap();
+    let followers: Vec<usize> = (0..3).filter(|&i| all[i] != leader_addr).collect();
+    let (paused, other) = (followers[0], followers[1]);
+
+    signal(
+        nodes[paused].as_ref().unwrap(),
+        nix::sys::signal::Signal::SIGSTOP,
+    );
+    let value = vec![b'v'; value_bytes];
+    for i in 0..writes {
+        writer
+            .put(format!("big-{i}"), &value)
+            .await
+            .unwrap_or_else(|e| panic!("write {i} of {value_bytes} bytes: {e}"));
+    }
+    let target = writer.status_of(leader_addr).await.unwrap().commit_index;
+    signal(
+        nodes[paused].as_ref().unwrap(),
+        nix::sys::signal::Signal::SIGCONT,
+    );
+    let reached = wait_commit(&client, all[paused], target, Duration::from_secs(60)).await;
+    assert!(
+        reached >= target,
+        "the resumed follower reached commit index {reached} of {target}"
+    );
+
+    // The caught-up follower and the leader are a majority.
+    signal(
+        nodes[other].as_ref().unwrap(),
+        nix::sys::signal::Signal::SIGSTOP,
+    );
+    let written = tokio::time::timeout(WAIT, writer.put("after", &value)).await;
+    signal(
+        nodes[other].as_ref().unwrap(),
+        nix::sys::signal::Signal::SIGCONT,
+    );
+    assert!(
+        matches!(written, Ok(Ok(_))),
+        "a write with the other follower paused: {written:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_paused_during_120_writes_of_100_kb_catches_up() {
+    a_paused_follower_catches_up_on_large_values(100_000, 120).await;
+}
+
+/// Values of 1 MiB (the default `limits.max_value_bytes`, which the node's
+/// config check requires to fit a replication message) replicate and
+/// commit, even as a backlog of several frames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_of_1_mib_replicate_and_commit() {
+    a_paused_follower_catches_up_on_large_values(1 << 20, 8).await;
+}
