@@ -85,6 +85,16 @@ pub struct Config {
     /// fit in one append is refused with [`Reply::BadRequest`](crate::Reply::BadRequest).
     /// At least [`MIN_MESSAGE_BYTES`].
     pub max_message_bytes: usize,
+    /// Whether a node that starts with **no state at all** (no hard state,
+    /// no log, no snapshot) founds a new cluster and votes at once. When
+    /// false (the default) such a node may be one whose data was lost: it
+    /// starts as a learner, which neither votes nor counts towards any
+    /// quorum until it has caught up from a leader of the cluster (see
+    /// [`Core`](crate::Core)). Set it only for the first start of the
+    /// nodes of a brand-new cluster: a node that lost its data and is
+    /// restarted with it could help elect a leader that lacks
+    /// acknowledged writes. Ignored when the node has state.
+    pub bootstrap: bool,
 }
 
 /// The smallest [`Config::max_message_bytes`] accepted.
@@ -99,7 +109,8 @@ impl Config {
     /// 200 ms, seed = `id`, pre-vote and leader probes on, a snapshot every
     /// 100,000 applied entries keeping 1,000 entries of log behind it,
     /// shipped in chunks of 1 MiB, peer messages of at most 4 MiB less
-    /// 1 KiB (the wire's default frame less room for its envelope).
+    /// 1 KiB (the wire's default frame less room for its envelope), and
+    /// no bootstrap (a node without state starts as a learner).
     pub fn new(id: NodeId, peers: Vec<NodeId>) -> Config {
         Config {
             id,
@@ -121,6 +132,7 @@ impl Config {
             snapshot_keep: 1_000,
             snapshot_chunk_bytes: 1 << 20,
             max_message_bytes: mimeo_wire::DEFAULT_MAX_FRAME - 1024,
+            bootstrap: false,
         }
     }
 

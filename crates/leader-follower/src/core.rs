@@ -447,6 +447,24 @@ impl Core {
             }
         };
         let durable = offset + log.len() as u64;
+        let mut hard_state = hard_state;
+        let no_state = hard_state.term == 0
+            && hard_state.voted_for.is_none()
+            && snapshot.is_none()
+            && log.is_empty()
+            && offset == 0;
+        if no_state && (config.bootstrap || config.peers.is_empty()) {
+            // A founding member (or the whole of a one-node cluster).
+            hard_state.voter = true;
+        }
+        if !hard_state.voter {
+            tracing::warn!(
+                id = config.id,
+                "this node has no voting state: it starts as a learner, which neither votes \
+                 nor counts towards quorums until it has caught up from a leader (a node \
+                 of a brand-new cluster must start with bootstrap)"
+            );
+        }
         let (kv, snapshot) = match snapshot {
             Some(s) => (s.kv.clone(), Some(Arc::new(s))),
             None => (KeyValues::new(), None),
@@ -658,6 +676,7 @@ impl Core {
             rolled_back_entries: self.rolled_back,
             leaders_gone: self.leaders_gone,
             send_failures: self.send_failures,
+            voter: self.hard.voter,
             live_keys: self.live_keys,
             followers,
         }
@@ -775,8 +794,15 @@ impl Core {
                 entries,
                 commit,
             } => self.on_append(now, from, term, prev, entries, commit),
-            PeerMsg::AppendResp { term, result } => {
+            PeerMsg::AppendResp {
+                term,
+                result,
+                voter,
+            } => {
                 if self.role == Role::Leader && term == self.hard.term {
+                    if let Some(p) = self.progress.get_mut(&from) {
+                        p.set_voter(voter);
+                    }
                     self.on_append_resp(now, from, result);
                 }
             }
@@ -785,6 +811,7 @@ impl Core {
                 commit,
                 leader_commit,
                 seq,
+                settled,
             } => {
                 if term < self.hard.term {
                     return self.send(from, self.stale_term_answer());
@@ -797,12 +824,21 @@ impl Core {
                 if self.applied >= leader_commit {
                     self.fresh_at = Some(now);
                 }
+                // A learner votes again once it durably holds the log of a
+                // leader whose commit index is of its own term (so that
+                // everything before it is committed too), up to that index.
+                let holds = self.leader_match.min(self.durable) >= leader_commit;
+                if settled && holds && !self.hard.voter {
+                    self.become_voter(from, leader_commit);
+                }
                 let term = self.hard.term;
-                self.send(from, PeerMsg::HeartbeatResp { term, seq });
+                let voter = self.hard.voter;
+                self.send(from, PeerMsg::HeartbeatResp { term, seq, voter });
             }
-            PeerMsg::HeartbeatResp { term, seq } => {
+            PeerMsg::HeartbeatResp { term, seq, voter } => {
                 if self.role == Role::Leader && term == self.hard.term {
                     if let Some(p) = self.progress.get_mut(&from) {
+                        p.set_voter(voter);
                         p.acked_seq = p.acked_seq.max(seq);
                         p.last_heard = Some(now);
                     }
@@ -810,7 +846,10 @@ impl Core {
                 }
             }
             PeerMsg::TimeoutNow { term } => {
-                if term == self.hard.term && self.leader == Some(from) && self.role != Role::Leader
+                if term == self.hard.term
+                    && self.leader == Some(from)
+                    && self.role != Role::Leader
+                    && self.hard.voter
                 {
                     tracing::info!(term, from, "leadership handed over; starting an election");
                     self.start_election(now, true);
@@ -862,7 +901,10 @@ impl Core {
     pub fn tick(&mut self, now: Millis) {
         match self.role {
             Role::Follower | Role::Candidate => {
-                if now >= self.election_deadline {
+                if now >= self.election_deadline && !self.hard.voter {
+                    // A learner never stands: it waits for a leader.
+                    self.reset_election_deadline(now);
+                } else if now >= self.election_deadline {
                     self.start_pre_vote(now);
                 } else if self.probe_due().is_some_and(|due| now >= due) {
                     self.probe_leader(now);
@@ -985,6 +1027,7 @@ impl Core {
         let (&target, _) = self
             .progress
             .iter()
+            .filter(|(_, p)| p.voter)
             .max_by_key(|(id, p)| (p.match_index, std::cmp::Reverse(**id)))?;
         tracing::info!(term = self.hard.term, target, "transferring leadership");
         self.transfer = Some(Transfer {
@@ -1162,6 +1205,7 @@ impl Core {
         self.hard = HardState {
             term: self.hard.term + 1,
             voted_for: Some(self.config.id),
+            voter: true,
         };
         self.persist_hard();
         self.role = Role::Candidate;
@@ -1194,7 +1238,8 @@ impl Core {
             std::cmp::Ordering::Equal => self.hard.voted_for.is_none_or(|v| v == candidate),
             std::cmp::Ordering::Greater => true,
         };
-        free && last >= self.last_position()
+        // A learner does not vote: its log may lack committed entries.
+        self.hard.voter && free && last >= self.last_position()
     }
 
     fn on_request_vote(&mut self, now: Millis, from: NodeId, term: u64, last: LogPosition) {
@@ -1247,6 +1292,7 @@ impl Core {
             self.hard = HardState {
                 term,
                 voted_for: None,
+                voter: self.hard.voter,
             };
             self.persist_hard();
             self.leader_match = 0;
@@ -1326,7 +1372,7 @@ impl Core {
         let heard = self
             .progress
             .values()
-            .filter(|p| now.since(p.last_heard.unwrap_or(p.last_progress)) < window)
+            .filter(|p| p.voter && now.since(p.last_heard.unwrap_or(p.last_progress)) < window)
             .count();
         heard + 1 < self.config.majority()
     }
@@ -1393,6 +1439,7 @@ impl Core {
                 commit: self.commit.min(p.match_index),
                 leader_commit: self.commit,
                 seq: self.read_seq,
+                settled: self.commit >= self.term_start,
             };
             self.send(peer, msg);
             let retransmit_ms = self.config.retransmit_ms;
@@ -1487,7 +1534,7 @@ impl Core {
                     matched: covered,
                     durable: self.durable.min(covered),
                 };
-                return self.send(from, PeerMsg::AppendResp { term, result });
+                return self.send(from, self.append_resp(term, result));
             }
             let prev = LogPosition::new(self.offset_term, self.offset);
             (prev, entries[skip..].to_vec())
@@ -1498,10 +1545,7 @@ impl Core {
             let hint = self.last_index();
             return self.send(
                 from,
-                PeerMsg::AppendResp {
-                    term,
-                    result: AppendResult::Conflict { hint },
-                },
+                self.append_resp(term, AppendResult::Conflict { hint }),
             );
         }
         if self.term_at(prev.index) != Some(prev.term) {
@@ -1515,10 +1559,7 @@ impl Core {
             let hint = (first_of_term - 1).max(self.commit);
             return self.send(
                 from,
-                PeerMsg::AppendResp {
-                    term,
-                    result: AppendResult::Conflict { hint },
-                },
+                self.append_resp(term, AppendResult::Conflict { hint }),
             );
         }
         let matched = prev.index + entries.len() as u64;
@@ -1542,7 +1583,9 @@ impl Core {
                     from_index = index,
                     dropped,
                     total = self.rolled_back,
-                    "rolling back a divergent log suffix (entries never committed)"
+                    "rolling back a divergent log suffix: the leader's log replaces it, so it was not \
+                     committed as far as this node knows (if a majority lost its data, it may \
+                     have been)"
                 );
                 self.log.truncate((index - self.offset - 1) as usize);
                 self.durable = self.durable.min(index - 1);
@@ -1614,7 +1657,7 @@ impl Core {
     /// durable before anything later leaves).
     fn send_append_ok(&mut self, to: NodeId, term: u64, result: AppendResult) {
         let AppendResult::Ok { matched, durable } = result else {
-            return self.send(to, PeerMsg::AppendResp { term, result });
+            return self.send(to, self.append_resp(term, result));
         };
         for output in self.out.iter_mut().rev() {
             match output {
@@ -1622,6 +1665,7 @@ impl Core {
                     to: queued_to,
                     msg:
                         PeerMsg::AppendResp {
+                            voter: _,
                             term: queued_term,
                             result:
                                 AppendResult::Ok {
@@ -1641,7 +1685,7 @@ impl Core {
                 _ => {}
             }
         }
-        self.send(to, PeerMsg::AppendResp { term, result });
+        self.send(to, self.append_resp(term, result));
     }
 
     fn on_append_resp(&mut self, now: Millis, from: NodeId, result: AppendResult) {
@@ -1769,7 +1813,7 @@ impl Core {
                 matched: last.index,
                 durable: self.durable.min(last.index),
             };
-            return self.send(from, PeerMsg::AppendResp { term, result });
+            return self.send(from, self.append_resp(term, result));
         }
         let same = self
             .incoming
@@ -1889,16 +1933,50 @@ impl Core {
         PeerMsg::HeartbeatResp {
             term: self.hard.term,
             seq: 0,
+            voter: self.hard.voter,
         }
+    }
+
+    /// This node's answer to an append.
+    fn append_resp(&self, term: u64, result: AppendResult) -> PeerMsg {
+        PeerMsg::AppendResp {
+            term,
+            result,
+            voter: self.hard.voter,
+        }
+    }
+
+    /// A learner holds, durably and matching its leader's log, the
+    /// leader's commit index, which is of the leader's own term: it holds
+    /// every committed entry, so it may vote and count towards quorums
+    /// again. Recorded in the hard state before anything else leaves.
+    fn become_voter(&mut self, leader: NodeId, leader_commit: u64) {
+        tracing::info!(
+            term = self.hard.term,
+            leader,
+            commit = leader_commit,
+            durable = self.durable,
+            "caught up with the leader: this node votes again"
+        );
+        self.hard.voter = true;
+        self.persist_hard();
     }
 
     // --------------------------------------------------------------- commit
 
     fn advance_leader_commit(&mut self, now: Millis) {
-        let mut matched: Vec<u64> = self.progress.values().map(|p| p.match_index).collect();
+        // Learners do not count: their logs may lack what they once held.
+        let mut matched: Vec<u64> = self
+            .progress
+            .values()
+            .filter(|p| p.voter)
+            .map(|p| p.match_index)
+            .collect();
         matched.push(self.durable);
         matched.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = matched[self.config.majority() - 1];
+        let Some(&candidate) = matched.get(self.config.majority() - 1) else {
+            return;
+        };
         // Only entries of the current term commit by counting (Raft §5.4.2).
         if candidate > self.commit && self.term_at(candidate) == Some(self.hard.term) {
             self.advance_commit_to(now, candidate);
@@ -2226,14 +2304,17 @@ impl Core {
         let followers_with = || {
             self.progress
                 .values()
-                .filter(|p| p.match_index >= index)
+                .filter(|p| p.voter && p.match_index >= index)
                 .count()
         };
         match w.ack {
             AckMode::Async => self.durable >= index,
             AckMode::SemiSync(k) => self.durable >= index && followers_with() >= k,
             AckMode::Quorum => self.commit >= index,
-            AckMode::All => self.commit >= index && followers_with() == self.progress.len(),
+            // Every node, learners included.
+            AckMode::All => {
+                self.commit >= index && self.progress.values().all(|p| p.match_index >= index)
+            }
         }
     }
 
@@ -2247,7 +2328,7 @@ impl Core {
                     let confirmed = 1 + self
                         .progress
                         .values()
-                        .filter(|p| p.acked_seq >= seq)
+                        .filter(|p| p.voter && p.acked_seq >= seq)
                         .count();
                     self.role == Role::Leader && confirmed >= majority && self.applied >= read_index
                 }

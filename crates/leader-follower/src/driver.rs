@@ -84,6 +84,12 @@ const SNAPSHOT_MAGIC: &[u8; 8] = b"MIMEOLFS";
 const SNAPSHOT_VERSION: u32 = 1;
 const SNAPSHOT_HEADER_LEN: usize = 44;
 
+/// What every error that suggests removing a node's data says is safe.
+pub const WIPE_ADVICE: &str = "remove the node's data directory and restart the node without \
+`bootstrap`: it rejoins as a learner and votes only once it has caught up from the leader. \
+This is safe while the other nodes hold a majority of the cluster; never wipe more nodes at \
+once than a minority, and never restart a wiped node with `bootstrap = true`";
+
 /// Why the driver could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -105,7 +111,7 @@ pub enum DriverError {
         source: std::io::Error,
     },
     /// The hard state file is not valid.
-    #[error("{path}: not a valid hard state ({message}); it is written only by this node: restore it from a backup or remove the node's data")]
+    #[error("{path}: not a valid hard state ({message}); it is written only by this node: restore it from a backup, or {WIPE_ADVICE}")]
     CorruptHardState {
         /// The file.
         path: PathBuf,
@@ -121,7 +127,7 @@ pub enum DriverError {
         source: std::io::Error,
     },
     /// The snapshot file is damaged.
-    #[error("{path}: not a valid snapshot ({message}); it is written only by this node, renamed into place after an fsync, so this is damage on disk: remove the node's data directory and let it catch up from the leader")]
+    #[error("{path}: not a valid snapshot ({message}); it is written only by this node, renamed into place after an fsync, so this is damage on disk: {WIPE_ADVICE}")]
     CorruptSnapshot {
         /// The file.
         path: PathBuf,
@@ -140,7 +146,7 @@ pub enum DriverError {
     #[error("invalid replication settings: {0}")]
     Config(#[from] crate::ConfigError),
     /// An entry of the log on disk cannot be decoded.
-    #[error("log entry {index} cannot be decoded ({message}): it was written by a newer build of Mimeo (run that build) or damaged on disk (remove the node's data directory and let it catch up from the leader)")]
+    #[error("log entry {index} cannot be decoded ({message}): it was written by a newer build of Mimeo (run that build) or damaged on disk ({WIPE_ADVICE})")]
     UnreadableEntry {
         /// Its index.
         index: u64,
@@ -150,7 +156,7 @@ pub enum DriverError {
     /// The log on disk starts after index 1 but the snapshot file that
     /// must cover the entries before it is missing: the data directory is
     /// incomplete (files removed by hand or by a tool).
-    #[error("the log in {dir} starts at index {first_index}, but the snapshot file {SNAPSHOT_FILE} that holds the entries before it is missing: the data directory is incomplete; restore it from a backup, or remove it and let the node catch up from the leader")]
+    #[error("the log in {dir} starts at index {first_index}, but the snapshot file {SNAPSHOT_FILE} that holds the entries before it is missing: the data directory is incomplete; restore it from a backup, or {WIPE_ADVICE}")]
     MissingSnapshot {
         /// The data directory.
         dir: PathBuf,
@@ -361,8 +367,17 @@ pub fn recover(
         return Err(DriverError::AutoCompaction { compact_min_bytes });
     }
     let storage = |doing| move |source| DriverError::Storage { doing, source };
-    let hard_state = read_hard_state(dir)?;
+    let mut hard_state = read_hard_state(dir)?;
     let snapshot = read_snapshot(dir)?;
+    let no_state = !dir.join(HARD_STATE_FILE).exists()
+        && snapshot.is_none()
+        && store.last_position().index == 0;
+    if no_state && config.bootstrap {
+        // Record it: a later start without `bootstrap` is a voter's too.
+        tracing::info!(dir = %dir.display(), "no state and bootstrap set: founding a new cluster");
+        hard_state.voter = true;
+        write_hard_state(dir, &hard_state)?;
+    }
     if let Some(s) = &snapshot {
         let last = store.last_position();
         let mut reset = last.index < s.last.index;
@@ -1011,6 +1026,7 @@ mod tests {
         let state = HardState {
             term: 7,
             voted_for: Some(2),
+            voter: true,
         };
         write_hard_state(dir.path(), &state).unwrap();
         assert_eq!(read_hard_state(dir.path()).unwrap(), state);
@@ -1056,6 +1072,7 @@ mod tests {
             &HardState {
                 term: 1,
                 voted_for: None,
+                voter: true,
             },
         )
         .unwrap();
@@ -1171,6 +1188,7 @@ mod tests {
             &HardState {
                 term: 3,
                 voted_for: None,
+                voter: true,
             },
         )
         .unwrap();

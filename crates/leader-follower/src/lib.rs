@@ -42,7 +42,9 @@
 //!     .iter()
 //!     .map(|&id| {
 //!         let peers = ids.iter().copied().filter(|&p| p != id).collect();
-//!         Core::new(Config::new(id, peers), Millis(0)).unwrap()
+//!         let mut config = Config::new(id, peers);
+//!         config.bootstrap = true; // a brand-new cluster: every node votes
+//!         Core::new(config, Millis(0)).unwrap()
 //!     })
 //!     .collect();
 //!
@@ -118,6 +120,33 @@
 //! a majority has them (the old leader rolls them back when it rejoins and
 //! counts them in [`Status::rolled_back_entries`]). A write that times out
 //! or whose leader steps down is [`Reply::Unknown`], never a failure.
+//!
+//! # A node that lost its data does not vote
+//!
+//! Membership is static, so a node that starts with no state at all
+//! cannot tell whether it is new or lost its data; if it voted at once
+//! after losing it, a write a majority (itself included) had acknowledged
+//! could be lost: it could help elect a leader that never had the write.
+//! So founding a cluster is an explicit choice, [`Config::bootstrap`]:
+//! a node that starts with no state and without it is a **learner**
+//! ([`HardState::voter`] false). A learner follows a leader and takes its
+//! log like any follower, but grants no (pre-)votes, never stands for
+//! election, and its answers ([`PeerMsg::AppendResp`],
+//! [`PeerMsg::HeartbeatResp`], which say whether the sender votes) count
+//! towards no commit, `semi-sync` acknowledgement, leader-read
+//! confirmation or leader lease (an `all` write still waits for it). A
+//! leader that hears a follower is a learner forgets what it knew that
+//! follower to hold. A learner becomes a voter once a
+//! [`PeerMsg::Heartbeat`] says the leader's commit index is of the
+//! leader's own term (every entry before it is then committed) and its own
+//! log durably holds the leader's up to that index: it then holds every
+//! committed entry, so the quorum overlap argument holds again. It records
+//! `voter = true` in its hard state before anything else leaves it. This
+//! assumes that no message a node's process sent before the loss arrives
+//! after the restarted process speaks (the process's connections die with
+//! it). The tokio driver records a founding node's vote on its first start
+//! ([`driver::recover`]), so later starts need no flag; hard states
+//! written by earlier builds read as voters'.
 //!
 //! # Messages fit the transport
 //!

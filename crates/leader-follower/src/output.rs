@@ -141,8 +141,8 @@ pub struct Status {
     /// Elections this node won.
     pub elections_won: u64,
     /// Entries this node dropped from its log because a leader's log
-    /// replaced them (writes that were never committed, e.g. async writes
-    /// lost in a failover).
+    /// replaced them (writes not committed as far as this node knew, e.g.
+    /// async writes lost in a failover).
     pub rolled_back_entries: u64,
     /// Times this node found its leader's process gone by a refused probe
     /// and hurried the election ([`Config::probe_leader`](crate::Config::probe_leader)).
@@ -150,6 +150,9 @@ pub struct Status {
     /// Messages the driver could not hand to the transport
     /// ([`Core::send_failed`](crate::Core::send_failed)).
     pub send_failures: u64,
+    /// Whether it votes and counts towards quorums (`false`: a learner
+    /// catching up after starting without state).
+    pub voter: bool,
     /// Keys holding a value in its applied view.
     pub live_keys: u64,
     /// Replication lag per follower (filled on the leader only).

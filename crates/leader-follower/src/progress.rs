@@ -55,6 +55,9 @@ pub(crate) struct Progress {
     /// it may carry: the config's budget, halved each time the transport
     /// refuses a message to it, and doubled back on each acknowledgement.
     pub(crate) max_bytes: usize,
+    /// Whether the follower votes, as its latest answer said: a learner's
+    /// answers count towards no quorum.
+    pub(crate) voter: bool,
 }
 
 impl Progress {
@@ -71,6 +74,7 @@ impl Progress {
             acked_seq: 0,
             timeout_now_sent: false,
             max_bytes,
+            voter: true,
         }
     }
 
@@ -80,6 +84,19 @@ impl Progress {
             Mode::Probe | Mode::Snapshot { .. } => self.inflight.is_empty(),
             Mode::Replicate => self.inflight.len() < max_inflight,
         }
+    }
+
+    /// The follower's answer says whether it votes. A follower found to be
+    /// a learner started without state (its data may have been lost): what
+    /// it was known to hold is forgotten, and it counts towards no quorum
+    /// until an answer says it votes again. (This assumes that no answer
+    /// its process sent before the loss arrives after one from the new
+    /// process: a process's connections die with it.)
+    pub(crate) fn set_voter(&mut self, voter: bool) {
+        if self.voter && !voter {
+            self.match_index = 0;
+        }
+        self.voter = voter;
     }
 
     /// The follower matched through `matched` and holds `durable` durably.

@@ -23,8 +23,11 @@ fn noop(term: u64, index: u64) -> LogEntry {
     }
 }
 
+/// A founding member's settings (`bootstrap`: it votes from the start).
 fn config(id: NodeId, n: u64) -> Config {
-    Config::new(id, (1..=n).filter(|&p| p != id).collect())
+    let mut config = Config::new(id, (1..=n).filter(|&p| p != id).collect());
+    config.bootstrap = true;
+    config
 }
 
 fn drain(core: &mut Core) -> Vec<Output> {
@@ -35,7 +38,11 @@ fn hard(term: u64, voted_for: Option<NodeId>) -> Output {
     Output::Persist(Persist {
         truncate_from: None,
         entries: Vec::new(),
-        hard_state: Some(HardState { term, voted_for }),
+        hard_state: Some(HardState {
+            term,
+            voted_for,
+            voter: true,
+        }),
         ..Persist::default()
     })
 }
@@ -57,6 +64,7 @@ fn ok(term: u64, matched: u64, durable: u64) -> PeerMsg {
     PeerMsg::AppendResp {
         term,
         result: AppendResult::Ok { matched, durable },
+        voter: true,
     }
 }
 
@@ -114,6 +122,7 @@ fn election_timeout_asks_for_pre_votes_and_keeps_the_term() {
     let hard_state = HardState {
         term: 3,
         voted_for: Some(2),
+        voter: true,
     };
     let mut core = Core::recover(config(1, 3), Millis(0), hard_state, vec![noop(3, 1)]).unwrap();
     let deadline = core.next_timeout();
@@ -204,6 +213,7 @@ fn a_pre_vote_is_granted_like_a_vote_and_changes_nothing() {
     let hard_state = HardState {
         term: 2,
         voted_for: Some(3),
+        voter: true,
     };
     let log = vec![noop(1, 1), put(2, 2, "a")];
     let mut core = Core::recover(config(1, 3), Millis(0), hard_state, log).unwrap();
@@ -236,6 +246,7 @@ fn a_pre_vote_is_refused_while_a_leader_is_heard() {
         commit: 0,
         leader_commit: 0,
         seq: 1,
+        settled: false,
     };
     core.handle_peer(Millis(100), 1, heartbeat);
     drain(&mut core);
@@ -286,6 +297,7 @@ fn heartbeat(term: u64, seq: u64) -> PeerMsg {
         commit: 0,
         leader_commit: 0,
         seq,
+        settled: false,
     }
 }
 
@@ -473,6 +485,7 @@ fn vote_is_refused_to_a_candidate_missing_entries() {
     let hard_state = HardState {
         term: 2,
         voted_for: None,
+        voter: true,
     };
     let log = vec![noop(1, 1), put(2, 2, "a")];
     let mut core = Core::recover(config(1, 3), Millis(0), hard_state, log).unwrap();
@@ -512,6 +525,7 @@ fn vote_requests_are_ignored_while_a_leader_is_heard() {
             commit: 0,
             leader_commit: 0,
             seq: 1,
+            settled: false,
         },
     );
     drain(&mut core);
@@ -541,6 +555,7 @@ fn vote_requests_are_ignored_while_a_leader_is_heard() {
             commit: 0,
             leader_commit: 0,
             seq: 1,
+            settled: false,
         },
     );
     core.handle_peer(Millis(400), 3, request);
@@ -552,6 +567,7 @@ fn append_truncates_a_conflicting_suffix_and_counts_it() {
     let hard_state = HardState {
         term: 2,
         voted_for: Some(1),
+        voter: true,
     };
     let log = vec![noop(1, 1), put(1, 2, "a"), put(2, 3, "b"), put(2, 4, "c")];
     let mut core = Core::recover(config(2, 3), Millis(0), hard_state, log).unwrap();
@@ -600,6 +616,7 @@ fn append_with_a_mismatched_prev_is_refused_with_a_hint() {
     let hard_state = HardState {
         term: 2,
         voted_for: None,
+        voter: true,
     };
     let log = vec![noop(1, 1), put(2, 2, "a"), put(2, 3, "b")];
     let mut core = Core::recover(config(2, 3), Millis(0), hard_state, log).unwrap();
@@ -617,6 +634,7 @@ fn append_with_a_mismatched_prev_is_refused_with_a_hint() {
             PeerMsg::AppendResp {
                 term: 3,
                 result: AppendResult::Conflict { hint },
+                voter: true,
             },
         )
     };
@@ -638,6 +656,7 @@ fn append_from_an_older_term_is_answered_with_the_current_term() {
             commit: 0,
             leader_commit: 0,
             seq: 0,
+            settled: false,
         },
     );
     drain(&mut core);
@@ -653,7 +672,14 @@ fn append_from_an_older_term_is_answered_with_the_current_term() {
     );
     assert_eq!(
         drain(&mut core),
-        vec![send(1, PeerMsg::HeartbeatResp { term: 5, seq: 0 })]
+        vec![send(
+            1,
+            PeerMsg::HeartbeatResp {
+                term: 5,
+                seq: 0,
+                voter: true
+            }
+        )]
     );
     assert_eq!(core.last_position(), pos(0, 0));
 }
@@ -666,6 +692,7 @@ fn a_follower_fed_a_burst_of_appends_persists_and_answers_once() {
         commit: 0,
         leader_commit: 0,
         seq: 0,
+        settled: false,
     };
     core.handle_peer(Millis(1), 1, heartbeat);
     drain(&mut core);
@@ -726,6 +753,7 @@ fn a_new_leader_appends_a_noop_and_ships_it() {
         commit: 0,
         leader_commit: 0,
         seq: 1,
+        settled: false,
     };
     assert_eq!(
         drain(&mut core),
@@ -788,6 +816,7 @@ fn entries_of_an_earlier_term_commit_only_through_one_of_the_current_term() {
     let hard_state = HardState {
         term: 1,
         voted_for: None,
+        voter: true,
     };
     let log = vec![noop(1, 1), put(1, 2, "a")];
     let mut core = Core::recover(config(1, 3), Millis(0), hard_state, log).unwrap();
@@ -815,7 +844,15 @@ fn a_leader_steps_down_on_a_higher_term_and_writes_become_unknown() {
     let mut core = leader(3, config(1, 3));
     core.handle_client(Millis(1100), 10, put_op("a"), None);
     drain(&mut core);
-    core.handle_peer(Millis(1101), 2, PeerMsg::HeartbeatResp { term: 4, seq: 0 });
+    core.handle_peer(
+        Millis(1101),
+        2,
+        PeerMsg::HeartbeatResp {
+            term: 4,
+            seq: 0,
+            voter: true,
+        },
+    );
     assert_eq!(
         drain(&mut core),
         vec![
@@ -918,7 +955,15 @@ fn a_node_that_knows_no_leader_holds_requests_and_serves_them_if_it_wins() {
     core.persisted(Millis(1006), pos(1, 2));
     assert_eq!(replies(&mut core), vec![written(10, pos(1, 2))]);
     // Node 2 answers the round and holds the write: the read sees it.
-    core.handle_peer(Millis(1007), 2, PeerMsg::HeartbeatResp { term: 1, seq });
+    core.handle_peer(
+        Millis(1007),
+        2,
+        PeerMsg::HeartbeatResp {
+            term: 1,
+            seq,
+            voter: true,
+        },
+    );
     core.handle_peer(Millis(1007), 2, ok(1, 2, 2));
     assert_eq!(
         replies(&mut core),
@@ -1038,7 +1083,15 @@ fn a_leader_that_hears_no_majority_steps_down() {
     for _ in 0..20 {
         now = core.next_timeout();
         core.tick(now);
-        core.handle_peer(now, 2, PeerMsg::HeartbeatResp { term: 1, seq: 0 });
+        core.handle_peer(
+            now,
+            2,
+            PeerMsg::HeartbeatResp {
+                term: 1,
+                seq: 0,
+                voter: true,
+            },
+        );
     }
     assert_eq!(core.role(), Role::Leader);
     // Silence from everyone for the maximum election timeout.
@@ -1071,14 +1124,32 @@ fn a_leader_read_waits_for_a_heartbeat_round_of_a_majority() {
                 commit: 1,
                 leader_commit: 1,
                 seq: 2,
+                // The leader's commit index is of its own term.
+                settled: true,
             },
         )
     };
     assert_eq!(drain(&mut core), vec![hb(2), hb(3)]);
     // An answer to an older round proves nothing about this read.
-    core.handle_peer(now, 2, PeerMsg::HeartbeatResp { term: 1, seq: 1 });
+    core.handle_peer(
+        now,
+        2,
+        PeerMsg::HeartbeatResp {
+            term: 1,
+            seq: 1,
+            voter: true,
+        },
+    );
     assert_eq!(drain(&mut core), vec![]);
-    core.handle_peer(now, 3, PeerMsg::HeartbeatResp { term: 1, seq: 2 });
+    core.handle_peer(
+        now,
+        3,
+        PeerMsg::HeartbeatResp {
+            term: 1,
+            seq: 2,
+            voter: true,
+        },
+    );
     assert_eq!(
         drain(&mut core),
         vec![reply(
@@ -1103,7 +1174,15 @@ fn a_leader_read_waits_for_async_writes_it_acknowledged() {
         consistency: Some(ReadMode::Leader),
     };
     core.handle_client(now, 11, get, None);
-    core.handle_peer(now, 2, PeerMsg::HeartbeatResp { term: 1, seq: 2 });
+    core.handle_peer(
+        now,
+        2,
+        PeerMsg::HeartbeatResp {
+            term: 1,
+            seq: 2,
+            voter: true,
+        },
+    );
     let replies: Vec<RequestId> = drain(&mut core)
         .into_iter()
         .filter_map(|o| match o {
@@ -1144,7 +1223,15 @@ fn cas_mismatch_is_confirmed_by_a_read_round_and_a_match_writes() {
     let out = drain(&mut core);
     assert!(!out.iter().any(|o| matches!(o, Output::Reply { .. })));
     assert!(!out.iter().any(|o| matches!(o, Output::Persist(_))));
-    core.handle_peer(now, 2, PeerMsg::HeartbeatResp { term: 1, seq: 2 });
+    core.handle_peer(
+        now,
+        2,
+        PeerMsg::HeartbeatResp {
+            term: 1,
+            seq: 2,
+            voter: true,
+        },
+    );
     assert_eq!(
         drain(&mut core),
         vec![reply(10, Reply::CasMismatch { current: None })]
@@ -1174,7 +1261,15 @@ fn writes_that_time_out_are_unknown_not_failed() {
     let (now, timed_out) = loop {
         let now = core.next_timeout();
         core.tick(now);
-        core.handle_peer(now, 2, PeerMsg::HeartbeatResp { term: 1, seq: 0 });
+        core.handle_peer(
+            now,
+            2,
+            PeerMsg::HeartbeatResp {
+                term: 1,
+                seq: 0,
+                voter: true,
+            },
+        );
         let out = drain(&mut core);
         if out.iter().any(|o| matches!(o, Output::Reply { .. })) {
             break (now, out);
@@ -1215,6 +1310,7 @@ fn follower_reads_respect_the_staleness_bound() {
             commit: 0,
             leader_commit: 0,
             seq: 1,
+            settled: false,
         },
     );
     drain(&mut core);
@@ -1249,6 +1345,7 @@ fn session_reads_wait_for_their_position_and_detect_rollback() {
     let hard_state = HardState {
         term: 2,
         voted_for: None,
+        voter: true,
     };
     let log = vec![noop(1, 1), put(1, 2, "k"), put(2, 3, "k")];
     let mut core = Core::recover(config(2, 3), Millis(0), hard_state, log).unwrap();
@@ -1399,6 +1496,7 @@ fn leadership_transfer_hands_over_to_a_caught_up_follower() {
         HardState {
             term: 1,
             voted_for: Some(1),
+            voter: true,
         },
         vec![noop(1, 1), put(1, 2, "a")],
     )
@@ -1411,6 +1509,7 @@ fn leadership_transfer_hands_over_to_a_caught_up_follower() {
             commit: 2,
             leader_commit: 2,
             seq: 3,
+            settled: false,
         },
     );
     drain(&mut target);
@@ -1484,6 +1583,7 @@ fn bad_requests_and_configs_are_refused_with_reasons() {
         HardState {
             term: 1,
             voted_for: None,
+            voter: true,
         },
         vec![noop(1, 2)],
     );
@@ -1793,6 +1893,7 @@ fn a_stale_term_snapshot_is_refused() {
     let hard_state = HardState {
         term: 2,
         voted_for: None,
+        voter: true,
     };
     let log = vec![noop(1, 1)];
     let mut core = Core::recover(config(2, 3), Millis(0), hard_state, log).unwrap();
@@ -1800,7 +1901,14 @@ fn a_stale_term_snapshot_is_refused() {
     core.handle_peer(Millis(10), 1, install(1, pos(1, 2), &snapshot));
     assert_eq!(
         drain(&mut core),
-        vec![send(1, PeerMsg::HeartbeatResp { term: 2, seq: 0 })]
+        vec![send(
+            1,
+            PeerMsg::HeartbeatResp {
+                term: 2,
+                seq: 0,
+                voter: true
+            }
+        )]
     );
     assert_eq!(core.applied_value(b"a"), None);
     assert_eq!(core.leader(), None);
@@ -1816,6 +1924,7 @@ fn a_follower_with_a_matching_suffix_keeps_it_and_answers_once_durable() {
     let hard_state = HardState {
         term: 1,
         voted_for: None,
+        voter: true,
     };
     let mut core = Core::recover(config(2, 3), Millis(0), hard_state, log.clone()).unwrap();
     let snapshot = kv_of(&log[..3]);
@@ -1841,6 +1950,7 @@ fn a_follower_with_a_matching_suffix_keeps_it_and_answers_once_durable() {
     let hard_state = HardState {
         term: 3,
         voted_for: None,
+        voter: true,
     };
     let mut core = Core::recover(config(2, 3), Millis(0), hard_state, divergent).unwrap();
     let snapshot = kv_of(&[noop(1, 1), put(1, 2, "a"), put(3, 3, "b")]);
@@ -1870,6 +1980,7 @@ fn recovery_from_a_snapshot_and_the_log_after_it() {
     let hard_state = HardState {
         term: 1,
         voted_for: None,
+        voter: true,
     };
     let restore = |snapshot: Option<Snapshot>, entries: &[LogEntry]| {
         Core::restore(
@@ -1911,6 +2022,7 @@ fn recovery_from_a_snapshot_and_the_log_after_it() {
     let hard_state_2 = HardState {
         term: 2,
         voted_for: None,
+        voter: true,
     };
     let err = Core::restore(
         snapshot_config(1, 3),

@@ -43,6 +43,7 @@
 //! read_timeout_ms = 2000
 //! snapshot_every = 100000  # applied entries between snapshots; 0 = never
 //! snapshot_keep = 1000     # log entries kept behind a snapshot
+//! bootstrap = false        # true only for the first start of a brand-new cluster
 //!
 //! [[replication.peers]]
 //! id = "n2"
@@ -190,6 +191,16 @@ pub struct ReplicationSection {
     /// slightly behind catches up from the log rather than the whole
     /// snapshot. At most 1,000,000.
     pub snapshot_keep: u64,
+    /// Whether this node, started with an empty data directory, founds a
+    /// new cluster and votes at once. Without it (the default), a node
+    /// with an empty data directory may be one whose data was lost: it
+    /// starts as a learner that neither votes nor counts towards any
+    /// quorum until it has caught up from the cluster's leader, then
+    /// records that it votes. Set it for the first start of every node of
+    /// a brand-new cluster only (`mimeo cluster` does, for directories it
+    /// creates); never for a node whose data was removed. Ignored when the
+    /// data directory holds state.
+    pub bootstrap: bool,
     /// Every other node of the cluster.
     pub peers: Vec<PeerConfig>,
 }
@@ -222,6 +233,7 @@ impl Default for ReplicationSection {
             read_timeout_ms: 2_000,
             snapshot_every: 100_000,
             snapshot_keep: 1_000,
+            bootstrap: false,
             peers: Vec::new(),
         }
     }

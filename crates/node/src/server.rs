@@ -265,6 +265,7 @@ fn start_leader_follower(
     core_config.default_read = replication.read_mode()?;
     core_config.snapshot_every = replication.snapshot_every;
     core_config.snapshot_keep = replication.snapshot_keep;
+    core_config.bootstrap = replication.bootstrap;
     // What the peer bus accepts from this node (validated against the
     // largest write in `NodeConfig::validate`).
     core_config.max_message_bytes =

@@ -6,7 +6,12 @@ use serde::{Deserialize, Serialize};
 
 /// The version carried in every hello. A node refuses a hello with any other
 /// version, so mixed-version clusters fail loudly instead of misreading bytes.
-pub const PROTOCOL_VERSION: u32 = 2;
+///
+/// Version 3: leader-follower peer messages (the payload of a
+/// [`PeerMessage`]) say whether the sender votes (`AppendResp`,
+/// `HeartbeatResp`) and whether the leader's commit index is of its term
+/// (`Heartbeat`).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The protocol a connection speaks after its hello.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
