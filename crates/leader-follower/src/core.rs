@@ -229,8 +229,8 @@ pub struct Core {
     early_election: bool,
     /// Highest index known to match the current leader's log (follower).
     leader_match: u64,
-    /// When this node last knew it had applied the leader's commit index.
-    fresh_at: Option<Millis>,
+    /// The leader's clock, as this follower sees it: see [`LeaderClock`].
+    leader_clock: Option<LeaderClock>,
     votes: BTreeSet<NodeId>,
     /// The pre-votes granted for standing in `term + 1` (this node's own
     /// included), while a pre-vote is under way.
@@ -258,6 +258,30 @@ pub struct Core {
     leaders_gone: u64,
     /// Messages the driver could not send ([`Core::send_failed`]).
     send_failures: u64,
+}
+
+/// What a follower knows of its leader's clock, for the staleness of
+/// follower reads.
+///
+/// Each heartbeat carries the leader's send time on the leader's clock.
+/// `offset` is the least `arrival - send` seen from this leader in this
+/// term: the difference between the two clocks plus the shortest one-way
+/// delay. A heartbeat is mapped to this node's clock as `send + offset`,
+/// so its age is measured from when the leader sent it, never from when
+/// it arrived: a backlog of old heartbeats delivered after a partition
+/// heals carries old send times and makes no read look fresh.
+///
+/// Assumed: both clocks are monotonic and run at the same rate (as the
+/// timeouts assume); nothing about their origins. Staleness is then
+/// underestimated by at most the shortest one-way delay seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct LeaderClock {
+    term: u64,
+    leader: NodeId,
+    offset: i128,
+    /// The latest send time (leader clock) of a heartbeat whose commit
+    /// index this node had applied.
+    fresh_at: Option<Millis>,
 }
 
 /// A probe of the leader's address ([`Output::Probe`]).
@@ -495,7 +519,7 @@ impl Core {
             probe: None,
             early_election: false,
             leader_match: 0,
-            fresh_at: None,
+            leader_clock: None,
             votes: BTreeSet::new(),
             pre_votes: None,
             progress: BTreeMap::new(),
@@ -812,6 +836,7 @@ impl Core {
                 leader_commit,
                 seq,
                 settled,
+                sent_at,
             } => {
                 if term < self.hard.term {
                     return self.send(from, self.stale_term_answer());
@@ -821,9 +846,7 @@ impl Core {
                 }
                 let commit = commit.min(self.last_index());
                 self.advance_commit_to(now, commit);
-                if self.applied >= leader_commit {
-                    self.fresh_at = Some(now);
-                }
+                self.observe_leader_clock(now, from, sent_at, self.applied >= leader_commit);
                 // A learner votes again once it durably holds the log of a
                 // leader whose commit index is of its own term (so that
                 // everything before it is committed too), up to that index.
@@ -1440,6 +1463,7 @@ impl Core {
                 leader_commit: self.commit,
                 seq: self.read_seq,
                 settled: self.commit >= self.term_start,
+                sent_at: now,
             };
             self.send(peer, msg);
             let retransmit_ms = self.config.retransmit_ms;
@@ -1617,9 +1641,6 @@ impl Core {
         }
         self.leader_match = self.leader_match.max(matched);
         self.advance_commit_to(now, commit.min(matched));
-        if self.applied >= commit {
-            self.fresh_at = Some(now);
-        }
         let result = AppendResult::Ok {
             matched,
             durable: self.durable.min(self.leader_match),
@@ -2013,7 +2034,6 @@ impl Core {
         }
         self.maybe_take_snapshot();
         if self.role == Role::Leader {
-            self.fresh_at = Some(now);
             self.check_writes();
         }
         self.check_reads(now);
@@ -2274,7 +2294,35 @@ impl Core {
         if self.role == Role::Leader {
             return Some(0);
         }
-        self.fresh_at.map(|t| now.since(t))
+        let clock = self.leader_clock?;
+        let fresh = i128::from(clock.fresh_at?.0) + clock.offset;
+        Some(u64::try_from(i128::from(now.0) - fresh).unwrap_or(0))
+    }
+
+    /// A heartbeat from `leader`, sent at `sent_at` on its clock, arrived
+    /// at `now`; `fresh` when this node had then applied the leader's
+    /// commit index as of that send.
+    fn observe_leader_clock(&mut self, now: Millis, leader: NodeId, sent_at: Millis, fresh: bool) {
+        let term = self.hard.term;
+        let offset = i128::from(now.0) - i128::from(sent_at.0);
+        let clock = match self.leader_clock {
+            Some(c) if c.term == term && c.leader == leader => LeaderClock {
+                offset: c.offset.min(offset),
+                ..c
+            },
+            _ => LeaderClock {
+                term,
+                leader,
+                offset,
+                fresh_at: None,
+            },
+        };
+        let fresh_at = if fresh {
+            clock.fresh_at.max(Some(sent_at))
+        } else {
+            clock.fresh_at
+        };
+        self.leader_clock = Some(LeaderClock { fresh_at, ..clock });
     }
 
     fn check_writes(&mut self) {

@@ -64,6 +64,11 @@ pub enum PeerMsg {
         leader_commit: u64,
         /// The leader's read round, echoed back.
         seq: u64,
+        /// When the leader sent it, on the leader's own clock (its
+        /// [`Millis`](crate::Millis), which count from an origin of its
+        /// own): a follower measures its staleness from this, not from
+        /// when the heartbeat arrived.
+        sent_at: crate::Millis,
         /// The leader's commit index is of its own term, so every entry
         /// before it is committed too: a learner whose log durably holds
         /// the leader's up to `leader_commit` may become a voter.

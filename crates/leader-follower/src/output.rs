@@ -134,7 +134,13 @@ pub struct Status {
     /// it exist only folded into the snapshot).
     pub first_index: u64,
     /// How long since this node was last known to have applied everything
-    /// the leader had committed (0 on the leader; `None`: never).
+    /// the leader had committed (0 on the leader; `None`: never), measured
+    /// from the leader's send time of the heartbeat that showed it, not
+    /// from its arrival (so a heartbeat delivered late makes nothing look
+    /// fresh): the leader's clock is mapped onto this node's by the
+    /// smallest `arrival - send` seen from it in this term. Assumes both
+    /// monotonic clocks run at the same rate; underestimates by at most
+    /// the shortest one-way delay.
     pub staleness_ms: Option<u64>,
     /// Elections this node started.
     pub elections_started: u64,

@@ -247,6 +247,7 @@ fn a_pre_vote_is_refused_while_a_leader_is_heard() {
         leader_commit: 0,
         seq: 1,
         settled: false,
+        sent_at: Millis(0),
     };
     core.handle_peer(Millis(100), 1, heartbeat);
     drain(&mut core);
@@ -298,6 +299,7 @@ fn heartbeat(term: u64, seq: u64) -> PeerMsg {
         leader_commit: 0,
         seq,
         settled: false,
+        sent_at: Millis(0),
     }
 }
 
@@ -526,6 +528,7 @@ fn vote_requests_are_ignored_while_a_leader_is_heard() {
             leader_commit: 0,
             seq: 1,
             settled: false,
+            sent_at: Millis(0),
         },
     );
     drain(&mut core);
@@ -556,6 +559,7 @@ fn vote_requests_are_ignored_while_a_leader_is_heard() {
             leader_commit: 0,
             seq: 1,
             settled: false,
+            sent_at: Millis(0),
         },
     );
     core.handle_peer(Millis(400), 3, request);
@@ -657,6 +661,7 @@ fn append_from_an_older_term_is_answered_with_the_current_term() {
             leader_commit: 0,
             seq: 0,
             settled: false,
+            sent_at: Millis(0),
         },
     );
     drain(&mut core);
@@ -693,6 +698,7 @@ fn a_follower_fed_a_burst_of_appends_persists_and_answers_once() {
         leader_commit: 0,
         seq: 0,
         settled: false,
+        sent_at: Millis(0),
     };
     core.handle_peer(Millis(1), 1, heartbeat);
     drain(&mut core);
@@ -754,6 +760,7 @@ fn a_new_leader_appends_a_noop_and_ships_it() {
         leader_commit: 0,
         seq: 1,
         settled: false,
+        sent_at: Millis(1000),
     };
     assert_eq!(
         drain(&mut core),
@@ -1126,6 +1133,7 @@ fn a_leader_read_waits_for_a_heartbeat_round_of_a_majority() {
                 seq: 2,
                 // The leader's commit index is of its own term.
                 settled: true,
+                sent_at: now,
             },
         )
     };
@@ -1311,6 +1319,7 @@ fn follower_reads_respect_the_staleness_bound() {
             leader_commit: 0,
             seq: 1,
             settled: false,
+            sent_at: Millis(0),
         },
     );
     drain(&mut core);
@@ -1510,6 +1519,7 @@ fn leadership_transfer_hands_over_to_a_caught_up_follower() {
             leader_commit: 2,
             seq: 3,
             settled: false,
+            sent_at: Millis(0),
         },
     );
     drain(&mut target);
@@ -2175,4 +2185,62 @@ fn a_refused_append_makes_the_leader_send_less_at_once() {
     }
     drain(&mut core);
     assert_eq!(core.status(next).followers[1].match_index, 7);
+}
+
+/// Issue 19: freshness was the arrival time of a heartbeat, so a backlog
+/// of old heartbeats delivered after a partition healed let a bounded
+/// follower read through while the follower was seconds behind. It is
+/// now measured from the leader's send time of the heartbeat.
+#[test]
+fn an_old_heartbeat_delivered_late_does_not_make_a_follower_fresh() {
+    let mut core = Core::new(config(2, 3), Millis(0)).unwrap();
+    // The leader's clock reads 5,000 when this follower's reads 1,000.
+    let hb = |sent_at: u64, leader_commit: u64| PeerMsg::Heartbeat {
+        term: 1,
+        commit: 0,
+        leader_commit,
+        seq: 1,
+        settled: true,
+        sent_at: Millis(sent_at),
+    };
+    core.handle_peer(Millis(1000), 1, hb(5000, 0));
+    let read = |core: &mut Core, now: u64| {
+        let get = ClientOp::Get {
+            key: b"k".to_vec(),
+            consistency: Some(ReadMode::Follower {
+                max_staleness_ms: Some(500),
+            }),
+        };
+        core.handle_client(Millis(now), 9, get, None);
+        drain(core).pop()
+    };
+    assert!(matches!(
+        read(&mut core, 1100),
+        Some(Output::Reply {
+            reply: Reply::Value { .. },
+            ..
+        })
+    ));
+    // A partition: nothing arrives for 5 s. Then a heartbeat the leader
+    // sent 200 ms after the last one arrives, delayed all that time.
+    core.handle_peer(Millis(6000), 1, hb(5200, 0));
+    assert_eq!(core.status(Millis(6000)).staleness_ms, Some(4800));
+    assert_eq!(
+        read(&mut core, 6000),
+        Some(reply(
+            9,
+            Reply::Unavailable {
+                reason: Unavailable::TooStale {
+                    staleness_ms: Some(4800),
+                    max_staleness_ms: 500
+                }
+            }
+        ))
+    );
+    // A heartbeat sent now (on time) makes it fresh again.
+    core.handle_peer(Millis(6001), 1, hb(10_000, 0));
+    assert_eq!(core.status(Millis(6001)).staleness_ms, Some(1));
+    // One whose commit index is not applied here does not.
+    core.handle_peer(Millis(6100), 1, hb(10_100, 7));
+    assert_eq!(core.status(Millis(6100)).staleness_ms, Some(100));
 }

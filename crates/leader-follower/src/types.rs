@@ -174,7 +174,12 @@ pub enum ReadMode {
     Leader,
     /// Whatever this replica has applied, possibly stale. With a bound, the
     /// read is refused when the replica has not been known to be up to date
-    /// with the leader's commit index within `max_staleness_ms`.
+    /// with the leader's commit index within `max_staleness_ms`: measured
+    /// from when the leader *sent* the latest heartbeat whose commit index
+    /// the replica had applied (mapped onto the replica's clock; a heartbeat
+    /// delivered late counts from its sending, see [`Core`](crate::Core)'s
+    /// status), up to the shortest one-way delay seen. Assumes the nodes'
+    /// monotonic clocks run at the same rate.
     Follower {
         /// The largest staleness accepted, in milliseconds (`None`: any).
         max_staleness_ms: Option<u64>,

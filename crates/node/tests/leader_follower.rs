@@ -247,8 +247,9 @@ async fn a_paused_follower_catches_up_on_large_values(value_bytes: usize, writes
     // Debug builds encode megabytes slowly on a loaded machine: give the
     // elections room, so that only replication is under test.
     let timeouts = "election_timeout_min_ms = 2000\nelection_timeout_max_ms = 4000\n\
-                    write_timeout_ms = 10000\n";
-    let (nodes, all) = start_lf_cluster(dir.path(), "", timeouts);
+                    write_timeout_ms = 20000\n";
+    let limits = "[limits]\nrequest_timeout_ms = 20000\n";
+    let (nodes, all) = start_lf_cluster(dir.path(), limits, timeouts);
     let client = connect(dir.path(), all.clone()).await;
     put_until_acknowledged(&client, "warm", "up").await;
     let leader_addr = leader(&client, &all).await;

@@ -11,7 +11,11 @@ use serde::{Deserialize, Serialize};
 /// [`PeerMessage`]) say whether the sender votes (`AppendResp`,
 /// `HeartbeatResp`) and whether the leader's commit index is of its term
 /// (`Heartbeat`).
-pub const PROTOCOL_VERSION: u32 = 3;
+///
+/// Version 4: the leader-follower `Heartbeat` carries the leader's send
+/// time (`sent_at`, on the leader's clock), which followers measure their
+/// staleness from.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The protocol a connection speaks after its hello.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
