@@ -68,8 +68,16 @@ pub struct Config {
     pub snapshot_every: u64,
     /// Entries kept in the log at and below the snapshot's index, so that a
     /// follower only slightly behind still catches up from the log rather
-    /// than from the whole snapshot.
+    /// than from the whole snapshot (at most a quarter of
+    /// `snapshot_bytes` of them, when that is set).
     pub snapshot_keep: u64,
+    /// Take a snapshot also once this many bytes of entries (as encoded)
+    /// have been applied since the last one (0: by count only). This is
+    /// what bounds the log a node holds in memory, and replays at a
+    /// restart, when values are large: about `snapshot_bytes` since the
+    /// snapshot, plus a kept tail of at most `snapshot_bytes / 4`, plus
+    /// what arrives while a snapshot is written. Default 64 MiB.
+    pub snapshot_bytes: u64,
     /// The largest number of snapshot bytes in one
     /// [`PeerMsg::InstallSnapshot`](crate::PeerMsg::InstallSnapshot)
     /// message. The leader sends one chunk at a time to each follower and
@@ -107,7 +115,8 @@ impl Config {
     /// `quorum` acks, leader reads, 2 s write and read timeouts, 8 messages
     /// of at most 256 entries in flight per follower, retransmission after
     /// 200 ms, seed = `id`, pre-vote and leader probes on, a snapshot every
-    /// 100,000 applied entries keeping 1,000 entries of log behind it,
+    /// 100,000 applied entries or 64 MiB of them, keeping 1,000 entries
+    /// (at most 16 MiB) of log behind it,
     /// shipped in chunks of 1 MiB, peer messages of at most 4 MiB less
     /// 1 KiB (the wire's default frame less room for its envelope), and
     /// no bootstrap (a node without state starts as a learner).
@@ -130,6 +139,7 @@ impl Config {
             probe_leader: true,
             snapshot_every: 100_000,
             snapshot_keep: 1_000,
+            snapshot_bytes: 64 << 20,
             snapshot_chunk_bytes: 1 << 20,
             max_message_bytes: mimeo_wire::DEFAULT_MAX_FRAME - 1024,
             bootstrap: false,

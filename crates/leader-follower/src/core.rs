@@ -258,6 +258,9 @@ pub struct Core {
     leaders_gone: u64,
     /// Messages the driver could not send ([`Core::send_failed`]).
     send_failures: u64,
+    /// Encoded bytes of the entries applied since the last snapshot was
+    /// taken ([`Config::snapshot_bytes`]).
+    applied_bytes: u64,
 }
 
 /// What a follower knows of its leader's clock, for the staleness of
@@ -448,10 +451,19 @@ impl Core {
         let (offset, offset_term, log) = if snapshot.is_none() {
             (0, 0, entries)
         } else {
-            let wanted = snap_last
+            let mut wanted = snap_last
                 .index
                 .saturating_sub(config.snapshot_keep)
                 .max(first);
+            // And at most a quarter of `snapshot_bytes` of them.
+            let at_or_below = |i: u64| entries.get((i - first) as usize);
+            let by_bytes = keep_from(
+                (wanted + 1..=snap_last.index.min(first + entries.len() as u64 - 1))
+                    .rev()
+                    .filter_map(|i| at_or_below(i).map(|e| (i, size::entry_bytes(e)))),
+                config.snapshot_bytes / 4,
+            );
+            wanted = wanted.max(by_bytes.min(snap_last.index));
             let last_entry = entries.last().map_or(0, |e| e.position.index);
             if wanted >= snap_last.index || first > snap_last.index || last_entry < snap_last.index
             {
@@ -538,6 +550,7 @@ impl Core {
             rolled_back: 0,
             leaders_gone: 0,
             send_failures: 0,
+            applied_bytes: 0,
         };
         core.reset_election_deadline(now);
         Ok(core)
@@ -1019,10 +1032,14 @@ impl Core {
             self.durable = self.durable.max(last.index);
             self.after_durable(now);
         }
-        let new_offset = last
-            .index
-            .saturating_sub(self.config.snapshot_keep)
-            .max(self.offset);
+        let by_count = last.index.saturating_sub(self.config.snapshot_keep);
+        let by_bytes = keep_from(
+            (by_count.max(self.offset) + 1..=last.index)
+                .rev()
+                .filter_map(|i| self.entry(i).map(|e| (i, size::entry_bytes(e)))),
+            self.config.snapshot_bytes / 4,
+        );
+        let new_offset = by_count.max(by_bytes).min(last.index).max(self.offset);
         if new_offset > self.offset {
             let term = self
                 .term_at(new_offset)
@@ -2016,6 +2033,7 @@ impl Core {
                 .expect("committed entries are held")
                 .entry;
             let position = entry.position;
+            let bytes = size::entry_bytes(entry) as u64;
             match &entry.command {
                 Command::Noop => {}
                 Command::Put { key, value } => {
@@ -2031,6 +2049,7 @@ impl Core {
                     }
                 }
             }
+            self.applied_bytes += bytes;
         }
         self.maybe_take_snapshot();
         if self.role == Role::Leader {
@@ -2044,9 +2063,13 @@ impl Core {
     fn maybe_take_snapshot(&mut self) {
         let every = self.config.snapshot_every;
         let since = self.snapshot.as_ref().map_or(0, |s| s.last.index);
-        if every == 0 || self.snapshot_pending.is_some() || self.applied - since < every {
+        let by_count = every != 0 && self.applied - since >= every;
+        let bytes = self.config.snapshot_bytes;
+        let by_bytes = bytes != 0 && self.applied_bytes >= bytes;
+        if self.snapshot_pending.is_some() || !(by_count || by_bytes) {
             return;
         }
+        self.applied_bytes = 0;
         let snapshot = Arc::new(Snapshot {
             last: self.position_at(self.applied),
             kv: self.kv.clone(),
@@ -2456,6 +2479,24 @@ impl Core {
             self.reply(req_id, Reply::Unavailable { reason });
         }
     }
+}
+
+/// The index below which a kept tail of entries is dropped, given the
+/// tail's `(index, bytes)` from the snapshot's index down: the highest
+/// index at which keeping it too would exceed `max_bytes` (0: keep all;
+/// `max_bytes` 0 caps nothing).
+fn keep_from(tail: impl Iterator<Item = (u64, usize)>, max_bytes: u64) -> u64 {
+    if max_bytes == 0 {
+        return 0;
+    }
+    let mut kept = 0u64;
+    for (index, bytes) in tail {
+        kept += bytes as u64;
+        if kept > max_bytes {
+            return index;
+        }
+    }
+    0
 }
 
 /// The keys of `kv` that hold a value.

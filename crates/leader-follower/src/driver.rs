@@ -409,11 +409,25 @@ pub fn recover(
         });
     }
     let last = store.last_position().index;
-    let mut entries = Vec::new();
+    // Below the snapshot only a tail is kept (`snapshot_keep` entries, at
+    // most a quarter of `snapshot_bytes`): read no further back, and drop
+    // the oldest of it as it passes the byte cap, so that a restart holds
+    // no more than the running node did (whole segments stay on disk
+    // below the snapshot until a later snapshot discards them).
+    let snap_index = snapshot.as_ref().map_or(0, |s| s.last.index);
     let mut next = store.first_index();
+    if snapshot.is_some() {
+        next = next.max(snap_index.saturating_sub(config.snapshot_keep));
+    }
+    let tail_cap = match config.snapshot_bytes / 4 {
+        0 => u64::MAX,
+        cap => cap,
+    };
+    let mut entries = std::collections::VecDeque::new();
+    let mut tail_bytes = 0u64;
     while next <= last {
         let records = store
-            .read_log(next, 4096)
+            .read_log(next, 64) // a few at a time: values may be large
             .map_err(storage("reading the log at start-up"))?;
         if records.is_empty() {
             break;
@@ -425,9 +439,21 @@ pub fn recover(
                     index: record.meta.position.index,
                     message: e.to_string(),
                 })?;
-            entries.push(entry);
+            if entry.position.index <= snap_index {
+                tail_bytes += crate::size::entry_bytes(&entry) as u64;
+            }
+            entries.push_back(entry);
+            while tail_bytes > tail_cap
+                && entries
+                    .front()
+                    .is_some_and(|e| e.position.index < snap_index)
+            {
+                let dropped = entries.pop_front().expect("checked above");
+                tail_bytes -= crate::size::entry_bytes(&dropped) as u64;
+            }
         }
     }
+    let entries = Vec::from(entries);
     Core::restore(config, now, hard_state, snapshot, entries).map_err(|source| {
         DriverError::Recover {
             dir: dir.to_path_buf(),

@@ -166,14 +166,20 @@
 //!
 //! # Snapshots and log compaction
 //!
-//! Every `snapshot_every` applied entries ([`Config::snapshot_every`]) a
-//! core snapshots its applied key-value view ([`Snapshot`]: the view and
+//! Every `snapshot_every` applied entries ([`Config::snapshot_every`]), or
+//! once `snapshot_bytes` of entries were applied since the last snapshot
+//! ([`Config::snapshot_bytes`], 64 MiB: what bounds memory when values are
+//! large), a core snapshots its applied key-value view ([`Snapshot`]: the view and
 //! the position of the last entry in it). Once the driver reports the
-//! snapshot durable, the core keeps only `snapshot_keep` entries at and
-//! below it in memory and tells the driver it may drop the rest from disk
+//! snapshot durable, the core keeps only `snapshot_keep` entries (at most
+//! `snapshot_bytes / 4` of them) at and below it in memory and tells the driver it may drop the rest from disk
 //! ([`Persist::discard_before`]; the tokio driver drops whole storage
 //! segments). So memory, disk and restart time stay bounded by the live
-//! state plus `snapshot_every + snapshot_keep` entries. The view is a
+//! state plus the entries since the last snapshot (fewer than
+//! `snapshot_every`, about `snapshot_bytes`) and the kept tail; the
+//! driver's recovery reads no more of the log back than that. (Entries
+//! not yet committed cannot be folded into a snapshot: a leader that
+//! cannot commit keeps appending them to memory until writes time out.) The view is a
 //! persistent map ([`KeyValues`]), so taking a snapshot costs no copy, and
 //! the tokio driver writes it while appends go on. A store given to the
 //! driver must not compact on its own ([`driver::store_options`]).

@@ -2244,3 +2244,37 @@ fn an_old_heartbeat_delivered_late_does_not_make_a_follower_fresh() {
     core.handle_peer(Millis(6100), 1, hb(10_100, 7));
     assert_eq!(core.status(Millis(6100)).staleness_ms, Some(100));
 }
+
+/// Issue 19: snapshots were triggered by entry count only, so large values
+/// kept the whole log since the last snapshot in memory. A snapshot is now
+/// also taken after `snapshot_bytes` of applied entries, and the tail kept
+/// behind it holds at most a quarter of that.
+#[test]
+fn a_snapshot_is_taken_after_snapshot_bytes_and_keeps_a_bounded_tail() {
+    let mut c = config(1, 3);
+    c.snapshot_every = 100_000;
+    c.snapshot_keep = 1_000;
+    c.snapshot_bytes = 2_000;
+    let mut core = leader(3, c);
+    let mut snapshot = None;
+    for i in 0..10u64 {
+        let now = Millis(1000 + i);
+        core.handle_client(now, 10 + i, put_value("k", 300), None);
+        core.persisted(now, pos(1, 2 + i));
+        core.handle_peer(now, 2, ok(1, 2 + i, 2 + i));
+        for output in drain(&mut core) {
+            if let Output::Persist(Persist {
+                snapshot: Some(s), ..
+            }) = output
+            {
+                snapshot.get_or_insert(s.last);
+            }
+        }
+    }
+    // About 310 bytes an entry: the seventh one passes 2,000.
+    assert_eq!(snapshot, Some(pos(1, 8)));
+    core.snapshot_persisted(Millis(2000), pos(1, 8));
+    // 500 bytes of tail: one entry.
+    assert_eq!(core.first_index(), 8);
+    assert_eq!(core.commit_index(), 11);
+}

@@ -43,6 +43,7 @@
 //! read_timeout_ms = 2000
 //! snapshot_every = 100000  # applied entries between snapshots; 0 = never
 //! snapshot_keep = 1000     # log entries kept behind a snapshot
+//! snapshot_bytes = 67108864  # or after this many bytes of entries; 0 = by count only
 //! bootstrap = false        # true only for the first start of a brand-new cluster
 //!
 //! [[replication.peers]]
@@ -191,6 +192,12 @@ pub struct ReplicationSection {
     /// slightly behind catches up from the log rather than the whole
     /// snapshot. At most 1,000,000.
     pub snapshot_keep: u64,
+    /// Take a snapshot also once this many bytes of log entries have been
+    /// applied since the last one (0: by count only). With large values
+    /// this is what bounds the log a node holds in memory and replays at
+    /// a restart: about this much, plus a kept tail of at most a quarter
+    /// of it. 0 or at least 1 MiB; default 64 MiB.
+    pub snapshot_bytes: u64,
     /// Whether this node, started with an empty data directory, founds a
     /// new cluster and votes at once. Without it (the default), a node
     /// with an empty data directory may be one whose data was lost: it
@@ -233,6 +240,7 @@ impl Default for ReplicationSection {
             read_timeout_ms: 2_000,
             snapshot_every: 100_000,
             snapshot_keep: 1_000,
+            snapshot_bytes: 64 << 20,
             bootstrap: false,
             peers: Vec::new(),
         }
@@ -347,6 +355,16 @@ impl ReplicationSection {
                     "{} would snapshot the whole state every few writes: use 0 (never) or at \
                      least 10",
                     self.snapshot_every
+                ),
+            );
+        }
+        if (1..1 << 20).contains(&self.snapshot_bytes) {
+            return invalid(
+                "replication.snapshot_bytes",
+                format!(
+                    "{} would snapshot the whole state every few writes: use 0 (by count \
+                     only) or at least 1048576 (1 MiB)",
+                    self.snapshot_bytes
                 ),
             );
         }
@@ -717,5 +735,15 @@ mod tests {
             .to_string();
         assert!(err.contains("replication.snapshot_keep"), "{err}");
         assert_eq!(ReplicationSection::default().snapshot_every, 100_000);
+        let bytes = |value: u64| {
+            NodeConfig::parse(&format!(
+                "mode = \"leader-follower\"\n[replication]\nsnapshot_bytes = {value}\n\
+                 [[replication.peers]]\nid = \"n2\"\naddr = \"127.0.0.1:7002\"\n"
+            ))
+        };
+        let err = bytes(1000).unwrap_err().to_string();
+        assert!(err.contains("replication.snapshot_bytes"), "{err}");
+        bytes(0).unwrap();
+        assert_eq!(bytes(1 << 20).unwrap().replication.snapshot_bytes, 1 << 20);
     }
 }

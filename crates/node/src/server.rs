@@ -266,6 +266,7 @@ fn start_leader_follower(
     core_config.snapshot_every = replication.snapshot_every;
     core_config.snapshot_keep = replication.snapshot_keep;
     core_config.bootstrap = replication.bootstrap;
+    core_config.snapshot_bytes = replication.snapshot_bytes;
     // What the peer bus accepts from this node (validated against the
     // largest write in `NodeConfig::validate`).
     core_config.max_message_bytes =
