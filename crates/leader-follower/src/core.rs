@@ -1518,9 +1518,17 @@ impl Core {
             // at least one entry (which fits a message: writes that could
             // not were refused).
             let budget = p.max_bytes;
+            // A follower silent through every halving is probed with no
+            // entries at all (cheap), until it answers.
+            let silent = p.mode == Mode::Probe && budget <= 1;
+            let upto = if silent {
+                prev.index
+            } else {
+                last.min(prev.index + batch)
+            };
             let mut entries: Vec<LogEntry> = Vec::new();
             let mut bytes = 0;
-            for i in prev.index + 1..=last.min(prev.index + batch) {
+            for i in prev.index + 1..=upto {
                 let entry = self.entry(i).expect("the log holds it");
                 let size = size::entry_bytes(entry);
                 if !entries.is_empty() && bytes + size > budget {

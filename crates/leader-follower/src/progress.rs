@@ -151,8 +151,8 @@ impl Progress {
     ///
     /// Each retransmission halves `max_bytes` (acknowledgements double it
     /// back): a follower that answers nothing (paused, cut off) is sent
-    /// ever smaller probes, down to one entry, rather than the largest
-    /// message every `retransmit_ms`.
+    /// ever smaller probes, down to one entry and then none, rather than
+    /// the largest message every `retransmit_ms`.
     pub(crate) fn maybe_retransmit(&mut self, now: Millis, retransmit_ms: u64, last_index: u64) {
         let stuck = !self.inflight.is_empty() || self.match_index < last_index;
         if stuck && now.since(self.last_progress) >= retransmit_ms {

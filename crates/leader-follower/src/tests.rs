@@ -2159,28 +2159,33 @@ fn a_refused_append_makes_the_leader_send_less_at_once() {
         .unwrap();
     assert_eq!(sized_appends_to(&outputs, 3)[0].1, vec![2, 3, 4, 5, 6, 7]);
     // Pretend the transport accepted only tiny messages.
-    for _ in 0..20 {
+    for _ in 0..30 {
         core.send_failed(Millis(1001), 3, &refused);
     }
-    assert_eq!(core.status(Millis(1001)).send_failures, 20);
-    // The next heartbeat probes follower 3 from its match index, with
-    // one entry per append now.
+    assert_eq!(core.status(Millis(1001)).send_failures, 30);
+    // The next heartbeat probes follower 3 from its match index, with no
+    // entries (nothing at all fits its budget now); once it answers, the
+    // window is pipelined with one entry per append.
     let next = core.next_timeout();
     core.tick(next);
     let outputs = drain(&mut core);
-    assert_eq!(
-        sized_appends_to(&outputs, 3),
-        vec![(sized_appends_to(&outputs, 3)[0].0, vec![2])]
-    );
-    core.handle_peer(next, 3, ok(1, 2, 2));
-    // Acknowledgements grow the budget back.
+    let probe: Vec<Vec<u64>> = sized_appends_to(&outputs, 3)
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(probe, vec![Vec::<u64>::new()]);
+    core.handle_peer(next, 3, ok(1, 1, 1));
     let outputs = drain(&mut core);
     let entries: Vec<Vec<u64>> = sized_appends_to(&outputs, 3)
         .into_iter()
         .map(|(_, e)| e)
         .collect();
-    assert_eq!(entries, vec![vec![3], vec![4], vec![5], vec![6], vec![7]]);
-    for i in 3..=7 {
+    assert_eq!(
+        entries,
+        vec![vec![2], vec![3], vec![4], vec![5], vec![6], vec![7]]
+    );
+    // Acknowledgements grow the budget back.
+    for i in 2..=7 {
         core.handle_peer(next, 3, ok(1, i, i));
     }
     drain(&mut core);
