@@ -162,7 +162,7 @@ start_mimeo_cluster() { # [more [replication] lines]
       printf 'node_id = "%s"\nlisten = "127.0.0.1:%s"\ndata_dir = "%s"\nmode = "leader-follower"\n' \
         "$id" "${mimeo_port[$id]}" "$mimeo_dir/data/$id"
       printf 'metrics_listen = "127.0.0.1:%s"\n' "${mimeo_metrics_port[$id]}"
-      printf '[tls]\ndir = "%s"\n[storage]\nfsync = "%s"\n[replication]\nacks = "%s"\n%s' \
+      printf '[tls]\ndir = "%s"\n[storage]\nfsync = "%s"\n[replication]\nbootstrap = true\nacks = "%s"\n%s' \
         "$mimeo_dir/certs" "$MIMEO_FSYNC" "$MIMEO_ACKS" "${1:-}"
       for peer in "${mimeo_ids[@]}"; do
         [ "$peer" = "$id" ] && continue

@@ -535,7 +535,12 @@ fn node_config(spec: &ClusterSpec, id: &str, addr: SocketAddr, peers: &[Peer]) -
         data = quoted(&spec.dir.join("data").join(id)),
     );
     if is_replicated(&spec.mode) {
-        tables.entry("replication").or_default();
+        // Each run starts a brand-new cluster in a fresh directory: its
+        // nodes found it (a restart finds their data and ignores this).
+        tables
+            .entry("replication")
+            .or_default()
+            .push("bootstrap = true".into());
     }
     for line in &spec.extra_config {
         let (key, value) = line.split_once('=').unwrap_or((line, ""));
@@ -734,7 +739,11 @@ mod tests {
             let replication = value["replication"].as_table().unwrap();
             assert_eq!(replication["acks"].as_str(), Some("async"), "{text}");
             assert_eq!(replication["heartbeat_ms"].as_integer(), Some(50));
-            assert_eq!(replication.len(), 3, "acks, heartbeat_ms, peers: {text}");
+            assert_eq!(
+                replication.len(),
+                4,
+                "bootstrap, acks, heartbeat_ms, peers: {text}"
+            );
             let peers: Vec<[&str; 3]> = replication["peers"]
                 .as_array()
                 .unwrap()

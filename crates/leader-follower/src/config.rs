@@ -68,15 +68,45 @@ pub struct Config {
     pub snapshot_every: u64,
     /// Entries kept in the log at and below the snapshot's index, so that a
     /// follower only slightly behind still catches up from the log rather
-    /// than from the whole snapshot.
+    /// than from the whole snapshot (at most a quarter of
+    /// `snapshot_bytes` of them, when that is set).
     pub snapshot_keep: u64,
+    /// Take a snapshot also once this many bytes of entries (as encoded)
+    /// have been applied since the last one (0: by count only). This is
+    /// what bounds the log a node holds in memory, and replays at a
+    /// restart, when values are large: about `snapshot_bytes` since the
+    /// snapshot, plus a kept tail of at most `snapshot_bytes / 4`, plus
+    /// what arrives while a snapshot is written. Default 64 MiB.
+    pub snapshot_bytes: u64,
     /// The largest number of snapshot bytes in one
     /// [`PeerMsg::InstallSnapshot`](crate::PeerMsg::InstallSnapshot)
     /// message. The leader sends one chunk at a time to each follower and
     /// waits for its answer, so this bounds what snapshot shipping holds in
     /// flight per follower.
     pub snapshot_chunk_bytes: usize,
+    /// The largest peer message, in encoded bytes, the transport accepts
+    /// (the driver derives it from the transport's maximum frame, minus
+    /// the envelope around a message: see
+    /// `mimeo_wire::max_peer_payload`). Appends are cut to fit it (an
+    /// append always carries at least one entry), snapshot chunks are at
+    /// most this minus their header, and a write whose entry could never
+    /// fit in one append is refused with [`Reply::BadRequest`](crate::Reply::BadRequest).
+    /// At least [`MIN_MESSAGE_BYTES`].
+    pub max_message_bytes: usize,
+    /// Whether a node that starts with **no state at all** (no hard state,
+    /// no log, no snapshot) founds a new cluster and votes at once. When
+    /// false (the default) such a node may be one whose data was lost: it
+    /// starts as a learner, which neither votes nor counts towards any
+    /// quorum until it has caught up from a leader of the cluster (see
+    /// [`Core`](crate::Core)). Set it only for the first start of the
+    /// nodes of a brand-new cluster: a node that lost its data and is
+    /// restarted with it could help elect a leader that lacks
+    /// acknowledged writes. Ignored when the node has state.
+    pub bootstrap: bool,
 }
+
+/// The smallest [`Config::max_message_bytes`] accepted.
+pub const MIN_MESSAGE_BYTES: usize = 1024;
 
 impl Config {
     /// Settings with the defaults below for `id` among `peers`.
@@ -85,8 +115,11 @@ impl Config {
     /// `quorum` acks, leader reads, 2 s write and read timeouts, 8 messages
     /// of at most 256 entries in flight per follower, retransmission after
     /// 200 ms, seed = `id`, pre-vote and leader probes on, a snapshot every
-    /// 100,000 applied entries keeping 1,000 entries of log behind it,
-    /// shipped in chunks of 1 MiB.
+    /// 100,000 applied entries or 64 MiB of them, keeping 1,000 entries
+    /// (at most 16 MiB) of log behind it,
+    /// shipped in chunks of 1 MiB, peer messages of at most 4 MiB less
+    /// 1 KiB (the wire's default frame less room for its envelope), and
+    /// no bootstrap (a node without state starts as a learner).
     pub fn new(id: NodeId, peers: Vec<NodeId>) -> Config {
         Config {
             id,
@@ -106,7 +139,10 @@ impl Config {
             probe_leader: true,
             snapshot_every: 100_000,
             snapshot_keep: 1_000,
+            snapshot_bytes: 64 << 20,
             snapshot_chunk_bytes: 1 << 20,
+            max_message_bytes: mimeo_wire::DEFAULT_MAX_FRAME - 1024,
+            bootstrap: false,
         }
     }
 
@@ -138,6 +174,13 @@ impl Config {
         if self.snapshot_chunk_bytes == 0 {
             return Err(ConfigError::Zero {
                 field: "snapshot_chunk_bytes",
+            });
+        }
+        if self.max_message_bytes < MIN_MESSAGE_BYTES {
+            return Err(ConfigError::TooSmall {
+                field: "max_message_bytes",
+                value: self.max_message_bytes,
+                min: MIN_MESSAGE_BYTES,
             });
         }
         if self.election_timeout_min_ms <= self.heartbeat_interval_ms
@@ -191,6 +234,16 @@ pub enum ConfigError {
     Zero {
         /// The setting.
         field: &'static str,
+    },
+    /// A setting is below its minimum.
+    #[error("{field} is {value}, below its minimum of {min}")]
+    TooSmall {
+        /// The setting.
+        field: &'static str,
+        /// Its value.
+        value: usize,
+        /// The least value that works.
+        min: usize,
     },
     /// The election timeouts do not satisfy heartbeat < min < max.
     #[error(

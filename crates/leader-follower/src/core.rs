@@ -10,6 +10,7 @@ use crate::config::{Config, ConfigError};
 use crate::message::{AppendResult, PeerMsg};
 use crate::output::{FollowerLag, Output, Persist, Role, Status};
 use crate::progress::{Mode, Progress};
+use crate::size;
 use crate::snapshot::{Incoming, KeyValues, Snapshot};
 use crate::types::{
     AckMode, ClientOp, Command, HardState, LogEntry, Millis, NodeId, ReadMode, Reply, RequestId,
@@ -228,8 +229,8 @@ pub struct Core {
     early_election: bool,
     /// Highest index known to match the current leader's log (follower).
     leader_match: u64,
-    /// When this node last knew it had applied the leader's commit index.
-    fresh_at: Option<Millis>,
+    /// The leader's clock, as this follower sees it: see [`LeaderClock`].
+    leader_clock: Option<LeaderClock>,
     votes: BTreeSet<NodeId>,
     /// The pre-votes granted for standing in `term + 1` (this node's own
     /// included), while a pre-vote is under way.
@@ -255,6 +256,35 @@ pub struct Core {
     rolled_back: u64,
     /// Leaders found gone by a refused probe.
     leaders_gone: u64,
+    /// Messages the driver could not send ([`Core::send_failed`]).
+    send_failures: u64,
+    /// Encoded bytes of the entries applied since the last snapshot was
+    /// taken ([`Config::snapshot_bytes`]).
+    applied_bytes: u64,
+}
+
+/// What a follower knows of its leader's clock, for the staleness of
+/// follower reads.
+///
+/// Each heartbeat carries the leader's send time on the leader's clock.
+/// `offset` is the least `arrival - send` seen from this leader in this
+/// term: the difference between the two clocks plus the shortest one-way
+/// delay. A heartbeat is mapped to this node's clock as `send + offset`,
+/// so its age is measured from when the leader sent it, never from when
+/// it arrived: a backlog of old heartbeats delivered after a partition
+/// heals carries old send times and makes no read look fresh.
+///
+/// Assumed: both clocks are monotonic and run at the same rate (as the
+/// timeouts assume); nothing about their origins. Staleness is then
+/// underestimated by at most the shortest one-way delay seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct LeaderClock {
+    term: u64,
+    leader: NodeId,
+    offset: i128,
+    /// The latest send time (leader clock) of a heartbeat whose commit
+    /// index this node had applied.
+    fresh_at: Option<Millis>,
 }
 
 /// A probe of the leader's address ([`Output::Probe`]).
@@ -421,10 +451,19 @@ impl Core {
         let (offset, offset_term, log) = if snapshot.is_none() {
             (0, 0, entries)
         } else {
-            let wanted = snap_last
+            let mut wanted = snap_last
                 .index
                 .saturating_sub(config.snapshot_keep)
                 .max(first);
+            // And at most a quarter of `snapshot_bytes` of them.
+            let at_or_below = |i: u64| entries.get((i - first) as usize);
+            let by_bytes = keep_from(
+                (wanted + 1..=snap_last.index.min(first + entries.len() as u64 - 1))
+                    .rev()
+                    .filter_map(|i| at_or_below(i).map(|e| (i, size::entry_bytes(e)))),
+                config.snapshot_bytes / 4,
+            );
+            wanted = wanted.max(by_bytes.min(snap_last.index));
             let last_entry = entries.last().map_or(0, |e| e.position.index);
             if wanted >= snap_last.index || first > snap_last.index || last_entry < snap_last.index
             {
@@ -444,6 +483,24 @@ impl Core {
             }
         };
         let durable = offset + log.len() as u64;
+        let mut hard_state = hard_state;
+        let no_state = hard_state.term == 0
+            && hard_state.voted_for.is_none()
+            && snapshot.is_none()
+            && log.is_empty()
+            && offset == 0;
+        if no_state && (config.bootstrap || config.peers.is_empty()) {
+            // A founding member (or the whole of a one-node cluster).
+            hard_state.voter = true;
+        }
+        if !hard_state.voter {
+            tracing::warn!(
+                id = config.id,
+                "this node has no voting state: it starts as a learner, which neither votes \
+                 nor counts towards quorums until it has caught up from a leader (a node \
+                 of a brand-new cluster must start with bootstrap)"
+            );
+        }
         let (kv, snapshot) = match snapshot {
             Some(s) => (s.kv.clone(), Some(Arc::new(s))),
             None => (KeyValues::new(), None),
@@ -474,7 +531,7 @@ impl Core {
             probe: None,
             early_election: false,
             leader_match: 0,
-            fresh_at: None,
+            leader_clock: None,
             votes: BTreeSet::new(),
             pre_votes: None,
             progress: BTreeMap::new(),
@@ -492,6 +549,8 @@ impl Core {
             elections_won: 0,
             rolled_back: 0,
             leaders_gone: 0,
+            send_failures: 0,
+            applied_bytes: 0,
         };
         core.reset_election_deadline(now);
         Ok(core)
@@ -653,6 +712,8 @@ impl Core {
             elections_won: self.elections_won,
             rolled_back_entries: self.rolled_back,
             leaders_gone: self.leaders_gone,
+            send_failures: self.send_failures,
+            voter: self.hard.voter,
             live_keys: self.live_keys,
             followers,
         }
@@ -770,8 +831,15 @@ impl Core {
                 entries,
                 commit,
             } => self.on_append(now, from, term, prev, entries, commit),
-            PeerMsg::AppendResp { term, result } => {
+            PeerMsg::AppendResp {
+                term,
+                result,
+                voter,
+            } => {
                 if self.role == Role::Leader && term == self.hard.term {
+                    if let Some(p) = self.progress.get_mut(&from) {
+                        p.set_voter(voter);
+                    }
                     self.on_append_resp(now, from, result);
                 }
             }
@@ -780,6 +848,8 @@ impl Core {
                 commit,
                 leader_commit,
                 seq,
+                settled,
+                sent_at,
             } => {
                 if term < self.hard.term {
                     return self.send(from, self.stale_term_answer());
@@ -789,15 +859,22 @@ impl Core {
                 }
                 let commit = commit.min(self.last_index());
                 self.advance_commit_to(now, commit);
-                if self.applied >= leader_commit {
-                    self.fresh_at = Some(now);
+                self.observe_leader_clock(now, from, sent_at, self.applied >= leader_commit);
+                // A learner votes again once it durably holds the log of a
+                // leader whose commit index is of its own term (so that
+                // everything before it is committed too), up to that index.
+                let holds = self.leader_match.min(self.durable) >= leader_commit;
+                if settled && holds && !self.hard.voter {
+                    self.become_voter(from, leader_commit);
                 }
                 let term = self.hard.term;
-                self.send(from, PeerMsg::HeartbeatResp { term, seq });
+                let voter = self.hard.voter;
+                self.send(from, PeerMsg::HeartbeatResp { term, seq, voter });
             }
-            PeerMsg::HeartbeatResp { term, seq } => {
+            PeerMsg::HeartbeatResp { term, seq, voter } => {
                 if self.role == Role::Leader && term == self.hard.term {
                     if let Some(p) = self.progress.get_mut(&from) {
+                        p.set_voter(voter);
                         p.acked_seq = p.acked_seq.max(seq);
                         p.last_heard = Some(now);
                     }
@@ -805,7 +882,10 @@ impl Core {
                 }
             }
             PeerMsg::TimeoutNow { term } => {
-                if term == self.hard.term && self.leader == Some(from) && self.role != Role::Leader
+                if term == self.hard.term
+                    && self.leader == Some(from)
+                    && self.role != Role::Leader
+                    && self.hard.voter
                 {
                     tracing::info!(term, from, "leadership handed over; starting an election");
                     self.start_election(now, true);
@@ -857,7 +937,10 @@ impl Core {
     pub fn tick(&mut self, now: Millis) {
         match self.role {
             Role::Follower | Role::Candidate => {
-                if now >= self.election_deadline {
+                if now >= self.election_deadline && !self.hard.voter {
+                    // A learner never stands: it waits for a leader.
+                    self.reset_election_deadline(now);
+                } else if now >= self.election_deadline {
                     self.start_pre_vote(now);
                 } else if self.probe_due().is_some_and(|due| now >= due) {
                     self.probe_leader(now);
@@ -949,10 +1032,14 @@ impl Core {
             self.durable = self.durable.max(last.index);
             self.after_durable(now);
         }
-        let new_offset = last
-            .index
-            .saturating_sub(self.config.snapshot_keep)
-            .max(self.offset);
+        let by_count = last.index.saturating_sub(self.config.snapshot_keep);
+        let by_bytes = keep_from(
+            (by_count.max(self.offset) + 1..=last.index)
+                .rev()
+                .filter_map(|i| self.entry(i).map(|e| (i, size::entry_bytes(e)))),
+            self.config.snapshot_bytes / 4,
+        );
+        let new_offset = by_count.max(by_bytes).min(last.index).max(self.offset);
         if new_offset > self.offset {
             let term = self
                 .term_at(new_offset)
@@ -980,6 +1067,7 @@ impl Core {
         let (&target, _) = self
             .progress
             .iter()
+            .filter(|(_, p)| p.voter)
             .max_by_key(|(id, p)| (p.match_index, std::cmp::Reverse(**id)))?;
         tracing::info!(term = self.hard.term, target, "transferring leadership");
         self.transfer = Some(Transfer {
@@ -992,6 +1080,33 @@ impl Core {
         self.maybe_send_timeout_now(target);
         self.send_appends(now, target);
         Some(target)
+    }
+
+    /// The driver could not send `msg` to `to`: the transport refused it
+    /// (too large for one frame, which the core's byte budget should
+    /// prevent; an unknown peer). For an append or a snapshot chunk, the
+    /// leader halves what it puts in one message to that follower and
+    /// probes it again from its match index, so replication to it resumes
+    /// in smaller pieces instead of rebuilding the refused message for
+    /// ever. Counted in [`Status::send_failures`]. Other messages are
+    /// small and retried by the protocol's own timers.
+    pub fn send_failed(&mut self, now: Millis, to: NodeId, msg: &PeerMsg) {
+        self.send_failures += 1;
+        let shipping = matches!(
+            msg,
+            PeerMsg::Append { .. } | PeerMsg::InstallSnapshot { .. }
+        );
+        if self.role != Role::Leader || msg.term() != self.hard.term || !shipping {
+            return;
+        }
+        if let Some(p) = self.progress.get_mut(&to) {
+            p.on_send_failed(now);
+            tracing::warn!(
+                to,
+                max_bytes = p.max_bytes,
+                "a message to this follower was refused by the transport; sending it less at once"
+            );
+        }
     }
 
     // ------------------------------------------------------------ elections
@@ -1130,6 +1245,7 @@ impl Core {
         self.hard = HardState {
             term: self.hard.term + 1,
             voted_for: Some(self.config.id),
+            voter: true,
         };
         self.persist_hard();
         self.role = Role::Candidate;
@@ -1162,7 +1278,8 @@ impl Core {
             std::cmp::Ordering::Equal => self.hard.voted_for.is_none_or(|v| v == candidate),
             std::cmp::Ordering::Greater => true,
         };
-        free && last >= self.last_position()
+        // A learner does not vote: its log may lack committed entries.
+        self.hard.voter && free && last >= self.last_position()
     }
 
     fn on_request_vote(&mut self, now: Millis, from: NodeId, term: u64, last: LogPosition) {
@@ -1198,7 +1315,7 @@ impl Core {
             .config
             .peers
             .iter()
-            .map(|&p| (p, Progress::new(last, now)))
+            .map(|&p| (p, Progress::new(last, now, self.entry_budget())))
             .collect();
         let noop = self.append(now, Command::Noop);
         self.term_start = noop.index;
@@ -1215,6 +1332,7 @@ impl Core {
             self.hard = HardState {
                 term,
                 voted_for: None,
+                voter: self.hard.voter,
             };
             self.persist_hard();
             self.leader_match = 0;
@@ -1294,7 +1412,7 @@ impl Core {
         let heard = self
             .progress
             .values()
-            .filter(|p| now.since(p.last_heard.unwrap_or(p.last_progress)) < window)
+            .filter(|p| p.voter && now.since(p.last_heard.unwrap_or(p.last_progress)) < window)
             .count();
         heard + 1 < self.config.majority()
     }
@@ -1303,6 +1421,11 @@ impl Core {
 
     fn last_index(&self) -> u64 {
         self.offset + self.log.len() as u64
+    }
+
+    /// The most encoded bytes of entries one append may carry.
+    fn entry_budget(&self) -> usize {
+        self.config.max_message_bytes - size::APPEND_OVERHEAD
     }
 
     /// The term of the entry at `index`, when known: from `offset` (the
@@ -1356,6 +1479,8 @@ impl Core {
                 commit: self.commit.min(p.match_index),
                 leader_commit: self.commit,
                 seq: self.read_seq,
+                settled: self.commit >= self.term_start,
+                sent_at: now,
             };
             self.send(peer, msg);
             let retransmit_ms = self.config.retransmit_ms;
@@ -1389,10 +1514,30 @@ impl Core {
                 return;
             }
             let prev = self.position_at(p.next_index - 1);
-            let end = last.min(prev.index + batch);
-            let entries: Vec<LogEntry> = (prev.index + 1..=end)
-                .map(|i| self.entry(i).expect("the log holds it").clone())
-                .collect();
+            // At most `batch` entries and the follower's byte budget, but
+            // at least one entry (which fits a message: writes that could
+            // not were refused).
+            let budget = p.max_bytes;
+            // A follower silent through every halving is probed with no
+            // entries at all (cheap), until it answers.
+            let silent = p.mode == Mode::Probe && budget <= 1;
+            let upto = if silent {
+                prev.index
+            } else {
+                last.min(prev.index + batch)
+            };
+            let mut entries: Vec<LogEntry> = Vec::new();
+            let mut bytes = 0;
+            for i in prev.index + 1..=upto {
+                let entry = self.entry(i).expect("the log holds it");
+                let size = size::entry_bytes(entry);
+                if !entries.is_empty() && bytes + size > budget {
+                    break;
+                }
+                bytes += size;
+                entries.push(entry.clone());
+            }
+            let end = prev.index + entries.len() as u64;
             let p = self.progress.get_mut(&peer).expect("checked above");
             if p.inflight.is_empty() {
                 p.last_progress = now;
@@ -1438,7 +1583,7 @@ impl Core {
                     matched: covered,
                     durable: self.durable.min(covered),
                 };
-                return self.send(from, PeerMsg::AppendResp { term, result });
+                return self.send(from, self.append_resp(term, result));
             }
             let prev = LogPosition::new(self.offset_term, self.offset);
             (prev, entries[skip..].to_vec())
@@ -1449,10 +1594,7 @@ impl Core {
             let hint = self.last_index();
             return self.send(
                 from,
-                PeerMsg::AppendResp {
-                    term,
-                    result: AppendResult::Conflict { hint },
-                },
+                self.append_resp(term, AppendResult::Conflict { hint }),
             );
         }
         if self.term_at(prev.index) != Some(prev.term) {
@@ -1466,10 +1608,7 @@ impl Core {
             let hint = (first_of_term - 1).max(self.commit);
             return self.send(
                 from,
-                PeerMsg::AppendResp {
-                    term,
-                    result: AppendResult::Conflict { hint },
-                },
+                self.append_resp(term, AppendResult::Conflict { hint }),
             );
         }
         let matched = prev.index + entries.len() as u64;
@@ -1493,7 +1632,9 @@ impl Core {
                     from_index = index,
                     dropped,
                     total = self.rolled_back,
-                    "rolling back a divergent log suffix (entries never committed)"
+                    "rolling back a divergent log suffix: the leader's log replaces it, so it was not \
+                     committed as far as this node knows (if a majority lost its data, it may \
+                     have been)"
                 );
                 self.log.truncate((index - self.offset - 1) as usize);
                 self.durable = self.durable.min(index - 1);
@@ -1525,9 +1666,6 @@ impl Core {
         }
         self.leader_match = self.leader_match.max(matched);
         self.advance_commit_to(now, commit.min(matched));
-        if self.applied >= commit {
-            self.fresh_at = Some(now);
-        }
         let result = AppendResult::Ok {
             matched,
             durable: self.durable.min(self.leader_match),
@@ -1565,7 +1703,7 @@ impl Core {
     /// durable before anything later leaves).
     fn send_append_ok(&mut self, to: NodeId, term: u64, result: AppendResult) {
         let AppendResult::Ok { matched, durable } = result else {
-            return self.send(to, PeerMsg::AppendResp { term, result });
+            return self.send(to, self.append_resp(term, result));
         };
         for output in self.out.iter_mut().rev() {
             match output {
@@ -1573,6 +1711,7 @@ impl Core {
                     to: queued_to,
                     msg:
                         PeerMsg::AppendResp {
+                            voter: _,
                             term: queued_term,
                             result:
                                 AppendResult::Ok {
@@ -1592,18 +1731,19 @@ impl Core {
                 _ => {}
             }
         }
-        self.send(to, PeerMsg::AppendResp { term, result });
+        self.send(to, self.append_resp(term, result));
     }
 
     fn on_append_resp(&mut self, now: Millis, from: NodeId, result: AppendResult) {
         let last = self.last_index();
+        let budget = self.entry_budget();
         let Some(p) = self.progress.get_mut(&from) else {
             return;
         };
         p.last_heard = Some(now);
         match result {
             AppendResult::Ok { matched, durable } => {
-                p.on_ok(matched.min(last), durable.min(last), now);
+                p.on_ok(matched.min(last), durable.min(last), now, budget);
                 self.advance_leader_commit(now);
                 self.check_writes();
             }
@@ -1633,8 +1773,12 @@ impl Core {
                 .get_or_insert_with(|| Arc::new(snapshot.encode())),
         );
         let len = bytes.len() as u64;
-        let chunk = self.config.snapshot_chunk_bytes as u64;
         let p = self.progress.get_mut(&peer).expect("the caller checked");
+        let chunk = self
+            .config
+            .snapshot_chunk_bytes
+            .min(self.config.max_message_bytes - size::SNAPSHOT_OVERHEAD)
+            .min(p.max_bytes) as u64;
         let offset = match p.mode {
             Mode::Snapshot { last, offset } if last == snapshot.last => offset.min(len),
             _ => {
@@ -1715,7 +1859,7 @@ impl Core {
                 matched: last.index,
                 durable: self.durable.min(last.index),
             };
-            return self.send(from, PeerMsg::AppendResp { term, result });
+            return self.send(from, self.append_resp(term, result));
         }
         let same = self
             .incoming
@@ -1835,16 +1979,50 @@ impl Core {
         PeerMsg::HeartbeatResp {
             term: self.hard.term,
             seq: 0,
+            voter: self.hard.voter,
         }
+    }
+
+    /// This node's answer to an append.
+    fn append_resp(&self, term: u64, result: AppendResult) -> PeerMsg {
+        PeerMsg::AppendResp {
+            term,
+            result,
+            voter: self.hard.voter,
+        }
+    }
+
+    /// A learner holds, durably and matching its leader's log, the
+    /// leader's commit index, which is of the leader's own term: it holds
+    /// every committed entry, so it may vote and count towards quorums
+    /// again. Recorded in the hard state before anything else leaves.
+    fn become_voter(&mut self, leader: NodeId, leader_commit: u64) {
+        tracing::info!(
+            term = self.hard.term,
+            leader,
+            commit = leader_commit,
+            durable = self.durable,
+            "caught up with the leader: this node votes again"
+        );
+        self.hard.voter = true;
+        self.persist_hard();
     }
 
     // --------------------------------------------------------------- commit
 
     fn advance_leader_commit(&mut self, now: Millis) {
-        let mut matched: Vec<u64> = self.progress.values().map(|p| p.match_index).collect();
+        // Learners do not count: their logs may lack what they once held.
+        let mut matched: Vec<u64> = self
+            .progress
+            .values()
+            .filter(|p| p.voter)
+            .map(|p| p.match_index)
+            .collect();
         matched.push(self.durable);
         matched.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = matched[self.config.majority() - 1];
+        let Some(&candidate) = matched.get(self.config.majority() - 1) else {
+            return;
+        };
         // Only entries of the current term commit by counting (Raft §5.4.2).
         if candidate > self.commit && self.term_at(candidate) == Some(self.hard.term) {
             self.advance_commit_to(now, candidate);
@@ -1863,6 +2041,7 @@ impl Core {
                 .expect("committed entries are held")
                 .entry;
             let position = entry.position;
+            let bytes = size::entry_bytes(entry) as u64;
             match &entry.command {
                 Command::Noop => {}
                 Command::Put { key, value } => {
@@ -1878,10 +2057,10 @@ impl Core {
                     }
                 }
             }
+            self.applied_bytes += bytes;
         }
         self.maybe_take_snapshot();
         if self.role == Role::Leader {
-            self.fresh_at = Some(now);
             self.check_writes();
         }
         self.check_reads(now);
@@ -1892,9 +2071,13 @@ impl Core {
     fn maybe_take_snapshot(&mut self) {
         let every = self.config.snapshot_every;
         let since = self.snapshot.as_ref().map_or(0, |s| s.last.index);
-        if every == 0 || self.snapshot_pending.is_some() || self.applied - since < every {
+        let by_count = every != 0 && self.applied - since >= every;
+        let bytes = self.config.snapshot_bytes;
+        let by_bytes = bytes != 0 && self.applied_bytes >= bytes;
+        if self.snapshot_pending.is_some() || !(by_count || by_bytes) {
             return;
         }
+        self.applied_bytes = 0;
         let snapshot = Arc::new(Snapshot {
             last: self.position_at(self.applied),
             kv: self.kv.clone(),
@@ -2009,6 +2192,23 @@ impl Core {
         if let Some(hint) = self.refuse_writes() {
             return self.reply(req_id, Reply::NotLeader { leader_hint: hint });
         }
+        // An entry no append can carry would stall replication for good.
+        let entry = LogEntry {
+            position: LogPosition::new(u64::MAX, u64::MAX),
+            command,
+        };
+        let size = size::entry_bytes(&entry);
+        if size > self.entry_budget() {
+            let message = format!(
+                "this write takes {size} bytes in a replication message, more than the {} \
+                 the transport carries (max_message_bytes = {}, from limits.max_frame_bytes): \
+                 use a smaller value",
+                self.entry_budget(),
+                self.config.max_message_bytes
+            );
+            return self.reply(req_id, Reply::BadRequest { message });
+        }
+        let command = entry.command;
         let position = self.append(now, command);
         self.writes.insert(
             req_id,
@@ -2125,7 +2325,35 @@ impl Core {
         if self.role == Role::Leader {
             return Some(0);
         }
-        self.fresh_at.map(|t| now.since(t))
+        let clock = self.leader_clock?;
+        let fresh = i128::from(clock.fresh_at?.0) + clock.offset;
+        Some(u64::try_from(i128::from(now.0) - fresh).unwrap_or(0))
+    }
+
+    /// A heartbeat from `leader`, sent at `sent_at` on its clock, arrived
+    /// at `now`; `fresh` when this node had then applied the leader's
+    /// commit index as of that send.
+    fn observe_leader_clock(&mut self, now: Millis, leader: NodeId, sent_at: Millis, fresh: bool) {
+        let term = self.hard.term;
+        let offset = i128::from(now.0) - i128::from(sent_at.0);
+        let clock = match self.leader_clock {
+            Some(c) if c.term == term && c.leader == leader => LeaderClock {
+                offset: c.offset.min(offset),
+                ..c
+            },
+            _ => LeaderClock {
+                term,
+                leader,
+                offset,
+                fresh_at: None,
+            },
+        };
+        let fresh_at = if fresh {
+            clock.fresh_at.max(Some(sent_at))
+        } else {
+            clock.fresh_at
+        };
+        self.leader_clock = Some(LeaderClock { fresh_at, ..clock });
     }
 
     fn check_writes(&mut self) {
@@ -2155,14 +2383,17 @@ impl Core {
         let followers_with = || {
             self.progress
                 .values()
-                .filter(|p| p.match_index >= index)
+                .filter(|p| p.voter && p.match_index >= index)
                 .count()
         };
         match w.ack {
             AckMode::Async => self.durable >= index,
             AckMode::SemiSync(k) => self.durable >= index && followers_with() >= k,
             AckMode::Quorum => self.commit >= index,
-            AckMode::All => self.commit >= index && followers_with() == self.progress.len(),
+            // Every node, learners included.
+            AckMode::All => {
+                self.commit >= index && self.progress.values().all(|p| p.match_index >= index)
+            }
         }
     }
 
@@ -2176,7 +2407,7 @@ impl Core {
                     let confirmed = 1 + self
                         .progress
                         .values()
-                        .filter(|p| p.acked_seq >= seq)
+                        .filter(|p| p.voter && p.acked_seq >= seq)
                         .count();
                     self.role == Role::Leader && confirmed >= majority && self.applied >= read_index
                 }
@@ -2256,6 +2487,24 @@ impl Core {
             self.reply(req_id, Reply::Unavailable { reason });
         }
     }
+}
+
+/// The index below which a kept tail of entries is dropped, given the
+/// tail's `(index, bytes)` from the snapshot's index down: the highest
+/// index at which keeping it too would exceed `max_bytes` (0: keep all;
+/// `max_bytes` 0 caps nothing).
+fn keep_from(tail: impl Iterator<Item = (u64, usize)>, max_bytes: u64) -> u64 {
+    if max_bytes == 0 {
+        return 0;
+    }
+    let mut kept = 0u64;
+    for (index, bytes) in tail {
+        kept += bytes as u64;
+        if kept > max_bytes {
+            return index;
+        }
+    }
+    0
 }
 
 /// The keys of `kv` that hold a value.

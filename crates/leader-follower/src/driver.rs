@@ -84,6 +84,12 @@ const SNAPSHOT_MAGIC: &[u8; 8] = b"MIMEOLFS";
 const SNAPSHOT_VERSION: u32 = 1;
 const SNAPSHOT_HEADER_LEN: usize = 44;
 
+/// What every error that suggests removing a node's data says is safe.
+pub const WIPE_ADVICE: &str = "remove the node's data directory and restart the node without \
+`bootstrap`: it rejoins as a learner and votes only once it has caught up from the leader. \
+This is safe while the other nodes hold a majority of the cluster; never wipe more nodes at \
+once than a minority, and never restart a wiped node with `bootstrap = true`";
+
 /// Why the driver could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -105,7 +111,7 @@ pub enum DriverError {
         source: std::io::Error,
     },
     /// The hard state file is not valid.
-    #[error("{path}: not a valid hard state ({message}); it is written only by this node: restore it from a backup or remove the node's data")]
+    #[error("{path}: not a valid hard state ({message}); it is written only by this node: restore it from a backup, or {WIPE_ADVICE}")]
     CorruptHardState {
         /// The file.
         path: PathBuf,
@@ -121,7 +127,7 @@ pub enum DriverError {
         source: std::io::Error,
     },
     /// The snapshot file is damaged.
-    #[error("{path}: not a valid snapshot ({message}); it is written only by this node, renamed into place after an fsync, so this is damage on disk: remove the node's data directory and let it catch up from the leader")]
+    #[error("{path}: not a valid snapshot ({message}); it is written only by this node, renamed into place after an fsync, so this is damage on disk: {WIPE_ADVICE}")]
     CorruptSnapshot {
         /// The file.
         path: PathBuf,
@@ -140,7 +146,7 @@ pub enum DriverError {
     #[error("invalid replication settings: {0}")]
     Config(#[from] crate::ConfigError),
     /// An entry of the log on disk cannot be decoded.
-    #[error("log entry {index} cannot be decoded ({message}): it was written by a newer build of Mimeo (run that build) or damaged on disk (remove the node's data directory and let it catch up from the leader)")]
+    #[error("log entry {index} cannot be decoded ({message}): it was written by a newer build of Mimeo (run that build) or damaged on disk ({WIPE_ADVICE})")]
     UnreadableEntry {
         /// Its index.
         index: u64,
@@ -150,7 +156,7 @@ pub enum DriverError {
     /// The log on disk starts after index 1 but the snapshot file that
     /// must cover the entries before it is missing: the data directory is
     /// incomplete (files removed by hand or by a tool).
-    #[error("the log in {dir} starts at index {first_index}, but the snapshot file {SNAPSHOT_FILE} that holds the entries before it is missing: the data directory is incomplete; restore it from a backup, or remove it and let the node catch up from the leader")]
+    #[error("the log in {dir} starts at index {first_index}, but the snapshot file {SNAPSHOT_FILE} that holds the entries before it is missing: the data directory is incomplete; restore it from a backup, or {WIPE_ADVICE}")]
     MissingSnapshot {
         /// The data directory.
         dir: PathBuf,
@@ -361,8 +367,17 @@ pub fn recover(
         return Err(DriverError::AutoCompaction { compact_min_bytes });
     }
     let storage = |doing| move |source| DriverError::Storage { doing, source };
-    let hard_state = read_hard_state(dir)?;
+    let mut hard_state = read_hard_state(dir)?;
     let snapshot = read_snapshot(dir)?;
+    let no_state = !dir.join(HARD_STATE_FILE).exists()
+        && snapshot.is_none()
+        && store.last_position().index == 0;
+    if no_state && config.bootstrap {
+        // Record it: a later start without `bootstrap` is a voter's too.
+        tracing::info!(dir = %dir.display(), "no state and bootstrap set: founding a new cluster");
+        hard_state.voter = true;
+        write_hard_state(dir, &hard_state)?;
+    }
     if let Some(s) = &snapshot {
         let last = store.last_position();
         let mut reset = last.index < s.last.index;
@@ -394,11 +409,25 @@ pub fn recover(
         });
     }
     let last = store.last_position().index;
-    let mut entries = Vec::new();
+    // Below the snapshot only a tail is kept (`snapshot_keep` entries, at
+    // most a quarter of `snapshot_bytes`): read no further back, and drop
+    // the oldest of it as it passes the byte cap, so that a restart holds
+    // no more than the running node did (whole segments stay on disk
+    // below the snapshot until a later snapshot discards them).
+    let snap_index = snapshot.as_ref().map_or(0, |s| s.last.index);
     let mut next = store.first_index();
+    if snapshot.is_some() {
+        next = next.max(snap_index.saturating_sub(config.snapshot_keep));
+    }
+    let tail_cap = match config.snapshot_bytes / 4 {
+        0 => u64::MAX,
+        cap => cap,
+    };
+    let mut entries = std::collections::VecDeque::new();
+    let mut tail_bytes = 0u64;
     while next <= last {
         let records = store
-            .read_log(next, 4096)
+            .read_log(next, 64) // a few at a time: values may be large
             .map_err(storage("reading the log at start-up"))?;
         if records.is_empty() {
             break;
@@ -410,9 +439,21 @@ pub fn recover(
                     index: record.meta.position.index,
                     message: e.to_string(),
                 })?;
-            entries.push(entry);
+            if entry.position.index <= snap_index {
+                tail_bytes += crate::size::entry_bytes(&entry) as u64;
+            }
+            entries.push_back(entry);
+            while tail_bytes > tail_cap
+                && entries
+                    .front()
+                    .is_some_and(|e| e.position.index < snap_index)
+            {
+                let dropped = entries.pop_front().expect("checked above");
+                tail_bytes -= crate::size::entry_bytes(&dropped) as u64;
+            }
         }
     }
+    let entries = Vec::from(entries);
     Core::restore(config, now, hard_state, snapshot, entries).map_err(|source| {
         DriverError::Recover {
             dir: dir.to_path_buf(),
@@ -719,7 +760,10 @@ impl Driver {
                     self.timer.sent(to, &msg, Instant::now());
                     let payload = postcard::to_allocvec(&msg).expect("peer messages serialize");
                     if let Err(e) = self.bus.send(name, payload) {
-                        tracing::warn!(to = name, error = %e, "peer message not queued");
+                        // The core hears of it and sends less at once.
+                        tracing::debug!(to = name, error = %e, "peer message refused");
+                        let now = self.now();
+                        self.core.send_failed(now, to, &msg);
                     }
                 }
                 Output::Persist(persist) => {
@@ -1008,6 +1052,7 @@ mod tests {
         let state = HardState {
             term: 7,
             voted_for: Some(2),
+            voter: true,
         };
         write_hard_state(dir.path(), &state).unwrap();
         assert_eq!(read_hard_state(dir.path()).unwrap(), state);
@@ -1053,6 +1098,7 @@ mod tests {
             &HardState {
                 term: 1,
                 voted_for: None,
+                voter: true,
             },
         )
         .unwrap();
@@ -1168,6 +1214,7 @@ mod tests {
             &HardState {
                 term: 3,
                 voted_for: None,
+                voter: true,
             },
         )
         .unwrap();

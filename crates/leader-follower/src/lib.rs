@@ -16,6 +16,7 @@
 //! | [`Core::snapshot_persisted`] | a snapshot the core asked for is durable |
 //! | [`Core::transfer_leadership`] | the node is shutting down (SIGTERM) |
 //! | [`Core::peer_gone`] | a probe of the leader's address was refused |
+//! | [`Core::send_failed`] | the transport refused a message (too large for a frame) |
 //!
 //! and drains [`Output`]s with [`Core::poll_output`]: [`Output::Send`] a
 //! message, [`Output::Persist`] a snapshot, log change, hard state or log
@@ -41,7 +42,9 @@
 //!     .iter()
 //!     .map(|&id| {
 //!         let peers = ids.iter().copied().filter(|&p| p != id).collect();
-//!         Core::new(Config::new(id, peers), Millis(0)).unwrap()
+//!         let mut config = Config::new(id, peers);
+//!         config.bootstrap = true; // a brand-new cluster: every node votes
+//!         Core::new(config, Millis(0)).unwrap()
 //!     })
 //!     .collect();
 //!
@@ -118,16 +121,65 @@
 //! counts them in [`Status::rolled_back_entries`]). A write that times out
 //! or whose leader steps down is [`Reply::Unknown`], never a failure.
 //!
+//! # A node that lost its data does not vote
+//!
+//! Membership is static, so a node that starts with no state at all
+//! cannot tell whether it is new or lost its data; if it voted at once
+//! after losing it, a write a majority (itself included) had acknowledged
+//! could be lost: it could help elect a leader that never had the write.
+//! So founding a cluster is an explicit choice, [`Config::bootstrap`]:
+//! a node that starts with no state and without it is a **learner**
+//! ([`HardState::voter`] false). A learner follows a leader and takes its
+//! log like any follower, but grants no (pre-)votes, never stands for
+//! election, and its answers ([`PeerMsg::AppendResp`],
+//! [`PeerMsg::HeartbeatResp`], which say whether the sender votes) count
+//! towards no commit, `semi-sync` acknowledgement, leader-read
+//! confirmation or leader lease (an `all` write still waits for it). A
+//! leader that hears a follower is a learner forgets what it knew that
+//! follower to hold. A learner becomes a voter once a
+//! [`PeerMsg::Heartbeat`] says the leader's commit index is of the
+//! leader's own term (every entry before it is then committed) and its own
+//! log durably holds the leader's up to that index: it then holds every
+//! committed entry, so the quorum overlap argument holds again. It records
+//! `voter = true` in its hard state before anything else leaves it. This
+//! assumes that no message a node's process sent before the loss arrives
+//! after the restarted process speaks (the process's connections die with
+//! it). The tokio driver records a founding node's vote on its first start
+//! ([`driver::recover`]), so later starts need no flag; hard states
+//! written by earlier builds read as voters'.
+//!
+//! # Messages fit the transport
+//!
+//! The transport refuses a message larger than its frame
+//! ([`Config::max_message_bytes`], which the driver derives from it). So
+//! an append carries at most `max_batch_entries` entries **and** at most
+//! that many encoded bytes, but always at least one entry; a write whose
+//! entry could not fit even alone is refused ([`Reply::BadRequest`]), so
+//! no entry in the log is too large to ship. Snapshot chunks are cut to
+//! fit as well. Should the transport still refuse a message, the driver
+//! tells the core ([`Core::send_failed`]): the leader halves what it
+//! sends that follower at once and probes it again. A follower that
+//! leaves appends unanswered for `retransmit_ms` is probed with ever
+//! smaller messages too, and each acknowledgement doubles the size back,
+//! so a paused or cut-off follower does not cost its leader a full
+//! message per retransmission.
+//!
 //! # Snapshots and log compaction
 //!
-//! Every `snapshot_every` applied entries ([`Config::snapshot_every`]) a
-//! core snapshots its applied key-value view ([`Snapshot`]: the view and
+//! Every `snapshot_every` applied entries ([`Config::snapshot_every`]), or
+//! once `snapshot_bytes` of entries were applied since the last snapshot
+//! ([`Config::snapshot_bytes`], 64 MiB: what bounds memory when values are
+//! large), a core snapshots its applied key-value view ([`Snapshot`]: the view and
 //! the position of the last entry in it). Once the driver reports the
-//! snapshot durable, the core keeps only `snapshot_keep` entries at and
-//! below it in memory and tells the driver it may drop the rest from disk
+//! snapshot durable, the core keeps only `snapshot_keep` entries (at most
+//! `snapshot_bytes / 4` of them) at and below it in memory and tells the driver it may drop the rest from disk
 //! ([`Persist::discard_before`]; the tokio driver drops whole storage
 //! segments). So memory, disk and restart time stay bounded by the live
-//! state plus `snapshot_every + snapshot_keep` entries. The view is a
+//! state plus the entries since the last snapshot (fewer than
+//! `snapshot_every`, about `snapshot_bytes`) and the kept tail; the
+//! driver's recovery reads no more of the log back than that. (Entries
+//! not yet committed cannot be folded into a snapshot: a leader that
+//! cannot commit keeps appending them to memory until writes time out.) The view is a
 //! persistent map ([`KeyValues`]), so taking a snapshot costs no copy, and
 //! the tokio driver writes it while appends go on. A store given to the
 //! driver must not compact on its own ([`driver::store_options`]).
@@ -156,14 +208,16 @@ pub mod driver;
 mod message;
 mod output;
 mod progress;
+mod size;
 mod snapshot;
 mod timing;
 mod types;
 
-pub use crate::config::{Config, ConfigError};
+pub use crate::config::{Config, ConfigError, MIN_MESSAGE_BYTES};
 pub use crate::core::{Core, RecoverError};
 pub use crate::message::{AppendResult, PeerMsg};
 pub use crate::output::{FollowerLag, Output, Persist, Role, Status};
+pub use crate::size::{single_put_append_bytes, APPEND_OVERHEAD, SNAPSHOT_OVERHEAD};
 pub use crate::snapshot::{KeyState, KeyValues, Snapshot};
 pub use crate::timing::ReplicationLatency;
 pub use crate::types::{

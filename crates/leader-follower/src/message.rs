@@ -46,6 +46,9 @@ pub enum PeerMsg {
         term: u64,
         /// The outcome.
         result: AppendResult,
+        /// Whether the follower is a voter: a learner's durable entries
+        /// do not count towards commit or any ack mode but `all`.
+        voter: bool,
     },
     /// The leader's heartbeat: keeps followers from starting elections,
     /// carries the commit index, and (echoed in the answer) confirms
@@ -61,6 +64,15 @@ pub enum PeerMsg {
         leader_commit: u64,
         /// The leader's read round, echoed back.
         seq: u64,
+        /// When the leader sent it, on the leader's own clock (its
+        /// [`Millis`](crate::Millis), which count from an origin of its
+        /// own): a follower measures its staleness from this, not from
+        /// when the heartbeat arrived.
+        sent_at: crate::Millis,
+        /// The leader's commit index is of its own term, so every entry
+        /// before it is committed too: a learner whose log durably holds
+        /// the leader's up to `leader_commit` may become a voter.
+        settled: bool,
     },
     /// The answer to a heartbeat.
     HeartbeatResp {
@@ -68,6 +80,9 @@ pub enum PeerMsg {
         term: u64,
         /// The round it answers.
         seq: u64,
+        /// Whether the follower is a voter (a learner's answer does not
+        /// confirm leadership for leader reads).
+        voter: bool,
     },
     /// The leader hands leadership over: the receiver starts an election at
     /// once.

@@ -134,19 +134,31 @@ pub struct Status {
     /// it exist only folded into the snapshot).
     pub first_index: u64,
     /// How long since this node was last known to have applied everything
-    /// the leader had committed (0 on the leader; `None`: never).
+    /// the leader had committed (0 on the leader; `None`: never), measured
+    /// from the leader's send time of the heartbeat that showed it, not
+    /// from its arrival (so a heartbeat delivered late makes nothing look
+    /// fresh): the leader's clock is mapped onto this node's by the
+    /// smallest `arrival - send` seen from it in this term. Assumes both
+    /// monotonic clocks run at the same rate; underestimates by at most
+    /// the shortest one-way delay.
     pub staleness_ms: Option<u64>,
     /// Elections this node started.
     pub elections_started: u64,
     /// Elections this node won.
     pub elections_won: u64,
     /// Entries this node dropped from its log because a leader's log
-    /// replaced them (writes that were never committed, e.g. async writes
-    /// lost in a failover).
+    /// replaced them (writes not committed as far as this node knew, e.g.
+    /// async writes lost in a failover).
     pub rolled_back_entries: u64,
     /// Times this node found its leader's process gone by a refused probe
     /// and hurried the election ([`Config::probe_leader`](crate::Config::probe_leader)).
     pub leaders_gone: u64,
+    /// Messages the driver could not hand to the transport
+    /// ([`Core::send_failed`](crate::Core::send_failed)).
+    pub send_failures: u64,
+    /// Whether it votes and counts towards quorums (`false`: a learner
+    /// catching up after starting without state).
+    pub voter: bool,
     /// Keys holding a value in its applied view.
     pub live_keys: u64,
     /// Replication lag per follower (filled on the leader only).

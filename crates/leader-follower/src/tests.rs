@@ -23,8 +23,11 @@ fn noop(term: u64, index: u64) -> LogEntry {
     }
 }
 
+/// A founding member's settings (`bootstrap`: it votes from the start).
 fn config(id: NodeId, n: u64) -> Config {
-    Config::new(id, (1..=n).filter(|&p| p != id).collect())
+    let mut config = Config::new(id, (1..=n).filter(|&p| p != id).collect());
+    config.bootstrap = true;
+    config
 }
 
 fn drain(core: &mut Core) -> Vec<Output> {
@@ -35,7 +38,11 @@ fn hard(term: u64, voted_for: Option<NodeId>) -> Output {
     Output::Persist(Persist {
         truncate_from: None,
         entries: Vec::new(),
-        hard_state: Some(HardState { term, voted_for }),
+        hard_state: Some(HardState {
+            term,
+            voted_for,
+            voter: true,
+        }),
         ..Persist::default()
     })
 }
@@ -57,6 +64,7 @@ fn ok(term: u64, matched: u64, durable: u64) -> PeerMsg {
     PeerMsg::AppendResp {
         term,
         result: AppendResult::Ok { matched, durable },
+        voter: true,
     }
 }
 
@@ -114,6 +122,7 @@ fn election_timeout_asks_for_pre_votes_and_keeps_the_term() {
     let hard_state = HardState {
         term: 3,
         voted_for: Some(2),
+        voter: true,
     };
     let mut core = Core::recover(config(1, 3), Millis(0), hard_state, vec![noop(3, 1)]).unwrap();
     let deadline = core.next_timeout();
@@ -204,6 +213,7 @@ fn a_pre_vote_is_granted_like_a_vote_and_changes_nothing() {
     let hard_state = HardState {
         term: 2,
         voted_for: Some(3),
+        voter: true,
     };
     let log = vec![noop(1, 1), put(2, 2, "a")];
     let mut core = Core::recover(config(1, 3), Millis(0), hard_state, log).unwrap();
@@ -236,6 +246,8 @@ fn a_pre_vote_is_refused_while_a_leader_is_heard() {
         commit: 0,
         leader_commit: 0,
         seq: 1,
+        settled: false,
+        sent_at: Millis(0),
     };
     core.handle_peer(Millis(100), 1, heartbeat);
     drain(&mut core);
@@ -286,6 +298,8 @@ fn heartbeat(term: u64, seq: u64) -> PeerMsg {
         commit: 0,
         leader_commit: 0,
         seq,
+        settled: false,
+        sent_at: Millis(0),
     }
 }
 
@@ -473,6 +487,7 @@ fn vote_is_refused_to_a_candidate_missing_entries() {
     let hard_state = HardState {
         term: 2,
         voted_for: None,
+        voter: true,
     };
     let log = vec![noop(1, 1), put(2, 2, "a")];
     let mut core = Core::recover(config(1, 3), Millis(0), hard_state, log).unwrap();
@@ -512,6 +527,8 @@ fn vote_requests_are_ignored_while_a_leader_is_heard() {
             commit: 0,
             leader_commit: 0,
             seq: 1,
+            settled: false,
+            sent_at: Millis(0),
         },
     );
     drain(&mut core);
@@ -541,6 +558,8 @@ fn vote_requests_are_ignored_while_a_leader_is_heard() {
             commit: 0,
             leader_commit: 0,
             seq: 1,
+            settled: false,
+            sent_at: Millis(0),
         },
     );
     core.handle_peer(Millis(400), 3, request);
@@ -552,6 +571,7 @@ fn append_truncates_a_conflicting_suffix_and_counts_it() {
     let hard_state = HardState {
         term: 2,
         voted_for: Some(1),
+        voter: true,
     };
     let log = vec![noop(1, 1), put(1, 2, "a"), put(2, 3, "b"), put(2, 4, "c")];
     let mut core = Core::recover(config(2, 3), Millis(0), hard_state, log).unwrap();
@@ -600,6 +620,7 @@ fn append_with_a_mismatched_prev_is_refused_with_a_hint() {
     let hard_state = HardState {
         term: 2,
         voted_for: None,
+        voter: true,
     };
     let log = vec![noop(1, 1), put(2, 2, "a"), put(2, 3, "b")];
     let mut core = Core::recover(config(2, 3), Millis(0), hard_state, log).unwrap();
@@ -617,6 +638,7 @@ fn append_with_a_mismatched_prev_is_refused_with_a_hint() {
             PeerMsg::AppendResp {
                 term: 3,
                 result: AppendResult::Conflict { hint },
+                voter: true,
             },
         )
     };
@@ -638,6 +660,8 @@ fn append_from_an_older_term_is_answered_with_the_current_term() {
             commit: 0,
             leader_commit: 0,
             seq: 0,
+            settled: false,
+            sent_at: Millis(0),
         },
     );
     drain(&mut core);
@@ -653,7 +677,14 @@ fn append_from_an_older_term_is_answered_with_the_current_term() {
     );
     assert_eq!(
         drain(&mut core),
-        vec![send(1, PeerMsg::HeartbeatResp { term: 5, seq: 0 })]
+        vec![send(
+            1,
+            PeerMsg::HeartbeatResp {
+                term: 5,
+                seq: 0,
+                voter: true
+            }
+        )]
     );
     assert_eq!(core.last_position(), pos(0, 0));
 }
@@ -666,6 +697,8 @@ fn a_follower_fed_a_burst_of_appends_persists_and_answers_once() {
         commit: 0,
         leader_commit: 0,
         seq: 0,
+        settled: false,
+        sent_at: Millis(0),
     };
     core.handle_peer(Millis(1), 1, heartbeat);
     drain(&mut core);
@@ -726,6 +759,8 @@ fn a_new_leader_appends_a_noop_and_ships_it() {
         commit: 0,
         leader_commit: 0,
         seq: 1,
+        settled: false,
+        sent_at: Millis(1000),
     };
     assert_eq!(
         drain(&mut core),
@@ -788,6 +823,7 @@ fn entries_of_an_earlier_term_commit_only_through_one_of_the_current_term() {
     let hard_state = HardState {
         term: 1,
         voted_for: None,
+        voter: true,
     };
     let log = vec![noop(1, 1), put(1, 2, "a")];
     let mut core = Core::recover(config(1, 3), Millis(0), hard_state, log).unwrap();
@@ -815,7 +851,15 @@ fn a_leader_steps_down_on_a_higher_term_and_writes_become_unknown() {
     let mut core = leader(3, config(1, 3));
     core.handle_client(Millis(1100), 10, put_op("a"), None);
     drain(&mut core);
-    core.handle_peer(Millis(1101), 2, PeerMsg::HeartbeatResp { term: 4, seq: 0 });
+    core.handle_peer(
+        Millis(1101),
+        2,
+        PeerMsg::HeartbeatResp {
+            term: 4,
+            seq: 0,
+            voter: true,
+        },
+    );
     assert_eq!(
         drain(&mut core),
         vec![
@@ -918,7 +962,15 @@ fn a_node_that_knows_no_leader_holds_requests_and_serves_them_if_it_wins() {
     core.persisted(Millis(1006), pos(1, 2));
     assert_eq!(replies(&mut core), vec![written(10, pos(1, 2))]);
     // Node 2 answers the round and holds the write: the read sees it.
-    core.handle_peer(Millis(1007), 2, PeerMsg::HeartbeatResp { term: 1, seq });
+    core.handle_peer(
+        Millis(1007),
+        2,
+        PeerMsg::HeartbeatResp {
+            term: 1,
+            seq,
+            voter: true,
+        },
+    );
     core.handle_peer(Millis(1007), 2, ok(1, 2, 2));
     assert_eq!(
         replies(&mut core),
@@ -1038,7 +1090,15 @@ fn a_leader_that_hears_no_majority_steps_down() {
     for _ in 0..20 {
         now = core.next_timeout();
         core.tick(now);
-        core.handle_peer(now, 2, PeerMsg::HeartbeatResp { term: 1, seq: 0 });
+        core.handle_peer(
+            now,
+            2,
+            PeerMsg::HeartbeatResp {
+                term: 1,
+                seq: 0,
+                voter: true,
+            },
+        );
     }
     assert_eq!(core.role(), Role::Leader);
     // Silence from everyone for the maximum election timeout.
@@ -1071,14 +1131,33 @@ fn a_leader_read_waits_for_a_heartbeat_round_of_a_majority() {
                 commit: 1,
                 leader_commit: 1,
                 seq: 2,
+                // The leader's commit index is of its own term.
+                settled: true,
+                sent_at: now,
             },
         )
     };
     assert_eq!(drain(&mut core), vec![hb(2), hb(3)]);
     // An answer to an older round proves nothing about this read.
-    core.handle_peer(now, 2, PeerMsg::HeartbeatResp { term: 1, seq: 1 });
+    core.handle_peer(
+        now,
+        2,
+        PeerMsg::HeartbeatResp {
+            term: 1,
+            seq: 1,
+            voter: true,
+        },
+    );
     assert_eq!(drain(&mut core), vec![]);
-    core.handle_peer(now, 3, PeerMsg::HeartbeatResp { term: 1, seq: 2 });
+    core.handle_peer(
+        now,
+        3,
+        PeerMsg::HeartbeatResp {
+            term: 1,
+            seq: 2,
+            voter: true,
+        },
+    );
     assert_eq!(
         drain(&mut core),
         vec![reply(
@@ -1103,7 +1182,15 @@ fn a_leader_read_waits_for_async_writes_it_acknowledged() {
         consistency: Some(ReadMode::Leader),
     };
     core.handle_client(now, 11, get, None);
-    core.handle_peer(now, 2, PeerMsg::HeartbeatResp { term: 1, seq: 2 });
+    core.handle_peer(
+        now,
+        2,
+        PeerMsg::HeartbeatResp {
+            term: 1,
+            seq: 2,
+            voter: true,
+        },
+    );
     let replies: Vec<RequestId> = drain(&mut core)
         .into_iter()
         .filter_map(|o| match o {
@@ -1144,7 +1231,15 @@ fn cas_mismatch_is_confirmed_by_a_read_round_and_a_match_writes() {
     let out = drain(&mut core);
     assert!(!out.iter().any(|o| matches!(o, Output::Reply { .. })));
     assert!(!out.iter().any(|o| matches!(o, Output::Persist(_))));
-    core.handle_peer(now, 2, PeerMsg::HeartbeatResp { term: 1, seq: 2 });
+    core.handle_peer(
+        now,
+        2,
+        PeerMsg::HeartbeatResp {
+            term: 1,
+            seq: 2,
+            voter: true,
+        },
+    );
     assert_eq!(
         drain(&mut core),
         vec![reply(10, Reply::CasMismatch { current: None })]
@@ -1174,7 +1269,15 @@ fn writes_that_time_out_are_unknown_not_failed() {
     let (now, timed_out) = loop {
         let now = core.next_timeout();
         core.tick(now);
-        core.handle_peer(now, 2, PeerMsg::HeartbeatResp { term: 1, seq: 0 });
+        core.handle_peer(
+            now,
+            2,
+            PeerMsg::HeartbeatResp {
+                term: 1,
+                seq: 0,
+                voter: true,
+            },
+        );
         let out = drain(&mut core);
         if out.iter().any(|o| matches!(o, Output::Reply { .. })) {
             break (now, out);
@@ -1215,6 +1318,8 @@ fn follower_reads_respect_the_staleness_bound() {
             commit: 0,
             leader_commit: 0,
             seq: 1,
+            settled: false,
+            sent_at: Millis(0),
         },
     );
     drain(&mut core);
@@ -1249,6 +1354,7 @@ fn session_reads_wait_for_their_position_and_detect_rollback() {
     let hard_state = HardState {
         term: 2,
         voted_for: None,
+        voter: true,
     };
     let log = vec![noop(1, 1), put(1, 2, "k"), put(2, 3, "k")];
     let mut core = Core::recover(config(2, 3), Millis(0), hard_state, log).unwrap();
@@ -1399,6 +1505,7 @@ fn leadership_transfer_hands_over_to_a_caught_up_follower() {
         HardState {
             term: 1,
             voted_for: Some(1),
+            voter: true,
         },
         vec![noop(1, 1), put(1, 2, "a")],
     )
@@ -1411,6 +1518,8 @@ fn leadership_transfer_hands_over_to_a_caught_up_follower() {
             commit: 2,
             leader_commit: 2,
             seq: 3,
+            settled: false,
+            sent_at: Millis(0),
         },
     );
     drain(&mut target);
@@ -1484,6 +1593,7 @@ fn bad_requests_and_configs_are_refused_with_reasons() {
         HardState {
             term: 1,
             voted_for: None,
+            voter: true,
         },
         vec![noop(1, 2)],
     );
@@ -1793,6 +1903,7 @@ fn a_stale_term_snapshot_is_refused() {
     let hard_state = HardState {
         term: 2,
         voted_for: None,
+        voter: true,
     };
     let log = vec![noop(1, 1)];
     let mut core = Core::recover(config(2, 3), Millis(0), hard_state, log).unwrap();
@@ -1800,7 +1911,14 @@ fn a_stale_term_snapshot_is_refused() {
     core.handle_peer(Millis(10), 1, install(1, pos(1, 2), &snapshot));
     assert_eq!(
         drain(&mut core),
-        vec![send(1, PeerMsg::HeartbeatResp { term: 2, seq: 0 })]
+        vec![send(
+            1,
+            PeerMsg::HeartbeatResp {
+                term: 2,
+                seq: 0,
+                voter: true
+            }
+        )]
     );
     assert_eq!(core.applied_value(b"a"), None);
     assert_eq!(core.leader(), None);
@@ -1816,6 +1934,7 @@ fn a_follower_with_a_matching_suffix_keeps_it_and_answers_once_durable() {
     let hard_state = HardState {
         term: 1,
         voted_for: None,
+        voter: true,
     };
     let mut core = Core::recover(config(2, 3), Millis(0), hard_state, log.clone()).unwrap();
     let snapshot = kv_of(&log[..3]);
@@ -1841,6 +1960,7 @@ fn a_follower_with_a_matching_suffix_keeps_it_and_answers_once_durable() {
     let hard_state = HardState {
         term: 3,
         voted_for: None,
+        voter: true,
     };
     let mut core = Core::recover(config(2, 3), Millis(0), hard_state, divergent).unwrap();
     let snapshot = kv_of(&[noop(1, 1), put(1, 2, "a"), put(3, 3, "b")]);
@@ -1870,6 +1990,7 @@ fn recovery_from_a_snapshot_and_the_log_after_it() {
     let hard_state = HardState {
         term: 1,
         voted_for: None,
+        voter: true,
     };
     let restore = |snapshot: Option<Snapshot>, entries: &[LogEntry]| {
         Core::restore(
@@ -1911,6 +2032,7 @@ fn recovery_from_a_snapshot_and_the_log_after_it() {
     let hard_state_2 = HardState {
         term: 2,
         voted_for: None,
+        voter: true,
     };
     let err = Core::restore(
         snapshot_config(1, 3),
@@ -1939,4 +2061,225 @@ fn recovery_from_a_snapshot_and_the_log_after_it() {
             found: 2
         }
     );
+}
+
+fn put_value(key: &str, len: usize) -> ClientOp {
+    ClientOp::Put {
+        key: key.into(),
+        value: vec![b'v'; len],
+    }
+}
+
+/// The appends in `outputs` for `to`, with their encoded sizes.
+fn sized_appends_to(outputs: &[Output], to: NodeId) -> Vec<(usize, Vec<u64>)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                to: t,
+                msg: msg @ PeerMsg::Append { entries, .. },
+            } if *t == to => Some((
+                postcard::to_allocvec(msg).unwrap().len(),
+                entries.iter().map(|e| e.position.index).collect(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Issue 19: a backlog larger than a frame stalled replication for good
+/// (the leader cut appends at 256 entries, never by bytes, and the
+/// transport refused every one). Appends now fit the message budget, and
+/// an entry larger than half of it still goes, alone.
+#[test]
+fn appends_never_exceed_the_message_budget_and_a_large_entry_goes_alone() {
+    let mut c = config(1, 3);
+    c.max_message_bytes = MIN_MESSAGE_BYTES;
+    let mut core = leader(3, c);
+    let budget = MIN_MESSAGE_BYTES;
+    // Sizes: small, small, two of more than half the budget, nearly the
+    // whole budget, small, small.
+    let sizes = [100, 100, 600, 700, 900, 50, 50];
+    for (i, len) in sizes.iter().enumerate() {
+        core.handle_client(Millis(1000), 10 + i as u64, put_value("k", *len), None);
+    }
+    core.persisted(Millis(1000), pos(1, 8));
+    let mut outputs = drain(&mut core);
+    // Follower 2 answers each append; its window never fills.
+    for _ in 0..10 {
+        let last = sized_appends_to(&outputs, 2)
+            .last()
+            .and_then(|(_, e)| e.last().copied());
+        let Some(last) = last else { break };
+        core.handle_peer(Millis(1001), 2, ok(1, last, last));
+        outputs.extend(drain(&mut core));
+    }
+    let sent = sized_appends_to(&outputs, 2);
+    let indexes: Vec<u64> = sent.iter().flat_map(|(_, e)| e.clone()).collect();
+    assert_eq!(indexes, (2..=8).collect::<Vec<_>>(), "{sent:?}");
+    for (bytes, _) in &sent {
+        assert!(*bytes <= budget, "an append of {bytes} bytes: {sent:?}");
+    }
+    // Each entry of more than half the budget went, in a message without
+    // the other large ones; the one of nearly the whole budget alone.
+    let carrying = |index: u64| sent.iter().find(|(_, e)| e.contains(&index)).unwrap();
+    assert_ne!(carrying(4), carrying(5));
+    assert_ne!(carrying(5), carrying(6));
+    assert_eq!(carrying(6).1, vec![6]);
+    // The window to follower 3 is open too: every append fits.
+    assert!(sized_appends_to(&outputs, 3)
+        .iter()
+        .all(|(b, _)| *b <= budget));
+    // A write no append could carry is refused, not appended.
+    core.handle_client(Millis(1002), 99, put_value("k", budget), None);
+    let refused = drain(&mut core);
+    assert!(
+        matches!(&refused[..], [Output::Reply { req_id: 99, reply: Reply::BadRequest { message } }] if message.contains("max_message_bytes")),
+        "{refused:?}"
+    );
+}
+
+/// A message the transport refuses is an input: the leader halves what it
+/// sends that follower at once and probes it again, instead of building
+/// the same refused message for ever.
+#[test]
+fn a_refused_append_makes_the_leader_send_less_at_once() {
+    let mut core = leader(3, config(1, 3));
+    for i in 0..6 {
+        core.handle_client(Millis(1000), 10 + i, put_value("k", 10), None);
+    }
+    core.persisted(Millis(1000), pos(1, 7));
+    let outputs = drain(&mut core);
+    let refused = outputs
+        .iter()
+        .find_map(|o| match o {
+            Output::Send { to: 3, msg } => Some(msg.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(sized_appends_to(&outputs, 3)[0].1, vec![2, 3, 4, 5, 6, 7]);
+    // Pretend the transport accepted only tiny messages.
+    for _ in 0..30 {
+        core.send_failed(Millis(1001), 3, &refused);
+    }
+    assert_eq!(core.status(Millis(1001)).send_failures, 30);
+    // The next heartbeat probes follower 3 from its match index, with no
+    // entries (nothing at all fits its budget now); once it answers, the
+    // window is pipelined with one entry per append.
+    let next = core.next_timeout();
+    core.tick(next);
+    let outputs = drain(&mut core);
+    let probe: Vec<Vec<u64>> = sized_appends_to(&outputs, 3)
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(probe, vec![Vec::<u64>::new()]);
+    core.handle_peer(next, 3, ok(1, 1, 1));
+    let outputs = drain(&mut core);
+    let entries: Vec<Vec<u64>> = sized_appends_to(&outputs, 3)
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(
+        entries,
+        vec![vec![2], vec![3], vec![4], vec![5], vec![6], vec![7]]
+    );
+    // Acknowledgements grow the budget back.
+    for i in 2..=7 {
+        core.handle_peer(next, 3, ok(1, i, i));
+    }
+    drain(&mut core);
+    assert_eq!(core.status(next).followers[1].match_index, 7);
+}
+
+/// Issue 19: freshness was the arrival time of a heartbeat, so a backlog
+/// of old heartbeats delivered after a partition healed let a bounded
+/// follower read through while the follower was seconds behind. It is
+/// now measured from the leader's send time of the heartbeat.
+#[test]
+fn an_old_heartbeat_delivered_late_does_not_make_a_follower_fresh() {
+    let mut core = Core::new(config(2, 3), Millis(0)).unwrap();
+    // The leader's clock reads 5,000 when this follower's reads 1,000.
+    let hb = |sent_at: u64, leader_commit: u64| PeerMsg::Heartbeat {
+        term: 1,
+        commit: 0,
+        leader_commit,
+        seq: 1,
+        settled: true,
+        sent_at: Millis(sent_at),
+    };
+    core.handle_peer(Millis(1000), 1, hb(5000, 0));
+    let read = |core: &mut Core, now: u64| {
+        let get = ClientOp::Get {
+            key: b"k".to_vec(),
+            consistency: Some(ReadMode::Follower {
+                max_staleness_ms: Some(500),
+            }),
+        };
+        core.handle_client(Millis(now), 9, get, None);
+        drain(core).pop()
+    };
+    assert!(matches!(
+        read(&mut core, 1100),
+        Some(Output::Reply {
+            reply: Reply::Value { .. },
+            ..
+        })
+    ));
+    // A partition: nothing arrives for 5 s. Then a heartbeat the leader
+    // sent 200 ms after the last one arrives, delayed all that time.
+    core.handle_peer(Millis(6000), 1, hb(5200, 0));
+    assert_eq!(core.status(Millis(6000)).staleness_ms, Some(4800));
+    assert_eq!(
+        read(&mut core, 6000),
+        Some(reply(
+            9,
+            Reply::Unavailable {
+                reason: Unavailable::TooStale {
+                    staleness_ms: Some(4800),
+                    max_staleness_ms: 500
+                }
+            }
+        ))
+    );
+    // A heartbeat sent now (on time) makes it fresh again.
+    core.handle_peer(Millis(6001), 1, hb(10_000, 0));
+    assert_eq!(core.status(Millis(6001)).staleness_ms, Some(1));
+    // One whose commit index is not applied here does not.
+    core.handle_peer(Millis(6100), 1, hb(10_100, 7));
+    assert_eq!(core.status(Millis(6100)).staleness_ms, Some(100));
+}
+
+/// Issue 19: snapshots were triggered by entry count only, so large values
+/// kept the whole log since the last snapshot in memory. A snapshot is now
+/// also taken after `snapshot_bytes` of applied entries, and the tail kept
+/// behind it holds at most a quarter of that.
+#[test]
+fn a_snapshot_is_taken_after_snapshot_bytes_and_keeps_a_bounded_tail() {
+    let mut c = config(1, 3);
+    c.snapshot_every = 100_000;
+    c.snapshot_keep = 1_000;
+    c.snapshot_bytes = 2_000;
+    let mut core = leader(3, c);
+    let mut snapshot = None;
+    for i in 0..10u64 {
+        let now = Millis(1000 + i);
+        core.handle_client(now, 10 + i, put_value("k", 300), None);
+        core.persisted(now, pos(1, 2 + i));
+        core.handle_peer(now, 2, ok(1, 2 + i, 2 + i));
+        for output in drain(&mut core) {
+            if let Output::Persist(Persist {
+                snapshot: Some(s), ..
+            }) = output
+            {
+                snapshot.get_or_insert(s.last);
+            }
+        }
+    }
+    // About 310 bytes an entry: the seventh one passes 2,000.
+    assert_eq!(snapshot, Some(pos(1, 8)));
+    core.snapshot_persisted(Millis(2000), pos(1, 8));
+    // 500 bytes of tail: one entry.
+    assert_eq!(core.first_index(), 8);
+    assert_eq!(core.commit_index(), 11);
 }

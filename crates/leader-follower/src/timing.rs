@@ -122,7 +122,7 @@ impl ReplicationTimer {
 
     /// `msg` arrived from `from` at `at`.
     pub(crate) fn received(&mut self, from: NodeId, msg: &PeerMsg, at: Instant) {
-        let PeerMsg::AppendResp { term, result } = msg else {
+        let PeerMsg::AppendResp { term, result, .. } = msg else {
             return;
         };
         let Some(queue) = self.in_flight.get_mut(&from) else {
@@ -177,6 +177,7 @@ mod tests {
         PeerMsg::AppendResp {
             term,
             result: AppendResult::Ok { matched, durable },
+            voter: true,
         }
     }
 
@@ -226,6 +227,7 @@ mod tests {
             &PeerMsg::AppendResp {
                 term: 4,
                 result: AppendResult::Conflict { hint: 2 },
+                voter: true,
             },
             t0,
         );
@@ -237,6 +239,7 @@ mod tests {
             &PeerMsg::AppendResp {
                 term: 3,
                 result: AppendResult::Conflict { hint: 2 },
+                voter: true,
             },
             t0,
         );

@@ -34,12 +34,27 @@ impl Millis {
 /// "hard state". The driver must make it durable before it performs any
 /// output that follows the [`Output::Persist`](crate::Output::Persist) that
 /// carries it.
+///
+/// The default is a node with no state: term 0, no vote, not a voter.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HardState {
     /// The latest term this node has seen.
     pub term: u64,
     /// The candidate this node voted for in `term`, if any.
     pub voted_for: Option<NodeId>,
+    /// Whether this node votes and counts towards quorums. A node that
+    /// founded the cluster ([`Config::bootstrap`](crate::Config::bootstrap))
+    /// is one from the start; a node that started with no state otherwise
+    /// (new, or its data lost) is a **learner** until it has caught up from
+    /// a leader (see [`Core`](crate::Core)). Hard states written before
+    /// this field existed read as `true`: those nodes voted.
+    #[serde(default = "voter_by_default")]
+    pub voter: bool,
+}
+
+/// Hard states of earlier builds, without `voter`, were voters'.
+fn voter_by_default() -> bool {
+    true
 }
 
 /// What a log entry does when applied.
@@ -159,7 +174,12 @@ pub enum ReadMode {
     Leader,
     /// Whatever this replica has applied, possibly stale. With a bound, the
     /// read is refused when the replica has not been known to be up to date
-    /// with the leader's commit index within `max_staleness_ms`.
+    /// with the leader's commit index within `max_staleness_ms`: measured
+    /// from when the leader *sent* the latest heartbeat whose commit index
+    /// the replica had applied (mapped onto the replica's clock; a heartbeat
+    /// delivered late counts from its sending, see [`Core`](crate::Core)'s
+    /// status), up to the shortest one-way delay seen. Assumes the nodes'
+    /// monotonic clocks run at the same rate.
     Follower {
         /// The largest staleness accepted, in milliseconds (`None`: any).
         max_staleness_ms: Option<u64>,

@@ -177,6 +177,7 @@ fn config(id: usize, pre_vote: bool) -> Config {
         .map(|p| p as NodeId)
         .collect();
     let mut c = Config::new(id as NodeId, peers);
+    c.bootstrap = true;
     c.seed = 1;
     c.pre_vote = pre_vote;
     // Off: a probe would cost a follower's tick a step before its

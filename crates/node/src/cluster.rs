@@ -48,11 +48,20 @@ pub(crate) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let addrs: Vec<SocketAddr> = (0..args.count)
         .map(|i| SocketAddr::from(([127, 0, 0, 1], args.base_port + i as u16)))
         .collect();
-    let configs = node_configs(&args, &ids, &addrs)?;
+    let mut configs = node_configs(&args, &ids, &addrs)?;
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
     let dir = args.dir.canonicalize()?;
     claim_dir(&dir, args.mode, args.count)?;
+    // A brand-new cluster (no node has data yet) is founded: its nodes vote
+    // at once. Otherwise a node without data may have lost it, and must
+    // catch up from the others before it votes (it starts as a learner).
+    let fresh = ids
+        .iter()
+        .all(|id| empty_or_absent(&dir.join("data").join(id)));
+    for config in &mut configs {
+        config.replication.bootstrap = fresh;
+    }
     let certs = dir.join("certs");
     ensure_certs(&certs, &dir.join("ca"), &ids)?;
 
@@ -87,6 +96,11 @@ pub(crate) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     watch(&mut nodes, args.mode, &mut stop).await;
     stop_all(&mut nodes).await;
     Ok(())
+}
+
+/// Whether `path` holds nothing (or does not exist).
+fn empty_or_absent(path: &Path) -> bool {
+    std::fs::read_dir(path).map_or(true, |mut entries| entries.next().is_none())
 }
 
 /// Ctrl-C (SIGINT) or SIGTERM.

@@ -46,6 +46,8 @@
 //! read_timeout_ms = 2000
 //! snapshot_every = 100000  # applied entries between snapshots; 0 = never
 //! snapshot_keep = 1000     # log entries kept behind a snapshot
+//! snapshot_bytes = 67108864  # or after this many bytes of entries; 0 = by count only
+//! bootstrap = false        # true only for the first start of a brand-new cluster
 //!
 //! [[replication.peers]]
 //! id = "n2"
@@ -196,6 +198,22 @@ pub struct ReplicationSection {
     /// slightly behind catches up from the log rather than the whole
     /// snapshot. At most 1,000,000.
     pub snapshot_keep: u64,
+    /// Take a snapshot also once this many bytes of log entries have been
+    /// applied since the last one (0: by count only). With large values
+    /// this is what bounds the log a node holds in memory and replays at
+    /// a restart: about this much, plus a kept tail of at most a quarter
+    /// of it. 0 or at least 1 MiB; default 64 MiB.
+    pub snapshot_bytes: u64,
+    /// Whether this node, started with an empty data directory, founds a
+    /// new cluster and votes at once. Without it (the default), a node
+    /// with an empty data directory may be one whose data was lost: it
+    /// starts as a learner that neither votes nor counts towards any
+    /// quorum until it has caught up from the cluster's leader, then
+    /// records that it votes. Set it for the first start of every node of
+    /// a brand-new cluster only (`mimeo cluster` does, for directories it
+    /// creates); never for a node whose data was removed. Ignored when the
+    /// data directory holds state.
+    pub bootstrap: bool,
     /// Every other node of the cluster.
     pub peers: Vec<PeerConfig>,
 }
@@ -228,6 +246,8 @@ impl Default for ReplicationSection {
             read_timeout_ms: 2_000,
             snapshot_every: 100_000,
             snapshot_keep: 1_000,
+            snapshot_bytes: 64 << 20,
+            bootstrap: false,
             peers: Vec::new(),
         }
     }
@@ -341,6 +361,16 @@ impl ReplicationSection {
                     "{} would snapshot the whole state every few writes: use 0 (never) or at \
                      least 10",
                     self.snapshot_every
+                ),
+            );
+        }
+        if (1..1 << 20).contains(&self.snapshot_bytes) {
+            return invalid(
+                "replication.snapshot_bytes",
+                format!(
+                    "{} would snapshot the whole state every few writes: use 0 (by count \
+                     only) or at least 1048576 (1 MiB)",
+                    self.snapshot_bytes
                 ),
             );
         }
@@ -561,6 +591,29 @@ impl NodeConfig {
                 "plus max_key_bytes must fit in limits.max_frame_bytes (with 64 bytes of framing)",
             );
         }
+        if self.mode == Mode::LeaderFollower {
+            // A write is replicated in an append: the largest one must fit
+            // a peer frame with the append's header, or it could never
+            // reach the followers.
+            let needed = mimeo_leader_follower::single_put_append_bytes(
+                self.limits.max_key_bytes,
+                self.limits.max_value_bytes,
+            );
+            let room = mimeo_wire::max_peer_payload(self.limits.max_frame_bytes, &self.node_id);
+            if needed > room {
+                return invalid(
+                    "limits.max_value_bytes",
+                    &format!(
+                        "({}) plus max_key_bytes ({}) needs {needed} bytes in a replication \
+                         message, but limits.max_frame_bytes ({}) leaves {room}: lower \
+                         max_value_bytes or raise max_frame_bytes",
+                        self.limits.max_value_bytes,
+                        self.limits.max_key_bytes,
+                        self.limits.max_frame_bytes
+                    ),
+                );
+            }
+        }
         if self.limits.request_timeout_ms == 0 {
             return invalid("limits.request_timeout_ms", "must be at least 1");
         }
@@ -581,6 +634,27 @@ impl NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_largest_value_must_fit_a_replication_message() {
+        let lf = |limits: &str| {
+            NodeConfig::parse(&format!(
+                "mode = \"leader-follower\"\n[limits]\n{limits}\n[[replication.peers]]\n\
+                 id = \"n2\"\naddr = \"127.0.0.1:7002\"\n"
+            ))
+        };
+        // The defaults (1 MiB values in 4 MiB frames) fit.
+        lf("").unwrap();
+        // A value that fits a client frame but not an append around it.
+        let err = lf("max_frame_bytes = 100000\nmax_key_bytes = 100\nmax_value_bytes = 99800")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("limits.max_value_bytes") && err.contains("replication message"),
+            "{err}"
+        );
+        lf("max_frame_bytes = 100000\nmax_key_bytes = 100\nmax_value_bytes = 99000").unwrap();
+    }
 
     #[test]
     fn empty_file_is_a_valid_default_node() {
@@ -692,5 +766,15 @@ mod tests {
             .to_string();
         assert!(err.contains("replication.snapshot_keep"), "{err}");
         assert_eq!(ReplicationSection::default().snapshot_every, 100_000);
+        let bytes = |value: u64| {
+            NodeConfig::parse(&format!(
+                "mode = \"leader-follower\"\n[replication]\nsnapshot_bytes = {value}\n\
+                 [[replication.peers]]\nid = \"n2\"\naddr = \"127.0.0.1:7002\"\n"
+            ))
+        };
+        let err = bytes(1000).unwrap_err().to_string();
+        assert!(err.contains("replication.snapshot_bytes"), "{err}");
+        bytes(0).unwrap();
+        assert_eq!(bytes(1 << 20).unwrap().replication.snapshot_bytes, 1 << 20);
     }
 }

@@ -166,7 +166,12 @@ impl LeaderFollower {
             node_id: self.config.node_id.clone(),
             cluster_id: self.config.cluster_id.clone(),
             mode: self.config.mode.to_string(),
-            role: status.role.as_str().into(),
+            // A learner follows, but neither votes nor counts yet.
+            role: if status.voter {
+                status.role.as_str().into()
+            } else {
+                "learner".into()
+            },
             term: status.term,
             last_position: position_to_wire(status.last),
             commit_index: status.commit_index,

@@ -404,6 +404,12 @@ fn start_leader_follower(
     core_config.default_read = replication.read_mode()?;
     core_config.snapshot_every = replication.snapshot_every;
     core_config.snapshot_keep = replication.snapshot_keep;
+    core_config.bootstrap = replication.bootstrap;
+    core_config.snapshot_bytes = replication.snapshot_bytes;
+    // What the peer bus accepts from this node (validated against the
+    // largest write in `NodeConfig::validate`).
+    core_config.max_message_bytes =
+        mimeo_wire::max_peer_payload(transport.max_frame, &config.node_id);
     // Different nodes must draw different election timeouts, and restarts
     // of one node different ones too.
     core_config.seed = core_config.id ^ std::process::id() as u64;

@@ -219,7 +219,7 @@ fn write_lf_config(dir: &Path, id: &str, addrs: &[(String, SocketAddr, SocketAdd
     let mut text = format!(
         "node_id = \"{id}\"\nlisten = \"{me}\"\nmetrics_listen = \"{metrics}\"\n\
          data_dir = \"data/{id}\"\nmode = \"leader-follower\"\n\
-         [tls]\ndir = \"certs\"\n[storage]\nfsync = \"batch\"\n[replication]\nacks = \"quorum\"\n"
+         [tls]\ndir = \"certs\"\n[storage]\nfsync = \"batch\"\n[replication]\nacks = \"quorum\"\nbootstrap = true\n"
     );
     for (peer, addr, _) in addrs.iter().filter(|(n, ..)| n != id) {
         text += &format!("[[replication.peers]]\nid = \"{peer}\"\naddr = \"{addr}\"\n");

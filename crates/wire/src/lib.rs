@@ -125,7 +125,7 @@ pub use message::{
     HelloReply, NodeStatus, PeerMessage, PeerStatus, Position, Protocol, ReadConsistency,
     RefusalReason, WriteAck, PROTOCOL_VERSION,
 };
-pub use peer::{PeerBus, PeerBusConfig, PeerError, PeerStats, BATCH_BYTES};
+pub use peer::{max_peer_payload, PeerBus, PeerBusConfig, PeerError, PeerStats, BATCH_BYTES};
 pub use probe::{probe, Probe};
 pub use transport::{
     accept_hello, call, client_endpoint, codes, connect, peer_role, serve_rpc, server_endpoint,

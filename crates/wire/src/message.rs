@@ -6,7 +6,16 @@ use serde::{Deserialize, Serialize};
 
 /// The version carried in every hello. A node refuses a hello with any other
 /// version, so mixed-version clusters fail loudly instead of misreading bytes.
-pub const PROTOCOL_VERSION: u32 = 2;
+///
+/// Version 3: leader-follower peer messages (the payload of a
+/// [`PeerMessage`]) say whether the sender votes (`AppendResp`,
+/// `HeartbeatResp`) and whether the leader's commit index is of its term
+/// (`Heartbeat`).
+///
+/// Version 4: the leader-follower `Heartbeat` carries the leader's send
+/// time (`sent_at`, on the leader's clock), which followers measure their
+/// staleness from.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The protocol a connection speaks after its hello.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -63,6 +63,16 @@ impl Default for PeerBusConfig {
     }
 }
 
+/// The largest payload a node named `from` can send in one
+/// [`PeerMessage`] when frames are at most `max_frame` bytes: the frame
+/// less the message's envelope (the sender's name and the payload's
+/// length, as postcard writes them).
+pub fn max_peer_payload(max_frame: usize, from: &str) -> usize {
+    // A varint length takes at most 5 bytes for a u32; `from` its length
+    // and its bytes.
+    max_frame.saturating_sub(from.len() + 5 + 5)
+}
+
 /// Errors of the peer bus. A full queue is not one: the oldest messages
 /// give way and are counted in [`PeerStats::dropped`].
 #[derive(Debug, thiserror::Error)]
@@ -477,6 +487,13 @@ impl PeerBus {
             tasks: Mutex::new(tasks),
         };
         Ok((bus, receiver))
+    }
+
+    /// The largest payload [`PeerBus::send`] accepts: the transport's
+    /// maximum frame less the envelope around the payload
+    /// ([`max_peer_payload`]).
+    pub fn max_payload(&self) -> usize {
+        max_peer_payload(self.max_frame, &self.me)
     }
 
     /// This node's id.

@@ -666,4 +666,9 @@ async fn misuse_is_reported() {
         "{large}"
     );
     assert_eq!(peer_stats(&bus, "n2").queued, 0);
+    // The payload limit the bus announces is one it accepts.
+    let max = bus.max_payload();
+    assert_eq!(max, mimeo_wire::max_peer_payload(MAX_FRAME, "n1"));
+    bus.send("n2", vec![0; max]).unwrap();
+    assert_eq!(peer_stats(&bus, "n2").queued, 1);
 }

@@ -1,6 +1,7 @@
 //! A simulated cluster of cores: a seeded faulty network (drop, delay,
 //! duplicate, reorder, partition), a fake clock, disks that lag behind and
-//! lose their unsynced tail on a crash, and clients.
+//! lose their unsynced tail on a crash (or everything, on a disk loss), and
+//! clients.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,7 +12,7 @@ use mimeo_leader_follower::{
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::invariants::{check_state_machine, AckedWrites, CommittedLog, LeadersPerTerm};
+use crate::invariants::{check_state_machine, AckedWrites, CommittedLog, DiskLoss, LeadersPerTerm};
 
 /// A node's disk: the hard state and the snapshot (durable at once, as the
 /// driver writes them before anything after them), and a log starting at
@@ -73,6 +74,10 @@ pub(crate) struct Faults {
     pub(crate) partition: f64,
     /// Per-step probability that a live node crashes.
     pub(crate) crash: f64,
+    /// Per-step probability that a live node loses its disk (it crashes
+    /// and restarts with nothing), while at most a minority is down or
+    /// catching up after such a loss.
+    pub(crate) disk_loss: f64,
 }
 
 impl Faults {
@@ -83,6 +88,7 @@ impl Faults {
         delay_ms: (1, 5),
         partition: 0.0,
         crash: 0.0,
+        disk_loss: 0.0,
     };
     /// The faults of the random runs.
     pub(crate) const RANDOM: Faults = Faults {
@@ -91,6 +97,7 @@ impl Faults {
         delay_ms: (1, 40),
         partition: 0.004,
         crash: 0.0015,
+        disk_loss: 0.0005,
     };
 }
 
@@ -120,6 +127,8 @@ pub(crate) struct Tally {
     pub(crate) snapshot_chunks: u64,
     /// Probes a crashed node's host refused, delivered to a live prober.
     pub(crate) probes_refused: u64,
+    /// Disks lost.
+    pub(crate) disk_losses: u64,
 }
 
 /// The simulated cluster.
@@ -139,6 +148,7 @@ pub(crate) struct Sim {
     leaders: LeadersPerTerm,
     committed: CommittedLog,
     acked: AckedWrites,
+    disk_loss: DiskLoss,
     async_acked: Vec<LogPosition>,
     pub(crate) tally: Tally,
     key_space: u8,
@@ -150,6 +160,7 @@ impl Sim {
         let nodes = (1..=n)
             .map(|id| {
                 let mut config = Config::new(id, (1..=n).filter(|&p| p != id).collect());
+                config.bootstrap = true;
                 config.seed = seed.wrapping_mul(31).wrapping_add(id);
                 config.max_inflight_msgs = 4;
                 config.max_batch_entries = 8;
@@ -162,10 +173,18 @@ impl Sim {
                 } else {
                     config.snapshot_every = 0;
                 }
+                let core = Core::new(config.clone(), Millis(0)).expect("valid config");
+                // As the driver does: a founding member records that it
+                // votes, and restarts without `bootstrap`.
+                config.bootstrap = false;
+                let disk = Disk {
+                    hard: core.hard_state(),
+                    ..Disk::default()
+                };
                 Node {
-                    core: Some(Core::new(config.clone(), Millis(0)).expect("valid config")),
+                    core: Some(core),
                     config,
-                    disk: Disk::default(),
+                    disk,
                     restart_at: None,
                 }
             })
@@ -184,6 +203,7 @@ impl Sim {
             leaders: LeadersPerTerm::default(),
             committed: CommittedLog::default(),
             acked: AckedWrites::default(),
+            disk_loss: DiskLoss::default(),
             async_acked: Vec::new(),
             tally: Tally::default(),
             key_space: 4,
@@ -225,6 +245,19 @@ impl Sim {
             self.pending.retain(|_, p| p.node != id);
             self.tally.crashes += 1;
         }
+    }
+
+    /// Node `id` loses its disk: it crashes, and its disk comes back
+    /// empty. `as_founder` restarts it as if with `bootstrap` (a voter at
+    /// once: the behaviour before issue 19); otherwise, as a node without
+    /// state does, it restarts as a learner.
+    pub(crate) fn lose_disk(&mut self, id: NodeId, as_founder: bool) {
+        self.crash(id);
+        let node = &mut self.nodes[id as usize - 1];
+        node.disk = Disk::default();
+        node.disk.hard.voter = as_founder;
+        self.disk_loss.lost_disk(id);
+        self.tally.disk_losses += 1;
     }
 
     pub(crate) fn restart(&mut self, id: NodeId) {
@@ -350,7 +383,10 @@ impl Sim {
             Reply::Written { position } => {
                 self.tally.written += 1;
                 match pending.ack {
-                    Some(AckMode::Quorum | AckMode::All) | None => self.acked.acked(*position),
+                    Some(AckMode::Quorum | AckMode::All) | None => {
+                        self.acked.acked(*position);
+                        self.disk_loss.acked(*position);
+                    }
                     Some(AckMode::Async | AckMode::SemiSync(_)) => self.async_acked.push(*position),
                 }
             }
@@ -478,6 +514,7 @@ impl Sim {
             }
             self.committed.observe(core, full)?;
             self.acked.observe(core, full)?;
+            self.disk_loss.observe(core)?;
             self.tally.max_term = self.tally.max_term.max(core.term());
         }
         Ok(())
@@ -516,6 +553,20 @@ impl Sim {
             let down = self.nodes.iter().filter(|n| n.core.is_none()).count() as u64;
             if down < n / 2 {
                 self.crash(id);
+                let back = self.now.plus(self.rng.random_range(50..800));
+                self.nodes[id as usize - 1].restart_at = Some(back);
+            }
+        }
+        if self.rng.random_bool(self.faults.disk_loss) {
+            let id = self.rng.random_range(1..=n);
+            // Only a minority may be down or without its data at once.
+            let out = self
+                .nodes
+                .iter()
+                .filter(|n| n.core.as_ref().is_none_or(|c| !c.hard_state().voter))
+                .count() as u64;
+            if self.nodes[id as usize - 1].core.is_some() && out < (n - 1) / 2 {
+                self.lose_disk(id, false);
                 let back = self.now.plus(self.rng.random_range(50..800));
                 self.nodes[id as usize - 1].restart_at = Some(back);
             }

@@ -1,5 +1,6 @@
 //! Deterministic simulation of 3- and 5-node clusters of cores: a seeded
-//! faulty network, a fake clock, crashes that lose unsynced writes, and
+//! faulty network, a fake clock, crashes that lose unsynced writes, disk
+//! losses of a minority (a node restarts with nothing), and
 //! clients using every ack and read mode. Invariants (in `invariants/`)
 //! are checked after every simulated millisecond.
 //!
@@ -64,6 +65,7 @@ fn run_many(nodes: u64, default_seeds: u64, default_steps: u64) {
         total.discarded += t.discarded;
         total.snapshot_chunks += t.snapshot_chunks;
         total.probes_refused += t.probes_refused;
+        total.disk_losses += t.disk_losses;
     }
     println!(
         "{nodes} nodes, {} seeds x {steps} steps: {total:?}",
@@ -82,6 +84,7 @@ fn run_many(nodes: u64, default_seeds: u64, default_steps: u64) {
             total.probes_refused > 0,
             "no crashed leader was probed: {total:?}"
         );
+        assert!(total.disk_losses > 0, "no disk was lost: {total:?}");
     }
 }
 
@@ -279,4 +282,62 @@ fn a_crashed_leader_is_replaced_before_the_election_timeout_a_cut_off_one_after(
             assert_eq!(gone, 0);
         }
     }
+}
+
+/// Issue 19, as reported: crash F2; a `quorum` write is acknowledged by
+/// the leader and F1; F1's data is wiped (as the node's own errors once
+/// advised); the leader crashes; F2 comes back. If the wiped F1 voted at
+/// once (`as_founder`, the behaviour before the fix), F1 and F2 elect F2,
+/// which lacks the acknowledged write: the invariants catch it. As a
+/// learner, F1 refuses to vote until it has caught up, so nobody is
+/// elected until the old leader returns, and the write survives.
+#[test]
+fn a_wiped_node_does_not_vote_until_it_has_caught_up() {
+    let setup = |as_founder: bool| -> (Sim, u64, u64, u64, u64) {
+        let mut sim = Sim::new(3, 21, Faults::NONE);
+        sim.run_for(1500).unwrap();
+        let leader = sim.leader().expect("a leader within 1.5 s");
+        let others: Vec<u64> = (1..=3).filter(|&n| n != leader).collect();
+        let (f1, f2) = (others[0], others[1]);
+        sim.crash(f2);
+        let put = ClientOp::Put {
+            key: b"k".to_vec(),
+            value: b"acked".to_vec(),
+        };
+        let w = sim.client(leader, put, Some(AckMode::Quorum));
+        sim.run_for(300).unwrap();
+        assert!(matches!(sim.reply(w), Some(Reply::Written { .. })));
+        sim.lose_disk(f1, as_founder);
+        sim.restart(f1);
+        sim.crash(leader);
+        sim.restart(f2);
+        (sim, leader, f1, f2, w)
+    };
+
+    // Before the fix: the wiped node votes at once.
+    let (mut sim, ..) = setup(true);
+    let err = sim.run_for(3000).unwrap_err();
+    assert!(err.contains("votes again without the write"), "{err}");
+
+    // Now: a learner. F2 cannot win without it, nor the learner stand.
+    let (mut sim, old, f1, f2, w) = setup(false);
+    sim.run_for(3000).unwrap();
+    assert_eq!(sim.leader(), None, "elected without the old leader");
+    assert!(!sim.core(f1).unwrap().hard_state().voter);
+    sim.restart(old);
+    sim.run_for(3000).unwrap();
+    assert!(sim.leader().is_some());
+    let Some(Reply::Written { position }) = sim.reply(w).cloned() else {
+        unreachable!()
+    };
+    for n in [old, f1, f2] {
+        let core = sim.core(n).unwrap();
+        assert!(core.hard_state().voter, "node {n} votes again");
+        assert_eq!(
+            core.entry(position.index).map(|e| e.position),
+            Some(position)
+        );
+        assert_eq!(core.applied_value(b"k").unwrap().0, Some(&b"acked"[..]));
+    }
+    sim.check_state_machines().unwrap();
 }

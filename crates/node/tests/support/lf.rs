@@ -17,8 +17,8 @@ pub(crate) const CLUSTER_WAIT: Duration = Duration::from_secs(30);
 pub(crate) const LF_IDS: [&str; 3] = ["n1", "n2", "n3"];
 
 /// Writes `dir/<id>.toml` for node `id` of `addrs` (fsync `batch`, quorum
-/// acks), with more lines for its `[storage]` and `[replication]`
-/// sections.
+/// acks, `bootstrap`: a brand-new cluster), with more lines for its
+/// `[storage]` and `[replication]` sections.
 pub(crate) fn write_lf_config(
     dir: &Path,
     id: &str,
@@ -30,7 +30,7 @@ pub(crate) fn write_lf_config(
     let mut text = format!(
         "node_id = \"{id}\"\nlisten = \"{me}\"\ndata_dir = \"data/{id}\"\nmode = \"leader-follower\"\n\
          [tls]\ndir = \"certs\"\n[storage]\nfsync = \"batch\"\n{storage}\
-         [replication]\nacks = \"quorum\"\n{replication}"
+         [replication]\nacks = \"quorum\"\nbootstrap = true\n{replication}"
     );
     for (peer, addr) in addrs.iter().filter(|(n, _)| n != id) {
         text += &format!("[[replication.peers]]\nid = \"{peer}\"\naddr = \"{addr}\"\n");

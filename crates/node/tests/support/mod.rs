@@ -67,12 +67,17 @@ pub(crate) fn write_config(dir: &Path, addr: SocketAddr, fsync: &str, extra: &st
     path
 }
 
-/// Starts `mimeo serve` and waits (bounded) for its "serving" line.
+/// Starts `mimeo serve` and waits (bounded) for its "serving" line. The
+/// node logs warnings, or what `MIMEO_TEST_LOG` asks for (a `RUST_LOG`
+/// filter, e.g. `mimeo_leader_follower=debug`).
 pub(crate) fn start_node(config: &Path, addr: SocketAddr) -> Node {
     let mut child = mimeo()
         .args(["serve", "--config"])
         .arg(config)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("MIMEO_TEST_LOG").unwrap_or("warn".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -91,6 +91,7 @@ fn rejects_a_leader_missing_an_acknowledged_write() {
     let hard = HardState {
         term: 2,
         voted_for: None,
+        voter: true,
     };
     let log = vec![LogEntry {
         position: LogPosition::new(1, 1),

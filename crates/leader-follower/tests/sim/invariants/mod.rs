@@ -4,10 +4,12 @@
 
 mod acked_writes;
 mod committed_log;
+mod disk_loss;
 mod election_safety;
 mod state_machine;
 
 pub(crate) use acked_writes::AckedWrites;
 pub(crate) use committed_log::CommittedLog;
+pub(crate) use disk_loss::DiskLoss;
 pub(crate) use election_safety::LeadersPerTerm;
 pub(crate) use state_machine::check_state_machine;

@@ -101,6 +101,7 @@ fn rejects_a_snapshot_that_differs_from_the_log() {
         let hard = HardState {
             term: 1,
             voted_for: None,
+            voter: true,
         };
         let config = Config::new(1, vec![2, 3]);
         Core::restore(config, Millis(0), hard, Some(snapshot), Vec::new()).unwrap()
