@@ -28,6 +28,7 @@ fn recovery_after_a_failed_fsync_starts_from_the_synced_through_watermark() {
         &HardState {
             term: 1,
             voted_for: None,
+            voter: true,
         },
     )
     .unwrap();
