@@ -520,6 +520,11 @@ fn node_config(spec: &ClusterSpec, id: &str, addr: SocketAddr, peers: &[Peer]) -
         .push(format!("dir = {}", quoted(&spec.dir.join("certs"))));
     let storage = tables.entry("storage").or_default();
     storage.push(format!("fsync = \"{}\"", spec.fsync));
+    if spec.fsync == "never" && is_replicated(&spec.mode) {
+        // A deliberate test setting: whatever acks the run asks for, the
+        // harness is there to show what fsync = never loses.
+        storage.push("allow_unsynced_acks = true".into());
+    }
     if spec.simulate_power_loss {
         storage.push("simulate_power_loss = true".into());
     }

@@ -154,6 +154,30 @@ pub struct NodeConfig {
     pub replication: ReplicationSection,
 }
 
+/// Every knob of [`ReplicationSection`], as written in the section and as
+/// named in errors (a test checks that none is missing).
+const REPLICATION_FIELDS: [(&str, &str); 13] = [
+    ("acks", "replication.acks"),
+    ("reads", "replication.reads"),
+    ("heartbeat_ms", "replication.heartbeat_ms"),
+    (
+        "election_timeout_min_ms",
+        "replication.election_timeout_min_ms",
+    ),
+    (
+        "election_timeout_max_ms",
+        "replication.election_timeout_max_ms",
+    ),
+    ("probe_leader", "replication.probe_leader"),
+    ("write_timeout_ms", "replication.write_timeout_ms"),
+    ("read_timeout_ms", "replication.read_timeout_ms"),
+    ("snapshot_every", "replication.snapshot_every"),
+    ("snapshot_keep", "replication.snapshot_keep"),
+    ("snapshot_bytes", "replication.snapshot_bytes"),
+    ("bootstrap", "replication.bootstrap"),
+    ("peers", "replication.peers"),
+];
+
 /// Replication settings of the replicated modes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -303,6 +327,22 @@ impl ReplicationSection {
         }
     }
 
+    /// The first knob set to something other than its default, as
+    /// `replication.<name>`.
+    fn first_set_field(&self) -> Option<&'static str> {
+        let table = |section: &ReplicationSection| {
+            toml::Value::try_from(section)
+                .ok()
+                .and_then(|v| v.as_table().cloned())
+                .unwrap_or_default()
+        };
+        let (set, default) = (table(self), table(&ReplicationSection::default()));
+        REPLICATION_FIELDS
+            .iter()
+            .find(|(name, _)| set.get(*name) != default.get(*name))
+            .map(|(_, field)| *field)
+    }
+
     fn validate(&self, mode: Mode, node_id: &str) -> Result<(), ConfigError> {
         let invalid = |field, problem: String| Err(ConfigError::Invalid { field, problem });
         if mode == Mode::Standalone {
@@ -310,6 +350,16 @@ impl ReplicationSection {
                 return invalid(
                     "replication.peers",
                     "is set but mode is \"standalone\": set mode = \"leader-follower\" or remove the peers".into(),
+                );
+            }
+            // A standalone node does not replicate: a knob set here would be
+            // ignored without a word (and a typo in it never noticed).
+            if let Some(field) = self.first_set_field() {
+                return invalid(
+                    field,
+                    "is set but mode is \"standalone\", which does not replicate: set mode = \
+                     \"leader-follower\" or remove the [replication] section"
+                        .into(),
                 );
             }
             return Ok(());
@@ -421,6 +471,11 @@ pub struct StorageSection {
     /// node meet a failing disk (it stops, and its next start drops what
     /// was never fsynced). Never use it in production.
     pub inject_fsync_errors: bool,
+    /// Off by default: accept `fsync = "never"` in a replicated mode whose
+    /// acknowledgement promises more than one durable copy (`quorum`,
+    /// `all`, `semi-sync:K`), knowing that a power cut of those nodes loses
+    /// acknowledged writes anyway (benchmarks, tests). Logged at start-up.
+    pub allow_unsynced_acks: bool,
 }
 
 /// Limits that protect the node from oversized input.
@@ -476,6 +531,7 @@ impl Default for StorageSection {
             segment_bytes: 64 * 1024 * 1024,
             simulate_power_loss: false,
             inject_fsync_errors: false,
+            allow_unsynced_acks: false,
         }
     }
 }
@@ -614,10 +670,40 @@ impl NodeConfig {
                 );
             }
         }
+        if self.limits.max_key_bytes + self.limits.max_value_bytes + 64
+            > mimeo_storage::MAX_RECORD_BYTES
+        {
+            return invalid(
+                "limits.max_value_bytes",
+                &format!(
+                    "plus max_key_bytes must fit a storage record ({} bytes, with 64 of \
+                     framing): lower max_value_bytes",
+                    mimeo_storage::MAX_RECORD_BYTES
+                ),
+            );
+        }
         if self.limits.request_timeout_ms == 0 {
             return invalid("limits.request_timeout_ms", "must be at least 1");
         }
-        self.replication.validate(self.mode, &self.node_id)
+        self.replication.validate(self.mode, &self.node_id)?;
+        if self.mode == Mode::LeaderFollower
+            && self.storage.fsync == FsyncMode::Never
+            && !self.storage.allow_unsynced_acks
+            && self.replication.acks != "async"
+        {
+            return invalid(
+                "storage.fsync",
+                &format!(
+                    "is \"never\", but replication.acks = \"{}\" promises that an \
+                     acknowledged write survives a crash of a minority of the nodes, and \
+                     without fsync a power cut of every node holding it loses it: use \
+                     fsync = \"batch\" (group commit), or set storage.allow_unsynced_acks = \
+                     true to accept the loss (benchmarks, tests)",
+                    self.replication.acks
+                ),
+            );
+        }
+        Ok(())
     }
 
     /// The request timeout as a duration.
@@ -634,6 +720,75 @@ impl NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_replication_knob_is_named_for_errors() {
+        let default = toml::Value::try_from(ReplicationSection::default()).unwrap();
+        let mut keys: Vec<&str> = default
+            .as_table()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        // An empty array of tables is not written.
+        keys.push("peers");
+        keys.sort_unstable();
+        keys.dedup();
+        let mut named: Vec<&str> = REPLICATION_FIELDS.iter().map(|(k, _)| *k).collect();
+        named.sort_unstable();
+        assert_eq!(keys, named);
+        for (key, field) in REPLICATION_FIELDS {
+            assert_eq!(field, format!("replication.{key}"));
+        }
+    }
+
+    #[test]
+    fn settings_that_contradict_their_own_promises_are_refused() {
+        let refused = |text: &str, field: &str, words: &str| match NodeConfig::parse(text) {
+            Err(ConfigError::Invalid { field: f, problem }) => {
+                assert_eq!(f, field, "{text}: {problem}");
+                assert!(problem.contains(words), "{text}: {problem}");
+            }
+            other => panic!("{text}: {other:?}"),
+        };
+        // A standalone node ignores replication knobs: refused, not ignored.
+        refused(
+            "[replication]\nacks = \"bogus\"\n",
+            "replication.acks",
+            "does not replicate",
+        );
+        refused(
+            "[replication]\nheartbeat_ms = 10\n",
+            "replication.heartbeat_ms",
+            "does not replicate",
+        );
+        // Quorum acks without fsync promise what a power cut breaks.
+        let lf = "node_id = \"n1\"\nmode = \"leader-follower\"\n\
+                  [[replication.peers]]\nid = \"n2\"\naddr = \"127.0.0.1:7002\"\n";
+        refused(
+            &format!("{lf}[storage]\nfsync = \"never\"\n"),
+            "storage.fsync",
+            "allow_unsynced_acks",
+        );
+        // ...unless asked for in so many words, and async promises no copy.
+        NodeConfig::parse(&format!(
+            "{lf}[storage]\nfsync = \"never\"\nallow_unsynced_acks = true\n"
+        ))
+        .unwrap();
+        let lf_async = lf.replace(
+            "[[replication.peers]]",
+            "[replication]\nacks = \"async\"\n[[replication.peers]]",
+        );
+        NodeConfig::parse(&format!("{lf_async}[storage]\nfsync = \"never\"\n")).unwrap();
+        // A value larger than a storage record can hold.
+        refused(
+            "[limits]\nmax_frame_bytes = 134217728\nmax_value_bytes = 100000000\n",
+            "limits.max_value_bytes",
+            "storage record",
+        );
+        // The defaults are fine.
+        NodeConfig::parse("").unwrap();
+    }
 
     #[test]
     fn the_largest_value_must_fit_a_replication_message() {

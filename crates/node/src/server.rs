@@ -221,6 +221,13 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         &identity,
         &config.tls.dir.join(format!("{identity_name}.pem")),
     )?;
+    if config.storage.fsync == mimeo_storage::FsyncMode::Never {
+        tracing::warn!(
+            allow_unsynced_acks = config.storage.allow_unsynced_acks,
+            "fsync = \"never\": writes are acknowledged before they reach the disk, and a \
+             power cut loses them (a benchmark or test setting)"
+        );
+    }
 
     let mut options = Options {
         fsync: config.storage.fsync,
