@@ -16,17 +16,6 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
-fn client(
-    dir: &std::path::Path,
-    addr: std::net::SocketAddr,
-    args: &[&str],
-) -> std::process::Output {
-    let mut all: Vec<String> = client_args(addr);
-    all.extend(args.iter().map(|s| s.to_string()));
-    let all: Vec<&str> = all.iter().map(String::as_str).collect();
-    run(dir, &all)
-}
-
 #[test]
 fn put_get_delete_and_cas_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
@@ -35,48 +24,42 @@ fn put_get_delete_and_cas_through_the_cli() {
     let config = write_config(dir.path(), addr, "batch", "");
     let _node = start_node(&config, addr);
 
-    let out = client(dir.path(), addr, &["put", "colour", "blue"]);
+    let out = cli(dir.path(), addr, &["put", "colour", "blue"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = client(dir.path(), addr, &["get", "colour"]);
+    let out = cli(dir.path(), addr, &["get", "colour"]);
     assert_eq!(stdout(&out), "blue");
 
     // A cas against the wrong value writes nothing and exits 1.
-    let out = client(
+    let out = cli(
         dir.path(),
         addr,
         &["cas", "colour", "green", "--expect", "red"],
     );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("'blue'"), "{}", stderr(&out));
-    assert_eq!(
-        stdout(&client(dir.path(), addr, &["get", "colour"])),
-        "blue"
-    );
+    assert_eq!(stdout(&cli(dir.path(), addr, &["get", "colour"])), "blue");
 
-    let out = client(
+    let out = cli(
         dir.path(),
         addr,
         &["cas", "colour", "green", "--expect", "blue"],
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(
-        stdout(&client(dir.path(), addr, &["get", "colour"])),
-        "green"
-    );
+    assert_eq!(stdout(&cli(dir.path(), addr, &["get", "colour"])), "green");
 
-    let out = client(dir.path(), addr, &["cas", "--absent", "fresh", "one"]);
+    let out = cli(dir.path(), addr, &["cas", "--absent", "fresh", "one"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = client(dir.path(), addr, &["cas", "--absent", "fresh", "two"]);
+    let out = cli(dir.path(), addr, &["cas", "--absent", "fresh", "two"]);
     assert_eq!(out.status.code(), Some(1));
 
-    let out = client(dir.path(), addr, &["delete", "colour"]);
+    let out = cli(dir.path(), addr, &["delete", "colour"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = client(dir.path(), addr, &["get", "colour"]);
+    let out = cli(dir.path(), addr, &["get", "colour"]);
     assert!(out.status.success());
     assert_eq!(stdout(&out), "");
     assert!(stderr(&out).contains("(absent)"));
 
-    let out = client(dir.path(), addr, &["status", "--json"]);
+    let out = cli(dir.path(), addr, &["status", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let status: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(status[0]["node_id"], "n1");
@@ -92,18 +75,18 @@ fn oversized_values_are_refused_and_the_node_keeps_serving() {
     let _node = start_node(&config, addr);
 
     let big = "x".repeat(101);
-    let out = client(dir.path(), addr, &["put", "k", &big]);
+    let out = cli(dir.path(), addr, &["put", "k", &big]);
     assert_eq!(
         out.status.code(),
         Some(1),
         "a refused write is a definite failure"
     );
     assert!(stderr(&out).contains("max_value_bytes"), "{}", stderr(&out));
-    assert_eq!(stdout(&client(dir.path(), addr, &["get", "k"])), "");
+    assert_eq!(stdout(&cli(dir.path(), addr, &["get", "k"])), "");
 
-    let out = client(dir.path(), addr, &["put", "k", "small"]);
+    let out = cli(dir.path(), addr, &["put", "k", "small"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&client(dir.path(), addr, &["get", "k"])), "small");
+    assert_eq!(stdout(&cli(dir.path(), addr, &["get", "k"])), "small");
 }
 
 #[test]
@@ -115,19 +98,19 @@ fn a_standalone_node_meets_every_ack_override_but_semi_sync() {
     let _node = start_node(&config, addr);
 
     for ack in ["async", "quorum", "all"] {
-        let out = client(dir.path(), addr, &["put", "k", ack, "--ack", ack]);
+        let out = cli(dir.path(), addr, &["put", "k", ack, "--ack", ack]);
         assert!(out.status.success(), "--ack {ack}: {}", stderr(&out));
-        assert_eq!(stdout(&client(dir.path(), addr, &["get", "k"])), ack);
+        assert_eq!(stdout(&cli(dir.path(), addr, &["get", "k"])), ack);
     }
     // No followers to wait for: refused, definitely not written.
-    let out = client(dir.path(), addr, &["put", "k", "x", "--ack", "semi-sync:1"]);
+    let out = cli(dir.path(), addr, &["put", "k", "x", "--ack", "semi-sync:1"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("semi-sync:1"), "{}", stderr(&out));
-    let out = client(dir.path(), addr, &["delete", "k", "--ack", "semi-sync:1"]);
+    let out = cli(dir.path(), addr, &["delete", "k", "--ack", "semi-sync:1"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert_eq!(stdout(&client(dir.path(), addr, &["get", "k"])), "all");
+    assert_eq!(stdout(&cli(dir.path(), addr, &["get", "k"])), "all");
     // A misspelt mode is a usage error naming it.
-    let out = client(dir.path(), addr, &["put", "k", "x", "--ack", "majority"]);
+    let out = cli(dir.path(), addr, &["put", "k", "x", "--ack", "majority"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("majority"), "{}", stderr(&out));
 }
@@ -163,7 +146,7 @@ fn sigterm_flushes_so_nothing_is_lost_even_without_fsync() {
     let config = write_config(dir.path(), addr, "never", "");
     let mut node = start_node(&config, addr);
     for i in 0..20 {
-        let out = client(
+        let out = cli(
             dir.path(),
             addr,
             &["put", &format!("k{i}"), &format!("v{i}")],
@@ -187,7 +170,7 @@ fn sigterm_flushes_so_nothing_is_lost_even_without_fsync() {
 
     let _node = start_node(&config, addr);
     for i in 0..20 {
-        let out = client(dir.path(), addr, &["get", &format!("k{i}")]);
+        let out = cli(dir.path(), addr, &["get", &format!("k{i}")]);
         assert_eq!(stdout(&out), format!("v{i}"));
     }
 }
@@ -200,7 +183,7 @@ fn admin_operations_need_an_admin_certificate() {
     let config = write_config(dir.path(), addr, "never", "");
     let _node = start_node(&config, addr);
 
-    let out = client(
+    let out = cli(
         dir.path(),
         addr,
         &["--identity", "client-cli", "admin", "clock-offset", "5000"],
@@ -212,9 +195,9 @@ fn admin_operations_need_an_admin_certificate() {
         stderr(&out)
     );
 
-    let out = client(dir.path(), addr, &["admin", "clock-offset", "--", "-5000"]);
+    let out = cli(dir.path(), addr, &["admin", "clock-offset", "--", "-5000"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = client(dir.path(), addr, &["admin", "status"]);
+    let out = cli(dir.path(), addr, &["admin", "status"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let status: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(status["clock_offset_ms"], -5000);
@@ -256,7 +239,7 @@ fn the_ca_key_is_not_handed_out_and_signs_a_client_added_later() {
         ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = client(
+    let out = cli(
         dir.path(),
         addr,
         &["--identity", "client-alice", "put", "k", "v"],

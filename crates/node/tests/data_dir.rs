@@ -71,13 +71,6 @@ fn serve_refused(config: &Path) -> (ExitStatus, String) {
     }
 }
 
-fn cli(dir: &Path, addr: SocketAddr, args: &[&str]) -> std::process::Output {
-    let mut all = client_args(addr);
-    all.extend(args.iter().map(|s| s.to_string()));
-    let all: Vec<&str> = all.iter().map(String::as_str).collect();
-    run(dir, &all)
-}
-
 #[test]
 fn a_second_node_on_a_served_data_dir_exits_naming_it_and_the_holder() {
     let dir = tempfile::tempdir().unwrap();

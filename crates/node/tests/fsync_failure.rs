@@ -6,18 +6,10 @@
 mod support;
 
 use std::io::{BufRead as _, BufReader};
-use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use support::*;
-
-fn cli(dir: &Path, addr: std::net::SocketAddr, args: &[&str]) -> std::process::Output {
-    let mut all = client_args(addr);
-    all.extend(args.iter().map(|s| s.to_string()));
-    let all: Vec<&str> = all.iter().map(String::as_str).collect();
-    run(dir, &all)
-}
 
 #[test]
 fn a_node_whose_fsync_fails_exits_and_its_restart_drops_the_unsynced_write() {

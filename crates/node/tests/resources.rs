@@ -29,17 +29,13 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// A put and a get through the CLI, as a well-behaved client.
 fn well_behaved(dir: &Path, addr: SocketAddr, key: &str) {
-    let mut args = client_args(addr);
-    args.extend(["put".into(), key.into(), "v".into()]);
-    let out = run(dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = cli(dir, addr, &["put", key, "v"]);
     assert!(
         out.status.success(),
         "put {key}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut args = client_args(addr);
-    args.extend(["get".into(), key.into()]);
-    let out = run(dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = cli(dir, addr, &["get", key]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v");
 }
 

@@ -116,6 +116,15 @@ pub(crate) fn stdout_lines(child: &mut Child) -> mpsc::Receiver<String> {
     rx
 }
 
+/// Runs a `mimeo` client command (`put`, `get`...) against the node at
+/// `addr`, in `dir`, where the certificates are.
+pub(crate) fn cli(dir: &Path, addr: SocketAddr, args: &[&str]) -> Output {
+    let mut all = client_args(addr);
+    all.extend(args.iter().map(|s| s.to_string()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    run(dir, &all)
+}
+
 /// Client arguments pointing at a node.
 pub(crate) fn client_args(addr: SocketAddr) -> Vec<String> {
     vec![
