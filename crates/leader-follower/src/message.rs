@@ -119,6 +119,7 @@ pub enum PeerMsg {
         /// Where `data` starts in the encoded snapshot.
         offset: u64,
         /// The bytes (at most `Config::snapshot_chunk_bytes`).
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         /// Whether this chunk ends the snapshot.
         done: bool,

@@ -66,8 +66,11 @@ pub enum Command {
     /// Set `key` to `value`.
     Put {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
-        /// The value.
+        /// The value (serialized as bytes: the same encoding as a sequence
+        /// of `u8`, copied whole rather than byte by byte).
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// Delete `key` (leaving a tombstone).

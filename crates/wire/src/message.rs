@@ -172,8 +172,10 @@ pub enum ClientRequest {
     /// Write a value.
     Put {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// The value.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         /// Overrides the cluster's acknowledgement mode for this write.
         ack: Option<WriteAck>,
@@ -351,7 +353,10 @@ pub enum AdminResponse {
 pub struct PeerMessage {
     /// The sending node's id.
     pub from: String,
-    /// The replicator's message, postcard-encoded by the replicator.
+    /// The replicator's message, postcard-encoded by the replicator
+    /// (serialized as bytes: the same encoding as a sequence of `u8`, copied
+    /// whole rather than byte by byte).
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
 }
 

@@ -267,3 +267,57 @@ fn ack_modes_print_and_parse_as_the_config_spells_them() {
         assert!(error.contains(bad), "the error names the input: {error}");
     }
 }
+
+/// Byte fields are serialized as bytes (copied whole) and keep the
+/// encoding a plain `Vec<u8>` (a sequence of `u8`) had, so nodes before and
+/// after the change read each other: checked through the frame encoding
+/// against structs of the old shape.
+#[test]
+fn byte_fields_keep_the_encoding_of_a_sequence_of_u8() {
+    #[derive(serde::Serialize)]
+    struct OldPeerMessage {
+        from: String,
+        payload: Vec<u8>,
+    }
+    #[derive(serde::Serialize)]
+    enum OldRequest {
+        #[allow(dead_code)]
+        Get,
+        Put {
+            key: Vec<u8>,
+            value: Vec<u8>,
+            ack: Option<WriteAck>,
+        },
+    }
+    let payload: Vec<u8> = (0..=255u8).chain(0..=200).collect();
+    let new = PeerMessage {
+        from: "n1".into(),
+        payload: payload.clone(),
+    };
+    let old = OldPeerMessage {
+        from: "n1".into(),
+        payload: payload.clone(),
+    };
+    let frame = encode_frame(&new, DEFAULT_MAX_FRAME).unwrap();
+    assert_eq!(frame, encode_frame(&old, DEFAULT_MAX_FRAME).unwrap());
+    let (back, _) = decode_frame::<PeerMessage>(&frame, DEFAULT_MAX_FRAME)
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, new);
+    let new = ClientRequest::Put {
+        key: b"k".to_vec(),
+        value: payload.clone(),
+        ack: Some(WriteAck::Quorum),
+    };
+    let old = OldRequest::Put {
+        key: b"k".to_vec(),
+        value: payload,
+        ack: Some(WriteAck::Quorum),
+    };
+    let frame = encode_frame(&new, DEFAULT_MAX_FRAME).unwrap();
+    assert_eq!(frame, encode_frame(&old, DEFAULT_MAX_FRAME).unwrap());
+    let (back, _) = decode_frame::<ClientRequest>(&frame, DEFAULT_MAX_FRAME)
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, new);
+}
