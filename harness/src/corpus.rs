@@ -189,11 +189,21 @@ fn is_text_log_name(name: &str) -> bool {
     name.ends_with(".log") || name.ends_with(".txt")
 }
 
-/// True when a text file holds a `jepsen.util` operation line.
+/// How much of a `.log` or `.txt` file is read to tell whether it is a
+/// Jepsen log (a node's own log can be gigabytes).
+const SNIFF_BYTES: u64 = 1 << 20;
+
+/// True when a text file holds a `jepsen.util` operation line in its first
+/// [`SNIFF_BYTES`].
 fn holds_log_lines(path: &Path) -> bool {
-    std::fs::read(path).is_ok_and(|bytes| {
-        crate::jepsen::detect(&String::from_utf8_lossy(&bytes)) == Some(crate::jepsen::Format::Log)
-    })
+    use std::io::Read as _;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(SNIFF_BYTES).read_to_end(&mut head))
+        .is_ok_and(|_| {
+            crate::jepsen::detect(&String::from_utf8_lossy(&head))
+                == Some(crate::jepsen::Format::Log)
+        })
 }
 
 /// The options a history's surroundings give it: its directory's
