@@ -6,11 +6,14 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod convergence;
+pub mod counter;
 pub mod linear;
 pub mod model;
 pub mod perf;
 pub mod session;
 pub mod set;
+pub mod siblings;
 pub mod staleness;
 
 /// What a checker concluded.
