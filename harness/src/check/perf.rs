@@ -14,6 +14,12 @@
 //!   history never completes counts as `info`).
 //! - **Throughput**: completions per 1-second bucket of completion time,
 //!   split into `ok`, `fail` and `info`.
+//! - **Availability**: of the operations invoked while a fault was in
+//!   force, and of the others, how many succeeded (`ok`), their latency
+//!   p50/p99 and `ok` throughput per second of that time; and the longest
+//!   gap without a successful update (any `ok` that is not a `read`)
+//!   between the first invocation and the last update's, with the faults
+//!   it overlapped.
 //! - **Nemesis intervals**: a fault operation opens an interval; the
 //!   operation that undoes it closes it: `start` after `kill` or
 //!   `power-loss`, `resume` after `pause`, `clock-reset` (or Jepsen's
@@ -91,6 +97,7 @@ pub fn check(history: &History) -> CheckResult {
         })
         .collect();
     let intervals = nemesis_intervals(history);
+    let availability = availability(history, &pairs);
 
     let (verdict, summary) = if pairs.is_empty() {
         (
@@ -139,8 +146,106 @@ pub fn check(history: &History) -> CheckResult {
                 "info": info,
             },
             "nemesis": intervals,
+            "availability": availability,
         }),
     }
+}
+
+/// The availability figures (see the module docs).
+fn availability(history: &History, pairs: &[crate::history::Completed<'_>]) -> Value {
+    let last_ns = history.ops.iter().map(|op| op.time_ns).max().unwrap_or(0);
+    let faults: Vec<(u64, u64, &str)> = fault_intervals(history)
+        .iter()
+        .map(|i| {
+            (
+                i.start.time_ns,
+                i.end.map_or(last_ns, |e| e.time_ns),
+                i.start.f.as_str(),
+            )
+        })
+        .collect();
+    let in_fault = |t: u64| faults.iter().any(|&(a, b, _)| (a..b).contains(&t));
+    // [operations, ok, latencies of the ok ones] during and outside faults.
+    let mut sides: [(u64, u64, Vec<u64>); 2] = Default::default();
+    for pair in pairs {
+        let side = &mut sides[usize::from(!in_fault(pair.invoke.time_ns))];
+        side.0 += 1;
+        if let Some(c) = pair.complete.filter(|c| c.kind == OpType::Ok) {
+            side.1 += 1;
+            side.2.push(c.time_ns.saturating_sub(pair.invoke.time_ns));
+        }
+    }
+    let first_ns = pairs.iter().map(|p| p.invoke.time_ns).min().unwrap_or(0);
+    let end_ns = pairs
+        .iter()
+        .filter(|p| p.invoke.f != "read")
+        .map(|p| p.invoke.time_ns)
+        .max()
+        .unwrap_or(first_ns)
+        .max(first_ns);
+    // Merged fault time within the workload window, for throughput.
+    let mut spans: Vec<(u64, u64)> = faults
+        .iter()
+        .map(|&(a, b, _)| (a.max(first_ns), b.min(end_ns)))
+        .filter(|(a, b)| a < b)
+        .collect();
+    spans.sort_unstable();
+    let mut fault_ns = 0;
+    let mut reach = 0;
+    for (a, b) in spans {
+        let a = a.max(reach);
+        if b > a {
+            fault_ns += b - a;
+            reach = b;
+        }
+    }
+    let window_ns = end_ns - first_ns;
+    let side_json = |(ops, ok, latencies): &mut (u64, u64, Vec<u64>), seconds: f64| {
+        let latency = percentiles(latencies);
+        json!({
+            "operations": ops,
+            "ok": ok,
+            "ok_fraction": if *ops == 0 { Value::Null } else { json!(*ok as f64 / *ops as f64) },
+            "latency_ms": { "p50": latency.get("p50"), "p99": latency.get("p99") },
+            "ok_per_s": if seconds > 0.0 { json!(*ok as f64 / seconds) } else { Value::Null },
+            "seconds": seconds,
+        })
+    };
+    let [during, outside] = &mut sides;
+    let during = side_json(during, fault_ns as f64 / 1e9);
+    let outside = side_json(outside, (window_ns - fault_ns) as f64 / 1e9);
+    // The longest gap without a successful update.
+    let mut oks: Vec<u64> = pairs
+        .iter()
+        .filter(|p| p.invoke.f != "read")
+        .filter_map(|p| p.complete.filter(|c| c.kind == OpType::Ok))
+        .map(|c| c.time_ns)
+        .filter(|&t| t <= end_ns)
+        .collect();
+    oks.sort_unstable();
+    let mut gap = (0u64, first_ns, first_ns);
+    let mut prev = first_ns;
+    for t in oks.into_iter().chain([end_ns]) {
+        if t.saturating_sub(prev) > gap.0 {
+            gap = (t - prev, prev, t);
+        }
+        prev = prev.max(t);
+    }
+    let overlapped: Vec<&str> = faults
+        .iter()
+        .filter(|&&(a, b, _)| a < gap.2 && gap.1 < b)
+        .map(|&(_, _, f)| f)
+        .collect();
+    json!({
+        "during_faults": during,
+        "outside_faults": outside,
+        "longest_update_gap": {
+            "ms": gap.0 as f64 / NS_PER_MS,
+            "from_ns": gap.1,
+            "to_ns": gap.2,
+            "faults": overlapped,
+        },
+    })
 }
 
 /// Nearest-rank percentiles of latencies in ns, reported in ms.
@@ -472,5 +577,32 @@ mod tests {
         assert_eq!(r.summary, "no client operations: nothing to measure");
         assert_eq!(r.details["nemesis"].as_array().map(Vec::len), Some(1));
         assert_eq!(check(&History::default()).verdict, Verdict::Valid);
+    }
+
+    #[test]
+    fn availability_during_and_outside_faults_and_the_longest_update_gap() {
+        use OpType::{Info, Ok};
+        // A partition from 100 to 300 ms: of the three writes invoked in
+        // it, one succeeds; outside it, both do. No write succeeds from 20
+        // to 250 ms.
+        let h = history(
+            &[
+                (1, "write", 0, Some((20, Ok))),
+                (2, "write", 110, Some((150, Info))),
+                (3, "write", 160, Some((200, Info))),
+                (4, "write", 210, Some((250, Ok))),
+                (5, "write", 400, Some((410, Ok))),
+                (6, "read", 420, Some((430, Ok))),
+            ],
+            &[(100, "partition"), (300, "heal")],
+        );
+        let a = &check(&h).details["availability"];
+        assert_eq!(a["during_faults"]["operations"], 3);
+        assert_eq!(a["during_faults"]["ok"], 1);
+        assert_eq!(a["outside_faults"]["ok_fraction"], 1.0);
+        assert_eq!(a["during_faults"]["seconds"], 0.2);
+        assert_eq!(a["during_faults"]["latency_ms"]["p50"], 40.0);
+        assert_eq!(a["longest_update_gap"]["ms"], 230.0);
+        assert_eq!(a["longest_update_gap"]["faults"], json!(["partition"]));
     }
 }
