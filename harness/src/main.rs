@@ -63,6 +63,50 @@ enum Command {
     /// Write a history (any format `check` reads) as Jepsen EDN, so
     /// Jepsen's own tools (Knossos, Elle) can check it.
     Export(ExportArgs),
+    /// Run every setting × fault of a spec (each cell an ordinary run), and
+    /// write `matrix.json`, `matrix.md` and `matrix.html` into `--out`.
+    /// Resumable: cells already in `--out` are read back, not re-run.
+    ///
+    /// Exit code: 1 if any claim broke; 70 if a cell could not run at all;
+    /// else 0.
+    ///
+    /// Example: mimeo-harness matrix --spec harness/matrix/ci.toml --out
+    /// histories/matrix-ci
+    Matrix(MatrixArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct MatrixArgs {
+    /// The spec (TOML; see harness/matrix/default.toml). Default: the
+    /// built-in default spec.
+    #[arg(long)]
+    spec: Option<PathBuf>,
+    /// Seeds per cell: 1..=N.
+    #[arg(long, default_value_t = 1)]
+    seeds: u64,
+    /// Seconds of workload per cell, over the spec's.
+    #[arg(long)]
+    time_limit: Option<f64>,
+    /// Only cells whose id (`<row>--<fault>--<workload>--s<seed>`) contains
+    /// this (repeatable: any of them).
+    #[arg(long)]
+    filter: Vec<String>,
+    /// Every fault each row can take, not only the spec's.
+    #[arg(long)]
+    full: bool,
+    /// Run cells again even if `--out` has them.
+    #[arg(long)]
+    rerun: bool,
+    /// Print the cells and the expected time, and run nothing.
+    #[arg(long)]
+    list: bool,
+    /// The matrix directory.
+    #[arg(long, default_value = "histories/matrix")]
+    out: PathBuf,
+    /// The `mimeo` binary (default: $MIMEO_BIN, else next to this
+    /// executable, else built with cargo).
+    #[arg(long)]
+    mimeo_bin: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -137,6 +181,111 @@ fn main() -> ExitCode {
         Command::Run(args) => run_command(*args),
         Command::Check(args) => check_command(&args),
         Command::Export(args) => export_command(&args),
+        Command::Matrix(args) => matrix_command(args),
+    }
+}
+
+fn matrix_command(args: MatrixArgs) -> ExitCode {
+    use mimeo_harness::matrix::{self, Spec};
+    let spec = match &args.spec {
+        None => Spec::parse(matrix::DEFAULT_SPEC, "the built-in default spec"),
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: {e}", path.display()))
+            .and_then(|text| Spec::parse(&text, &path.display().to_string())),
+    };
+    let spec = match spec {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("mimeo-harness matrix: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if args.seeds == 0 || args.time_limit.is_some_and(|t| !(t.is_finite() && t > 0.0)) {
+        eprintln!("mimeo-harness matrix: --seeds and --time-limit must be positive");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let options = matrix::Options {
+        out: args.out.clone(),
+        seeds: args.seeds,
+        time_limit: args.time_limit,
+        filter: args.filter.clone(),
+        full: args.full,
+        rerun: args.rerun,
+        mimeo_bin: args.mimeo_bin.clone(),
+    };
+    let cells = matrix::cells(&spec, &options);
+    if cells.is_empty() {
+        eprintln!(
+            "mimeo-harness matrix: no cell matches --filter {:?}",
+            args.filter
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let estimate = matrix::estimate(&spec, &options, cells.len());
+    eprintln!(
+        "matrix: {} cell(s), at most ~{:.0} min (cells already in {} are read back)",
+        cells.len(),
+        estimate.as_secs_f64() / 60.0,
+        args.out.display()
+    );
+    if args.list {
+        for cell in &cells {
+            println!("{}", cell.id());
+        }
+        return ExitCode::SUCCESS;
+    }
+    // Every cell's arguments are checked before the first one runs.
+    for cell in &cells {
+        let row = spec
+            .rows
+            .iter()
+            .find(|r| r.name == cell.row)
+            .expect("from the spec");
+        if let Err(e) = matrix::run_args(&spec, row, cell, &options) {
+            eprintln!("mimeo-harness matrix: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mimeo-harness: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUN_FAILED);
+        }
+    };
+    let result = runtime.block_on(async {
+        let interrupt = Interrupt::install();
+        matrix::run(&spec, &options, &interrupt).await
+    });
+    match result {
+        Ok(outcomes) => {
+            print!("{}", matrix::render::markdown(&spec, &outcomes));
+            println!("matrix: {}", args.out.join("matrix.html").display());
+            let broken = outcomes.iter().filter(|o| o.broken()).count();
+            let errors = outcomes
+                .iter()
+                .filter(|o| o.verdicts.is_empty() && o.error.is_some())
+                .count();
+            if broken > 0 {
+                eprintln!("matrix: {broken} run(s) broke a claim");
+                ExitCode::from(1)
+            } else if errors > 0 {
+                eprintln!(
+                    "matrix: {errors} run(s) could not be carried out; the matrix is incomplete"
+                );
+                ExitCode::from(EXIT_RUN_FAILED)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(matrix::MatrixError::Interrupted) => {
+            eprintln!("mimeo-harness matrix: interrupted; run the same command to resume");
+            ExitCode::from(EXIT_INTERRUPTED)
+        }
+        Err(e) => {
+            eprintln!("mimeo-harness matrix: {e}");
+            ExitCode::from(EXIT_RUN_FAILED)
+        }
     }
 }
 

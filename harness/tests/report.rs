@@ -189,3 +189,77 @@ fn a_reports_size_does_not_grow_with_successful_operations() {
     assert!(large < 2 * small, "{small} bytes, then {large}");
     assert!(large < 5_000_000, "{large} bytes");
 }
+
+#[test]
+fn the_matrix_grid_renders_in_headless_chromium() {
+    use mimeo_harness::matrix::{render, Cell, Claim, Column, Outcome, Spec};
+    use mimeo_harness::nemesis::Fault;
+    let spec = Spec::parse(
+        r#"
+        [[row]]
+        name = "lf-quorum-leader"
+        mode = "leader-follower"
+        workloads = ["set"]
+        faults = ["none", "kill"]
+        claims = ["set"]
+        [[row]]
+        name = "lf-async-leader"
+        mode = "leader-follower"
+        workloads = ["set"]
+        faults = ["none", "kill"]
+        "#,
+        "test",
+    )
+    .unwrap();
+    let outcome = |row: &str, fault: Option<Fault>, verdict: &str, claimed: bool| Outcome {
+        cell: Cell {
+            row: row.into(),
+            fault: Column(fault),
+            workload: Workload::Set,
+            seed: 1,
+        },
+        run_dir: format!("runs/{row}"),
+        verdicts: [("set".to_string(), verdict.to_string())].into(),
+        claims: claimed
+            .then(|| Claim {
+                checker: "set".into(),
+                verdict: verdict.into(),
+            })
+            .into_iter()
+            .collect(),
+        error: None,
+        figures: json!({"lost_writes": 3, "lost_fraction": 0.02, "p99_ms_outside": 7.5}),
+    };
+    let outcomes = vec![
+        outcome("lf-quorum-leader", None, "valid", true),
+        outcome("lf-quorum-leader", Some(Fault::Kill), "invalid", true),
+        outcome("lf-async-leader", None, "valid", false),
+        outcome("lf-async-leader", Some(Fault::Kill), "invalid", false),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    render::write_all(dir.path(), &spec, &outcomes).unwrap();
+    let page = dir.path().join("matrix.html");
+    let dom = headless(&page, &dir.path().join("profile-dom"), &["--dump-dom"]);
+    assert!(dom.contains("id=\"grid\""), "the grid is there");
+    assert_eq!(dom.matches("<td class=\"broken\"").count(), 1, "{dom}");
+    assert_eq!(dom.matches("<td class=\"held\"").count(), 1, "{dom}");
+    assert_eq!(dom.matches("<td class=\"not-claimed\"").count(), 2, "{dom}");
+
+    let png = dir.path().join("matrix.png");
+    headless(
+        &page,
+        &dir.path().join("profile-png"),
+        &[
+            &format!("--screenshot={}", png.display()),
+            "--window-size=900,500",
+            "--hide-scrollbars",
+        ],
+    );
+    let bytes = std::fs::read(&png).expect("a screenshot was written");
+    assert!(bytes.starts_with(b"\x89PNG"), "a PNG");
+    assert!(
+        bytes.len() > 10_000,
+        "{} bytes: nothing drawn?",
+        bytes.len()
+    );
+}
