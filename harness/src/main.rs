@@ -107,6 +107,11 @@ struct MatrixArgs {
     /// executable, else built with cargo).
     #[arg(long)]
     mimeo_bin: Option<PathBuf>,
+    /// Also write the textbook table (each setting's cost and what each
+    /// fault did to it) into this file, between `<!-- matrix:begin -->`
+    /// and `<!-- matrix:end -->` (README.md's section).
+    #[arg(long, value_name = "FILE")]
+    readme: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -261,6 +266,20 @@ fn matrix_command(args: MatrixArgs) -> ExitCode {
         Ok(outcomes) => {
             print!("{}", matrix::render::markdown(&spec, &outcomes));
             println!("matrix: {}", args.out.join("matrix.html").display());
+            if let Some(path) = &args.readme {
+                let table = matrix::render::textbook(&spec, &outcomes);
+                let written = std::fs::read_to_string(path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|text| matrix::render::splice_readme(&text, &table))
+                    .and_then(|text| std::fs::write(path, text).map_err(|e| e.to_string()));
+                match written {
+                    Ok(()) => println!("matrix: the textbook table is in {}", path.display()),
+                    Err(e) => {
+                        eprintln!("mimeo-harness matrix: {}: {e}", path.display());
+                        return ExitCode::from(EXIT_RUN_FAILED);
+                    }
+                }
+            }
             let broken = outcomes.iter().filter(|o| o.broken()).count();
             let errors = outcomes
                 .iter()

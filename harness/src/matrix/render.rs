@@ -223,6 +223,96 @@ pub fn markdown(spec: &Spec, outcomes: &[Outcome]) -> String {
     md
 }
 
+/// The textbook table: per setting, what it costs without faults and what
+/// it lost or kept under each fault, in the words of the usual trade-offs,
+/// with the measured numbers beside them.
+pub fn textbook(spec: &Spec, outcomes: &[Outcome]) -> String {
+    let mut md = String::from(
+        "| setting | what it is | cost without faults | claims that held | what the faults did |\n\
+         |---|---|---|---|---|\n",
+    );
+    for (row, squares) in grid(spec, outcomes) {
+        let about = spec
+            .rows
+            .iter()
+            .find(|r| r.name == row)
+            .and_then(|r| r.about.as_deref())
+            .unwrap_or("");
+        let quiet: Vec<&Outcome> = squares
+            .iter()
+            .filter(|(c, _)| c.0.is_none())
+            .flat_map(|(_, runs)| runs.iter().copied())
+            .collect();
+        let cost = match (max(&quiet, "p50_ms_outside"), max(&quiet, "p99_ms_outside")) {
+            (Some(p50), Some(p99)) => {
+                let tput = min(&quiet, "ok_per_s_outside").unwrap_or(0.0);
+                format!("p50 {p50:.1} ms, p99 {p99:.1} ms, {tput:.0} ops/s")
+            }
+            _ => "not measured".into(),
+        };
+        let mut held = std::collections::BTreeSet::new();
+        let mut faults = Vec::new();
+        for (c, runs) in &squares {
+            for o in runs {
+                held.extend(
+                    o.claims
+                        .iter()
+                        .filter(|cl| cl.verdict == "valid")
+                        .map(|cl| cl.checker.as_str()),
+                );
+            }
+            let Some(fault) = c.0.filter(|_| !runs.is_empty()) else {
+                continue;
+            };
+            let mut said = Vec::new();
+            if status(runs) == Status::Broken {
+                said.push("**broke a claim**".to_string());
+            }
+            if let Some(lost) = max(runs, "lost_writes").filter(|l| *l > 0.0) {
+                let share = max(runs, "lost_fraction").unwrap_or(0.0) * 100.0;
+                said.push(format!("lost {lost:.0} acknowledged writes ({share:.1}%)"));
+            }
+            if let Some(stale) = max(runs, "stale_fraction").filter(|s| *s > 0.0) {
+                said.push(format!("{:.1}% of reads stale", stale * 100.0));
+            }
+            if let Some(a) = min(runs, "ok_fraction_during_faults") {
+                said.push(format!("{:.0}% of requests served during it", a * 100.0));
+            }
+            faults.push(format!("{}: {}", fault.name(), said.join(", ")));
+        }
+        let held: Vec<&str> = held.into_iter().collect();
+        let _ = writeln!(
+            md,
+            "| **{row}** | {about} | {cost} | {} | {} |",
+            if held.is_empty() {
+                "none claimed".to_string()
+            } else {
+                held.join(", ")
+            },
+            faults.join("<br>").replace('|', "\\|")
+        );
+    }
+    md
+}
+
+/// The markers between which [`splice_readme`] writes the textbook table.
+pub const README_MARKERS: (&str, &str) = ("<!-- matrix:begin -->", "<!-- matrix:end -->");
+
+/// `readme` with the text between [`README_MARKERS`] replaced by `table`;
+/// an error naming the missing marker if it lacks one.
+pub fn splice_readme(readme: &str, table: &str) -> Result<String, String> {
+    let (begin, end) = README_MARKERS;
+    let (Some(a), Some(b)) = (readme.find(begin), readme.find(end)) else {
+        return Err(format!(
+            "the file has no `{begin}` ... `{end}` section to write the table into"
+        ));
+    };
+    if b < a {
+        return Err(format!("`{end}` comes before `{begin}`"));
+    }
+    Ok(format!("{}{begin}\n{table}{}", &readme[..a], &readme[b..]))
+}
+
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -411,6 +501,41 @@ mod tests {
         assert!(html.contains("<td class=\"broken\">"));
         assert!(html.contains("<td class=\"held\">"));
         assert!(html.contains("href=\"runs/async/report.html\""));
+    }
+
+    #[test]
+    fn the_textbook_table_says_cost_claims_and_losses_and_goes_between_the_markers() {
+        let outcomes = vec![
+            outcome(
+                "async",
+                None,
+                None,
+                json!({"p50_ms_outside": 1.0, "p99_ms_outside": 6.0, "ok_per_s_outside": 2900.0}),
+            ),
+            outcome(
+                "async",
+                Some(Fault::Kill),
+                None,
+                json!({"lost_writes": 7, "lost_fraction": 0.07, "ok_fraction_during_faults": 0.9}),
+            ),
+        ];
+        let table = textbook(&spec(), &outcomes);
+        assert!(
+            table.contains(
+                "| **async** |  | p50 1.0 ms, p99 6.0 ms, 2900 ops/s | none claimed | kill: lost 7 \
+                 acknowledged writes (7.0%), 90% of requests served during it |"
+            ),
+            "{table}"
+        );
+        let readme = "intro\n<!-- matrix:begin -->\nold\n<!-- matrix:end -->\nrest\n";
+        let new = splice_readme(readme, "T\n").unwrap();
+        assert_eq!(
+            new,
+            "intro\n<!-- matrix:begin -->\nT\n<!-- matrix:end -->\nrest\n"
+        );
+        assert!(splice_readme("no markers", "T")
+            .unwrap_err()
+            .contains("matrix:begin"));
     }
 
     #[test]
