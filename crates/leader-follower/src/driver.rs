@@ -481,6 +481,7 @@ enum Request {
 pub struct Handle {
     requests: mpsc::Sender<Request>,
     replication: Arc<ReplicationLatency>,
+    wakeups: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The driver stopped (a storage failure, or shutdown).
@@ -516,6 +517,14 @@ impl Handle {
     /// the driver, so it answers even when the driver is busy.
     pub fn replication_latency(&self) -> Vec<(String, Latencies)> {
         self.replication.snapshot()
+    }
+
+    /// How many times the driver's event loop has woken (for an input, a
+    /// finished write or a timer) since it started: a loop that spins
+    /// shows here. Read without asking the driver, like
+    /// [`Handle::replication_latency`].
+    pub fn wakeups(&self) -> u64 {
+        self.wakeups.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Asks a leader to hand leadership to its most up-to-date follower
@@ -563,6 +572,7 @@ pub struct Driver {
     dir: PathBuf,
     origin: Instant,
     timer: ReplicationTimer,
+    wakeups: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -601,10 +611,12 @@ impl Driver {
             dir,
             origin,
             timer: ReplicationTimer::new(Arc::clone(&replication)),
+            wakeups: Arc::default(),
         };
         let handle = Handle {
             requests: tx,
             replication,
+            wakeups: Arc::clone(&driver.wakeups),
         };
         (driver, handle)
     }
@@ -645,6 +657,8 @@ impl Driver {
                 Some(peer) = gone.recv() => Event::PeerGone(peer),
                 () = tokio::time::sleep_until(deadline.into()) => Event::Tick,
             };
+            self.wakeups
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if matches!(event, Event::Peer(None)) {
                 tracing::error!(
                     "the peer message channel closed: this node hears no peer any more"
