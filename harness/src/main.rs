@@ -190,6 +190,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// The async runtime of `run` and `matrix`, or the exit code that says it
+/// could not start.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|e| {
+        eprintln!("mimeo-harness: cannot start the async runtime: {e}");
+        ExitCode::from(EXIT_RUN_FAILED)
+    })
+}
+
 fn matrix_command(args: MatrixArgs) -> ExitCode {
     use mimeo_harness::matrix::{self, Spec};
     let spec = match &args.spec {
@@ -251,12 +260,9 @@ fn matrix_command(args: MatrixArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("mimeo-harness: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_RUN_FAILED);
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async {
         let interrupt = Interrupt::install();
@@ -313,12 +319,9 @@ fn run_command(args: RunArgs) -> ExitCode {
         eprintln!("mimeo-harness run: {e:#}");
         return ExitCode::from(EXIT_USAGE);
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("mimeo-harness: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_RUN_FAILED);
-        }
+        Err(code) => return code,
     };
     let outcome = runtime.block_on(async {
         let interrupt = Interrupt::install();

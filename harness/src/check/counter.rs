@@ -298,26 +298,9 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{Op, Process};
 
-    /// A history from `(process, type, f, value)` rows, times = indices.
     fn history(rows: &[(u64, OpType, &str, Value)]) -> History {
-        History::new(
-            rows.iter()
-                .enumerate()
-                .map(|(i, (p, kind, f, value))| Op {
-                    index: i as u64,
-                    time_ns: i as u64,
-                    process: Process::Client(*p),
-                    kind: *kind,
-                    f: (*f).into(),
-                    key: Some("c".into()),
-                    value: value.clone(),
-                    node: Some("n1".into()),
-                    error: None,
-                })
-                .collect(),
-        )
+        crate::check::rows_history("c", rows)
     }
 
     use OpType::{Fail, Info, Invoke, Ok};

@@ -111,6 +111,32 @@ impl CheckResult {
     }
 }
 
+/// Test histories from `(process, type, f, value)` rows on one key, each
+/// row one entry, its time its index, answered by node `n<process>`.
+#[cfg(test)]
+pub(crate) fn rows_history(
+    key: &str,
+    rows: &[(u64, crate::history::OpType, &str, serde_json::Value)],
+) -> crate::History {
+    use crate::history::{Op, Process};
+    crate::History::new(
+        rows.iter()
+            .enumerate()
+            .map(|(i, (p, kind, f, value))| Op {
+                index: i as u64,
+                time_ns: i as u64,
+                process: Process::Client(*p),
+                kind: *kind,
+                f: (*f).into(),
+                key: Some(key.into()),
+                value: value.clone(),
+                node: Some(format!("n{p}")),
+                error: None,
+            })
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -483,27 +483,10 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{Op, Process};
     use OpType::{Fail, Info, Invoke, Ok};
 
-    /// A history from `(process, type, f, value)` rows on key `k`.
     fn history(rows: &[(u64, OpType, &str, Value)]) -> History {
-        History::new(
-            rows.iter()
-                .enumerate()
-                .map(|(i, (p, kind, f, value))| Op {
-                    index: i as u64,
-                    time_ns: i as u64,
-                    process: Process::Client(*p),
-                    kind: *kind,
-                    f: (*f).into(),
-                    key: Some("k".into()),
-                    value: value.clone(),
-                    node: Some(format!("n{p}")),
-                    error: None,
-                })
-                .collect(),
-        )
+        crate::check::rows_history("k", rows)
     }
 
     fn write(v: i64, observed: &[i64]) -> Value {
