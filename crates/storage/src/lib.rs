@@ -326,7 +326,7 @@ pub mod sim;
 mod state;
 mod store;
 
-pub use backend::{Backend, BackendFile, FsBackend};
+pub use backend::{Backend, BackendFile, FileCursor, FsBackend, REPLACE_BUFFER_BYTES};
 pub use error::{Error, Result};
 pub use fault::{FsyncFaultBackend, FAIL_FSYNC_FILE};
 pub use format::MAX_RECORD_BYTES;
