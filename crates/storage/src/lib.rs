@@ -333,6 +333,6 @@ pub use format::MAX_RECORD_BYTES;
 pub use latency::{Latencies, LatencyHistogram, LATENCY_BOUNDS_US};
 pub use lock::{DirLock, LOCK_FILE};
 pub use options::{FsyncMode, Options, ParseFsyncModeError};
-pub use power_loss::PowerLossBackend;
+pub use power_loss::{PowerLossBackend, STAGING_DIR_PREFIX};
 pub use record::{Entry, LogPosition, Mutation, Record, RecordMeta};
 pub use store::{CompactionStats, Stats, Store};
