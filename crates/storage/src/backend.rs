@@ -378,4 +378,41 @@ mod tests {
         );
         assert_eq!(backend.list().unwrap(), vec!["meta".to_owned()]);
     }
+
+    #[test]
+    fn a_streamed_replace_is_atomic_and_a_failed_one_leaves_the_old_file() {
+        use std::io::Read as _;
+        let dir = tempfile::tempdir().unwrap();
+        let backend = FsBackend::new(dir.path()).unwrap();
+        // Several buffers' worth, in small writes.
+        let line = b"0123456789abcdef";
+        let lines = 3 * REPLACE_BUFFER_BYTES / line.len() + 7;
+        backend
+            .replace_file_with("big", &mut |out| {
+                for _ in 0..lines {
+                    out.write_all(line)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let file = backend.open("big").unwrap();
+        assert_eq!(file.len().unwrap(), (lines * line.len()) as u64);
+        let mut tail = Vec::new();
+        let mut cursor = FileCursor::at(&*file, 16 * 5 + 3);
+        cursor.read_to_end(&mut tail).unwrap();
+        assert!(tail.starts_with(b"3456789abcdef0123"));
+        assert_eq!(cursor.offset(), file.len().unwrap());
+
+        // The writer fails half way: the old file stays, whole.
+        let err = backend
+            .replace_file_with("big", &mut |out| {
+                out.write_all(b"partial")?;
+                Err(io::Error::other("the encoder failed"))
+            })
+            .unwrap_err();
+        assert_eq!(err.to_string(), "the encoder failed");
+        let bytes = backend.read_file("big").unwrap().unwrap();
+        assert_eq!(bytes.len(), lines * line.len());
+        assert!(bytes.chunks(line.len()).all(|c| c == line));
+    }
 }
