@@ -49,7 +49,8 @@ pub enum Output {
 /// hard state, discard the log prefix.
 ///
 /// The driver must perform `Persist` outputs in the order it drains them,
-/// and each one's parts in the order above.
+/// and each one's parts in the order above: [`Persist::apply_to`] does
+/// that over the driver's [`DurableState`].
 /// `hard_state` must be durable before the driver performs any later
 /// output (a vote or a term must never be forgotten after it was sent).
 /// The rest may be written asynchronously:
