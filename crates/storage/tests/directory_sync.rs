@@ -18,19 +18,19 @@ use mimeo_storage::{FsyncMode, Options, PowerLossBackend, Record, Store};
 
 use common::{assert_state, fold, put};
 
-const STEPS: u64 = 90;
+const STEPS: u64 = 60;
 
 fn options() -> Options {
     Options {
         fsync: FsyncMode::Always,
-        segment_bytes: 4096,
+        segment_bytes: 2048,
         compact_min_bytes: u64::MAX, // compaction only where the workload asks
         ..Options::default()
     }
 }
 
 /// Record `index`: 7 keys rewritten, about 300 bytes, so a segment holds
-/// about a dozen and compaction has garbage to drop.
+/// about six and compaction has garbage to drop.
 fn record(index: u64) -> Record {
     put(
         index,
@@ -48,7 +48,7 @@ fn run_and_kill(dir: &std::path::Path, steps: u64) {
     for index in 1..=steps {
         // Acknowledged when `append` returns, under `always`.
         store.append(&[record(index)]).unwrap();
-        if index % 40 == 0 {
+        if index % 25 == 0 {
             store.compact().unwrap();
         }
     }
