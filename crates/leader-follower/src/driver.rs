@@ -9,7 +9,9 @@
 //! - [`Output::Send`]: postcard-encode the [`PeerMsg`] and queue it on the
 //!   bus (best effort; the core retransmits).
 //! - [`Output::Persist`]: hand it to the **writer thread**, which performs
-//!   persists strictly in order (truncate, append, hard state). It appends
+//!   persists strictly in order, through [`Persist::apply_to`] (the one
+//!   implementation of the ordering rule, shared with the simulation and
+//!   the model checker). It appends
 //!   every persist that has queued up, then waits once for durability and
 //!   reports the last durable position back: concurrent writes share an
 //!   fsync under `fsync = batch`. A persist that carries a hard state (a new
@@ -32,12 +34,16 @@
 //! store's own key index and compaction snapshot stay one entry small; the
 //! key-value state is the core's, and its snapshots' below.
 //!
-//! The hard state lives beside the log in `leader-follower.state`, written
-//! to a temporary file, fsynced and renamed over the old one.
+//! The hard state and the latest snapshot live beside the log, written
+//! through the same [`Backend`] as the log ([`Store::backend`]), so a
+//! simulated power cut ([`mimeo_storage::sim::SimBackend`],
+//! [`mimeo_storage::PowerLossBackend`]) sees them too. The hard state is
+//! `leader-follower.state` (JSON), replaced atomically with
+//! [`Backend::write_file_durably`] (temporary file, fsync, rename, fsync
+//! of the directory).
 //!
 //! The latest snapshot lives in `leader-follower.snapshot`, written the same
-//! way (temporary file, fsync, rename, fsync of the directory) and
-//! checksummed. A [`Persist::snapshot`] of the core's own applied view is
+//! way, streamed ([`Backend::replace_file_with`]), and checksummed. A [`Persist::snapshot`] of the core's own applied view is
 //! written on a second thread while appends go on, and reported with
 //! [`Core::snapshot_persisted`] once it is durable; so is a
 //! [`Persist::discard_before`], which drops whole log segments below that
@@ -61,18 +67,18 @@
 //! ```
 
 use std::collections::HashMap;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mimeo_storage::{Latencies, LogPosition, Options, Record, Store};
+use mimeo_storage::{Backend, Latencies, LogPosition, Options, Record, Store};
 use mimeo_wire::{PeerBus, PeerMessage, Probe};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::timing::{ReplicationLatency, ReplicationTimer};
-use crate::{AckMode, ClientOp, Core, HardState, LogEntry, Millis, NodeId, Output, PeerMsg};
+use crate::{AckMode, ClientOp, Core, DurableState, HardState, LogEntry, Millis, NodeId};
 use crate::{Config, Persist, Reply, Snapshot, Status};
+use crate::{Output, PeerMsg};
 
 /// The file that holds the hard state, in the node's data directory.
 pub const HARD_STATE_FILE: &str = "leader-follower.state";
@@ -225,92 +231,170 @@ impl NodeNames {
     }
 }
 
-/// Reads the hard state in `dir` (the default when the node is new).
-pub fn read_hard_state(dir: &Path) -> Result<HardState, DriverError> {
-    let path = dir.join(HARD_STATE_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| DriverError::CorruptHardState {
-            path,
-            message: e.to_string(),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HardState::default()),
+/// The directory `backend` works in, for messages.
+fn dir_of(backend: &dyn Backend) -> PathBuf {
+    backend.path("").components().collect()
+}
+
+/// Reads the hard state [`HARD_STATE_FILE`] through `backend` (the
+/// default when the node is new).
+pub fn read_hard_state(backend: &dyn Backend) -> Result<HardState, DriverError> {
+    Ok(load_hard_state(backend)?.unwrap_or_default())
+}
+
+/// The hard state, or `None` when the file does not exist.
+fn load_hard_state(backend: &dyn Backend) -> Result<Option<HardState>, DriverError> {
+    let path = backend.path(HARD_STATE_FILE);
+    match backend.read_file(HARD_STATE_FILE) {
+        Ok(Some(bytes)) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| DriverError::CorruptHardState {
+                    path,
+                    message: e.to_string(),
+                })
+        }
+        Ok(None) => Ok(None),
         Err(source) => Err(DriverError::HardState { path, source }),
     }
 }
 
-/// Makes `state` durable in `dir`: temporary file, fsync, rename, fsync of
-/// the directory.
-pub fn write_hard_state(dir: &Path, state: &HardState) -> Result<(), DriverError> {
-    let path = dir.join(HARD_STATE_FILE);
-    let tmp = dir.join(format!("{HARD_STATE_FILE}.tmp"));
-    let io = |source| DriverError::HardState {
-        path: path.clone(),
+/// Makes `state` durable as [`HARD_STATE_FILE`] through `backend`
+/// ([`Backend::write_file_durably`]: temporary file, fsync, rename, fsync
+/// of the directory). The bytes are the hard state's JSON, as every
+/// earlier build wrote them.
+pub fn write_hard_state(backend: &dyn Backend, state: &HardState) -> Result<(), DriverError> {
+    let bytes = serde_json::to_vec(state).expect("a hard state serializes");
+    backend
+        .write_file_durably(HARD_STATE_FILE, &bytes)
+        .map_err(|source| DriverError::HardState {
+            path: backend.path(HARD_STATE_FILE),
+            source,
+        })
+}
+
+/// An [`std::io::Write`] that only computes the CRC32C and length of what
+/// goes through it: the first pass of [`write_snapshot`].
+#[derive(Default)]
+struct Checksum {
+    crc: u32,
+    len: u64,
+}
+
+impl std::io::Write for Checksum {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.crc = crc32c::crc32c_append(self.crc, buf);
+        self.len += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Encodes `snapshot` (postcard, as [`Snapshot::encode`]) into `out`,
+/// keeping the writer's own error when it fails.
+fn encode_snapshot_into(snapshot: &Snapshot, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    /// Keeps the first I/O error, which postcard would replace by its own.
+    struct Keep<'a> {
+        out: &'a mut dyn std::io::Write,
+        error: Option<std::io::Error>,
+    }
+    impl std::io::Write for Keep<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.out.write(buf).inspect_err(|e| {
+                self.error
+                    .get_or_insert_with(|| std::io::Error::new(e.kind(), e.to_string()));
+            })
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.out.flush()
+        }
+    }
+    let mut keep = Keep { out, error: None };
+    match postcard::to_io(snapshot, &mut keep) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(keep
+            .error
+            .take()
+            .unwrap_or_else(|| std::io::Error::other(format!("encoding the snapshot: {e}")))),
+    }
+}
+
+/// The header of a snapshot file (see the module docs for the layout).
+fn snapshot_header(
+    last: LogPosition,
+    payload_crc: u32,
+    payload_len: u64,
+) -> [u8; SNAPSHOT_HEADER_LEN] {
+    let mut header = [0u8; SNAPSHOT_HEADER_LEN];
+    header[..8].copy_from_slice(SNAPSHOT_MAGIC);
+    header[8..12].copy_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+    header[12..16].copy_from_slice(&payload_crc.to_le_bytes());
+    header[16..24].copy_from_slice(&last.index.to_le_bytes());
+    header[24..32].copy_from_slice(&last.term.to_le_bytes());
+    header[32..40].copy_from_slice(&payload_len.to_le_bytes());
+    let header_crc = crc32c::crc32c(&header[..40]);
+    header[40..].copy_from_slice(&header_crc.to_le_bytes());
+    header
+}
+
+/// Makes `snapshot` durable as [`SNAPSHOT_FILE`] through `backend`
+/// ([`Backend::replace_file_with`]: temporary file, fsync, rename, fsync
+/// of the directory), in the layout of the module docs.
+///
+/// Streamed in two passes over the snapshot (one for the payload's
+/// checksum and length, which the header carries, one to write it), so
+/// no encoded copy of a large state is held in memory.
+pub fn write_snapshot(backend: &dyn Backend, snapshot: &Snapshot) -> Result<(), DriverError> {
+    let io = |source| DriverError::SnapshotFile {
+        path: backend.path(SNAPSHOT_FILE),
         source,
     };
-    let bytes = serde_json::to_vec(state).expect("a hard state serializes");
-    replace_durably(dir, &tmp, &path, &bytes).map_err(io)
+    let mut sum = std::io::BufWriter::with_capacity(64 << 10, Checksum::default());
+    encode_snapshot_into(snapshot, &mut sum).map_err(io)?;
+    let sum = sum.into_inner().map_err(|e| io(e.into_error()))?;
+    let header = snapshot_header(snapshot.last, sum.crc, sum.len);
+    backend
+        .replace_file_with(SNAPSHOT_FILE, &mut |out| {
+            out.write_all(&header)?;
+            encode_snapshot_into(snapshot, out)
+        })
+        .map_err(io)
 }
 
-/// Puts `bytes` at `path` in `dir` so that a crash leaves the old file or
-/// the new one, never a mix: written to `tmp`, fsynced, renamed over
-/// `path`, and the directory fsynced.
-fn replace_durably(dir: &Path, tmp: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = std::fs::File::create(tmp)?;
-    file.write_all(bytes)?;
-    file.sync_data()?;
-    drop(file);
-    std::fs::rename(tmp, path)?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all())
-}
-
-/// Makes `snapshot` durable in `dir` as [`SNAPSHOT_FILE`]: temporary
-/// file, fsync, rename, fsync of the directory.
-pub fn write_snapshot(dir: &Path, snapshot: &Snapshot) -> Result<(), DriverError> {
-    let path = dir.join(SNAPSHOT_FILE);
-    let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
+/// Reads the snapshot [`SNAPSHOT_FILE`] through `backend` (`None` when
+/// there is none), checking its checksums.
+pub fn read_snapshot(backend: &dyn Backend) -> Result<Option<Snapshot>, DriverError> {
+    let path = backend.path(SNAPSHOT_FILE);
     let io = |source| DriverError::SnapshotFile {
         path: path.clone(),
         source,
     };
-    let payload = snapshot.encode();
-    let mut bytes = Vec::with_capacity(SNAPSHOT_HEADER_LEN + payload.len());
-    bytes.extend_from_slice(SNAPSHOT_MAGIC);
-    bytes.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-    bytes.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-    bytes.extend_from_slice(&snapshot.last.index.to_le_bytes());
-    bytes.extend_from_slice(&snapshot.last.term.to_le_bytes());
-    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    let header_crc = crc32c::crc32c(&bytes);
-    bytes.extend_from_slice(&header_crc.to_le_bytes());
-    bytes.extend_from_slice(&payload);
-    replace_durably(dir, &tmp, &path, &bytes).map_err(io)
-}
-
-/// Reads the snapshot in `dir` (`None` when there is none), checking its
-/// checksums.
-pub fn read_snapshot(dir: &Path) -> Result<Option<Snapshot>, DriverError> {
-    let path = dir.join(SNAPSHOT_FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
+    let file = match backend.open(SNAPSHOT_FILE) {
+        Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(DriverError::SnapshotFile { path, source }),
+        Err(source) => return Err(io(source)),
     };
     let corrupt = |message: String| DriverError::CorruptSnapshot {
         path: path.clone(),
         message,
     };
-    if bytes.len() < SNAPSHOT_HEADER_LEN {
+    let len = file.len().map_err(io)?;
+    if len < SNAPSHOT_HEADER_LEN as u64 {
         return Err(corrupt(format!(
-            "{} bytes, shorter than its {SNAPSHOT_HEADER_LEN}-byte header",
-            bytes.len()
+            "{len} bytes, shorter than its {SNAPSHOT_HEADER_LEN}-byte header"
         )));
     }
-    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
-    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-    if &bytes[..8] != SNAPSHOT_MAGIC {
+    let mut header = [0u8; SNAPSHOT_HEADER_LEN];
+    file.read_at(&mut header, 0).map_err(io)?;
+    let u32_at = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4 bytes"));
+    let u64_at = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("8 bytes"));
+    if &header[..8] != SNAPSHOT_MAGIC {
         return Err(corrupt("bad magic: not a leader-follower snapshot".into()));
     }
-    if crc32c::crc32c(&bytes[..40]) != u32_at(40) {
+    if crc32c::crc32c(&header[..40]) != u32_at(40) {
         return Err(corrupt("header checksum mismatch at byte offset 40".into()));
     }
     let version = u32_at(8);
@@ -320,21 +404,24 @@ pub fn read_snapshot(dir: &Path) -> Result<Option<Snapshot>, DriverError> {
         )));
     }
     let last = LogPosition::new(u64_at(24), u64_at(16));
-    let payload = &bytes[SNAPSHOT_HEADER_LEN..];
-    if payload.len() as u64 != u64_at(32) {
+    let payload_len = len - SNAPSHOT_HEADER_LEN as u64;
+    if payload_len != u64_at(32) {
         return Err(corrupt(format!(
-            "the header promises {} payload bytes, the file holds {}",
+            "the header promises {} payload bytes, the file holds {payload_len}",
             u64_at(32),
-            payload.len()
         )));
     }
-    if crc32c::crc32c(payload) != u32_at(12) {
+    // As large as the file, which this node wrote (and the header vouches
+    // for): the decoded state is about as large again.
+    let mut payload = vec![0u8; payload_len as usize];
+    file.read_at(&mut payload, SNAPSHOT_HEADER_LEN as u64)
+        .map_err(io)?;
+    if crc32c::crc32c(&payload) != u32_at(12) {
         return Err(corrupt(format!(
-            "payload checksum mismatch (bytes {SNAPSHOT_HEADER_LEN}..{})",
-            bytes.len()
+            "payload checksum mismatch (bytes {SNAPSHOT_HEADER_LEN}..{len})"
         )));
     }
-    let snapshot = Snapshot::decode(payload)
+    let snapshot = Snapshot::decode(&payload)
         .map_err(|e| corrupt(format!("the payload does not decode: {e}")))?;
     if snapshot.last != last {
         return Err(corrupt(format!(
@@ -345,8 +432,9 @@ pub fn read_snapshot(dir: &Path) -> Result<Option<Snapshot>, DriverError> {
     Ok(Some(snapshot))
 }
 
-/// Rebuilds a core from what `store`, the snapshot and the hard state in
-/// `dir` hold. The log must start at index 1, or, with a snapshot, at or
+/// Rebuilds a core from what `store`, and the snapshot and the hard state
+/// `backend` holds ([`read_snapshot`], [`read_hard_state`]; usually
+/// [`Store::backend`], the directory of the log). The log must start at index 1, or, with a snapshot, at or
 /// before the index after it.
 ///
 /// When the store's log does not reach the snapshot, or holds its index
@@ -359,7 +447,7 @@ pub fn read_snapshot(dir: &Path) -> Result<Option<Snapshot>, DriverError> {
 pub fn recover(
     config: Config,
     store: &Store,
-    dir: &Path,
+    backend: &dyn Backend,
     now: Millis,
 ) -> Result<Core, DriverError> {
     let compact_min_bytes = store.options().compact_min_bytes;
@@ -367,16 +455,15 @@ pub fn recover(
         return Err(DriverError::AutoCompaction { compact_min_bytes });
     }
     let storage = |doing| move |source| DriverError::Storage { doing, source };
-    let mut hard_state = read_hard_state(dir)?;
-    let snapshot = read_snapshot(dir)?;
-    let no_state = !dir.join(HARD_STATE_FILE).exists()
-        && snapshot.is_none()
-        && store.last_position().index == 0;
+    let stored = load_hard_state(backend)?;
+    let snapshot = read_snapshot(backend)?;
+    let no_state = stored.is_none() && snapshot.is_none() && store.last_position().index == 0;
+    let mut hard_state = stored.unwrap_or_default();
     if no_state && config.bootstrap {
         // Record it: a later start without `bootstrap` is a voter's too.
-        tracing::info!(dir = %dir.display(), "no state and bootstrap set: founding a new cluster");
+        tracing::info!(dir = %dir_of(backend).display(), "no state and bootstrap set: founding a new cluster");
         hard_state.voter = true;
-        write_hard_state(dir, &hard_state)?;
+        write_hard_state(backend, &hard_state)?;
     }
     if let Some(s) = &snapshot {
         let last = store.last_position();
@@ -404,7 +491,7 @@ pub fn recover(
         // Only a snapshot lets the store's log start later than 1;
         // restoring without it would start this node from an empty log.
         return Err(DriverError::MissingSnapshot {
-            dir: dir.to_path_buf(),
+            dir: dir_of(backend),
             first_index: store.first_index(),
         });
     }
@@ -456,7 +543,7 @@ pub fn recover(
     let entries = Vec::from(entries);
     Core::restore(config, now, hard_state, snapshot, entries).map_err(|source| {
         DriverError::Recover {
-            dir: dir.to_path_buf(),
+            dir: dir_of(backend),
             source,
         }
     })
@@ -569,7 +656,7 @@ pub struct Driver {
     inbound: mpsc::Receiver<PeerMessage>,
     requests: mpsc::Receiver<Request>,
     store: Arc<Store>,
-    dir: PathBuf,
+    backend: Arc<dyn Backend>,
     origin: Instant,
     timer: ReplicationTimer,
     wakeups: Arc<std::sync::atomic::AtomicU64>,
@@ -579,15 +666,16 @@ impl std::fmt::Debug for Driver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver")
             .field("id", &self.core.id())
-            .field("dir", &self.dir)
+            .field("dir", &dir_of(&*self.backend))
             .finish_non_exhaustive()
     }
 }
 
 impl Driver {
     /// A driver for `core` (built with [`recover`] at `origin`, the instant
-    /// its [`Millis`] count from), persisting to `store` and the hard state
-    /// file in `dir`, talking to peers over `bus` (whose inbound messages
+    /// its [`Millis`] count from), persisting the log to `store` and the
+    /// hard state and snapshots through `backend` (the one [`recover`] read
+    /// them from; usually [`Store::backend`]), talking to peers over `bus` (whose inbound messages
     /// arrive on `inbound`). Run it with [`Driver::run`]; talk to it
     /// through the returned [`Handle`].
     pub fn new(
@@ -596,7 +684,7 @@ impl Driver {
         bus: Arc<PeerBus>,
         inbound: mpsc::Receiver<PeerMessage>,
         store: Arc<Store>,
-        dir: PathBuf,
+        backend: Arc<dyn Backend>,
         origin: Instant,
     ) -> (Driver, Handle) {
         let (tx, requests) = mpsc::channel(4096);
@@ -608,7 +696,7 @@ impl Driver {
             inbound,
             requests,
             store,
-            dir,
+            backend,
             origin,
             timer: ReplicationTimer::new(Arc::clone(&replication)),
             wakeups: Arc::default(),
@@ -632,10 +720,10 @@ impl Driver {
         let (durable_tx, mut durable) = mpsc::unbounded_channel();
         let writer = {
             let store = Arc::clone(&self.store);
-            let dir = self.dir.clone();
+            let backend = Arc::clone(&self.backend);
             std::thread::Builder::new()
                 .name("lf-writer".into())
-                .spawn(move || writer(&store, &dir, &job_rx, &durable_tx))
+                .spawn(move || writer(&store, &*backend, &job_rx, &durable_tx))
                 .expect("spawning the writer thread")
         };
         let mut pending: HashMap<u64, oneshot::Sender<Reply>> = HashMap::new();
@@ -781,7 +869,7 @@ impl Driver {
                     }
                 }
                 Output::Persist(persist) => {
-                    let wait = persist.hard_state.is_some();
+                    let wait = persist.must_be_durable_before_next_output();
                     let (done, done_rx) = if wait {
                         let (tx, rx) = std::sync::mpsc::sync_channel(1);
                         (Some(tx), Some(rx))
@@ -870,7 +958,7 @@ enum Durable {
 /// so the newer file is the one that stays.
 fn writer(
     store: &Store,
-    dir: &Path,
+    backend: &dyn Backend,
     jobs: &std::sync::mpsc::Receiver<Job>,
     durable: &mpsc::UnboundedSender<Result<Durable, DriverError>>,
 ) {
@@ -879,7 +967,16 @@ fn writer(
         while let Ok(first) = jobs.recv() {
             let mut batch = vec![first];
             batch.extend(jobs.try_iter());
-            let Some(acks) = write_batch(store, dir, batch, durable, scope, &mut background) else {
+            let mut writer = BatchWriter {
+                store,
+                backend,
+                durable,
+                scope,
+                background: &mut background,
+                records: Vec::new(),
+                appended: None,
+            };
+            let Some(acks) = writer.write(batch) else {
                 return;
             };
             for ack in acks {
@@ -890,34 +987,116 @@ fn writer(
     });
 }
 
-/// Performs one batch of jobs (see [`writer`]) and returns the jobs'
-/// completion senders, or `None` once storage failed (reported on
-/// `durable`): the writer must stop.
-fn write_batch<'scope>(
+/// Why a batch stopped.
+enum Stop {
+    /// Storage failed: report this and stop.
+    Failed(DriverError),
+    /// The background work failed and reported it already: stop.
+    Reported,
+}
+
+impl From<DriverError> for Stop {
+    fn from(e: DriverError) -> Stop {
+        Stop::Failed(e)
+    }
+}
+
+/// One batch of the writer thread (see [`writer`]): performs each job's
+/// [`Persist`] through [`Persist::apply_to`], the one implementation of
+/// the ordering rule.
+///
+/// Entries of consecutive jobs go to the store in one append (one write
+/// system call); anything else in a job flushes them first, so every part
+/// still happens in the order the core asked for.
+struct BatchWriter<'scope, 'env, 'b> {
     store: &'scope Store,
-    dir: &'scope Path,
-    batch: Vec<Job>,
+    backend: &'scope dyn Backend,
     durable: &'scope mpsc::UnboundedSender<Result<Durable, DriverError>>,
-    scope: &'scope std::thread::Scope<'scope, '_>,
-    background: &mut Option<std::thread::ScopedJoinHandle<'scope, bool>>,
-) -> Option<Vec<std::sync::mpsc::SyncSender<()>>> {
-    let storage = |doing| move |source| DriverError::Storage { doing, source };
-    // Waits for the background work; `false` when it failed (and reported).
-    let settle = |background: &mut Option<std::thread::ScopedJoinHandle<'scope, bool>>| {
-        background.take().is_none_or(|work| {
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    background: &'b mut Option<std::thread::ScopedJoinHandle<'scope, bool>>,
+    /// Entries not yet handed to the store.
+    records: Vec<Record>,
+    /// The last position handed to the store in this batch and still in
+    /// the log (a later truncation or reset may remove it).
+    appended: Option<LogPosition>,
+}
+
+fn storage(doing: &'static str) -> impl Fn(mimeo_storage::Error) -> DriverError {
+    move |source| DriverError::Storage { doing, source }
+}
+
+impl<'scope> BatchWriter<'scope, '_, '_> {
+    /// Performs `batch`, then waits once for the log's durability and
+    /// reports it. Returns the jobs' completion senders, or `None` once
+    /// storage failed (reported on `durable`): the writer must stop.
+    fn write(&mut self, batch: Vec<Job>) -> Option<Vec<std::sync::mpsc::SyncSender<()>>> {
+        let mut acks = Vec::new();
+        let result = (|| -> Result<(), Stop> {
+            for job in batch {
+                job.persist.apply_to(self)?;
+                acks.extend(job.done);
+            }
+            self.flush()?;
+            if let Some(position) = self.appended {
+                self.store
+                    .wait_durable(position.index)
+                    .map_err(storage("waiting for durability"))?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                if let Some(position) = self.appended {
+                    let _ = self.durable.send(Ok(Durable::Log(position)));
+                }
+                Some(acks)
+            }
+            Err(Stop::Reported) => None,
+            Err(Stop::Failed(e)) => {
+                tracing::error!(error = %e, "the replication log cannot be written; stopping");
+                let _ = self.durable.send(Err(e));
+                None
+            }
+        }
+    }
+
+    /// Hands the entries gathered so far to the store.
+    fn flush(&mut self) -> Result<(), DriverError> {
+        if !self.records.is_empty() {
+            self.appended = Some(
+                self.store
+                    .append(&self.records)
+                    .map_err(storage("appending"))?,
+            );
+            self.records.clear();
+        }
+        Ok(())
+    }
+
+    /// Waits for the background work; `Err(Stop::Reported)` when it
+    /// failed (and reported it).
+    fn settle(&mut self) -> Result<(), Stop> {
+        let ok = self.background.take().is_none_or(|work| {
             work.join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
-    };
-    let spawn = |background: &mut Option<std::thread::ScopedJoinHandle<'scope, bool>>,
-                 work: Box<dyn FnOnce() -> Result<(), DriverError> + Send + 'scope>|
-     -> bool {
-        if !settle(background) {
-            return false;
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(Stop::Reported)
         }
+    }
+
+    /// Runs `work` in the background, after the earlier background work.
+    fn spawn(
+        &mut self,
+        work: impl FnOnce() -> Result<(), DriverError> + Send + 'scope,
+    ) -> Result<(), Stop> {
+        self.settle()?;
+        let durable = self.durable;
         let handle = std::thread::Builder::new()
             .name("lf-snapshot".into())
-            .spawn_scoped(scope, move || match work() {
+            .spawn_scoped(self.scope, move || match work() {
                 Ok(()) => true,
                 Err(e) => {
                     tracing::error!(error = %e, "a snapshot cannot be written; stopping");
@@ -926,125 +1105,84 @@ fn write_batch<'scope>(
                 }
             })
             .expect("spawning the snapshot thread");
-        *background = Some(handle);
-        true
-    };
-    let mut appended: Option<LogPosition> = None;
-    let mut acks = Vec::new();
-    // Entries of consecutive jobs go to the store in one append (one
-    // write system call); anything else in a job flushes them first,
-    // so every part still happens in the order the core asked for.
-    let mut records: Vec<Record> = Vec::new();
-    let flush = |records: &mut Vec<Record>,
-                 appended: &mut Option<LogPosition>|
-     -> Result<(), DriverError> {
-        if !records.is_empty() {
-            *appended = Some(store.append(records).map_err(storage("appending"))?);
-            records.clear();
+        *self.background = Some(handle);
+        Ok(())
+    }
+}
+
+impl DurableState for BatchWriter<'_, '_, '_> {
+    type Error = Stop;
+
+    fn store_snapshot(&mut self, snapshot: Arc<Snapshot>, replace_log: bool) -> Result<(), Stop> {
+        let (backend, durable) = (self.backend, self.durable);
+        if !replace_log {
+            // The core's own view: in the background (see `writer`).
+            return self.spawn(move || {
+                write_snapshot(backend, &snapshot)?;
+                let _ = durable.send(Ok(Durable::Snapshot(snapshot.last)));
+                Ok(())
+            });
+        }
+        self.flush()?;
+        self.settle()?;
+        write_snapshot(backend, &snapshot)?;
+        // Entries appended earlier in this batch are gone. The store keeps
+        // no key-value state for this mode.
+        self.store
+            .reset_to(snapshot.last, Vec::new())
+            .map_err(storage("resetting the log to a snapshot"))?;
+        self.appended = None;
+        let _ = durable.send(Ok(Durable::Snapshot(snapshot.last)));
+        Ok(())
+    }
+
+    fn truncate_log(&mut self, from: u64) -> Result<(), Stop> {
+        self.flush()?;
+        // Positions at or past `from` are gone; a durability notice for
+        // them must not be sent.
+        self.store
+            .truncate_from(from)
+            .map_err(storage("truncating the log"))?;
+        if self.appended.is_some_and(|p| p.index >= from) {
+            self.appended = None;
         }
         Ok(())
-    };
-    let result = (|| -> Result<bool, DriverError> {
-        for job in batch {
-            let Persist {
-                snapshot,
-                replace_log,
-                truncate_from,
-                entries,
-                hard_state,
-                discard_before,
-            } = job.persist;
-            match snapshot {
-                Some(snapshot) if !replace_log => {
-                    let work = move || {
-                        write_snapshot(dir, &snapshot)?;
-                        let _ = durable.send(Ok(Durable::Snapshot(snapshot.last)));
-                        Ok(())
-                    };
-                    if !spawn(background, Box::new(work)) {
-                        return Ok(false);
-                    }
-                }
-                Some(snapshot) => {
-                    flush(&mut records, &mut appended)?;
-                    if !settle(background) {
-                        return Ok(false);
-                    }
-                    write_snapshot(dir, &snapshot)?;
-                    // Entries appended earlier in this batch are gone. The
-                    // store keeps no key-value state for this mode.
-                    store
-                        .reset_to(snapshot.last, Vec::new())
-                        .map_err(storage("resetting the log to a snapshot"))?;
-                    appended = None;
-                    let _ = durable.send(Ok(Durable::Snapshot(snapshot.last)));
-                }
-                None => {}
+    }
+
+    fn append_log(&mut self, entries: Vec<LogEntry>) -> Result<(), Stop> {
+        self.records.extend(entries.iter().map(|e| e.to_record(0)));
+        Ok(())
+    }
+
+    fn store_hard_state(&mut self, state: HardState) -> Result<(), Stop> {
+        self.flush()?;
+        write_hard_state(self.backend, &state)?;
+        Ok(())
+    }
+
+    fn discard_log_before(&mut self, index: u64) -> Result<(), Stop> {
+        let store = self.store;
+        self.spawn(move || {
+            let stats = store
+                .discard_before(index)
+                .map_err(storage("discarding the log before a snapshot"))?;
+            if stats.segments_removed > 0 {
+                tracing::debug!(
+                    before = index,
+                    first_index = store.first_index(),
+                    segments = stats.segments_removed,
+                    "discarded log segments covered by the snapshot"
+                );
             }
-            if let Some(from) = truncate_from {
-                flush(&mut records, &mut appended)?;
-                // Positions at or past `from` are gone; a durability
-                // notice for them must not be sent.
-                store
-                    .truncate_from(from)
-                    .map_err(storage("truncating the log"))?;
-                if appended.is_some_and(|p| p.index >= from) {
-                    appended = None;
-                }
-            }
-            records.extend(entries.iter().map(|e| e.to_record(0)));
-            if let Some(state) = hard_state {
-                flush(&mut records, &mut appended)?;
-                write_hard_state(dir, &state)?;
-            }
-            if let Some(index) = discard_before {
-                let work = move || {
-                    let stats = store
-                        .discard_before(index)
-                        .map_err(storage("discarding the log before a snapshot"))?;
-                    if stats.segments_removed > 0 {
-                        tracing::debug!(
-                            before = index,
-                            first_index = store.first_index(),
-                            segments = stats.segments_removed,
-                            "discarded log segments covered by the snapshot"
-                        );
-                    }
-                    Ok(())
-                };
-                if !spawn(background, Box::new(work)) {
-                    return Ok(false);
-                }
-            }
-            acks.extend(job.done);
-        }
-        flush(&mut records, &mut appended)?;
-        if let Some(position) = appended {
-            store
-                .wait_durable(position.index)
-                .map_err(storage("waiting for durability"))?;
-        }
-        Ok(true)
-    })();
-    match result {
-        Ok(true) => {
-            if let Some(position) = appended {
-                let _ = durable.send(Ok(Durable::Log(position)));
-            }
-            Some(acks)
-        }
-        Ok(false) => None,
-        Err(e) => {
-            tracing::error!(error = %e, "the replication log cannot be written; stopping");
-            let _ = durable.send(Err(e));
-            None
-        }
+            Ok(())
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mimeo_storage::FsBackend;
 
     #[test]
     fn names_map_to_ids_in_sorted_order_on_every_node() {
@@ -1062,16 +1200,17 @@ mod tests {
     #[test]
     fn the_hard_state_survives_a_rewrite_and_refuses_garbage() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(read_hard_state(dir.path()).unwrap(), HardState::default());
+        let fs = FsBackend::new(dir.path()).unwrap();
+        assert_eq!(read_hard_state(&fs).unwrap(), HardState::default());
         let state = HardState {
             term: 7,
             voted_for: Some(2),
             voter: true,
         };
-        write_hard_state(dir.path(), &state).unwrap();
-        assert_eq!(read_hard_state(dir.path()).unwrap(), state);
+        write_hard_state(&fs, &state).unwrap();
+        assert_eq!(read_hard_state(&fs).unwrap(), state);
         std::fs::write(dir.path().join(HARD_STATE_FILE), b"{\"term\":").unwrap();
-        let err = read_hard_state(dir.path()).unwrap_err().to_string();
+        let err = read_hard_state(&fs).unwrap_err().to_string();
         assert!(
             err.contains(HARD_STATE_FILE) && err.contains("not a valid hard state"),
             "{err}"
@@ -1104,11 +1243,12 @@ mod tests {
     #[test]
     fn a_snapshot_survives_a_restart_and_a_corrupt_one_is_refused() {
         let dir = tempfile::tempdir().unwrap();
+        let fs = FsBackend::new(dir.path()).unwrap();
         let log: Vec<LogEntry> = (1..=30)
             .map(|i| put(1, i, &format!("k{}", i % 4)))
             .collect();
         write_hard_state(
-            dir.path(),
+            &fs,
             &HardState {
                 term: 1,
                 voted_for: None,
@@ -1126,15 +1266,15 @@ mod tests {
             store.append(&records).unwrap();
             store.sync().unwrap();
             let snapshot = snapshot_of(&log[..20]);
-            write_snapshot(dir.path(), &snapshot).unwrap();
-            assert_eq!(read_snapshot(dir.path()).unwrap(), Some(snapshot));
+            write_snapshot(&fs, &snapshot).unwrap();
+            assert_eq!(read_snapshot(&fs).unwrap(), Some(snapshot));
             store.discard_before(18).unwrap();
             assert!(store.first_index() > 1);
         }
         let mut config = Config::new(1, vec![2, 3]);
         config.snapshot_keep = 2;
         let store = Store::open(dir.path(), options.clone()).unwrap();
-        let core = recover(config.clone(), &store, dir.path(), Millis(0)).unwrap();
+        let core = recover(config.clone(), &store, &fs, Millis(0)).unwrap();
         assert_eq!(core.snapshot().unwrap().last, LogPosition::new(1, 20));
         assert_eq!(core.applied_index(), 20);
         assert_eq!(core.first_index(), 19);
@@ -1151,13 +1291,13 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0x40;
         std::fs::write(&path, &bytes).unwrap();
-        let err = read_snapshot(dir.path()).unwrap_err().to_string();
+        let err = read_snapshot(&fs).unwrap_err().to_string();
         assert!(
             err.contains(SNAPSHOT_FILE) && err.contains("payload checksum"),
             "{err}"
         );
         let store = Store::open(dir.path(), options.clone()).unwrap();
-        let err = recover(config, &store, dir.path(), Millis(0))
+        let err = recover(config, &store, &fs, Millis(0))
             .unwrap_err()
             .to_string();
         drop(store);
@@ -1167,14 +1307,14 @@ mod tests {
         );
         // A truncated header too.
         std::fs::write(&path, &bytes[..10]).unwrap();
-        let err = read_snapshot(dir.path()).unwrap_err().to_string();
+        let err = read_snapshot(&fs).unwrap_err().to_string();
         assert!(err.contains("shorter than its 44-byte header"), "{err}");
 
         // No snapshot at all beside a log that starts after index 1: the
         // directory is incomplete, and the node must not start empty.
         std::fs::remove_file(&path).unwrap();
         let store = Store::open(dir.path(), options).unwrap();
-        let err = recover(Config::new(1, vec![2, 3]), &store, dir.path(), Millis(0))
+        let err = recover(Config::new(1, vec![2, 3]), &store, &fs, Millis(0))
             .unwrap_err()
             .to_string();
         assert!(
@@ -1185,11 +1325,57 @@ mod tests {
         );
     }
 
+    /// The files keep the bytes earlier builds wrote with `std::fs` (the
+    /// layout of the module docs), now that they are streamed through a
+    /// backend: an existing data directory opens unchanged.
+    #[test]
+    fn the_files_keep_the_bytes_earlier_builds_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FsBackend::new(dir.path()).unwrap();
+        // Larger than the write buffer, so it is streamed in pieces.
+        let log: Vec<LogEntry> = (1..=3000)
+            .map(|i| put(2, i, &format!("key-{i:05}-{}", "x".repeat(40))))
+            .collect();
+        let snapshot = snapshot_of(&log);
+        write_snapshot(&fs, &snapshot).unwrap();
+        let payload = snapshot.encode();
+        assert!(payload.len() > 2 * mimeo_storage::REPLACE_BUFFER_BYTES);
+        let mut expected = Vec::new();
+        expected.extend_from_slice(b"MIMEOLFS");
+        expected.extend_from_slice(&1u32.to_le_bytes());
+        expected.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+        expected.extend_from_slice(&3000u64.to_le_bytes());
+        expected.extend_from_slice(&2u64.to_le_bytes());
+        expected.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        let header_crc = crc32c::crc32c(&expected);
+        expected.extend_from_slice(&header_crc.to_le_bytes());
+        expected.extend_from_slice(&payload);
+        let written = std::fs::read(dir.path().join(SNAPSHOT_FILE)).unwrap();
+        assert!(written == expected, "the snapshot file's bytes changed");
+        assert_eq!(read_snapshot(&fs).unwrap(), Some(snapshot));
+
+        let state = HardState {
+            term: 7,
+            voted_for: Some(2),
+            voter: true,
+        };
+        write_hard_state(&fs, &state).unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join(HARD_STATE_FILE)).unwrap(),
+            br#"{"term":7,"voted_for":2,"voter":true}"#
+        );
+        // No temporary file is left.
+        let mut names = fs.list().unwrap();
+        names.sort();
+        assert_eq!(names, [SNAPSHOT_FILE, HARD_STATE_FILE]);
+    }
+
     #[test]
     fn a_store_that_compacts_on_its_own_is_refused() {
         let dir = tempfile::tempdir().unwrap();
+        let fs = FsBackend::new(dir.path()).unwrap();
         let store = Store::open(dir.path(), Options::default()).unwrap();
-        let err = recover(Config::new(1, vec![2, 3]), &store, dir.path(), Millis(0))
+        let err = recover(Config::new(1, vec![2, 3]), &store, &fs, Millis(0))
             .unwrap_err()
             .to_string();
         assert!(
@@ -1198,12 +1384,13 @@ mod tests {
         );
         drop(store);
         let store = Store::open(dir.path(), store_options(Options::default())).unwrap();
-        recover(Config::new(1, vec![2, 3]), &store, dir.path(), Millis(0)).unwrap();
+        recover(Config::new(1, vec![2, 3]), &store, &fs, Millis(0)).unwrap();
     }
 
     #[test]
     fn an_undecodable_entry_is_refused_with_its_index() {
         let dir = tempfile::tempdir().unwrap();
+        let fs = FsBackend::new(dir.path()).unwrap();
         let store = Store::open(dir.path(), store_options(Options::default())).unwrap();
         let mut bad = put(1, 2, "k").to_record(0);
         bad.mutation = mimeo_storage::Mutation::Put {
@@ -1211,7 +1398,7 @@ mod tests {
             value: vec![0xff; 3],
         };
         store.append(&[put(1, 1, "k").to_record(0), bad]).unwrap();
-        let err = recover(Config::new(1, vec![2, 3]), &store, dir.path(), Millis(0))
+        let err = recover(Config::new(1, vec![2, 3]), &store, &fs, Millis(0))
             .unwrap_err()
             .to_string();
         assert!(
@@ -1223,8 +1410,9 @@ mod tests {
     #[test]
     fn recovery_completes_a_reset_cut_short() {
         let dir = tempfile::tempdir().unwrap();
+        let fs = FsBackend::new(dir.path()).unwrap();
         write_hard_state(
-            dir.path(),
+            &fs,
             &HardState {
                 term: 3,
                 voted_for: None,
@@ -1239,8 +1427,8 @@ mod tests {
         // The leader's snapshot ends at 5 with term 3, and was made durable
         // before the crash cut the reset short.
         let snapshot = snapshot_of(&[put(3, 5, "new")]);
-        write_snapshot(dir.path(), &snapshot).unwrap();
-        let core = recover(Config::new(2, vec![1, 3]), &store, dir.path(), Millis(0)).unwrap();
+        write_snapshot(&fs, &snapshot).unwrap();
+        let core = recover(Config::new(2, vec![1, 3]), &store, &fs, Millis(0)).unwrap();
         assert_eq!(core.last_position(), LogPosition::new(3, 5));
         assert_eq!(store.last_position(), LogPosition::new(3, 5));
         assert_eq!(store.first_index(), 6);

@@ -216,7 +216,7 @@ mod types;
 pub use crate::config::{Config, ConfigError, MIN_MESSAGE_BYTES};
 pub use crate::core::{Core, RecoverError};
 pub use crate::message::{AppendResult, PeerMsg};
-pub use crate::output::{FollowerLag, Output, Persist, Role, Status};
+pub use crate::output::{DurableState, FollowerLag, Output, Persist, Role, Status};
 pub use crate::size::{single_put_append_bytes, APPEND_OVERHEAD, SNAPSHOT_OVERHEAD};
 pub use crate::snapshot::{KeyState, KeyValues, Snapshot};
 pub use crate::timing::ReplicationLatency;

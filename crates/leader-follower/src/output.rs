@@ -49,7 +49,8 @@ pub enum Output {
 /// hard state, discard the log prefix.
 ///
 /// The driver must perform `Persist` outputs in the order it drains them,
-/// and each one's parts in the order above.
+/// and each one's parts in the order above: [`Persist::apply_to`] does
+/// that over the driver's [`DurableState`].
 /// `hard_state` must be durable before the driver performs any later
 /// output (a vote or a term must never be forgotten after it was sent).
 /// The rest may be written asynchronously:
@@ -85,6 +86,82 @@ pub struct Persist {
     /// none of them; recovery accepts a log that starts anywhere from 1 to
     /// the snapshot's index + 1).
     pub discard_before: Option<u64>,
+}
+
+impl Persist {
+    /// Whether the driver must wait until this persist is durable before
+    /// it performs any later output: it carries a hard state (a vote or a
+    /// term must never be forgotten after it was sent or acted on).
+    pub fn must_be_durable_before_next_output(&self) -> bool {
+        self.hard_state.is_some()
+    }
+
+    /// Performs this persist on `disk`: its parts, in the order the rule
+    /// above requires (snapshot, with or without replacing the log;
+    /// truncation; appended entries; hard state; prefix discard), each
+    /// only when present, stopping at the first error.
+    ///
+    /// This is the one implementation of the ordering rule: the tokio
+    /// driver, the simulation and the model checker all perform persists
+    /// through it, each over its own [`DurableState`].
+    pub fn apply_to<D: DurableState + ?Sized>(self, disk: &mut D) -> Result<(), D::Error> {
+        let Persist {
+            snapshot,
+            replace_log,
+            truncate_from,
+            entries,
+            hard_state,
+            discard_before,
+        } = self;
+        if let Some(snapshot) = snapshot {
+            disk.store_snapshot(snapshot, replace_log)?;
+        }
+        if let Some(from) = truncate_from {
+            disk.truncate_log(from)?;
+        }
+        if !entries.is_empty() {
+            disk.append_log(entries)?;
+        }
+        if let Some(state) = hard_state {
+            disk.store_hard_state(state)?;
+        }
+        if let Some(before) = discard_before {
+            disk.discard_log_before(before)?;
+        }
+        Ok(())
+    }
+}
+
+/// A node's durable state as a driver keeps it: what
+/// [`Persist::apply_to`] changes, one part at a time, in order.
+///
+/// Each method starts its change; whether it must be durable when the
+/// method returns, or may complete later, is the driver's choice within
+/// the rule of [`Persist`] (the hard state must be durable before the
+/// next output; entries are reported with
+/// [`Core::persisted`](crate::Core::persisted) once durable; a snapshot
+/// with [`Core::snapshot_persisted`](crate::Core::snapshot_persisted)
+/// before any later entry).
+pub trait DurableState {
+    /// Why a change failed (the driver must stop).
+    type Error;
+    /// Store `snapshot`, replacing the previous one; with `replace_log`,
+    /// also drop every log entry (after the snapshot is durable): the log
+    /// continues at `snapshot.last.index + 1`.
+    fn store_snapshot(
+        &mut self,
+        snapshot: Arc<Snapshot>,
+        replace_log: bool,
+    ) -> Result<(), Self::Error>;
+    /// Drop every log entry at index `from` and above.
+    fn truncate_log(&mut self, from: u64) -> Result<(), Self::Error>;
+    /// Append `entries` (never empty) to the log.
+    fn append_log(&mut self, entries: Vec<LogEntry>) -> Result<(), Self::Error>;
+    /// Store the hard state.
+    fn store_hard_state(&mut self, state: HardState) -> Result<(), Self::Error>;
+    /// Entries below `index` are covered by a durable snapshot: drop all,
+    /// some or none of them.
+    fn discard_log_before(&mut self, index: u64) -> Result<(), Self::Error>;
 }
 
 /// A node's role.

@@ -1,7 +1,7 @@
 //! The tokio driver, run for real: a one-node cluster over a real store,
 //! hard-state file and peer bus on 127.0.0.1.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,6 @@ fn start(inbound: mpsc::Receiver<PeerMessage>) -> (Handle, tempfile::TempDir) {
 struct Node {
     handle: Handle,
     store: Arc<Store>,
-    data: PathBuf,
     driver: tokio::task::JoinHandle<()>,
 }
 
@@ -61,16 +60,18 @@ impl Node {
         let names = NodeNames::new(vec!["n1".into()]);
         let store =
             Arc::new(Store::open(&data.join("log"), driver::store_options(options)).unwrap());
+        // The hard state and snapshots beside the log, through its backend.
+        let backend = Arc::clone(store.backend());
         let config = config(names.id("n1").unwrap(), Vec::new());
         let origin = Instant::now();
-        let core = driver::recover(config, &store, &data, Millis(0)).unwrap();
+        let core = driver::recover(config, &store, &*backend, Millis(0)).unwrap();
         let (driver, handle) = Driver::new(
             core,
             names,
             Arc::new(bus),
             inbound,
             Arc::clone(&store),
-            data.clone(),
+            backend,
             origin,
         );
         let driver = tokio::spawn(async move {
@@ -81,7 +82,6 @@ impl Node {
         Node {
             handle,
             store,
-            data,
             driver,
         }
     }
@@ -216,9 +216,9 @@ async fn snapshots_taken_while_writes_go_on_are_what_a_restart_recovers_from() {
     }
     // Every write was acknowledged; the snapshots and the discards that
     // follow them finish in the background.
-    let data = node.data.clone();
+    let backend = Arc::clone(node.store.backend());
     until("a snapshot of at least 500 entries", || {
-        driver::read_snapshot(&data)
+        driver::read_snapshot(&*backend)
             .unwrap()
             .is_some_and(|s| s.last.index >= 500)
     })

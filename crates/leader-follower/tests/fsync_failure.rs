@@ -24,7 +24,7 @@ fn entry(index: u64) -> LogEntry {
 fn recovery_after_a_failed_fsync_starts_from_the_synced_through_watermark() {
     let dir = tempfile::tempdir().unwrap();
     write_hard_state(
-        dir.path(),
+        &FsBackend::new(dir.path()).unwrap(),
         &HardState {
             term: 1,
             voted_for: None,
@@ -48,7 +48,13 @@ fn recovery_after_a_failed_fsync_starts_from_the_synced_through_watermark() {
     std::fs::remove_file(dir.path().join(FAIL_FSYNC_FILE)).unwrap();
 
     let store = Store::open(dir.path(), options).unwrap();
-    let core = recover(Config::new(1, vec![2, 3]), &store, dir.path(), Millis(0)).unwrap();
+    let core = recover(
+        Config::new(1, vec![2, 3]),
+        &store,
+        &**store.backend(),
+        Millis(0),
+    )
+    .unwrap();
     assert_eq!(core.last_position(), LogPosition::new(1, 5));
     assert_eq!(core.status(Millis(0)).durable_index, 5);
 }

@@ -83,13 +83,14 @@
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::BTreeSet;
+use std::convert::Infallible;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::Instant;
 
 use mimeo_leader_follower::{
-    AckMode, ClientOp, Config, Core, HardState, LogEntry, LogPosition, Millis, NodeId, Output,
-    PeerMsg, Reply, Role,
+    AckMode, ClientOp, Config, Core, DurableState, HardState, LogEntry, LogPosition, Millis,
+    NodeId, Output, PeerMsg, Reply, Role, Snapshot,
 };
 use stateright::actor::{
     model_timeout, Actor, ActorModel, ActorModelAction, ActorModelState, Envelope, Id, Network, Out,
@@ -188,12 +189,54 @@ fn config(id: usize, pre_vote: bool) -> Config {
     c
 }
 
-/// Apply a log change to a log image.
-fn write_log(log: &mut Vec<LogEntry>, truncate_from: Option<u64>, entries: Vec<LogEntry>) {
-    if let Some(from) = truncate_from {
-        log.truncate(from as usize - 1);
+/// A node's [`Disk`] as [`Persist::apply_to`](mimeo_leader_follower::Persist::apply_to)
+/// changes it: instantly, except for the deliberate bugs of [`Driver`].
+struct Writing<'a> {
+    driver: Driver,
+    disk: &'a mut Disk,
+    /// [`Driver::AcksBeforeFsync`]: the log as written, not yet on disk.
+    unsynced: &'a mut Option<Vec<LogEntry>>,
+}
+
+impl Writing<'_> {
+    /// The log image writes go to.
+    fn log(&mut self) -> &mut Vec<LogEntry> {
+        if self.driver == Driver::AcksBeforeFsync {
+            self.unsynced.get_or_insert_with(|| self.disk.log.clone())
+        } else {
+            &mut self.disk.log
+        }
     }
-    log.extend(entries);
+}
+
+impl DurableState for Writing<'_> {
+    type Error = Infallible;
+
+    fn store_snapshot(&mut self, _: Arc<Snapshot>, _: bool) -> Result<(), Infallible> {
+        unreachable!("the model's logs stay far below `snapshot_every`")
+    }
+
+    fn truncate_log(&mut self, from: u64) -> Result<(), Infallible> {
+        self.log().truncate(from as usize - 1);
+        Ok(())
+    }
+
+    fn append_log(&mut self, entries: Vec<LogEntry>) -> Result<(), Infallible> {
+        self.log().extend(entries);
+        Ok(())
+    }
+
+    fn store_hard_state(&mut self, mut state: HardState) -> Result<(), Infallible> {
+        if self.driver == Driver::ForgetsVote {
+            state.voted_for = None;
+        }
+        self.disk.hard = state;
+        Ok(())
+    }
+
+    fn discard_log_before(&mut self, _: u64) -> Result<(), Infallible> {
+        unreachable!("the model takes no snapshot, so nothing is discarded")
+    }
 }
 
 impl Node {
@@ -209,18 +252,11 @@ impl Node {
                 }
                 Output::Persist(p) => {
                     let last = p.entries.last().map(|e| e.position);
-                    if let Some(mut hard) = p.hard_state {
-                        if self.driver == Driver::ForgetsVote {
-                            hard.voted_for = None;
-                        }
-                        state.disk.hard = hard;
-                    }
-                    if self.driver == Driver::AcksBeforeFsync {
-                        let log = state.unsynced.get_or_insert_with(|| state.disk.log.clone());
-                        write_log(log, p.truncate_from, p.entries);
-                    } else {
-                        write_log(&mut state.disk.log, p.truncate_from, p.entries);
-                    }
+                    let Ok(()) = p.apply_to(&mut Writing {
+                        driver: self.driver,
+                        disk: &mut state.disk,
+                        unsynced: &mut state.unsynced,
+                    });
                     if let Some(last) = last {
                         state.core.persisted(state.now, last);
                     }

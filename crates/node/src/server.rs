@@ -421,10 +421,12 @@ fn start_leader_follower(
     // of one node different ones too.
     core_config.seed = core_config.id ^ std::process::id() as u64;
     let origin = std::time::Instant::now();
+    // The hard state and snapshots go through the store's backend (the
+    // data directory), so a simulated power loss covers them too.
     let core = driver::recover(
         core_config,
         store,
-        &config.data_dir,
+        &**store.backend(),
         mimeo_leader_follower::Millis(0),
     )
     .context("recovering the leader-follower state")?;
@@ -450,7 +452,7 @@ fn start_leader_follower(
         Arc::clone(&bus),
         inbound,
         Arc::clone(store),
-        config.data_dir.clone(),
+        Arc::clone(store.backend()),
         origin,
     );
     let task = tokio::spawn(driver.run());

@@ -306,10 +306,32 @@
 //! process (SIGKILL) then loses exactly the unsynced writes, as a power cut
 //! would, which a plain SIGKILL never does (the page cache survives it).
 //! The node turns it on with `simulate_power_loss = true`, and the harness
-//! uses it for its power-loss fault. It is a test aid: only file contents
-//! and lengths are held back (creates, renames and removes take effect at
-//! once), and under `fsync = never` the memory it holds grows up to about
-//! one segment before the segment's close flushes it.
+//! uses it for its power-loss fault. It is a test aid: file contents and
+//! lengths are held back until `sync_data`, and creates, renames and
+//! removes until [`Backend::sync_dir`] (a kill forgets a file created
+//! since, even one whose bytes were fsynced), and under `fsync = never`
+//! the memory it holds grows up to about one segment before the segment's
+//! close flushes it.
+//!
+//! # Metadata beside the log
+//!
+//! A replicator's own durable files (the leader-follower hard state and
+//! snapshot; multi-leader origin vectors; leaderless hints and trees) go
+//! through the same [`Backend`] as the log, usually [`Store::backend`],
+//! under names of their own, so the power-cut tests above cover them:
+//!
+//! - [`Backend::write_file_durably`] replaces a small file atomically
+//!   (temporary file, fsync, rename, fsync of the directory);
+//!   [`Backend::replace_file_with`] does the same for a large one,
+//!   streamed through a bounded buffer;
+//! - [`Backend::read_file`] reads a small file whole (`None` when it does
+//!   not exist); [`Backend::open`] and a [`FileCursor`] read a large one
+//!   in pieces.
+//!
+//! After a crash a file replaced this way holds its old contents or its
+//! new ones, whole; a leftover `<name>.tmp` is the next replacement's to
+//! truncate. The file's own format (magic, version, checksums) is the
+//! caller's.
 
 mod backend;
 mod compaction;
@@ -326,13 +348,13 @@ pub mod sim;
 mod state;
 mod store;
 
-pub use backend::{Backend, BackendFile, FsBackend};
+pub use backend::{Backend, BackendFile, FileCursor, FsBackend, REPLACE_BUFFER_BYTES};
 pub use error::{Error, Result};
 pub use fault::{FsyncFaultBackend, FAIL_FSYNC_FILE};
 pub use format::MAX_RECORD_BYTES;
 pub use latency::{Latencies, LatencyHistogram, LATENCY_BOUNDS_US};
 pub use lock::{DirLock, LOCK_FILE};
 pub use options::{FsyncMode, Options, ParseFsyncModeError};
-pub use power_loss::PowerLossBackend;
+pub use power_loss::{PowerLossBackend, STAGING_DIR_PREFIX};
 pub use record::{Entry, LogPosition, Mutation, Record, RecordMeta};
 pub use store::{CompactionStats, Stats, Store};

@@ -1,10 +1,11 @@
 //! [`PowerLossBackend`]: a real-disk backend that keeps unsynced bytes in
 //! process memory, so that SIGKILL simulates a power cut.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use crate::backend::{Backend, BackendFile, FsBackend};
@@ -37,16 +38,31 @@ use crate::lock::DirLock;
 /// simulated [`sim::SimBackend`](crate::sim::SimBackend) explores those
 /// outcomes in-process).
 ///
-/// # What is simulated and what is not
+/// # The directory
 ///
-/// Only file **contents and lengths** are held back. Directory operations
-/// (`create`, `rename`, `remove`) go straight to the file system, so after
-/// a kill they have all happened, whether or not
-/// [`sync_dir`](Backend::sync_dir) was called: one of the outcomes a real
-/// power cut allows, not the worst. The truncation that `create` does to an
-/// existing file also happens at once. A file created but never synced
-/// survives as an empty or short file, which recovery handles (a torn last
-/// segment or a leftover temporary snapshot).
+/// Directory changes are held back too, as a file system may lose them at
+/// a power cut until the directory is fsynced:
+///
+/// - `create` of a new name makes the file in a staging directory (a
+///   subdirectory whose name starts with [`STAGING_DIR_PREFIX`], which
+///   [`Backend::list`] never shows), not under its name;
+/// - `rename` and `remove` change only the live directory in memory: the
+///   backend's own `open`, `list` and `create` see them at once, the disk
+///   does not;
+/// - [`sync_dir`](Backend::sync_dir) performs the held-back changes on
+///   disk, in the order they were made (linking each created file under
+///   its name, renaming, removing), then fsyncs the directory.
+///
+/// After a kill the directory therefore names exactly what it named at
+/// the last `sync_dir`: a file created since is gone (its synced bytes
+/// with it), a file renamed since is back under its old name, a file
+/// removed since is back. A kill in the middle of a `sync_dir` keeps a
+/// prefix of the changes, as a real power cut may. The holder of the
+/// directory lock removes staging directories earlier processes left
+/// behind. `create` over an existing name empties that file at once (the
+/// truncation is a change to the file, not to the directory), as before.
+/// A file whose name changed since the last `sync_dir` stays open (its
+/// overlay kept) until then, even without handles.
 ///
 /// # Memory
 ///
@@ -67,6 +83,7 @@ use crate::lock::DirLock;
 /// let dir = tempfile::tempdir().unwrap();
 /// let disk = PowerLossBackend::new(dir.path())?;
 /// let file = disk.create("f")?;
+/// disk.sync_dir()?; // the name is durable from here on
 /// file.write_at(b"synced", 0)?;
 /// file.sync_data()?;
 /// file.write_at(b" and lost", 6)?;
@@ -82,10 +99,59 @@ use crate::lock::DirLock;
 /// ```
 pub struct PowerLossBackend {
     fs: FsBackend,
-    /// The open files by name, so that every handle to one file shares one
-    /// overlay (a second `open` of a name must see the first handle's
-    /// unsynced writes). Dead entries are pruned as files are opened.
-    files: Mutex<HashMap<String, Weak<LazyFile>>>,
+    /// The live directory and what of it is not yet on disk.
+    names: Mutex<Names>,
+    /// This backend's staging directory (a subdirectory of `fs`'s), where
+    /// files created since the last [`sync_dir`](Backend::sync_dir) live
+    /// until it links them under their names.
+    staging: String,
+}
+
+/// The prefix of the staging directories a [`PowerLossBackend`] keeps its
+/// not yet durably created files in, inside the directory it works in.
+/// The holder of the directory's lock ([`Backend::lock`]) removes those
+/// left behind by earlier processes: their files were lost with the power.
+pub const STAGING_DIR_PREFIX: &str = ".mimeo-unsynced";
+
+/// The live directory of a [`PowerLossBackend`].
+///
+/// The directory on disk holds the durable names (as of the last
+/// `sync_dir`); `changed` says where the live names differ from it, and
+/// `pending` lists the changes that turn the one into the other, in order.
+#[derive(Default)]
+struct Names {
+    /// Open files by their name on disk, so that every handle to one file
+    /// shares one overlay (a second `open` of a name must see the first
+    /// handle's unsynced writes). Dead entries are pruned as files open.
+    open: HashMap<String, Weak<LazyFile>>,
+    /// Live names that differ from the disk's: bound to this file (which
+    /// stays open until the next `sync_dir`), or removed (`None`).
+    changed: HashMap<String, Option<Arc<LazyFile>>>,
+    /// Directory changes since the last `sync_dir`, replayed on disk by it.
+    pending: Vec<DirOp>,
+    /// The number of the next staged file.
+    next_staged: u64,
+}
+
+/// One directory change a [`PowerLossBackend`] holds back.
+#[derive(Clone, Debug)]
+enum DirOp {
+    /// A created file, in the staging directory: link it under `name`.
+    Link {
+        staged: String,
+        name: String,
+    },
+    Remove {
+        name: String,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
+}
+
+fn not_found(name: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("no file named {name}"))
 }
 
 impl fmt::Debug for PowerLossBackend {
@@ -93,6 +159,7 @@ impl fmt::Debug for PowerLossBackend {
         f.debug_struct("PowerLossBackend")
             .field("dir", &self.fs.dir())
             .field("unsynced_bytes", &self.unsynced_bytes())
+            .field("unsynced_dir_ops", &lock(&self.names).pending.len())
             .finish()
     }
 }
@@ -105,9 +172,12 @@ impl PowerLossBackend {
     /// Uses `dir`, creating it (and its parents) if missing, as
     /// [`FsBackend::new`] does.
     pub fn new(dir: impl AsRef<Path>) -> io::Result<PowerLossBackend> {
+        static INSTANCES: AtomicU64 = AtomicU64::new(0);
+        let instance = INSTANCES.fetch_add(1, Ordering::Relaxed);
         Ok(PowerLossBackend {
             fs: FsBackend::new(dir)?,
-            files: Mutex::new(HashMap::new()),
+            names: Mutex::new(Names::default()),
+            staging: format!("{STAGING_DIR_PREFIX}.{}.{instance}", std::process::id()),
         })
     }
 
@@ -116,76 +186,156 @@ impl PowerLossBackend {
         self.fs.dir()
     }
 
-    /// Bytes written to files still open on this backend and not yet
-    /// synced: what a SIGKILL would lose now, and the memory the overlays
-    /// hold. (Files that were removed or renamed away while open are not
+    /// Bytes written to files reachable by a live name and not yet synced:
+    /// what a SIGKILL would lose now, and the memory the overlays hold.
+    /// (Files that were removed or renamed away while open are not
     /// counted.)
     pub fn unsynced_bytes(&self) -> u64 {
-        lock(&self.files)
-            .values()
-            .filter_map(Weak::upgrade)
+        let names = lock(&self.names);
+        let bound = names.changed.values().flatten().cloned();
+        let open = names
+            .open
+            .iter()
+            .filter(|(name, _)| !names.changed.contains_key(*name))
+            .filter_map(|(_, file)| file.upgrade());
+        bound
+            .chain(open)
             .map(|file| file.overlay().pending_bytes)
             .sum()
     }
 
-    /// Registers `file` under `name` (replacing a dead entry) and prunes
-    /// the entries of files no longer open.
-    fn register(files: &mut HashMap<String, Weak<LazyFile>>, name: &str, file: &Arc<LazyFile>) {
-        files.retain(|_, weak| weak.strong_count() > 0);
-        files.insert(name.to_owned(), Arc::downgrade(file));
+    /// Directory changes (creates, renames, removes) made since the last
+    /// [`sync_dir`](Backend::sync_dir): what a SIGKILL would undo now.
+    pub fn unsynced_dir_ops(&self) -> usize {
+        lock(&self.names).pending.len()
+    }
+
+    /// The live file named `name`: bound by a change not yet on disk, or
+    /// the file on disk (opened, and shared with its other handles).
+    fn resolve(&self, names: &mut Names, name: &str) -> io::Result<Arc<LazyFile>> {
+        match names.changed.get(name) {
+            Some(Some(file)) => return Ok(Arc::clone(file)),
+            Some(None) => return Err(not_found(name)),
+            None => {}
+        }
+        if let Some(open) = names.open.get(name).and_then(Weak::upgrade) {
+            return Ok(open);
+        }
+        if name.starts_with(STAGING_DIR_PREFIX) {
+            // Not a regular file of the directory (and `list` never names it).
+            return Err(not_found(name));
+        }
+        let file = self.fs.open(name)?;
+        let len = file.len()?;
+        let lazy = Arc::new(LazyFile::new(file, len));
+        names.open.retain(|_, weak| weak.strong_count() > 0);
+        names.open.insert(name.to_owned(), Arc::downgrade(&lazy));
+        Ok(lazy)
+    }
+
+    /// Performs one held-back directory change on disk.
+    fn replay(&self, op: &DirOp) -> io::Result<()> {
+        match op {
+            DirOp::Link { staged, name } => self.fs.rename(staged, name),
+            DirOp::Remove { name } => self.fs.remove(name),
+            DirOp::Rename { from, to } => self.fs.rename(from, to),
+        }
     }
 }
 
 impl Backend for PowerLossBackend {
     fn list(&self) -> io::Result<Vec<String>> {
-        self.fs.list()
+        let names = lock(&self.names);
+        let mut list: BTreeSet<String> = self.fs.list()?.into_iter().collect();
+        for (name, file) in &names.changed {
+            if file.is_some() {
+                list.insert(name.clone());
+            } else {
+                list.remove(name);
+            }
+        }
+        Ok(list.into_iter().collect())
     }
 
     fn open(&self, name: &str) -> io::Result<Arc<dyn BackendFile>> {
-        let mut files = lock(&self.files);
-        if let Some(open) = files.get(name).and_then(Weak::upgrade) {
-            return Ok(open);
-        }
-        let file = self.fs.open(name)?;
-        let len = file.len()?;
-        let lazy = Arc::new(LazyFile::new(file, len));
-        PowerLossBackend::register(&mut files, name, &lazy);
-        Ok(lazy)
+        let mut names = lock(&self.names);
+        Ok(self.resolve(&mut names, name)?)
     }
 
     fn create(&self, name: &str) -> io::Result<Arc<dyn BackendFile>> {
-        let mut files = lock(&self.files);
-        // Truncates the file on disk at once (see the module docs).
-        let file = self.fs.create(name)?;
-        if let Some(open) = files.get(name).and_then(Weak::upgrade) {
-            // The same file, now empty: its open handles must see that, and
-            // their unsynced writes were to the old contents.
-            open.overlay().reset(0);
-            return Ok(open);
+        let mut names = lock(&self.names);
+        match self.resolve(&mut names, name) {
+            Ok(open) => {
+                // The same file, emptied at once (see the type's docs): its
+                // open handles must see that, and their unsynced writes
+                // were to the old contents.
+                open.file.set_len(0)?;
+                open.overlay().reset(0);
+                return Ok(open);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
+        // A new file: it lives in the staging directory until `sync_dir`
+        // links it under its name.
+        std::fs::create_dir_all(self.fs.path(&self.staging))?;
+        let staged = format!("{}/{}", self.staging, names.next_staged);
+        names.next_staged += 1;
+        let file = self.fs.create(&staged)?;
         let lazy = Arc::new(LazyFile::new(file, 0));
-        PowerLossBackend::register(&mut files, name, &lazy);
+        names
+            .changed
+            .insert(name.to_owned(), Some(Arc::clone(&lazy)));
+        names.pending.push(DirOp::Link {
+            staged,
+            name: name.to_owned(),
+        });
         Ok(lazy)
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
-        let mut files = lock(&self.files);
-        self.fs.remove(name)?;
-        files.remove(name);
+        let mut names = lock(&self.names);
+        self.resolve(&mut names, name)?;
+        names.changed.insert(name.to_owned(), None);
+        names.pending.push(DirOp::Remove {
+            name: name.to_owned(),
+        });
         Ok(())
     }
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-        let mut files = lock(&self.files);
-        self.fs.rename(from, to)?;
-        match files.remove(from) {
-            Some(file) => files.insert(to.to_owned(), file),
-            None => files.remove(to),
-        };
+        let mut names = lock(&self.names);
+        let file = self.resolve(&mut names, from)?;
+        names.changed.insert(from.to_owned(), None);
+        names.changed.insert(to.to_owned(), Some(file));
+        names.pending.push(DirOp::Rename {
+            from: from.to_owned(),
+            to: to.to_owned(),
+        });
         Ok(())
     }
 
+    /// Performs the held-back directory changes on disk, in order, then
+    /// fsyncs the directory. On an error the changes not yet performed
+    /// stay held back (a later call retries them); the live directory is
+    /// unchanged either way.
     fn sync_dir(&self) -> io::Result<()> {
+        let mut names = lock(&self.names);
+        let pending = std::mem::take(&mut names.pending);
+        for (done, op) in pending.iter().enumerate() {
+            if let Err(e) = self.replay(op) {
+                names.pending = pending[done..].to_vec();
+                return Err(e);
+            }
+        }
+        // The disk now names what the live directory does.
+        let changed: Vec<_> = names.changed.drain().collect();
+        for (name, file) in changed {
+            match file {
+                Some(file) => names.open.insert(name, Arc::downgrade(&file)),
+                None => names.open.remove(&name),
+            };
+        }
         self.fs.sync_dir()
     }
 
@@ -193,8 +343,24 @@ impl Backend for PowerLossBackend {
         self.fs.path(name)
     }
 
+    /// Takes the lock as [`FsBackend`] does, then removes the staging
+    /// directories earlier holders left behind (files they created and
+    /// never linked durably: lost with the power).
     fn lock(&self) -> Result<Option<DirLock>, Error> {
-        self.fs.lock()
+        let held = self.fs.lock()?;
+        if let Ok(entries) = std::fs::read_dir(self.dir()) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with(STAGING_DIR_PREFIX) && *name != *self.staging {
+                    if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                        tracing::warn!(path = %entry.path().display(), error = %e,
+                            "cannot remove a staging directory left by an earlier process");
+                    }
+                }
+            }
+        }
+        Ok(held)
     }
 }
 
@@ -430,6 +596,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
+    use crate::LOCK_FILE;
 
     fn contents(file: &dyn BackendFile) -> Vec<u8> {
         let mut buf = vec![0; file.len().unwrap() as usize];
@@ -466,6 +633,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let backend = PowerLossBackend::new(dir.path()).unwrap();
             let file = backend.create("f").unwrap();
+            backend.sync_dir().unwrap(); // the name is durable; the bytes are tested
             let mut live: Vec<u8> = Vec::new();
             let mut durable: Vec<u8> = Vec::new();
             for step in 0..300 {
@@ -529,6 +697,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let backend = PowerLossBackend::new(dir.path()).unwrap();
         let file = backend.create("f").unwrap();
+        backend.sync_dir().unwrap();
         file.write_at(b"0123456789", 0).unwrap();
         file.sync_data().unwrap();
         // A pending truncation and a rewrite past it: both lost at a kill.
@@ -586,22 +755,125 @@ mod tests {
         assert_eq!(backend.unsynced_bytes(), 0);
     }
 
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names = FsBackend::new(dir).unwrap().list().unwrap();
+        names.sort();
+        names
+    }
+
     #[test]
-    fn directory_operations_pass_straight_through() {
+    fn directory_changes_survive_a_kill_only_after_sync_dir() {
         let dir = tempfile::tempdir().unwrap();
         let backend = PowerLossBackend::new(dir.path().join("data")).unwrap();
         assert_eq!(backend.dir(), dir.path().join("data"));
         assert_eq!(backend.path("x"), dir.path().join("data/x"));
-        let file = backend.create("x").unwrap();
-        file.write_at(b"unsynced", 0).unwrap();
-        backend.create("y").unwrap();
-        backend.rename("y", "z").unwrap();
-        drop((file, backend));
-        // No sync_dir, yet both names are there; the contents are not.
-        let fs = FsBackend::new(dir.path().join("data")).unwrap();
-        let mut names = fs.list().unwrap();
-        names.sort();
-        assert_eq!(names, ["x", "z"]);
-        assert_eq!(on_disk(fs.dir(), "x"), b"");
+        let data = backend.dir().to_path_buf();
+        for name in ["kept", "renamed", "removed"] {
+            let file = backend.create(name).unwrap();
+            file.write_at(name.as_bytes(), 0).unwrap();
+            file.sync_data().unwrap();
+        }
+        assert_eq!(backend.unsynced_dir_ops(), 3);
+        // Synced data, but no name on disk yet.
+        assert!(names(&data).is_empty());
+        backend.sync_dir().unwrap();
+        assert_eq!(backend.unsynced_dir_ops(), 0);
+        assert_eq!(names(&data), ["kept", "removed", "renamed"]);
+
+        let new = backend.create("new").unwrap();
+        new.write_at(b"fsynced, never linked", 0).unwrap();
+        new.sync_data().unwrap();
+        backend.rename("renamed", "moved").unwrap();
+        backend.remove("removed").unwrap();
+        // The backend sees its own changes at once...
+        let mut live = backend.list().unwrap();
+        live.sort();
+        assert_eq!(live, ["kept", "moved", "new"]);
+        assert!(backend.open("removed").is_err());
+        assert_eq!(contents(&*backend.open("moved").unwrap()), b"renamed");
+        assert_eq!(
+            contents(&*backend.open("new").unwrap()),
+            b"fsynced, never linked"
+        );
+        // ...the disk does not, and a kill undoes them.
+        drop((new, backend));
+        assert_eq!(names(&data), ["kept", "removed", "renamed"]);
+        assert_eq!(on_disk(&data, "renamed"), b"renamed");
+
+        // The same changes, then a sync_dir: they are on disk.
+        let backend = PowerLossBackend::new(&data).unwrap();
+        let _lock = backend.lock().unwrap();
+        let new = backend.create("new").unwrap();
+        new.write_at(b"linked", 0).unwrap();
+        new.sync_data().unwrap();
+        backend.rename("renamed", "moved").unwrap();
+        backend.remove("removed").unwrap();
+        backend.sync_dir().unwrap();
+        drop((new, backend));
+        assert_eq!(names(&data), [LOCK_FILE, "kept", "moved", "new"]);
+        assert_eq!(on_disk(&data, "new"), b"linked");
+        assert_eq!(on_disk(&data, "moved"), b"renamed");
+        // Only this backend's staging directory is left; the lock holder
+        // removed the first one's.
+        let staging: Vec<_> = std::fs::read_dir(&data)
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(STAGING_DIR_PREFIX)
+            })
+            .collect();
+        assert_eq!(staging.len(), 1, "{staging:?}");
+    }
+
+    #[test]
+    fn changes_are_replayed_in_order_at_sync_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = PowerLossBackend::new(dir.path()).unwrap();
+        let a = backend.create("a").unwrap();
+        a.write_at(b"first a", 0).unwrap();
+        a.sync_data().unwrap();
+        // A name reused after a rename, a temporary file renamed over an
+        // existing name, and a file created and removed unsynced.
+        backend.rename("a", "b").unwrap();
+        let again = backend.create("a").unwrap();
+        again.write_at(b"second a", 0).unwrap();
+        again.sync_data().unwrap();
+        let tmp = backend.create("b.tmp").unwrap();
+        tmp.write_at(b"new b", 0).unwrap();
+        tmp.sync_data().unwrap();
+        backend.rename("b.tmp", "b").unwrap();
+        backend.create("gone").unwrap();
+        backend.remove("gone").unwrap();
+        backend.sync_dir().unwrap();
+        assert_eq!(names(dir.path()), ["a", "b"]);
+        assert_eq!(on_disk(dir.path(), "a"), b"second a");
+        assert_eq!(on_disk(dir.path(), "b"), b"new b");
+        // The old `a`, renamed to `b` and then replaced, is still open.
+        assert_eq!(contents(&*a), b"first a");
+    }
+
+    /// `write_file_durably` is durable when it returns, names included.
+    /// (Fails if its `sync_dir` is left out: the rename is lost.)
+    #[test]
+    fn a_durable_write_survives_a_kill_and_an_interrupted_one_keeps_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = PowerLossBackend::new(dir.path()).unwrap();
+        backend.write_file_durably("meta", b"one").unwrap();
+        drop(backend);
+        assert_eq!(on_disk(dir.path(), "meta"), b"one");
+
+        let backend = PowerLossBackend::new(dir.path()).unwrap();
+        backend.write_file_durably("meta", b"two").unwrap();
+        // Interrupted before its rename reached the disk: the old file.
+        let tmp = backend.create("meta.tmp").unwrap();
+        tmp.write_at(b"three", 0).unwrap();
+        tmp.sync_data().unwrap();
+        backend.rename("meta.tmp", "meta").unwrap();
+        assert_eq!(backend.read_file("meta").unwrap().unwrap(), b"three");
+        drop((tmp, backend));
+        assert_eq!(on_disk(dir.path(), "meta"), b"two");
+        assert_eq!(names(dir.path()), ["meta"]);
     }
 }

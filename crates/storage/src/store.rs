@@ -282,6 +282,16 @@ impl Store {
         &self.inner.options
     }
 
+    /// The backend the store does its I/O through: the directory it
+    /// lives in. A replicator keeps its durable metadata (hard state,
+    /// snapshots, vectors, hints) beside the log through this same
+    /// backend ([`Backend::replace_file_with`], [`Backend::read_file`]),
+    /// so power-cut tests see it too. The store's own files are its
+    /// segments, snapshots and marker files: use other names.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.inner.backend
+    }
+
     /// Appends `records`, which must continue the log: the first has index
     /// `last_position().index + 1`, each next one index + 1, and terms never
     /// decrease ([`Error::NonContiguous`], [`Error::TermDecreased`]

@@ -4,10 +4,12 @@
 //! clients.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::convert::Infallible;
+use std::sync::Arc;
 
 use mimeo_leader_follower::{
-    AckMode, ClientOp, Config, Core, HardState, LogEntry, LogPosition, Millis, NodeId, Output,
-    PeerMsg, ReadMode, Reply, RequestId, Role, Snapshot,
+    AckMode, ClientOp, Config, Core, DurableState, HardState, LogEntry, LogPosition, Millis,
+    NodeId, Output, PeerMsg, ReadMode, Reply, RequestId, Role, Snapshot,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -40,6 +42,60 @@ impl Default for Disk {
             log: Vec::new(),
             synced: 0,
         }
+    }
+}
+
+/// A [`Disk`] as [`Persist::apply_to`](mimeo_leader_follower::Persist::apply_to)
+/// changes it: the hard state and the snapshot at once, log entries
+/// unsynced until the disk catches up (see `step_time`).
+struct Writing<'a> {
+    disk: &'a mut Disk,
+    now: Millis,
+    /// The tally of discarded entries.
+    discarded: &'a mut u64,
+}
+
+impl DurableState for Writing<'_> {
+    type Error = Infallible;
+
+    fn store_snapshot(&mut self, s: Arc<Snapshot>, replace_log: bool) -> Result<(), Infallible> {
+        let disk = &mut *self.disk;
+        disk.snapshot_notice = Some((s.last, self.now));
+        if replace_log {
+            disk.log.clear();
+            disk.synced = 0;
+            disk.start = s.last.index + 1;
+        }
+        disk.snapshot = Some((*s).clone());
+        Ok(())
+    }
+
+    fn truncate_log(&mut self, from: u64) -> Result<(), Infallible> {
+        let disk = &mut *self.disk;
+        let keep = (from - disk.start) as usize;
+        disk.log.truncate(keep);
+        disk.synced = disk.synced.min(keep);
+        Ok(())
+    }
+
+    fn append_log(&mut self, entries: Vec<LogEntry>) -> Result<(), Infallible> {
+        self.disk.log.extend(entries);
+        Ok(())
+    }
+
+    fn store_hard_state(&mut self, state: HardState) -> Result<(), Infallible> {
+        self.disk.hard = state;
+        Ok(())
+    }
+
+    fn discard_log_before(&mut self, before: u64) -> Result<(), Infallible> {
+        let disk = &mut *self.disk;
+        let n = (before.saturating_sub(disk.start) as usize).min(disk.synced);
+        disk.log.drain(..n);
+        disk.synced -= n;
+        disk.start += n as u64;
+        *self.discarded += n as u64;
+        Ok(())
     }
 }
 
@@ -343,32 +399,11 @@ impl Sim {
                 Output::Send { to, msg } => self.send(id, to, msg),
                 Output::Probe { to } => self.transmit(id, to, Packet::Probe),
                 Output::Persist(p) => {
-                    let disk = &mut node.disk;
-                    if let Some(s) = p.snapshot {
-                        disk.snapshot_notice = Some((s.last, now));
-                        if p.replace_log {
-                            disk.log.clear();
-                            disk.synced = 0;
-                            disk.start = s.last.index + 1;
-                        }
-                        disk.snapshot = Some((*s).clone());
-                    }
-                    if let Some(from) = p.truncate_from {
-                        let keep = (from - disk.start) as usize;
-                        disk.log.truncate(keep);
-                        disk.synced = disk.synced.min(keep);
-                    }
-                    disk.log.extend(p.entries);
-                    if let Some(hard) = p.hard_state {
-                        disk.hard = hard;
-                    }
-                    if let Some(before) = p.discard_before {
-                        let n = (before.saturating_sub(disk.start) as usize).min(disk.synced);
-                        disk.log.drain(..n);
-                        disk.synced -= n;
-                        disk.start += n as u64;
-                        self.tally.discarded += n as u64;
-                    }
+                    let Ok(()) = p.apply_to(&mut Writing {
+                        disk: &mut node.disk,
+                        now,
+                        discarded: &mut self.tally.discarded,
+                    });
                 }
                 Output::Reply { req_id, reply } => self.on_reply(id, req_id, reply),
             }
