@@ -42,9 +42,9 @@ pub enum ReadRepair {
 pub enum Sabotage {
     /// A replica replaces its state with a received one instead of merging.
     ReplaceOnStore,
-    /// A write is acknowledged to its client after the coordinator's own
-    /// copy, whatever `w` says.
-    AckAfterOne,
+    /// A read answers with the first reply, whatever `r` says (R = 1
+    /// with W = 2 of N = 3: reads can miss acknowledged writes).
+    ReadOne,
     /// Hints are dropped instead of delivered.
     DropHints,
     /// Anti-entropy exchanges compare roots only and never ship keys.

@@ -114,6 +114,9 @@ pub struct Core {
     reads: BTreeMap<u64, ReadOp>,
     forwards: BTreeMap<u64, ForwardOp>,
     exchanges: BTreeMap<u64, Exchange>,
+    /// Forwarded writes taken, by (forwarder, its op), until when they are
+    /// remembered: a duplicated `Forward` must not write twice.
+    forwarded_seen: BTreeMap<(NodeId, u64), Millis>,
     ae_cursor: usize,
     last_exchange: BTreeMap<NodeId, Millis>,
     staged_keys: BTreeMap<Vec<u8>, StoredKey>,
@@ -193,6 +196,7 @@ impl Core {
             reads: BTreeMap::new(),
             forwards: BTreeMap::new(),
             exchanges: BTreeMap::new(),
+            forwarded_seen: BTreeMap::new(),
             ae_cursor: 0,
             last_exchange: BTreeMap::new(),
             staged_keys: BTreeMap::new(),
@@ -812,12 +816,8 @@ impl Core {
                 write.durable.insert(from);
             }
             let tally = write_tally(write);
-            let w = if self.config.sabotage == Some(Sabotage::AckAfterOne) {
-                1
-            } else {
-                write.w
-            };
-            if tally.replies >= w && tally.primaries >= write.pw && tally.durable >= write.dw {
+            if tally.replies >= write.w && tally.primaries >= write.pw && tally.durable >= write.dw
+            {
                 let write = self.writes.remove(&op).expect("present");
                 let mut reply = write.written;
                 if let Reply::Written { tally: t, .. } = &mut reply {
@@ -847,7 +847,10 @@ impl Core {
             Ok(q) => q,
             Err(e) => return self.reply(req_id, Reply::Failed(ClientError::BadQuorum(e))),
         };
-        let (r, pr) = (q.r.unwrap_or(1), q.pr.unwrap_or(0));
+        let (mut r, pr) = (q.r.unwrap_or(1), q.pr.unwrap_or(0));
+        if self.config.sabotage == Some(Sabotage::ReadOne) {
+            r = 1;
+        }
         let targets = self.targets(&key);
         if let Err(e) = self.check_reachable(&key, &targets, r, pr) {
             return self.reply(req_id, Reply::Failed(e));
@@ -1017,6 +1020,7 @@ impl Core {
             self.reply(f.req_id, reply);
         }
         self.exchanges.retain(|_, x| x.deadline > now);
+        self.forwarded_seen.retain(|_, until| *until > now);
     }
 
     // ---- replica side -------------------------------------------------
@@ -1028,6 +1032,16 @@ impl Core {
                 request,
                 quorum,
             } => {
+                // The forwarder gives up after 1.5 timeouts: remembering
+                // for 2 covers every duplicate it can still wait for.
+                let until = now.plus(2 * self.config.request_timeout_ms);
+                if self
+                    .forwarded_seen
+                    .insert((from.clone(), op), until)
+                    .is_some()
+                {
+                    return;
+                }
                 if request.is_write() {
                     let to = ReplyTo::Forwarded { node: from, op };
                     self.coordinate(now, to, request, quorum);

@@ -255,6 +255,29 @@ fn a_node_outside_the_preference_list_forwards_writes() {
 }
 
 #[test]
+fn a_duplicated_forward_writes_once() {
+    let mut c = core("n5");
+    let fwd = Message::Forward {
+        op: 4,
+        request: ClientOp::Increment {
+            key: K.to_vec(),
+            delta: 1,
+        },
+        quorum: Quorum::default(),
+    };
+    c.handle_peer(Millis(0), 1_000, n("n2"), fwd.clone());
+    assert_eq!(drain(&mut c).len(), 1, "one persist");
+    c.handle_peer(Millis(1), 1_000, n("n2"), fwd.clone());
+    assert_eq!(drain(&mut c), []);
+    assert_eq!(c.metrics().writes_coordinated, 1);
+    // Forgotten after two request timeouts (the forwarder gave up).
+    c.tick(Millis(2_001), 3_000);
+    drain(&mut c);
+    c.handle_peer(Millis(2_001), 3_000, n("n2"), fwd);
+    assert_eq!(c.metrics().writes_coordinated, 2);
+}
+
+#[test]
 fn a_write_that_cannot_gather_w_ends_unknown() {
     let mut c = core("n5");
     c.handle_client(Millis(0), 1_000, 7, put("v"), Quorum::default());

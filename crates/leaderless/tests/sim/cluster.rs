@@ -130,7 +130,9 @@ pub(crate) struct Sim {
     next_req: u64,
     /// Requests waiting for a reply: the register write's index in
     /// `made`, or the key a read is for.
-    pending: BTreeMap<u64, (Option<usize>, Option<Vec<u8>>)>,
+    pending: BTreeMap<u64, Pending>,
+    /// Reads that returned a value.
+    pub(crate) reads: Vec<DoneRead>,
     /// Whether clients send requests.
     pub(crate) clients: bool,
     pub(crate) made: Vec<MadeWrite>,
@@ -183,6 +185,7 @@ impl Sim {
             made: Vec::new(),
             contexts: BTreeMap::new(),
             clients: true,
+            reads: Vec::new(),
             tally: Tally::default(),
         }
     }
@@ -428,10 +431,11 @@ impl Sim {
                 context: context.unwrap_or_default(),
                 key_dot: None,
                 acked: false,
+                acked_at: None,
             });
             self.made.len() - 1
         });
-        self.pending.insert(req, (slot, read_key));
+        self.pending.insert(req, (slot, read_key, self.now));
         let (now, wall) = (self.now, self.wall(i));
         let core = self.nodes[i].core.as_mut().expect("up");
         core.handle_client(now, wall, req, op, quorum);
@@ -448,12 +452,14 @@ impl Sim {
                 }
                 Output::Persist(p) => self.nodes[i].unsynced.push(p),
                 Output::Reply { req_id, reply } => {
-                    let (slot, read_key) = self.pending.remove(&req_id).unwrap_or_default();
+                    let (slot, read_key, started) =
+                        self.pending.remove(&req_id).unwrap_or_default();
                     match reply {
                         Reply::Written { key_dot, .. } => {
                             self.tally.acked += 1;
                             if let Some(s) = slot {
                                 self.made[s].acked = true;
+                                self.made[s].acked_at = Some(self.now);
                                 self.made[s].key_dot = key_dot;
                             }
                         }
@@ -465,6 +471,11 @@ impl Sim {
                                 self.tally.max_siblings = self.tally.max_siblings.max(values.len());
                                 // The client writes next with what it read.
                                 if let Some(key) = read_key {
+                                    self.reads.push(DoneRead {
+                                        key: key.clone(),
+                                        started,
+                                        context: context.clone(),
+                                    });
                                     self.contexts.insert(key, context);
                                 }
                             }
@@ -539,6 +550,18 @@ impl Sim {
             .ring()
             .preference_list(key, 3)
     }
+}
+
+/// A request waiting for its reply: the register write's index in
+/// `made`, the key of a read, when it was sent.
+type Pending = (Option<usize>, Option<Vec<u8>>, Millis);
+
+/// A read that returned a register value.
+pub(crate) struct DoneRead {
+    pub(crate) key: Vec<u8>,
+    pub(crate) started: Millis,
+    /// The context it returned (siblings).
+    pub(crate) context: VersionVector,
 }
 
 /// One node's final state.

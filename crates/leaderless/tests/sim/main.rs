@@ -10,7 +10,8 @@
 //! - **strict** (`sloppy = false`, siblings; every fourth seed LWW, checked
 //!   for convergence only; read repair off on even seeds, so anti-entropy
 //!   alone converges them): no acknowledged write lost, convergence, no
-//!   resurrection.
+//!   resurrection, no stale read (a read that began after a write was
+//!   acknowledged returns it or a later version).
 //! - **handoff** (`sloppy = true`, no drops or partitions, no reads, no
 //!   anti-entropy): one node is down for 1.5 s while writes go on; after
 //!   it returns it must hold every acknowledged write (hints delivered).
@@ -27,7 +28,7 @@ mod invariants;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use cluster::{Faults, Setup, Sim, Tally};
-use invariants::{acked_writes, convergence, hints_delivered, no_resurrection};
+use invariants::{acked_writes, convergence, hints_delivered, no_resurrection, no_stale_read};
 use mimeo_leaderless::{Policy, ReadRepair, Sabotage};
 
 fn env(name: &str) -> Option<u64> {
@@ -83,6 +84,7 @@ fn run_strict(seed: u64, steps: u64, setup: Setup) -> Result<Tally, String> {
     if setup.policy == Policy::Siblings {
         acked_writes::check(&sim.made, &finals, primaries)?;
         no_resurrection::check(&sim.made, &finals)?;
+        no_stale_read::check(&sim.made, &sim.reads)?;
     }
     Ok(sim.tally.clone())
 }
@@ -167,7 +169,8 @@ fn hinted_handoff_delivers_every_missed_write() {
 /// first 20 makes the broken core fail with that invariant's message.
 #[test]
 fn each_invariant_catches_a_broken_core() {
-    let cases: [(Sabotage, Runner, MakeSetup, &str); 4] = [
+    let cases: [(Sabotage, Runner, MakeSetup, &str); 5] = [
+        (Sabotage::ReadOne, run_strict, strict, "stale read"),
         (
             Sabotage::ReplaceOnStore,
             run_strict,

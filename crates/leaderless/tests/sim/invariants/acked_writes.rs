@@ -63,6 +63,7 @@ fn rejects_a_lost_write() {
         context: VersionVector::new(),
         key_dot: Some(Dot::new("b.1", 1)),
         acked: true,
+        acked_at: None,
     };
     let finals = [Final {
         node: "n1".into(),

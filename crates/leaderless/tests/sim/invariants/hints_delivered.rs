@@ -47,6 +47,7 @@ fn rejects_a_write_the_owner_never_got() {
         context: VersionVector::new(),
         key_dot: Some(Dot::new("b.1", 1)),
         acked: true,
+        acked_at: None,
     };
     let finals = [Final {
         node: "n1".into(),

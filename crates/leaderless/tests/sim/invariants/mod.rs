@@ -7,8 +7,9 @@ pub(crate) mod acked_writes;
 pub(crate) mod convergence;
 pub(crate) mod hints_delivered;
 pub(crate) mod no_resurrection;
+pub(crate) mod no_stale_read;
 
-use mimeo_leaderless::{Dot, VersionVector};
+use mimeo_leaderless::{Dot, Millis, VersionVector};
 
 /// A register write (put or delete) a client sent.
 #[derive(Clone, Debug)]
@@ -22,4 +23,6 @@ pub(crate) struct MadeWrite {
     pub(crate) key_dot: Option<Dot>,
     /// Whether the client got `Written`.
     pub(crate) acked: bool,
+    /// When.
+    pub(crate) acked_at: Option<Millis>,
 }

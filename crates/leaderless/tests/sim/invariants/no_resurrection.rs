@@ -46,6 +46,7 @@ fn rejects_a_deleted_value() {
         context: [("a.1", 1)].into(),
         key_dot: Some(Dot::new("b.1", 1)),
         acked: true,
+        acked_at: None,
     };
     let finals = [Final {
         node: "n3".into(),
