@@ -9,7 +9,7 @@ use crate::message::Message;
 use crate::output::{Metrics, Output, Status};
 use crate::record::{DurableState, Hint, HintChange, Persist, StoredKey};
 use crate::ring::Ring;
-use crate::state::{merge_opt, KeyState};
+use crate::state::{merge_opt, KeyClock, KeyState, Ship};
 use crate::tree::{segment_of, Tree};
 use crate::types::{
     ClientError, ClientOp, KeyType, Millis, Quorum, ReadValue, Reply, RequestId, Tally,
@@ -1398,9 +1398,16 @@ impl Core {
         };
         self.metrics.ae_segments_compared += segments.len() as u64;
         let differ = mine.differing_segments(&segments);
-        let keys: Vec<(Vec<u8>, u64)> = differ
+        let keys: Vec<(Vec<u8>, u64, KeyClock)> = differ
             .iter()
-            .flat_map(|&s| mine.segment_keys(s).map(|(k, h)| (k.clone(), h)))
+            .flat_map(|&s| mine.segment_keys(s))
+            .map(|(k, h)| {
+                let clock = self
+                    .keys
+                    .get(k)
+                    .map_or(KeyClock::Opaque, |s| s.state.clock());
+                (k.clone(), h, clock)
+            })
             .collect();
         self.send(
             from,
@@ -1420,7 +1427,7 @@ impl Core {
         xid: u64,
         tree: u32,
         segments: Vec<u32>,
-        keys: Vec<(Vec<u8>, u64)>,
+        keys: Vec<(Vec<u8>, u64, KeyClock)>,
     ) {
         if !self
             .exchanges
@@ -1431,26 +1438,37 @@ impl Core {
         }
         let mine = &self.trees[&tree];
         let segs = self.config.tree_segments;
-        let theirs: BTreeMap<Vec<u8>, u64> = keys
+        let theirs: BTreeMap<Vec<u8>, (u64, KeyClock)> = keys
             .into_iter()
-            .filter(|(k, _)| segments.contains(&segment_of(k, segs)))
+            .filter(|(k, _, _)| segments.contains(&segment_of(k, segs)))
+            .map(|(k, h, c)| (k, (h, c)))
             .collect();
         let mut push = Vec::new();
         let mut want = Vec::new();
         for &s in &segments {
             for (key, hash) in mine.segment_keys(s) {
-                if theirs.get(key) != Some(&hash) {
+                let ship = match theirs.get(key) {
+                    None => Ship::Push,
+                    Some((h, _)) if *h == hash => continue,
+                    Some((_, clock)) => {
+                        let ours = self
+                            .keys
+                            .get(key)
+                            .map_or(KeyClock::Opaque, |s| s.state.clock());
+                        ours.ship(clock)
+                    }
+                };
+                if ship != Ship::Pull {
                     push.push(key.clone());
+                }
+                if ship != Ship::Push {
+                    want.push(key.clone());
                 }
             }
         }
-        for (key, hash) in &theirs {
+        for key in theirs.keys() {
             let s = segment_of(key, segs);
-            let held = mine
-                .segment_keys(s)
-                .find(|(k, _)| *k == key)
-                .map(|(_, h)| h);
-            if held != Some(*hash) {
+            if !mine.segment_keys(s).any(|(k, _)| k == key) {
                 want.push(key.clone());
             }
         }

@@ -7,7 +7,7 @@
 use mimeo_causality::NodeId;
 use serde::{Deserialize, Serialize};
 
-use crate::state::KeyState;
+use crate::state::{KeyClock, KeyState};
 use crate::types::{ClientOp, Quorum, Reply};
 
 /// A message from one core to another. Best effort: cores tolerate loss,
@@ -120,7 +120,9 @@ pub enum Message {
         /// (segment, hash).
         segments: Vec<(u32, u64)>,
     },
-    /// Step 4: the receiver's keys (with their hashes) in the segments that differ.
+    /// Step 4: the receiver's keys in the segments that differ, with
+    /// their state hashes and clocks (so that the initiator sends or asks
+    /// for a state only in the direction that needs it).
     AeKeys {
         /// The exchange.
         xid: u64,
@@ -128,8 +130,8 @@ pub enum Message {
         tree: u32,
         /// The segments that differ.
         segments: Vec<u32>,
-        /// (key, state hash).
-        keys: Vec<(Vec<u8>, u64)>,
+        /// (key, state hash, clock).
+        keys: Vec<(Vec<u8>, u64, KeyClock)>,
     },
     /// Step 5: states the initiator holds that differ, and the keys it
     /// wants the receiver's states of (answered with [`Message::AeStates`]

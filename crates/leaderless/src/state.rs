@@ -1,6 +1,6 @@
 //! A key's replicated state and how two states merge.
 
-use mimeo_causality::{DvvSet, Lww, OrSet, PnCounter};
+use mimeo_causality::{DvvSet, Lww, OrSet, PnCounter, Timestamp, VersionVector};
 use serde::{Deserialize, Serialize};
 
 use crate::ring::hash64;
@@ -97,6 +97,68 @@ impl KeyState {
             },
             KeyState::Counter(c) => ReadValue::Counter(c.value()),
             KeyState::Set(s) => ReadValue::Set(s.iter().cloned().collect()),
+        }
+    }
+}
+
+/// What anti-entropy ships beside a key's hash so that, where it can
+/// tell, only the replica that is behind receives a state: the causal
+/// context of a siblings value (a replica whose context covers another's
+/// holds everything the other does, merged), or an LWW value's
+/// timestamp. Counters and sets ship both ways.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyClock {
+    /// Nothing to compare: ship both ways.
+    Opaque,
+    /// A siblings value's context.
+    Vector(VersionVector),
+    /// An LWW value's timestamp.
+    Ts(Timestamp),
+}
+
+/// Which way a differing key's state must go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ship {
+    /// Only theirs to us.
+    Pull,
+    /// Only ours to them.
+    Push,
+    /// Both ways.
+    Both,
+}
+
+impl KeyClock {
+    /// Which way states must go between `self` (ours) and `theirs`.
+    pub(crate) fn ship(&self, theirs: &KeyClock) -> Ship {
+        match (self, theirs) {
+            (KeyClock::Vector(a), KeyClock::Vector(b)) if a != b => {
+                if b.descends(a) {
+                    Ship::Pull
+                } else if a.descends(b) {
+                    Ship::Push
+                } else {
+                    Ship::Both
+                }
+            }
+            (KeyClock::Ts(a), KeyClock::Ts(b)) if a != b => {
+                if b > a {
+                    Ship::Pull
+                } else {
+                    Ship::Push
+                }
+            }
+            _ => Ship::Both,
+        }
+    }
+}
+
+impl KeyState {
+    /// The state's [`KeyClock`].
+    pub fn clock(&self) -> KeyClock {
+        match self {
+            KeyState::Siblings(dvv) => KeyClock::Vector(dvv.context()),
+            KeyState::Lww(lww) => KeyClock::Ts(lww.ts.clone()),
+            KeyState::Counter(_) | KeyState::Set(_) => KeyClock::Opaque,
         }
     }
 }

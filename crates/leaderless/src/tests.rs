@@ -865,15 +865,140 @@ fn anti_entropy_ships_only_the_key_that_differs() {
     assert_eq!(a.tree_root(K), b.tree_root(K));
     assert_eq!(a.state(K), b.state(K));
     let shipped = a.metrics().ae_keys_shipped + b.metrics().ae_keys_shipped;
-    // Both held a version of `key-0` (v0, and v0 merged with `new`): each
-    // side ships its version once, and nothing else.
-    assert_eq!(shipped, 2, "{:?} {:?}", a.metrics(), b.metrics());
-    assert_eq!(a.metrics().ae_keys_shipped, 1);
+    // Both held a version of `key-0` (v0, and v0 merged with `new`), and
+    // the clocks show b's is ahead: only b's is shipped, once.
+    assert_eq!(shipped, 1, "{:?} {:?}", a.metrics(), b.metrics());
+    assert_eq!(b.metrics().ae_keys_shipped, 1);
     // One branch of 32 segments compared, once.
     assert_eq!(
         a.metrics().ae_segments_compared + b.metrics().ae_segments_compared,
         32
     );
+}
+
+/// Runs exchanges started by `a` until quiet, delivering between `a`
+/// and `b` only.
+fn exchange(a: &mut Core, b: &mut Core, from: u64, rounds: u64) {
+    for t in from..from + rounds {
+        let now = Millis(t * 100);
+        a.tick(now, 1_000);
+        b.tick(now, 1_000);
+        loop {
+            let mut quiet = true;
+            for from_a in [true, false] {
+                let (src, dst) = if from_a {
+                    (&mut *a, &mut *b)
+                } else {
+                    (&mut *b, &mut *a)
+                };
+                let from = src.id().clone();
+                let outs = drain(src);
+                for o in outs {
+                    match o {
+                        Output::Send { to, msg } if to == *dst.id() => {
+                            quiet = false;
+                            dst.handle_peer(now, 1_000, from.clone(), msg);
+                        }
+                        Output::Persist(p) => src.persisted(now, p.id),
+                        _ => {}
+                    }
+                }
+            }
+            if quiet {
+                break;
+            }
+        }
+    }
+}
+
+/// The acceptance figure of issue 23: bytes shipped / bytes that differ.
+/// 10,000 keys of one replica set with 1 KiB values, 0.1% of them (10)
+/// newer on one replica: everything the exchange sends (roots, branches,
+/// segments, key lists with clocks, states) is within 2x the newer
+/// versions' size.
+#[test]
+fn anti_entropy_ships_at_most_twice_what_differs() {
+    let mut cfgs = [config("n5"), config("n1")];
+    cfgs[0].anti_entropy_interval_ms = 100;
+    let [c5, c1] = cfgs;
+    let (mut a, mut b) = (
+        Core::new(c5, Millis(0)).unwrap(),
+        Core::new(c1, Millis(0)).unwrap(),
+    );
+    let set = a.ring().replica_set(K, 3);
+    let value = "x".repeat(1024);
+    let mut keys = Vec::new();
+    let mut i = 0;
+    while keys.len() < 10_000 {
+        let key = format!("key-{i}").into_bytes();
+        i += 1;
+        if a.ring().replica_set(&key, 3) == set {
+            keys.push(key);
+        }
+    }
+    for key in &keys {
+        let s = one_value("n9.1", &value);
+        for c in [&mut a, &mut b] {
+            c.handle_peer(
+                Millis(0),
+                1_000,
+                n("n3"),
+                Message::Store {
+                    op: 0,
+                    key: key.clone(),
+                    state: s.clone(),
+                    hint: None,
+                    ack_received: false,
+                },
+            );
+        }
+    }
+    let mut differing = 0;
+    for key in keys.iter().step_by(1_000) {
+        // A write that read the old value and replaced it.
+        let KeyState::Siblings(mut dvv) = b.state(key).unwrap().clone() else {
+            unreachable!()
+        };
+        let context = dvv.context();
+        dvv.update(&context, "n3.1", Some(value.clone().into_bytes()))
+            .unwrap();
+        let newer = KeyState::Siblings(dvv);
+        differing += newer.encode().len() as u64;
+        b.handle_peer(
+            Millis(0),
+            1_000,
+            n("n3"),
+            Message::Store {
+                op: 0,
+                key: key.clone(),
+                state: newer,
+                hint: None,
+                ack_received: false,
+            },
+        );
+    }
+    drain(&mut a);
+    drain(&mut b);
+    // a's six (tree, peer) pairs: two of them reach b; the rest go nowhere.
+    exchange(&mut a, &mut b, 1, 12);
+    for key in &keys {
+        assert_eq!(a.state(key), b.state(key));
+    }
+    let shipped = a.metrics().ae_bytes_shipped + b.metrics().ae_bytes_shipped;
+    let keys_shipped = a.metrics().ae_keys_shipped + b.metrics().ae_keys_shipped;
+    let ratio = shipped as f64 / differing as f64;
+    println!(
+        "shipped {shipped} B for {differing} B differing ({ratio:.2}x), {keys_shipped} keys, {:?}",
+        b.metrics()
+    );
+    assert_eq!(keys_shipped, 10);
+    assert!(ratio <= 2.0, "{ratio:.2}x");
+    // Between identical replicas an exchange costs a root each way.
+    let before = a.metrics().ae_bytes_shipped + b.metrics().ae_bytes_shipped;
+    exchange(&mut a, &mut b, 13, 12);
+    let idle = a.metrics().ae_bytes_shipped + b.metrics().ae_bytes_shipped - before;
+    println!("12 rounds between identical replicas: {idle} B");
+    assert!(idle > 0 && idle < 12 * 64, "{idle}");
 }
 
 #[test]
@@ -947,7 +1072,7 @@ fn golden_bytes_of_one_message_of_each_kind() {
             xid: 4,
             tree: 1,
             segments: vec![3],
-            keys: vec![(b"k".to_vec(), 5)],
+            keys: vec![(b"k".to_vec(), 5, KeyClock::Vector([("n1.1", 2)].into()))],
         },
         Message::AeStates {
             xid: 4,
@@ -1016,7 +1141,7 @@ const GOLDEN_HANDED_OFF: &str = "07056b65792d308202";
 const GOLDEN_AE_ROOT: &str = "08040107";
 const GOLDEN_AE_BRANCHES: &str = "090401020102";
 const GOLDEN_AE_SEGMENTS: &str = "0a0401010304";
-const GOLDEN_AE_KEYS: &str = "0b0401010301016b05";
+const GOLDEN_AE_KEYS: &str = "0b0401010301016b050101046e312e3102";
 const GOLDEN_AE_STATES: &str = "0c040101016b0301046e312e310101016501046e312e310101016a";
 const GOLDEN_PERSIST: &str =
     "0102030405026e3101056b65792d300001046e352e31010101017601046e312e330101026e32016b";
