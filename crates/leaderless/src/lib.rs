@@ -175,12 +175,16 @@
 //! 5-node clusters (N = 3) with drops, duplicates, partitions, crashes and
 //! clock skew, checking one invariant per file (no acknowledged write
 //! lost, convergence by anti-entropy alone, hints delivered, no
-//! resurrection), each shown to catch a deliberately broken core.
+//! resurrection, no stale read under strict quorums), each shown to catch
+//! a deliberately broken core. `tests/model.rs` model-checks three nodes
+//! (two writes, a read, a crash, any delivery order) with stateright:
+//! acknowledged writes are durable on W replicas, and a read that began
+//! after an acknowledged write returns it.
 //!
 //! # Not done yet
 //!
-//! The tokio driver, tombstone collection, persisted trees (they are
-//! rebuilt from the keys at restart, once), and a stateright model.
+//! The tokio driver, tombstone collection, and persisted trees (they are
+//! rebuilt from the keys at restart, once).
 
 mod config;
 mod core;
