@@ -104,6 +104,13 @@ pub struct Config {
     pub anti_entropy_interval_ms: u64,
     /// Segments per anti-entropy tree (a power of two, at least 32).
     pub tree_segments: u32,
+    /// Bytes of key lists, and of states, one anti-entropy message carries
+    /// at most (one key is always allowed): a larger difference is shipped
+    /// over several exchanges.
+    pub ae_max_bytes: usize,
+    /// Requests this node coordinates or forwarded and waits on, at most;
+    /// more are refused ([`ClientError::Busy`](crate::ClientError::Busy)).
+    pub max_pending_requests: usize,
     #[doc(hidden)]
     pub sabotage: Option<Sabotage>,
 }
@@ -114,7 +121,8 @@ impl Config {
     /// quorums (`sloppy = false`), siblings, background read repair,
     /// 1 s request timeout, 500 ms max drift; hints up to 64 MiB and 3 h,
     /// offered every 100 ms, 64 per owner at a time; anti-entropy every
-    /// second over trees of 1024 segments.
+    /// second over trees of 1024 segments, at most 1 MiB per message; at
+    /// most 4096 requests pending.
     pub fn new(
         id: impl Into<NodeId>,
         nodes: impl IntoIterator<Item = impl Into<NodeId>>,
@@ -144,6 +152,8 @@ impl Config {
             hint_batch: 64,
             anti_entropy_interval_ms: 1_000,
             tree_segments: 1024,
+            ae_max_bytes: 1 << 20,
+            max_pending_requests: 4096,
             sabotage: None,
         }
     }
@@ -207,6 +217,8 @@ impl Config {
             ("hint_interval_ms", self.hint_interval_ms),
             ("hint_batch", self.hint_batch as u64),
             ("vnodes", u64::from(self.vnodes)),
+            ("ae_max_bytes", self.ae_max_bytes as u64),
+            ("max_pending_requests", self.max_pending_requests as u64),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {

@@ -328,6 +328,12 @@ impl Core {
         quorum: Quorum,
     ) {
         self.wall_ms = self.wall_ms.max(wall_ms);
+        let pending = self.writes.len() + self.reads.len() + self.forwards.len();
+        if pending >= self.config.max_pending_requests && !matches!(op, ClientOp::Cas { .. }) {
+            let limit = self.config.max_pending_requests;
+            self.reply(req_id, Reply::Failed(ClientError::Busy { limit }));
+            return self.after_input_at(now);
+        }
         match op {
             ClientOp::Cas { .. } => self.reply(req_id, Reply::Failed(ClientError::CasUnsupported)),
             ClientOp::Get { key } => self.start_read(now, req_id, key, quorum),
@@ -1143,6 +1149,11 @@ impl Core {
 
     /// Merges a received state into the key.
     fn merge_key(&mut self, key: &[u8], state: &KeyState) {
+        if let KeyState::Lww(lww) = state {
+            // Follow causality: a later local write is stamped after it
+            // (a timestamp too far ahead is refused and counted).
+            let _ = self.hlc.observe(self.wall_ms, &lww.ts);
+        }
         let (mut merged, actor) = match self.keys.get(key) {
             Some(s) => (Some(s.state.clone()), s.actor.clone()),
             None => (None, None),
@@ -1397,18 +1408,25 @@ impl Core {
             return;
         };
         self.metrics.ae_segments_compared += segments.len() as u64;
-        let differ = mine.differing_segments(&segments);
-        let keys: Vec<(Vec<u8>, u64, KeyClock)> = differ
-            .iter()
-            .flat_map(|&s| mine.segment_keys(s))
-            .map(|(k, h)| {
+        // Whole segments, until the key list reaches the budget; the
+        // other differing segments wait for the next exchange.
+        let mut differ = Vec::new();
+        let mut keys: Vec<(Vec<u8>, u64, KeyClock)> = Vec::new();
+        let mut bytes = 0;
+        for s in mine.differing_segments(&segments) {
+            if bytes >= self.config.ae_max_bytes {
+                break;
+            }
+            differ.push(s);
+            for (k, h) in mine.segment_keys(s) {
                 let clock = self
                     .keys
                     .get(k)
                     .map_or(KeyClock::Opaque, |s| s.state.clock());
-                (k.clone(), h, clock)
-            })
-            .collect();
+                bytes += k.len() + 16;
+                keys.push((k.clone(), h, clock));
+            }
+        }
         self.send(
             from,
             Message::AeKeys {
@@ -1489,11 +1507,24 @@ impl Core {
         );
     }
 
+    /// The states of `keys` in `tree`, until they reach `ae_max_bytes`
+    /// (at least one): the rest differ still at the next exchange.
     fn states_of(&self, tree: u32, keys: Vec<Vec<u8>>) -> Vec<(Vec<u8>, KeyState)> {
-        keys.into_iter()
-            .filter(|k| self.tree_of(k) == Some(tree))
-            .filter_map(|k| self.keys.get(&k).map(|s| (k, s.state.clone())))
-            .collect()
+        let mut bytes = 0;
+        let mut out = Vec::new();
+        for k in keys {
+            if bytes >= self.config.ae_max_bytes {
+                break;
+            }
+            if self.tree_of(&k) != Some(tree) {
+                continue;
+            }
+            if let Some(s) = self.keys.get(&k) {
+                bytes += k.len() + s.state.encode().len();
+                out.push((k, s.state.clone()));
+            }
+        }
+        out
     }
 }
 

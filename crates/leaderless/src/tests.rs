@@ -278,6 +278,24 @@ fn a_duplicated_forward_writes_once() {
 }
 
 #[test]
+fn pending_requests_are_bounded() {
+    let mut cfg = config("n2");
+    cfg.max_pending_requests = 1;
+    let mut c = Core::new(cfg, Millis(0)).unwrap();
+    let get = ClientOp::Get { key: K.to_vec() };
+    c.handle_client(Millis(0), 1_000, 1, get.clone(), Quorum::default());
+    assert_eq!(drain(&mut c).len(), 3);
+    c.handle_client(Millis(0), 1_000, 2, get, Quorum::default());
+    assert_eq!(
+        drain(&mut c),
+        [Output::Reply {
+            req_id: 2,
+            reply: Reply::Failed(ClientError::Busy { limit: 1 })
+        }]
+    );
+}
+
+#[test]
 fn a_write_that_cannot_gather_w_ends_unknown() {
     let mut c = core("n5");
     c.handle_client(Millis(0), 1_000, 7, put("v"), Quorum::default());
@@ -999,6 +1017,98 @@ fn anti_entropy_ships_at_most_twice_what_differs() {
     let idle = a.metrics().ae_bytes_shipped + b.metrics().ae_bytes_shipped - before;
     println!("12 rounds between identical replicas: {idle} B");
     assert!(idle > 0 && idle < 12 * 64, "{idle}");
+}
+
+/// A difference larger than `ae_max_bytes` is shipped over several
+/// exchanges, each message within the budget.
+#[test]
+fn anti_entropy_messages_are_bounded() {
+    let mut cfgs = [config("n5"), config("n1")];
+    cfgs[0].anti_entropy_interval_ms = 100;
+    for c in &mut cfgs {
+        c.ae_max_bytes = 4_096;
+    }
+    let [c5, c1] = cfgs;
+    let (mut a, mut b) = (
+        Core::new(c5, Millis(0)).unwrap(),
+        Core::new(c1, Millis(0)).unwrap(),
+    );
+    let set = a.ring().replica_set(K, 3);
+    let value = "y".repeat(1_000);
+    let mut keys = Vec::new();
+    let mut i = 0;
+    while keys.len() < 100 {
+        let key = format!("key-{i}").into_bytes();
+        i += 1;
+        if a.ring().replica_set(&key, 3) == set {
+            keys.push(key);
+        }
+    }
+    for key in &keys {
+        let s = one_value("n9.1", &value);
+        b.handle_peer(
+            Millis(0),
+            1_000,
+            n("n3"),
+            Message::Store {
+                op: 0,
+                key: key.clone(),
+                state: s,
+                hint: None,
+                ack_received: false,
+            },
+        );
+    }
+    drain(&mut b);
+    let mut rounds = 0;
+    while keys.iter().any(|k| a.state(k).is_none()) {
+        rounds += 1;
+        assert!(
+            rounds < 40,
+            "not converged after {rounds} rounds of exchanges"
+        );
+        // Watch every message b sends.
+        let now = 100 * (rounds * 12);
+        for t in 0..12 {
+            let now = Millis(now + 100 * t);
+            a.tick(now, 1_000);
+            b.tick(now, 1_000);
+            loop {
+                let mut quiet = true;
+                for from_a in [true, false] {
+                    let (src, dst) = if from_a {
+                        (&mut a, &mut b)
+                    } else {
+                        (&mut b, &mut a)
+                    };
+                    let from = src.id().clone();
+                    for o in drain(src) {
+                        match o {
+                            Output::Send { to, msg } if to == *dst.id() => {
+                                assert!(
+                                    msg.encode().len() < 4_096 + 1_200,
+                                    "{} bytes",
+                                    msg.encode().len()
+                                );
+                                quiet = false;
+                                dst.handle_peer(now, 1_000, from.clone(), msg);
+                            }
+                            Output::Persist(p) => src.persisted(now, p.id),
+                            _ => {}
+                        }
+                    }
+                }
+                if quiet {
+                    break;
+                }
+            }
+        }
+    }
+    assert!(rounds > 1, "one round shipped 100 KB");
+    assert_eq!(
+        a.metrics().ae_keys_shipped + b.metrics().ae_keys_shipped,
+        100
+    );
 }
 
 #[test]

@@ -286,6 +286,14 @@ pub enum ClientError {
         /// Advice.
         hint: String,
     },
+    /// Too many requests are pending on this node.
+    #[error(
+        "too many requests pending on this node ({limit}); retry later or through another node"
+    )]
+    Busy {
+        /// `max_pending_requests`.
+        limit: usize,
+    },
     /// A quorum setting is out of range.
     #[error("invalid quorum: {0}")]
     BadQuorum(String),
