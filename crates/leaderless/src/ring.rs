@@ -325,6 +325,8 @@ mod tests {
     fn balance_five_nodes_sixty_four_vnodes() {
         let ring = Ring::new(&ids(5), 64).unwrap();
         let fair = 1.0 / 5.0;
+        println!("first owner: {:?}", ring.ownership());
+        println!("replica: {:?}", ring.replica_ownership(3));
         for (node, share) in ring.ownership() {
             assert!(share <= 1.3 * fair, "{node} owns {share:.3} of the ring");
         }
