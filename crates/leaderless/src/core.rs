@@ -273,6 +273,30 @@ impl Core {
         self.trees.get(&tree).map(Tree::root)
     }
 
+    /// Every field that can change, rendered (not the configuration, the
+    /// ring, or what is derived from the keys): model checkers identify
+    /// states by it. Not part of the API.
+    #[doc(hidden)]
+    pub fn debug_state(&self) -> String {
+        format!(
+            "{:?}",
+            (
+                (&self.hlc, self.epoch, self.next_op, &self.keys, &self.hints),
+                (&self.hints_offered, &self.up, &self.writes, &self.reads),
+                (&self.forwards, &self.exchanges, &self.forwarded_seen),
+                (self.ae_cursor, &self.last_exchange, &self.staged_keys),
+                (&self.staged_hints, self.staged_epoch, &self.deferred),
+                (
+                    self.next_persist,
+                    &self.unpersisted,
+                    &self.inbox,
+                    &self.outputs
+                ),
+                (self.next_hints, self.next_ae, self.wall_ms),
+            )
+        )
+    }
+
     /// The next output for the driver, in order.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()

@@ -19,9 +19,10 @@
 //! `the_model_catches_a_core_that_reads_one_replica` shows the stale-read
 //! property failing for a core that answers reads from one replica.
 //!
-//! States are identified by the `Debug` rendering of every core (all of
-//! the core's fields, in deterministic order) and the network as a
-//! multiset, so no two distinct states are merged.
+//! States are identified by every core's changing fields
+//! (`Core::debug_state`: all but the configuration, the ring, the
+//! counters and what is derived from the keys), disk and unsynced
+//! records, and the network as a multiset.
 
 use std::hash::{Hash, Hasher};
 use std::time::Instant;
@@ -40,6 +41,17 @@ struct Node {
     core: Core,
     disk: DurableState,
     unsynced: Vec<Persist>,
+}
+
+impl Node {
+    fn fingerprint(&self) -> String {
+        format!(
+            "{}|{:?}|{:?}",
+            self.core.debug_state(),
+            self.disk,
+            self.unsynced
+        )
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -63,9 +75,9 @@ impl State {
     fn fingerprint(&self) -> String {
         let mut net: Vec<String> = self.net.iter().map(|m| format!("{m:?}")).collect();
         net.sort();
+        let nodes: Vec<String> = self.nodes.iter().map(Node::fingerprint).collect();
         format!(
-            "{:?}|{net:?}|{:?}|{:?}|{:?}|{:?}|{}|{}",
-            self.nodes,
+            "{nodes:?}|{net:?}|{:?}|{:?}|{:?}|{:?}|{}|{}",
             self.wrote,
             self.acked,
             self.read_began,
