@@ -111,6 +111,14 @@ pub struct Config {
     /// Requests this node coordinates or forwarded and waits on, at most;
     /// more are refused ([`ClientError::Busy`](crate::ClientError::Busy)).
     pub max_pending_requests: usize,
+    /// The epoch a node with an empty data directory starts from. Writer
+    /// ids are `<node>.<epoch>`: a node whose disk was wiped must not
+    /// reuse one its old disk issued (a reused dot would make replicas
+    /// drop a new value as already seen), so a driver passes a value
+    /// above any epoch the node id used before: the wall clock in
+    /// microseconds does (a node mints at most one epoch per new key it
+    /// coordinates). 0 in tests.
+    pub fresh_epoch: u64,
     #[doc(hidden)]
     pub sabotage: Option<Sabotage>,
 }
@@ -154,6 +162,7 @@ impl Config {
             tree_segments: 1024,
             ae_max_bytes: 1 << 20,
             max_pending_requests: 4096,
+            fresh_epoch: 0,
             sabotage: None,
         }
     }

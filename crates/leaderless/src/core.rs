@@ -179,13 +179,18 @@ impl Core {
             .cloned()
             .collect();
         let restarted = durable.ring.is_some();
-        let epoch = durable.epoch + u64::from(restarted);
+        let epoch = if restarted {
+            durable.epoch + 1
+        } else {
+            config.fresh_epoch
+        };
         let mut core = Core {
             ring,
             sets,
             hlc,
             epoch,
-            next_op: (epoch << 32) | 1,
+            // Request ids of another incarnation differ in their high bits.
+            next_op: epoch.wrapping_shl(32) | 1,
             keys: BTreeMap::new(),
             hints: BTreeMap::new(),
             hint_bytes: BTreeMap::new(),

@@ -79,7 +79,9 @@
 //! one forwards the write): it makes the new version on its own copy and
 //! persists it *before* sending it, so a writer id (`<node>.<epoch>`,
 //! minted whenever the node has no state for the key) never issues the
-//! same dot twice, even across crashes.
+//! same dot twice, even across crashes; a node whose disk was wiped
+//! starts from [`Config::fresh_epoch`], which its driver sets above any
+//! epoch it used before.
 //!
 //! # Three cores in a loop
 //!

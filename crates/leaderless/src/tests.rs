@@ -807,6 +807,19 @@ fn a_restarted_node_mints_new_writer_ids() {
 }
 
 #[test]
+fn a_wiped_node_starts_from_its_fresh_epoch() {
+    let mut cfg = config("n5");
+    cfg.fresh_epoch = 1_700_000_000_000_000;
+    let mut c = Core::new(cfg, Millis(0)).unwrap();
+    c.handle_client(Millis(0), 1_000, 1, put("v"), Quorum::default());
+    let out = drain(&mut c);
+    assert!(
+        matches!(&out[..], [Output::Persist(p)] if p.keys[0].1.actor == Some(n("n5.1700000000000001"))),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn anti_entropy_ships_only_the_key_that_differs() {
     let mut cfgs = [config("n5"), config("n1")];
     for c in &mut cfgs {
