@@ -232,6 +232,24 @@ impl Ring {
         set
     }
 
+    /// The ring's arcs in token order: `(start, end, preference list)`,
+    /// where the arc holds the positions `start + 1 ..= end` (the first
+    /// arc wraps around zero). What a status page shows as "who owns
+    /// which ranges".
+    pub fn ranges(&self, n: usize) -> Vec<(u64, u64, Vec<NodeId>)> {
+        (0..self.tokens.len())
+            .map(|i| {
+                let prev = self.tokens[(i + self.tokens.len() - 1) % self.tokens.len()].0;
+                let owners = self.walks[i]
+                    .iter()
+                    .take(n)
+                    .map(|&j| self.nodes[j as usize].clone())
+                    .collect();
+                (prev, self.tokens[i].0, owners)
+            })
+            .collect()
+    }
+
     /// Per node, the fraction of the hash space for which it is the
     /// first owner (the arcs ending at its tokens), in node order.
     pub fn ownership(&self) -> Vec<(NodeId, f64)> {
@@ -371,6 +389,28 @@ mod tests {
             Ring::new(&twice, 4),
             Err(RingError::Duplicate { .. })
         ));
+    }
+
+    #[test]
+    fn ranges_name_each_key_s_preference_list() {
+        let ring = Ring::new(&ids(5), 8).unwrap();
+        let ranges = ring.ranges(3);
+        assert_eq!(ranges.len(), 40);
+        for k in 0..200 {
+            let key = format!("k{k}");
+            let pos = Ring::position(key.as_bytes());
+            let (_, _, owners) = ranges
+                .iter()
+                .find(|(start, end, _)| {
+                    if start < end {
+                        *start < pos && pos <= *end
+                    } else {
+                        pos > *start || pos <= *end
+                    }
+                })
+                .expect("an arc");
+            assert_eq!(*owners, ring.preference_list(key.as_bytes(), 3));
+        }
     }
 
     #[test]

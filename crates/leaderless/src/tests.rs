@@ -723,6 +723,43 @@ fn a_fallback_hands_its_hint_to_the_owner_when_it_returns() {
 }
 
 #[test]
+fn hints_survive_a_restart() {
+    let mut c = core("n4");
+    c.disconnected(Millis(0), &n("n1"));
+    let state = one_value("n5.1", "v");
+    let store = Message::Store {
+        op: 3,
+        key: K.to_vec(),
+        state: state.clone(),
+        hint: Some(n("n1")),
+        ack_received: false,
+    };
+    c.handle_peer(Millis(0), 1_000, n("n5"), store);
+    let mut disk = DurableState::default();
+    for o in drain(&mut c) {
+        if let Output::Persist(p) = o {
+            disk.apply(&p);
+        }
+    }
+    // kill -9, restart: the hint is there and goes to its owner.
+    let mut c = Core::restore(config("n4"), disk, Millis(0)).unwrap();
+    assert_eq!(c.hints().count(), 1);
+    assert_eq!(c.status().hints_pending[&n("n1")].0, 1);
+    drain(&mut c);
+    c.tick(Millis(100), 1_100);
+    assert_eq!(
+        drain(&mut c),
+        [Output::Send {
+            to: n("n1"),
+            msg: Message::Handoff {
+                key: K.to_vec(),
+                state
+            }
+        }]
+    );
+}
+
+#[test]
 fn hints_expire_and_are_bounded_in_bytes() {
     let mut cfg = config("n4");
     cfg.hint_max_age_ms = 500;
