@@ -605,6 +605,41 @@ fn a_read_without_r_replies_is_unavailable() {
 }
 
 #[test]
+fn bad_settings_are_refused_naming_the_field() {
+    let mut cfg = config("n1");
+    cfg.n = 6;
+    let err = Core::new(cfg, Millis(0)).unwrap_err().to_string();
+    assert!(
+        err.contains("`n`") && err.contains("6 replicas on 5 nodes"),
+        "{err}"
+    );
+    let mut cfg = config("n1");
+    cfg.pw = 3;
+    let err = Core::new(cfg, Millis(0)).unwrap_err().to_string();
+    assert!(err.contains("pw = 3 is more than w = 2"), "{err}");
+    let mut cfg = config("n1");
+    cfg.tree_segments = 100;
+    let err = Core::new(cfg, Millis(0)).unwrap_err().to_string();
+    assert!(err.contains("tree_segments"), "{err}");
+    let err = Core::new(Config::new("n9", ids()), Millis(0))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("n9 is not in `nodes`"), "{err}");
+    // A request's quorum out of range: refused, nothing sent.
+    let mut c = core("n5");
+    let w4 = Quorum {
+        w: Some(4),
+        ..Quorum::default()
+    };
+    c.handle_client(Millis(0), 1_000, 1, put("v"), w4);
+    let out = drain(&mut c);
+    assert!(
+        matches!(&out[..], [Output::Reply { reply: Reply::Failed(ClientError::BadQuorum(e)), .. }] if e.contains("w = 4")),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn cas_is_refused_naming_leader_follower() {
     let mut c = core("n1");
     let cas = ClientOp::Cas {
