@@ -106,6 +106,8 @@ pub struct Core {
     keys: BTreeMap<Vec<u8>, StoredKey>,
     hints: BTreeMap<(NodeId, Vec<u8>), Hint>,
     hint_bytes: BTreeMap<(NodeId, Vec<u8>), usize>,
+    /// The sum of `hint_bytes`.
+    hint_bytes_total: usize,
     /// Hints offered to their owner: (owner, key) → when.
     hints_offered: BTreeMap<(NodeId, Vec<u8>), Millis>,
     trees: BTreeMap<u32, Tree>,
@@ -194,6 +196,7 @@ impl Core {
             keys: BTreeMap::new(),
             hints: BTreeMap::new(),
             hint_bytes: BTreeMap::new(),
+            hint_bytes_total: 0,
             hints_offered: BTreeMap::new(),
             trees,
             up,
@@ -223,8 +226,9 @@ impl Core {
             core.keys.insert(key, stored);
         }
         for (id, hint) in durable.hints {
-            core.hint_bytes
-                .insert(id.clone(), hint.state.encode().len());
+            let bytes = hint.state.encode().len();
+            core.hint_bytes_total += bytes;
+            core.hint_bytes.insert(id.clone(), bytes);
             core.hints.insert(id, hint);
         }
         core.flush();
@@ -1236,8 +1240,7 @@ impl Core {
     ) -> bool {
         let id = (owner.clone(), key.to_vec());
         let bytes = state.encode().len();
-        let held: usize = self.hint_bytes.values().sum::<usize>()
-            - self.hint_bytes.get(&id).copied().unwrap_or(0);
+        let held = self.hint_bytes_total - self.hint_bytes.get(&id).copied().unwrap_or(0);
         if held + bytes > self.config.hint_max_bytes {
             self.metrics.hints_refused += 1;
             return false;
@@ -1256,6 +1259,7 @@ impl Core {
             actor,
             stored_wall_ms,
         };
+        self.hint_bytes_total = held + bytes;
         self.hint_bytes.insert(id.clone(), bytes);
         self.staged_hints.push(HintChange::Put(hint.clone()));
         self.hints.insert(id, hint);
@@ -1264,7 +1268,7 @@ impl Core {
 
     fn remove_hint(&mut self, id: &(NodeId, Vec<u8>)) {
         if self.hints.remove(id).is_some() {
-            self.hint_bytes.remove(id);
+            self.hint_bytes_total -= self.hint_bytes.remove(id).unwrap_or(0);
             self.staged_hints.push(HintChange::Remove {
                 owner: id.0.clone(),
                 key: id.1.clone(),

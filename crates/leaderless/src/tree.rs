@@ -12,6 +12,10 @@
 //! changes cancel), which is acceptable for detecting accidental
 //! divergence; the per-key hashes are 64-bit.
 //!
+//! Each tree also keeps its keys per segment (with their state hashes),
+//! a second copy of the key names in memory, so that an exchange lists a
+//! differing segment's keys without scanning the store.
+//!
 //! Written here: the structure is a few arrays and XORs; we know of no
 //! maintained crate with incremental XOR Merkle trees of this shape.
 
