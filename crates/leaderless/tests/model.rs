@@ -330,5 +330,5 @@ fn the_model_catches_a_core_that_reads_one_replica() {
     let path = checker
         .discovery("no stale read")
         .expect("a stale read with R = 1");
-    println!("{path:?}");
+    println!("stale read after {:?}", path.into_actions());
 }
