@@ -1518,8 +1518,7 @@ impl Core {
             }
         }
         for key in theirs.keys() {
-            let s = segment_of(key, segs);
-            if !mine.segment_keys(s).any(|(k, _)| k == key) {
+            if mine.get(key).is_none() {
                 want.push(key.clone());
             }
         }

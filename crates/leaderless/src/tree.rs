@@ -81,6 +81,12 @@ impl Tree {
             .flat_map(|m| m.iter().map(|(k, h)| (k, *h)))
     }
 
+    /// The state hash of `key`, if the tree holds it.
+    pub(crate) fn get(&self, key: &[u8]) -> Option<u64> {
+        let segment = segment_of(key, self.segments.len() as u32);
+        self.keys.get(&segment)?.get(key).copied()
+    }
+
     /// Sets the state hash of `key` (`None`: the key is gone).
     pub(crate) fn update(&mut self, key: &[u8], state_hash: Option<u64>) {
         let segment = segment_of(key, self.segments.len() as u32);
