@@ -105,15 +105,26 @@ fn phrases(runs: &[&Outcome], column: Column) -> Vec<String> {
             held.into_iter().collect::<Vec<_>>().join(", ")
         ));
     }
+    // What the checkers found where nothing was claimed.
+    let found: std::collections::BTreeSet<&str> = runs
+        .iter()
+        .flat_map(|o| {
+            o.verdicts
+                .iter()
+                .filter(|(c, v)| *v == "invalid" && !o.claims.iter().any(|cl| &cl.checker == *c))
+                .map(|(c, _)| c.as_str())
+        })
+        .collect();
+    if !found.is_empty() {
+        let found: Vec<String> = found.into_iter().map(|c| format!("{c} invalid")).collect();
+        out.push(format!("found (not claimed): {}", found.join(", ")));
+    }
     if let Some(lost) = max(runs, "lost_writes").filter(|l| *l > 0.0) {
         let share = max(runs, "lost_fraction").unwrap_or(0.0);
-        out.push(format!(
-            "lost {lost:.0} acked writes ({:.1}%)",
-            share * 100.0
-        ));
+        out.push(format!("lost {lost:.0} acked writes ({})", percent(share)));
     }
     if let Some(stale) = max(runs, "stale_fraction").filter(|s| *s > 0.0) {
-        out.push(format!("stale reads {:.1}%", stale * 100.0));
+        out.push(format!("stale reads {}", percent(stale)));
     }
     if column.0.is_some() {
         if let Some(a) = min(runs, "ok_fraction_during_faults") {
@@ -135,6 +146,16 @@ fn phrases(runs: &[&Outcome], column: Column) -> Vec<String> {
         }
     }
     out
+}
+
+/// A share as a percentage that never rounds a non-zero share to 0.
+fn percent(share: f64) -> String {
+    let p = share * 100.0;
+    if p > 0.0 && p < 0.1 {
+        "<0.1%".into()
+    } else {
+        format!("{p:.1}%")
+    }
 }
 
 fn first_line(text: &str) -> &str {
@@ -269,11 +290,14 @@ pub fn textbook(spec: &Spec, outcomes: &[Outcome]) -> String {
                 said.push("**broke a claim**".to_string());
             }
             if let Some(lost) = max(runs, "lost_writes").filter(|l| *l > 0.0) {
-                let share = max(runs, "lost_fraction").unwrap_or(0.0) * 100.0;
-                said.push(format!("lost {lost:.0} acknowledged writes ({share:.1}%)"));
+                let share = max(runs, "lost_fraction").unwrap_or(0.0);
+                said.push(format!(
+                    "lost {lost:.0} acknowledged writes ({})",
+                    percent(share)
+                ));
             }
             if let Some(stale) = max(runs, "stale_fraction").filter(|s| *s > 0.0) {
-                said.push(format!("{:.1}% of reads stale", stale * 100.0));
+                said.push(format!("{} of reads stale", percent(stale)));
             }
             if let Some(a) = min(runs, "ok_fraction_during_faults") {
                 said.push(format!("{:.0}% of requests served during it", a * 100.0));
@@ -493,7 +517,7 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("not claimed<br>lost 3 acked writes (3.0%)<br>available 50% during fault"),
+            md.contains("not claimed<br>found (not claimed): set invalid<br>lost 3 acked writes (3.0%)<br>available 50% during fault"),
             "{md}"
         );
         assert!(md.contains("1 broke a claim"), "{md}");
