@@ -106,11 +106,17 @@ struct Counters {
 ///   it is causally stable: every node's durable vector covers the writes
 ///   it reflects, *and* every node has durably applied everything each
 ///   node had applied when it first covered them (so every write
-///   concurrent with the delete has been merged everywhere). A write
-///   made later by a node that has collected the key is marked
-///   [`Write::fresh`] (with the origin's applied vector); a replica that
-///   still holds the tombstones, all covered by that vector, replaces
-///   them instead of merging, so collection is invisible in the converged
+///   concurrent with the delete has been merged everywhere). A key's
+///   [`KeyRecord::writes`] is the causal past of its state: every write
+///   its origin had applied when it wrote the key (not only writes to the
+///   key). A replica applying a write whose record's `writes` covers its
+///   own record's `writes` takes the write's record instead of merging:
+///   the origin had seen everything the replica's record reflects, so the
+///   two differ only by tombstones the origin has collected since. This
+///   holds for every later write, not only the first one after a
+///   collection (a node still holding collected tombstones may hear of
+///   the key first through a write made by a third node, which never held
+///   the key as absent), so collection is invisible in the converged
 ///   state. Old writes that come back (a restarted node re-sending, a
 ///   duplicate) are below the applied vectors and ignored: nothing
 ///   deleted comes back.
@@ -559,11 +565,16 @@ impl Core {
             }
             ClientOp::Get { .. } | ClientOp::Cas { .. } => unreachable!("not a write"),
         }
+        // The record reflects everything this node has applied (its
+        // causal past), not only the writes to this key: a replica that
+        // still holds tombstones this node has collected recognises the
+        // record as superseding them.
         let mut writes = self
             .keys
             .get(&key)
             .map(|r| r.writes.clone())
             .unwrap_or_default();
+        writes.join(&self.applied);
         let id = Dot::new(me.clone(), seq);
         writes.insert(&id);
         let record = KeyRecord {
@@ -670,15 +681,18 @@ impl Core {
             // write either way (see the type's docs).
             let _refused = self.hlc.observe(wall_ms, &write.ts);
             let key = write.key.clone();
-            let replace_fresh = match (&write.fresh, self.keys.get(&key)) {
-                (Some(seen), Some(mine)) => {
-                    mine.state.only_tombstones() && seen.descends(&mine.writes)
-                }
-                _ => false,
-            };
+            // The write's record reflects everything this replica's
+            // record does (its origin had applied every write ours
+            // reflects): it supersedes ours. Merging would give the same
+            // state, except for tombstones the origin has collected since,
+            // which merging would keep here alone (see the type's docs).
+            let supersedes = self
+                .keys
+                .get(&key)
+                .is_some_and(|mine| write.record.writes.descends(&mine.writes));
             match self.keys.get_mut(&key) {
                 Some(mine)
-                    if !replace_fresh && self.config.sabotage != Some(Sabotage::ReplaceOnApply) =>
+                    if !supersedes && self.config.sabotage != Some(Sabotage::ReplaceOnApply) =>
                 {
                     let lww_smallest = self.config.sabotage == Some(Sabotage::LwwKeepsSmallest);
                     if mine.merge(&write.record, lww_smallest) {

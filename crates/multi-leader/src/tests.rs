@@ -397,3 +397,119 @@ fn golden_bytes_of_a_write() {
         ]
     );
 }
+
+/// Three cores with an instant disk; `deliver(from, to, msg)` says which
+/// messages arrive (the others are dropped). Returns the local writes
+/// each node persisted (to hand over out of order).
+fn settle_with(
+    nodes: &mut [Core],
+    now: Millis,
+    deliver: &dyn Fn(&str, &str, &Message) -> bool,
+) -> Vec<Write> {
+    let mut persisted = Vec::new();
+    loop {
+        let mut quiet = true;
+        for i in 0..nodes.len() {
+            while let Some(output) = nodes[i].poll_output() {
+                quiet = false;
+                match output {
+                    Output::Send { to, msg } => {
+                        let from = nodes[i].id().clone();
+                        if deliver(from.as_str(), to.as_str(), &msg) {
+                            let j = nodes.iter().position(|n| *n.id() == to).unwrap();
+                            nodes[j].handle_peer(now, WALL, from, msg);
+                        }
+                    }
+                    Output::Persist(p) => {
+                        let me = nodes[i].id().clone();
+                        persisted.extend(p.writes.iter().filter(|w| w.id.node == me).cloned());
+                        nodes[i].persisted(now, p.id);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if quiet {
+            return persisted;
+        }
+    }
+}
+
+/// The trace of the 5-node simulation's seeds 336 (siblings) and 405
+/// (LWW), on three nodes: n3 deletes a key; n1 and n2 collect the
+/// tombstone, n3 has not yet (it heard nothing from them). n1 writes the
+/// key afresh, n2 writes it after n1, and n2's write reaches n3 before
+/// n1's. n3 must end where n1 and n2 are: n2's record reflects every
+/// write n3's tombstone reflects, so it supersedes it (merging it instead
+/// kept the collected tombstone on n3 alone, and, under LWW, the
+/// collected writes in n3's `writes`).
+#[test]
+fn a_write_made_after_a_collection_supersedes_the_tombstone_a_lagging_node_still_holds() {
+    for policy in [Policy::Siblings, Policy::Lww] {
+        let mut nodes: Vec<Core> = ["n1", "n2", "n3"]
+            .iter()
+            .map(|id| {
+                let mut c = config(id);
+                c.policy = policy;
+                Core::new(c, Millis(0)).unwrap()
+            })
+            .collect();
+        let all = |_: &str, _: &str, _: &Message| true;
+        let not_to_n3 = |_: &str, to: &str, _: &Message| to != "n3";
+        // n3 writes then deletes k; everyone applies both.
+        nodes[2].handle_client(Millis(0), WALL, 1, put("k", "v"), None);
+        settle_with(&mut nodes, Millis(0), &all);
+        let context = match &nodes[2].record(b"k").unwrap().state {
+            KeyState::Siblings(dvv) => Some(dvv.context()),
+            _ => None,
+        };
+        let delete = ClientOp::Delete {
+            key: b"k".to_vec(),
+            context,
+        };
+        nodes[2].handle_client(Millis(0), WALL, 2, delete, None);
+        settle_with(&mut nodes, Millis(0), &not_to_n3);
+        // Status rounds: n1 and n2 collect; n3 hears nothing.
+        for t in [100, 200, 300] {
+            for node in nodes.iter_mut() {
+                node.tick(Millis(t));
+            }
+            settle_with(&mut nodes, Millis(t), &not_to_n3);
+        }
+        assert_eq!(nodes[0].record(b"k"), None, "{policy:?}: n1 collected");
+        assert_eq!(nodes[1].record(b"k"), None, "{policy:?}: n2 collected");
+        assert!(nodes[2].record(b"k").unwrap().state.only_tombstones());
+        // n1 writes k afresh; n2 writes it after n1's write.
+        nodes[0].handle_client(Millis(300), WALL + 1, 3, put("k", "a"), None);
+        settle_with(&mut nodes, Millis(300), &not_to_n3);
+        nodes[1].handle_client(Millis(300), WALL + 2, 4, put("k", "b"), None);
+        let made = settle_with(&mut nodes, Millis(300), &not_to_n3);
+        // n2's write reaches n3 first, then everything.
+        let n2_write = made
+            .into_iter()
+            .find(|w| w.id.node.as_str() == "n2")
+            .unwrap();
+        nodes[2].handle_peer(
+            Millis(301),
+            WALL + 3,
+            "n2".into(),
+            Message::Writes(vec![n2_write]),
+        );
+        for t in [400, 500, 600, 700] {
+            for node in nodes.iter_mut() {
+                node.tick(Millis(t));
+            }
+            settle_with(&mut nodes, Millis(t), &all);
+        }
+        assert_eq!(nodes[0].applied(), nodes[2].applied(), "{policy:?}");
+        for node in &nodes[1..] {
+            assert_eq!(
+                node.record(b"k"),
+                nodes[0].record(b"k"),
+                "{policy:?}: {} and n1 differ",
+                node.id()
+            );
+        }
+        assert!(!nodes[2].record(b"k").unwrap().state.only_tombstones());
+    }
+}

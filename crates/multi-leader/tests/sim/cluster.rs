@@ -576,6 +576,14 @@ impl Sim {
             for (n, s) in &states {
                 eprintln!("{n}: {s:?}");
             }
+            for (i, node) in self.nodes.iter().enumerate() {
+                let core = node.core.as_ref().expect("up");
+                let writes: Vec<String> = core
+                    .records()
+                    .map(|(k, r)| format!("{}={}", String::from_utf8_lossy(k), r.writes))
+                    .collect();
+                eprintln!("{} writes: {}", self.ids[i], writes.join(" "));
+            }
             for (k, c) in &self.collected {
                 eprintln!("collected {:?}: {c:?}", String::from_utf8_lossy(k));
             }
