@@ -38,6 +38,13 @@
 //!   Counters and sets merge by their type in both policies.
 //! - **Deletes** are tombstones, collected only when causally stable;
 //!   nothing deleted comes back.
+//! - **Bounded memory**: writes waiting for acknowledgements
+//!   ([`Config::max_pending_ack_bytes`]) and tombstones waiting for
+//!   collection ([`Config::max_tombstone_bytes`]) are bounded in bytes;
+//!   beyond them a new write (or delete) is refused with an error naming
+//!   the setting, and is taken again once peers catch up. The memory log,
+//!   the data in flight to each peer and waiting session reads are bounded
+//!   too.
 //! - **Session reads** (read-your-writes, monotonic reads) on any node:
 //!   pass the `session` vector of the last reply.
 //!

@@ -513,3 +513,99 @@ fn a_write_made_after_a_collection_supersedes_the_tombstone_a_lagging_node_still
         assert!(!nodes[2].record(b"k").unwrap().state.only_tombstones());
     }
 }
+
+#[test]
+fn writes_waiting_for_acknowledgements_are_bounded_in_bytes() {
+    let mut c = config("n1");
+    c.acks = AckMode::All;
+    c.max_pending_ack_bytes = 1;
+    let mut n1 = Core::new(c, Millis(0)).unwrap();
+    quiet(&mut n1);
+    // The first write always fits; it waits for n2 and n3.
+    n1.handle_client(Millis(1), WALL, 1, put("k", "a"), None);
+    n1.persisted(Millis(1), 1);
+    drain(&mut n1);
+    let report = n1.status(WALL);
+    assert_eq!(report.pending_acks, 1);
+    let pending_bytes = report.pending_ack_bytes as usize;
+    assert!(pending_bytes > 0);
+    // The budget is full: the next write is refused and has no effect.
+    n1.handle_client(Millis(2), WALL, 2, put("k", "b"), None);
+    let refused = Output::Reply {
+        req_id: 2,
+        reply: Reply::Failed(ClientError::AcksFull {
+            pending_bytes,
+            limit_bytes: 1,
+        }),
+    };
+    assert_eq!(drain(&mut n1), [refused]);
+    assert_eq!(n1.applied(), &vv([("n1", 1)]));
+    let message = ClientError::AcksFull {
+        pending_bytes,
+        limit_bytes: 1,
+    }
+    .to_string();
+    assert!(message.contains("max_pending_ack_bytes"), "{message}");
+    // The peers report it durable: it is answered, and writes are taken again.
+    for peer in ["n2", "n3"] {
+        let st = status(vv([("n1", 1)]), vv([("n1", 1)]));
+        n1.handle_peer(Millis(3), WALL, peer.into(), st);
+    }
+    let outputs = drain(&mut n1);
+    assert!(outputs.iter().any(|o| matches!(
+        o,
+        Output::Reply {
+            req_id: 1,
+            reply: Reply::Written { .. }
+        }
+    )));
+    assert_eq!(n1.status(WALL).pending_ack_bytes, 0);
+    n1.handle_client(Millis(4), WALL, 3, put("k", "c"), None);
+    assert_eq!(n1.applied(), &vv([("n1", 2)]));
+}
+
+#[test]
+fn tombstones_waiting_for_collection_are_bounded_in_bytes() {
+    let mut c = config("n1");
+    c.max_tombstone_bytes = 1;
+    let mut n1 = Core::new(c, Millis(0)).unwrap();
+    quiet(&mut n1);
+    let delete = |key: &str| ClientOp::Delete {
+        key: key.into(),
+        context: None,
+    };
+    n1.handle_client(Millis(1), WALL, 1, delete("a"), None);
+    n1.persisted(Millis(1), 1);
+    drain(&mut n1);
+    let report = n1.status(WALL);
+    assert_eq!(report.tombstones_pending, 1);
+    let pending_bytes = report.tombstone_bytes as usize;
+    assert!(pending_bytes > 0);
+    // A second delete is refused, with no effect; other writes go on.
+    n1.handle_client(Millis(2), WALL, 2, delete("b"), None);
+    assert_eq!(
+        drain(&mut n1),
+        [Output::Reply {
+            req_id: 2,
+            reply: Reply::Failed(ClientError::TombstonesFull {
+                pending_bytes,
+                limit_bytes: 1,
+            }),
+        }]
+    );
+    assert_eq!(n1.record(b"b"), None);
+    n1.handle_client(Millis(2), WALL, 3, put("c", "v"), None);
+    n1.persisted(Millis(2), 2);
+    drain(&mut n1);
+    assert_eq!(n1.applied(), &vv([("n1", 2)]));
+    // Every node has it durably: the tombstone is collected, deletes are taken again.
+    for peer in ["n2", "n3"] {
+        let st = status(vv([("n1", 2)]), vv([("n1", 2)]));
+        n1.handle_peer(Millis(3), WALL, peer.into(), st);
+    }
+    drain(&mut n1);
+    let report = n1.status(WALL);
+    assert_eq!((report.tombstones_pending, report.tombstone_bytes), (0, 0));
+    n1.handle_client(Millis(4), WALL, 4, delete("b"), None);
+    assert_eq!(n1.applied(), &vv([("n1", 3)]));
+}
