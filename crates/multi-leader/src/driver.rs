@@ -542,7 +542,11 @@ pub struct Driver {
     write_index: WriteIndex,
     config: DriverConfig,
     origins: Vec<NodeId>,
+    wall_clock: WallClock,
 }
+
+/// Reads the physical time the HLC follows, in ms since the Unix epoch.
+pub type WallClock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 impl std::fmt::Debug for Driver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -594,8 +598,16 @@ impl Driver {
             write_index: recovered.write_index,
             config,
             origins,
+            wall_clock: Arc::new(wall_ms),
         };
         (driver, handle)
+    }
+
+    /// Reads physical time from `clock` instead of the system clock (a
+    /// node whose clock can be shifted for tests: the HLC follows it).
+    pub fn with_wall_clock(mut self, clock: WallClock) -> Driver {
+        self.wall_clock = clock;
+        self
     }
 
     fn now(&self) -> Millis {
@@ -670,10 +682,10 @@ impl Driver {
                 *next_request += 1;
                 pending.insert(*next_request, reply);
                 self.core
-                    .handle_client(now, wall_ms(), *next_request, op, acks);
+                    .handle_client(now, (self.wall_clock)(), *next_request, op, acks);
             }
             Event::Request(Some(Request::Status { reply })) => {
-                let _ = reply.send(self.core.status(wall_ms()));
+                let _ = reply.send(self.core.status((self.wall_clock)()));
             }
             Event::Request(None) | Event::Written(None) => return Some(Ok(())),
             Event::Peer(Some(message)) => self.deliver(message),
@@ -689,7 +701,7 @@ impl Driver {
             Event::Loaded(_, Err(e)) => return Some(Err(e)),
             Event::Tick => self.core.tick(now),
             Event::Discard => {
-                let stable = self.core.status(wall_ms()).stable;
+                let stable = self.core.status((self.wall_clock)()).stable;
                 let keep_from = self
                     .write_index
                     .forget_stable(&stable)
@@ -710,7 +722,7 @@ impl Driver {
             Ok(msg) => {
                 let now = self.now();
                 self.core
-                    .handle_peer(now, wall_ms(), NodeId::from(message.from), msg);
+                    .handle_peer(now, (self.wall_clock)(), NodeId::from(message.from), msg);
             }
             Err(e) => {
                 tracing::warn!(from = %message.from, error = %e, "unreadable peer message dropped");

@@ -244,10 +244,16 @@ pub(crate) struct ClusterArgs {
     /// Cluster id.
     #[arg(long, default_value = "mimeo")]
     pub(crate) cluster_id: String,
-    /// Leader-follower only: when a write is acknowledged (async,
-    /// semi-sync:K, quorum or all). Default: quorum.
+    /// Replicated modes: when a write is acknowledged. Leader-follower:
+    /// async, semi-sync:K, quorum or all; multi-leader: local, quorum or
+    /// all. Default: quorum.
     #[arg(long, value_name = "MODE")]
     pub(crate) acks: Option<String>,
+    /// Multi-leader only: how concurrent writes to one value are resolved
+    /// (siblings: keep them all; lww: the largest timestamp wins).
+    /// Default: siblings.
+    #[arg(long, value_name = "POLICY")]
+    pub(crate) conflicts: Option<String>,
     /// Serve Prometheus metrics on 127.0.0.1 from this port on, one port
     /// per node in order (off unless set).
     #[arg(long)]
@@ -618,7 +624,27 @@ fn print_statuses(
             Err(e) => println!("{:<8} {:<22} unreachable: {e}", "?", node),
         }
         if let Ok(s) = status {
+            if s.mode == "multi-leader" {
+                // Its applied vector: its own writes, then each origin's.
+                println!(
+                    "    origin {:<6} applied {:>10} (its own writes; durable {})",
+                    s.node_id, s.last_position.index, s.durable_index
+                );
+            }
             for peer in &s.peers {
+                if s.mode == "multi-leader" {
+                    // How far this node applied each peer's writes.
+                    let link = if peer.connected {
+                        ""
+                    } else {
+                        " (disconnected)"
+                    };
+                    println!(
+                        "    origin {:<6} applied {:>10} behind {:>8} writes, latest {:>8} ms ago{link}",
+                        peer.node_id, peer.match_index, peer.lag_entries, peer.lag_ms,
+                    );
+                    continue;
+                }
                 // Only a leader tracks how far each peer has replicated.
                 if s.role == "leader" {
                     let link = if peer.connected {
@@ -660,7 +686,8 @@ fn status_json(s: &NodeStatus) -> serde_json::Value {
         "fsync": s.fsync,
         // Only a leader tracks how far each peer has replicated: null elsewhere.
         "peers": s.peers.iter().map(|p| {
-            let leader = s.role == "leader";
+            // Multi-leader: every node tracks how far it applied each origin.
+            let leader = s.role == "leader" || s.mode == "multi-leader";
             serde_json::json!({
                 "node_id": p.node_id,
                 "address": p.address,
@@ -677,8 +704,9 @@ fn parse_mode(text: &str) -> Result<Mode, String> {
     match text {
         "standalone" => Ok(Mode::Standalone),
         "leader-follower" => Ok(Mode::LeaderFollower),
+        "multi-leader" => Ok(Mode::MultiLeader),
         other => Err(format!(
-            "unknown mode '{other}' (available: standalone, leader-follower)"
+            "unknown mode '{other}' (available: standalone, leader-follower, multi-leader)"
         )),
     }
 }
