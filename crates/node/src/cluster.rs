@@ -239,7 +239,7 @@ fn node_configs(
         bail!("--mode multi-leader needs at least 2 nodes (every node takes writes and replicates them to the others)");
     }
     if args.mode == Mode::Standalone && args.acks.is_some() {
-        bail!("--acks applies to --mode leader-follower and multi-leader only");
+        bail!("--acks applies to --mode multi-leader and --mode leader-follower only");
     }
     if args.mode != Mode::MultiLeader && args.conflicts.is_some() {
         bail!("--conflicts applies to --mode multi-leader only");

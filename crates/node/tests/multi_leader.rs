@@ -207,3 +207,38 @@ async fn multi_leader_settings_are_checked_naming_the_field() {
         assert!(stderr.contains(field), "{extra}: {stderr}");
     }
 }
+
+#[test]
+fn bad_multi_leader_cluster_arguments_are_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--conflicts", "lww"],
+            "--conflicts applies to --mode multi-leader only",
+        ),
+        (
+            &["--mode", "multi-leader", "--acks", "async"],
+            "--acks \"async\" is not one of local, quorum, all",
+        ),
+        (
+            &["--mode", "multi-leader", "--conflicts", "newest"],
+            "--conflicts \"newest\" is not one of lww, siblings",
+        ),
+        (
+            &["--mode", "multi-leader", "--nodes", "1"],
+            "at least 2 nodes",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut all = vec!["cluster", "--dir", "never"];
+        all.extend_from_slice(args);
+        let out = run(dir.path(), &all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(
+            !dir.path().join("never").exists(),
+            "{args:?} left a directory"
+        );
+    }
+}
