@@ -2,7 +2,15 @@
 //! [`mimeo_multi_leader`] driver.
 //!
 //! Every node takes writes; reads are answered from the local replica.
-//! Requests of the current client protocol carry no causal context, so:
+//!
+//! The multi-leader requests of the client protocol (version 5:
+//! `GetVersioned`, `PutVersioned`, `Increment`, `SetAdd`, `SetRemove`)
+//! map one to one onto the core's operations. Contexts and session tokens
+//! travel as opaque bytes: a format byte ([`TOKEN_FORMAT`]) then the
+//! postcard encoding of a version vector; a token that does not decode is
+//! refused as a bad request.
+//!
+//! The older requests carry no causal context, so:
 //!
 //! - a `put` or `delete` supersedes what **this node** holds for the key
 //!   (it reads the key's context here first and writes with it): values
@@ -35,12 +43,54 @@ use mimeo_multi_leader::driver::Handle;
 use mimeo_multi_leader::{AckMode, ClientError, ClientOp, ReadValue, Reply, Status};
 use mimeo_wire::{
     ClientRequest, ClientResponse, ErrorKind, NodeStatus, PeerBus, PeerStatus, Position,
-    ReadConsistency, WriteAck,
+    ReadConsistency, VersionedValue, WriteAck,
 };
 
 use crate::clock::Clock;
 use crate::config::NodeConfig;
 use crate::standalone::{check_limits, error};
+
+/// The first byte of a context or session token.
+pub(crate) const TOKEN_FORMAT: u8 = 1;
+
+/// A version vector as a token.
+fn token(vector: &mimeo_multi_leader::VersionVector) -> Vec<u8> {
+    let mut bytes = vec![TOKEN_FORMAT];
+    bytes.extend(postcard::to_allocvec(vector).expect("a version vector serializes"));
+    bytes
+}
+
+/// A token back to its version vector, or why it is not one.
+fn from_token(what: &str, bytes: &[u8]) -> Result<mimeo_multi_leader::VersionVector, String> {
+    let bad = |why: String| {
+        format!("the {what} token is not one a multi-leader node gave ({why}); pass it as printed")
+    };
+    match bytes.split_first() {
+        Some((&TOKEN_FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| bad(e.to_string())),
+        Some((format, _)) => Err(bad(format!("format {format}, expected {TOKEN_FORMAT}"))),
+        None => Err(bad("empty".into())),
+    }
+}
+
+/// Refuses a multi-leader request sent to a node of another mode, saying so.
+pub(crate) fn refuse_outside_multi_leader(
+    request: &ClientRequest,
+    mode: &str,
+) -> Option<ClientResponse> {
+    let name = match request {
+        ClientRequest::GetVersioned { .. } => "a versioned get (siblings and context)",
+        ClientRequest::PutVersioned { .. } => "a write with a context",
+        ClientRequest::Increment { .. } => "a counter increment",
+        ClientRequest::SetAdd { .. } | ClientRequest::SetRemove { .. } => "a set operation",
+        _ => return None,
+    };
+    Some(error(
+        ErrorKind::BadRequest,
+        format!(
+            "{name} needs a multi-leader node, and this node is in mode {mode}: nothing was done"
+        ),
+    ))
+}
 
 /// The multi-leader service behind the client protocol.
 pub(crate) struct MultiLeader {
@@ -122,6 +172,126 @@ impl MultiLeader {
             ClientRequest::Cas { .. } => error(
                 ErrorKind::BadRequest,
                 ClientError::CasUnsupported.to_string(),
+            ),
+            ClientRequest::GetVersioned {
+                key,
+                after,
+                timeout_ms,
+            } => {
+                let session = match after.map(|t| from_token("session", &t)).transpose() {
+                    Ok(session) => session,
+                    Err(message) => return error(ErrorKind::BadRequest, message),
+                };
+                let op = ClientOp::Get {
+                    key,
+                    session,
+                    timeout_ms,
+                };
+                self.call_versioned(op, None, false).await
+            }
+            ClientRequest::PutVersioned {
+                key,
+                value,
+                context,
+                ack,
+            } => {
+                let context = match context.map(|t| from_token("context", &t)).transpose() {
+                    Ok(context) => context,
+                    Err(message) => return error(ErrorKind::BadRequest, message),
+                };
+                let op = match value {
+                    Some(value) => ClientOp::Put {
+                        key,
+                        value,
+                        context,
+                    },
+                    None => ClientOp::Delete { key, context },
+                };
+                self.write_versioned(op, ack).await
+            }
+            ClientRequest::Increment { key, delta, ack } => {
+                self.write_versioned(ClientOp::Increment { key, delta }, ack)
+                    .await
+            }
+            ClientRequest::SetAdd { key, element, ack } => {
+                self.write_versioned(ClientOp::SetAdd { key, element }, ack)
+                    .await
+            }
+            ClientRequest::SetRemove { key, element, ack } => {
+                self.write_versioned(ClientOp::SetRemove { key, element }, ack)
+                    .await
+            }
+        }
+    }
+
+    async fn write_versioned(&self, op: ClientOp, ack: Option<WriteAck>) -> ClientResponse {
+        match ack.map(ack_mode).transpose() {
+            Ok(acks) => self.call_versioned(op, acks, true).await,
+            Err(message) => error(ErrorKind::BadRequest, message),
+        }
+    }
+
+    /// Like [`call`](Self::call), answering with the versioned responses.
+    async fn call_versioned(
+        &self,
+        op: ClientOp,
+        acks: Option<AckMode>,
+        is_write: bool,
+    ) -> ClientResponse {
+        let answer =
+            tokio::time::timeout(self.config.request_timeout(), self.handle.request(op, acks))
+                .await;
+        match answer {
+            Ok(Ok(Reply::Written {
+                write,
+                context,
+                session,
+                ..
+            })) => ClientResponse::WrittenVersioned {
+                origin: write.node.to_string(),
+                seq: write.counter,
+                context: context.as_ref().map(token),
+                session: token(&session),
+            },
+            Ok(Ok(Reply::Value { value, session })) => {
+                let value = match value {
+                    ReadValue::Absent => VersionedValue::Absent,
+                    ReadValue::Register {
+                        values,
+                        deleted,
+                        context,
+                        ..
+                    } => VersionedValue::Register {
+                        values,
+                        deleted,
+                        context: if context.is_empty() {
+                            Vec::new()
+                        } else {
+                            token(&context)
+                        },
+                    },
+                    ReadValue::Counter(n) => VersionedValue::Counter(n),
+                    ReadValue::Set(members) => VersionedValue::Set(members),
+                    _ => return error(ErrorKind::Internal, "an unknown kind of value".into()),
+                };
+                ClientResponse::Versioned {
+                    value,
+                    session: token(&session),
+                }
+            }
+            Ok(Ok(reply)) => response(reply),
+            Ok(Err(_)) => stopped(),
+            Err(_) if is_write => error(
+                ErrorKind::Timeout,
+                format!(
+                    "not acknowledged within {} ms (peers down or partitioned, with acks = \
+                     quorum or all?); the write may still take effect",
+                    self.config.limits.request_timeout_ms
+                ),
+            ),
+            Err(_) => error(
+                ErrorKind::Unavailable,
+                "the read was not served in time; retry".into(),
             ),
         }
     }
