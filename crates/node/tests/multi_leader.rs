@@ -242,3 +242,104 @@ fn bad_multi_leader_cluster_arguments_are_refused_before_anything_starts() {
         );
     }
 }
+
+fn out(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+fn err(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
+/// The token printed after `what: ` on stderr.
+fn printed_token(output: &std::process::Output, what: &str) -> String {
+    err(output)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{what}: ")))
+        .unwrap_or_else(|| panic!("no {what} token printed: {}", err(output)))
+        .to_string()
+}
+
+/// Runs `mimeo get KEY` on `addr` until it prints `expected` (bounded).
+fn get_until(dir: &Path, addr: SocketAddr, key: &str, expected: &str) -> std::process::Output {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let output = cli(dir, addr, &["get", key]);
+        if output.status.success() && out(&output) == expected {
+            return output;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{key} on {addr}: {:?} / {}",
+            out(&output),
+            err(&output)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_cli_shows_siblings_and_contexts_counters_sets_and_session_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, addrs) = start_cluster(dir.path(), "acks = \"all\"\n");
+    let d = dir.path();
+    let ok = |output: std::process::Output| {
+        assert!(output.status.success(), "{}", err(&output));
+        output
+    };
+    // n1 reads blue and keeps the context; meanwhile n2 replaces blue by
+    // green; n1 then writes purple with its stale context: purple
+    // supersedes blue only, so purple and green are siblings.
+    ok(cli(d, addrs[1], &["put", "k", "blue"]));
+    let read = get_until(d, addrs[0], "k", "blue");
+    let stale = printed_token(&read, "context");
+    ok(cli(d, addrs[1], &["put", "k", "green"]));
+    get_until(d, addrs[0], "k", "green");
+    ok(cli(
+        d,
+        addrs[0],
+        &["put", "k", "purple", "--context", &stale],
+    ));
+    let read = get_until(d, addrs[2], "k", "purple\ngreen");
+    assert!(err(&read).contains("2 concurrent values"), "{}", err(&read));
+    // A write with the context of that read resolves them, everywhere.
+    let context = printed_token(&read, "context");
+    ok(cli(
+        d,
+        addrs[2],
+        &["put", "k", "mauve", "--context", &context],
+    ));
+    get_until(d, addrs[0], "k", "mauve");
+
+    // Counters and sets merge by their type.
+    ok(cli(d, addrs[0], &["incr", "c", "5"]));
+    ok(cli(d, addrs[1], &["incr", "c", "-2"]));
+    ok(cli(d, addrs[2], &["incr", "c"]));
+    get_until(d, addrs[0], "c", "4");
+    ok(cli(d, addrs[0], &["sadd", "s", "x"]));
+    ok(cli(d, addrs[1], &["sadd", "s", "y"]));
+    get_until(d, addrs[2], "s", "x\ny");
+    ok(cli(d, addrs[2], &["srem", "s", "x"]));
+    get_until(d, addrs[0], "s", "y");
+    // A mismatched type is refused, naming both types (exit 1).
+    let refused = cli(d, addrs[0], &["put", "c", "1"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", err(&refused));
+    assert!(err(&refused).contains("counter"), "{}", err(&refused));
+
+    // Read-your-writes on another node with the session token.
+    let written = ok(cli(d, addrs[0], &["incr", "mine", "7"]));
+    let session = printed_token(&written, "session");
+    let read = ok(cli(
+        d,
+        addrs[2],
+        &["get", "mine", "--read", "session", "--after", &session],
+    ));
+    assert_eq!(out(&read), "7");
+
+    // With two of three nodes gone, an `all` write cannot be acknowledged:
+    // its outcome is unknown (exit 3), not a failure.
+    drop(nodes[1].take());
+    drop(nodes[2].take());
+    let unknown = cli(d, addrs[0], &["put", "z", "1"]);
+    assert_eq!(unknown.status.code(), Some(3), "{}", err(&unknown));
+}
