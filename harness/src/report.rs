@@ -32,11 +32,17 @@ pub struct CheckOptions {
     pub threads: usize,
 }
 
-/// The workload a history came from: `set` when it has adds, else
-/// `register`.
+/// The workload a history came from: `set` when it has adds, `counter`
+/// when it has increments, `siblings` when its writes say what they
+/// observed, else `register`.
 pub fn detect_workload(history: &History) -> Workload {
-    if history.ops.iter().any(|op| op.f == F_ADD) {
+    let any = |f: &dyn Fn(&Op) -> bool| history.ops.iter().any(f);
+    if any(&|op| op.f == F_ADD) {
         Workload::Set
+    } else if any(&|op| op.f == check::counter::F_INCR) {
+        Workload::Counter
+    } else if any(&|op| op.f == check::siblings::F_DELETE || op.value.get("observed").is_some()) {
+        Workload::Siblings
     } else {
         Workload::Register
     }
@@ -44,7 +50,8 @@ pub fn detect_workload(history: &History) -> Workload {
 
 /// Runs the checkers that fit `workload`, then `perf`: `register` is
 /// checked for linearizability, `session` for the session guarantees, and
-/// both are measured for staleness; `set` gets the set-full analysis.
+/// both are measured for staleness; `set` gets the set-full analysis;
+/// `siblings` and `counter` their own checkers and convergence.
 pub fn check(history: &History, workload: Workload, options: &CheckOptions) -> Vec<CheckResult> {
     let mut results = Vec::new();
     match workload {
@@ -64,6 +71,14 @@ pub fn check(history: &History, workload: Workload, options: &CheckOptions) -> V
             results.push(check::staleness::check(history));
         }
         Workload::Set => results.push(check::set::check(history)),
+        Workload::Siblings => {
+            results.push(check::siblings::check(history));
+            results.push(check::convergence::check(history));
+        }
+        Workload::Counter => {
+            results.push(check::counter::check(history));
+            results.push(check::convergence::check(history));
+        }
     }
     results.push(check::perf::check(history));
     results

@@ -36,7 +36,8 @@ use crate::nemesis::{Fault, Injected, Nemesis, Order, RESTART_BOUND};
 use crate::net::FaultNet;
 use crate::recorder::Recorder;
 use crate::workload::{
-    await_convergence, final_set_reads, run_worker, Reads, Shared, Workload, WorkloadSpec,
+    await_convergence, final_set_reads, final_versioned_reads, run_worker, Reads, Shared,
+    Workload, WorkloadSpec,
 };
 
 /// Every knob of a run; written to `config.json`.
@@ -61,8 +62,18 @@ pub struct RunArgs {
     /// node's own.
     #[arg(long, value_name = "leader|follower|session")]
     pub reads: Option<String>,
-    /// The workload: `register` (linearizability), `set` (lost writes) or
-    /// `session` (read-your-writes, monotonic reads and writes).
+    /// Multi-leader: how concurrent writes are resolved, `lww` (the largest
+    /// hybrid-logical-clock timestamp wins, the others are dropped) or
+    /// `siblings` (every concurrent value is kept); written as
+    /// `replication.conflicts`. Default: the node's own (`siblings`).
+    #[arg(long, value_name = "lww|siblings")]
+    pub conflicts: Option<String>,
+    /// The workload: `register` (linearizability), `set` (lost writes),
+    /// `session` (read-your-writes, monotonic reads and writes), or, where
+    /// every node takes writes (multi-leader), `siblings` (reads, then
+    /// writes passing their context: lost writes, false concurrency,
+    /// convergence) and `counter` (increments: lost or phantom ones,
+    /// convergence).
     #[arg(long, value_enum, default_value_t = Workload::Register)]
     pub workload: Workload,
     /// Faults, comma-separated: partition, isolate-leader, kill,
@@ -277,9 +288,46 @@ impl RunArgs {
                 );
             }
         }
-        if let Some(acks) = &self.acks {
+        let multi_leader = self.mode == "multi-leader";
+        if self.workload.is_versioned() && !multi_leader {
+            bail!(
+                "--workload {} needs a mode in which every node takes writes: --mode multi-leader",
+                self.workload
+            );
+        }
+        if multi_leader {
+            if let Some(acks) = self.acks.as_deref() {
+                if !matches!(acks, "local" | "quorum" | "all") {
+                    bail!("--acks must be local, quorum or all in multi-leader mode, not {acks:?}");
+                }
+            }
+            if self.reads.is_some() {
+                bail!(
+                    "--reads is a leader-follower setting: a multi-leader node answers every \
+                     read from its own replica; drop it"
+                );
+            }
+            if self.nemesis.contains(&Fault::IsolateLeader) {
+                bail!("--nemesis isolate-leader needs a leader; in multi-leader mode use partition");
+            }
+            if matches!(self.workload, Workload::Register | Workload::Session) {
+                bail!(
+                    "--workload {} checks one leader's guarantees; with several nodes taking \
+                     writes use --workload siblings, counter or set",
+                    self.workload
+                );
+            }
+        } else if self.conflicts.is_some() {
+            bail!("--conflicts is a multi-leader setting; use --mode multi-leader or drop it");
+        }
+        if let Some(c) = self.conflicts.as_deref() {
+            if !matches!(c, "lww" | "siblings") {
+                bail!("--conflicts must be lww or siblings, not {c:?}");
+            }
+        }
+        if let Some(acks) = self.acks.as_deref().filter(|_| !multi_leader) {
             match acks.split_once(':') {
-                None if matches!(acks.as_str(), "async" | "quorum" | "all") => {}
+                None if matches!(acks, "async" | "quorum" | "all") => {}
                 Some(("semi-sync", k)) => {
                     let followers = self.nodes - 1;
                     match k.parse::<usize>() {
@@ -298,6 +346,7 @@ impl RunArgs {
         for (flag, key, given) in [
             ("--acks", "replication.acks", &self.acks),
             ("--reads", "replication.reads", &self.reads_line()),
+            ("--conflicts", "replication.conflicts", &self.conflicts),
         ] {
             let also = self
                 .node_config
@@ -325,6 +374,9 @@ impl RunArgs {
         }
         if let Some(reads) = self.reads_line() {
             lines.push(format!("replication.reads = \"{reads}\""));
+        }
+        if let Some(conflicts) = &self.conflicts {
+            lines.push(format!("replication.conflicts = \"{conflicts}\""));
         }
         lines.extend(self.node_config.iter().cloned());
         lines
@@ -415,6 +467,7 @@ pub async fn run(mut args: RunArgs, interrupt: Interrupt) -> anyhow::Result<RunO
         read_fraction: args.read_fraction,
         reads: Reads::from_flag(args.reads.as_deref()).map_err(anyhow::Error::msg)?,
         seed,
+        every_node_writes: args.mode == "multi-leader",
     });
     let cluster = Arc::new(Mutex::new(cluster));
     let mut driven = Driven::default();
@@ -621,6 +674,35 @@ async fn drive(
         }
         let first = shared.reserve_processes(workload.nodes.len() as u64);
         final_set_reads(workload, elements, recorder, first, RESTART_BOUND).await;
+    }
+    if args.workload.is_versioned() {
+        let keys = shared.touched_keys();
+        eprintln!(
+            "final reads of {} key(s) from {} node(s), until they agree",
+            keys.len(),
+            workload.nodes.len()
+        );
+        let first = shared.reserve_processes(workload.nodes.len() as u64);
+        let reads = final_versioned_reads(workload, &keys, recorder, first, RESTART_BOUND).await;
+        driven.convergence = Some(serde_json::json!({
+            "converged": reads.agreed,
+            "waited_ms": reads.waited.as_millis() as u64,
+            "rounds": reads.rounds,
+        }));
+        if reads.agreed {
+            eprintln!(
+                "replicas agreed on every key after {} round(s), {} ms",
+                reads.rounds,
+                reads.waited.as_millis()
+            );
+        } else {
+            eprintln!(
+                "warning: replicas still differ after {} round(s), {} s: the convergence \
+                 checker names the keys",
+                reads.rounds,
+                reads.waited.as_secs()
+            );
+        }
     }
     Ok(())
 }

@@ -11,6 +11,19 @@
 //!   every node's own state (a follower read: no redirect to the leader), so
 //!   a replica that lost or never received an acknowledged add shows it.
 //!
+//! - `siblings` (multi-leader): each worker, on its own node, reads a key
+//!   with its siblings and causal context, then (usually) writes a fresh
+//!   unique value, or now and then deletes, passing that context, so the
+//!   history says which values each write saw
+//!   ([`check::siblings`](crate::check::siblings)).
+//! - `counter` (multi-leader): increments of a few counters and reads of
+//!   them on the worker's own node ([`check::counter`](crate::check::counter)).
+//!
+//! The multi-leader workloads end, after the heal, with rounds of reads of
+//! every key they touched from every node's own state
+//! ([`final_versioned_reads`]) until the replicas agree or a bound passes,
+//! which the convergence checker reads.
+//!
 //! Reads go where `--reads` says ([`Reads`]): through the worker's
 //! redirect-following client (which ends up at the leader), or, for
 //! follower and session reads, through a second client pinned to the
@@ -31,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use mimeo_client::{
     CasOutcome, Client, ClientConfig, Error as ClientError, Position, ReadConsistency,
+    VersionedValue,
 };
 use mimeo_wire::TlsIdentity;
 use rand::rngs::StdRng;
@@ -39,6 +53,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::cluster::CLIENT_CERT;
+use crate::check::counter::F_INCR;
+use crate::check::siblings::F_DELETE;
 use crate::history::{OpType, Process, CAS_MISMATCH, F_ADD, F_CAS, F_READ, F_WRITE};
 use crate::recorder::{Event, Recorder};
 
@@ -55,6 +71,22 @@ pub enum Workload {
     /// (read-your-writes, monotonic reads, monotonic writes) instead of
     /// linearizability: for read modes that promise only those.
     Session,
+    /// Multi-leader: reads with their context, then writes (or deletes)
+    /// that pass it, checked for lost writes, false concurrency and
+    /// phantoms (and, under last-writer-wins, lost updates), and for
+    /// convergence.
+    Siblings,
+    /// Multi-leader: counter increments and reads, checked against the
+    /// counter bounds and for convergence.
+    Counter,
+}
+
+impl Workload {
+    /// True for the workloads of modes in which every node takes writes,
+    /// which speak the versioned client messages.
+    pub fn is_versioned(self) -> bool {
+        matches!(self, Workload::Siblings | Workload::Counter)
+    }
 }
 
 impl std::fmt::Display for Workload {
@@ -63,6 +95,8 @@ impl std::fmt::Display for Workload {
             Workload::Register => "register",
             Workload::Set => "set",
             Workload::Session => "session",
+            Workload::Siblings => "siblings",
+            Workload::Counter => "counter",
         })
     }
 }
@@ -134,6 +168,9 @@ pub struct WorkloadSpec {
     pub reads: Reads,
     /// Seeds each worker's choices (worker `w` uses `seed + w`).
     pub seed: u64,
+    /// Every node takes writes (multi-leader): the replicas have converged
+    /// when their applied vectors agree, not their logs.
+    pub every_node_writes: bool,
 }
 
 /// Counters shared by the workers of one run.
@@ -143,8 +180,12 @@ pub struct Shared {
     next_process: AtomicU64,
     /// Register: operations issued per key slot.
     slot_ops: Vec<AtomicU64>,
-    /// Set: the next element to add.
+    /// Set: the next element to add (and the siblings workload's next
+    /// unique value).
     next_element: AtomicU64,
+    /// The versioned workloads: every key an operation touched, for the
+    /// final reads.
+    touched: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Shared {
@@ -154,7 +195,18 @@ impl Shared {
             next_process: AtomicU64::new(workers as u64),
             slot_ops: (0..keys).map(|_| AtomicU64::new(0)).collect(),
             next_element: AtomicU64::new(0),
+            touched: Default::default(),
         }
+    }
+
+    /// Every key the versioned workloads touched, in order.
+    pub fn touched_keys(&self) -> Vec<String> {
+        self.touched
+            .lock()
+            .expect("no worker panics holding it")
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Reserves `n` fresh process ids; returns the first.
@@ -207,6 +259,9 @@ pub async fn run_worker(
     recorder: Arc<Recorder>,
     deadline: Instant,
 ) -> Result<(), ClientError> {
+    if spec.workload.is_versioned() {
+        return run_versioned_worker(w, spec, shared, recorder, deadline).await;
+    }
     let writer = client_for(&spec, w)?;
     let reader = if spec.reads.pinned() {
         Some(pinned_client(&spec, w % spec.nodes.len())?)
@@ -311,6 +366,9 @@ impl Answer {
 
 fn next_op(spec: &WorkloadSpec, shared: &Shared, rng: &mut StdRng) -> PlannedOp {
     match spec.workload {
+        Workload::Siblings | Workload::Counter => {
+            unreachable!("the versioned workloads run in run_versioned_worker")
+        }
         Workload::Set => PlannedOp::Add {
             element: shared.next_element.fetch_add(1, Ordering::Relaxed),
         },
@@ -491,7 +549,8 @@ pub struct Convergence {
 }
 
 /// Waits, at most `bound`, until every node reports the same last log
-/// position and a commit index that covers it: after the heal, followers of
+/// position and a commit index that covers it (or, where every node takes
+/// writes, the same applied vector): after the heal, followers of
 /// an asynchronously replicating leader may still be catching up, and a
 /// final read from such a replica would report writes it merely has not
 /// received yet as lost. A single node has converged at once.
@@ -511,12 +570,29 @@ pub async fn await_convergence(spec: &WorkloadSpec, bound: Duration) -> Converge
     loop {
         let mut described = Vec::with_capacity(spec.nodes.len());
         let mut positions = Vec::with_capacity(spec.nodes.len());
+        let mut vectors: Vec<Option<Vec<(String, u64)>>> = Vec::new();
         for ((client, &node), id) in clients.iter().zip(&spec.nodes).zip(&spec.node_ids) {
             let status = match client {
                 Ok(client) => client.status_of(node).await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.clone()),
             };
             match status {
+                Ok(s) if spec.every_node_writes => {
+                    // The applied vector: its own writes, and how far it has
+                    // applied each peer's.
+                    let mut applied: Vec<(String, u64)> = s
+                        .peers
+                        .iter()
+                        .map(|p| (p.node_id.clone(), p.match_index))
+                        .chain([(s.node_id.clone(), s.last_position.index)])
+                        .collect();
+                    applied.sort();
+                    let text: Vec<String> =
+                        applied.iter().map(|(n, i)| format!("{n}:{i}")).collect();
+                    described.push(format!("{id} applied={{{}}}", text.join(",")));
+                    vectors.push(Some(applied));
+                    positions.push(Some((Position::default(), true)));
+                }
                 Ok(s) => {
                     let last = s.last_position;
                     described.push(format!(
@@ -537,7 +613,8 @@ pub async fn await_convergence(spec: &WorkloadSpec, bound: Duration) -> Converge
         let first = positions[0].map(|(last, _)| last);
         let converged = positions
             .iter()
-            .all(|p| p.is_some_and(|(last, committed)| (committed || lone) && Some(last) == first));
+            .all(|p| p.is_some_and(|(last, committed)| (committed || lone) && Some(last) == first))
+            && vectors.iter().all(|v| v.is_some() && *v == vectors[0]);
         if converged || started.elapsed() >= bound {
             return Convergence {
                 converged,
@@ -607,6 +684,348 @@ async fn read_all_elements(
     }
     present.sort_unstable();
     Ok(present)
+}
+
+/// One operation of a versioned workload (`siblings`, `counter`), on the
+/// worker's own node.
+#[derive(Clone, Debug)]
+enum VersionedOp {
+    /// Every sibling and the context (siblings), or the counter's value.
+    Read { key: String },
+    /// A fresh unique value superseding what the previous read saw.
+    Write {
+        key: String,
+        value: u64,
+        observed: Vec<Value>,
+        context: Vec<u8>,
+    },
+    /// A delete superseding what the previous read saw.
+    Delete {
+        key: String,
+        observed: Vec<Value>,
+        context: Vec<u8>,
+    },
+    /// A counter increment.
+    Incr { key: String, delta: i64 },
+}
+
+impl VersionedOp {
+    fn key(&self) -> &str {
+        match self {
+            VersionedOp::Read { key }
+            | VersionedOp::Write { key, .. }
+            | VersionedOp::Delete { key, .. }
+            | VersionedOp::Incr { key, .. } => key,
+        }
+    }
+
+    fn f(&self) -> &'static str {
+        match self {
+            VersionedOp::Read { .. } => F_READ,
+            VersionedOp::Write { .. } => F_WRITE,
+            VersionedOp::Delete { .. } => F_DELETE,
+            VersionedOp::Incr { .. } => F_INCR,
+        }
+    }
+
+    fn argument(&self) -> Value {
+        match self {
+            VersionedOp::Read { .. } => Value::Null,
+            VersionedOp::Write {
+                value, observed, ..
+            } => json!({"value": value, "observed": observed}),
+            VersionedOp::Delete { observed, .. } => json!({ "observed": observed }),
+            VersionedOp::Incr { delta, .. } => json!(delta),
+        }
+    }
+
+    fn event(&self, kind: OpType, value: Value) -> Event {
+        Event {
+            key: Some(self.key().to_owned()),
+            ..Event::new(kind, self.f(), value)
+        }
+    }
+
+    async fn run(&self, client: &Client) -> Result<Option<VersionedValue>, ClientError> {
+        // An empty context (last-writer-wins has none) is a blind write.
+        let context = |c: &Vec<u8>| (!c.is_empty()).then(|| c.clone());
+        match self {
+            VersionedOp::Read { key } => Ok(Some(client.get_versioned(key, None, None).await?.value)),
+            VersionedOp::Write {
+                key,
+                value,
+                context: c,
+                ..
+            } => {
+                let value = Some(value.to_string().into_bytes());
+                client.put_versioned(key, value, context(c), None).await?;
+                Ok(None)
+            }
+            VersionedOp::Delete { key, context: c, .. } => {
+                client.put_versioned(key, None, context(c), None).await?;
+                Ok(None)
+            }
+            VersionedOp::Incr { key, delta } => {
+                client.increment(key, *delta, None).await?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// A versioned read as the history records it: a register's siblings as an
+/// array (empty when absent or deleted), a counter's value (0 when
+/// absent), a set's members as an array.
+pub fn versioned_json(workload: Workload, value: &VersionedValue) -> Value {
+    let decoded = |values: &[Vec<u8>]| -> Value {
+        Value::Array(values.iter().map(|v| decode_value(Some(v))).collect())
+    };
+    match value {
+        VersionedValue::Absent if workload == Workload::Counter => json!(0),
+        VersionedValue::Absent => json!([]),
+        VersionedValue::Register { values, .. } => decoded(values),
+        VersionedValue::Counter(n) => {
+            i64::try_from(*n).map_or_else(|_| Value::String(n.to_string()), Value::from)
+        }
+        VersionedValue::Set(members) => decoded(members),
+    }
+}
+
+/// What a versioned worker does next on its own (a siblings write follows
+/// the read it passes the context of, and is planned there).
+fn plan_versioned(spec: &WorkloadSpec, shared: &Shared, rng: &mut StdRng) -> VersionedOp {
+    let slot = rng.random_range(0..spec.keys);
+    match spec.workload {
+        Workload::Counter => {
+            let key = format!("c{slot}");
+            if rng.random::<f64>() < spec.read_fraction {
+                VersionedOp::Read { key }
+            } else {
+                VersionedOp::Incr {
+                    key,
+                    delta: rng.random_range(1..=5),
+                }
+            }
+        }
+        _ => {
+            let n = shared.slot_ops[slot].fetch_add(1, Ordering::Relaxed);
+            let generation = n / spec.ops_per_key.max(1);
+            VersionedOp::Read {
+                key: format!("s{}", generation * spec.keys as u64 + slot as u64),
+            }
+        }
+    }
+}
+
+/// The siblings workload's step after a read that returned `value`: most
+/// often a write of a fresh value passing its context, now and then a
+/// delete, else nothing (another read).
+fn follow_read(
+    spec: &WorkloadSpec,
+    shared: &Shared,
+    rng: &mut StdRng,
+    key: &str,
+    value: &VersionedValue,
+) -> Option<VersionedOp> {
+    let (observed, context) = match value {
+        VersionedValue::Register { values, context, .. } => (
+            values.iter().map(|v| decode_value(Some(v))).collect(),
+            context.clone(),
+        ),
+        VersionedValue::Absent => (Vec::new(), Vec::new()),
+        _ => return None,
+    };
+    let roll: f64 = rng.random();
+    if roll < spec.read_fraction {
+        None
+    } else if roll < spec.read_fraction + 0.05 {
+        Some(VersionedOp::Delete {
+            key: key.to_owned(),
+            observed,
+            context,
+        })
+    } else {
+        Some(VersionedOp::Write {
+            key: key.to_owned(),
+            value: shared.next_element.fetch_add(1, Ordering::Relaxed),
+            observed,
+            context,
+        })
+    }
+}
+
+/// A versioned workload's worker: every operation on node `w % n` (each
+/// node takes writes; its replica is what the worker reads).
+async fn run_versioned_worker(
+    w: usize,
+    spec: Arc<WorkloadSpec>,
+    shared: Arc<Shared>,
+    recorder: Arc<Recorder>,
+    deadline: Instant,
+) -> Result<(), ClientError> {
+    let node = w % spec.nodes.len();
+    let client = pinned_client(&spec, node)?;
+    let node_id = spec.node_ids[node].clone();
+    let mut rng = StdRng::seed_from_u64(spec.seed.wrapping_add(w as u64));
+    let mut process = w as u64;
+    let mut next: Option<VersionedOp> = None;
+    while Instant::now() < deadline {
+        let op = match next.take() {
+            Some(op) => op,
+            None => plan_versioned(&spec, &shared, &mut rng),
+        };
+        shared
+            .touched
+            .lock()
+            .expect("no worker panics holding it")
+            .insert(op.key().to_owned());
+        recorder.record(Process::Client(process), op.invoke_event());
+        let outcome = op.run(&client).await;
+        let event = match &outcome {
+            Ok(Some(value)) => {
+                if spec.workload == Workload::Siblings {
+                    next = follow_read(&spec, &shared, &mut rng, op.key(), value);
+                }
+                op.event(OpType::Ok, versioned_json(spec.workload, value))
+            }
+            Ok(None) => op.event(OpType::Ok, op.argument()),
+            Err(e) => Event {
+                error: Some(e.to_string()),
+                ..op.event(
+                    if e.is_definite() {
+                        OpType::Fail
+                    } else {
+                        OpType::Info
+                    },
+                    op.argument(),
+                )
+            },
+        };
+        let kind = event.kind;
+        recorder.record(
+            Process::Client(process),
+            Event {
+                node: Some(node_id.clone()),
+                ..event
+            },
+        );
+        if kind == OpType::Info {
+            // Jepsen's rule: the old process may still have an operation in
+            // flight. The fresh one has read nothing, so it writes nothing
+            // on the strength of the old one's read.
+            process = shared.next_process.fetch_add(1, Ordering::Relaxed);
+            next = None;
+        }
+        if kind == OpType::Fail {
+            next = None;
+            tokio::time::sleep(Duration::from_millis(rng.random_range(10..50))).await;
+        }
+    }
+    Ok(())
+}
+
+impl VersionedOp {
+    fn invoke_event(&self) -> Event {
+        self.event(OpType::Invoke, self.argument())
+    }
+}
+
+/// How the final reads of a versioned workload went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FinalReads {
+    /// Rounds of reads made.
+    pub rounds: u32,
+    /// True when the last round found every node holding the same value of
+    /// every key.
+    pub agreed: bool,
+    /// From the first round to the last.
+    pub waited: Duration,
+}
+
+/// The versioned workloads' final reads: rounds in which every node reads
+/// every key of `keys` from its own state (node `i` as process
+/// `first_process + i`, its reads one after another, the nodes at once),
+/// each read recorded, until a round in which all nodes agree on every key
+/// or `bound` has passed. A read that fails is recorded as `fail` (a read
+/// changes nothing) and that round does not agree.
+pub async fn final_versioned_reads(
+    spec: &WorkloadSpec,
+    keys: &[String],
+    recorder: &Arc<Recorder>,
+    first_process: u64,
+    bound: Duration,
+) -> FinalReads {
+    let started = Instant::now();
+    let clients: Vec<Option<Arc<Client>>> = (0..spec.nodes.len())
+        .map(|i| pinned_client(spec, i).ok().map(Arc::new))
+        .collect();
+    let keys: Arc<Vec<String>> = Arc::new(keys.to_vec());
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, client) in clients.iter().enumerate() {
+            let client = client.clone();
+            let keys = Arc::clone(&keys);
+            let recorder = Arc::clone(recorder);
+            let node = spec.node_ids[i].clone();
+            let workload = spec.workload;
+            tasks.spawn(async move {
+                let process = Process::Client(first_process + i as u64);
+                let mut values = Vec::with_capacity(keys.len());
+                for key in keys.iter() {
+                    let read = VersionedOp::Read { key: key.clone() };
+                    recorder.record(process, read.invoke_event());
+                    let outcome = match &client {
+                        Some(client) => read.run(client).await.map_err(|e| e.to_string()),
+                        None => Err("no client for this node".to_string()),
+                    };
+                    let event = match outcome {
+                        Ok(Some(value)) => {
+                            let json = versioned_json(workload, &value);
+                            values.push(Some(crate::check::convergence::canonical(&json)));
+                            read.event(OpType::Ok, json)
+                        }
+                        Ok(None) => unreachable!("a read answers a value"),
+                        Err(e) => {
+                            values.push(None);
+                            Event {
+                                error: Some(e),
+                                ..read.event(OpType::Fail, Value::Null)
+                            }
+                        }
+                    };
+                    recorder.record(
+                        process,
+                        Event {
+                            node: Some(node.clone()),
+                            ..event
+                        },
+                    );
+                }
+                (i, values)
+            });
+        }
+        let mut by_node: Vec<Vec<Option<Value>>> = vec![Vec::new(); clients.len()];
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((i, values)) = joined {
+                by_node[i] = values;
+            }
+        }
+        let agreed = by_node.iter().all(|values| {
+            values.len() == keys.len()
+                && values.iter().all(Option::is_some)
+                && values == &by_node[0]
+        });
+        if agreed || started.elapsed() >= bound {
+            return FinalReads {
+                rounds,
+                agreed,
+                waited: started.elapsed(),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[cfg(test)]

@@ -205,8 +205,9 @@ struct FinalRead<'h> {
     index: u64,
 }
 
-/// `value` with every array sorted, recursively.
-fn canonical(value: &Value) -> Value {
+/// `value` with every array sorted, recursively: how the checker compares
+/// replicas' reads.
+pub fn canonical(value: &Value) -> Value {
     match value {
         Value::Array(items) => {
             let mut items: Vec<Value> = items.iter().map(canonical).collect();

@@ -6,7 +6,9 @@
 //! which reads as 0). Which increments may be in a read:
 //!
 //! - an `ok` increment completed before the read was invoked must be in it
-//!   *if the read is final* (begun after every increment of the key ended);
+//!   *if the read is final*: the last read a node answered of those begun
+//!   after every increment of the key ended (a run reads the replicas in
+//!   rounds until they agree; earlier rounds show them catching up);
 //! - an `info` increment (or one the history ends before) may or may not
 //!   be, at any time after its invocation;
 //! - a `fail` increment never is, nor one invoked after the read completed.
@@ -127,6 +129,10 @@ impl Report {
             .sum();
         let unknown: Vec<&Incr> = incrs.iter().filter(|i| i.kind == OpType::Info).collect();
         let mut final_values = Vec::new();
+        let settled = crate::check::settled_reads(
+            ops.iter().copied().filter(|p| p.invoke.f == F_READ),
+            all_ended,
+        );
         for read in ops.iter().filter(|p| p.invoke.f == F_READ) {
             let Some(done) = read.complete.filter(|c| c.kind == OpType::Ok) else {
                 continue;
@@ -184,7 +190,7 @@ impl Report {
             let (slack_low, slack_high) = unknown_before.fold((0i64, 0i64), |(lo, hi), i| {
                 (lo + i.delta.min(0), hi + i.delta.max(0))
             });
-            if started > all_ended {
+            if settled.contains(&started) {
                 self.final_reads += 1;
                 final_values.push(value);
                 let (lower, upper) = (acked + slack_low, acked + slack_high);
@@ -377,6 +383,22 @@ mod tests {
         let result = check(&h);
         assert_eq!(result.verdict, Verdict::Invalid);
         assert_eq!(result.anomalies[0].indices, vec![2, 3]);
+    }
+
+    #[test]
+    fn a_replica_catching_up_in_early_final_rounds_is_judged_where_it_settled() {
+        let h = |first: i64, last: i64| {
+            history(&[
+                (1, Invoke, F_INCR, json!(2)),
+                (1, Ok, F_INCR, json!(2)),
+                (4, Invoke, F_READ, Value::Null),
+                (4, Ok, F_READ, json!(first)),
+                (4, Invoke, F_READ, Value::Null),
+                (4, Ok, F_READ, json!(last)),
+            ])
+        };
+        assert_eq!(check(&h(0, 2)).verdict, Verdict::Valid);
+        assert_eq!(check(&h(2, 0)).verdict, Verdict::Invalid);
     }
 
     #[test]

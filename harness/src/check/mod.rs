@@ -111,6 +111,32 @@ impl CheckResult {
     }
 }
 
+/// The *settled* final reads: of the successful reads begun after index
+/// `ended` (every update had ended by then), the last one each node
+/// answered, by invocation index. A run that reads every replica in
+/// rounds until they agree leaves earlier rounds behind, which show
+/// replicas still catching up: what a replica settled on is its last read.
+/// A read that names no node is its own replica.
+pub(crate) fn settled_reads<'a, 'h: 'a>(
+    reads: impl IntoIterator<Item = &'a crate::history::Completed<'h>>,
+    ended: u64,
+) -> std::collections::HashSet<u64> {
+    let mut last: std::collections::HashMap<Result<&str, u64>, u64> = Default::default();
+    for read in reads {
+        let Some(done) = read.complete.filter(|c| c.kind == crate::history::OpType::Ok) else {
+            continue;
+        };
+        let began = read.invoke.index;
+        if began <= ended {
+            continue;
+        }
+        let node = done.node.as_deref().ok_or(began);
+        let slot = last.entry(node).or_insert(began);
+        *slot = (*slot).max(began);
+    }
+    last.into_values().collect()
+}
+
 /// Test histories from `(process, type, f, value)` rows on one key, each
 /// row one entry, its time its index, answered by node `n<process>`.
 #[cfg(test)]

@@ -16,8 +16,9 @@
 //! nothing. A write or delete *may have taken effect* if it is `ok`,
 //! `info` (or unfinished), or if any read returned its value. Then:
 //!
-//! - **lost**: an acknowledged write that a final read (one begun after
-//!   every write and delete ended) lacks, and that no write or delete
+//! - **lost**: an acknowledged write that a final read (a node's last
+//!   read begun after every write and delete ended: where its replica
+//!   settled; earlier rounds of final reads show it catching up) lacks, and that no write or delete
 //!   which may have taken effect supersedes. When every value of that
 //!   final read was written by a write that completed before the lost one
 //!   began, it is **lost-to-earlier**: the anomaly of last-writer-wins
@@ -199,9 +200,10 @@ impl<'p, 'h> Key<'p, 'h> {
             .map(|u| u.pair.complete.map_or(u64::MAX, |c| c.index))
             .max()
             .unwrap_or(0);
+        let settled = crate::check::settled_reads(reads.iter().map(|r| r.pair), all_ended);
         let mut final_reads = 0;
         for read in &mut reads {
-            read.last = read.pair.invoke.index > all_ended;
+            read.last = settled.contains(&read.pair.invoke.index);
             final_reads += usize::from(read.last);
         }
         Ok(Key {
@@ -605,6 +607,26 @@ mod tests {
             (3, Ok, F_READ, json!([1])),
         ]);
         assert_eq!(kinds(&check(&h)), ["superseded-kept"]);
+    }
+
+    #[test]
+    fn only_where_a_replica_settled_counts_not_the_rounds_it_took_to_catch_up() {
+        let rows = |first: Value, last: Value| {
+            history(&[
+                (1, Invoke, F_WRITE, write(1, &[])),
+                (1, Ok, F_WRITE, write(1, &[])),
+                (1, Invoke, F_WRITE, write(2, &[1])),
+                (1, Ok, F_WRITE, write(2, &[1])),
+                (3, Invoke, F_READ, Value::Null),
+                (3, Ok, F_READ, first),
+                (3, Invoke, F_READ, Value::Null),
+                (3, Ok, F_READ, last),
+            ])
+        };
+        // n3 had 1 but not yet 2, then caught up.
+        assert_eq!(check(&rows(json!([1]), json!([2]))).verdict, Verdict::Valid);
+        // Settling on the superseded value is wrong.
+        assert_eq!(kinds(&check(&rows(json!([2]), json!([1])))), ["superseded-kept", "lost-to-earlier"]);
     }
 
     #[test]

@@ -192,6 +192,8 @@ pub fn checkers_of(workload: Workload) -> &'static [&'static str] {
         Workload::Register => &["linearizable", "staleness"],
         Workload::Set => &["set"],
         Workload::Session => &["session", "staleness"],
+        Workload::Siblings => &["siblings", "convergence"],
+        Workload::Counter => &["counter", "convergence"],
     }
 }
 
