@@ -70,7 +70,10 @@ use mimeo_storage::{Latencies, LogPosition, Options, Record, Store};
 use mimeo_wire::{PeerBus, PeerMessage, Probe};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::timing::{ReplicationLatency, ReplicationTimer};
+mod timing;
+
+pub use self::timing::ReplicationLatency;
+use self::timing::ReplicationTimer;
 use crate::{AckMode, ClientOp, Core, HardState, LogEntry, Millis, NodeId, Output, PeerMsg};
 use crate::{Config, Persist, Reply, Snapshot, Status};
 
