@@ -1,6 +1,9 @@
 //! The replication state machine: elections, log shipping, commit, ack
 //! modes and reads, with no I/O.
 
+mod role;
+mod timer;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
@@ -17,13 +20,8 @@ use crate::types::{
     Unavailable, Unknown,
 };
 
-/// A write waiting for its acknowledgement.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct PendingWrite {
-    position: LogPosition,
-    ack: AckMode,
-    deadline: Millis,
-}
+use self::role::{Candidate, Followed, Follower, Leader, LeaderProbe, PendingWrite, RoleState};
+use self::timer::{Timer, TimerTable};
 
 /// A request that needs a leader, held by a node that has not heard from
 /// one lately (an election may be near or under way) until it does:
@@ -72,13 +70,6 @@ struct PendingRead {
     wait: ReadWait,
     /// For a cas: the expected value, the new value and the ack mode.
     cas: Option<(Option<Vec<u8>>, Vec<u8>, AckMode)>,
-    deadline: Millis,
-}
-
-/// A leadership transfer in progress.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct Transfer {
-    target: NodeId,
     deadline: Millis,
 }
 
@@ -197,8 +188,10 @@ pub struct Core {
     config: Config,
     rng: u64,
     hard: HardState,
-    role: Role,
-    leader: Option<NodeId>,
+    /// What this node holds as follower, candidate or leader.
+    role: RoleState,
+    /// Every deadline this node waits for.
+    timers: TimerTable,
     /// The entries after `offset`: `log[0]` has index `offset + 1`.
     log: Vec<Stored>,
     /// The index just before the first entry held in `log` (0 until a
@@ -212,45 +205,33 @@ pub struct Core {
     snapshot_bytes: Option<Arc<Vec<u8>>>,
     /// A snapshot handed to the driver and not yet reported durable.
     snapshot_pending: Option<Arc<Snapshot>>,
-    /// The snapshot a follower is receiving.
-    incoming: Option<Incoming>,
     commit: u64,
     applied: u64,
     durable: u64,
     kv: KeyValues,
     /// Keys of `kv` holding a value (not a tombstone).
     live_keys: u64,
-    election_deadline: Millis,
-    leader_contact: Option<Millis>,
-    /// The last probe of the leader's address, while it is silent.
-    probe: Option<LeaderProbe>,
     /// The election deadline was brought forward because the leader's
-    /// address refused a probe ([`Core::peer_gone`]).
+    /// address refused a probe ([`Core::peer_gone`]). Cleared when this
+    /// node starts a pre-vote, hears a leader or grants a pre-vote; a
+    /// node keeps it through an election it wins and its leadership.
     early_election: bool,
-    /// Highest index known to match the current leader's log (follower).
-    leader_match: u64,
-    /// The leader's clock, as this follower sees it: see [`LeaderClock`].
+    /// The leader's clock, as this node sees it: see [`LeaderClock`]. It
+    /// outlives roles: a candidate's reads are as stale as its last
+    /// leader's heartbeat says.
     leader_clock: Option<LeaderClock>,
-    votes: BTreeSet<NodeId>,
-    /// The pre-votes granted for standing in `term + 1` (this node's own
-    /// included), while a pre-vote is under way.
-    pre_votes: Option<BTreeSet<NodeId>>,
-    progress: BTreeMap<NodeId, Progress>,
-    heartbeat_due: Millis,
+    /// The number of the last heartbeat round this node sent as a leader
+    /// (counted across its terms).
     read_seq: u64,
-    term_start: u64,
-    acked_through: u64,
-    transfer: Option<Transfer>,
-    writes: BTreeMap<RequestId, PendingWrite>,
+    /// Reads waiting (leader reads only while leading, session reads in
+    /// any role).
     reads: BTreeMap<RequestId, PendingRead>,
+    /// The deadline of every pending write and read, earliest first: what
+    /// arms [`Timer::Requests`].
+    deadlines: BTreeSet<(Millis, RequestId)>,
     /// Requests waiting to hear from a leader, oldest first.
     held: VecDeque<HeldRequest>,
     out: VecDeque<Output>,
-    /// New entries were appended (leader) and not yet offered to the
-    /// followers: the appends go out when the driver next drains the
-    /// outputs, so writes that arrive together travel together. Holds the
-    /// time of the latest append.
-    replicate_due: Option<Millis>,
     elections_started: u64,
     elections_won: u64,
     rolled_back: u64,
@@ -285,16 +266,6 @@ struct LeaderClock {
     /// The latest send time (leader clock) of a heartbeat whose commit
     /// index this node had applied.
     fresh_at: Option<Millis>,
-}
-
-/// A probe of the leader's address ([`Output::Probe`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct LeaderProbe {
-    to: NodeId,
-    sent: Millis,
-    /// When the follower had last heard from the leader: a report counts
-    /// only if nothing was heard since.
-    contact: Millis,
 }
 
 /// The log a node recovered from storage cannot be used.
@@ -509,8 +480,8 @@ impl Core {
             rng: config.seed ^ 0x9E37_79B9_7F4A_7C15,
             config,
             hard: hard_state,
-            role: Role::Follower,
-            leader: None,
+            role: RoleState::Follower(Follower::default()),
+            timers: TimerTable::default(),
             log: log
                 .into_iter()
                 .map(|entry| Stored { entry, at: now })
@@ -520,31 +491,18 @@ impl Core {
             snapshot,
             snapshot_bytes: None,
             snapshot_pending: None,
-            incoming: None,
             commit: snap_last.index,
             applied: snap_last.index,
             durable,
             live_keys: live_keys(&kv),
             kv,
-            election_deadline: now,
-            leader_contact: None,
-            probe: None,
             early_election: false,
-            leader_match: 0,
             leader_clock: None,
-            votes: BTreeSet::new(),
-            pre_votes: None,
-            progress: BTreeMap::new(),
-            heartbeat_due: now,
             read_seq: 0,
-            term_start: 0,
-            acked_through: 0,
-            transfer: None,
-            writes: BTreeMap::new(),
             reads: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
             held: VecDeque::new(),
             out: VecDeque::new(),
-            replicate_due: None,
             elections_started: 0,
             elections_won: 0,
             rolled_back: 0,
@@ -566,9 +524,9 @@ impl Core {
     /// message per follower (and one [`Persist`]) for the whole burst.
     pub fn poll_output(&mut self) -> Option<Output> {
         if self.out.is_empty() {
-            if let Some(now) = self.replicate_due.take() {
-                if self.role == Role::Leader {
-                    let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+            if let Some(leader) = self.role.leader_mut() {
+                if let Some(now) = leader.replicate_due.take() {
+                    let peers: Vec<NodeId> = leader.progress.keys().copied().collect();
                     for peer in peers {
                         self.send_appends(now, peer);
                     }
@@ -580,20 +538,9 @@ impl Core {
 
     /// When the driver should next call [`tick`](Core::tick).
     pub fn next_timeout(&self) -> Millis {
-        let own = match self.role {
-            Role::Leader => self
-                .transfer
-                .map_or(self.heartbeat_due, |t| t.deadline.min(self.heartbeat_due)),
-            Role::Follower | Role::Candidate => {
-                self.probe_due().map_or(self.election_deadline, |due| {
-                    due.min(self.election_deadline)
-                })
-            }
-        };
-        let writes = self.writes.values().map(|w| w.deadline);
-        let reads = self.reads.values().map(|r| r.deadline);
-        let held = self.held.front().map(|h| h.deadline);
-        writes.chain(reads).chain(held).fold(own, Millis::min)
+        self.timers
+            .next_timeout()
+            .expect("every role arms a timer of its own: an election or a heartbeat")
     }
 
     /// This node's id.
@@ -603,7 +550,11 @@ impl Core {
 
     /// This node's role.
     pub fn role(&self) -> Role {
-        self.role
+        self.role.role()
+    }
+
+    fn is_leader(&self) -> bool {
+        matches!(self.role, RoleState::Leader(_))
     }
 
     /// The current term.
@@ -618,7 +569,11 @@ impl Core {
 
     /// The leader this node knows of in the current term.
     pub fn leader(&self) -> Option<NodeId> {
-        self.leader
+        match &self.role {
+            RoleState::Follower(f) => f.leader.map(|l| l.id),
+            RoleState::Candidate(_) => None,
+            RoleState::Leader(_) => Some(self.config.id),
+        }
     }
 
     /// The highest index known committed.
@@ -672,8 +627,9 @@ impl Core {
     /// Status and lag, as of `now`.
     pub fn status(&self, now: Millis) -> Status {
         let last = self.last_index();
-        let followers = if self.role == Role::Leader {
-            self.progress
+        let followers = if let Some(leader) = self.role.leader() {
+            leader
+                .progress
                 .iter()
                 .map(|(&id, p)| {
                     let lag_entries = last.saturating_sub(p.match_index);
@@ -698,9 +654,9 @@ impl Core {
         };
         Status {
             id: self.config.id,
-            role: self.role,
+            role: self.role(),
             term: self.hard.term,
-            leader: self.leader,
+            leader: self.leader(),
             last: self.last_position(),
             commit_index: self.commit,
             applied_index: self.applied,
@@ -752,7 +708,7 @@ impl Core {
                 );
             }
         }
-        if self.role != Role::Leader && !self.leader_heard_lately(now) && self.needs_leader(&op) {
+        if !self.is_leader() && !self.leader_heard_lately(now) && self.needs_leader(&op) {
             return self.hold(now, req_id, op, requested_ack);
         }
         match op {
@@ -818,9 +774,12 @@ impl Core {
         match msg {
             PeerMsg::RequestVote { term, last, .. } => self.on_request_vote(now, from, term, last),
             PeerMsg::Vote { term, granted } => {
-                if self.role == Role::Candidate && term == self.hard.term && granted {
-                    self.votes.insert(from);
-                    if self.votes.len() >= self.config.majority() {
+                let RoleState::Candidate(candidate) = &mut self.role else {
+                    return;
+                };
+                if term == self.hard.term && granted {
+                    candidate.votes.insert(from);
+                    if candidate.votes.len() >= self.config.majority() {
                         self.become_leader(now);
                     }
                 }
@@ -836,8 +795,8 @@ impl Core {
                 result,
                 voter,
             } => {
-                if self.role == Role::Leader && term == self.hard.term {
-                    if let Some(p) = self.progress.get_mut(&from) {
+                if self.is_leader() && term == self.hard.term {
+                    if let Some(p) = self.role.progress_mut(from) {
                         p.set_voter(voter);
                     }
                     self.on_append_resp(now, from, result);
@@ -863,7 +822,7 @@ impl Core {
                 // A learner votes again once it durably holds the log of a
                 // leader whose commit index is of its own term (so that
                 // everything before it is committed too), up to that index.
-                let holds = self.leader_match.min(self.durable) >= leader_commit;
+                let holds = self.leader_match().min(self.durable) >= leader_commit;
                 if settled && holds && !self.hard.voter {
                     self.become_voter(from, leader_commit);
                 }
@@ -872,8 +831,8 @@ impl Core {
                 self.send(from, PeerMsg::HeartbeatResp { term, seq, voter });
             }
             PeerMsg::HeartbeatResp { term, seq, voter } => {
-                if self.role == Role::Leader && term == self.hard.term {
-                    if let Some(p) = self.progress.get_mut(&from) {
+                if self.is_leader() && term == self.hard.term {
+                    if let Some(p) = self.role.progress_mut(from) {
                         p.set_voter(voter);
                         p.acked_seq = p.acked_seq.max(seq);
                         p.last_heard = Some(now);
@@ -883,8 +842,7 @@ impl Core {
             }
             PeerMsg::TimeoutNow { term } => {
                 if term == self.hard.term
-                    && self.leader == Some(from)
-                    && self.role != Role::Leader
+                    && self.role.followed().is_some_and(|l| l.id == from)
                     && self.hard.voter
                 {
                     tracing::info!(term, from, "leadership handed over; starting an election");
@@ -915,7 +873,7 @@ impl Core {
                 last,
                 next_offset,
             } => {
-                if self.role == Role::Leader && term == self.hard.term {
+                if self.is_leader() && term == self.hard.term {
                     self.on_snapshot_ack(now, from, last, next_offset);
                 }
             }
@@ -923,9 +881,10 @@ impl Core {
                 if !granted || term != self.hard.term + 1 {
                     return;
                 }
-                if let Some(pre_votes) = &mut self.pre_votes {
+                let majority = self.config.majority();
+                if let Some(pre_votes) = self.role.pre_votes_mut() {
                     pre_votes.insert(from);
-                    if pre_votes.len() >= self.config.majority() {
+                    if pre_votes.len() >= majority {
                         self.start_election(now, false);
                     }
                 }
@@ -935,28 +894,26 @@ impl Core {
 
     /// Time passed: elections, heartbeats, retransmissions, timeouts.
     pub fn tick(&mut self, now: Millis) {
-        match self.role {
-            Role::Follower | Role::Candidate => {
-                if now >= self.election_deadline && !self.hard.voter {
+        match &mut self.role {
+            RoleState::Follower(_) | RoleState::Candidate(_) => {
+                let election = self.timers.expired(Timer::Election, now);
+                if election && !self.hard.voter {
                     // A learner never stands: it waits for a leader.
                     self.reset_election_deadline(now);
-                } else if now >= self.election_deadline {
+                } else if election {
                     self.start_pre_vote(now);
-                } else if self.probe_due().is_some_and(|due| now >= due) {
+                } else if self.timers.expired(Timer::Probe, now) {
                     self.probe_leader(now);
                 }
             }
-            Role::Leader => {
-                if let Some(t) = self.transfer {
-                    if now >= t.deadline {
-                        tracing::warn!(
-                            target = t.target,
-                            "leadership transfer timed out; leading on"
-                        );
-                        self.transfer = None;
+            RoleState::Leader(leader) => {
+                if self.timers.expired(Timer::Transfer, now) {
+                    self.timers.stop(Timer::Transfer);
+                    if let Some(target) = leader.transfer.take() {
+                        tracing::warn!(target, "leadership transfer timed out; leading on");
                     }
                 }
-                if now >= self.heartbeat_due {
+                if self.timers.expired(Timer::Heartbeat, now) {
                     if self.lost_quorum(now) {
                         tracing::warn!(
                             term = self.hard.term,
@@ -986,24 +943,22 @@ impl Core {
     /// More of the log became durable: a leader may commit, a follower
     /// tells its leader.
     fn after_durable(&mut self, now: Millis) {
-        match self.role {
-            Role::Leader => {
+        match &self.role {
+            RoleState::Leader(_) => {
                 self.advance_leader_commit(now);
                 self.check_writes();
             }
-            Role::Follower => {
-                if let Some(leader) = self.leader {
-                    if self.leader_match > 0 {
-                        let term = self.hard.term;
-                        let result = AppendResult::Ok {
-                            matched: self.leader_match,
-                            durable: self.durable.min(self.leader_match),
-                        };
-                        self.send_append_ok(leader, term, result);
-                    }
+            RoleState::Follower(f) => {
+                if let Some(leader) = f.leader.filter(|l| l.matched > 0) {
+                    let term = self.hard.term;
+                    let result = AppendResult::Ok {
+                        matched: leader.matched,
+                        durable: self.durable.min(leader.matched),
+                    };
+                    self.send_append_ok(leader.id, term, result);
                 }
             }
-            Role::Candidate => {}
+            RoleState::Candidate(_) => {}
         }
     }
 
@@ -1061,22 +1016,19 @@ impl Core {
     /// within `election_timeout_max_ms`, it leads on. Returns the target, or
     /// `None` when this node is not a leader with followers.
     pub fn transfer_leadership(&mut self, now: Millis) -> Option<NodeId> {
-        if self.role != Role::Leader {
-            return None;
-        }
-        let (&target, _) = self
+        let leader = self.role.leader_mut()?;
+        let (&target, _) = leader
             .progress
             .iter()
             .filter(|(_, p)| p.voter)
             .max_by_key(|(id, p)| (p.match_index, std::cmp::Reverse(**id)))?;
         tracing::info!(term = self.hard.term, target, "transferring leadership");
-        self.transfer = Some(Transfer {
-            target,
-            deadline: now.plus(self.config.election_timeout_max_ms),
-        });
-        if let Some(p) = self.progress.get_mut(&target) {
+        leader.transfer = Some(target);
+        if let Some(p) = leader.progress.get_mut(&target) {
             p.timeout_now_sent = false;
         }
+        let deadline = now.plus(self.config.election_timeout_max_ms);
+        self.timers.set(Timer::Transfer, deadline);
         self.maybe_send_timeout_now(target);
         self.send_appends(now, target);
         Some(target)
@@ -1096,10 +1048,10 @@ impl Core {
             msg,
             PeerMsg::Append { .. } | PeerMsg::InstallSnapshot { .. }
         );
-        if self.role != Role::Leader || msg.term() != self.hard.term || !shipping {
+        if !self.is_leader() || msg.term() != self.hard.term || !shipping {
             return;
         }
-        if let Some(p) = self.progress.get_mut(&to) {
+        if let Some(p) = self.role.progress_mut(to) {
             p.on_send_failed(now);
             tracing::warn!(
                 to,
@@ -1122,11 +1074,14 @@ impl Core {
     /// Only liveness depends on this: an election may start at any time
     /// without breaking the election and commit rules.
     pub fn peer_gone(&mut self, now: Millis, peer: NodeId) {
-        let Some(probe) = self.probe else { return };
+        let RoleState::Follower(follower) = &mut self.role else {
+            return;
+        };
+        let Some(probe) = follower.probe else { return };
         let silent_since_probe = probe.to == peer
-            && self.role == Role::Follower
-            && self.leader == Some(peer)
-            && self.leader_contact == Some(probe.contact);
+            && follower
+                .leader
+                .is_some_and(|l| l.id == peer && l.contact == probe.contact);
         if !silent_since_probe {
             return;
         }
@@ -1136,14 +1091,18 @@ impl Core {
             silent_ms = now.since(probe.contact),
             "the leader's address refused a probe: its process is gone; electing a new leader early"
         );
-        self.probe = None;
-        self.leader = None;
-        self.leader_contact = None;
+        follower.probe = None;
+        follower.leader = None;
+        self.arm_probe();
         self.leaders_gone += 1;
         let jitter = self.next_random() % self.config.heartbeat_interval_ms;
         let early = now.plus(jitter);
-        if early < self.election_deadline {
-            self.election_deadline = early;
+        if self
+            .timers
+            .get(Timer::Election)
+            .is_none_or(|deadline| early < deadline)
+        {
+            self.timers.set(Timer::Election, early);
             self.early_election = true;
         }
     }
@@ -1151,7 +1110,8 @@ impl Core {
     fn reset_election_deadline(&mut self, now: Millis) {
         let span = self.config.election_timeout_max_ms - self.config.election_timeout_min_ms;
         let jitter = self.next_random() % span;
-        self.election_deadline = now.plus(self.config.election_timeout_min_ms + jitter);
+        let deadline = now.plus(self.config.election_timeout_min_ms + jitter);
+        self.timers.set(Timer::Election, deadline);
     }
 
     /// splitmix64: a deterministic, seedable source for election jitter.
@@ -1164,11 +1124,13 @@ impl Core {
     }
 
     fn in_lease(&self, now: Millis) -> bool {
-        self.role == Role::Leader
-            || (self.leader.is_some()
-                && self
-                    .leader_contact
-                    .is_some_and(|t| now.since(t) < self.config.election_timeout_min_ms))
+        match &self.role {
+            RoleState::Leader(_) => true,
+            RoleState::Follower(f) => f
+                .leader
+                .is_some_and(|l| now.since(l.contact) < self.config.election_timeout_min_ms),
+            RoleState::Candidate(_) => false,
+        }
     }
 
     /// How long a leader may stay silent before a follower suspects it:
@@ -1181,39 +1143,54 @@ impl Core {
     /// Whether this node follows a leader it heard from within
     /// [`leader_silence_ms`](Core::leader_silence_ms).
     fn leader_heard_lately(&self, now: Millis) -> bool {
-        self.role == Role::Follower
-            && self.leader.is_some()
-            && self
-                .leader_contact
-                .is_some_and(|t| now.since(t) < self.leader_silence_ms())
+        self.role
+            .followed()
+            .is_some_and(|l| now.since(l.contact) < self.leader_silence_ms())
     }
 
-    /// When this follower should probe its silent leader's address
-    /// ([`Config::probe_leader`]): one and a half heartbeat intervals after
-    /// it last heard from it, then once per interval.
-    fn probe_due(&self) -> Option<Millis> {
-        if !self.config.probe_leader || self.role != Role::Follower {
-            return None;
-        }
-        let (leader, contact) = (self.leader?, self.leader_contact?);
-        let interval = self.config.heartbeat_interval_ms;
-        let silent = contact.plus(self.leader_silence_ms());
-        Some(match self.probe {
-            Some(p) if p.to == leader && p.contact == contact => silent.max(p.sent.plus(interval)),
-            _ => silent,
-        })
+    /// Arms [`Timer::Probe`] for when this follower should probe its
+    /// silent leader's address ([`Config::probe_leader`]): one and a half
+    /// heartbeat intervals after it last heard from it, then once per
+    /// interval. Called whenever the leader, its contact or the probe
+    /// change.
+    fn arm_probe(&mut self) {
+        let due = match &self.role {
+            RoleState::Follower(Follower {
+                leader: Some(leader),
+                probe,
+                ..
+            }) if self.config.probe_leader => {
+                let interval = self.config.heartbeat_interval_ms;
+                let silent = leader.contact.plus(self.leader_silence_ms());
+                Some(match probe {
+                    Some(p) if p.to == leader.id && p.contact == leader.contact => {
+                        silent.max(p.sent.plus(interval))
+                    }
+                    _ => silent,
+                })
+            }
+            _ => None,
+        };
+        self.timers.set_or_stop(Timer::Probe, due);
     }
 
     fn probe_leader(&mut self, now: Millis) {
-        let (Some(to), Some(contact)) = (self.leader, self.leader_contact) else {
+        let RoleState::Follower(Follower {
+            leader: Some(leader),
+            probe,
+            ..
+        }) = &mut self.role
+        else {
             return;
         };
-        self.probe = Some(LeaderProbe {
-            to,
+        *probe = Some(LeaderProbe {
+            to: leader.id,
             sent: now,
-            contact,
+            contact: leader.contact,
         });
+        let to = leader.id;
         self.out.push_back(Output::Probe { to });
+        self.arm_probe();
     }
 
     /// The election timeout passed: ask the peers whether they would vote
@@ -1221,7 +1198,12 @@ impl Core {
     /// majority of yeses starts the real election, so a node that cannot
     /// win (cut off, or behind) never raises the cluster's term.
     fn start_pre_vote(&mut self, now: Millis) {
-        self.pre_votes = Some(BTreeSet::from([self.config.id]));
+        let own = Some(BTreeSet::from([self.config.id]));
+        match &mut self.role {
+            RoleState::Follower(f) => f.pre_votes = own,
+            RoleState::Candidate(c) => c.pre_votes = own,
+            RoleState::Leader(_) => unreachable!("a leader has no election timeout"),
+        }
         self.early_election = false;
         self.reset_election_deadline(now);
         if self.config.majority() == 1 || !self.config.pre_vote {
@@ -1241,21 +1223,22 @@ impl Core {
     /// Start an election at once; `transfer` when the leader handed over
     /// (which skips pre-vote and leader stickiness).
     fn start_election(&mut self, now: Millis, transfer: bool) {
-        self.pre_votes = None;
         self.hard = HardState {
             term: self.hard.term + 1,
             voted_for: Some(self.config.id),
             voter: true,
         };
         self.persist_hard();
-        self.role = Role::Candidate;
-        self.leader = None;
-        self.leader_match = 0;
-        self.votes = BTreeSet::from([self.config.id]);
+        debug_assert!(!self.is_leader(), "a leader never stands for election");
+        self.role = RoleState::Candidate(Candidate {
+            votes: BTreeSet::from([self.config.id]),
+            pre_votes: None,
+        });
+        self.arm_probe();
         self.elections_started += 1;
         self.reset_election_deadline(now);
         tracing::debug!(term = self.hard.term, "starting an election");
-        if self.votes.len() >= self.config.majority() {
+        if self.config.majority() <= 1 {
             return self.become_leader(now);
         }
         let msg = PeerMsg::RequestVote {
@@ -1304,22 +1287,30 @@ impl Core {
 
     fn become_leader(&mut self, now: Millis) {
         tracing::info!(term = self.hard.term, id = self.config.id, "elected leader");
-        self.role = Role::Leader;
-        self.pre_votes = None;
-        self.leader = Some(self.config.id);
         self.elections_won += 1;
-        self.acked_through = 0;
-        self.transfer = None;
         let last = self.last_index();
-        self.progress = self
+        let budget = self.entry_budget();
+        let progress = self
             .config
             .peers
             .iter()
-            .map(|&p| (p, Progress::new(last, now, self.entry_budget())))
+            .map(|&p| (p, Progress::new(last, now, budget)))
             .collect();
+        self.role = RoleState::Leader(Box::new(Leader {
+            progress,
+            term_start: 0,
+            acked_through: 0,
+            transfer: None,
+            writes: BTreeMap::new(),
+            replicate_due: None,
+        }));
+        self.timers.stop(Timer::Election);
+        self.timers.stop(Timer::Probe);
+        self.timers.stop(Timer::Transfer);
         let noop = self.append(now, Command::Noop);
-        self.term_start = noop.index;
-        self.heartbeat_due = now;
+        if let Some(leader) = self.role.leader_mut() {
+            leader.term_start = noop.index;
+        }
         self.heartbeat(now);
         self.advance_leader_commit(now);
     }
@@ -1335,12 +1326,14 @@ impl Core {
                 voter: self.hard.voter,
             };
             self.persist_hard();
-            self.leader_match = 0;
         }
-        if self.role == Role::Leader {
-            self.progress.clear();
-            self.transfer = None;
-            for (req_id, _) in std::mem::take(&mut self.writes) {
+        let was_follower = matches!(self.role, RoleState::Follower(_));
+        if let RoleState::Leader(leading) = &mut self.role {
+            let writes = std::mem::take(&mut leading.writes);
+            self.timers.stop(Timer::Heartbeat);
+            self.timers.stop(Timer::Transfer);
+            for (req_id, write) in writes {
+                self.forget_deadline(write.deadline, req_id);
                 self.reply(
                     req_id,
                     Reply::Unknown {
@@ -1355,7 +1348,7 @@ impl Core {
                 .map(|(&id, _)| id)
                 .collect();
             for req_id in leader_reads {
-                self.reads.remove(&req_id);
+                self.take_read(req_id);
                 self.reply(
                     req_id,
                     Reply::NotLeader {
@@ -1368,23 +1361,29 @@ impl Core {
         // keeps its election timer: otherwise a candidate that cannot win
         // (its log is behind) would keep resetting everyone's timer with
         // each new term and no election could ever succeed.
-        if leader.is_some() || self.role != Role::Follower {
+        if leader.is_some() || !was_follower {
             self.reset_election_deadline(now);
         }
-        self.role = Role::Follower;
-        self.leader = leader;
-        self.pre_votes = None;
-        if leader.is_some() {
-            self.leader_contact = Some(now);
-        }
+        // A new term or a new role: nothing of the old state carries over
+        // (a snapshot half received belongs to an older term, a probe to
+        // an older contact).
+        self.role = RoleState::Follower(Follower {
+            leader: leader.map(|id| Followed {
+                id,
+                contact: now,
+                matched: 0,
+            }),
+            ..Follower::default()
+        });
+        self.arm_probe();
     }
 
     /// A leader of the current term spoke: follow it. False if the message
     /// must be ignored (it claims leadership of a term this node leads,
     /// which the election rules make impossible).
     fn observe_leader(&mut self, now: Millis, from: NodeId) -> bool {
-        match self.role {
-            Role::Leader => {
+        match &mut self.role {
+            RoleState::Leader(_) => {
                 tracing::error!(
                     term = self.hard.term,
                     from,
@@ -1392,24 +1391,46 @@ impl Core {
                 );
                 return false;
             }
-            Role::Candidate => self.become_follower(now, self.hard.term, Some(from)),
-            Role::Follower => {
-                if self.leader != Some(from) {
-                    self.leader = Some(from);
-                    self.leader_match = 0;
+            RoleState::Candidate(_) => self.become_follower(now, self.hard.term, Some(from)),
+            RoleState::Follower(follower) => {
+                match &mut follower.leader {
+                    Some(leader) if leader.id == from => leader.contact = now,
+                    other => {
+                        *other = Some(Followed {
+                            id: from,
+                            contact: now,
+                            matched: 0,
+                        })
+                    }
                 }
+                follower.pre_votes = None;
             }
         }
-        self.pre_votes = None;
-        self.leader_contact = Some(now);
+        self.arm_probe();
         self.early_election = false;
         self.reset_election_deadline(now);
         true
     }
 
+    /// The highest index known to match the log of the leader this node
+    /// follows (0 when it follows none).
+    fn leader_match(&self) -> u64 {
+        self.role.followed().map_or(0, |l| l.matched)
+    }
+
+    /// The leader this node follows holds its log up to `index`, at least.
+    fn raise_leader_match(&mut self, index: u64) {
+        if let Some(leader) = self.role.followed_mut() {
+            leader.matched = leader.matched.max(index);
+        }
+    }
+
     fn lost_quorum(&self, now: Millis) -> bool {
+        let Some(leader) = self.role.leader() else {
+            return false;
+        };
         let window = self.config.election_timeout_max_ms;
-        let heard = self
+        let heard = leader
             .progress
             .values()
             .filter(|p| p.voter && now.since(p.last_heard.unwrap_or(p.last_progress)) < window)
@@ -1468,24 +1489,31 @@ impl Core {
         position
     }
 
+    /// A heartbeat round (leader).
     fn heartbeat(&mut self, now: Millis) {
+        let Some(leader) = self.role.leader() else {
+            return;
+        };
+        let peers: Vec<NodeId> = leader.progress.keys().copied().collect();
         self.read_seq += 1;
-        self.heartbeat_due = now.plus(self.config.heartbeat_interval_ms);
-        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        let due = now.plus(self.config.heartbeat_interval_ms);
+        self.timers.set(Timer::Heartbeat, due);
         for peer in peers {
-            let p = &self.progress[&peer];
+            let Some(leader) = self.role.leader() else {
+                return;
+            };
             let msg = PeerMsg::Heartbeat {
                 term: self.hard.term,
-                commit: self.commit.min(p.match_index),
+                commit: self.commit.min(leader.progress[&peer].match_index),
                 leader_commit: self.commit,
                 seq: self.read_seq,
-                settled: self.commit >= self.term_start,
+                settled: self.commit >= leader.term_start,
                 sent_at: now,
             };
             self.send(peer, msg);
             let retransmit_ms = self.config.retransmit_ms;
             let last = self.last_index();
-            if let Some(p) = self.progress.get_mut(&peer) {
+            if let Some(p) = self.role.progress_mut(peer) {
                 p.maybe_retransmit(now, retransmit_ms, last);
             }
             self.send_appends(now, peer);
@@ -1498,7 +1526,7 @@ impl Core {
         let max_inflight = self.config.max_inflight_msgs;
         let batch = self.config.max_batch_entries as u64;
         loop {
-            let Some(p) = self.progress.get(&peer) else {
+            let Some(p) = self.role.leader().and_then(|l| l.progress.get(&peer)) else {
                 return;
             };
             if !p.window_open(max_inflight) {
@@ -1538,7 +1566,7 @@ impl Core {
                 entries.push(entry.clone());
             }
             let end = prev.index + entries.len() as u64;
-            let p = self.progress.get_mut(&peer).expect("checked above");
+            let p = self.role.progress_mut(peer).expect("checked above");
             if p.inflight.is_empty() {
                 p.last_progress = now;
             }
@@ -1578,7 +1606,7 @@ impl Core {
             let skip = ((self.offset - prev.index) as usize).min(entries.len());
             let covered = prev.index + skip as u64;
             if skip == entries.len() {
-                self.leader_match = self.leader_match.max(covered);
+                self.raise_leader_match(covered);
                 let result = AppendResult::Ok {
                     matched: covered,
                     durable: self.durable.min(covered),
@@ -1664,11 +1692,11 @@ impl Core {
                 ..Persist::default()
             }));
         }
-        self.leader_match = self.leader_match.max(matched);
+        self.raise_leader_match(matched);
         self.advance_commit_to(now, commit.min(matched));
         let result = AppendResult::Ok {
             matched,
-            durable: self.durable.min(self.leader_match),
+            durable: self.durable.min(self.leader_match()),
         };
         self.send_append_ok(from, term, result);
     }
@@ -1737,7 +1765,7 @@ impl Core {
     fn on_append_resp(&mut self, now: Millis, from: NodeId, result: AppendResult) {
         let last = self.last_index();
         let budget = self.entry_budget();
-        let Some(p) = self.progress.get_mut(&from) else {
+        let Some(p) = self.role.progress_mut(from) else {
             return;
         };
         p.last_heard = Some(now);
@@ -1755,7 +1783,7 @@ impl Core {
             }
         }
         self.send_appends(now, from);
-        if self.transfer.is_some_and(|t| t.target == from) {
+        if self.role.leader().is_some_and(|l| l.transfer == Some(from)) {
             self.maybe_send_timeout_now(from);
         }
     }
@@ -1773,7 +1801,7 @@ impl Core {
                 .get_or_insert_with(|| Arc::new(snapshot.encode())),
         );
         let len = bytes.len() as u64;
-        let p = self.progress.get_mut(&peer).expect("the caller checked");
+        let p = self.role.progress_mut(peer).expect("the caller checked");
         let chunk = self
             .config
             .snapshot_chunk_bytes
@@ -1812,7 +1840,7 @@ impl Core {
 
     /// A follower received a chunk and expects `next_offset` next.
     fn on_snapshot_ack(&mut self, now: Millis, from: NodeId, last: LogPosition, next_offset: u64) {
-        let Some(p) = self.progress.get_mut(&from) else {
+        let Some(p) = self.role.progress_mut(from) else {
             return;
         };
         p.last_heard = Some(now);
@@ -1850,29 +1878,32 @@ impl Core {
             return;
         }
         let term = self.hard.term;
+        let RoleState::Follower(follower) = &mut self.role else {
+            unreachable!("observe_leader made this node a follower");
+        };
         if last.index <= self.commit {
             // Nothing to install: this node holds it all, committed (a
             // retransmission, or the answer to an install was lost).
-            self.incoming = None;
-            self.leader_match = self.leader_match.max(last.index);
+            follower.incoming = None;
+            self.raise_leader_match(last.index);
             let result = AppendResult::Ok {
                 matched: last.index,
                 durable: self.durable.min(last.index),
             };
             return self.send(from, self.append_resp(term, result));
         }
-        let same = self
+        let same = follower
             .incoming
             .as_ref()
             .is_some_and(|i| i.term == term && i.last == last);
         if offset == 0 && !same {
-            self.incoming = Some(Incoming {
+            follower.incoming = Some(Incoming {
                 term,
                 last,
                 bytes: Vec::new(),
             });
         }
-        let have = match &mut self.incoming {
+        let have = match &mut follower.incoming {
             Some(i) if i.term == term && i.last == last => {
                 if offset == i.bytes.len() as u64 {
                     i.bytes.extend_from_slice(&data);
@@ -1895,7 +1926,7 @@ impl Core {
             };
             return self.send(from, msg);
         }
-        let bytes = self.incoming.take().expect("assembled above").bytes;
+        let bytes = follower.incoming.take().expect("assembled above").bytes;
         match Snapshot::decode(&bytes) {
             Ok(snapshot) if snapshot.last == last => self.install_snapshot(now, snapshot),
             Ok(snapshot) => {
@@ -1951,7 +1982,7 @@ impl Core {
         self.live_keys = live_keys(&self.kv);
         self.commit = last.index;
         self.applied = last.index;
-        self.leader_match = self.leader_match.max(last.index);
+        self.raise_leader_match(last.index);
         let snapshot = Arc::new(snapshot);
         self.snapshot_pending = Some(Arc::clone(&snapshot));
         self.out.push_back(Output::Persist(Persist {
@@ -1965,7 +1996,7 @@ impl Core {
     fn maybe_send_timeout_now(&mut self, target: NodeId) {
         let last = self.last_index();
         let term = self.hard.term;
-        if let Some(p) = self.progress.get_mut(&target) {
+        if let Some(p) = self.role.progress_mut(target) {
             if p.match_index == last && !p.timeout_now_sent {
                 p.timeout_now_sent = true;
                 self.send(target, PeerMsg::TimeoutNow { term });
@@ -2011,8 +2042,11 @@ impl Core {
     // --------------------------------------------------------------- commit
 
     fn advance_leader_commit(&mut self, now: Millis) {
+        let Some(leader) = self.role.leader() else {
+            return;
+        };
         // Learners do not count: their logs may lack what they once held.
-        let mut matched: Vec<u64> = self
+        let mut matched: Vec<u64> = leader
             .progress
             .values()
             .filter(|p| p.voter)
@@ -2060,7 +2094,7 @@ impl Core {
             self.applied_bytes += bytes;
         }
         self.maybe_take_snapshot();
-        if self.role == Role::Leader {
+        if self.is_leader() {
             self.check_writes();
         }
         self.check_reads(now);
@@ -2148,7 +2182,7 @@ impl Core {
     fn hold(&mut self, now: Millis, req_id: RequestId, op: ClientOp, ack: Option<AckMode>) {
         let held_bytes: usize = self.held.iter().map(|h| op_bytes(&h.op)).sum();
         if self.held.len() >= MAX_HELD || held_bytes + op_bytes(&op) > MAX_HELD_BYTES {
-            let leader_hint = self.leader;
+            let leader_hint = self.leader();
             return self.reply(req_id, Reply::NotLeader { leader_hint });
         }
         self.held.push_back(HeldRequest {
@@ -2157,6 +2191,7 @@ impl Core {
             ack,
             deadline: now.plus(self.config.election_timeout_max_ms),
         });
+        self.arm_request_timer();
     }
 
     /// Answers the held requests once a leader is heard (served here if
@@ -2165,27 +2200,30 @@ impl Core {
         if self.held.is_empty() {
             return;
         }
-        if self.role == Role::Leader || self.leader_heard_lately(now) {
+        if self.is_leader() || self.leader_heard_lately(now) {
             // Served here, or sent to a leader known to be alive (or to
             // the target of this leader's handover).
-            for held in std::mem::take(&mut self.held) {
+            let held = std::mem::take(&mut self.held);
+            self.arm_request_timer();
+            for held in held {
                 self.handle_client(now, held.req_id, held.op, held.ack);
             }
             return;
         }
-        let leader_hint = self.leader;
+        let leader_hint = self.leader();
         while self.held.front().is_some_and(|h| now >= h.deadline) {
             let held = self.held.pop_front().expect("checked above");
             self.reply(held.req_id, Reply::NotLeader { leader_hint });
         }
+        self.arm_request_timer();
     }
 
     /// `Some(hint)` when this node must refuse writes.
     fn refuse_writes(&self) -> Option<Option<NodeId>> {
-        if self.role != Role::Leader {
-            return Some(self.leader);
+        match self.role.leader() {
+            None => Some(self.leader()),
+            Some(leader) => leader.transfer.map(Some),
         }
-        self.transfer.map(|t| Some(t.target))
     }
 
     fn handle_write(&mut self, now: Millis, req_id: RequestId, command: Command, ack: AckMode) {
@@ -2210,15 +2248,15 @@ impl Core {
         }
         let command = entry.command;
         let position = self.append(now, command);
-        self.writes.insert(
-            req_id,
-            PendingWrite {
-                position,
-                ack,
-                deadline: now.plus(self.config.write_timeout_ms),
-            },
-        );
-        self.replicate_due = Some(now);
+        let write = PendingWrite {
+            position,
+            ack,
+            deadline: now.plus(self.config.write_timeout_ms),
+        };
+        self.add_write(req_id, write);
+        if let Some(leader) = self.role.leader_mut() {
+            leader.replicate_due = Some(now);
+        }
         self.advance_leader_commit(now);
         self.check_writes();
     }
@@ -2250,15 +2288,13 @@ impl Core {
                 self.reply(req_id, reply);
             }
             ReadMode::Session { after } => {
-                self.reads.insert(
-                    req_id,
-                    PendingRead {
-                        key,
-                        wait: ReadWait::Session { after },
-                        cas: None,
-                        deadline: now.plus(self.config.read_timeout_ms),
-                    },
-                );
+                let read = PendingRead {
+                    key,
+                    wait: ReadWait::Session { after },
+                    cas: None,
+                    deadline: now.plus(self.config.read_timeout_ms),
+                };
+                self.add_read(req_id, read);
                 self.check_reads(now);
             }
         }
@@ -2274,25 +2310,26 @@ impl Core {
         key: Vec<u8>,
         cas: Option<(Option<Vec<u8>>, Vec<u8>, AckMode)>,
     ) {
+        let Some(leader) = self.role.leader() else {
+            return;
+        };
         // A cas mismatch was judged against the whole log: wait for all of it.
         let read_index = if cas.is_some() {
             self.last_index()
         } else {
-            self.commit.max(self.term_start).max(self.acked_through)
+            self.commit.max(leader.term_start).max(leader.acked_through)
         };
         self.heartbeat(now);
-        self.reads.insert(
-            req_id,
-            PendingRead {
-                key,
-                wait: ReadWait::Leader {
-                    read_index,
-                    seq: self.read_seq,
-                },
-                cas,
-                deadline: now.plus(self.config.read_timeout_ms),
+        let read = PendingRead {
+            key,
+            wait: ReadWait::Leader {
+                read_index,
+                seq: self.read_seq,
             },
-        );
+            cas,
+            deadline: now.plus(self.config.read_timeout_ms),
+        };
+        self.add_read(req_id, read);
         self.check_reads(now);
     }
 
@@ -2322,7 +2359,7 @@ impl Core {
     }
 
     fn staleness(&self, now: Millis) -> Option<u64> {
-        if self.role == Role::Leader {
+        if self.is_leader() {
             return Some(0);
         }
         let clock = self.leader_clock?;
@@ -2357,18 +2394,20 @@ impl Core {
     }
 
     fn check_writes(&mut self) {
-        if self.role != Role::Leader {
+        let Some(leader) = self.role.leader() else {
             return;
-        }
-        let done: Vec<RequestId> = self
+        };
+        let done: Vec<RequestId> = leader
             .writes
             .iter()
-            .filter(|(_, w)| self.write_acked(w))
+            .filter(|(_, w)| self.write_acked(leader, w))
             .map(|(&id, _)| id)
             .collect();
         for req_id in done {
-            let w = self.writes.remove(&req_id).expect("listed above");
-            self.acked_through = self.acked_through.max(w.position.index);
+            let w = self.take_write(req_id).expect("listed above");
+            if let Some(leader) = self.role.leader_mut() {
+                leader.acked_through = leader.acked_through.max(w.position.index);
+            }
             self.reply(
                 req_id,
                 Reply::Written {
@@ -2378,10 +2417,11 @@ impl Core {
         }
     }
 
-    fn write_acked(&self, w: &PendingWrite) -> bool {
+    fn write_acked(&self, leader: &Leader, w: &PendingWrite) -> bool {
         let index = w.position.index;
         let followers_with = || {
-            self.progress
+            leader
+                .progress
                 .values()
                 .filter(|p| p.voter && p.match_index >= index)
                 .count()
@@ -2392,32 +2432,33 @@ impl Core {
             AckMode::Quorum => self.commit >= index,
             // Every node, learners included.
             AckMode::All => {
-                self.commit >= index && self.progress.values().all(|p| p.match_index >= index)
+                self.commit >= index && leader.progress.values().all(|p| p.match_index >= index)
             }
         }
     }
 
     fn check_reads(&mut self, now: Millis) {
         let majority = self.config.majority();
+        let leader = self.role.leader();
         let ready: Vec<RequestId> = self
             .reads
             .iter()
             .filter(|(_, r)| match r.wait {
-                ReadWait::Leader { read_index, seq } => {
-                    let confirmed = 1 + self
+                ReadWait::Leader { read_index, seq } => leader.is_some_and(|leader| {
+                    let confirmed = 1 + leader
                         .progress
                         .values()
                         .filter(|p| p.voter && p.acked_seq >= seq)
                         .count();
-                    self.role == Role::Leader && confirmed >= majority && self.applied >= read_index
-                }
+                    confirmed >= majority && self.applied >= read_index
+                }),
                 ReadWait::Session { after } => self.applied >= after.index,
             })
             .map(|(&id, _)| id)
             .collect();
         for req_id in ready {
             // A cas retried below can re-enter and answer later ones.
-            let Some(r) = self.reads.remove(&req_id) else {
+            let Some(r) = self.take_read(req_id) else {
                 continue;
             };
             if let ReadWait::Session { after } = r.wait {
@@ -2458,14 +2499,16 @@ impl Core {
     }
 
     fn expire_requests(&mut self, now: Millis) {
-        let writes: Vec<RequestId> = self
-            .writes
-            .iter()
-            .filter(|(_, w)| now >= w.deadline)
-            .map(|(&id, _)| id)
-            .collect();
+        let writes: Vec<RequestId> = self.role.leader().map_or_else(Vec::new, |leader| {
+            leader
+                .writes
+                .iter()
+                .filter(|(_, w)| now >= w.deadline)
+                .map(|(&id, _)| id)
+                .collect()
+        });
         for req_id in writes {
-            self.writes.remove(&req_id);
+            self.take_write(req_id);
             self.reply(
                 req_id,
                 Reply::Unknown {
@@ -2482,10 +2525,75 @@ impl Core {
         for req_id in reads {
             // A cas still waiting here wrote nothing (one that matched on
             // its retry moved to `writes`), so this is definite.
-            self.reads.remove(&req_id);
+            self.take_read(req_id);
             let reason = Unavailable::TimedOut;
             self.reply(req_id, Reply::Unavailable { reason });
         }
+    }
+
+    /// A leader's write waits for its acknowledgement until its deadline.
+    fn add_write(&mut self, req_id: RequestId, write: PendingWrite) {
+        let deadline = write.deadline;
+        let Some(leader) = self.role.leader_mut() else {
+            return;
+        };
+        if let Some(old) = leader.writes.insert(req_id, write) {
+            self.forget_deadline(old.deadline, req_id);
+        }
+        self.deadlines.insert((deadline, req_id));
+        self.arm_request_timer();
+    }
+
+    /// The leader's pending write `req_id`, no longer pending.
+    fn take_write(&mut self, req_id: RequestId) -> Option<PendingWrite> {
+        let write = self.role.leader_mut()?.writes.remove(&req_id)?;
+        self.forget_deadline(write.deadline, req_id);
+        Some(write)
+    }
+
+    /// A read waits until its deadline.
+    fn add_read(&mut self, req_id: RequestId, read: PendingRead) {
+        let deadline = read.deadline;
+        if let Some(old) = self.reads.insert(req_id, read) {
+            self.forget_deadline(old.deadline, req_id);
+        }
+        self.deadlines.insert((deadline, req_id));
+        self.arm_request_timer();
+    }
+
+    /// The pending read `req_id`, no longer pending.
+    fn take_read(&mut self, req_id: RequestId) -> Option<PendingRead> {
+        let read = self.reads.remove(&req_id)?;
+        self.forget_deadline(read.deadline, req_id);
+        Some(read)
+    }
+
+    /// Request `req_id`, due at `deadline`, is no longer pending. (A write
+    /// and a read under one id with one deadline share an entry: kept
+    /// while either is pending.)
+    fn forget_deadline(&mut self, deadline: Millis, req_id: RequestId) {
+        let write_left = self
+            .role
+            .leader()
+            .and_then(|l| l.writes.get(&req_id))
+            .is_some_and(|w| w.deadline == deadline);
+        let read_left = self
+            .reads
+            .get(&req_id)
+            .is_some_and(|r| r.deadline == deadline);
+        if !write_left && !read_left {
+            self.deadlines.remove(&(deadline, req_id));
+        }
+        self.arm_request_timer();
+    }
+
+    /// Arms [`Timer::Requests`] for the earliest deadline of a pending
+    /// write or read, or of the oldest held request.
+    fn arm_request_timer(&mut self) {
+        let pending = self.deadlines.first().map(|&(at, _)| at);
+        let held = self.held.front().map(|h| h.deadline);
+        self.timers
+            .set_or_stop(Timer::Requests, pending.into_iter().chain(held).min());
     }
 }
 
