@@ -7,7 +7,8 @@ mod election;
 mod replication;
 mod requests;
 mod restore;
-mod snapshot;
+mod snapshots;
+mod timers;
 
 use crate::*;
 
