@@ -409,17 +409,7 @@ impl Core {
         }
         match msg {
             PeerMsg::RequestVote { term, last, .. } => self.on_request_vote(now, from, term, last),
-            PeerMsg::Vote { term, granted } => {
-                let RoleState::Candidate(candidate) = &mut self.role else {
-                    return;
-                };
-                if term == self.hard.term && granted {
-                    candidate.votes.insert(from);
-                    if candidate.votes.len() >= self.config.majority() {
-                        self.become_leader(now);
-                    }
-                }
-            }
+            PeerMsg::Vote { term, granted } => self.on_vote(now, from, term, granted),
             PeerMsg::Append {
                 term,
                 prev,
@@ -445,58 +435,21 @@ impl Core {
                 seq,
                 settled,
                 sent_at,
-            } => {
-                if term < self.hard.term {
-                    return self.send(from, self.stale_term_answer());
-                }
-                if !self.observe_leader(now, from) {
-                    return;
-                }
-                let commit = commit.min(self.last_index());
-                self.advance_commit_to(now, commit);
-                self.observe_leader_clock(now, from, sent_at, self.applied >= leader_commit);
-                // A learner votes again once it durably holds the log of a
-                // leader whose commit index is of its own term (so that
-                // everything before it is committed too), up to that index.
-                let holds = self.leader_match().min(self.durable) >= leader_commit;
-                if settled && holds && !self.hard.voter {
-                    self.become_voter(from, leader_commit);
-                }
-                let term = self.hard.term;
-                let voter = self.hard.voter;
-                self.send(from, PeerMsg::HeartbeatResp { term, seq, voter });
-            }
+            } => self.on_heartbeat(
+                now,
+                from,
+                term,
+                commit,
+                leader_commit,
+                seq,
+                settled,
+                sent_at,
+            ),
             PeerMsg::HeartbeatResp { term, seq, voter } => {
-                if self.is_leader() && term == self.hard.term {
-                    if let Some(p) = self.role.progress_mut(from) {
-                        p.set_voter(voter);
-                        p.acked_seq = p.acked_seq.max(seq);
-                        p.last_heard = Some(now);
-                    }
-                    self.check_reads(now);
-                }
+                self.on_heartbeat_resp(now, from, term, seq, voter)
             }
-            PeerMsg::TimeoutNow { term } => {
-                if term == self.hard.term
-                    && self.role.followed().is_some_and(|l| l.id == from)
-                    && self.hard.voter
-                {
-                    tracing::info!(term, from, "leadership handed over; starting an election");
-                    self.start_election(now, true);
-                }
-            }
-            PeerMsg::PreVote { term, last } => {
-                let granted = !self.in_lease(now) && self.would_vote(from, term, last);
-                if granted && self.early_election {
-                    // Both followers of a crashed leader hurry; the one
-                    // asking first gets the time to win, instead of the
-                    // two splitting the vote.
-                    self.early_election = false;
-                    self.reset_election_deadline(now);
-                }
-                let term = if granted { term } else { self.hard.term };
-                self.send(from, PeerMsg::PreVoteResp { term, granted });
-            }
+            PeerMsg::TimeoutNow { term } => self.on_timeout_now(now, from, term),
+            PeerMsg::PreVote { term, last } => self.on_pre_vote(now, from, term, last),
             PeerMsg::InstallSnapshot {
                 term,
                 last,
@@ -514,16 +467,7 @@ impl Core {
                 }
             }
             PeerMsg::PreVoteResp { term, granted } => {
-                if !granted || term != self.hard.term + 1 {
-                    return;
-                }
-                let majority = self.config.majority();
-                if let Some(pre_votes) = self.role.pre_votes_mut() {
-                    pre_votes.insert(from);
-                    if pre_votes.len() >= majority {
-                        self.start_election(now, false);
-                    }
-                }
+                self.on_pre_vote_resp(now, from, term, granted)
             }
         }
     }

@@ -434,4 +434,57 @@ impl Core {
         self.hard.voter = true;
         self.persist_hard();
     }
+
+    /// A vote from `from` in `term` (candidate).
+    pub(super) fn on_vote(&mut self, now: Millis, from: NodeId, term: u64, granted: bool) {
+        let RoleState::Candidate(candidate) = &mut self.role else {
+            return;
+        };
+        if term == self.hard.term && granted {
+            candidate.votes.insert(from);
+            if candidate.votes.len() >= self.config.majority() {
+                self.become_leader(now);
+            }
+        }
+    }
+
+    /// Would this node vote for `from` standing in `term` with `last`?
+    /// Yes only if it would grant the vote and hears no leader.
+    pub(super) fn on_pre_vote(&mut self, now: Millis, from: NodeId, term: u64, last: LogPosition) {
+        let granted = !self.in_lease(now) && self.would_vote(from, term, last);
+        if granted && self.early_election {
+            // Both followers of a crashed leader hurry; the one
+            // asking first gets the time to win, instead of the
+            // two splitting the vote.
+            self.early_election = false;
+            self.reset_election_deadline(now);
+        }
+        let term = if granted { term } else { self.hard.term };
+        self.send(from, PeerMsg::PreVoteResp { term, granted });
+    }
+
+    /// An answer to this node's pre-vote for `term`.
+    pub(super) fn on_pre_vote_resp(&mut self, now: Millis, from: NodeId, term: u64, granted: bool) {
+        if !granted || term != self.hard.term + 1 {
+            return;
+        }
+        let majority = self.config.majority();
+        if let Some(pre_votes) = self.role.pre_votes_mut() {
+            pre_votes.insert(from);
+            if pre_votes.len() >= majority {
+                self.start_election(now, false);
+            }
+        }
+    }
+
+    /// The leader `from` hands leadership over to this node.
+    pub(super) fn on_timeout_now(&mut self, now: Millis, from: NodeId, term: u64) {
+        if term == self.hard.term
+            && self.role.followed().is_some_and(|l| l.id == from)
+            && self.hard.voter
+        {
+            tracing::info!(term, from, "leadership handed over; starting an election");
+            self.start_election(now, true);
+        }
+    }
 }

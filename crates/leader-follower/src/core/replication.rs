@@ -419,4 +419,60 @@ impl Core {
             voter: self.hard.voter,
         }
     }
+
+    /// A heartbeat from the leader `from`: it still leads `term`, and
+    /// commits `commit` of what this follower holds (`leader_commit` in
+    /// all, which `settled` says is of its own term); round `seq`, sent at
+    /// `sent_at` on its clock.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_heartbeat(
+        &mut self,
+        now: Millis,
+        from: NodeId,
+        term: u64,
+        commit: u64,
+        leader_commit: u64,
+        seq: u64,
+        settled: bool,
+        sent_at: Millis,
+    ) {
+        if term < self.hard.term {
+            return self.send(from, self.stale_term_answer());
+        }
+        if !self.observe_leader(now, from) {
+            return;
+        }
+        let commit = commit.min(self.last_index());
+        self.advance_commit_to(now, commit);
+        self.observe_leader_clock(now, from, sent_at, self.applied >= leader_commit);
+        // A learner votes again once it durably holds the log of a
+        // leader whose commit index is of its own term (so that
+        // everything before it is committed too), up to that index.
+        let holds = self.leader_match().min(self.durable) >= leader_commit;
+        if settled && holds && !self.hard.voter {
+            self.become_voter(from, leader_commit);
+        }
+        let term = self.hard.term;
+        let voter = self.hard.voter;
+        self.send(from, PeerMsg::HeartbeatResp { term, seq, voter });
+    }
+
+    /// A follower answered heartbeat round `seq` of `term` (leader).
+    pub(super) fn on_heartbeat_resp(
+        &mut self,
+        now: Millis,
+        from: NodeId,
+        term: u64,
+        seq: u64,
+        voter: bool,
+    ) {
+        if self.is_leader() && term == self.hard.term {
+            if let Some(p) = self.role.progress_mut(from) {
+                p.set_voter(voter);
+                p.acked_seq = p.acked_seq.max(seq);
+                p.last_heard = Some(now);
+            }
+            self.check_reads(now);
+        }
+    }
 }
