@@ -75,7 +75,10 @@ use mimeo_storage::{Backend, Latencies, LogPosition, Options, Record, Store};
 use mimeo_wire::{PeerBus, PeerMessage, Probe};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::timing::{ReplicationLatency, ReplicationTimer};
+mod timing;
+
+pub use self::timing::ReplicationLatency;
+use self::timing::ReplicationTimer;
 use crate::{AckMode, ClientOp, Core, DurableState, HardState, LogEntry, Millis, NodeId};
 use crate::{Config, Persist, Reply, Snapshot, Status};
 use crate::{Output, PeerMsg};

@@ -210,16 +210,15 @@ mod output;
 mod progress;
 mod size;
 mod snapshot;
-mod timing;
 mod types;
 
 pub use crate::config::{Config, ConfigError, MIN_MESSAGE_BYTES};
 pub use crate::core::{Core, RecoverError};
+pub use crate::driver::ReplicationLatency;
 pub use crate::message::{AppendResult, PeerMsg};
 pub use crate::output::{DurableState, FollowerLag, Output, Persist, Role, Status};
 pub use crate::size::{single_put_append_bytes, APPEND_OVERHEAD, SNAPSHOT_OVERHEAD};
 pub use crate::snapshot::{KeyState, KeyValues, Snapshot};
-pub use crate::timing::ReplicationLatency;
 pub use crate::types::{
     AckMode, ClientOp, Command, HardState, LogEntry, Millis, NodeId, ReadMode, Reply, RequestId,
     Unavailable, Unknown, RECORD_KEY,

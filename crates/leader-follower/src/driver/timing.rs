@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use mimeo_storage::{Latencies, LatencyHistogram};
 
-use crate::driver::NodeNames;
+use super::NodeNames;
 use crate::message::{AppendResult, PeerMsg};
 use crate::types::NodeId;
 
