@@ -51,4 +51,6 @@ mod error;
 pub use admin::AdminClient;
 pub use client::{CasOutcome, Client, ClientConfig, ReadResult};
 pub use error::Error;
-pub use mimeo_wire::{NodeStatus, PeerStatus, Position, ReadConsistency, WriteAck};
+pub use mimeo_wire::{
+    FsyncPolicy, NodeMode, NodeRole, NodeStatus, PeerStatus, Position, ReadConsistency, WriteAck,
+};

@@ -13,7 +13,7 @@ use mimeo_client::{
     AdminClient, CasOutcome, Client, ClientConfig, NodeStatus, Position, ReadConsistency, WriteAck,
 };
 use mimeo_storage::FsyncMode;
-use mimeo_wire::{CertRequest, CertificateAuthority, TlsIdentity, Validity};
+use mimeo_wire::{CertRequest, CertificateAuthority, NodeRole, TlsIdentity, Validity};
 
 use crate::bench::{self, RunOptions, Stop, Workload};
 use crate::cluster;
@@ -620,7 +620,7 @@ fn print_statuses(
         if let Ok(s) = status {
             for peer in &s.peers {
                 // Only a leader tracks how far each peer has replicated.
-                if s.role == "leader" {
+                if s.role == NodeRole::Leader {
                     let link = if peer.connected {
                         ""
                     } else {
@@ -660,7 +660,7 @@ fn status_json(s: &NodeStatus) -> serde_json::Value {
         "fsync": s.fsync,
         // Only a leader tracks how far each peer has replicated: null elsewhere.
         "peers": s.peers.iter().map(|p| {
-            let leader = s.role == "leader";
+            let leader = s.role == NodeRole::Leader;
             serde_json::json!({
                 "node_id": p.node_id,
                 "address": p.address,

@@ -121,9 +121,9 @@ pub use frame::{
     FRAME_HEADER_LEN,
 };
 pub use message::{
-    AdminRequest, AdminResponse, ClientRequest, ClientResponse, ErrorKind, ErrorReply, Hello,
-    HelloReply, NodeStatus, PeerMessage, PeerStatus, Position, Protocol, ReadConsistency,
-    RefusalReason, WriteAck, PROTOCOL_VERSION,
+    AdminRequest, AdminResponse, ClientRequest, ClientResponse, ErrorKind, ErrorReply, FsyncPolicy,
+    Hello, HelloReply, NodeMode, NodeRole, NodeStatus, PeerMessage, PeerStatus, Position, Protocol,
+    ReadConsistency, RefusalReason, WriteAck, PROTOCOL_VERSION,
 };
 pub use peer::{max_peer_payload, PeerBus, PeerBusConfig, PeerError, PeerStats, BATCH_BYTES};
 pub use probe::{probe, Probe};

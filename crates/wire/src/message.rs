@@ -15,7 +15,10 @@ use serde::{Deserialize, Serialize};
 /// Version 4: the leader-follower `Heartbeat` carries the leader's send
 /// time (`sent_at`, on the leader's clock), which followers measure their
 /// staleness from.
-pub const PROTOCOL_VERSION: u32 = 4;
+///
+/// Version 5: [`NodeStatus`] carries its mode, role and fsync policy as
+/// enums ([`NodeMode`], [`NodeRole`], [`FsyncPolicy`]) instead of strings.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The protocol a connection speaks after its hello.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -276,10 +279,10 @@ pub struct NodeStatus {
     pub node_id: String,
     /// The cluster it belongs to.
     pub cluster_id: String,
-    /// The replication mode (`standalone`, `leader-follower`...).
-    pub mode: String,
-    /// The node's current role in that mode (`standalone`, `leader`...).
-    pub role: String,
+    /// The replication mode.
+    pub mode: NodeMode,
+    /// The node's current role in that mode.
+    pub role: NodeRole,
     /// The current term (0 when the mode has none).
     pub term: u64,
     /// The last entry in the node's log.
@@ -294,11 +297,106 @@ pub struct NodeStatus {
     pub uptime_ms: u64,
     /// The offset injected into the node's clock, in milliseconds.
     pub clock_offset_ms: i64,
-    /// The fsync mode of the node's storage.
-    pub fsync: String,
+    /// The fsync policy of the node's storage.
+    pub fsync: FsyncPolicy,
     /// What the node knows of its peers.
     pub peers: Vec<PeerStatus>,
 }
+
+/// Implements `Display` (padding honoured, for tables) with the same
+/// lower-case names serde writes to JSON.
+macro_rules! named_enum {
+    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The name shown by `mimeo status` and written to its JSON.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+    };
+}
+
+/// A node's replication mode, as reported in its [`NodeStatus`]. In JSON
+/// (`mimeo status --json`) it is written as the name the node's
+/// configuration uses: `standalone` or `leader-follower`.
+///
+/// On the wire (postcard) a variant is its index: variants are only ever
+/// appended, and a new one needs a [`PROTOCOL_VERSION`] step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum NodeMode {
+    /// One node, no replication.
+    Standalone,
+    /// One leader per term streams its log to followers.
+    LeaderFollower,
+}
+
+named_enum!(NodeMode {
+    Standalone => "standalone",
+    LeaderFollower => "leader-follower",
+});
+
+/// A node's role in its mode, as reported in its [`NodeStatus`]. In JSON
+/// it is written in lower case (`leader`, `follower`...).
+///
+/// On the wire (postcard) a variant is its index: variants are only ever
+/// appended, and a new one needs a [`PROTOCOL_VERSION`] step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum NodeRole {
+    /// A standalone node: it serves everything itself.
+    Standalone,
+    /// Leads its term (leader-follower).
+    Leader,
+    /// Asks for votes (leader-follower).
+    Candidate,
+    /// Follows a leader, or waits for one (leader-follower).
+    Follower,
+    /// Follows a leader but neither votes nor counts towards a quorum yet
+    /// (leader-follower).
+    Learner,
+}
+
+named_enum!(NodeRole {
+    Standalone => "standalone",
+    Leader => "leader",
+    Candidate => "candidate",
+    Follower => "follower",
+    Learner => "learner",
+});
+
+/// When a node's storage fsyncs its log, as reported in its
+/// [`NodeStatus`]; the names (`always`, `batch`, `never`) are the
+/// configuration's `storage.fsync` values.
+///
+/// On the wire (postcard) a variant is its index: variants are only ever
+/// appended, and a new one needs a [`PROTOCOL_VERSION`] step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FsyncPolicy {
+    /// Every append is fsynced before it returns.
+    Always,
+    /// Group commit: concurrent writers share fsyncs.
+    Batch,
+    /// No fsync on the write path (a power cut can lose acknowledged writes).
+    Never,
+}
+
+named_enum!(FsyncPolicy {
+    Always => "always",
+    Batch => "batch",
+    Never => "never",
+});
 
 /// One peer as seen from a node (replication lag lives here).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -62,13 +62,35 @@ fn peer_status() -> impl Strategy<Value = PeerStatus> {
         )
 }
 
+fn node_mode() -> impl Strategy<Value = NodeMode> {
+    prop_oneof![Just(NodeMode::Standalone), Just(NodeMode::LeaderFollower)]
+}
+
+fn node_role() -> impl Strategy<Value = NodeRole> {
+    prop_oneof![
+        Just(NodeRole::Standalone),
+        Just(NodeRole::Leader),
+        Just(NodeRole::Candidate),
+        Just(NodeRole::Follower),
+        Just(NodeRole::Learner),
+    ]
+}
+
+fn fsync_policy() -> impl Strategy<Value = FsyncPolicy> {
+    prop_oneof![
+        Just(FsyncPolicy::Always),
+        Just(FsyncPolicy::Batch),
+        Just(FsyncPolicy::Never),
+    ]
+}
+
 fn node_status() -> impl Strategy<Value = NodeStatus> {
     (
         (
             ".{0,8}",
             ".{0,8}",
-            ".{0,8}",
-            ".{0,8}",
+            node_mode(),
+            node_role(),
             any::<u64>(),
             position(),
         ),
@@ -78,7 +100,7 @@ fn node_status() -> impl Strategy<Value = NodeStatus> {
             any::<u64>(),
             any::<u64>(),
             any::<i64>(),
-            ".{0,8}",
+            fsync_policy(),
         ),
         prop::collection::vec(peer_status(), 0..4),
     )
