@@ -186,7 +186,15 @@ pub fn pinned_client(spec: &WorkloadSpec, node: usize) -> Result<Client, ClientE
 }
 
 fn identity(spec: &WorkloadSpec) -> Result<TlsIdentity, ClientError> {
-    TlsIdentity::from_dir(&spec.certs, CLIENT_CERT).map_err(|e| ClientError::Setup(e.to_string()))
+    TlsIdentity::from_dir(&spec.certs, CLIENT_CERT).map_err(|e| {
+        ClientError::setup(
+            format!(
+                "loading certificate {CLIENT_CERT} from {}",
+                spec.certs.display()
+            ),
+            e,
+        )
+    })
 }
 
 fn client_with(spec: &WorkloadSpec, mut config: ClientConfig) -> Result<Client, ClientError> {

@@ -390,3 +390,33 @@ async fn probes_of_a_live_node_are_not_refused_and_leave_it_serving() {
     assert_served(&get(&conn, b"after").await, b"after");
     assert!(conn.close_reason().is_none());
 }
+
+/// A setting quinn cannot use is named, and quinn's own error is kept as
+/// the source (not flattened into a string).
+#[tokio::test]
+async fn an_unusable_setting_is_named_and_keeps_its_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    certs(dir.path());
+    let identity = TlsIdentity::from_dir(dir.path(), "client-good").unwrap();
+    let config = TransportConfig {
+        idle_timeout: Duration::MAX,
+        ..transport()
+    };
+    let error = client_endpoint(&identity, &config).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            WireError::Config {
+                what: "idle timeout",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let source = std::error::Error::source(&error).expect("the cause is kept");
+    assert!(
+        source.is::<quinn::VarIntBoundsExceeded>(),
+        "{source:?}: not quinn's error"
+    );
+    assert!(error.to_string().contains("idle timeout"), "{error}");
+}
