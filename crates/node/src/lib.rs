@@ -36,4 +36,4 @@ mod metrics;
 mod server;
 mod standalone;
 
-pub use server::serve;
+pub use server::{serve, ServeError};
