@@ -26,7 +26,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context};
+use anyhow::Context as _;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
@@ -170,6 +170,108 @@ impl Interrupt {
     }
 }
 
+/// A boxed error from the harness's own phases (cluster, workload,
+/// report), its chain of causes kept.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Run arguments that cannot mean anything together; the message says which
+/// flags and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidArgs(pub String);
+
+/// Refuses the run's arguments with a formatted reason.
+macro_rules! invalid {
+    ($($reason:tt)*) => {
+        return Err(InvalidArgs(format!($($reason)*)))
+    };
+}
+
+/// Why [`run`] produced no outcome. Each message names what failed (the
+/// phase, file or directory); the cause, where there is one, is the
+/// error's [`source`](std::error::Error::source) rather than part of the
+/// message, so print the chain.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The arguments were refused before anything started.
+    #[error(transparent)]
+    InvalidArgs(#[from] InvalidArgs),
+    /// The run directory is already taken.
+    #[error("{} already exists; pick another --run-id", dir.display())]
+    RunDirExists {
+        /// The run directory.
+        dir: PathBuf,
+    },
+    /// A file or directory of the run could not be written.
+    #[error("{what} {}", path.display())]
+    Io {
+        /// What was being done (`creating`, `writing`...).
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// What the OS (or the encoder) reported.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The `mimeo` binary could not be found or built.
+    #[error("locating the mimeo binary")]
+    Binary(#[source] BoxError),
+    /// The cluster could not be prepared, started or made ready.
+    #[error("{phase} the cluster")]
+    Cluster {
+        /// What was being done (`preparing`, `starting`...).
+        phase: &'static str,
+        /// What failed.
+        #[source]
+        source: BoxError,
+    },
+    /// Ctrl-C arrived before the nodes served.
+    #[error("interrupted by Ctrl-C during start-up")]
+    Interrupted,
+    /// The workload or nemesis failed and the run stopped early (its
+    /// partial history was still checked and reported).
+    #[error("the run stopped early")]
+    Stopped(#[source] BoxError),
+    /// `results.json` or `report.html` could not be written.
+    #[error("writing the report into {}", dir.display())]
+    Report {
+        /// The run directory.
+        dir: PathBuf,
+        /// What failed.
+        #[source]
+        source: BoxError,
+    },
+    /// No client operation succeeded: the cluster served nothing, so the run
+    /// says nothing about it (its history and report are still written).
+    #[error(
+        "the cluster served nothing: no client operation succeeded in {time_limit} s \
+         ({failed} failed, {unknown} unknown); see the nodes' logs in {}",
+        nodes_dir.display()
+    )]
+    ServedNothing {
+        /// The run's `--time-limit`, in seconds.
+        time_limit: f64,
+        /// Operations that failed.
+        failed: u64,
+        /// Operations whose outcome is unknown.
+        unknown: u64,
+        /// Where the nodes' logs are.
+        nodes_dir: PathBuf,
+    },
+}
+
+/// Writes `value` as pretty JSON (and a newline) to `path`.
+fn write_json(path: &Path, value: &impl Serialize) -> Result<(), RunError> {
+    let io = |source| RunError::Io {
+        what: "writing",
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = serde_json::to_string_pretty(value).map_err(|e| io(e.into()))?;
+    std::fs::write(path, text + "\n").map_err(io)
+}
+
 /// What a run produced.
 #[derive(Debug)]
 pub struct RunOutcome {
@@ -207,15 +309,15 @@ pub struct RunInfo {
 
 impl RunArgs {
     /// Refuses combinations that cannot mean anything, with the reason.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> Result<(), InvalidArgs> {
         if self.nodes == 0 {
-            bail!("--nodes must be at least 1");
+            invalid!("--nodes must be at least 1");
         }
         if self.concurrency == 0 {
-            bail!("--concurrency must be at least 1");
+            invalid!("--concurrency must be at least 1");
         }
         if !matches!(self.fsync.as_str(), "always" | "batch" | "never") {
-            bail!(
+            invalid!(
                 "--fsync must be always, batch or never, not {:?}",
                 self.fsync
             );
@@ -224,14 +326,14 @@ impl RunArgs {
             self.validate_replication()?;
         } else {
             if self.nodes > 1 {
-                bail!(
+                invalid!(
                     "standalone nodes do not replicate, so a history over {} of them is not one \
                      register; use --nodes 1 or a replicated --mode",
                     self.nodes
                 );
             }
             if let Some(f) = self.nemesis.iter().find(|f| f.is_network()) {
-                bail!(
+                invalid!(
                     "--nemesis {} acts on node-to-node links, and standalone nodes have none; \
                      use a replicated --mode",
                     f.name()
@@ -239,7 +341,7 @@ impl RunArgs {
             }
             for (flag, given) in [("--acks", &self.acks), ("--reads", &self.reads)] {
                 if given.is_some() {
-                    bail!(
+                    invalid!(
                         "{flag} is a replication setting, and standalone nodes do not \
                          replicate; drop it or use a replicated --mode"
                     );
@@ -253,24 +355,24 @@ impl RunArgs {
             ("--check-budget", self.check_budget),
         ] {
             if !(v.is_finite() && v > 0.0) {
-                bail!("{name} must be a positive number of seconds, not {v}");
+                invalid!("{name} must be a positive number of seconds, not {v}");
             }
         }
         if !(0.0..=1.0).contains(&self.read_fraction) {
-            bail!("--read-fraction must be between 0 and 1");
+            invalid!("--read-fraction must be between 0 and 1");
         }
         if self.keys == 0 || self.ops_per_key == 0 {
-            bail!("--keys and --ops-per-key must be at least 1");
+            invalid!("--keys and --ops-per-key must be at least 1");
         }
         Ok(())
     }
 
     /// The replication knobs: well-formed, possible with `--nodes`, and not
     /// also given with `--node-config` (the TOML would hold the key twice).
-    fn validate_replication(&self) -> anyhow::Result<()> {
+    fn validate_replication(&self) -> Result<(), InvalidArgs> {
         if let Some(f) = self.nemesis.iter().find(|f| f.is_network()) {
             if self.nodes < 2 {
-                bail!(
+                invalid!(
                     "--nemesis {} acts on node-to-node links, and one node has none; \
                      use --nodes 3 or more",
                     f.name()
@@ -284,17 +386,17 @@ impl RunArgs {
                     let followers = self.nodes - 1;
                     match k.parse::<usize>() {
                         Ok(k) if (1..=followers).contains(&k) => {}
-                        _ => bail!(
+                        _ => invalid!(
                             "--acks {acks}: K must be a number of followers from 1 to {followers} \
                              (--nodes {} has {followers} followers)",
                             self.nodes
                         ),
                     }
                 }
-                _ => bail!("--acks must be async, semi-sync:K, quorum or all, not {acks:?}"),
+                _ => invalid!("--acks must be async, semi-sync:K, quorum or all, not {acks:?}"),
             }
         }
-        Reads::from_flag(self.reads.as_deref()).map_err(anyhow::Error::msg)?;
+        Reads::from_flag(self.reads.as_deref()).map_err(InvalidArgs)?;
         for (flag, key, given) in [
             ("--acks", "replication.acks", &self.acks),
             ("--reads", "replication.reads", &self.reads_line()),
@@ -304,7 +406,7 @@ impl RunArgs {
                 .iter()
                 .find(|line| line.split_once('=').is_some_and(|(k, _)| k.trim() == key));
             if let (Some(_), Some(line)) = (given, also) {
-                bail!("{flag} and --node-config {line:?} both set {key}; keep one");
+                invalid!("{flag} and --node-config {line:?} both set {key}; keep one");
             }
         }
         Ok(())
@@ -344,23 +446,25 @@ impl RunArgs {
 
 /// Runs the test described by `args` and checks it. Ctrl-C stops the
 /// workload early; the partial history is still checked and reported.
-pub async fn run(mut args: RunArgs, interrupt: Interrupt) -> anyhow::Result<RunOutcome> {
+pub async fn run(mut args: RunArgs, interrupt: Interrupt) -> Result<RunOutcome, RunError> {
     args.validate()?;
     let seed = *args.seed.get_or_insert_with(rand::random);
     let dir = args.store.join(args.run_id());
     if dir.exists() {
-        bail!("{} already exists; pick another --run-id", dir.display());
+        return Err(RunError::RunDirExists { dir });
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let dir = dir.canonicalize()?;
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_string_pretty(&args)? + "\n",
-    )?;
+    let io = |what, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RunError::Io { what, path, source }
+    };
+    std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+    let dir = dir.canonicalize().map_err(io("resolving", &dir))?;
+    write_json(&dir.join("config.json"), &args)?;
     eprintln!("run directory: {}", dir.display());
     eprintln!("seed: {seed} (pass --seed {seed} to replay this run's choices)");
 
-    let binary = locate_binary(args.mimeo_bin.as_deref())?;
+    let binary =
+        locate_binary(args.mimeo_bin.as_deref()).map_err(|e| RunError::Binary(e.into()))?;
     let spec = ClusterSpec {
         dir: dir.clone(),
         binary,
@@ -372,12 +476,23 @@ pub async fn run(mut args: RunArgs, interrupt: Interrupt) -> anyhow::Result<RunO
         extra_config: args.node_config_lines(),
         seed,
     };
-    let mut cluster = Cluster::prepare(spec).await?;
+    let cluster_error = |phase| {
+        move |e: anyhow::Error| RunError::Cluster {
+            phase,
+            source: e.into(),
+        }
+    };
+    let mut cluster = Cluster::prepare(spec)
+        .await
+        .map_err(cluster_error("preparing"))?;
     let net = cluster.net();
-    cluster.start_all().await?;
+    cluster
+        .start_all()
+        .await
+        .map_err(cluster_error("starting"))?;
     tokio::select! {
-        ready = cluster.wait_all_ready(RESTART_BOUND) => ready?,
-        _ = interrupt.wait() => bail!("interrupted by Ctrl-C during start-up"),
+        ready = cluster.wait_all_ready(RESTART_BOUND) => ready.map_err(cluster_error("waiting for"))?,
+        _ = interrupt.wait() => return Err(RunError::Interrupted),
     }
     eprintln!(
         "{} node(s) serving: {}",
@@ -390,7 +505,10 @@ pub async fn run(mut args: RunArgs, interrupt: Interrupt) -> anyhow::Result<RunO
             .join(", ")
     );
 
-    let recorder = Arc::new(Recorder::to_file(&dir.join(HISTORY_FILE))?);
+    let history_file = dir.join(HISTORY_FILE);
+    let recorder = Arc::new(
+        Recorder::to_file(&history_file).map_err(io("creating the history", &history_file))?,
+    );
     // Puts the history on disk at least once a second, however quiet.
     let flusher = tokio::spawn({
         let recorder = Arc::clone(&recorder);
@@ -413,7 +531,7 @@ pub async fn run(mut args: RunArgs, interrupt: Interrupt) -> anyhow::Result<RunO
         ops_per_key: args.ops_per_key,
         values: 5,
         read_fraction: args.read_fraction,
-        reads: Reads::from_flag(args.reads.as_deref()).map_err(anyhow::Error::msg)?,
+        reads: Reads::from_flag(args.reads.as_deref()).map_err(InvalidArgs)?,
         seed,
     });
     let cluster = Arc::new(Mutex::new(cluster));
@@ -434,13 +552,12 @@ pub async fn run(mut args: RunArgs, interrupt: Interrupt) -> anyhow::Result<RunO
         eprintln!("the run stopped early: {e:#}");
     }
     if let Some(net) = &net {
-        std::fs::write(
-            dir.join("net-stats.json"),
-            serde_json::to_string_pretty(&net.stats())? + "\n",
-        )?;
+        write_json(&dir.join("net-stats.json"), &net.stats())?;
     }
 
-    recorder.finish()?;
+    recorder
+        .finish()
+        .map_err(io("closing the history", &history_file))?;
     let history = recorder.history();
     let mut results = crate::report::check(
         &history,
@@ -493,18 +610,19 @@ pub async fn run(mut args: RunArgs, interrupt: Interrupt) -> anyhow::Result<RunO
         never_injected: never_injected.clone(),
         convergence: driven.convergence.take(),
     };
-    crate::report::write(&dir, &history, &results, Some(&info))?;
-    result?;
+    crate::report::write(&dir, &history, &results, Some(&info)).map_err(|e| RunError::Report {
+        dir: dir.clone(),
+        source: e.into(),
+    })?;
+    result.map_err(|e| RunError::Stopped(e.into()))?;
     if !served {
         let c = &recorder.counts;
-        bail!(
-            "the cluster served nothing: no client operation succeeded in {} s ({} failed, {} \
-             unknown); see the nodes' logs in {}",
-            args.time_limit,
-            c.fail.load(Ordering::Relaxed),
-            c.info.load(Ordering::Relaxed),
-            dir.join("nodes").display()
-        );
+        return Err(RunError::ServedNothing {
+            time_limit: args.time_limit,
+            failed: c.fail.load(Ordering::Relaxed),
+            unknown: c.info.load(Ordering::Relaxed),
+            nodes_dir: dir.join("nodes"),
+        });
     }
     Ok(RunOutcome {
         dir,
@@ -583,7 +701,7 @@ async fn drive(
         for i in 0..cluster.nodes.len() {
             cluster.resume(i)?;
         }
-        bail!("interrupted by Ctrl-C");
+        anyhow::bail!("interrupted by Ctrl-C");
     }
     eprintln!();
     let nemesis = nemesis.await.context("the nemesis task panicked");
@@ -591,7 +709,7 @@ async fn drive(
     nemesis?.context("the nemesis failed")?;
     let crashed = cluster.lock().await.reap_crashed();
     if !crashed.is_empty() {
-        bail!("{}", crashed.join("\n"));
+        anyhow::bail!("{}", crashed.join("\n"));
     }
     if args.workload == Workload::Set {
         let elements = shared.elements();
@@ -709,6 +827,35 @@ mod tests {
         Cli::try_parse_from(argv)
             .unwrap_or_else(|e| panic!("{flags}: {e}"))
             .run
+    }
+
+    /// A run that fails before any node starts names the failing step, and
+    /// keeps its cause as the source; a taken run directory is refused.
+    #[tokio::test]
+    async fn run_errors_name_what_failed_and_keep_the_cause() {
+        let store = tempfile::tempdir().unwrap();
+        let missing = store.path().join("no-such-mimeo");
+        let flags = format!(
+            "--store {} --run-id r1 --mimeo-bin {}",
+            store.path().display(),
+            missing.display()
+        );
+        let error = run(parse(&flags), Interrupt::never()).await.unwrap_err();
+        assert!(matches!(error, RunError::Binary(_)), "{error:?}");
+        let chain = format!("{:#}", anyhow::Error::from(error));
+        assert!(chain.starts_with("locating the mimeo binary: "), "{chain}");
+        assert!(chain.contains("no-such-mimeo"), "{chain}");
+
+        // r1's directory was created by the failed run.
+        let error = run(parse(&flags), Interrupt::never()).await.unwrap_err();
+        match error {
+            RunError::RunDirExists { dir } => assert!(dir.ends_with("r1"), "{}", dir.display()),
+            other => panic!("expected RunDirExists, got {other:?}"),
+        }
+        let error = run(parse(&format!("{flags} --nodes 0")), Interrupt::never())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, RunError::InvalidArgs(_)), "{error:?}");
     }
 
     fn refusal(flags: &str) -> String {
