@@ -30,6 +30,9 @@ use anyhow::Context as _;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
+use mimeo_node::config::Mode;
+use mimeo_storage::FsyncMode;
+
 use crate::check::{CheckResult, Verdict};
 use crate::cluster::{is_replicated, locate_binary, Cluster, ClusterSpec};
 use crate::nemesis::{Fault, Injected, Nemesis, Order, RESTART_BOUND};
@@ -316,13 +319,8 @@ impl RunArgs {
         if self.concurrency == 0 {
             invalid!("--concurrency must be at least 1");
         }
-        if !matches!(self.fsync.as_str(), "always" | "batch" | "never") {
-            invalid!(
-                "--fsync must be always, batch or never, not {:?}",
-                self.fsync
-            );
-        }
-        if is_replicated(&self.mode) {
+        self.fsync_mode()?;
+        if is_replicated(self.node_mode()?) {
             self.validate_replication()?;
         } else {
             if self.nodes > 1 {
@@ -412,24 +410,32 @@ impl RunArgs {
         Ok(())
     }
 
+    /// `--mode` as the node's config type.
+    fn node_mode(&self) -> Result<Mode, InvalidArgs> {
+        toml::Value::String(self.mode.clone())
+            .try_into()
+            .map_err(|_| {
+                InvalidArgs(format!(
+                    "--mode must be standalone or leader-follower, not {:?}",
+                    self.mode
+                ))
+            })
+    }
+
+    /// `--fsync` as the storage engine's type.
+    fn fsync_mode(&self) -> Result<FsyncMode, InvalidArgs> {
+        self.fsync.parse().map_err(|_| {
+            InvalidArgs(format!(
+                "--fsync must be always, batch or never, not {:?}",
+                self.fsync
+            ))
+        })
+    }
+
     /// The node default `--reads` sets, if any: session reads are asked
     /// for per request, and a node refuses `session` as its default.
     fn reads_line(&self) -> Option<String> {
         self.reads.clone().filter(|reads| reads != "session")
-    }
-
-    /// The node config lines of a run: `--acks` and `--reads` (but for
-    /// `session`) as `replication.*` lines, then `--node-config`.
-    fn node_config_lines(&self) -> Vec<String> {
-        let mut lines = Vec::new();
-        if let Some(acks) = &self.acks {
-            lines.push(format!("replication.acks = \"{acks}\""));
-        }
-        if let Some(reads) = self.reads_line() {
-            lines.push(format!("replication.reads = \"{reads}\""));
-        }
-        lines.extend(self.node_config.iter().cloned());
-        lines
     }
 
     fn run_id(&self) -> String {
@@ -470,10 +476,12 @@ pub async fn run(mut args: RunArgs, interrupt: Interrupt) -> Result<RunOutcome, 
         binary,
         nodes: args.nodes,
         cluster_id: "harness".into(),
-        mode: args.mode.clone(),
-        fsync: args.fsync.clone(),
+        mode: args.node_mode()?,
+        fsync: args.fsync_mode()?,
         simulate_power_loss: args.nemesis.contains(&Fault::PowerLoss),
-        extra_config: args.node_config_lines(),
+        acks: args.acks.clone(),
+        reads: args.reads_line(),
+        extra_config: args.node_config.clone(),
         seed,
     };
     let cluster_error = |phase| {
@@ -936,23 +944,17 @@ mod tests {
     }
 
     #[test]
-    fn replication_flags_become_lines_of_the_replication_table() {
-        let args = parse(
-            "--mode leader-follower --nodes 3 --acks semi-sync:1 --reads session \
-             --node-config storage.segment_bytes=4096",
+    fn session_reads_are_asked_per_request_not_set_as_the_node_default() {
+        let reads = |flags: &str| parse(flags).reads_line();
+        assert_eq!(
+            reads("--mode leader-follower --nodes 3 --reads session"),
+            None
         );
         assert_eq!(
-            args.node_config_lines(),
-            [
-                "replication.acks = \"semi-sync:1\"",
-                "storage.segment_bytes=4096",
-            ]
+            reads("--mode leader-follower --nodes 3 --reads follower").as_deref(),
+            Some("follower")
         );
-        assert_eq!(
-            parse("--mode leader-follower --nodes 3 --reads follower").node_config_lines(),
-            ["replication.reads = \"follower\""]
-        );
-        assert_eq!(parse("").node_config_lines(), Vec::<String>::new());
+        assert_eq!(reads(""), None);
     }
 
     #[test]
