@@ -414,12 +414,7 @@ impl RunArgs {
     fn node_mode(&self) -> Result<Mode, InvalidArgs> {
         toml::Value::String(self.mode.clone())
             .try_into()
-            .map_err(|_| {
-                InvalidArgs(format!(
-                    "--mode must be standalone or leader-follower, not {:?}",
-                    self.mode
-                ))
-            })
+            .map_err(|e| InvalidArgs(format!("--mode {:?}: {e}", self.mode)))
     }
 
     /// `--fsync` as the storage engine's type.
@@ -936,6 +931,15 @@ mod tests {
             let err = refusal(&format!("{lf} {flags}"));
             assert!(err.contains(expected), "{flags}: {err}");
         }
+        let err = refusal("--mode paxos --nodes 3");
+        // The node's own list of modes.
+        assert!(err.contains("--mode \"paxos\""), "{err}");
+        assert!(err.contains("leader-follower"), "{err}");
+        let err = refusal("--fsync sometimes");
+        assert!(
+            err.contains("--fsync must be always, batch or never"),
+            "{err}"
+        );
         let err = refusal("--mode leader-follower --nodes 1 --nemesis kill,latency");
         assert!(
             err.contains("--nemesis latency acts on node-to-node links, and one node has none"),
