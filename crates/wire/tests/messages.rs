@@ -343,3 +343,44 @@ fn byte_fields_keep_the_encoding_of_a_sequence_of_u8() {
         .unwrap();
     assert_eq!(back, new);
 }
+
+/// A value as `mimeo status --json` writes it: a JSON string.
+fn json<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value).unwrap() {
+        serde_json::Value::String(s) => s,
+        other => panic!("not a string: {other}"),
+    }
+}
+
+/// `mimeo status --json` writes the status enums by these names (the same
+/// strings the status carried before they were enums), and the table shows
+/// the same names, padded.
+#[test]
+fn status_enums_keep_their_names_in_json_and_tables() {
+    for (mode, name) in [
+        (NodeMode::Standalone, "standalone"),
+        (NodeMode::LeaderFollower, "leader-follower"),
+    ] {
+        assert_eq!(json(&mode), name);
+        assert_eq!(mode.to_string(), name);
+    }
+    for (role, name) in [
+        (NodeRole::Standalone, "standalone"),
+        (NodeRole::Leader, "leader"),
+        (NodeRole::Candidate, "candidate"),
+        (NodeRole::Follower, "follower"),
+        (NodeRole::Learner, "learner"),
+    ] {
+        assert_eq!(json(&role), name);
+        assert_eq!(role.to_string(), name);
+    }
+    for (fsync, name) in [
+        (FsyncPolicy::Always, "always"),
+        (FsyncPolicy::Batch, "batch"),
+        (FsyncPolicy::Never, "never"),
+    ] {
+        assert_eq!(json(&fsync), name);
+        assert_eq!(fsync.to_string(), name);
+    }
+    assert_eq!(format!("[{:<8}]", NodeRole::Leader), "[leader  ]");
+}
