@@ -109,7 +109,7 @@ impl TransportConfig {
     fn quinn(&self) -> Result<quinn::TransportConfig, WireError> {
         let mut transport = quinn::TransportConfig::default();
         let idle = quinn::IdleTimeout::try_from(self.idle_timeout)
-            .map_err(|e| WireError::config("idle timeout")(e.into()))?;
+            .map_err(|e| WireError::config("idle timeout", e))?;
         transport
             .max_idle_timeout(Some(idle))
             .keep_alive_interval(Some(self.keep_alive))
@@ -123,7 +123,7 @@ impl TransportConfig {
     fn quinn_server(&self) -> Result<quinn::TransportConfig, WireError> {
         let mut transport = self.quinn()?;
         let window = |bytes: usize, what: &'static str| {
-            quinn::VarInt::try_from(bytes as u64).map_err(|e| WireError::config(what)(e.into()))
+            quinn::VarInt::try_from(bytes as u64).map_err(|e| WireError::config(what, e))
         };
         let stream_window = self.max_frame + FRAME_HEADER_LEN;
         transport
@@ -204,11 +204,16 @@ pub enum WireError {
 }
 
 impl WireError {
-    /// A [`WireError::Config`] for `what`.
+    /// A [`WireError::Config`]: `what` could not be used because of
+    /// `source`.
     fn config(
         what: &'static str,
-    ) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync + 'static>) -> WireError {
-        move |source| WireError::Config { what, source }
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> WireError {
+        WireError::Config {
+            what,
+            source: source.into(),
+        }
     }
 
     /// A [`WireError::Connection`] for `what`.
@@ -225,7 +230,7 @@ fn roots(identity: &TlsIdentity) -> Result<Arc<RootCertStore>, WireError> {
     let mut roots = RootCertStore::empty();
     roots
         .add(identity.ca().clone())
-        .map_err(|e| WireError::config("CA certificate")(e.into()))?;
+        .map_err(|e| WireError::config("CA certificate", e))?;
     Ok(Arc::new(roots))
 }
 
@@ -239,16 +244,16 @@ pub fn server_endpoint(
     let provider = crypto_provider();
     let verifier = WebPkiClientVerifier::builder_with_provider(roots(identity)?, provider.clone())
         .build()
-        .map_err(|e| WireError::config("client verifier")(e.into()))?;
+        .map_err(|e| WireError::config("client verifier", e))?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| WireError::config("TLS 1.3 with the ring provider")(e.into()))?
+        .map_err(|e| WireError::config("TLS 1.3 with the ring provider", e))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(identity.chain(), identity.key())
-        .map_err(|e| WireError::config("node certificate")(e.into()))?;
+        .map_err(|e| WireError::config("node certificate", e))?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = QuicServerConfig::try_from(tls)
-        .map_err(|e| WireError::config("QUIC server TLS")(e.into()))?;
+    let crypto =
+        QuicServerConfig::try_from(tls).map_err(|e| WireError::config("QUIC server TLS", e))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(transport.quinn_server()?));
     quinn::Endpoint::server(config, bind).map_err(|source| WireError::Bind { addr: bind, source })
@@ -261,13 +266,13 @@ pub fn client_endpoint(
 ) -> Result<quinn::Endpoint, WireError> {
     let mut tls = rustls::ClientConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| WireError::config("TLS 1.3 with the ring provider")(e.into()))?
+        .map_err(|e| WireError::config("TLS 1.3 with the ring provider", e))?
         .with_root_certificates(roots(identity)?)
         .with_client_auth_cert(identity.chain(), identity.key())
-        .map_err(|e| WireError::config("client certificate")(e.into()))?;
+        .map_err(|e| WireError::config("client certificate", e))?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = QuicClientConfig::try_from(tls)
-        .map_err(|e| WireError::config("QUIC client TLS")(e.into()))?;
+    let crypto =
+        QuicClientConfig::try_from(tls).map_err(|e| WireError::config("QUIC client TLS", e))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(transport.quinn()?));
     let bind = SocketAddr::from(([0, 0, 0, 0], 0));
