@@ -229,7 +229,11 @@ pub enum ServeError {
     /// Something failed while the node served (a replication driver error,
     /// poisoned storage), so it stopped; `flush` is the error of the final
     /// storage flush, if that failed too.
-    #[error("{reason}{}", advice.as_deref().map(|a| format!("; {a}")).unwrap_or_default())]
+    #[error(
+        "{reason}{}{}",
+        if flush.is_some() { " (and flushing storage at shutdown failed too)" } else { "" },
+        advice.as_deref().map(|a| format!("; {a}")).unwrap_or_default()
+    )]
     Failed {
         /// What failed.
         reason: String,
