@@ -2,6 +2,14 @@
 //! run directory, start, wait until serving (bounded), kill, pause, restart,
 //! and a clean-up that leaves no process behind.
 //!
+//! A node's config is the node's own [`NodeConfig`] (from `mimeo-node`),
+//! filled in from the [`ClusterSpec`], with the run's extra knobs
+//! (`--acks`, `--reads`, `--node-config`, each a line of TOML such as
+//! `replication.acks = "quorum"`) merged over it, checked by the node's
+//! own validation, and written with [`NodeConfig::to_toml`]. So a config
+//! the harness writes is one the node accepts, and a misspelt knob is
+//! refused before any node starts, with the node's own message.
+//!
 //! A replicated cluster (any mode but `standalone`) also gets a
 //! [`FaultNet`]: every node sends its peer traffic for another node to the
 //! proxy of that directed link, so the nemesis can partition, drop and delay
@@ -9,9 +17,6 @@
 //!
 //! ```toml
 //! mode = "leader-follower"
-//!
-//! [replication]
-//! acks = "quorum"                 # only when given (--acks or --node-config)
 //!
 //! [[replication.peers]]
 //! id = "n2"
@@ -25,7 +30,7 @@
 //! `kill_on_drop`, so even a panic or an early return kills it; a paused
 //! node is sent SIGKILL too, which works on a stopped process.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -34,6 +39,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use mimeo_client::{AdminClient, Client, ClientConfig};
+use mimeo_node::config::{Mode, NodeConfig, PeerConfig};
+use mimeo_storage::FsyncMode;
 use mimeo_wire::TlsIdentity;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -77,15 +84,22 @@ pub struct ClusterSpec {
     pub nodes: usize,
     /// The cluster id in configs and hellos.
     pub cluster_id: String,
-    /// The replication mode (`standalone`, ...), written to `mode`. Any
-    /// mode but `standalone` gets a fault network and peer tables.
-    pub mode: String,
-    /// `always`, `batch` or `never`.
-    pub fsync: String,
+    /// The replication mode, written to `mode`. Any mode but `standalone`
+    /// gets a fault network and peer tables.
+    pub mode: Mode,
+    /// The nodes' `storage.fsync`.
+    pub fsync: FsyncMode,
     /// Keep unsynced bytes in process memory, so SIGKILL is a power cut.
     pub simulate_power_loss: bool,
-    /// Extra `key = value` TOML lines appended to every node config
-    /// (a mode's own knobs).
+    /// The nodes' `replication.acks`, when given (otherwise the node's
+    /// default).
+    pub acks: Option<String>,
+    /// The nodes' `replication.reads`, when given (otherwise the node's
+    /// default).
+    pub reads: Option<String>,
+    /// Extra TOML lines, `key = value` or `table.key = value`, merged into
+    /// every node config (a mode's own knobs); each must name a field of
+    /// [`NodeConfig`].
     pub extra_config: Vec<String>,
     /// Seed of the fault network's random decisions (loss, jitter).
     pub seed: u64,
@@ -93,20 +107,8 @@ pub struct ClusterSpec {
 
 /// True for modes whose nodes talk to each other (every mode but
 /// `standalone`): they get a fault network and `[[replication.peers]]`.
-pub fn is_replicated(mode: &str) -> bool {
-    mode != "standalone"
-}
-
-/// Another node, as one node's config names it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Peer {
-    /// Its id.
-    id: String,
-    /// Where this node sends peer traffic for it: the fault proxy of the
-    /// directed link.
-    addr: SocketAddr,
-    /// Its client (listen) address, for leader redirects.
-    client_addr: SocketAddr,
+pub fn is_replicated(mode: Mode) -> bool {
+    mode != Mode::Standalone
 }
 
 /// One node process (or the place for one, while it is down).
@@ -205,7 +207,7 @@ impl Cluster {
             addrs.push((id, socket.local_addr()?));
             reserved.push(socket);
         }
-        let net = if is_replicated(&spec.mode) {
+        let net = if is_replicated(spec.mode) {
             let net = FaultNet::start_seeded(&addrs, spec.seed)
                 .await
                 .context("starting the fault network between the nodes")?;
@@ -481,16 +483,21 @@ fn write_configs(
                 let proxy = net
                     .proxy_addr(id, other)
                     .with_context(|| format!("the fault network has no link {id}->{other}"))?;
-                peers.push(Peer {
+                // Peer traffic goes through the fault proxy of the directed
+                // link; redirects name the peer's own listen address.
+                peers.push(PeerConfig {
                     id: other.clone(),
                     addr: proxy,
-                    client_addr: *client_addr,
+                    client_addr: Some(*client_addr),
                 });
             }
         }
         let config = spec.dir.join("nodes").join(format!("{id}.toml"));
-        std::fs::write(&config, node_config(spec, id, *addr, &peers))
-            .with_context(|| format!("writing {}", config.display()))?;
+        let text = format!(
+            "# Written by mimeo-harness.\n{}",
+            node_config(spec, id, *addr, peers)?.to_toml()
+        );
+        std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
         nodes.push(Node {
             log: spec.dir.join("nodes").join(format!("{id}.log")),
             id: id.clone(),
@@ -503,82 +510,81 @@ fn write_configs(
     Ok(nodes)
 }
 
-/// The TOML of one node's config. `extra_config` lines are `key = value`
-/// (a root field) or `table.key = value` (a field of `[table]`), grouped
-/// under their table so each header appears once. A replicated mode gets a
-/// `[replication]` table (its keys from `extra_config`) followed by one
-/// `[[replication.peers]]` table per peer, as TOML requires an array of
-/// tables to come after its parent table's keys.
-fn node_config(spec: &ClusterSpec, id: &str, addr: SocketAddr, peers: &[Peer]) -> String {
-    let mut tables: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    // Paths in a node config are relative to the config file; write them
-    // absolute. A JSON string is a valid TOML basic string.
-    let quoted = |path: &Path| serde_json::Value::from(path.to_string_lossy()).to_string();
-    tables
-        .entry("tls")
-        .or_default()
-        .push(format!("dir = {}", quoted(&spec.dir.join("certs"))));
-    let storage = tables.entry("storage").or_default();
-    storage.push(format!("fsync = \"{}\"", spec.fsync));
-    if spec.fsync == "never" && is_replicated(&spec.mode) {
-        // A deliberate test setting: whatever acks the run asks for, the
-        // harness is there to show what fsync = never loses.
-        storage.push("allow_unsynced_acks = true".into());
-    }
-    if spec.simulate_power_loss {
-        storage.push("simulate_power_loss = true".into());
-    }
-    let mut root = format!(
-        "# Written by mimeo-harness.\n\
-         node_id = \"{id}\"\n\
-         cluster_id = \"{cluster}\"\n\
-         listen = \"{addr}\"\n\
-         data_dir = {data}\n\
-         mode = \"{mode}\"\n",
-        cluster = spec.cluster_id,
-        mode = spec.mode,
-        data = quoted(&spec.dir.join("data").join(id)),
-    );
-    if is_replicated(&spec.mode) {
+/// One node's config: the node's own [`NodeConfig`] from `spec`, with
+/// `spec.extra_config` merged over it (each line parsed as TOML, so
+/// `replication.acks = "quorum"` sets that field) and validated as the node
+/// will validate it.
+fn node_config(
+    spec: &ClusterSpec,
+    id: &str,
+    addr: SocketAddr,
+    peers: Vec<PeerConfig>,
+) -> anyhow::Result<NodeConfig> {
+    let mut config = NodeConfig {
+        node_id: id.to_owned(),
+        cluster_id: spec.cluster_id.clone(),
+        listen: addr,
+        // Paths in a node config are relative to the config file; write
+        // them absolute.
+        data_dir: spec.dir.join("data").join(id),
+        mode: spec.mode,
+        ..NodeConfig::default()
+    };
+    config.tls.dir = spec.dir.join("certs");
+    config.storage.fsync = spec.fsync;
+    // A deliberate test setting: whatever acks the run asks for, the
+    // harness is there to show what fsync = never loses.
+    config.storage.allow_unsynced_acks = spec.fsync == FsyncMode::Never && is_replicated(spec.mode);
+    config.storage.simulate_power_loss = spec.simulate_power_loss;
+    if is_replicated(spec.mode) {
         // Each run starts a brand-new cluster in a fresh directory: its
         // nodes found it (a restart finds their data and ignores this).
-        tables
-            .entry("replication")
-            .or_default()
-            .push("bootstrap = true".into());
+        config.replication.bootstrap = true;
+        config.replication.peers = peers;
     }
+    if let Some(acks) = &spec.acks {
+        config.replication.acks = acks.clone();
+    }
+    if let Some(reads) = &spec.reads {
+        config.replication.reads = reads.clone();
+    }
+    if spec.extra_config.is_empty() {
+        config.validate()?;
+        return Ok(config);
+    }
+    let mut table = toml::Table::try_from(&config).context("a NodeConfig as a TOML table")?;
     for line in &spec.extra_config {
-        let (key, value) = line.split_once('=').unwrap_or((line, ""));
-        match key.trim().split_once('.') {
-            Some((table, field)) => tables.entry(table).or_default().push(format!(
-                "{} = {}",
-                field.trim(),
-                value.trim()
-            )),
-            None => root.push_str(&format!("{} = {}\n", key.trim(), value.trim())),
-        }
+        let extra: toml::Table = toml::from_str(line).with_context(|| {
+            format!("node config line {line:?} is not `key = value` or `table.key = value` TOML")
+        })?;
+        merge(&mut table, extra);
     }
-    for (table, fields) in tables {
-        root.push_str(&format!("\n[{table}]\n"));
-        for field in fields {
-            root.push_str(&field);
-            root.push('\n');
-        }
-        if table == "replication" {
-            for peer in peers {
-                root.push_str(&format!(
-                    "\n[[replication.peers]]\n\
-                     id = \"{peer_id}\"\n\
-                     addr = \"{proxy}\"  # the fault proxy {id}->{peer_id}\n\
-                     client_addr = \"{client}\"\n",
-                    peer_id = peer.id,
-                    proxy = peer.addr,
-                    client = peer.client_addr,
-                ));
+    let config: NodeConfig = toml::Value::Table(table).try_into().with_context(|| {
+        format!(
+            "the node config lines {:?} do not fit the node's config",
+            spec.extra_config
+        )
+    })?;
+    config.validate().with_context(|| {
+        format!(
+            "the node refuses its config with the lines {:?}",
+            spec.extra_config
+        )
+    })?;
+    Ok(config)
+}
+
+/// Sets every value of `extra` in `table`, descending into tables both
+/// have, so `[replication] acks = ..` changes one field and keeps the rest.
+fn merge(table: &mut toml::Table, extra: toml::Table) {
+    for (key, value) in extra {
+        match (table.get_mut(&key), value) {
+            (Some(toml::Value::Table(inner)), toml::Value::Table(extra)) => merge(inner, extra),
+            (_, value) => {
+                table.insert(key, value);
             }
         }
     }
-    root
 }
 
 /// The last `n` lines of a log file.
@@ -676,17 +682,19 @@ mod tests {
             binary: PathBuf::from("mimeo"),
             nodes: 1,
             cluster_id: "c".into(),
-            mode: "standalone".into(),
-            fsync: "always".into(),
+            mode: Mode::Standalone,
+            fsync: FsyncMode::Always,
             simulate_power_loss: true,
+            acks: None,
+            reads: None,
             extra_config: extra.iter().map(|s| s.to_string()).collect(),
             seed: 0,
         }
     }
 
     #[test]
-    fn node_config_is_valid_toml_with_extra_knobs_in_their_tables() {
-        let text = node_config(
+    fn node_config_is_the_nodes_own_with_extra_knobs_merged_in() {
+        let config = node_config(
             &spec(&[
                 "storage.segment_bytes = 4096",
                 "limits.max_key_bytes = 64",
@@ -694,19 +702,45 @@ mod tests {
             ]),
             "n1",
             "127.0.0.1:7001".parse().unwrap(),
-            &[],
-        );
-        assert_eq!(text.matches("[storage]").count(), 1, "{text}");
-        assert!(!text.contains("replication"), "standalone: {text}");
-        let value: toml::Value = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        assert_eq!(value["node_id"].as_str(), Some("n1"));
-        assert_eq!(value["storage"]["fsync"].as_str(), Some("always"));
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(config.node_id, "n1");
+        assert_eq!(config.storage.fsync, FsyncMode::Always);
+        assert!(config.storage.simulate_power_loss);
+        assert_eq!(config.storage.segment_bytes, 4096);
+        assert_eq!(config.limits.max_key_bytes, 64);
+        assert_eq!(config.limits.max_value_bytes, 99);
+        // The knobs the lines do not name keep the node's defaults.
+        let default = NodeConfig::default();
         assert_eq!(
-            value["storage"]["simulate_power_loss"].as_bool(),
-            Some(true)
+            config.limits.max_frame_bytes,
+            default.limits.max_frame_bytes
         );
-        assert_eq!(value["storage"]["segment_bytes"].as_integer(), Some(4096));
-        assert_eq!(value["limits"]["max_key_bytes"].as_integer(), Some(64));
+        assert!(config.replication.peers.is_empty());
+        assert!(
+            !config.replication.bootstrap,
+            "standalone: nothing to found"
+        );
+        // What is written is what the node reads back.
+        assert_eq!(NodeConfig::parse(&config.to_toml()).unwrap(), config);
+    }
+
+    #[test]
+    fn a_misspelt_or_invalid_knob_is_refused_before_any_node_starts() {
+        let addr = "127.0.0.1:7001".parse().unwrap();
+        for (line, expected) in [
+            ("storage.segmnet_bytes = 4096", "segmnet_bytes"),
+            ("limits.max_key_bytes = \"many\"", "max_key_bytes"),
+            ("replication.acks = \"most\"", "most"),
+            ("not toml", "not toml"),
+        ] {
+            let mut spec = spec(&[line]);
+            spec.mode = Mode::LeaderFollower;
+            let error = node_config(&spec, "n1", addr, Vec::new()).unwrap_err();
+            let chain = format!("{error:#}");
+            assert!(chain.contains(expected), "{line}: {chain}");
+        }
     }
 
     #[tokio::test]
@@ -720,7 +754,7 @@ mod tests {
         ]);
         spec.dir = dir.path().to_path_buf();
         spec.nodes = 3;
-        spec.mode = "leader-follower".into();
+        spec.mode = Mode::LeaderFollower;
         let addrs: Vec<(String, SocketAddr)> = (1..=3)
             .map(|i| {
                 (
@@ -735,6 +769,7 @@ mod tests {
         for (node, (id, addr)) in nodes.iter().zip(&addrs) {
             assert_eq!((&node.id, node.addr), (id, *addr));
             let text = std::fs::read_to_string(&node.config).unwrap();
+            assert!(text.starts_with("# Written by mimeo-harness."), "{text}");
             assert_eq!(text.matches("[replication]").count(), 1, "{text}");
             let value: toml::Value =
                 toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -744,10 +779,11 @@ mod tests {
             let replication = value["replication"].as_table().unwrap();
             assert_eq!(replication["acks"].as_str(), Some("async"), "{text}");
             assert_eq!(replication["heartbeat_ms"].as_integer(), Some(50));
+            assert_eq!(replication["bootstrap"].as_bool(), Some(true), "{text}");
             assert_eq!(
-                replication.len(),
-                4,
-                "bootstrap, acks, heartbeat_ms, peers: {text}"
+                NodeConfig::parse(&text).unwrap().replication.peers.len(),
+                2,
+                "the node reads what was written: {text}"
             );
             let peers: Vec<[&str; 3]> = replication["peers"]
                 .as_array()

@@ -361,7 +361,8 @@ fn run_command(args: RunArgs) -> ExitCode {
             ExitCode::from(outcome.verdict.exit_code() as u8)
         }
         (Err(e), interrupted) => {
-            eprintln!("mimeo-harness run: {e:#}");
+            // The error names what failed; its sources say why.
+            eprintln!("mimeo-harness run: {:#}", anyhow::Error::from(e));
             ExitCode::from(if interrupted {
                 EXIT_INTERRUPTED
             } else {

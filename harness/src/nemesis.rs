@@ -48,6 +48,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use mimeo_wire::NodeRole;
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
@@ -563,10 +564,10 @@ async fn await_leader(cluster: &Cluster, wait: Duration) -> Option<String> {
 /// Of the nodes' (id, role, term) answers, the node whose role is `leader`,
 /// the one with the highest term when several are (the first of them on a
 /// tie).
-fn leader_of(answers: impl IntoIterator<Item = (String, String, u64)>) -> Option<String> {
+fn leader_of(answers: impl IntoIterator<Item = (String, NodeRole, u64)>) -> Option<String> {
     let mut leader: Option<(u64, String)> = None;
     for (id, role, term) in answers {
-        if role == "leader" && leader.as_ref().is_none_or(|(best, _)| term > *best) {
+        if role == NodeRole::Leader && leader.as_ref().is_none_or(|(best, _)| term > *best) {
             leader = Some((term, id));
         }
     }
@@ -774,37 +775,38 @@ mod tests {
 
     #[test]
     fn the_leader_is_the_node_claiming_it_in_the_highest_term() {
-        let answer = |id: &str, role: &str, term: u64| (id.to_owned(), role.to_owned(), term);
+        use NodeRole::{Candidate, Follower, Leader, Standalone};
+        let answer = |id: &str, role: NodeRole, term: u64| (id.to_owned(), role, term);
         assert_eq!(leader_of([]), None);
         assert_eq!(
-            leader_of([answer("n1", "standalone", 0)]),
+            leader_of([answer("n1", Standalone, 0)]),
             None,
             "a standalone node is no leader"
         );
         assert_eq!(
             leader_of([
-                answer("n1", "follower", 3),
-                answer("n2", "candidate", 4),
-                answer("n3", "follower", 3),
+                answer("n1", Follower, 3),
+                answer("n2", Candidate, 4),
+                answer("n3", Follower, 3),
             ]),
             None
         );
         assert_eq!(
-            leader_of([answer("n1", "follower", 3), answer("n2", "leader", 3)]).as_deref(),
+            leader_of([answer("n1", Follower, 3), answer("n2", Leader, 3)]).as_deref(),
             Some("n2")
         );
         // A deposed leader that has not heard of term 5 yet.
         assert_eq!(
             leader_of([
-                answer("n1", "leader", 4),
-                answer("n2", "leader", 5),
-                answer("n3", "follower", 5),
+                answer("n1", Leader, 4),
+                answer("n2", Leader, 5),
+                answer("n3", Follower, 5),
             ])
             .as_deref(),
             Some("n2")
         );
         assert_eq!(
-            leader_of([answer("n3", "leader", 5), answer("n1", "leader", 4)]).as_deref(),
+            leader_of([answer("n3", Leader, 5), answer("n1", Leader, 4)]).as_deref(),
             Some("n3")
         );
     }

@@ -26,9 +26,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context};
+use anyhow::Context as _;
 use serde::Serialize;
 use tokio::sync::Mutex;
+
+use mimeo_node::config::Mode;
+use mimeo_storage::FsyncMode;
 
 use crate::check::{CheckResult, Verdict};
 use crate::cluster::{is_replicated, locate_binary, Cluster, ClusterSpec};
@@ -36,8 +39,8 @@ use crate::nemesis::{Fault, Injected, Nemesis, Order, RESTART_BOUND};
 use crate::net::FaultNet;
 use crate::recorder::Recorder;
 use crate::workload::{
-    await_convergence, final_set_reads, final_versioned_reads, run_worker, Reads, Shared,
-    Workload, WorkloadSpec,
+    await_convergence, final_set_reads, final_versioned_reads, run_worker, Reads, Shared, Workload,
+    WorkloadSpec,
 };
 
 /// Every knob of a run; written to `config.json`.
@@ -181,6 +184,108 @@ impl Interrupt {
     }
 }
 
+/// A boxed error from the harness's own phases (cluster, workload,
+/// report), its chain of causes kept.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Run arguments that cannot mean anything together; the message says which
+/// flags and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidArgs(pub String);
+
+/// Refuses the run's arguments with a formatted reason.
+macro_rules! invalid {
+    ($($reason:tt)*) => {
+        return Err(InvalidArgs(format!($($reason)*)))
+    };
+}
+
+/// Why [`run`] produced no outcome. Each message names what failed (the
+/// phase, file or directory); the cause, where there is one, is the
+/// error's [`source`](std::error::Error::source) rather than part of the
+/// message, so print the chain.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The arguments were refused before anything started.
+    #[error(transparent)]
+    InvalidArgs(#[from] InvalidArgs),
+    /// The run directory is already taken.
+    #[error("{} already exists; pick another --run-id", dir.display())]
+    RunDirExists {
+        /// The run directory.
+        dir: PathBuf,
+    },
+    /// A file or directory of the run could not be written.
+    #[error("{what} {}", path.display())]
+    Io {
+        /// What was being done (`creating`, `writing`...).
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// What the OS (or the encoder) reported.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The `mimeo` binary could not be found or built.
+    #[error("locating the mimeo binary")]
+    Binary(#[source] BoxError),
+    /// The cluster could not be prepared, started or made ready.
+    #[error("{phase} the cluster")]
+    Cluster {
+        /// What was being done (`preparing`, `starting`...).
+        phase: &'static str,
+        /// What failed.
+        #[source]
+        source: BoxError,
+    },
+    /// Ctrl-C arrived before the nodes served.
+    #[error("interrupted by Ctrl-C during start-up")]
+    Interrupted,
+    /// The workload or nemesis failed and the run stopped early (its
+    /// partial history was still checked and reported).
+    #[error("the run stopped early")]
+    Stopped(#[source] BoxError),
+    /// `results.json` or `report.html` could not be written.
+    #[error("writing the report into {}", dir.display())]
+    Report {
+        /// The run directory.
+        dir: PathBuf,
+        /// What failed.
+        #[source]
+        source: BoxError,
+    },
+    /// No client operation succeeded: the cluster served nothing, so the run
+    /// says nothing about it (its history and report are still written).
+    #[error(
+        "the cluster served nothing: no client operation succeeded in {time_limit} s \
+         ({failed} failed, {unknown} unknown); see the nodes' logs in {}",
+        nodes_dir.display()
+    )]
+    ServedNothing {
+        /// The run's `--time-limit`, in seconds.
+        time_limit: f64,
+        /// Operations that failed.
+        failed: u64,
+        /// Operations whose outcome is unknown.
+        unknown: u64,
+        /// Where the nodes' logs are.
+        nodes_dir: PathBuf,
+    },
+}
+
+/// Writes `value` as pretty JSON (and a newline) to `path`.
+fn write_json(path: &Path, value: &impl Serialize) -> Result<(), RunError> {
+    let io = |source| RunError::Io {
+        what: "writing",
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = serde_json::to_string_pretty(value).map_err(|e| io(e.into()))?;
+    std::fs::write(path, text + "\n").map_err(io)
+}
+
 /// What a run produced.
 #[derive(Debug)]
 pub struct RunOutcome {
@@ -218,31 +323,26 @@ pub struct RunInfo {
 
 impl RunArgs {
     /// Refuses combinations that cannot mean anything, with the reason.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> Result<(), InvalidArgs> {
         if self.nodes == 0 {
-            bail!("--nodes must be at least 1");
+            invalid!("--nodes must be at least 1");
         }
         if self.concurrency == 0 {
-            bail!("--concurrency must be at least 1");
+            invalid!("--concurrency must be at least 1");
         }
-        if !matches!(self.fsync.as_str(), "always" | "batch" | "never") {
-            bail!(
-                "--fsync must be always, batch or never, not {:?}",
-                self.fsync
-            );
-        }
-        if is_replicated(&self.mode) {
+        self.fsync_mode()?;
+        if is_replicated(self.node_mode()?) {
             self.validate_replication()?;
         } else {
             if self.nodes > 1 {
-                bail!(
+                invalid!(
                     "standalone nodes do not replicate, so a history over {} of them is not one \
                      register; use --nodes 1 or a replicated --mode",
                     self.nodes
                 );
             }
             if let Some(f) = self.nemesis.iter().find(|f| f.is_network()) {
-                bail!(
+                invalid!(
                     "--nemesis {} acts on node-to-node links, and standalone nodes have none; \
                      use a replicated --mode",
                     f.name()
@@ -250,7 +350,7 @@ impl RunArgs {
             }
             for (flag, given) in [("--acks", &self.acks), ("--reads", &self.reads)] {
                 if given.is_some() {
-                    bail!(
+                    invalid!(
                         "{flag} is a replication setting, and standalone nodes do not \
                          replicate; drop it or use a replicated --mode"
                     );
@@ -264,24 +364,24 @@ impl RunArgs {
             ("--check-budget", self.check_budget),
         ] {
             if !(v.is_finite() && v > 0.0) {
-                bail!("{name} must be a positive number of seconds, not {v}");
+                invalid!("{name} must be a positive number of seconds, not {v}");
             }
         }
         if !(0.0..=1.0).contains(&self.read_fraction) {
-            bail!("--read-fraction must be between 0 and 1");
+            invalid!("--read-fraction must be between 0 and 1");
         }
         if self.keys == 0 || self.ops_per_key == 0 {
-            bail!("--keys and --ops-per-key must be at least 1");
+            invalid!("--keys and --ops-per-key must be at least 1");
         }
         Ok(())
     }
 
     /// The replication knobs: well-formed, possible with `--nodes`, and not
     /// also given with `--node-config` (the TOML would hold the key twice).
-    fn validate_replication(&self) -> anyhow::Result<()> {
+    fn validate_replication(&self) -> Result<(), InvalidArgs> {
         if let Some(f) = self.nemesis.iter().find(|f| f.is_network()) {
             if self.nodes < 2 {
-                bail!(
+                invalid!(
                     "--nemesis {} acts on node-to-node links, and one node has none; \
                      use --nodes 3 or more",
                     f.name()
@@ -290,7 +390,7 @@ impl RunArgs {
         }
         let multi_leader = self.mode == "multi-leader";
         if self.workload.is_versioned() && !multi_leader {
-            bail!(
+            invalid!(
                 "--workload {} needs a mode in which every node takes writes: --mode multi-leader",
                 self.workload
             );
@@ -298,31 +398,35 @@ impl RunArgs {
         if multi_leader {
             if let Some(acks) = self.acks.as_deref() {
                 if !matches!(acks, "local" | "quorum" | "all") {
-                    bail!("--acks must be local, quorum or all in multi-leader mode, not {acks:?}");
+                    invalid!(
+                        "--acks must be local, quorum or all in multi-leader mode, not {acks:?}"
+                    );
                 }
             }
             if self.reads.is_some() {
-                bail!(
+                invalid!(
                     "--reads is a leader-follower setting: a multi-leader node answers every \
                      read from its own replica; drop it"
                 );
             }
             if self.nemesis.contains(&Fault::IsolateLeader) {
-                bail!("--nemesis isolate-leader needs a leader; in multi-leader mode use partition");
+                invalid!(
+                    "--nemesis isolate-leader needs a leader; in multi-leader mode use partition"
+                );
             }
             if matches!(self.workload, Workload::Register | Workload::Session) {
-                bail!(
+                invalid!(
                     "--workload {} checks one leader's guarantees; with several nodes taking \
                      writes use --workload siblings, counter or set",
                     self.workload
                 );
             }
         } else if self.conflicts.is_some() {
-            bail!("--conflicts is a multi-leader setting; use --mode multi-leader or drop it");
+            invalid!("--conflicts is a multi-leader setting; use --mode multi-leader or drop it");
         }
         if let Some(c) = self.conflicts.as_deref() {
             if !matches!(c, "lww" | "siblings") {
-                bail!("--conflicts must be lww or siblings, not {c:?}");
+                invalid!("--conflicts must be lww or siblings, not {c:?}");
             }
         }
         if let Some(acks) = self.acks.as_deref().filter(|_| !multi_leader) {
@@ -332,17 +436,17 @@ impl RunArgs {
                     let followers = self.nodes - 1;
                     match k.parse::<usize>() {
                         Ok(k) if (1..=followers).contains(&k) => {}
-                        _ => bail!(
+                        _ => invalid!(
                             "--acks {acks}: K must be a number of followers from 1 to {followers} \
                              (--nodes {} has {followers} followers)",
                             self.nodes
                         ),
                     }
                 }
-                _ => bail!("--acks must be async, semi-sync:K, quorum or all, not {acks:?}"),
+                _ => invalid!("--acks must be async, semi-sync:K, quorum or all, not {acks:?}"),
             }
         }
-        Reads::from_flag(self.reads.as_deref()).map_err(anyhow::Error::msg)?;
+        Reads::from_flag(self.reads.as_deref()).map_err(InvalidArgs)?;
         for (flag, key, given) in [
             ("--acks", "replication.acks", &self.acks),
             ("--reads", "replication.reads", &self.reads_line()),
@@ -353,33 +457,33 @@ impl RunArgs {
                 .iter()
                 .find(|line| line.split_once('=').is_some_and(|(k, _)| k.trim() == key));
             if let (Some(_), Some(line)) = (given, also) {
-                bail!("{flag} and --node-config {line:?} both set {key}; keep one");
+                invalid!("{flag} and --node-config {line:?} both set {key}; keep one");
             }
         }
         Ok(())
+    }
+
+    /// `--mode` as the node's config type.
+    fn node_mode(&self) -> Result<Mode, InvalidArgs> {
+        toml::Value::String(self.mode.clone())
+            .try_into()
+            .map_err(|e| InvalidArgs(format!("--mode {:?}: {e}", self.mode)))
+    }
+
+    /// `--fsync` as the storage engine's type.
+    fn fsync_mode(&self) -> Result<FsyncMode, InvalidArgs> {
+        self.fsync.parse().map_err(|_| {
+            InvalidArgs(format!(
+                "--fsync must be always, batch or never, not {:?}",
+                self.fsync
+            ))
+        })
     }
 
     /// The node default `--reads` sets, if any: session reads are asked
     /// for per request, and a node refuses `session` as its default.
     fn reads_line(&self) -> Option<String> {
         self.reads.clone().filter(|reads| reads != "session")
-    }
-
-    /// The node config lines of a run: `--acks` and `--reads` (but for
-    /// `session`) as `replication.*` lines, then `--node-config`.
-    fn node_config_lines(&self) -> Vec<String> {
-        let mut lines = Vec::new();
-        if let Some(acks) = &self.acks {
-            lines.push(format!("replication.acks = \"{acks}\""));
-        }
-        if let Some(reads) = self.reads_line() {
-            lines.push(format!("replication.reads = \"{reads}\""));
-        }
-        if let Some(conflicts) = &self.conflicts {
-            lines.push(format!("replication.conflicts = \"{conflicts}\""));
-        }
-        lines.extend(self.node_config.iter().cloned());
-        lines
     }
 
     fn run_id(&self) -> String {
@@ -396,40 +500,60 @@ impl RunArgs {
 
 /// Runs the test described by `args` and checks it. Ctrl-C stops the
 /// workload early; the partial history is still checked and reported.
-pub async fn run(mut args: RunArgs, interrupt: Interrupt) -> anyhow::Result<RunOutcome> {
+pub async fn run(mut args: RunArgs, interrupt: Interrupt) -> Result<RunOutcome, RunError> {
     args.validate()?;
     let seed = *args.seed.get_or_insert_with(rand::random);
     let dir = args.store.join(args.run_id());
     if dir.exists() {
-        bail!("{} already exists; pick another --run-id", dir.display());
+        return Err(RunError::RunDirExists { dir });
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let dir = dir.canonicalize()?;
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_string_pretty(&args)? + "\n",
-    )?;
+    let io = |what, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RunError::Io { what, path, source }
+    };
+    std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+    let dir = dir.canonicalize().map_err(io("resolving", &dir))?;
+    write_json(&dir.join("config.json"), &args)?;
     eprintln!("run directory: {}", dir.display());
     eprintln!("seed: {seed} (pass --seed {seed} to replay this run's choices)");
 
-    let binary = locate_binary(args.mimeo_bin.as_deref())?;
+    let binary =
+        locate_binary(args.mimeo_bin.as_deref()).map_err(|e| RunError::Binary(e.into()))?;
     let spec = ClusterSpec {
         dir: dir.clone(),
         binary,
         nodes: args.nodes,
         cluster_id: "harness".into(),
-        mode: args.mode.clone(),
-        fsync: args.fsync.clone(),
+        mode: args.node_mode()?,
+        fsync: args.fsync_mode()?,
         simulate_power_loss: args.nemesis.contains(&Fault::PowerLoss),
-        extra_config: args.node_config_lines(),
+        acks: args.acks.clone(),
+        reads: args.reads_line(),
+        extra_config: args
+            .conflicts
+            .iter()
+            .map(|c| format!("replication.conflicts = \"{c}\""))
+            .chain(args.node_config.iter().cloned())
+            .collect(),
         seed,
     };
-    let mut cluster = Cluster::prepare(spec).await?;
+    let cluster_error = |phase| {
+        move |e: anyhow::Error| RunError::Cluster {
+            phase,
+            source: e.into(),
+        }
+    };
+    let mut cluster = Cluster::prepare(spec)
+        .await
+        .map_err(cluster_error("preparing"))?;
     let net = cluster.net();
-    cluster.start_all().await?;
+    cluster
+        .start_all()
+        .await
+        .map_err(cluster_error("starting"))?;
     tokio::select! {
-        ready = cluster.wait_all_ready(RESTART_BOUND) => ready?,
-        _ = interrupt.wait() => bail!("interrupted by Ctrl-C during start-up"),
+        ready = cluster.wait_all_ready(RESTART_BOUND) => ready.map_err(cluster_error("waiting for"))?,
+        _ = interrupt.wait() => return Err(RunError::Interrupted),
     }
     eprintln!(
         "{} node(s) serving: {}",
@@ -442,7 +566,10 @@ pub async fn run(mut args: RunArgs, interrupt: Interrupt) -> anyhow::Result<RunO
             .join(", ")
     );
 
-    let recorder = Arc::new(Recorder::to_file(&dir.join(HISTORY_FILE))?);
+    let history_file = dir.join(HISTORY_FILE);
+    let recorder = Arc::new(
+        Recorder::to_file(&history_file).map_err(io("creating the history", &history_file))?,
+    );
     // Puts the history on disk at least once a second, however quiet.
     let flusher = tokio::spawn({
         let recorder = Arc::clone(&recorder);
@@ -465,7 +592,7 @@ pub async fn run(mut args: RunArgs, interrupt: Interrupt) -> anyhow::Result<RunO
         ops_per_key: args.ops_per_key,
         values: 5,
         read_fraction: args.read_fraction,
-        reads: Reads::from_flag(args.reads.as_deref()).map_err(anyhow::Error::msg)?,
+        reads: Reads::from_flag(args.reads.as_deref()).map_err(InvalidArgs)?,
         seed,
         every_node_writes: args.mode == "multi-leader",
     });
@@ -487,13 +614,12 @@ pub async fn run(mut args: RunArgs, interrupt: Interrupt) -> anyhow::Result<RunO
         eprintln!("the run stopped early: {e:#}");
     }
     if let Some(net) = &net {
-        std::fs::write(
-            dir.join("net-stats.json"),
-            serde_json::to_string_pretty(&net.stats())? + "\n",
-        )?;
+        write_json(&dir.join("net-stats.json"), &net.stats())?;
     }
 
-    recorder.finish()?;
+    recorder
+        .finish()
+        .map_err(io("closing the history", &history_file))?;
     let history = recorder.history();
     let mut results = crate::report::check(
         &history,
@@ -546,18 +672,19 @@ pub async fn run(mut args: RunArgs, interrupt: Interrupt) -> anyhow::Result<RunO
         never_injected: never_injected.clone(),
         convergence: driven.convergence.take(),
     };
-    crate::report::write(&dir, &history, &results, Some(&info))?;
-    result?;
+    crate::report::write(&dir, &history, &results, Some(&info)).map_err(|e| RunError::Report {
+        dir: dir.clone(),
+        source: e.into(),
+    })?;
+    result.map_err(|e| RunError::Stopped(e.into()))?;
     if !served {
         let c = &recorder.counts;
-        bail!(
-            "the cluster served nothing: no client operation succeeded in {} s ({} failed, {} \
-             unknown); see the nodes' logs in {}",
-            args.time_limit,
-            c.fail.load(Ordering::Relaxed),
-            c.info.load(Ordering::Relaxed),
-            dir.join("nodes").display()
-        );
+        return Err(RunError::ServedNothing {
+            time_limit: args.time_limit,
+            failed: c.fail.load(Ordering::Relaxed),
+            unknown: c.info.load(Ordering::Relaxed),
+            nodes_dir: dir.join("nodes"),
+        });
     }
     Ok(RunOutcome {
         dir,
@@ -636,7 +763,7 @@ async fn drive(
         for i in 0..cluster.nodes.len() {
             cluster.resume(i)?;
         }
-        bail!("interrupted by Ctrl-C");
+        anyhow::bail!("interrupted by Ctrl-C");
     }
     eprintln!();
     let nemesis = nemesis.await.context("the nemesis task panicked");
@@ -644,7 +771,7 @@ async fn drive(
     nemesis?.context("the nemesis failed")?;
     let crashed = cluster.lock().await.reap_crashed();
     if !crashed.is_empty() {
-        bail!("{}", crashed.join("\n"));
+        anyhow::bail!("{}", crashed.join("\n"));
     }
     if args.workload == Workload::Set {
         let elements = shared.elements();
@@ -793,6 +920,35 @@ mod tests {
             .run
     }
 
+    /// A run that fails before any node starts names the failing step, and
+    /// keeps its cause as the source; a taken run directory is refused.
+    #[tokio::test]
+    async fn run_errors_name_what_failed_and_keep_the_cause() {
+        let store = tempfile::tempdir().unwrap();
+        let missing = store.path().join("no-such-mimeo");
+        let flags = format!(
+            "--store {} --run-id r1 --mimeo-bin {}",
+            store.path().display(),
+            missing.display()
+        );
+        let error = run(parse(&flags), Interrupt::never()).await.unwrap_err();
+        assert!(matches!(error, RunError::Binary(_)), "{error:?}");
+        let chain = format!("{:#}", anyhow::Error::from(error));
+        assert!(chain.starts_with("locating the mimeo binary: "), "{chain}");
+        assert!(chain.contains("no-such-mimeo"), "{chain}");
+
+        // r1's directory was created by the failed run.
+        let error = run(parse(&flags), Interrupt::never()).await.unwrap_err();
+        match error {
+            RunError::RunDirExists { dir } => assert!(dir.ends_with("r1"), "{}", dir.display()),
+            other => panic!("expected RunDirExists, got {other:?}"),
+        }
+        let error = run(parse(&format!("{flags} --nodes 0")), Interrupt::never())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, RunError::InvalidArgs(_)), "{error:?}");
+    }
+
     fn refusal(flags: &str) -> String {
         match parse(flags).validate() {
             Ok(()) => panic!("{flags}: accepted"),
@@ -863,6 +1019,15 @@ mod tests {
             let err = refusal(&format!("{lf} {flags}"));
             assert!(err.contains(expected), "{flags}: {err}");
         }
+        let err = refusal("--mode paxos --nodes 3");
+        // The node's own list of modes.
+        assert!(err.contains("--mode \"paxos\""), "{err}");
+        assert!(err.contains("leader-follower"), "{err}");
+        let err = refusal("--fsync sometimes");
+        assert!(
+            err.contains("--fsync must be always, batch or never"),
+            "{err}"
+        );
         let err = refusal("--mode leader-follower --nodes 1 --nemesis kill,latency");
         assert!(
             err.contains("--nemesis latency acts on node-to-node links, and one node has none"),
@@ -871,23 +1036,17 @@ mod tests {
     }
 
     #[test]
-    fn replication_flags_become_lines_of_the_replication_table() {
-        let args = parse(
-            "--mode leader-follower --nodes 3 --acks semi-sync:1 --reads session \
-             --node-config storage.segment_bytes=4096",
+    fn session_reads_are_asked_per_request_not_set_as_the_node_default() {
+        let reads = |flags: &str| parse(flags).reads_line();
+        assert_eq!(
+            reads("--mode leader-follower --nodes 3 --reads session"),
+            None
         );
         assert_eq!(
-            args.node_config_lines(),
-            [
-                "replication.acks = \"semi-sync:1\"",
-                "storage.segment_bytes=4096",
-            ]
+            reads("--mode leader-follower --nodes 3 --reads follower").as_deref(),
+            Some("follower")
         );
-        assert_eq!(
-            parse("--mode leader-follower --nodes 3 --reads follower").node_config_lines(),
-            ["replication.reads = \"follower\""]
-        );
-        assert_eq!(parse("").node_config_lines(), Vec::<String>::new());
+        assert_eq!(reads(""), None);
     }
 
     #[test]

@@ -52,9 +52,9 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::cluster::CLIENT_CERT;
 use crate::check::counter::F_INCR;
 use crate::check::siblings::F_DELETE;
+use crate::cluster::CLIENT_CERT;
 use crate::history::{OpType, Process, CAS_MISMATCH, F_ADD, F_CAS, F_READ, F_WRITE};
 use crate::recorder::{Event, Recorder};
 
@@ -238,7 +238,15 @@ pub fn pinned_client(spec: &WorkloadSpec, node: usize) -> Result<Client, ClientE
 }
 
 fn identity(spec: &WorkloadSpec) -> Result<TlsIdentity, ClientError> {
-    TlsIdentity::from_dir(&spec.certs, CLIENT_CERT).map_err(|e| ClientError::Setup(e.to_string()))
+    TlsIdentity::from_dir(&spec.certs, CLIENT_CERT).map_err(|e| {
+        ClientError::setup(
+            format!(
+                "loading certificate {CLIENT_CERT} from {}",
+                spec.certs.display()
+            ),
+            e,
+        )
+    })
 }
 
 fn client_with(spec: &WorkloadSpec, mut config: ClientConfig) -> Result<Client, ClientError> {
@@ -750,7 +758,9 @@ impl VersionedOp {
         // An empty context (last-writer-wins has none) is a blind write.
         let context = |c: &Vec<u8>| (!c.is_empty()).then(|| c.clone());
         match self {
-            VersionedOp::Read { key } => Ok(Some(client.get_versioned(key, None, None).await?.value)),
+            VersionedOp::Read { key } => {
+                Ok(Some(client.get_versioned(key, None, None).await?.value))
+            }
             VersionedOp::Write {
                 key,
                 value,
@@ -761,7 +771,9 @@ impl VersionedOp {
                 client.put_versioned(key, value, context(c), None).await?;
                 Ok(None)
             }
-            VersionedOp::Delete { key, context: c, .. } => {
+            VersionedOp::Delete {
+                key, context: c, ..
+            } => {
                 client.put_versioned(key, None, context(c), None).await?;
                 Ok(None)
             }
@@ -828,7 +840,9 @@ fn follow_read(
     value: &VersionedValue,
 ) -> Option<VersionedOp> {
     let (observed, context) = match value {
-        VersionedValue::Register { values, context, .. } => (
+        VersionedValue::Register {
+            values, context, ..
+        } => (
             values.iter().map(|v| decode_value(Some(v))).collect(),
             context.clone(),
         ),

@@ -25,6 +25,7 @@ fn args(store: &Path, acks: &str) -> RunArgs {
         mode: "leader-follower".into(),
         acks: Some(acks.into()),
         reads: Some("leader".into()),
+        conflicts: None,
         workload: Workload::Set,
         nemesis: vec![Fault::IsolateLeader],
         nemesis_interval: 4.0,

@@ -15,6 +15,7 @@ fn args(store: &Path, workload: Workload, nemesis: &[Fault], fsync: &str) -> Run
         mode: "standalone".into(),
         acks: None,
         reads: None,
+        conflicts: None,
         workload,
         nemesis: nemesis.to_vec(),
         nemesis_interval: 1.5,
@@ -126,6 +127,7 @@ async fn a_leader_follower_cluster_with_quorum_acks_is_linearizable_under_partit
         mode: "leader-follower".into(),
         acks: Some("quorum".into()),
         reads: Some("leader".into()),
+        conflicts: None,
         nodes: 3,
         time_limit: 10.0,
         ..args(
@@ -165,6 +167,7 @@ fn leader_follower(store: &Path, reads: &str, workload: Workload, seed: u64) -> 
         mode: "leader-follower".into(),
         acks: Some("quorum".into()),
         reads: Some(reads.into()),
+        conflicts: None,
         nodes: 3,
         time_limit: 10.0,
         seed: Some(seed),

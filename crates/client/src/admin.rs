@@ -25,7 +25,7 @@ impl AdminClient {
     ) -> Result<AdminClient, Error> {
         let transport = TransportConfig::default();
         let endpoint = mimeo_wire::client_endpoint(identity, &transport)
-            .map_err(|e| Error::Setup(e.to_string()))?;
+            .map_err(|e| Error::setup("creating the admin client's QUIC endpoint", e))?;
         let connector = Connector::new(
             endpoint,
             cluster_id.into(),

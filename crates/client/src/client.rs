@@ -160,12 +160,9 @@ impl Client {
 
     /// Creates the client without connecting; the first request connects.
     pub fn new(config: ClientConfig) -> Result<Client, Error> {
-        let first = *config
-            .nodes
-            .first()
-            .ok_or_else(|| Error::Setup("no node addresses given".into()))?;
+        let first = *config.nodes.first().ok_or(Error::NoNodes)?;
         let endpoint = mimeo_wire::client_endpoint(&config.identity, &config.transport)
-            .map_err(|e| Error::Setup(e.to_string()))?;
+            .map_err(|e| Error::setup("creating the client's QUIC endpoint", e))?;
         Ok(Client {
             connector: Connector::new(
                 endpoint,

@@ -55,18 +55,40 @@ pub enum Error {
         /// What was wrong with the answer.
         message: String,
     },
-    /// The client could not be set up (certificates, addresses, endpoint).
-    #[error("client setup failed: {0}")]
-    Setup(String),
+    /// The client was given no node address to connect to.
+    #[error("client setup failed: no node addresses given")]
+    NoNodes,
+    /// The client could not be set up: `what` failed (loading
+    /// certificates, creating the QUIC endpoint...), for the reason in
+    /// `source`.
+    #[error("client setup failed: {what}: {source}")]
+    Setup {
+        /// What was being set up.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
 }
 
 impl Error {
+    /// A [`Error::Setup`]: `what` failed because of `source`.
+    pub fn setup(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Error {
+        Error::Setup {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+
     /// True when the operation certainly did not take effect, so retrying it
     /// cannot apply it twice.
     pub fn is_definite(&self) -> bool {
         match self {
             Error::Node { kind, .. } => kind.is_definite(),
-            Error::Unavailable { .. } | Error::Setup(_) => true,
+            Error::Unavailable { .. } | Error::NoNodes | Error::Setup { .. } => true,
             Error::Timeout { .. } | Error::ConnectionLost { .. } | Error::Protocol { .. } => false,
         }
     }
@@ -75,5 +97,28 @@ impl Error {
     /// opposite of [`Error::is_definite`]).
     pub fn is_unknown(&self) -> bool {
         !self.is_definite()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_setup_error_names_the_step_and_keeps_its_cause() {
+        let dir = std::env::temp_dir().join("mimeo-client-no-such-certs");
+        let cause = mimeo_wire::TlsIdentity::from_dir(&dir, "client-app").unwrap_err();
+        let error = Error::setup("loading certificate client-app", cause);
+        assert!(error.is_definite());
+        let text = error.to_string();
+        assert!(text.contains("loading certificate client-app"), "{text}");
+        let source = std::error::Error::source(&error).expect("the cause is kept");
+        assert!(source.is::<mimeo_wire::CertError>(), "{source:?}");
+    }
+
+    #[test]
+    fn no_nodes_is_its_own_error() {
+        assert!(Error::NoNodes.is_definite());
+        assert!(Error::NoNodes.to_string().contains("no node addresses"));
     }
 }

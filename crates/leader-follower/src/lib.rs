@@ -164,6 +164,29 @@
 //! so a paused or cut-off follower does not cost its leader a full
 //! message per retransmission.
 //!
+//! # Versioning
+//!
+//! Four formats outlive a process, each pinned byte for byte by
+//! `tests/golden.rs` against `testdata/`:
+//!
+//! - **Peer messages** ([`PeerMsg`], postcard, the payload of a
+//!   `mimeo_wire::PeerMessage`) and snapshot chunks are part of the wire
+//!   protocol: any change to their bytes (a reordered or inserted variant,
+//!   a moved field) steps `mimeo_wire::PROTOCOL_VERSION`, and nodes of
+//!   different versions refuse each other's hello.
+//! - **The snapshot file** (`leader-follower.snapshot`: a 44-byte header
+//!   with magic `MIMEOLFS`, format version 1 and checksums, then
+//!   [`Snapshot::encode`]): a change to the payload's encoding steps the
+//!   header's format version; a build reads every version it has written
+//!   and refuses a newer one, naming the file and the versions it reads.
+//! - **Log entries** ([`Command`] in a storage record, postcard): old logs
+//!   must stay readable, so commands are only ever appended, and a change
+//!   to an existing one's encoding needs a new record layout read beside
+//!   the old ([`LogEntry::from_record`] already reads two).
+//! - **The hard state** (`leader-follower.state`, JSON): fields are only
+//!   added, with a serde default that reads older files correctly (as
+//!   `voter` was).
+//!
 //! # Snapshots and log compaction
 //!
 //! Every `snapshot_every` applied entries ([`Config::snapshot_every`]), or

@@ -13,7 +13,7 @@ use mimeo_client::{
     AdminClient, CasOutcome, Client, ClientConfig, NodeStatus, Position, ReadConsistency, WriteAck,
 };
 use mimeo_storage::FsyncMode;
-use mimeo_wire::{CertRequest, CertificateAuthority, TlsIdentity, Validity};
+use mimeo_wire::{CertRequest, CertificateAuthority, NodeMode, NodeRole, TlsIdentity, Validity};
 
 use crate::bench::{self, RunOptions, Stop, Workload};
 use crate::cluster;
@@ -728,7 +728,7 @@ fn print_statuses(
             Err(e) => println!("{:<8} {:<22} unreachable: {e}", "?", node),
         }
         if let Ok(s) = status {
-            if s.mode == "multi-leader" {
+            if s.mode == NodeMode::MultiLeader {
                 // Its applied vector: its own writes, then each origin's.
                 println!(
                     "    origin {:<6} applied {:>10} (its own writes; durable {})",
@@ -736,7 +736,7 @@ fn print_statuses(
                 );
             }
             for peer in &s.peers {
-                if s.mode == "multi-leader" {
+                if s.mode == NodeMode::MultiLeader {
                     // How far this node applied each peer's writes.
                     let link = if peer.connected {
                         ""
@@ -750,7 +750,7 @@ fn print_statuses(
                     continue;
                 }
                 // Only a leader tracks how far each peer has replicated.
-                if s.role == "leader" {
+                if s.role == NodeRole::Leader {
                     let link = if peer.connected {
                         ""
                     } else {
@@ -791,7 +791,7 @@ fn status_json(s: &NodeStatus) -> serde_json::Value {
         // Only a leader tracks how far each peer has replicated: null elsewhere.
         "peers": s.peers.iter().map(|p| {
             // Multi-leader: every node tracks how far it applied each origin.
-            let leader = s.role == "leader" || s.mode == "multi-leader";
+            let leader = s.role == NodeRole::Leader || s.mode == NodeMode::MultiLeader;
             serde_json::json!({
                 "node_id": p.node_id,
                 "address": p.address,

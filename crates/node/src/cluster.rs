@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use mimeo_client::{Client, ClientConfig};
-use mimeo_wire::TlsIdentity;
+use mimeo_wire::{NodeRole, TlsIdentity};
 use nix::sys::signal::{kill, Signal as NixSignal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
@@ -358,7 +358,7 @@ async fn wait_ready(
         let leader = statuses
             .iter()
             .filter_map(|(node, status)| status.as_ref().map(|s| (node, s)))
-            .filter(|(_, status)| status.role == "leader")
+            .filter(|(_, status)| status.role == NodeRole::Leader)
             .max_by_key(|(_, status)| status.term)
             .map(|(node, _)| node.id.clone());
         if silent.is_empty() && (mode != Mode::LeaderFollower || leader.is_some()) {

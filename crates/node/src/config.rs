@@ -142,6 +142,26 @@ impl std::fmt::Display for Mode {
     }
 }
 
+impl From<Mode> for mimeo_wire::NodeMode {
+    /// The mode as a node reports it in its status.
+    fn from(mode: Mode) -> mimeo_wire::NodeMode {
+        match mode {
+            Mode::Standalone => mimeo_wire::NodeMode::Standalone,
+            Mode::LeaderFollower => mimeo_wire::NodeMode::LeaderFollower,
+            Mode::MultiLeader => mimeo_wire::NodeMode::MultiLeader,
+        }
+    }
+}
+
+/// The storage's fsync mode as a node reports it in its status.
+pub(crate) fn fsync_policy(mode: FsyncMode) -> mimeo_wire::FsyncPolicy {
+    match mode {
+        FsyncMode::Always => mimeo_wire::FsyncPolicy::Always,
+        FsyncMode::Batch => mimeo_wire::FsyncPolicy::Batch,
+        FsyncMode::Never => mimeo_wire::FsyncPolicy::Never,
+    }
+}
+
 /// A whole node configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -15,7 +15,7 @@ use std::time::Instant;
 use mimeo_leader_follower::driver::{Handle, NodeNames};
 use mimeo_leader_follower::{AckMode, ClientOp, LogPosition, ReadMode, Reply, Status};
 use mimeo_wire::{
-    ClientRequest, ClientResponse, ErrorKind, NodeStatus, PeerBus, PeerStatus, Position,
+    ClientRequest, ClientResponse, ErrorKind, NodeRole, NodeStatus, PeerBus, PeerStatus, Position,
     ReadConsistency, WriteAck,
 };
 
@@ -181,12 +181,13 @@ impl LeaderFollower {
         Some(NodeStatus {
             node_id: self.config.node_id.clone(),
             cluster_id: self.config.cluster_id.clone(),
-            mode: self.config.mode.to_string(),
+            mode: self.config.mode.into(),
             // A learner follows, but neither votes nor counts yet.
-            role: if status.voter {
-                status.role.as_str().into()
-            } else {
-                "learner".into()
+            role: match status.role {
+                _ if !status.voter => NodeRole::Learner,
+                mimeo_leader_follower::Role::Leader => NodeRole::Leader,
+                mimeo_leader_follower::Role::Candidate => NodeRole::Candidate,
+                mimeo_leader_follower::Role::Follower => NodeRole::Follower,
             },
             term: status.term,
             last_position: position_to_wire(status.last),
@@ -195,7 +196,7 @@ impl LeaderFollower {
             live_keys: status.live_keys,
             uptime_ms: self.started.elapsed().as_millis() as u64,
             clock_offset_ms: self.clock.offset_ms(),
-            fsync: self.config.storage.fsync.to_string(),
+            fsync: crate::config::fsync_policy(self.config.storage.fsync),
             peers,
         })
     }

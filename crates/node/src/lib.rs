@@ -13,9 +13,12 @@
 //! ```
 //!
 //! The library exposes what other programs reuse: [`config::NodeConfig`]
-//! (the harness writes node configs with it), [`serve`] (run a node inside
-//! another process), and [`mod@bench`], the load generator that the
-//! `bench-compare` crate also points at etcd and Redis.
+//! (`mimeo cluster` and the harness write their node configs from one with
+//! [`config::NodeConfig::to_toml`]; the harness validates it first, so a
+//! bad knob fails the run before any node starts), [`serve`] (run a node inside another process; its
+//! errors are [`ServeError`]s naming what failed), and [`mod@bench`], the
+//! load generator that the `bench-compare` crate also points at etcd and
+//! Redis.
 //!
 //! ```
 //! use mimeo_node::config::NodeConfig;
@@ -37,4 +40,4 @@ mod multi_leader;
 mod server;
 mod standalone;
 
-pub use server::serve;
+pub use server::{serve, ServeError};

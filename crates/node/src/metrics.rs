@@ -89,7 +89,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use mimeo_leader_follower::Role;
 use mimeo_storage::{Latencies, LatencyHistogram, Store};
 use mimeo_wire::{ClientRequest, ClientResponse, ErrorKind};
@@ -213,13 +212,11 @@ impl RequestMetrics {
 pub(crate) async fn start(
     addr: SocketAddr,
     source: Source,
-) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     if let Some(warning) = exposure_warning(addr) {
         tracing::warn!("{warning}");
     }
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding metrics_listen = {addr}"))?;
+    let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let task = tokio::spawn(accept_loop(listener, Arc::new(source)));
     Ok((local, task))

@@ -42,7 +42,7 @@ use std::time::Instant;
 use mimeo_multi_leader::driver::Handle;
 use mimeo_multi_leader::{AckMode, ClientError, ClientOp, ReadValue, Reply, Status};
 use mimeo_wire::{
-    ClientRequest, ClientResponse, ErrorKind, NodeStatus, PeerBus, PeerStatus, Position,
+    ClientRequest, ClientResponse, ErrorKind, NodeRole, NodeStatus, PeerBus, PeerStatus, Position,
     ReadConsistency, VersionedValue, WriteAck,
 };
 
@@ -373,8 +373,8 @@ impl MultiLeader {
         Some(NodeStatus {
             node_id: self.config.node_id.clone(),
             cluster_id: self.config.cluster_id.clone(),
-            mode: self.config.mode.to_string(),
-            role: "origin".into(),
+            mode: self.config.mode.into(),
+            role: NodeRole::Origin,
             term: 0,
             last_position: Position {
                 term: 0,
@@ -385,7 +385,7 @@ impl MultiLeader {
             live_keys: status.live_keys,
             uptime_ms: self.started.elapsed().as_millis() as u64,
             clock_offset_ms: self.clock.offset_ms(),
-            fsync: self.config.storage.fsync.to_string(),
+            fsync: crate::config::fsync_policy(self.config.storage.fsync),
             peers,
         })
     }

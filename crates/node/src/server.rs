@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
 use mimeo_storage::{
     Backend, FsBackend, FsyncFaultBackend, Options, PowerLossBackend, Store, FAIL_FSYNC_FILE,
 };
@@ -135,20 +134,159 @@ impl Drop for Counted<'_> {
     }
 }
 
+/// Why [`serve`] could not start a node, or why a node stopped other than
+/// on request.
+///
+/// Each message names what failed (the file, address or phase); the
+/// underlying error, where there is one, is [`std::error::Error::source`]
+/// rather than repeated in the message, so print the chain (`mimeo` prints
+/// `error: what failed: cause: ...`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The node's certificate or key could not be loaded.
+    #[error(
+        "loading certificates for node {node_id} from {dir} (create them with \
+         `mimeo certs init --dir {dir} --nodes {node_id}`)"
+    )]
+    Certificates {
+        /// The node's id.
+        node_id: String,
+        /// The configured `tls.dir`.
+        dir: std::path::PathBuf,
+        /// What was wrong with the files.
+        #[source]
+        source: mimeo_wire::CertError,
+    },
+    /// The certificate found is not this node's.
+    #[error("certificate {name} is for {role}, but this node's id is {node_id}")]
+    WrongCertificate {
+        /// The certificate's file name (without `.pem`).
+        name: String,
+        /// The role the certificate grants.
+        role: Role,
+        /// The node's configured id.
+        node_id: String,
+    },
+    /// The node's certificate has expired: no peer would accept it.
+    #[error(
+        "certificate {path} expired {days} days ago: issue a new one with \
+         `mimeo certs issue --ca-dir <the CA directory> --force`"
+    )]
+    CertificateExpired {
+        /// The certificate file.
+        path: std::path::PathBuf,
+        /// Whole days since it expired.
+        days: u64,
+    },
+    /// The data directory could not be opened (wrong owner of the
+    /// directory, corrupt log, another node holding it...).
+    #[error("opening data directory {dir}")]
+    DataDir {
+        /// The configured `data_dir`.
+        dir: std::path::PathBuf,
+        /// What failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// The QUIC endpoint could not be created.
+    #[error("listening on {addr}")]
+    Listen {
+        /// The configured `listen` address.
+        addr: std::net::SocketAddr,
+        /// What failed.
+        #[source]
+        source: mimeo_wire::WireError,
+    },
+    /// The `[replication]` section could not be turned into the
+    /// replicator's settings.
+    #[error("the [replication] section")]
+    Replication(#[source] crate::config::ConfigError),
+    /// The leader-follower state could not be recovered from the data
+    /// directory.
+    #[error("recovering the leader-follower state")]
+    Recover(#[source] mimeo_leader_follower::driver::DriverError),
+    /// The multi-leader state could not be recovered from the data
+    /// directory.
+    #[error("recovering the multi-leader state")]
+    RecoverMultiLeader(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// The endpoint or bus for peer connections could not be created.
+    #[error("starting peer connections")]
+    Peers(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// The metrics endpoint could not listen.
+    #[error("binding metrics_listen = {addr}")]
+    Metrics {
+        /// The configured `metrics_listen` address.
+        addr: std::net::SocketAddr,
+        /// What the OS reported.
+        #[source]
+        source: std::io::Error,
+    },
+    /// SIGTERM and SIGINT handlers could not be installed.
+    #[error("installing the SIGTERM and SIGINT handlers")]
+    Signals(#[source] std::io::Error),
+    /// A blocking storage task panicked or was cancelled.
+    #[error("the storage task {what} did not complete")]
+    Task {
+        /// What the task was doing.
+        what: &'static str,
+        /// The panic or cancellation.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// Something failed while the node served (a replication driver error,
+    /// poisoned storage), so it stopped; `flush` is the error of the final
+    /// storage flush, if that failed too.
+    #[error(
+        "{reason}{}{}",
+        if flush.is_some() { " (and flushing storage at shutdown failed too)" } else { "" },
+        advice.as_deref().map(|a| format!("; {a}")).unwrap_or_default()
+    )]
+    Failed {
+        /// What failed.
+        reason: String,
+        /// What to do about it, when storage was poisoned.
+        advice: Option<String>,
+        /// The final flush's error, if it failed too.
+        #[source]
+        flush: Option<Box<mimeo_storage::Error>>,
+    },
+    /// Flushing storage at shutdown failed.
+    #[error("flushing storage at shutdown{}", advice.as_deref().map(|a| format!("; {a}")).unwrap_or_default())]
+    Flush {
+        /// What to do about it, when storage was poisoned.
+        advice: Option<String>,
+        /// What the storage engine reported.
+        #[source]
+        source: Box<mimeo_storage::Error>,
+    },
+}
+
 /// How long before its certificate expires a node starts warning.
 const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 86_400);
 
 /// Refuses a certificate that has expired (no peer would accept it) and
 /// warns of one that expires within [`EXPIRY_WARNING`].
-fn check_expiry(identity: &TlsIdentity, path: &std::path::Path) -> anyhow::Result<()> {
-    let not_after = identity.not_after()?;
+fn check_expiry(
+    identity: &TlsIdentity,
+    node_id: &str,
+    path: &std::path::Path,
+) -> Result<(), ServeError> {
+    let not_after = identity
+        .not_after()
+        .map_err(|source| ServeError::Certificates {
+            node_id: node_id.to_owned(),
+            dir: path.parent().unwrap_or(path).to_path_buf(),
+            source,
+        })?;
     let renew = "issue a new one with `mimeo certs issue --ca-dir <the CA directory> --force`";
     match not_after.duration_since(std::time::SystemTime::now()) {
-        Err(e) => bail!(
-            "certificate {} expired {} days ago: {renew}",
-            path.display(),
-            e.duration().as_secs() / 86_400
-        ),
+        Err(e) => {
+            return Err(ServeError::CertificateExpired {
+                path: path.to_path_buf(),
+                days: e.duration().as_secs() / 86_400,
+            })
+        }
         Ok(left) if left < EXPIRY_WARNING => {
             tracing::warn!(
                 "certificate {} expires in {} days: {renew}",
@@ -202,27 +340,25 @@ fn poisoned_advice(store: &Store) -> String {
 /// accepting, syncs storage and closes connections.
 ///
 /// Prints one line to stdout once the node serves, so scripts can wait for it.
-pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
+pub async fn serve(config: NodeConfig) -> Result<(), ServeError> {
     let identity_name = format!("node-{}", config.node_id);
-    let identity = TlsIdentity::from_dir(&config.tls.dir, &identity_name).with_context(|| {
-        format!(
-            "loading certificates for node {} from {} (create them with `mimeo certs init --dir {} --nodes {}`)",
-            config.node_id,
-            config.tls.dir.display(),
-            config.tls.dir.display(),
-            config.node_id
-        )
+    let identity = TlsIdentity::from_dir(&config.tls.dir, &identity_name).map_err(|source| {
+        ServeError::Certificates {
+            node_id: config.node_id.clone(),
+            dir: config.tls.dir.clone(),
+            source,
+        }
     })?;
     if identity.role() != &Role::Node(config.node_id.clone()) {
-        bail!(
-            "certificate {} is for {:?}, but this node's id is {}",
-            identity_name,
-            identity.role(),
-            config.node_id
-        );
+        return Err(ServeError::WrongCertificate {
+            name: identity_name,
+            role: identity.role().clone(),
+            node_id: config.node_id.clone(),
+        });
     }
     check_expiry(
         &identity,
+        &config.node_id,
         &config.tls.dir.join(format!("{identity_name}.pem")),
     )?;
     if config.storage.fsync == mimeo_storage::FsyncMode::Never {
@@ -261,17 +397,33 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     }
     let opening = config.clone();
     let store = tokio::task::spawn_blocking(move || open_store(&opening, options))
-        .await?
-        .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
+        .await
+        .map_err(|source| ServeError::Task {
+            what: "opening the data directory",
+            source,
+        })?
+        .map_err(|source| ServeError::DataDir {
+            dir: config.data_dir.clone(),
+            source,
+        })?;
     let store = Arc::new(store);
 
     let transport = TransportConfig {
         max_frame: config.limits.max_frame_bytes,
         ..TransportConfig::default()
     };
-    let endpoint = mimeo_wire::server_endpoint(config.listen, &identity, &transport)
-        .with_context(|| format!("listening on {}", config.listen))?;
-    let local = endpoint.local_addr()?;
+    let listening = |source| ServeError::Listen {
+        addr: config.listen,
+        source,
+    };
+    let endpoint =
+        mimeo_wire::server_endpoint(config.listen, &identity, &transport).map_err(listening)?;
+    let local = endpoint.local_addr().map_err(|source| {
+        listening(mimeo_wire::WireError::Bind {
+            addr: config.listen,
+            source,
+        })
+    })?;
 
     let clock = Arc::new(Clock::default());
     let failure = Arc::new(Failure::default());
@@ -331,7 +483,9 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
                 },
                 requests: Arc::clone(&shared.requests),
             };
-            let (bound, task) = crate::metrics::start(addr, source).await?;
+            let (bound, task) = crate::metrics::start(addr, source)
+                .await
+                .map_err(|source| ServeError::Metrics { addr, source })?;
             tracing::info!(%bound, "Prometheus metrics at http://{bound}/metrics");
             Some(task)
         }
@@ -345,8 +499,9 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         config.node_id, config.mode, local, config.storage.fsync, last.index
     );
 
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
     loop {
         tokio::select! {
             incoming = endpoint.accept() => match incoming {
@@ -370,7 +525,12 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     }
     endpoint.close(0u32.into(), b"node shutting down");
     let syncing = Arc::clone(&store);
-    let synced = tokio::task::spawn_blocking(move || syncing.sync()).await?;
+    let synced = tokio::task::spawn_blocking(move || syncing.sync())
+        .await
+        .map_err(|source| ServeError::Task {
+            what: "flushing storage at shutdown",
+            source,
+        })?;
     if tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle())
         .await
         .is_err()
@@ -379,19 +539,18 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     }
     tracing::info!(node = %config.node_id, "stopped");
     let failed = shared.failure.take();
+    let advice = store.is_poisoned().then(|| poisoned_advice(&store));
     match (failed, synced) {
-        (Some(reason), _) if store.is_poisoned() => {
-            bail!("{reason}; {}", poisoned_advice(&store))
-        }
-        (Some(reason), Err(e)) => bail!("{reason} (and flushing storage at shutdown failed: {e})"),
-        (Some(reason), Ok(())) => bail!("{reason}"),
-        (None, Err(e)) if store.is_poisoned() => {
-            bail!(
-                "flushing storage at shutdown failed: {e}; {}",
-                poisoned_advice(&store)
-            )
-        }
-        (None, synced) => synced.context("flushing storage at shutdown"),
+        (Some(reason), synced) => Err(ServeError::Failed {
+            reason,
+            advice,
+            flush: synced.err().map(Box::new),
+        }),
+        (None, Err(source)) => Err(ServeError::Flush {
+            advice,
+            source: Box::new(source),
+        }),
+        (None, Ok(())) => Ok(()),
     }
 }
 
@@ -406,7 +565,7 @@ fn start_leader_follower(
     transport: &TransportConfig,
     store: &Arc<Store>,
     clock: &Arc<Clock>,
-) -> anyhow::Result<(Arc<LeaderFollower>, Arc<PeerBus>, DriverTask)> {
+) -> Result<(Arc<LeaderFollower>, Arc<PeerBus>, DriverTask), ServeError> {
     use mimeo_leader_follower::driver::{self, Driver};
     let replication = &config.replication;
     let names = crate::leader_follower::names(config);
@@ -421,8 +580,8 @@ fn start_leader_follower(
     core_config.probe_leader = replication.probe_leader;
     core_config.write_timeout_ms = replication.write_timeout_ms;
     core_config.read_timeout_ms = replication.read_timeout_ms;
-    core_config.ack = replication.ack_mode()?;
-    core_config.default_read = replication.read_mode()?;
+    core_config.ack = replication.ack_mode().map_err(ServeError::Replication)?;
+    core_config.default_read = replication.read_mode().map_err(ServeError::Replication)?;
     core_config.snapshot_every = replication.snapshot_every;
     core_config.snapshot_keep = replication.snapshot_keep;
     core_config.bootstrap = replication.bootstrap;
@@ -443,10 +602,10 @@ fn start_leader_follower(
         &**store.backend(),
         mimeo_leader_follower::Millis(0),
     )
-    .context("recovering the leader-follower state")?;
+    .map_err(ServeError::Recover)?;
 
     let peer_endpoint = mimeo_wire::client_endpoint(identity, transport)
-        .context("creating the endpoint for peer connections")?;
+        .map_err(|e| ServeError::Peers(e.into()))?;
     let peers = replication
         .peers
         .iter()
@@ -458,7 +617,8 @@ fn start_leader_follower(
         peers,
         config.cluster_id.clone(),
         transport.clone(),
-    )?;
+    )
+    .map_err(|e| ServeError::Peers(e.into()))?;
     let bus = Arc::new(bus);
     let (driver, handle) = Driver::new(
         core,
@@ -487,7 +647,7 @@ fn start_multi_leader(
     transport: &TransportConfig,
     store: &Arc<Store>,
     clock: &Arc<Clock>,
-) -> anyhow::Result<(Arc<MultiLeader>, Arc<PeerBus>, DriverTask)> {
+) -> Result<(Arc<MultiLeader>, Arc<PeerBus>, DriverTask), ServeError> {
     use mimeo_multi_leader::driver::{self, Driver, DriverConfig};
     let replication = &config.replication;
     let nodes = replication
@@ -496,15 +656,19 @@ fn start_multi_leader(
         .map(|p| p.id.clone())
         .chain(std::iter::once(config.node_id.clone()));
     let mut core_config = mimeo_multi_leader::Config::new(config.node_id.clone(), nodes);
-    core_config.policy = replication.conflict_policy()?;
-    core_config.acks = replication.multi_leader_acks()?;
+    core_config.policy = replication
+        .conflict_policy()
+        .map_err(ServeError::Replication)?;
+    core_config.acks = replication
+        .multi_leader_acks()
+        .map_err(ServeError::Replication)?;
     core_config.max_drift_ms = replication.max_drift_ms;
     core_config.read_timeout_ms = replication.read_timeout_ms;
     let origin = std::time::Instant::now();
     let recovered = driver::recover(core_config, store, mimeo_multi_leader::Millis(0))
-        .context("recovering the multi-leader state")?;
+        .map_err(|e| ServeError::RecoverMultiLeader(e.into()))?;
     let peer_endpoint = mimeo_wire::client_endpoint(identity, transport)
-        .context("creating the endpoint for peer connections")?;
+        .map_err(|e| ServeError::Peers(e.into()))?;
     let peers = replication
         .peers
         .iter()
@@ -516,7 +680,8 @@ fn start_multi_leader(
         peers,
         config.cluster_id.clone(),
         transport.clone(),
-    )?;
+    )
+    .map_err(|e| ServeError::Peers(e.into()))?;
     let bus = Arc::new(bus);
     let (driver, handle) = Driver::new(
         recovered,
@@ -550,7 +715,10 @@ fn start_multi_leader(
 /// (refusing another mode, cluster or node: [`crate::data_dir`]); the
 /// store then locks the directory; only then, under the lock, is a missing
 /// identity file written.
-fn open_store(config: &NodeConfig, options: Options) -> anyhow::Result<Store> {
+fn open_store(
+    config: &NodeConfig,
+    options: Options,
+) -> Result<Store, Box<dyn std::error::Error + Send + Sync + 'static>> {
     let data_dir = &config.data_dir;
     let mut backend: Arc<dyn Backend> = if config.storage.simulate_power_loss {
         Arc::new(PowerLossBackend::new(data_dir)?)
@@ -668,5 +836,58 @@ async fn admin(shared: &Shared, request: AdminRequest) -> AdminResponse {
             shared.shutdown.notify_one();
             AdminResponse::Ok
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    fn config(dir: &std::path::Path) -> NodeConfig {
+        NodeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.join("data"),
+            tls: crate::config::TlsSection {
+                dir: dir.join("certs"),
+            },
+            ..NodeConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn missing_certificates_are_named_with_their_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = serve(config(dir.path())).await.unwrap_err();
+        assert!(
+            matches!(&error, ServeError::Certificates { node_id, .. } if node_id == "n1"),
+            "{error:?}"
+        );
+        let text = error.to_string();
+        assert!(text.contains("mimeo certs init"), "{text}");
+        assert!(
+            text.contains(&dir.path().join("certs").display().to_string()),
+            "{text}"
+        );
+        let source = error.source().expect("the cause is kept");
+        assert!(source.is::<mimeo_wire::CertError>(), "{source:?}");
+    }
+
+    #[tokio::test]
+    async fn an_unusable_data_directory_is_named_with_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let request = mimeo_wire::CertRequest {
+            nodes: vec!["n1".into()],
+            ..Default::default()
+        };
+        mimeo_wire::generate_certs(&dir.path().join("certs"), &request, false).unwrap();
+        // A file where the data directory should be.
+        std::fs::write(dir.path().join("data"), b"not a directory").unwrap();
+        let error = serve(config(dir.path())).await.unwrap_err();
+        assert!(
+            matches!(&error, ServeError::DataDir { dir: d, .. } if *d == dir.path().join("data")),
+            "{error:?}"
+        );
+        assert!(error.source().is_some(), "{error:?}");
     }
 }

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use mimeo_storage::{Entry, LogPosition, Mutation, Record, RecordMeta, Store};
-use mimeo_wire::{ClientRequest, ClientResponse, ErrorKind, NodeStatus, Position, WriteAck};
+use mimeo_wire::{
+    ClientRequest, ClientResponse, ErrorKind, NodeRole, NodeStatus, Position, WriteAck,
+};
 
 use crate::clock::Clock;
 use crate::config::NodeConfig;
@@ -213,8 +215,8 @@ impl Standalone {
         NodeStatus {
             node_id: self.config.node_id.clone(),
             cluster_id: self.config.cluster_id.clone(),
-            mode: self.config.mode.to_string(),
-            role: "standalone".into(),
+            mode: self.config.mode.into(),
+            role: NodeRole::Standalone,
             term: last.term,
             last_position: position_to_wire(last),
             commit_index: self.store.durable_index(),
@@ -222,7 +224,7 @@ impl Standalone {
             live_keys: stats.live_keys as u64,
             uptime_ms: self.started.elapsed().as_millis() as u64,
             clock_offset_ms: self.clock.offset_ms(),
-            fsync: self.config.storage.fsync.to_string(),
+            fsync: crate::config::fsync_policy(self.config.storage.fsync),
             peers: Vec::new(),
         }
     }

@@ -70,7 +70,7 @@ async fn a_killed_leader_is_replaced_and_rejoins_with_every_acknowledged_write()
         }
     }
     let status = follower.status_of(old).await.unwrap();
-    assert_eq!(status.role, "follower");
+    assert_eq!(status.role, mimeo_client::NodeRole::Follower);
     assert!(status.term >= 2, "a new term began: {status:?}");
 }
 

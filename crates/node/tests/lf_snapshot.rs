@@ -118,7 +118,7 @@ async fn a_follower_that_missed_compacted_entries_catches_up_from_the_snapshot()
     assert_eq!(r.value.as_deref(), Some(&b"0"[..]));
     assert_eq!(r.node, all[stopped]);
     let status = follower.status_of(all[stopped]).await.unwrap();
-    assert_eq!(status.role, "follower");
+    assert_eq!(status.role, mimeo_client::NodeRole::Follower);
     assert!(
         status.commit_index >= 310,
         "the follower has everything: {status:?}"

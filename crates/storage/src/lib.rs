@@ -193,6 +193,21 @@
 //! simply have none; nothing else in the format changed, so the format
 //! version stays 1.
 //!
+//! ## Versioning
+//!
+//! Each file kind carries its own format version in its header (segment:
+//! 2; snapshot and synced-through: 1). A change to the bytes a file holds,
+//! including the postcard encoding of [`Record`] (a reordered or inserted
+//! [`Mutation`] variant, a moved field), bumps that file's version. A
+//! build keeps reading every older version it has ever written (as version
+//! 2 segments read version 1 ones) and writes only the newest, so a data
+//! directory upgrades in place, file by file, as segments roll and
+//! snapshots are rewritten; a build refuses to open a file of a version
+//! newer than it knows, saying which versions it reads, so downgrading
+//! past a format change fails loudly instead of misreading. `tests/golden.rs` pins a segment and a
+//! snapshot byte for byte against `testdata/`: a change that fails it needs
+//! a version bump, not a regenerated file.
+//!
 //! ## How files change
 //!
 //! - **Append**: the frames of one call are written with one positional

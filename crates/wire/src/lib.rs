@@ -26,6 +26,24 @@
 //! with an error and its stream closed; the connection and every other
 //! request carry on.
 //!
+//! # Versioning
+//!
+//! Every message is postcard, whose encoding of an enum is the variant's
+//! index and of a struct its fields in order, so the order of variants and
+//! fields is the format. Variants are only ever appended; any change that
+//! alters the bytes of an existing message (a reordered, inserted or
+//! removed variant or field, a changed type) steps [`PROTOCOL_VERSION`]
+//! by one, recorded in its docs. There is no translation between versions:
+//! the hello carries the version, and a node refuses any other with
+//! [`RefusalReason::VersionMismatch`] and a message naming both versions,
+//! so a rolling upgrade across a step is refused loudly rather than
+//! misread (upgrade all nodes and clients together). The payload of a
+//! [`PeerMessage`] is the replicator's own encoding, covered by the same
+//! version. `tests/golden.rs` pins a hello and messages of each protocol,
+//! frame and all, against `testdata/`: a change that fails it needs a
+//! version step and regenerated files (`UPDATE_GOLDEN=1`), not just the
+//! latter.
+//!
 //! # Peer messaging
 //!
 //! [`PeerBus`] carries replication traffic between nodes: `send` queues a
@@ -121,9 +139,9 @@ pub use frame::{
     FRAME_HEADER_LEN,
 };
 pub use message::{
-    AdminRequest, AdminResponse, ClientRequest, ClientResponse, ErrorKind, ErrorReply, Hello,
-    HelloReply, NodeStatus, PeerMessage, PeerStatus, Position, Protocol, ReadConsistency,
-    RefusalReason, VersionedValue, WriteAck, PROTOCOL_VERSION,
+    AdminRequest, AdminResponse, ClientRequest, ClientResponse, ErrorKind, ErrorReply, FsyncPolicy,
+    Hello, HelloReply, NodeMode, NodeRole, NodeStatus, PeerMessage, PeerStatus, Position, Protocol,
+    ReadConsistency, RefusalReason, VersionedValue, WriteAck, PROTOCOL_VERSION,
 };
 pub use peer::{max_peer_payload, PeerBus, PeerBusConfig, PeerError, PeerStats, BATCH_BYTES};
 pub use probe::{probe, Probe};

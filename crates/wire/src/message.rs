@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 /// Version 5: multi-leader requests and responses, appended at the end of
 /// [`ClientRequest`] (`GetVersioned`, `PutVersioned`, `Increment`,
 /// `SetAdd`, `SetRemove`) and [`ClientResponse`] (`Versioned`,
-/// `WrittenVersioned`); every earlier message keeps its encoding. A node
-/// of version 4 would refuse the new variants' bytes, hence the bump.
+/// `WrittenVersioned`), every earlier message keeping its encoding; and
+/// [`NodeStatus`] carries its mode, role and fsync policy as enums
+/// ([`NodeMode`], [`NodeRole`], [`FsyncPolicy`]) instead of strings.
 pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The protocol a connection speaks after its hello.
@@ -383,10 +384,10 @@ pub struct NodeStatus {
     pub node_id: String,
     /// The cluster it belongs to.
     pub cluster_id: String,
-    /// The replication mode (`standalone`, `leader-follower`...).
-    pub mode: String,
-    /// The node's current role in that mode (`standalone`, `leader`...).
-    pub role: String,
+    /// The replication mode.
+    pub mode: NodeMode,
+    /// The node's current role in that mode.
+    pub role: NodeRole,
     /// The current term (0 when the mode has none).
     pub term: u64,
     /// The last entry in the node's log.
@@ -401,11 +402,113 @@ pub struct NodeStatus {
     pub uptime_ms: u64,
     /// The offset injected into the node's clock, in milliseconds.
     pub clock_offset_ms: i64,
-    /// The fsync mode of the node's storage.
-    pub fsync: String,
+    /// The fsync policy of the node's storage.
+    pub fsync: FsyncPolicy,
     /// What the node knows of its peers.
     pub peers: Vec<PeerStatus>,
 }
+
+/// Implements `Display` (padding honoured, for tables) with the same
+/// lower-case names serde writes to JSON.
+macro_rules! named_enum {
+    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The name shown by `mimeo status` and written to its JSON.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+    };
+}
+
+/// A node's replication mode, as reported in its [`NodeStatus`]. In JSON
+/// (`mimeo status --json`) it is written as the name the node's
+/// configuration uses: `standalone` or `leader-follower`.
+///
+/// On the wire (postcard) a variant is its index: variants are only ever
+/// appended, and a new one needs a [`PROTOCOL_VERSION`] step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum NodeMode {
+    /// One node, no replication.
+    Standalone,
+    /// One leader per term streams its log to followers.
+    LeaderFollower,
+    /// Every node takes writes and streams them to the others.
+    MultiLeader,
+}
+
+named_enum!(NodeMode {
+    Standalone => "standalone",
+    LeaderFollower => "leader-follower",
+    MultiLeader => "multi-leader",
+});
+
+/// A node's role in its mode, as reported in its [`NodeStatus`]. In JSON
+/// it is written in lower case (`leader`, `follower`...).
+///
+/// On the wire (postcard) a variant is its index: variants are only ever
+/// appended, and a new one needs a [`PROTOCOL_VERSION`] step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum NodeRole {
+    /// A standalone node: it serves everything itself.
+    Standalone,
+    /// Leads its term (leader-follower).
+    Leader,
+    /// Asks for votes (leader-follower).
+    Candidate,
+    /// Follows a leader, or waits for one (leader-follower).
+    Follower,
+    /// Follows a leader but neither votes nor counts towards a quorum yet
+    /// (leader-follower).
+    Learner,
+    /// Takes writes of its own and applies every other node's
+    /// (multi-leader: every node has this role).
+    Origin,
+}
+
+named_enum!(NodeRole {
+    Standalone => "standalone",
+    Leader => "leader",
+    Candidate => "candidate",
+    Follower => "follower",
+    Learner => "learner",
+    Origin => "origin",
+});
+
+/// When a node's storage fsyncs its log, as reported in its
+/// [`NodeStatus`]; the names (`always`, `batch`, `never`) are the
+/// configuration's `storage.fsync` values.
+///
+/// On the wire (postcard) a variant is its index: variants are only ever
+/// appended, and a new one needs a [`PROTOCOL_VERSION`] step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FsyncPolicy {
+    /// Every append is fsynced before it returns.
+    Always,
+    /// Group commit: concurrent writers share fsyncs.
+    Batch,
+    /// No fsync on the write path (a power cut can lose acknowledged writes).
+    Never,
+}
+
+named_enum!(FsyncPolicy {
+    Always => "always",
+    Batch => "batch",
+    Never => "never",
+});
 
 /// One peer as seen from a node (replication lag lives here).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

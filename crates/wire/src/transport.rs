@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use crate::certs::{Role, TlsIdentity, NODE_SERVER_NAME};
+use crate::certs::{CertError, Role, TlsIdentity, NODE_SERVER_NAME};
 use crate::frame::{
     encode_frame, read_frame, read_frame_len, read_frame_payload, write_frame, FrameError,
     DEFAULT_MAX_FRAME, FRAME_HEADER_LEN,
@@ -109,7 +109,7 @@ impl TransportConfig {
     fn quinn(&self) -> Result<quinn::TransportConfig, WireError> {
         let mut transport = quinn::TransportConfig::default();
         let idle = quinn::IdleTimeout::try_from(self.idle_timeout)
-            .map_err(|e| WireError::Config(format!("idle timeout: {e}")))?;
+            .map_err(|e| WireError::config("idle timeout", e))?;
         transport
             .max_idle_timeout(Some(idle))
             .keep_alive_interval(Some(self.keep_alive))
@@ -122,9 +122,8 @@ impl TransportConfig {
     /// bounded windows.
     fn quinn_server(&self) -> Result<quinn::TransportConfig, WireError> {
         let mut transport = self.quinn()?;
-        let window = |bytes: usize, what: &str| {
-            quinn::VarInt::try_from(bytes as u64)
-                .map_err(|e| WireError::Config(format!("{what}: {e}")))
+        let window = |bytes: usize, what: &'static str| {
+            quinn::VarInt::try_from(bytes as u64).map_err(|e| WireError::config(what, e))
         };
         let stream_window = self.max_frame + FRAME_HEADER_LEN;
         transport
@@ -142,8 +141,14 @@ impl TransportConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
     /// TLS or QUIC configuration is unusable.
-    #[error("transport configuration: {0}")]
-    Config(String),
+    #[error("transport configuration: {what}: {source}")]
+    Config {
+        /// The setting that could not be used.
+        what: &'static str,
+        /// What rustls or quinn reported.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// The socket could not be bound.
     #[error("binding {addr}: {source}")]
     Bind {
@@ -171,9 +176,50 @@ pub enum WireError {
     /// A frame could not be exchanged.
     #[error(transparent)]
     Frame(#[from] FrameError),
-    /// The connection or stream failed.
-    #[error("connection: {0}")]
-    Connection(String),
+    /// The connection failed while doing `what`.
+    #[error("connection: {what}: {source}")]
+    Connection {
+        /// What the connection was doing (accepting a stream...).
+        what: &'static str,
+        /// What quinn reported.
+        #[source]
+        source: quinn::ConnectionError,
+    },
+    /// A stream was already closed when it was finished.
+    #[error("connection: finishing a request stream: {0}")]
+    StreamClosed(#[from] quinn::ClosedStream),
+    /// The other side presented no certificate (it cannot, under mutual
+    /// TLS: a bug or a misconfigured endpoint).
+    #[error("the peer presented no certificate")]
+    NoPeerCertificate,
+    /// The other side's certificate grants no role.
+    #[error("the peer's certificate: {0}")]
+    PeerCertificate(#[source] CertError),
+    /// The other side sent no hello in time.
+    #[error("no hello within {after:?}")]
+    HelloTimeout {
+        /// The configured hello timeout.
+        after: Duration,
+    },
+}
+
+impl WireError {
+    /// A [`WireError::Config`]: `what` could not be used because of
+    /// `source`.
+    fn config(
+        what: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> WireError {
+        WireError::Config {
+            what,
+            source: source.into(),
+        }
+    }
+
+    /// A [`WireError::Connection`] for `what`.
+    fn connection(what: &'static str) -> impl FnOnce(quinn::ConnectionError) -> WireError {
+        move |source| WireError::Connection { what, source }
+    }
 }
 
 fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -184,7 +230,7 @@ fn roots(identity: &TlsIdentity) -> Result<Arc<RootCertStore>, WireError> {
     let mut roots = RootCertStore::empty();
     roots
         .add(identity.ca().clone())
-        .map_err(|e| WireError::Config(format!("CA certificate: {e}")))?;
+        .map_err(|e| WireError::config("CA certificate", e))?;
     Ok(Arc::new(roots))
 }
 
@@ -198,15 +244,16 @@ pub fn server_endpoint(
     let provider = crypto_provider();
     let verifier = WebPkiClientVerifier::builder_with_provider(roots(identity)?, provider.clone())
         .build()
-        .map_err(|e| WireError::Config(format!("client verifier: {e}")))?;
+        .map_err(|e| WireError::config("client verifier", e))?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| WireError::Config(e.to_string()))?
+        .map_err(|e| WireError::config("TLS 1.3 with the ring provider", e))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(identity.chain(), identity.key())
-        .map_err(|e| WireError::Config(format!("node certificate: {e}")))?;
+        .map_err(|e| WireError::config("node certificate", e))?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = QuicServerConfig::try_from(tls).map_err(|e| WireError::Config(e.to_string()))?;
+    let crypto =
+        QuicServerConfig::try_from(tls).map_err(|e| WireError::config("QUIC server TLS", e))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(transport.quinn_server()?));
     quinn::Endpoint::server(config, bind).map_err(|source| WireError::Bind { addr: bind, source })
@@ -219,12 +266,13 @@ pub fn client_endpoint(
 ) -> Result<quinn::Endpoint, WireError> {
     let mut tls = rustls::ClientConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| WireError::Config(e.to_string()))?
+        .map_err(|e| WireError::config("TLS 1.3 with the ring provider", e))?
         .with_root_certificates(roots(identity)?)
         .with_client_auth_cert(identity.chain(), identity.key())
-        .map_err(|e| WireError::Config(format!("client certificate: {e}")))?;
+        .map_err(|e| WireError::config("client certificate", e))?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = QuicClientConfig::try_from(tls).map_err(|e| WireError::Config(e.to_string()))?;
+    let crypto =
+        QuicClientConfig::try_from(tls).map_err(|e| WireError::config("QUIC client TLS", e))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(transport.quinn()?));
     let bind = SocketAddr::from(([0, 0, 0, 0], 0));
@@ -242,11 +290,9 @@ pub fn peer_role(conn: &quinn::Connection) -> Result<Role, WireError> {
             any.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
                 .ok()
         })
-        .ok_or_else(|| WireError::Connection("the peer presented no certificate".into()))?;
-    let leaf = certs
-        .first()
-        .ok_or_else(|| WireError::Connection("the peer presented no certificate".into()))?;
-    Role::from_certificate(leaf).map_err(|e| WireError::Connection(e.to_string()))
+        .ok_or(WireError::NoPeerCertificate)?;
+    let leaf = certs.first().ok_or(WireError::NoPeerCertificate)?;
+    Role::from_certificate(leaf).map_err(WireError::PeerCertificate)
 }
 
 /// Connects to a node and exchanges the hello. Returns the connection and
@@ -305,7 +351,7 @@ pub async fn accept_hello(
         let (send, mut recv) = conn
             .accept_bi()
             .await
-            .map_err(|e| WireError::Connection(e.to_string()))?;
+            .map_err(WireError::connection("waiting for the hello stream"))?;
         let hello = read_frame::<Hello>(&mut recv, transport.max_frame).await;
         Ok::<_, WireError>((send, hello))
     };
@@ -313,10 +359,9 @@ pub async fn accept_hello(
         Ok(result) => result?,
         Err(_) => {
             conn.close(codes::REFUSED.into(), b"no hello in time");
-            return Err(WireError::Connection(format!(
-                "no hello within {:?}",
-                transport.hello_timeout
-            )));
+            return Err(WireError::HelloTimeout {
+                after: transport.hello_timeout,
+            });
         }
     };
     let (verdict, reply) = match hello {
@@ -407,10 +452,9 @@ where
     let (mut send, mut recv) = conn
         .open_bi()
         .await
-        .map_err(|e| WireError::Connection(e.to_string()))?;
+        .map_err(WireError::connection("opening a request stream"))?;
     write_frame(&mut send, request, max_frame).await?;
-    send.finish()
-        .map_err(|e| WireError::Connection(e.to_string()))?;
+    send.finish()?;
     Ok(read_frame(&mut recv, max_frame).await?)
 }
 
@@ -448,7 +492,7 @@ where
                 quinn::ConnectionError::ApplicationClosed(_)
                 | quinn::ConnectionError::LocallyClosed,
             ) => return Ok(()),
-            Err(e) => return Err(WireError::Connection(e.to_string())),
+            Err(e) => return Err(WireError::connection("accepting a request stream")(e)),
         };
         let handler = Arc::clone(&handler);
         let request_bytes = Arc::clone(&request_bytes);

@@ -62,13 +62,35 @@ fn peer_status() -> impl Strategy<Value = PeerStatus> {
         )
 }
 
+fn node_mode() -> impl Strategy<Value = NodeMode> {
+    prop_oneof![Just(NodeMode::Standalone), Just(NodeMode::LeaderFollower)]
+}
+
+fn node_role() -> impl Strategy<Value = NodeRole> {
+    prop_oneof![
+        Just(NodeRole::Standalone),
+        Just(NodeRole::Leader),
+        Just(NodeRole::Candidate),
+        Just(NodeRole::Follower),
+        Just(NodeRole::Learner),
+    ]
+}
+
+fn fsync_policy() -> impl Strategy<Value = FsyncPolicy> {
+    prop_oneof![
+        Just(FsyncPolicy::Always),
+        Just(FsyncPolicy::Batch),
+        Just(FsyncPolicy::Never),
+    ]
+}
+
 fn node_status() -> impl Strategy<Value = NodeStatus> {
     (
         (
             ".{0,8}",
             ".{0,8}",
-            ".{0,8}",
-            ".{0,8}",
+            node_mode(),
+            node_role(),
             any::<u64>(),
             position(),
         ),
@@ -78,7 +100,7 @@ fn node_status() -> impl Strategy<Value = NodeStatus> {
             any::<u64>(),
             any::<u64>(),
             any::<i64>(),
-            ".{0,8}",
+            fsync_policy(),
         ),
         prop::collection::vec(peer_status(), 0..4),
     )
@@ -320,4 +342,45 @@ fn byte_fields_keep_the_encoding_of_a_sequence_of_u8() {
         .unwrap()
         .unwrap();
     assert_eq!(back, new);
+}
+
+/// A value as `mimeo status --json` writes it: a JSON string.
+fn json<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value).unwrap() {
+        serde_json::Value::String(s) => s,
+        other => panic!("not a string: {other}"),
+    }
+}
+
+/// `mimeo status --json` writes the status enums by these names (the same
+/// strings the status carried before they were enums), and the table shows
+/// the same names, padded.
+#[test]
+fn status_enums_keep_their_names_in_json_and_tables() {
+    for (mode, name) in [
+        (NodeMode::Standalone, "standalone"),
+        (NodeMode::LeaderFollower, "leader-follower"),
+    ] {
+        assert_eq!(json(&mode), name);
+        assert_eq!(mode.to_string(), name);
+    }
+    for (role, name) in [
+        (NodeRole::Standalone, "standalone"),
+        (NodeRole::Leader, "leader"),
+        (NodeRole::Candidate, "candidate"),
+        (NodeRole::Follower, "follower"),
+        (NodeRole::Learner, "learner"),
+    ] {
+        assert_eq!(json(&role), name);
+        assert_eq!(role.to_string(), name);
+    }
+    for (fsync, name) in [
+        (FsyncPolicy::Always, "always"),
+        (FsyncPolicy::Batch, "batch"),
+        (FsyncPolicy::Never, "never"),
+    ] {
+        assert_eq!(json(&fsync), name);
+        assert_eq!(fsync.to_string(), name);
+    }
+    assert_eq!(format!("[{:<8}]", NodeRole::Leader), "[leader  ]");
 }

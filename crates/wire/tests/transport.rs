@@ -340,6 +340,41 @@ async fn a_wrong_protocol_version_is_refused() {
     );
 }
 
+/// A peer of the previous protocol (version 4, whose `NodeStatus` carried
+/// strings) is refused with a reason it can match on and a message naming
+/// both versions, before any request could be misread.
+#[tokio::test]
+async fn a_previous_version_peer_is_refused_naming_both_versions() {
+    assert_eq!(PROTOCOL_VERSION, 5, "update this test's previous version");
+    let (dir, addr) = serving_node();
+    let identity = TlsIdentity::from_dir(dir.path(), "client-good").unwrap();
+    let endpoint = client_endpoint(&identity, &transport()).unwrap();
+    let conn = endpoint
+        .connect(addr, NODE_SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let hello = Hello {
+        version: 4,
+        cluster_id: CLUSTER.into(),
+        protocol: Protocol::Client,
+    };
+    let reply: HelloReply = tokio::time::timeout(WAIT, call(&conn, &hello, MAX_FRAME))
+        .await
+        .unwrap()
+        .unwrap();
+    match reply {
+        HelloReply::Refused {
+            reason: RefusalReason::VersionMismatch,
+            message,
+        } => {
+            assert!(message.contains("protocol version 4"), "{message}");
+            assert!(message.contains("speaks version 5"), "{message}");
+        }
+        other => panic!("expected a version mismatch, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn probes_of_a_live_node_are_not_refused_and_leave_it_serving() {
     let (dir, addr) = serving_node();
@@ -354,4 +389,34 @@ async fn probes_of_a_live_node_are_not_refused_and_leave_it_serving() {
     // The same connection still works: the empty datagrams were dropped.
     assert_served(&get(&conn, b"after").await, b"after");
     assert!(conn.close_reason().is_none());
+}
+
+/// A setting quinn cannot use is named, and quinn's own error is kept as
+/// the source (not flattened into a string).
+#[tokio::test]
+async fn an_unusable_setting_is_named_and_keeps_its_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    certs(dir.path());
+    let identity = TlsIdentity::from_dir(dir.path(), "client-good").unwrap();
+    let config = TransportConfig {
+        idle_timeout: Duration::MAX,
+        ..transport()
+    };
+    let error = client_endpoint(&identity, &config).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            WireError::Config {
+                what: "idle timeout",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let source = std::error::Error::source(&error).expect("the cause is kept");
+    assert!(
+        source.is::<quinn::VarIntBoundsExceeded>(),
+        "{source:?}: not quinn's error"
+    );
+    assert!(error.to_string().contains("idle timeout"), "{error}");
 }

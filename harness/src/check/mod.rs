@@ -123,7 +123,10 @@ pub(crate) fn settled_reads<'a, 'h: 'a>(
 ) -> std::collections::HashSet<u64> {
     let mut last: std::collections::HashMap<Result<&str, u64>, u64> = Default::default();
     for read in reads {
-        let Some(done) = read.complete.filter(|c| c.kind == crate::history::OpType::Ok) else {
+        let Some(done) = read
+            .complete
+            .filter(|c| c.kind == crate::history::OpType::Ok)
+        else {
             continue;
         };
         let began = read.invoke.index;

@@ -626,7 +626,10 @@ mod tests {
         // n3 had 1 but not yet 2, then caught up.
         assert_eq!(check(&rows(json!([1]), json!([2]))).verdict, Verdict::Valid);
         // Settling on the superseded value is wrong.
-        assert_eq!(kinds(&check(&rows(json!([2]), json!([1])))), ["superseded-kept", "lost-to-earlier"]);
+        assert_eq!(
+            kinds(&check(&rows(json!([2]), json!([1])))),
+            ["superseded-kept", "lost-to-earlier"]
+        );
     }
 
     #[test]

@@ -97,7 +97,7 @@ pub(crate) async fn leader(client: &Client, nodes: &[SocketAddr]) -> SocketAddr 
     loop {
         for &node in nodes {
             if let Ok(status) = client.status_of(node).await {
-                if status.role == "leader" {
+                if status.role == mimeo_client::NodeRole::Leader {
                     return node;
                 }
             }
