@@ -115,6 +115,12 @@ pub struct Config {
     /// their origin's stream), so a replica may exceed it by what the
     /// other nodes accepted.
     pub max_tombstone_bytes: usize,
+    /// The largest write, in bytes ([`Write::approx_bytes`](crate::Write::approx_bytes):
+    /// the key's whole state after it, every sibling included); a write
+    /// beyond it is refused ([`ClientError::WriteTooLarge`](crate::ClientError::WriteTooLarge)).
+    /// A driver sets it below what one peer message can carry: a write
+    /// that could not be shipped would stop its origin's stream.
+    pub max_write_bytes: usize,
     #[doc(hidden)]
     pub sabotage: Option<Sabotage>,
 }
@@ -145,6 +151,7 @@ impl Config {
             sibling_limits: SiblingLimits::default(),
             max_pending_ack_bytes: 16 << 20,
             max_tombstone_bytes: 64 << 20,
+            max_write_bytes: 2 << 20,
             sabotage: None,
         }
     }
@@ -179,6 +186,7 @@ impl Config {
             ("retransmit_ms", self.retransmit_ms),
             ("max_pending_ack_bytes", self.max_pending_ack_bytes as u64),
             ("max_tombstone_bytes", self.max_tombstone_bytes as u64),
+            ("max_write_bytes", self.max_write_bytes as u64),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero { field });

@@ -625,6 +625,13 @@ impl Core {
             state: state.expect("a write sets the state"),
             writes,
         };
+        let bytes = 64 + key.len() + record.state.approx_bytes();
+        if bytes > self.config.max_write_bytes {
+            return Err(ClientError::WriteTooLarge {
+                bytes,
+                limit_bytes: self.config.max_write_bytes,
+            });
+        }
         self.applied.raise(me.clone(), seq);
         self.latest.insert(me.clone(), ts.clone());
         let write = Write {

@@ -46,7 +46,8 @@
 //!   beyond them a new write (or delete) is refused with an error naming
 //!   the setting, and is taken again once peers catch up. The memory log,
 //!   the data in flight to each peer and waiting session reads are bounded
-//!   too.
+//!   too, and so is one write ([`Config::max_write_bytes`]: it carries its
+//!   key's whole state, siblings included, and must fit a peer message).
 //! - **Session reads** (read-your-writes, monotonic reads) on any node:
 //!   pass the `session` vector of the last reply.
 //!

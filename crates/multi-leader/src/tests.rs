@@ -609,3 +609,52 @@ fn tombstones_waiting_for_collection_are_bounded_in_bytes() {
     n1.handle_client(Millis(4), WALL, 4, delete("b"), None);
     assert_eq!(n1.applied(), &vv([("n1", 3)]));
 }
+
+#[test]
+fn a_write_whose_state_would_not_fit_a_peer_message_is_refused() {
+    let mut c = config("n1");
+    c.max_write_bytes = 400;
+    let mut n1 = Core::new(c, Millis(0)).unwrap();
+    quiet(&mut n1);
+    let blind = |value: &str| ClientOp::Put {
+        key: b"k".to_vec(),
+        value: value.into(),
+        context: Some(VersionVector::new()),
+    };
+    // Blind writes pile up as siblings until the state would not fit.
+    let value = "v".repeat(100);
+    for req in 1..=2 {
+        n1.handle_client(Millis(1), WALL, req, blind(&value), None);
+    }
+    assert_eq!(n1.applied(), &vv([("n1", 2)]));
+    drain(&mut n1);
+    n1.handle_client(Millis(1), WALL, 3, blind(&value), None);
+    let outputs = drain(&mut n1);
+    let [Output::Reply {
+        req_id: 3,
+        reply:
+            Reply::Failed(ClientError::WriteTooLarge {
+                limit_bytes: 400, ..
+            }),
+    }] = &outputs[..]
+    else {
+        panic!("{outputs:?}")
+    };
+    assert_eq!(
+        n1.applied(),
+        &vv([("n1", 2)]),
+        "the refused write took nothing"
+    );
+    // A write with the read's context replaces the siblings: it fits.
+    let context = match &n1.record(b"k").unwrap().state {
+        KeyState::Siblings(dvv) => dvv.context(),
+        _ => unreachable!(),
+    };
+    let put = ClientOp::Put {
+        key: b"k".to_vec(),
+        value: value.clone().into_bytes(),
+        context: Some(context),
+    };
+    n1.handle_client(Millis(2), WALL, 4, put, None);
+    assert_eq!(n1.applied(), &vv([("n1", 3)]));
+}

@@ -226,6 +226,15 @@ pub enum ClientError {
         /// `max_pending_ack_bytes`.
         limit_bytes: usize,
     },
+    /// The key's state after the write (every sibling, since a write
+    /// carries them all) would exceed `max_write_bytes`.
+    #[error("write refused: the key's state would take {bytes} bytes with this write (every concurrent value is shipped with it), more than max_write_bytes = {limit_bytes}; resolve the siblings (write with the context of a read) or write a smaller value")]
+    WriteTooLarge {
+        /// The size the write would have.
+        bytes: usize,
+        /// `max_write_bytes`.
+        limit_bytes: usize,
+    },
     /// Deleted keys waiting for collection hold the whole budget.
     #[error("delete refused: {pending_bytes} bytes of tombstones are waiting until every node has them (limit {limit_bytes}, max_tombstone_bytes); a node may be down or partitioned: retry once it is back")]
     TombstonesFull {

@@ -430,6 +430,7 @@ fn response(reply: Reply) -> ClientResponse {
                 | ClientError::Busy { .. }
                 | ClientError::AcksFull { .. }
                 | ClientError::TombstonesFull { .. } => ErrorKind::Unavailable,
+                ClientError::WriteTooLarge { .. } => ErrorKind::TooLarge,
                 _ => ErrorKind::BadRequest,
             };
             error(kind, e.to_string())

@@ -290,7 +290,20 @@ fn the_cli_shows_siblings_and_contexts_counters_sets_and_session_reads() {
     // n1 reads blue and keeps the context; meanwhile n2 replaces blue by
     // green; n1 then writes purple with its stale context: purple
     // supersedes blue only, so purple and green are siblings.
-    ok(cli(d, addrs[1], &["put", "k", "blue"]));
+    // The first command retries (bounded) while the loaded machine has not
+    // finished the node's QUIC handshake in time (nothing was sent).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let first = cli(d, addrs[1], &["put", "k", "blue"]);
+        if first.status.success() {
+            break;
+        }
+        assert!(
+            err(&first).contains("no node reachable") && Instant::now() < deadline,
+            "{}",
+            err(&first)
+        );
+    }
     let read = get_until(d, addrs[0], "k", "blue");
     let stale = printed_token(&read, "context");
     ok(cli(d, addrs[1], &["put", "k", "green"]));

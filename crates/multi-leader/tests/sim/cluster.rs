@@ -87,6 +87,11 @@ pub(crate) struct Sim {
     pending: BTreeMap<u64, Option<usize>>,
     /// Register writes made at their origin (durable or not yet).
     made: Vec<(MadeWrite, bool)>,
+    /// The `Write` of each of `made`, as its origin persisted it: what
+    /// tells it apart from a later write that reused its sequence number
+    /// and timestamp after a crash lost it (a clock set back on restart
+    /// can issue the same HLC timestamp again for a write never durable).
+    made_writes: Vec<Write>,
     collected: BTreeMap<Vec<u8>, Vec<VersionVector>>,
     hlc: HlcMonotonic,
     pub(crate) tally: Tally,
@@ -135,6 +140,7 @@ impl Sim {
             next_req: 1,
             pending: BTreeMap::new(),
             made: Vec::new(),
+            made_writes: Vec::new(),
             collected: BTreeMap::new(),
             hlc: HlcMonotonic::default(),
             tally: Tally::default(),
@@ -330,6 +336,7 @@ impl Sim {
                 .flat_map(|p| &p.writes)
                 .find(|w| w.id == id)
                 .ok_or("a local write is persisted at once")?;
+            self.made_writes.push(write.clone());
             let key_dot = match &write.record.state {
                 KeyState::Siblings(dvv) => dvv
                     .iter()
@@ -444,8 +451,8 @@ impl Sim {
                     .insert((w.id.node.clone(), w.id.counter), w.clone());
                 if w.id.node == me {
                     self.hlc.observe(&w.id, &w.ts)?;
-                    for (made, durable) in self.made.iter_mut().rev() {
-                        if made.id == w.id && made.ts == w.ts {
+                    for ((_, durable), made) in self.made.iter_mut().zip(&self.made_writes).rev() {
+                        if made == w {
                             *durable = true;
                             break;
                         }
