@@ -669,14 +669,19 @@ fn start_multi_leader(
     let room = mimeo_wire::max_peer_payload(transport.max_frame, &config.node_id);
     core_config.max_write_bytes = room.saturating_sub(4096 + 128 * (replication.peers.len() + 1));
     if core_config.max_write_bytes < config.limits.max_key_bytes + config.limits.max_value_bytes {
-        anyhow::bail!(
-            "limits.max_value_bytes ({}) plus max_key_bytes ({}) does not fit one replication \
-             message under limits.max_frame_bytes ({}): lower max_value_bytes or raise \
-             max_frame_bytes",
-            config.limits.max_value_bytes,
-            config.limits.max_key_bytes,
-            config.limits.max_frame_bytes
-        );
+        return Err(ServeError::Replication(
+            crate::config::ConfigError::Invalid {
+                field: "limits.max_value_bytes",
+                problem: format!(
+                    "({}) plus limits.max_key_bytes ({}) does not fit one replication message \
+                 under limits.max_frame_bytes ({}): lower max_value_bytes or raise \
+                 max_frame_bytes",
+                    config.limits.max_value_bytes,
+                    config.limits.max_key_bytes,
+                    config.limits.max_frame_bytes
+                ),
+            },
+        ));
     }
     let origin = std::time::Instant::now();
     let recovered = driver::recover(core_config, store, mimeo_multi_leader::Millis(0))
