@@ -15,8 +15,9 @@
 //! - **Throughput**: completions per 1-second bucket of completion time,
 //!   split into `ok`, `fail` and `info`.
 //! - **Availability**: of the operations invoked while a fault was in
-//!   force, and of the others, how many succeeded (`ok`), their latency
-//!   p50/p99 and `ok` throughput per second of that time; and the longest
+//!   force, and of the others, how many were served (`ok`, or a `cas`
+//!   answered with a mismatch: the system answered), their latency
+//!   p50/p99 and served operations per second of that time; and the longest
 //!   gap without a successful update (any `ok` that is not a `read`)
 //!   between the first invocation and the last update's, with the faults
 //!   it overlapped.
@@ -170,7 +171,12 @@ fn availability(history: &History, pairs: &[crate::history::Completed<'_>]) -> V
     for pair in pairs {
         let side = &mut sides[usize::from(!in_fault(pair.invoke.time_ns))];
         side.0 += 1;
-        if let Some(c) = pair.complete.filter(|c| c.kind == OpType::Ok) {
+        // Served: it took effect, or (a cas that found another value) was
+        // answered definitely.
+        if let Some(c) = pair
+            .complete
+            .filter(|c| c.kind == OpType::Ok || c.is_cas_mismatch())
+        {
             side.1 += 1;
             side.2.push(c.time_ns.saturating_sub(pair.invoke.time_ns));
         }
@@ -204,10 +210,10 @@ fn availability(history: &History, pairs: &[crate::history::Completed<'_>]) -> V
         let latency = percentiles(latencies);
         json!({
             "operations": ops,
-            "ok": ok,
-            "ok_fraction": if *ops == 0 { Value::Null } else { json!(*ok as f64 / *ops as f64) },
+            "served": ok,
+            "served_fraction": if *ops == 0 { Value::Null } else { json!(*ok as f64 / *ops as f64) },
             "latency_ms": { "p50": latency.get("p50"), "p99": latency.get("p99") },
-            "ok_per_s": if seconds > 0.0 { json!(*ok as f64 / seconds) } else { Value::Null },
+            "served_per_s": if seconds > 0.0 { json!(*ok as f64 / seconds) } else { Value::Null },
             "seconds": seconds,
         })
     };
@@ -598,8 +604,8 @@ mod tests {
         );
         let a = &check(&h).details["availability"];
         assert_eq!(a["during_faults"]["operations"], 3);
-        assert_eq!(a["during_faults"]["ok"], 1);
-        assert_eq!(a["outside_faults"]["ok_fraction"], 1.0);
+        assert_eq!(a["during_faults"]["served"], 1);
+        assert_eq!(a["outside_faults"]["served_fraction"], 1.0);
         assert_eq!(a["during_faults"]["seconds"], 0.2);
         assert_eq!(a["during_faults"]["latency_ms"]["p50"], 40.0);
         assert_eq!(a["longest_update_gap"]["ms"], 230.0);

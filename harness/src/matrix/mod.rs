@@ -223,7 +223,7 @@ fn figures(checkers: &[Value], results: &Value) -> Value {
         let a = &p["availability"];
         f.insert(
             "ok_fraction_during_faults".into(),
-            a["during_faults"]["ok_fraction"].clone(),
+            a["during_faults"]["served_fraction"].clone(),
         );
         f.insert(
             "longest_write_gap_ms".into(),
@@ -238,7 +238,7 @@ fn figures(checkers: &[Value], results: &Value) -> Value {
                 format!("p99_ms_{side}"),
                 a[key]["latency_ms"]["p99"].clone(),
             );
-            f.insert(format!("ok_per_s_{side}"), a[key]["ok_per_s"].clone());
+            f.insert(format!("ok_per_s_{side}"), a[key]["served_per_s"].clone());
         }
     }
     if let Some(wait) = results["convergence"].as_object() {
