@@ -310,7 +310,11 @@ pub fn run_args(spec: &Spec, row: &Row, cell: &Cell, options: &Options) -> Resul
     if let Some(fault) = cell.fault.0 {
         flag("nemesis", fault.name().into());
     }
-    for (name, value) in [("acks", &row.acks), ("reads", &row.reads)] {
+    for (name, value) in [
+        ("acks", &row.acks),
+        ("reads", &row.reads),
+        ("conflicts", &row.conflicts),
+    ] {
         if let Some(v) = value {
             flag(name, v.clone());
         }

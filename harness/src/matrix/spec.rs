@@ -116,6 +116,9 @@ pub struct Row {
     /// How reads are served (`leader`, `follower`, `session`), if set.
     #[serde(default)]
     pub reads: Option<String>,
+    /// Multi-leader: `lww` or `siblings`, if set.
+    #[serde(default)]
+    pub conflicts: Option<String>,
     /// The nodes' fsync mode (default `always`).
     #[serde(default)]
     pub fsync: Option<String>,
