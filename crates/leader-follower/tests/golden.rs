@@ -6,6 +6,9 @@
 //! - `snapshot-payload.bin`: the snapshot encoding ([`Snapshot::encode`],
 //!   postcard), which the snapshot file (`leader-follower.snapshot`)
 //!   stores after its 44-byte header and `InstallSnapshot` chunks carry;
+//! - `snapshot-file.bin`: the whole snapshot file, its 44-byte header
+//!   (magic, format version, length, checksum) and that payload, as the
+//!   driver writes and reads it through the storage backend;
 //! - `log-entries.bin`: log entries (postcard), one of each [`Command`], as
 //!   `Append` carries them and the log stores each command;
 //! - `peer-messages.bin`: one [`PeerMsg`] of every variant (postcard, the
@@ -27,7 +30,8 @@
 use std::path::Path;
 
 use mimeo_leader_follower::{
-    AppendResult, Command, HardState, KeyValues, LogEntry, LogPosition, Millis, PeerMsg, Snapshot,
+    driver, AppendResult, Command, HardState, KeyValues, LogEntry, LogPosition, Millis, PeerMsg,
+    Snapshot,
 };
 
 /// `testdata/<name>`, written from `fresh` when `UPDATE_GOLDEN=1`, and
@@ -160,15 +164,34 @@ fn the_hard_state_file() {
     assert_eq!(old, state);
 }
 
-#[test]
-fn the_snapshot_encoding() {
+/// The snapshot every snapshot test uses.
+fn snapshot() -> Snapshot {
     let mut kv = KeyValues::new();
     kv.insert(b"alpha".to_vec(), (Some(b"one".to_vec()), at(2, 5)));
     kv.insert(b"beta".to_vec(), (None, at(3, 12)));
-    let snapshot = Snapshot {
+    Snapshot {
         last: at(3, 12),
         kv,
-    };
+    }
+}
+
+#[test]
+fn the_snapshot_file_header_and_all() {
+    // The whole file, header (magic, version, length, checksum) included,
+    // as the driver writes and reads it through the storage backend.
+    let dir = tempfile::tempdir().unwrap();
+    let backend = mimeo_storage::FsBackend::new(dir.path()).unwrap();
+    driver::write_snapshot(&backend, &snapshot()).unwrap();
+    let written = std::fs::read(dir.path().join(driver::SNAPSHOT_FILE)).unwrap();
+    let fixed = golden("snapshot-file.bin", &written);
+    assert_eq!(written, fixed, "the snapshot file's bytes changed");
+    std::fs::write(dir.path().join(driver::SNAPSHOT_FILE), &fixed).unwrap();
+    assert_eq!(driver::read_snapshot(&backend).unwrap(), Some(snapshot()));
+}
+
+#[test]
+fn the_snapshot_encoding() {
+    let snapshot = snapshot();
     let fixed = golden("snapshot-payload.bin", &snapshot.encode());
     let decoded = Snapshot::decode(&fixed).unwrap();
     assert_eq!(decoded, snapshot);
