@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use mimeo_wire::{
     ClientRequest, ClientResponse, NodeStatus, Position, Protocol, ReadConsistency, TlsIdentity,
-    TransportConfig, WriteAck,
+    TransportConfig, VersionedValue, WriteAck,
 };
 
 use crate::connector::Connector;
@@ -93,6 +93,36 @@ pub struct ReadResult {
     /// The position of the version read; pass it as
     /// [`ReadConsistency::Session`] to read at least this fresh later.
     pub position: Position,
+    /// The node that answered.
+    pub node: SocketAddr,
+}
+
+/// A multi-leader read: every concurrent value and the tokens to go on
+/// with ([`Client::get_versioned`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionedRead {
+    /// What the node holds.
+    pub value: VersionedValue,
+    /// The session token: pass it as `after` to read at least this fresh
+    /// on any node (read-your-writes, monotonic reads).
+    pub session: Vec<u8>,
+    /// The node that answered.
+    pub node: SocketAddr,
+}
+
+/// A multi-leader write that took effect ([`Client::put_versioned`] and
+/// the counter and set operations).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionedWrite {
+    /// The node that took it.
+    pub origin: String,
+    /// Its sequence number there.
+    pub seq: u64,
+    /// Under siblings, the key's context after the write: a later write
+    /// with it supersedes this one.
+    pub context: Option<Vec<u8>>,
+    /// The session token after the write.
+    pub session: Vec<u8>,
     /// The node that answered.
     pub node: SocketAddr,
 }
@@ -255,6 +285,125 @@ impl Client {
             (_, ClientResponse::Written { position }) => Ok(CasOutcome::Swapped { position }),
             (_, ClientResponse::CasMismatch { current }) => Ok(CasOutcome::Mismatch { current }),
             (node, other) => Err(unexpected(node, "cas", &other)),
+        }
+    }
+
+    /// Multi-leader: reads a key from the node with every concurrent value
+    /// and its context. With `after` (a session token from an earlier
+    /// reply) the node answers once it has applied it, waiting at most
+    /// `timeout_ms` (`None`: the node's setting); otherwise the request
+    /// fails as unavailable (nothing was done). A node of another mode
+    /// refuses it as a bad request.
+    pub async fn get_versioned(
+        &self,
+        key: impl AsRef<[u8]>,
+        after: Option<Vec<u8>>,
+        timeout_ms: Option<u64>,
+    ) -> Result<VersionedRead, Error> {
+        let request = ClientRequest::GetVersioned {
+            key: key.as_ref().to_vec(),
+            after,
+            timeout_ms,
+        };
+        match self.request(&request, true).await? {
+            (node, ClientResponse::Versioned { value, session }) => Ok(VersionedRead {
+                value,
+                session,
+                node,
+            }),
+            (node, other) => Err(unexpected(node, "versioned get", &other)),
+        }
+    }
+
+    /// Multi-leader: writes `value` (`None`: deletes) superseding exactly
+    /// the values the read that returned `context` saw (`None`: a blind
+    /// write, kept beside every value already there).
+    pub async fn put_versioned(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: Option<Vec<u8>>,
+        context: Option<Vec<u8>>,
+        ack: Option<WriteAck>,
+    ) -> Result<VersionedWrite, Error> {
+        let request = ClientRequest::PutVersioned {
+            key: key.as_ref().to_vec(),
+            value,
+            context,
+            ack,
+        };
+        self.write_versioned(&request, "versioned put").await
+    }
+
+    /// Multi-leader: adds `delta` (may be negative) to a counter; a
+    /// concurrent increment on another node is never lost.
+    pub async fn increment(
+        &self,
+        key: impl AsRef<[u8]>,
+        delta: i64,
+        ack: Option<WriteAck>,
+    ) -> Result<VersionedWrite, Error> {
+        let request = ClientRequest::Increment {
+            key: key.as_ref().to_vec(),
+            delta,
+            ack,
+        };
+        self.write_versioned(&request, "increment").await
+    }
+
+    /// Multi-leader: adds `element` to a set (a concurrent remove on
+    /// another node does not undo it: adds win).
+    pub async fn set_add(
+        &self,
+        key: impl AsRef<[u8]>,
+        element: impl AsRef<[u8]>,
+        ack: Option<WriteAck>,
+    ) -> Result<VersionedWrite, Error> {
+        let request = ClientRequest::SetAdd {
+            key: key.as_ref().to_vec(),
+            element: element.as_ref().to_vec(),
+            ack,
+        };
+        self.write_versioned(&request, "set add").await
+    }
+
+    /// Multi-leader: removes `element` from a set (the adds the node has
+    /// seen).
+    pub async fn set_remove(
+        &self,
+        key: impl AsRef<[u8]>,
+        element: impl AsRef<[u8]>,
+        ack: Option<WriteAck>,
+    ) -> Result<VersionedWrite, Error> {
+        let request = ClientRequest::SetRemove {
+            key: key.as_ref().to_vec(),
+            element: element.as_ref().to_vec(),
+            ack,
+        };
+        self.write_versioned(&request, "set remove").await
+    }
+
+    async fn write_versioned(
+        &self,
+        request: &ClientRequest,
+        op: &str,
+    ) -> Result<VersionedWrite, Error> {
+        match self.request(request, false).await? {
+            (
+                node,
+                ClientResponse::WrittenVersioned {
+                    origin,
+                    seq,
+                    context,
+                    session,
+                },
+            ) => Ok(VersionedWrite {
+                origin,
+                seq,
+                context,
+                session,
+                node,
+            }),
+            (node, other) => Err(unexpected(node, op, &other)),
         }
     }
 

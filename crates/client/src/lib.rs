@@ -49,6 +49,6 @@ mod connector;
 mod error;
 
 pub use admin::AdminClient;
-pub use client::{CasOutcome, Client, ClientConfig, ReadResult};
+pub use client::{CasOutcome, Client, ClientConfig, ReadResult, VersionedRead, VersionedWrite};
 pub use error::Error;
-pub use mimeo_wire::{NodeStatus, PeerStatus, Position, ReadConsistency, WriteAck};
+pub use mimeo_wire::{NodeStatus, PeerStatus, Position, ReadConsistency, VersionedValue, WriteAck};

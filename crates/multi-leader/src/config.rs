@@ -104,6 +104,17 @@ pub struct Config {
     pub read_timeout_ms: u64,
     /// Sibling cap (siblings policy).
     pub sibling_limits: SiblingLimits,
+    /// Local writes waiting for their acknowledgements, in bytes (their
+    /// replies and bookkeeping); a write beyond it is refused
+    /// ([`ClientError::AcksFull`](crate::ClientError::AcksFull)).
+    pub max_pending_ack_bytes: usize,
+    /// Keys holding only tombstones and waiting to be collected, in bytes
+    /// (key, record and stability bookkeeping); a local delete beyond it
+    /// is refused ([`ClientError::TombstonesFull`](crate::ClientError::TombstonesFull)).
+    /// Replicated deletes are always applied (refusing them would stop
+    /// their origin's stream), so a replica may exceed it by what the
+    /// other nodes accepted.
+    pub max_tombstone_bytes: usize,
     #[doc(hidden)]
     pub sabotage: Option<Sabotage>,
 }
@@ -111,7 +122,8 @@ pub struct Config {
 impl Config {
     /// A configuration with the defaults: `siblings`, acks `local`,
     /// max drift 500 ms, an 8 MiB memory log, 256 writes / 1 MiB in flight
-    /// per peer, batches of 64, status every 100 ms, retransmit after 300 ms.
+    /// per peer, batches of 64, status every 100 ms, retransmit after 300 ms,
+    /// 16 MiB of pending acknowledgements, 64 MiB of pending tombstones.
     pub fn new(
         id: impl Into<NodeId>,
         nodes: impl IntoIterator<Item = impl Into<NodeId>>,
@@ -131,6 +143,8 @@ impl Config {
             max_waiting_reads: 1024,
             read_timeout_ms: 1000,
             sibling_limits: SiblingLimits::default(),
+            max_pending_ack_bytes: 16 << 20,
+            max_tombstone_bytes: 64 << 20,
             sabotage: None,
         }
     }
@@ -163,6 +177,8 @@ impl Config {
             ("max_batch_entries", self.max_batch_entries as u64),
             ("status_interval_ms", self.status_interval_ms),
             ("retransmit_ms", self.retransmit_ms),
+            ("max_pending_ack_bytes", self.max_pending_ack_bytes as u64),
+            ("max_tombstone_bytes", self.max_tombstone_bytes as u64),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero { field });

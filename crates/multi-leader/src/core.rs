@@ -37,7 +37,12 @@ struct PendingAck {
     seq: u64,
     needed: usize,
     reply: Reply,
+    /// What it counts against `max_pending_ack_bytes`.
+    bytes: usize,
 }
+
+/// Bytes of one version vector entry, for the budgets.
+const VV_ENTRY: usize = 24;
 
 /// A session read waiting for replication.
 #[derive(Clone, Debug)]
@@ -56,6 +61,22 @@ struct PendingTombstone {
     writes: VersionVector,
     /// Per node, the first durable vector known here that covered `writes`.
     reports: BTreeMap<NodeId, VersionVector>,
+    /// What it counts against `max_tombstone_bytes` (with its key's record).
+    bytes: usize,
+}
+
+impl PendingTombstone {
+    /// Its size with the key and record it keeps alive.
+    fn size(&self, key: &[u8], record: &KeyRecord) -> usize {
+        64 + key.len()
+            + record.state.approx_bytes()
+            + VV_ENTRY * (record.writes.len() + self.writes.len())
+            + self
+                .reports
+                .values()
+                .map(|r| VV_ENTRY * (r.len() + 1))
+                .sum::<usize>()
+    }
 }
 
 /// Counters reported in [`Status`].
@@ -106,11 +127,17 @@ struct Counters {
 ///   it is causally stable: every node's durable vector covers the writes
 ///   it reflects, *and* every node has durably applied everything each
 ///   node had applied when it first covered them (so every write
-///   concurrent with the delete has been merged everywhere). A write
-///   made later by a node that has collected the key is marked
-///   [`Write::fresh`] (with the origin's applied vector); a replica that
-///   still holds the tombstones, all covered by that vector, replaces
-///   them instead of merging, so collection is invisible in the converged
+///   concurrent with the delete has been merged everywhere). A key's
+///   [`KeyRecord::writes`] is the causal past of its state: every write
+///   its origin had applied when it wrote the key (not only writes to the
+///   key). A replica applying a write whose record's `writes` covers its
+///   own record's `writes` takes the write's record instead of merging:
+///   the origin had seen everything the replica's record reflects, so the
+///   two differ only by tombstones the origin has collected since. This
+///   holds for every later write, not only the first one after a
+///   collection (a node still holding collected tombstones may hear of
+///   the key first through a write made by a third node, which never held
+///   the key as absent), so collection is invisible in the converged
 ///   state. Old writes that come back (a restarted node re-sending, a
 ///   duplicate) are below the applied vectors and ignored: nothing
 ///   deleted comes back.
@@ -127,8 +154,12 @@ pub struct Core {
     log: MemLog,
     peers: BTreeMap<NodeId, Peer>,
     acks: Vec<PendingAck>,
+    /// Bytes of `acks`.
+    ack_bytes: usize,
     reads: Vec<WaitingRead>,
     tombstones: BTreeMap<Vec<u8>, PendingTombstone>,
+    /// Bytes of `tombstones`.
+    tombstone_bytes: usize,
     outputs: VecDeque<Output>,
     latest: BTreeMap<NodeId, Timestamp>,
     known: VersionVector,
@@ -191,8 +222,10 @@ impl Core {
             unpersisted: VecDeque::new(),
             peers,
             acks: Vec::new(),
+            ack_bytes: 0,
             reads: Vec::new(),
             tombstones: BTreeMap::new(),
+            tombstone_bytes: 0,
             outputs: VecDeque::new(),
             latest: BTreeMap::new(),
             next_status: now,
@@ -300,6 +333,9 @@ impl Core {
             stable: self.stable(),
             origins,
             tombstones_pending: self.tombstones.len() as u64,
+            tombstone_bytes: self.tombstone_bytes as u64,
+            pending_acks: self.acks.len() as u64,
+            pending_ack_bytes: self.ack_bytes as u64,
             tombstones_collected: self.counters.collected,
             siblings_histogram,
             drift_refusals: self.hlc.refused(),
@@ -482,6 +518,20 @@ impl Core {
         op: ClientOp,
         acks: Option<AckMode>,
     ) -> Result<(), ClientError> {
+        if self.ack_bytes >= self.config.max_pending_ack_bytes {
+            return Err(ClientError::AcksFull {
+                pending_bytes: self.ack_bytes,
+                limit_bytes: self.config.max_pending_ack_bytes,
+            });
+        }
+        if matches!(op, ClientOp::Delete { .. })
+            && self.tombstone_bytes >= self.config.max_tombstone_bytes
+        {
+            return Err(ClientError::TombstonesFull {
+                pending_bytes: self.tombstone_bytes,
+                limit_bytes: self.config.max_tombstone_bytes,
+            });
+        }
         let me = self.config.id.clone();
         let seq = self.applied.get(me.as_str()) + 1;
         let key = op.key().to_vec();
@@ -559,11 +609,16 @@ impl Core {
             }
             ClientOp::Get { .. } | ClientOp::Cas { .. } => unreachable!("not a write"),
         }
+        // The record reflects everything this node has applied (its
+        // causal past), not only the writes to this key: a replica that
+        // still holds tombstones this node has collected recognises the
+        // record as superseding them.
         let mut writes = self
             .keys
             .get(&key)
             .map(|r| r.writes.clone())
             .unwrap_or_default();
+        writes.join(&self.applied);
         let id = Dot::new(me.clone(), seq);
         writes.insert(&id);
         let record = KeyRecord {
@@ -584,6 +639,9 @@ impl Core {
         self.log.push(write.clone());
         self.stage(write, KeyChange::Set { key, record });
         let needed = ack_mode(acks, self.config.acks).required(self.config.nodes.len());
+        let bytes =
+            96 + VV_ENTRY * (self.applied.len() + context_after.as_ref().map_or(0, |c| c.len()));
+        self.ack_bytes += bytes;
         self.acks.push(PendingAck {
             req_id,
             seq,
@@ -595,6 +653,7 @@ impl Core {
                 context: context_after,
                 session: self.applied.clone(),
             },
+            bytes,
         });
         Ok(())
     }
@@ -670,15 +729,18 @@ impl Core {
             // write either way (see the type's docs).
             let _refused = self.hlc.observe(wall_ms, &write.ts);
             let key = write.key.clone();
-            let replace_fresh = match (&write.fresh, self.keys.get(&key)) {
-                (Some(seen), Some(mine)) => {
-                    mine.state.only_tombstones() && seen.descends(&mine.writes)
-                }
-                _ => false,
-            };
+            // The write's record reflects everything this replica's
+            // record does (its origin had applied every write ours
+            // reflects): it supersedes ours. Merging would give the same
+            // state, except for tombstones the origin has collected since,
+            // which merging would keep here alone (see the type's docs).
+            let supersedes = self
+                .keys
+                .get(&key)
+                .is_some_and(|mine| write.record.writes.descends(&mine.writes));
             match self.keys.get_mut(&key) {
                 Some(mine)
-                    if !replace_fresh && self.config.sabotage != Some(Sabotage::ReplaceOnApply) =>
+                    if !supersedes && self.config.sabotage != Some(Sabotage::ReplaceOnApply) =>
                 {
                     let lww_smallest = self.config.sabotage == Some(Sabotage::LwwKeepsSmallest);
                     if mine.merge(&write.record, lww_smallest) {
@@ -886,6 +948,7 @@ impl Core {
             });
         self.acks = waiting;
         for ack in done {
+            self.ack_bytes -= ack.bytes;
             self.reply(ack.req_id, ack.reply);
         }
     }
@@ -913,15 +976,22 @@ impl Core {
                     .get(key)
                     .is_some_and(|t| t.writes == record.writes);
                 if !same {
-                    let pending = PendingTombstone {
+                    let mut pending = PendingTombstone {
                         writes: record.writes.clone(),
                         reports: BTreeMap::new(),
+                        bytes: 0,
                     };
-                    self.tombstones.insert(key.to_vec(), pending);
+                    pending.bytes = pending.size(key, record);
+                    self.tombstone_bytes += pending.bytes;
+                    if let Some(old) = self.tombstones.insert(key.to_vec(), pending) {
+                        self.tombstone_bytes -= old.bytes;
+                    }
                 }
             }
             _ => {
-                self.tombstones.remove(key);
+                if let Some(old) = self.tombstones.remove(key) {
+                    self.tombstone_bytes -= old.bytes;
+                }
             }
         }
     }
@@ -951,10 +1021,18 @@ impl Core {
             .collect();
         let mut ready = Vec::new();
         for (key, t) in &mut self.tombstones {
+            let mut reported = false;
             for (node, durable) in &durables {
                 if !t.reports.contains_key(node) && durable.descends(&t.writes) {
                     t.reports.insert(node.clone(), durable.clone());
+                    reported = true;
                 }
+            }
+            if reported {
+                let record = &self.keys[key];
+                self.tombstone_bytes -= t.bytes;
+                t.bytes = t.size(key, record);
+                self.tombstone_bytes += t.bytes;
             }
             let horizon_reached = t.reports.len() == durables.len()
                 && t.reports.values().all(|report| stable.descends(report));
@@ -964,6 +1042,7 @@ impl Core {
         }
         for key in ready {
             let t = self.tombstones.remove(&key).expect("pending");
+            self.tombstone_bytes -= t.bytes;
             self.keys.remove(&key);
             self.counters.collected += 1;
             self.stage_change(KeyChange::Collected {

@@ -3,7 +3,9 @@
 //! converge once the network heals and writes stop.
 //!
 //! This crate holds the **core**: a state machine without I/O, in the
-//! shape of quinn-proto and raft-rs (the tokio driver comes separately).
+//! shape of quinn-proto and raft-rs, and its thin tokio [`driver`] (the
+//! store, the peer bus over QUIC, the clocks; see its module docs for the
+//! on-disk layout and how a persist is made atomic).
 //! A driver feeds it inputs, each with the monotonic time as [`Millis`]
 //! and, where the HLC needs it, the physical (wall-clock) time in ms:
 //!
@@ -38,6 +40,13 @@
 //!   Counters and sets merge by their type in both policies.
 //! - **Deletes** are tombstones, collected only when causally stable;
 //!   nothing deleted comes back.
+//! - **Bounded memory**: writes waiting for acknowledgements
+//!   ([`Config::max_pending_ack_bytes`]) and tombstones waiting for
+//!   collection ([`Config::max_tombstone_bytes`]) are bounded in bytes;
+//!   beyond them a new write (or delete) is refused with an error naming
+//!   the setting, and is taken again once peers catch up. The memory log,
+//!   the data in flight to each peer and waiting session reads are bounded
+//!   too.
 //! - **Session reads** (read-your-writes, monotonic reads) on any node:
 //!   pass the `session` vector of the last reply.
 //!
@@ -154,10 +163,13 @@
 //! and clock skew, checking one invariant per file (convergence, no
 //! acknowledged write lost, LWW winner, HLC monotonic, no resurrection),
 //! each shown to catch a deliberately broken core. `tests/model.rs`
-//! model-checks a small cluster with stateright.
+//! model-checks a small cluster with stateright. `tests/driver.rs` runs
+//! three drivers on 127.0.0.1 (real stores, QUIC with mutual TLS), writing
+//! on every node until they converge, and restarts one from its store.
 
 mod config;
 mod core;
+pub mod driver;
 mod log;
 mod message;
 mod output;

@@ -79,6 +79,12 @@ pub struct Status {
     pub origins: BTreeMap<NodeId, OriginLag>,
     /// Keys holding only tombstones, waiting to be collected.
     pub tombstones_pending: u64,
+    /// Bytes the pending tombstones hold (against `max_tombstone_bytes`).
+    pub tombstone_bytes: u64,
+    /// Local writes waiting for their acknowledgements.
+    pub pending_acks: u64,
+    /// Bytes they hold (against `max_pending_ack_bytes`).
+    pub pending_ack_bytes: u64,
     /// Tombstoned keys collected so far (since start).
     pub tombstones_collected: u64,
     /// Keys by sibling count (siblings policy): count → keys.

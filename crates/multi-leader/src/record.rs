@@ -39,10 +39,11 @@ pub struct Write {
     /// The key's state at the origin after the write.
     pub record: KeyRecord,
     /// Set when the origin held no state for the key (never seen, or
-    /// collected): the origin's applied vector before the write. A replica
-    /// whose state for the key is only tombstones, all reflected in this
-    /// vector, knows the origin collected them, and replaces its state by
-    /// the write's instead of merging (see [`Core`](crate::Core)).
+    /// collected): the origin's applied vector before the write.
+    /// Informational since the record's [`KeyRecord::writes`] became the
+    /// origin's whole causal past (which covers this vector): a replica
+    /// decides whether the write supersedes its record from that (see
+    /// [`Core`](crate::Core)). Kept so that the format stays version 1.
     pub fresh: Option<VersionVector>,
 }
 

@@ -59,16 +59,17 @@ impl KeyState {
 
 /// A key's state and the origin writes it reflects.
 ///
-/// `writes` holds, per origin, the highest sequence number of a write to
+/// `writes` is the state's causal past: the join, over every write to
 /// this key merged into the state (directly or through another write's
-/// state): the key's part of the replication stream. It decides when a
-/// tombstone is causally stable, and lets a replica recognise a write
-/// made after the key was collected elsewhere.
+/// state), of the applied vector its origin had when it made it. It
+/// decides when a tombstone is causally stable, and lets a replica
+/// recognise a write whose origin had seen everything its own state
+/// reflects (and may have collected its tombstones since).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct KeyRecord {
     /// The data.
     pub state: KeyState,
-    /// Origin writes reflected in it.
+    /// Origin writes reflected in it: its causal past.
     pub writes: VersionVector,
 }
 

@@ -397,3 +397,215 @@ fn golden_bytes_of_a_write() {
         ]
     );
 }
+
+/// Three cores with an instant disk; `deliver(from, to, msg)` says which
+/// messages arrive (the others are dropped). Returns the local writes
+/// each node persisted (to hand over out of order).
+fn settle_with(
+    nodes: &mut [Core],
+    now: Millis,
+    deliver: &dyn Fn(&str, &str, &Message) -> bool,
+) -> Vec<Write> {
+    let mut persisted = Vec::new();
+    loop {
+        let mut quiet = true;
+        for i in 0..nodes.len() {
+            while let Some(output) = nodes[i].poll_output() {
+                quiet = false;
+                match output {
+                    Output::Send { to, msg } => {
+                        let from = nodes[i].id().clone();
+                        if deliver(from.as_str(), to.as_str(), &msg) {
+                            let j = nodes.iter().position(|n| *n.id() == to).unwrap();
+                            nodes[j].handle_peer(now, WALL, from, msg);
+                        }
+                    }
+                    Output::Persist(p) => {
+                        let me = nodes[i].id().clone();
+                        persisted.extend(p.writes.iter().filter(|w| w.id.node == me).cloned());
+                        nodes[i].persisted(now, p.id);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if quiet {
+            return persisted;
+        }
+    }
+}
+
+/// The trace of the 5-node simulation's seeds 336 (siblings) and 405
+/// (LWW), on three nodes: n3 deletes a key; n1 and n2 collect the
+/// tombstone, n3 has not yet (it heard nothing from them). n1 writes the
+/// key afresh, n2 writes it after n1, and n2's write reaches n3 before
+/// n1's. n3 must end where n1 and n2 are: n2's record reflects every
+/// write n3's tombstone reflects, so it supersedes it (merging it instead
+/// kept the collected tombstone on n3 alone, and, under LWW, the
+/// collected writes in n3's `writes`).
+#[test]
+fn a_write_made_after_a_collection_supersedes_the_tombstone_a_lagging_node_still_holds() {
+    for policy in [Policy::Siblings, Policy::Lww] {
+        let mut nodes: Vec<Core> = ["n1", "n2", "n3"]
+            .iter()
+            .map(|id| {
+                let mut c = config(id);
+                c.policy = policy;
+                Core::new(c, Millis(0)).unwrap()
+            })
+            .collect();
+        let all = |_: &str, _: &str, _: &Message| true;
+        let not_to_n3 = |_: &str, to: &str, _: &Message| to != "n3";
+        // n3 writes then deletes k; everyone applies both.
+        nodes[2].handle_client(Millis(0), WALL, 1, put("k", "v"), None);
+        settle_with(&mut nodes, Millis(0), &all);
+        let context = match &nodes[2].record(b"k").unwrap().state {
+            KeyState::Siblings(dvv) => Some(dvv.context()),
+            _ => None,
+        };
+        let delete = ClientOp::Delete {
+            key: b"k".to_vec(),
+            context,
+        };
+        nodes[2].handle_client(Millis(0), WALL, 2, delete, None);
+        settle_with(&mut nodes, Millis(0), &not_to_n3);
+        // Status rounds: n1 and n2 collect; n3 hears nothing.
+        for t in [100, 200, 300] {
+            for node in nodes.iter_mut() {
+                node.tick(Millis(t));
+            }
+            settle_with(&mut nodes, Millis(t), &not_to_n3);
+        }
+        assert_eq!(nodes[0].record(b"k"), None, "{policy:?}: n1 collected");
+        assert_eq!(nodes[1].record(b"k"), None, "{policy:?}: n2 collected");
+        assert!(nodes[2].record(b"k").unwrap().state.only_tombstones());
+        // n1 writes k afresh; n2 writes it after n1's write.
+        nodes[0].handle_client(Millis(300), WALL + 1, 3, put("k", "a"), None);
+        settle_with(&mut nodes, Millis(300), &not_to_n3);
+        nodes[1].handle_client(Millis(300), WALL + 2, 4, put("k", "b"), None);
+        let made = settle_with(&mut nodes, Millis(300), &not_to_n3);
+        // n2's write reaches n3 first, then everything.
+        let n2_write = made
+            .into_iter()
+            .find(|w| w.id.node.as_str() == "n2")
+            .unwrap();
+        nodes[2].handle_peer(
+            Millis(301),
+            WALL + 3,
+            "n2".into(),
+            Message::Writes(vec![n2_write]),
+        );
+        for t in [400, 500, 600, 700] {
+            for node in nodes.iter_mut() {
+                node.tick(Millis(t));
+            }
+            settle_with(&mut nodes, Millis(t), &all);
+        }
+        assert_eq!(nodes[0].applied(), nodes[2].applied(), "{policy:?}");
+        for node in &nodes[1..] {
+            assert_eq!(
+                node.record(b"k"),
+                nodes[0].record(b"k"),
+                "{policy:?}: {} and n1 differ",
+                node.id()
+            );
+        }
+        assert!(!nodes[2].record(b"k").unwrap().state.only_tombstones());
+    }
+}
+
+#[test]
+fn writes_waiting_for_acknowledgements_are_bounded_in_bytes() {
+    let mut c = config("n1");
+    c.acks = AckMode::All;
+    c.max_pending_ack_bytes = 1;
+    let mut n1 = Core::new(c, Millis(0)).unwrap();
+    quiet(&mut n1);
+    // The first write always fits; it waits for n2 and n3.
+    n1.handle_client(Millis(1), WALL, 1, put("k", "a"), None);
+    n1.persisted(Millis(1), 1);
+    drain(&mut n1);
+    let report = n1.status(WALL);
+    assert_eq!(report.pending_acks, 1);
+    let pending_bytes = report.pending_ack_bytes as usize;
+    assert!(pending_bytes > 0);
+    // The budget is full: the next write is refused and has no effect.
+    n1.handle_client(Millis(2), WALL, 2, put("k", "b"), None);
+    let refused = Output::Reply {
+        req_id: 2,
+        reply: Reply::Failed(ClientError::AcksFull {
+            pending_bytes,
+            limit_bytes: 1,
+        }),
+    };
+    assert_eq!(drain(&mut n1), [refused]);
+    assert_eq!(n1.applied(), &vv([("n1", 1)]));
+    let message = ClientError::AcksFull {
+        pending_bytes,
+        limit_bytes: 1,
+    }
+    .to_string();
+    assert!(message.contains("max_pending_ack_bytes"), "{message}");
+    // The peers report it durable: it is answered, and writes are taken again.
+    for peer in ["n2", "n3"] {
+        let st = status(vv([("n1", 1)]), vv([("n1", 1)]));
+        n1.handle_peer(Millis(3), WALL, peer.into(), st);
+    }
+    let outputs = drain(&mut n1);
+    assert!(outputs.iter().any(|o| matches!(
+        o,
+        Output::Reply {
+            req_id: 1,
+            reply: Reply::Written { .. }
+        }
+    )));
+    assert_eq!(n1.status(WALL).pending_ack_bytes, 0);
+    n1.handle_client(Millis(4), WALL, 3, put("k", "c"), None);
+    assert_eq!(n1.applied(), &vv([("n1", 2)]));
+}
+
+#[test]
+fn tombstones_waiting_for_collection_are_bounded_in_bytes() {
+    let mut c = config("n1");
+    c.max_tombstone_bytes = 1;
+    let mut n1 = Core::new(c, Millis(0)).unwrap();
+    quiet(&mut n1);
+    let delete = |key: &str| ClientOp::Delete {
+        key: key.into(),
+        context: None,
+    };
+    n1.handle_client(Millis(1), WALL, 1, delete("a"), None);
+    n1.persisted(Millis(1), 1);
+    drain(&mut n1);
+    let report = n1.status(WALL);
+    assert_eq!(report.tombstones_pending, 1);
+    let pending_bytes = report.tombstone_bytes as usize;
+    assert!(pending_bytes > 0);
+    // A second delete is refused, with no effect; other writes go on.
+    n1.handle_client(Millis(2), WALL, 2, delete("b"), None);
+    assert_eq!(
+        drain(&mut n1),
+        [Output::Reply {
+            req_id: 2,
+            reply: Reply::Failed(ClientError::TombstonesFull {
+                pending_bytes,
+                limit_bytes: 1,
+            }),
+        }]
+    );
+    assert_eq!(n1.record(b"b"), None);
+    n1.handle_client(Millis(2), WALL, 3, put("c", "v"), None);
+    n1.persisted(Millis(2), 2);
+    drain(&mut n1);
+    assert_eq!(n1.applied(), &vv([("n1", 2)]));
+    // Every node has it durably: the tombstone is collected, deletes are taken again.
+    for peer in ["n2", "n3"] {
+        let st = status(vv([("n1", 2)]), vv([("n1", 2)]));
+        n1.handle_peer(Millis(3), WALL, peer.into(), st);
+    }
+    drain(&mut n1);
+    let report = n1.status(WALL);
+    assert_eq!((report.tombstones_pending, report.tombstone_bytes), (0, 0));
+    n1.handle_client(Millis(4), WALL, 4, delete("b"), None);
+    assert_eq!(n1.applied(), &vv([("n1", 3)]));
+}

@@ -217,6 +217,23 @@ pub enum ClientError {
     /// The sibling cap refused the write.
     #[error(transparent)]
     Siblings(#[from] SiblingError),
+    /// Writes waiting for their acknowledgements (`quorum` or `all`: peers
+    /// that have not reported them durable) hold the whole budget.
+    #[error("write refused: {pending_bytes} bytes of writes are waiting for acknowledgements from peers (limit {limit_bytes}, max_pending_ack_bytes); peers may be down or partitioned: retry later, or write with acks = local")]
+    AcksFull {
+        /// Bytes of pending acknowledgements.
+        pending_bytes: usize,
+        /// `max_pending_ack_bytes`.
+        limit_bytes: usize,
+    },
+    /// Deleted keys waiting for collection hold the whole budget.
+    #[error("delete refused: {pending_bytes} bytes of tombstones are waiting until every node has them (limit {limit_bytes}, max_tombstone_bytes); a node may be down or partitioned: retry once it is back")]
+    TombstonesFull {
+        /// Bytes of tombstones pending collection.
+        pending_bytes: usize,
+        /// `max_tombstone_bytes`.
+        limit_bytes: usize,
+    },
 }
 
 /// The ack mode of a request: the request's override, else the default.

@@ -94,10 +94,12 @@ enum Command {
         /// behind its leader than this (e.g. 500ms).
         #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
         max_staleness: Option<Duration>,
-        /// With --read session: the position (`TERM:INDEX`, as the write or
-        /// read commands print it) the replica must have applied.
-        #[arg(long, value_parser = parse_position, value_name = "TERM:INDEX")]
-        after: Option<Position>,
+        /// With --read session: what the replica must have applied. A
+        /// leader-follower position (`TERM:INDEX`, as the write or read
+        /// commands print it), or a multi-leader session token (as they
+        /// print it after `session:`).
+        #[arg(long, value_parser = parse_after, value_name = "TERM:INDEX|TOKEN")]
+        after: Option<After>,
     },
     /// Write a value.
     Put {
@@ -109,6 +111,11 @@ enum Command {
         /// async, semi-sync:K, quorum or all (replicated modes).
         #[arg(long, value_name = "MODE")]
         ack: Option<WriteAck>,
+        /// Multi-leader: the context a get printed; the write supersedes
+        /// exactly the values that get saw (without it, the ones the node
+        /// holds).
+        #[arg(long, value_parser = parse_token, value_name = "TOKEN")]
+        context: Option<Token>,
     },
     /// Delete a key.
     Delete {
@@ -116,6 +123,42 @@ enum Command {
         key: String,
         /// Acknowledge once this is met instead of the cluster's ack mode:
         /// async, semi-sync:K, quorum or all (replicated modes).
+        #[arg(long, value_name = "MODE")]
+        ack: Option<WriteAck>,
+        /// Multi-leader: the context a get printed; the delete removes
+        /// exactly the values that get saw.
+        #[arg(long, value_parser = parse_token, value_name = "TOKEN")]
+        context: Option<Token>,
+    },
+    /// Multi-leader: add N (default 1, may be negative) to a counter.
+    Incr {
+        /// The key.
+        key: String,
+        /// The change.
+        #[arg(default_value_t = 1, allow_negative_numbers = true)]
+        delta: i64,
+        /// Acknowledge once this is met instead of the cluster's ack mode:
+        /// async (the node that took it), quorum or all.
+        #[arg(long, value_name = "MODE")]
+        ack: Option<WriteAck>,
+    },
+    /// Multi-leader: add an element to a set (`mimeo get` lists the members).
+    Sadd {
+        /// The key.
+        key: String,
+        /// The element.
+        element: String,
+        /// Acknowledge once this is met instead of the cluster's ack mode.
+        #[arg(long, value_name = "MODE")]
+        ack: Option<WriteAck>,
+    },
+    /// Multi-leader: remove an element from a set.
+    Srem {
+        /// The key.
+        key: String,
+        /// The element.
+        element: String,
+        /// Acknowledge once this is met instead of the cluster's ack mode.
         #[arg(long, value_name = "MODE")]
         ack: Option<WriteAck>,
     },
@@ -244,10 +287,16 @@ pub(crate) struct ClusterArgs {
     /// Cluster id.
     #[arg(long, default_value = "mimeo")]
     pub(crate) cluster_id: String,
-    /// Leader-follower only: when a write is acknowledged (async,
-    /// semi-sync:K, quorum or all). Default: quorum.
+    /// Replicated modes: when a write is acknowledged. Leader-follower:
+    /// async, semi-sync:K, quorum or all; multi-leader: local, quorum or
+    /// all. Default: quorum.
     #[arg(long, value_name = "MODE")]
     pub(crate) acks: Option<String>,
+    /// Multi-leader only: how concurrent writes to one value are resolved
+    /// (siblings: keep them all; lww: the largest timestamp wins).
+    /// Default: siblings.
+    #[arg(long, value_name = "POLICY")]
+    pub(crate) conflicts: Option<String>,
     /// Serve Prometheus metrics on 127.0.0.1 from this port on, one port
     /// per node in order (off unless set).
     #[arg(long)]
@@ -400,8 +449,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             max_staleness,
             after,
         } => {
-            let consistency = read_consistency(read, max_staleness, after)?;
             let client = connection.client("client-cli").await?;
+            // A multi-leader node answers with every sibling and the tokens;
+            // another node refuses the versioned read, and is asked again.
+            let token = match &after {
+                Some(After::Token(token)) => Some(token.clone()),
+                _ => None,
+            };
+            if token.is_some() && read != Some(ReadFlag::Session) {
+                anyhow::bail!("--after applies to --read session only");
+            }
+            if read.is_none() || token.is_some() {
+                match client.get_versioned(&key, token.clone(), None).await {
+                    Ok(read) => {
+                        print_versioned(&read);
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    Err(mimeo_client::Error::Node { message, .. })
+                        if token.is_none() && message.contains("needs a multi-leader node") => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let position = match after {
+                Some(After::Position(position)) => Some(position),
+                _ => None,
+            };
+            let consistency = read_consistency(read, max_staleness, position)?;
             let read = client.get_with(&key, consistency).await?;
             match &read.value {
                 Some(value) => println!("{}", String::from_utf8_lossy(value)),
@@ -414,15 +487,52 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        Command::Put { key, value, ack } => {
+        Command::Put {
+            key,
+            value,
+            ack,
+            context: Some(context),
+        } => {
+            let client = connection.client("client-cli").await?;
+            let written = client
+                .put_versioned(&key, Some(value.into_bytes()), Some(context.0), ack)
+                .await?;
+            print_versioned_write(&written);
+        }
+        Command::Put {
+            key, value, ack, ..
+        } => {
             let client = connection.client("client-cli").await?;
             let position = client.put_with(&key, &value, ack).await?;
             eprintln!("ok (position {}:{})", position.term, position.index);
         }
-        Command::Delete { key, ack } => {
+        Command::Delete {
+            key,
+            ack,
+            context: Some(context),
+        } => {
+            let client = connection.client("client-cli").await?;
+            let written = client
+                .put_versioned(&key, None, Some(context.0), ack)
+                .await?;
+            print_versioned_write(&written);
+        }
+        Command::Delete { key, ack, .. } => {
             let client = connection.client("client-cli").await?;
             let position = client.delete_with(&key, ack).await?;
             eprintln!("ok (position {}:{})", position.term, position.index);
+        }
+        Command::Incr { key, delta, ack } => {
+            let client = connection.client("client-cli").await?;
+            print_versioned_write(&client.increment(&key, delta, ack).await?);
+        }
+        Command::Sadd { key, element, ack } => {
+            let client = connection.client("client-cli").await?;
+            print_versioned_write(&client.set_add(&key, &element, ack).await?);
+        }
+        Command::Srem { key, element, ack } => {
+            let client = connection.client("client-cli").await?;
+            print_versioned_write(&client.set_remove(&key, &element, ack).await?);
         }
         Command::Cas {
             key,
@@ -618,7 +728,27 @@ fn print_statuses(
             Err(e) => println!("{:<8} {:<22} unreachable: {e}", "?", node),
         }
         if let Ok(s) = status {
+            if s.mode == "multi-leader" {
+                // Its applied vector: its own writes, then each origin's.
+                println!(
+                    "    origin {:<6} applied {:>10} (its own writes; durable {})",
+                    s.node_id, s.last_position.index, s.durable_index
+                );
+            }
             for peer in &s.peers {
+                if s.mode == "multi-leader" {
+                    // How far this node applied each peer's writes.
+                    let link = if peer.connected {
+                        ""
+                    } else {
+                        " (disconnected)"
+                    };
+                    println!(
+                        "    origin {:<6} applied {:>10} behind {:>8} writes, latest {:>8} ms ago{link}",
+                        peer.node_id, peer.match_index, peer.lag_entries, peer.lag_ms,
+                    );
+                    continue;
+                }
                 // Only a leader tracks how far each peer has replicated.
                 if s.role == "leader" {
                     let link = if peer.connected {
@@ -660,7 +790,8 @@ fn status_json(s: &NodeStatus) -> serde_json::Value {
         "fsync": s.fsync,
         // Only a leader tracks how far each peer has replicated: null elsewhere.
         "peers": s.peers.iter().map(|p| {
-            let leader = s.role == "leader";
+            // Multi-leader: every node tracks how far it applied each origin.
+            let leader = s.role == "leader" || s.mode == "multi-leader";
             serde_json::json!({
                 "node_id": p.node_id,
                 "address": p.address,
@@ -677,8 +808,9 @@ fn parse_mode(text: &str) -> Result<Mode, String> {
     match text {
         "standalone" => Ok(Mode::Standalone),
         "leader-follower" => Ok(Mode::LeaderFollower),
+        "multi-leader" => Ok(Mode::MultiLeader),
         other => Err(format!(
-            "unknown mode '{other}' (available: standalone, leader-follower)"
+            "unknown mode '{other}' (available: standalone, leader-follower, multi-leader)"
         )),
     }
 }
@@ -721,6 +853,103 @@ fn read_consistency(
             })?,
         },
     })
+}
+
+/// What `--after` names: a leader-follower position or a multi-leader
+/// session token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum After {
+    Position(Position),
+    Token(Vec<u8>),
+}
+
+fn parse_after(text: &str) -> Result<After, String> {
+    if text.contains(':') {
+        parse_position(text).map(After::Position)
+    } else {
+        parse_token(text).map(|t| After::Token(t.0)).map_err(|e| {
+            format!("{e}; a leader-follower position is written TERM:INDEX, e.g. 3:120")
+        })
+    }
+}
+
+/// Tokens (contexts, sessions) are printed and read as lowercase hex:
+/// written by hand here, two short functions not worth a dependency.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A context or session token, as bytes (a newtype: clap would take a
+/// `Vec<u8>` for many arguments).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Token(Vec<u8>);
+
+fn parse_token(text: &str) -> Result<Token, String> {
+    let bad = || format!("'{text}' is not a token (an even number of hex digits, as printed)");
+    if text.is_empty() || text.len() % 2 != 0 {
+        return Err(bad());
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .ok_or_else(bad)
+        })
+        .collect::<Result<Vec<u8>, String>>()
+        .map(Token)
+}
+
+/// Prints a multi-leader read: the value(s) on stdout, one per line; the
+/// context and session tokens on stderr.
+fn print_versioned(read: &mimeo_client::VersionedRead) {
+    use mimeo_client::VersionedValue;
+    match &read.value {
+        VersionedValue::Absent => eprintln!("(absent)"),
+        VersionedValue::Register {
+            values,
+            deleted,
+            context,
+        } => {
+            for value in values {
+                println!("{}", String::from_utf8_lossy(value));
+            }
+            if values.len() > 1 {
+                eprintln!("({} concurrent values: siblings)", values.len());
+            }
+            if *deleted {
+                eprintln!(
+                    "{}",
+                    if values.is_empty() {
+                        "(deleted)"
+                    } else {
+                        "(and a concurrent delete)"
+                    }
+                );
+            }
+            if !context.is_empty() {
+                eprintln!("context: {}", hex(context));
+            }
+        }
+        VersionedValue::Counter(n) => println!("{n}"),
+        VersionedValue::Set(members) => {
+            for member in members {
+                println!("{}", String::from_utf8_lossy(member));
+            }
+            if members.is_empty() {
+                eprintln!("(empty set)");
+            }
+        }
+    }
+    eprintln!("session: {}", hex(&read.session));
+}
+
+fn print_versioned_write(written: &mimeo_client::VersionedWrite) {
+    eprintln!("ok (write {}:{})", written.origin, written.seq);
+    if let Some(context) = &written.context {
+        eprintln!("context: {}", hex(context));
+    }
+    eprintln!("session: {}", hex(&written.session));
 }
 
 /// Parses a log position written `TERM:INDEX`.

@@ -60,7 +60,8 @@ pub(crate) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         .iter()
         .all(|id| empty_or_absent(&dir.join("data").join(id)));
     for config in &mut configs {
-        config.replication.bootstrap = fresh;
+        // Multi-leader has no elections: a node without data catches up.
+        config.replication.bootstrap = fresh && config.mode == Mode::LeaderFollower;
     }
     let certs = dir.join("certs");
     ensure_certs(&certs, &dir.join("ca"), &ids)?;
@@ -234,8 +235,14 @@ fn node_configs(
     if args.mode == Mode::LeaderFollower && args.count < 2 {
         bail!("--mode leader-follower needs at least 2 nodes (3 or more to survive a failure)");
     }
+    if args.mode == Mode::MultiLeader && args.count < 2 {
+        bail!("--mode multi-leader needs at least 2 nodes (every node takes writes and replicates them to the others)");
+    }
     if args.mode == Mode::Standalone && args.acks.is_some() {
-        bail!("--acks applies to --mode leader-follower only");
+        bail!("--acks applies to --mode multi-leader and --mode leader-follower only");
+    }
+    if args.mode != Mode::MultiLeader && args.conflicts.is_some() {
+        bail!("--conflicts applies to --mode multi-leader only");
     }
     if let Some(base) = args.metrics_base_port {
         if base == 0 {
@@ -268,7 +275,16 @@ fn node_configs(
             },
             ..NodeConfig::default()
         };
-        if args.mode == Mode::LeaderFollower {
+        if args.mode == Mode::MultiLeader {
+            if let Some(conflicts) = &args.conflicts {
+                config.replication.conflicts = conflicts.clone();
+            }
+            if let Err(ConfigError::Invalid { problem, .. }) = config.replication.conflict_policy()
+            {
+                bail!("--conflicts {problem}");
+            }
+        }
+        if args.mode != Mode::Standalone {
             if let Some(acks) = &args.acks {
                 config.replication.acks = acks.clone();
             }
@@ -283,7 +299,11 @@ fn node_configs(
                 })
                 .collect();
         }
-        match config.replication.ack_mode() {
+        let acks = match args.mode {
+            Mode::MultiLeader => config.replication.multi_leader_acks().map(|_| ()),
+            _ => config.replication.ack_mode().map(|_| ()),
+        };
+        match acks {
             Err(ConfigError::Invalid { problem, .. }) => bail!("--acks {problem}"),
             Err(e) => bail!("--acks: {e}"),
             Ok(_) => {}
@@ -341,7 +361,7 @@ async fn wait_ready(
             .filter(|(_, status)| status.role == "leader")
             .max_by_key(|(_, status)| status.term)
             .map(|(node, _)| node.id.clone());
-        if silent.is_empty() && (mode == Mode::Standalone || leader.is_some()) {
+        if silent.is_empty() && (mode != Mode::LeaderFollower || leader.is_some()) {
             return Ok(leader);
         }
         if Instant::now() >= deadline {
@@ -392,6 +412,15 @@ fn print_banner(nodes: &[NodeProcess], dir: &Path, args: &ClusterArgs, leader: O
     if mode == Mode::Standalone && nodes.len() > 1 {
         println!("(standalone nodes are independent: nothing is replicated between them)");
     }
+    if mode == Mode::MultiLeader {
+        let replication = ReplicationSection::default();
+        println!(
+            "(every node takes writes; acks = {}, conflicts = {}: a node that exits is \
+             reported and the others go on, and it catches up when it comes back)",
+            args.acks.clone().unwrap_or(replication.acks),
+            args.conflicts.clone().unwrap_or(replication.conflicts)
+        );
+    }
     if mode == Mode::LeaderFollower {
         println!(
             "(acks = {}: clients may talk to any node and follow its leader hint; a node that \
@@ -406,7 +435,7 @@ fn print_banner(nodes: &[NodeProcess], dir: &Path, args: &ClusterArgs, leader: O
     // one. A replicated one is one store: give the client every node.
     let reach = match mode {
         Mode::Standalone => nodes[0].addr.to_string(),
-        Mode::LeaderFollower => all_addrs(nodes),
+        Mode::LeaderFollower | Mode::MultiLeader => all_addrs(nodes),
     };
     println!("try:");
     println!(

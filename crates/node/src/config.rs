@@ -55,6 +55,19 @@
 //! client_addr = "127.0.0.1:7002"   # n2's client address, for redirects
 //! ```
 //!
+//! A multi-leader node lists its peers the same way; every node takes
+//! writes, and its knobs are:
+//!
+//! ```toml
+//! mode = "multi-leader"
+//!
+//! [replication]
+//! acks = "quorum"          # local | quorum | all (durable on this many nodes)
+//! conflicts = "siblings"   # siblings (keep every concurrent value) | lww
+//! max_drift_ms = 500       # a peer's clock further ahead is not followed
+//! read_timeout_ms = 2000   # how long a session read waits for replication
+//! ```
+//!
 //! `metrics_listen` is off unless set: when it is, the node serves
 //! `GET /metrics` over plain HTTP on that TCP address in the Prometheus text
 //! format (role, term, indexes, elections, per-follower lag, peer links,
@@ -113,6 +126,10 @@ pub enum Mode {
     /// One leader per term streams its log to followers
     /// (`mimeo-leader-follower`); see the `[replication]` section.
     LeaderFollower,
+    /// Every node takes writes and streams them to the others
+    /// (`mimeo-multi-leader`); concurrent writes are resolved by
+    /// `replication.conflicts`.
+    MultiLeader,
 }
 
 impl std::fmt::Display for Mode {
@@ -120,6 +137,7 @@ impl std::fmt::Display for Mode {
         match self {
             Mode::Standalone => f.write_str("standalone"),
             Mode::LeaderFollower => f.write_str("leader-follower"),
+            Mode::MultiLeader => f.write_str("multi-leader"),
         }
     }
 }
@@ -156,7 +174,7 @@ pub struct NodeConfig {
 
 /// Every knob of [`ReplicationSection`], as written in the section and as
 /// named in errors (a test checks that none is missing).
-const REPLICATION_FIELDS: [(&str, &str); 13] = [
+const REPLICATION_FIELDS: [(&str, &str); 15] = [
     ("acks", "replication.acks"),
     ("reads", "replication.reads"),
     ("heartbeat_ms", "replication.heartbeat_ms"),
@@ -176,7 +194,27 @@ const REPLICATION_FIELDS: [(&str, &str); 13] = [
     ("snapshot_bytes", "replication.snapshot_bytes"),
     ("bootstrap", "replication.bootstrap"),
     ("peers", "replication.peers"),
+    ("conflicts", "replication.conflicts"),
+    ("max_drift_ms", "replication.max_drift_ms"),
 ];
+
+/// The knobs only leader-follower uses: set in multi-leader mode, they are
+/// refused rather than ignored (`bootstrap` is left out: `mimeo cluster`
+/// sets it for every mode, and a multi-leader node ignores it).
+const LEADER_FOLLOWER_ONLY: [&str; 9] = [
+    "reads",
+    "heartbeat_ms",
+    "election_timeout_min_ms",
+    "election_timeout_max_ms",
+    "probe_leader",
+    "write_timeout_ms",
+    "snapshot_every",
+    "snapshot_keep",
+    "snapshot_bytes",
+];
+
+/// The knobs only multi-leader uses.
+const MULTI_LEADER_ONLY: [&str; 2] = ["conflicts", "max_drift_ms"];
 
 /// Replication settings of the replicated modes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -240,6 +278,18 @@ pub struct ReplicationSection {
     pub bootstrap: bool,
     /// Every other node of the cluster.
     pub peers: Vec<PeerConfig>,
+    /// Multi-leader only: how concurrent writes to one value are resolved,
+    /// the same on every node. `siblings` (the default) keeps every
+    /// concurrent value (reads return them all, with a context to pass
+    /// back on the next write): no acknowledged write is lost. `lww`
+    /// keeps the write with the largest hybrid-logical-clock timestamp
+    /// (node id breaking ties) and silently drops the others; under clock
+    /// skew that can be the earlier write in real time.
+    pub conflicts: String,
+    /// Multi-leader only: how far ahead of this node's clock a peer's
+    /// timestamp may be before the clock refuses to follow it (the write
+    /// is applied anyway, and the refusal counted).
+    pub max_drift_ms: u64,
 }
 
 /// Another node of the cluster.
@@ -273,6 +323,8 @@ impl Default for ReplicationSection {
             snapshot_bytes: 64 << 20,
             bootstrap: false,
             peers: Vec::new(),
+            conflicts: "siblings".into(),
+            max_drift_ms: 500,
         }
     }
 }
@@ -309,6 +361,38 @@ impl ReplicationSection {
         }
     }
 
+    /// Multi-leader: the ack mode named by `acks` (`local`, `quorum` or
+    /// `all`).
+    pub fn multi_leader_acks(&self) -> Result<mimeo_multi_leader::AckMode, ConfigError> {
+        use mimeo_multi_leader::AckMode;
+        match self.acks.as_str() {
+            "local" => Ok(AckMode::Local),
+            "quorum" => Ok(AckMode::Quorum),
+            "all" => Ok(AckMode::All),
+            other => Err(ConfigError::Invalid {
+                field: "replication.acks",
+                problem: format!(
+                    "{other:?} is not one of local, quorum, all (mode \"multi-leader\": every \
+                     node is an origin; `local` acknowledges once the node that took the write \
+                     holds it durably)"
+                ),
+            }),
+        }
+    }
+
+    /// Multi-leader: the conflict policy named by `conflicts`.
+    pub fn conflict_policy(&self) -> Result<mimeo_multi_leader::Policy, ConfigError> {
+        use mimeo_multi_leader::Policy;
+        match self.conflicts.as_str() {
+            "siblings" => Ok(Policy::Siblings),
+            "lww" => Ok(Policy::Lww),
+            other => Err(ConfigError::Invalid {
+                field: "replication.conflicts",
+                problem: format!("{other:?} is not one of lww, siblings"),
+            }),
+        }
+    }
+
     /// The read mode named by `reads`.
     pub fn read_mode(&self) -> Result<mimeo_leader_follower::ReadMode, ConfigError> {
         use mimeo_leader_follower::ReadMode;
@@ -330,6 +414,12 @@ impl ReplicationSection {
     /// The first knob set to something other than its default, as
     /// `replication.<name>`.
     fn first_set_field(&self) -> Option<&'static str> {
+        self.first_set_of(&REPLICATION_FIELDS.map(|(name, _)| name))
+    }
+
+    /// The first of `names` set to something other than its default, as
+    /// `replication.<name>`.
+    fn first_set_of(&self, names: &[&str]) -> Option<&'static str> {
         let table = |section: &ReplicationSection| {
             toml::Value::try_from(section)
                 .ok()
@@ -339,8 +429,35 @@ impl ReplicationSection {
         let (set, default) = (table(self), table(&ReplicationSection::default()));
         REPLICATION_FIELDS
             .iter()
+            .filter(|(name, _)| names.contains(name))
             .find(|(name, _)| set.get(*name) != default.get(*name))
             .map(|(_, field)| *field)
+    }
+
+    fn validate_multi_leader(&self) -> Result<(), ConfigError> {
+        if let Some(field) = self.first_set_of(&LEADER_FOLLOWER_ONLY) {
+            return Err(ConfigError::Invalid {
+                field,
+                problem: "is a leader-follower setting; mode \"multi-leader\" does not use it \
+                          (its reads are always local, with session reads per request): remove it"
+                    .into(),
+            });
+        }
+        self.multi_leader_acks()?;
+        self.conflict_policy()?;
+        if self.max_drift_ms == 0 {
+            return Err(ConfigError::Invalid {
+                field: "replication.max_drift_ms",
+                problem: "must be at least 1".into(),
+            });
+        }
+        if self.read_timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                field: "replication.read_timeout_ms",
+                problem: "must be at least 1".into(),
+            });
+        }
+        Ok(())
     }
 
     fn validate(&self, mode: Mode, node_id: &str) -> Result<(), ConfigError> {
@@ -381,6 +498,18 @@ impl ReplicationSection {
             if !seen.insert(peer.id.as_str()) {
                 return invalid("replication.peers", format!("lists {} twice", peer.id));
             }
+        }
+        if mode == Mode::MultiLeader {
+            return self.validate_multi_leader();
+        }
+        if let Some(field) = self.first_set_of(&MULTI_LEADER_ONLY) {
+            return invalid(
+                field,
+                format!(
+                    "is a multi-leader setting; mode \"{mode}\" has one leader, which orders \
+                     every write: remove it, or set mode = \"multi-leader\""
+                ),
+            );
         }
         self.ack_mode()?;
         self.read_mode()?;
@@ -686,10 +815,14 @@ impl NodeConfig {
             return invalid("limits.request_timeout_ms", "must be at least 1");
         }
         self.replication.validate(self.mode, &self.node_id)?;
-        if self.mode == Mode::LeaderFollower
+        let unsynced_acks_promise = match self.mode {
+            Mode::Standalone => false,
+            Mode::LeaderFollower => self.replication.acks != "async",
+            Mode::MultiLeader => self.replication.acks != "local",
+        };
+        if unsynced_acks_promise
             && self.storage.fsync == FsyncMode::Never
             && !self.storage.allow_unsynced_acks
-            && self.replication.acks != "async"
         {
             return invalid(
                 "storage.fsync",

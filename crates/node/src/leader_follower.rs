@@ -65,7 +65,23 @@ impl LeaderFollower {
         if let Err((kind, message)) = check_limits(&self.config.limits, &request) {
             return error(kind, message);
         }
+        if let Some(refused) =
+            crate::multi_leader::refuse_outside_multi_leader(&request, "leader-follower")
+        {
+            return refused;
+        }
         let (op, ack) = match request {
+            // Refused above.
+            ClientRequest::GetVersioned { .. }
+            | ClientRequest::PutVersioned { .. }
+            | ClientRequest::Increment { .. }
+            | ClientRequest::SetAdd { .. }
+            | ClientRequest::SetRemove { .. } => {
+                return error(
+                    ErrorKind::BadRequest,
+                    "a multi-leader request reached a leader-follower node".into(),
+                )
+            }
             ClientRequest::Status => {
                 return match self.status().await {
                     Some(status) => ClientResponse::Status(status),

@@ -33,6 +33,7 @@ pub mod config;
 mod data_dir;
 mod leader_follower;
 mod metrics;
+mod multi_leader;
 mod server;
 mod standalone;
 

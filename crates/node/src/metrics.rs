@@ -159,9 +159,14 @@ pub(crate) struct RequestOp(usize);
 impl RequestOp {
     pub(crate) fn of(request: &ClientRequest) -> RequestOp {
         RequestOp(match request {
-            ClientRequest::Get { .. } => 0,
-            ClientRequest::Put { .. } => 1,
-            ClientRequest::Delete { .. } => 2,
+            ClientRequest::Get { .. } | ClientRequest::GetVersioned { .. } => 0,
+            // Multi-leader writes count as puts, deletes as deletes.
+            ClientRequest::Put { .. }
+            | ClientRequest::PutVersioned { value: Some(_), .. }
+            | ClientRequest::Increment { .. }
+            | ClientRequest::SetAdd { .. }
+            | ClientRequest::SetRemove { .. } => 1,
+            ClientRequest::Delete { .. } | ClientRequest::PutVersioned { value: None, .. } => 2,
             ClientRequest::Cas { .. } => 3,
             ClientRequest::Status => 4,
         })
@@ -176,7 +181,9 @@ impl RequestMetrics {
             ClientResponse::Value { .. }
             | ClientResponse::Written { .. }
             | ClientResponse::CasMismatch { .. }
-            | ClientResponse::Status(_) => 0,
+            | ClientResponse::Status(_)
+            | ClientResponse::Versioned { .. }
+            | ClientResponse::WrittenVersioned { .. } => 0,
             ClientResponse::Redirect { .. } => 1,
             ClientResponse::Error { kind, .. } => match kind {
                 ErrorKind::BadRequest => 2,

@@ -20,6 +20,7 @@ use crate::clock::Clock;
 use crate::config::{Mode, NodeConfig};
 use crate::leader_follower::LeaderFollower;
 use crate::metrics::{RequestMetrics, RequestOp};
+use crate::multi_leader::MultiLeader;
 use crate::standalone::Standalone;
 
 /// The service behind the client protocol, by mode.
@@ -27,6 +28,7 @@ use crate::standalone::Standalone;
 enum Service {
     Standalone(Arc<Standalone>),
     LeaderFollower(Arc<LeaderFollower>),
+    MultiLeader(Arc<MultiLeader>),
 }
 
 impl Service {
@@ -37,6 +39,7 @@ impl Service {
         let response = match self {
             Service::Standalone(s) => s.handle(request).await,
             Service::LeaderFollower(s) => s.handle(request).await,
+            Service::MultiLeader(s) => s.handle(request).await,
         };
         requests.observe(op, &response, started.elapsed());
         response
@@ -46,6 +49,7 @@ impl Service {
         match self {
             Service::Standalone(s) => Some(s.status()),
             Service::LeaderFollower(s) => s.status().await,
+            Service::MultiLeader(s) => s.status().await,
         }
     }
 }
@@ -241,6 +245,11 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         // (`Store::discard_before`).
         options = mimeo_leader_follower::driver::store_options(options);
     }
+    if config.mode == Mode::MultiLeader {
+        // The writes in the log are shipped to peers that lack them: only
+        // the driver discards segments, once every node holds their writes.
+        options = mimeo_multi_leader::driver::store_options(options);
+    }
     let simulate_power_loss = config.storage.simulate_power_loss;
     if simulate_power_loss {
         tracing::warn!(
@@ -281,6 +290,11 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
                 start_leader_follower(&config, &identity, &transport, &store, &clock)?;
             (Service::LeaderFollower(service), Some(bus), Some(driver))
         }
+        Mode::MultiLeader => {
+            let (service, bus, driver) =
+                start_multi_leader(&config, &identity, &transport, &store, &clock)?;
+            (Service::MultiLeader(service), Some(bus), Some(driver))
+        }
     };
     let shared = Arc::new(Shared {
         config: config.clone(),
@@ -298,7 +312,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         tokio::spawn(async move {
             let outcome = match driver.await {
                 Ok(Ok(())) => return,
-                Ok(Err(e)) => e.to_string(),
+                Ok(Err(e)) => e,
                 Err(e) => format!("the replication driver panicked: {e}"),
             };
             shared.failure.fail(outcome);
@@ -313,7 +327,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
                 started: std::time::Instant::now(),
                 replication: match &shared.service {
                     Service::LeaderFollower(service) => Some(Arc::clone(service)),
-                    Service::Standalone(_) => None,
+                    Service::Standalone(_) | Service::MultiLeader(_) => None,
                 },
                 requests: Arc::clone(&shared.requests),
             };
@@ -381,8 +395,8 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     }
 }
 
-/// The task running a replication driver.
-type DriverTask = tokio::task::JoinHandle<Result<(), mimeo_leader_follower::driver::DriverError>>;
+/// The task running a replication driver (its error, as text).
+type DriverTask = tokio::task::JoinHandle<Result<(), String>>;
 
 /// Recovers the leader-follower core from storage, starts the peer bus and
 /// the driver task.
@@ -455,8 +469,72 @@ fn start_leader_follower(
         Arc::clone(store.backend()),
         origin,
     );
-    let task = tokio::spawn(driver.run());
+    let task = tokio::spawn(async move { driver.run().await.map_err(|e| e.to_string()) });
     let service = Arc::new(LeaderFollower::new(
+        handle,
+        Arc::clone(&bus),
+        config.clone(),
+        Arc::clone(clock),
+    ));
+    Ok((service, bus, task))
+}
+
+/// Recovers the multi-leader core from storage, starts the peer bus and
+/// the driver task (its HLC reads the node's adjustable clock).
+fn start_multi_leader(
+    config: &NodeConfig,
+    identity: &TlsIdentity,
+    transport: &TransportConfig,
+    store: &Arc<Store>,
+    clock: &Arc<Clock>,
+) -> anyhow::Result<(Arc<MultiLeader>, Arc<PeerBus>, DriverTask)> {
+    use mimeo_multi_leader::driver::{self, Driver, DriverConfig};
+    let replication = &config.replication;
+    let nodes = replication
+        .peers
+        .iter()
+        .map(|p| p.id.clone())
+        .chain(std::iter::once(config.node_id.clone()));
+    let mut core_config = mimeo_multi_leader::Config::new(config.node_id.clone(), nodes);
+    core_config.policy = replication.conflict_policy()?;
+    core_config.acks = replication.multi_leader_acks()?;
+    core_config.max_drift_ms = replication.max_drift_ms;
+    core_config.read_timeout_ms = replication.read_timeout_ms;
+    let origin = std::time::Instant::now();
+    let recovered = driver::recover(core_config, store, mimeo_multi_leader::Millis(0))
+        .context("recovering the multi-leader state")?;
+    let peer_endpoint = mimeo_wire::client_endpoint(identity, transport)
+        .context("creating the endpoint for peer connections")?;
+    let peers = replication
+        .peers
+        .iter()
+        .map(|p| (p.id.clone(), p.addr))
+        .collect();
+    let (bus, inbound) = PeerBus::new(
+        peer_endpoint,
+        config.node_id.clone(),
+        peers,
+        config.cluster_id.clone(),
+        transport.clone(),
+    )?;
+    let bus = Arc::new(bus);
+    let (driver, handle) = Driver::new(
+        recovered,
+        Arc::clone(&bus),
+        inbound,
+        Arc::clone(store),
+        origin,
+        DriverConfig::default(),
+    );
+    let wall = Arc::clone(clock);
+    let driver = driver.with_wall_clock(Arc::new(move || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        now.saturating_add_signed(wall.offset_ms())
+    }));
+    let task = tokio::spawn(async move { driver.run().await.map_err(|e| e.to_string()) });
+    let service = Arc::new(MultiLeader::new(
         handle,
         Arc::clone(&bus),
         config.clone(),

@@ -63,6 +63,11 @@ impl Standalone {
         if let ClientRequest::Status = request {
             return ClientResponse::Status(self.status());
         }
+        if let Some(refused) =
+            crate::multi_leader::refuse_outside_multi_leader(&request, "standalone")
+        {
+            return refused;
+        }
         let this = Arc::clone(&self);
         let work = tokio::task::spawn_blocking(move || this.handle_blocking(request));
         match tokio::time::timeout(self.config.request_timeout(), work).await {
@@ -114,6 +119,15 @@ impl Standalone {
                 .write(Mutation::Put { key, value: new }, Some(expected))
                 .map(written),
             ClientRequest::Status => Ok(ClientResponse::Status(self.status())),
+            // Refused in `handle`.
+            ClientRequest::GetVersioned { .. }
+            | ClientRequest::PutVersioned { .. }
+            | ClientRequest::Increment { .. }
+            | ClientRequest::SetAdd { .. }
+            | ClientRequest::SetRemove { .. } => Ok(error(
+                ErrorKind::BadRequest,
+                "a multi-leader request reached a standalone node".into(),
+            )),
         };
         result.unwrap_or_else(|e| {
             tracing::error!(error = %e, "storage failed");
@@ -221,9 +235,15 @@ pub(crate) fn check_limits(
     request: &ClientRequest,
 ) -> Result<(), (ErrorKind, String)> {
     let (key, value) = match request {
-        ClientRequest::Get { key, .. } | ClientRequest::Delete { key, .. } => (Some(key), None),
+        ClientRequest::Get { key, .. }
+        | ClientRequest::Delete { key, .. }
+        | ClientRequest::GetVersioned { key, .. }
+        | ClientRequest::Increment { key, .. } => (Some(key), None),
         ClientRequest::Put { key, value, .. } => (Some(key), Some(value)),
         ClientRequest::Cas { key, new, .. } => (Some(key), Some(new)),
+        ClientRequest::PutVersioned { key, value, .. } => (Some(key), value.as_ref()),
+        ClientRequest::SetAdd { key, element, .. }
+        | ClientRequest::SetRemove { key, element, .. } => (Some(key), Some(element)),
         ClientRequest::Status => (None, None),
     };
     if let Some(key) = key {

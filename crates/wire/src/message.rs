@@ -15,7 +15,13 @@ use serde::{Deserialize, Serialize};
 /// Version 4: the leader-follower `Heartbeat` carries the leader's send
 /// time (`sent_at`, on the leader's clock), which followers measure their
 /// staleness from.
-pub const PROTOCOL_VERSION: u32 = 4;
+///
+/// Version 5: multi-leader requests and responses, appended at the end of
+/// [`ClientRequest`] (`GetVersioned`, `PutVersioned`, `Increment`,
+/// `SetAdd`, `SetRemove`) and [`ClientResponse`] (`Versioned`,
+/// `WrittenVersioned`); every earlier message keeps its encoding. A node
+/// of version 4 would refuse the new variants' bytes, hence the bump.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The protocol a connection speaks after its hello.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -200,6 +206,86 @@ pub enum ClientRequest {
     },
     /// The node's status.
     Status,
+    /// Multi-leader: read a key from the asked node, with every concurrent
+    /// value (sibling) and the context to write back with.
+    GetVersioned {
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        /// A session token (from an earlier reply): wait, at most
+        /// `timeout_ms`, until the node has applied it.
+        after: Option<Vec<u8>>,
+        /// How long to wait for `after` (`None`: the node's setting).
+        timeout_ms: Option<u64>,
+    },
+    /// Multi-leader: write a value (`None`: delete) superseding the values
+    /// the read with `context` saw (`None`: a blind write, which
+    /// supersedes nothing).
+    PutVersioned {
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        /// The value; `None` deletes.
+        value: Option<Vec<u8>>,
+        /// The context token of the read this write follows.
+        context: Option<Vec<u8>>,
+        /// Overrides the cluster's acknowledgement mode for this write.
+        ack: Option<WriteAck>,
+    },
+    /// Multi-leader: add `delta` (may be negative) to a counter.
+    Increment {
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        /// The change.
+        delta: i64,
+        /// Overrides the cluster's acknowledgement mode for this write.
+        ack: Option<WriteAck>,
+    },
+    /// Multi-leader: add an element to a set.
+    SetAdd {
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        /// The element.
+        #[serde(with = "serde_bytes")]
+        element: Vec<u8>,
+        /// Overrides the cluster's acknowledgement mode for this write.
+        ack: Option<WriteAck>,
+    },
+    /// Multi-leader: remove an element from a set (the adds the node has seen).
+    SetRemove {
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        /// The element.
+        #[serde(with = "serde_bytes")]
+        element: Vec<u8>,
+        /// Overrides the cluster's acknowledgement mode for this write.
+        ack: Option<WriteAck>,
+    },
+}
+
+/// What a multi-leader read found ([`ClientResponse::Versioned`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VersionedValue {
+    /// Nothing (never written, or deleted and collected).
+    Absent,
+    /// A value key: every concurrent value (under last-writer-wins, at most
+    /// one).
+    Register {
+        /// The live values (siblings).
+        values: Vec<Vec<u8>>,
+        /// Whether a delete is among the concurrent writes.
+        deleted: bool,
+        /// The context token to pass with the next write (opaque; empty
+        /// under last-writer-wins).
+        context: Vec<u8>,
+    },
+    /// A counter's value.
+    Counter(i128),
+    /// A set's members, in order.
+    Set(Vec<Vec<u8>>),
 }
 
 /// A response on the client protocol.
@@ -235,6 +321,27 @@ pub enum ClientResponse {
         kind: ErrorKind,
         /// What happened, for people.
         message: String,
+    },
+    /// Multi-leader: the answer to a `GetVersioned`.
+    Versioned {
+        /// What the node holds.
+        value: VersionedValue,
+        /// The session token: what the node had applied (pass it as
+        /// `after` for read-your-writes on any node).
+        session: Vec<u8>,
+    },
+    /// Multi-leader: a write took effect, durably on as many nodes as its
+    /// ack mode asked.
+    WrittenVersioned {
+        /// The node that took it (the write's origin).
+        origin: String,
+        /// Its sequence number at the origin.
+        seq: u64,
+        /// Under siblings, the key's context after the write (a later
+        /// write with it supersedes this one).
+        context: Option<Vec<u8>>,
+        /// The session token: what the node had applied after the write.
+        session: Vec<u8>,
     },
 }
 

@@ -105,6 +105,12 @@ impl Sim {
                 config.max_batch_entries = 4;
                 // Small memory logs on odd seeds: catch-up reads storage.
                 config.log_bytes = if seed % 2 == 1 { 600 } else { 1 << 20 };
+                // Small budgets on every third seed: writes and deletes are
+                // refused while peers are cut off.
+                if seed % 3 == 0 {
+                    config.max_pending_ack_bytes = 1_500;
+                    config.max_tombstone_bytes = 1_000;
+                }
                 Node {
                     core: Some(Core::new(config.clone(), Millis(0)).expect("valid config")),
                     config,
@@ -542,6 +548,20 @@ impl Sim {
                     .collect::<Vec<_>>(),
             ));
             let status = core.status(0);
+            // The byte budgets' accounting: every write has been answered
+            // after heal and quiet, and tombstone bytes go with tombstones.
+            if status.pending_acks != 0 || status.pending_ack_bytes != 0 {
+                return Err(format!(
+                    "{}: {} writes ({} bytes) still wait for acknowledgements after heal",
+                    self.ids[i], status.pending_acks, status.pending_ack_bytes
+                ));
+            }
+            if (status.tombstones_pending == 0) != (status.tombstone_bytes == 0) {
+                return Err(format!(
+                    "{}: {} tombstones pending but {} tombstone bytes counted",
+                    self.ids[i], status.tombstones_pending, status.tombstone_bytes
+                ));
+            }
             self.tally.drift_refusals += status.drift_refusals;
             self.tally.max_siblings = self
                 .tally
@@ -575,6 +595,14 @@ impl Sim {
             }
             for (n, s) in &states {
                 eprintln!("{n}: {s:?}");
+            }
+            for (i, node) in self.nodes.iter().enumerate() {
+                let core = node.core.as_ref().expect("up");
+                let writes: Vec<String> = core
+                    .records()
+                    .map(|(k, r)| format!("{}={}", String::from_utf8_lossy(k), r.writes))
+                    .collect();
+                eprintln!("{} writes: {}", self.ids[i], writes.join(" "));
             }
             for (k, c) in &self.collected {
                 eprintln!("collected {:?}: {c:?}", String::from_utf8_lossy(k));

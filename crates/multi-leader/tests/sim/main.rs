@@ -3,7 +3,9 @@
 //! partitions the cluster; crashes that lose every record not yet synced;
 //! skewed clocks (beyond `max_drift`, and going back across restarts);
 //! clients writing values, deletes, counters and sets with every ack mode,
-//! and session reads. After the faults, everything heals and goes quiet,
+//! and session reads; on every third seed, byte budgets for pending
+//! acknowledgements and tombstones small enough that writes and deletes
+//! are refused while peers are cut off. After the faults, everything heals and goes quiet,
 //! and the invariants in `invariants/` are checked (HLC monotonicity on
 //! every sync, during the run).
 //!

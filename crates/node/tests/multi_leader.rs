@@ -1,0 +1,345 @@
+//! Three real `mimeo serve` processes in multi-leader mode on 127.0.0.1:
+//! every node takes writes, and every node ends with every write; a node
+//! killed with SIGKILL comes back from its disk and catches up.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mimeo_client::Client;
+use mimeo_wire::{NodeStatus, ReadConsistency};
+use support::lf::connect;
+use support::*;
+
+/// Every wait in this file is bounded by this.
+const WAIT: Duration = Duration::from_secs(30);
+const IDS: [&str; 3] = ["n1", "n2", "n3"];
+
+/// Writes `dir/<id>.toml` for a multi-leader node of `addrs`.
+fn write_ml_config(dir: &Path, id: &str, addrs: &[(String, SocketAddr)], extra: &str) -> PathBuf {
+    let me = addrs.iter().find(|(n, _)| n == id).unwrap().1;
+    let mut text = format!(
+        "node_id = \"{id}\"\nlisten = \"{me}\"\ndata_dir = \"data/{id}\"\nmode = \"multi-leader\"\n\
+         [tls]\ndir = \"certs\"\n[storage]\nfsync = \"batch\"\n\
+         [replication]\n{extra}"
+    );
+    for (peer, addr) in addrs.iter().filter(|(n, _)| n != id) {
+        text += &format!("[[replication.peers]]\nid = \"{peer}\"\naddr = \"{addr}\"\n");
+    }
+    let path = dir.join(format!("{id}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start_cluster(dir: &Path, extra: &str) -> (Vec<Option<Node>>, Vec<SocketAddr>) {
+    let out = run(
+        dir,
+        &["certs", "init", "--dir", "certs", "--nodes", "n1,n2,n3"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let addrs: Vec<(String, SocketAddr)> =
+        IDS.iter().map(|id| (id.to_string(), free_addr())).collect();
+    let nodes = addrs
+        .iter()
+        .map(|(id, addr)| Some(start_node(&write_ml_config(dir, id, &addrs, extra), *addr)))
+        .collect();
+    (nodes, addrs.into_iter().map(|(_, a)| a).collect())
+}
+
+/// Puts `key` through `client`'s node, retrying (bounded) while it is not
+/// acknowledged.
+async fn put(client: &Client, key: &str, value: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match client.put(key, value).await {
+            Ok(_) => return,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "{key} never acknowledged: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Each node's applied vector, as its status reports it (its own writes in
+/// `last_position`, each peer's in `match_index`).
+fn applied(status: &NodeStatus) -> Vec<(String, u64)> {
+    let mut vector: Vec<(String, u64)> = status
+        .peers
+        .iter()
+        .map(|p| (p.node_id.clone(), p.match_index))
+        .collect();
+    vector.push((status.node_id.clone(), status.last_position.index));
+    vector.sort();
+    vector
+}
+
+/// Waits (bounded) until every node has applied the same writes, at least
+/// `writes_per_node` of each origin, and reads the same values for `keys`.
+async fn until_converged(
+    clients: &[Arc<Client>],
+    addrs: &[SocketAddr],
+    writes_per_node: u64,
+    keys: &[String],
+) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut vectors = Vec::new();
+        let mut values = Vec::new();
+        for (client, addr) in clients.iter().zip(addrs) {
+            let status = client.status_of(*addr).await;
+            vectors.push(status.as_ref().ok().map(applied));
+            let mut mine = Vec::new();
+            for key in keys {
+                let read = client
+                    .get_with(
+                        key,
+                        ReadConsistency::Follower {
+                            max_staleness_ms: None,
+                        },
+                    )
+                    .await;
+                mine.push(read.ok().map(|r| r.value));
+            }
+            values.push(mine);
+        }
+        let done = vectors.iter().all(|v| {
+            v.as_ref()
+                .is_some_and(|v| v.iter().all(|(_, n)| *n >= writes_per_node))
+        }) && vectors.windows(2).all(|w| w[0] == w[1])
+            && values.windows(2).all(|w| w[0] == w[1])
+            && values[0].iter().all(Option::is_some);
+        if done {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not converged within {WAIT:?}: vectors {vectors:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_takes_writes_and_every_node_ends_with_all_of_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, addrs) = start_cluster(dir.path(), "acks = \"quorum\"\n");
+    let clients: Vec<Arc<Client>> = {
+        let mut clients = Vec::new();
+        for addr in &addrs {
+            clients.push(Arc::new(connect(dir.path(), vec![*addr]).await));
+        }
+        clients
+    };
+    // Ten keys of its own through each node, written concurrently.
+    let mut writers = tokio::task::JoinSet::new();
+    for (i, client) in clients.iter().enumerate() {
+        let client = Arc::clone(client);
+        writers.spawn(async move {
+            for j in 0..10 {
+                put(&client, &format!("k{i}-{j}"), &format!("v{i}-{j}")).await;
+            }
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.unwrap();
+    }
+    let keys: Vec<String> = (0..3)
+        .flat_map(|i| (0..10).map(move |j| format!("k{i}-{j}")))
+        .collect();
+    until_converged(&clients, &addrs, 10, &keys).await;
+    for client in &clients {
+        let read = client.get("k2-9").await.unwrap();
+        assert_eq!(read.as_deref(), Some(&b"v2-9"[..]));
+    }
+    let status = clients[0].status_of(addrs[0]).await.unwrap();
+    assert_eq!(
+        (status.mode.as_str(), status.role.as_str()),
+        ("multi-leader", "origin")
+    );
+
+    // n3 is killed (SIGKILL) while the others write; it comes back from
+    // its disk and catches up.
+    let config = nodes[2].as_ref().unwrap().config.clone();
+    drop(nodes[2].take());
+    for j in 10..15 {
+        put(&clients[0], &format!("k0-{j}"), &format!("v0-{j}")).await;
+        put(&clients[1], &format!("k1-{j}"), &format!("v1-{j}")).await;
+    }
+    nodes[2] = Some(start_node(&config, addrs[2]));
+    put(&clients[2], "k2-10", "v2-10").await;
+    let mut keys = keys;
+    keys.extend((10..15).flat_map(|j| [format!("k0-{j}"), format!("k1-{j}")]));
+    keys.push("k2-10".into());
+    until_converged(&clients, &addrs, 11, &keys).await;
+    // Its sequence went on from its disk (a put the client retried after
+    // a timeout, while the peers' links to the killed process expired,
+    // may have taken a number too).
+    let status = clients[2].status_of(addrs[2]).await.unwrap();
+    assert!(
+        status.last_position.index >= 11,
+        "n3 kept its sequence: {status:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_leader_settings_are_checked_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let addrs: Vec<(String, SocketAddr)> =
+        IDS.iter().map(|id| (id.to_string(), free_addr())).collect();
+    for (extra, field) in [
+        ("acks = \"async\"\n", "replication.acks"),
+        ("conflicts = \"newest\"\n", "replication.conflicts"),
+        ("heartbeat_ms = 10\n", "replication.heartbeat_ms"),
+        ("max_drift_ms = 0\n", "replication.max_drift_ms"),
+    ] {
+        let config = write_ml_config(dir.path(), "n1", &addrs, extra);
+        let out = run(dir.path(), &["serve", "--config", config.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra}");
+        assert!(stderr.contains(field), "{extra}: {stderr}");
+    }
+}
+
+#[test]
+fn bad_multi_leader_cluster_arguments_are_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--conflicts", "lww"],
+            "--conflicts applies to --mode multi-leader only",
+        ),
+        (
+            &["--mode", "multi-leader", "--acks", "async"],
+            "--acks \"async\" is not one of local, quorum, all",
+        ),
+        (
+            &["--mode", "multi-leader", "--conflicts", "newest"],
+            "--conflicts \"newest\" is not one of lww, siblings",
+        ),
+        (
+            &["--mode", "multi-leader", "--nodes", "1"],
+            "at least 2 nodes",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut all = vec!["cluster", "--dir", "never"];
+        all.extend_from_slice(args);
+        let out = run(dir.path(), &all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(
+            !dir.path().join("never").exists(),
+            "{args:?} left a directory"
+        );
+    }
+}
+
+fn out(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+fn err(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
+/// The token printed after `what: ` on stderr.
+fn printed_token(output: &std::process::Output, what: &str) -> String {
+    err(output)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{what}: ")))
+        .unwrap_or_else(|| panic!("no {what} token printed: {}", err(output)))
+        .to_string()
+}
+
+/// Runs `mimeo get KEY` on `addr` until it prints `expected` (bounded).
+fn get_until(dir: &Path, addr: SocketAddr, key: &str, expected: &str) -> std::process::Output {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let output = cli(dir, addr, &["get", key]);
+        if output.status.success() && out(&output) == expected {
+            return output;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{key} on {addr}: {:?} / {}",
+            out(&output),
+            err(&output)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_cli_shows_siblings_and_contexts_counters_sets_and_session_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, addrs) = start_cluster(dir.path(), "acks = \"all\"\n");
+    let d = dir.path();
+    let ok = |output: std::process::Output| {
+        assert!(output.status.success(), "{}", err(&output));
+        output
+    };
+    // n1 reads blue and keeps the context; meanwhile n2 replaces blue by
+    // green; n1 then writes purple with its stale context: purple
+    // supersedes blue only, so purple and green are siblings.
+    ok(cli(d, addrs[1], &["put", "k", "blue"]));
+    let read = get_until(d, addrs[0], "k", "blue");
+    let stale = printed_token(&read, "context");
+    ok(cli(d, addrs[1], &["put", "k", "green"]));
+    get_until(d, addrs[0], "k", "green");
+    ok(cli(
+        d,
+        addrs[0],
+        &["put", "k", "purple", "--context", &stale],
+    ));
+    let read = get_until(d, addrs[2], "k", "purple\ngreen");
+    assert!(err(&read).contains("2 concurrent values"), "{}", err(&read));
+    // A write with the context of that read resolves them, everywhere.
+    let context = printed_token(&read, "context");
+    ok(cli(
+        d,
+        addrs[2],
+        &["put", "k", "mauve", "--context", &context],
+    ));
+    get_until(d, addrs[0], "k", "mauve");
+
+    // Counters and sets merge by their type.
+    ok(cli(d, addrs[0], &["incr", "c", "5"]));
+    ok(cli(d, addrs[1], &["incr", "c", "-2"]));
+    ok(cli(d, addrs[2], &["incr", "c"]));
+    get_until(d, addrs[0], "c", "4");
+    ok(cli(d, addrs[0], &["sadd", "s", "x"]));
+    ok(cli(d, addrs[1], &["sadd", "s", "y"]));
+    get_until(d, addrs[2], "s", "x\ny");
+    ok(cli(d, addrs[2], &["srem", "s", "x"]));
+    get_until(d, addrs[0], "s", "y");
+    // A mismatched type is refused, naming both types (exit 1).
+    let refused = cli(d, addrs[0], &["put", "c", "1"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", err(&refused));
+    assert!(err(&refused).contains("counter"), "{}", err(&refused));
+
+    // Read-your-writes on another node with the session token.
+    let written = ok(cli(d, addrs[0], &["incr", "mine", "7"]));
+    let session = printed_token(&written, "session");
+    let read = ok(cli(
+        d,
+        addrs[2],
+        &["get", "mine", "--read", "session", "--after", &session],
+    ));
+    assert_eq!(out(&read), "7");
+
+    // With two of three nodes gone, an `all` write cannot be acknowledged:
+    // its outcome is unknown (exit 3), not a failure.
+    drop(nodes[1].take());
+    drop(nodes[2].take());
+    let unknown = cli(d, addrs[0], &["put", "z", "1"]);
+    assert_eq!(unknown.status.code(), Some(3), "{}", err(&unknown));
+}
