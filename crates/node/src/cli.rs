@@ -809,8 +809,9 @@ fn parse_mode(text: &str) -> Result<Mode, String> {
         "standalone" => Ok(Mode::Standalone),
         "leader-follower" => Ok(Mode::LeaderFollower),
         "multi-leader" => Ok(Mode::MultiLeader),
+        "leaderless" => Ok(Mode::Leaderless),
         other => Err(format!(
-            "unknown mode '{other}' (available: standalone, leader-follower, multi-leader)"
+            "unknown mode '{other}' (available: standalone, leader-follower, multi-leader, leaderless)"
         )),
     }
 }

@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 use crate::clock::Clock;
 use crate::config::{Mode, NodeConfig};
 use crate::leader_follower::LeaderFollower;
+use crate::leaderless::Leaderless;
 use crate::metrics::{RequestMetrics, RequestOp};
 use crate::multi_leader::MultiLeader;
 use crate::standalone::Standalone;
@@ -29,6 +30,7 @@ enum Service {
     Standalone(Arc<Standalone>),
     LeaderFollower(Arc<LeaderFollower>),
     MultiLeader(Arc<MultiLeader>),
+    Leaderless(Arc<Leaderless>),
 }
 
 impl Service {
@@ -40,6 +42,7 @@ impl Service {
             Service::Standalone(s) => s.handle(request).await,
             Service::LeaderFollower(s) => s.handle(request).await,
             Service::MultiLeader(s) => s.handle(request).await,
+            Service::Leaderless(s) => s.handle(request).await,
         };
         requests.observe(op, &response, started.elapsed());
         response
@@ -50,6 +53,7 @@ impl Service {
             Service::Standalone(s) => Some(s.status()),
             Service::LeaderFollower(s) => s.status().await,
             Service::MultiLeader(s) => s.status().await,
+            Service::Leaderless(s) => s.status().await,
         }
     }
 }
@@ -250,6 +254,11 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         // the driver discards segments, once every node holds their writes.
         options = mimeo_multi_leader::driver::store_options(options);
     }
+    if config.mode == Mode::Leaderless {
+        // The driver compacts after waiting for durability, so that no
+        // part of a persist a crash cuts is folded.
+        options = mimeo_leaderless::driver::store_options(options);
+    }
     let simulate_power_loss = config.storage.simulate_power_loss;
     if simulate_power_loss {
         tracing::warn!(
@@ -295,6 +304,11 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
                 start_multi_leader(&config, &identity, &transport, &store, &clock)?;
             (Service::MultiLeader(service), Some(bus), Some(driver))
         }
+        Mode::Leaderless => {
+            let (service, bus, driver) =
+                start_leaderless(&config, &identity, &transport, &store, &clock)?;
+            (Service::Leaderless(service), Some(bus), Some(driver))
+        }
     };
     let shared = Arc::new(Shared {
         config: config.clone(),
@@ -327,7 +341,9 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
                 started: std::time::Instant::now(),
                 replication: match &shared.service {
                     Service::LeaderFollower(service) => Some(Arc::clone(service)),
-                    Service::Standalone(_) | Service::MultiLeader(_) => None,
+                    Service::Standalone(_) | Service::MultiLeader(_) | Service::Leaderless(_) => {
+                        None
+                    }
                 },
                 requests: Arc::clone(&shared.requests),
             };
@@ -539,6 +555,72 @@ fn start_multi_leader(
         Arc::clone(&bus),
         config.clone(),
         Arc::clone(clock),
+    ));
+    Ok((service, bus, task))
+}
+
+/// Recovers the leaderless core from storage (refusing a changed ring),
+/// starts the peer bus and the driver task (its HLC reads the node's
+/// adjustable clock).
+fn start_leaderless(
+    config: &NodeConfig,
+    identity: &TlsIdentity,
+    transport: &TransportConfig,
+    store: &Arc<Store>,
+    clock: &Arc<Clock>,
+) -> anyhow::Result<(Arc<Leaderless>, Arc<PeerBus>, DriverTask)> {
+    use mimeo_leaderless::driver::{self, Driver, DriverConfig};
+    let replication = &config.replication;
+    let mut core_config = replication.leaderless_config(&config.node_id)?;
+    // The core answers (unknown / unavailable) before the node's own
+    // request timeout gives up on it.
+    let timeout = config.limits.request_timeout_ms;
+    core_config.request_timeout_ms = (timeout - timeout / 10).max(1);
+    let n = core_config.n;
+    let origin = std::time::Instant::now();
+    let core = driver::recover(core_config, store, mimeo_leaderless::Millis(0))
+        .context("recovering the leaderless state")?;
+    for (node, share) in core.ring().replica_ownership(n) {
+        tracing::info!(%node, share = format!("{:.1}%", share * 100.0), "ring: share of keys replicated");
+    }
+    let peer_endpoint = mimeo_wire::client_endpoint(identity, transport)
+        .context("creating the endpoint for peer connections")?;
+    let peers = replication
+        .peers
+        .iter()
+        .map(|p| (p.id.clone(), p.addr))
+        .collect();
+    let (bus, inbound) = PeerBus::new(
+        peer_endpoint,
+        config.node_id.clone(),
+        peers,
+        config.cluster_id.clone(),
+        transport.clone(),
+    )?;
+    let bus = Arc::new(bus);
+    let (driver, handle) = Driver::new(
+        core,
+        Arc::clone(&bus),
+        inbound,
+        Arc::clone(store),
+        origin,
+        DriverConfig::default(),
+    );
+    let wall = Arc::clone(clock);
+    let driver = driver.with_wall_clock(Arc::new(move || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        now.saturating_add_signed(wall.offset_ms())
+    }));
+    let task = tokio::spawn(async move { driver.run().await.map_err(|e| e.to_string()) });
+    let service = Arc::new(Leaderless::new(
+        handle,
+        Arc::clone(&bus),
+        config.clone(),
+        Arc::clone(clock),
+        n,
+        origin,
     ));
     Ok((service, bus, task))
 }

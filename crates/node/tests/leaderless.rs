@@ -1,0 +1,219 @@
+//! Five real `mimeo serve` processes in leaderless mode on 127.0.0.1
+//! (N = 3): writes through one node are read through others; a node
+//! killed with SIGKILL misses writes that fallbacks take with hints, and
+//! once restarted it holds them by hinted handoff alone (anti-entropy and
+//! read repair are off, and no read touches the keys).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mimeo_client::Client;
+use mimeo_leaderless::Ring;
+use support::lf::connect;
+use support::*;
+
+/// Every wait in this file is bounded by this.
+const WAIT: Duration = Duration::from_secs(30);
+const IDS: [&str; 5] = ["n1", "n2", "n3", "n4", "n5"];
+
+/// Writes `dir/<id>.toml` for a leaderless node of `addrs`.
+fn write_config(dir: &Path, id: &str, addrs: &[(String, SocketAddr)], extra: &str) -> PathBuf {
+    let me = addrs.iter().find(|(n, _)| n == id).unwrap().1;
+    let mut text = format!(
+        "node_id = \"{id}\"\nlisten = \"{me}\"\ndata_dir = \"data/{id}\"\nmode = \"leaderless\"\n\
+         [tls]\ndir = \"certs\"\n[storage]\nfsync = \"batch\"\n\
+         [replication]\n{extra}"
+    );
+    for (peer, addr) in addrs.iter().filter(|(n, _)| n != id) {
+        text += &format!("[[replication.peers]]\nid = \"{peer}\"\naddr = \"{addr}\"\n");
+    }
+    let path = dir.join(format!("{id}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Waits (bounded) until `client`'s node sees `peer`'s link as `up`.
+async fn until_link(client: &Client, node: SocketAddr, peer: &str, up: bool) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(status) = client.status_of(node).await {
+            if status
+                .peers
+                .iter()
+                .any(|p| p.node_id == peer && p.connected == up)
+            {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{node} never saw {peer} up = {up}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Hints held for `owner` on every node of `nodes`.
+async fn hints_for(client: &Client, nodes: &[SocketAddr], owner: &str) -> u64 {
+    let mut total = 0;
+    for node in nodes {
+        let status = client.status_of(*node).await.unwrap();
+        total += status
+            .peers
+            .iter()
+            .filter(|p| p.node_id == owner)
+            .map(|p| p.lag_entries)
+            .sum::<u64>();
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_serve_quorum_requests_and_a_killed_node_gets_its_writes_by_hints() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        &["certs", "init", "--dir", "certs", "--nodes", &IDS.join(",")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let extra = "sloppy = true\nread_repair = \"off\"\nanti_entropy_interval_ms = 0\n";
+    let named: Vec<(String, SocketAddr)> =
+        IDS.iter().map(|id| (id.to_string(), free_addr())).collect();
+    let addrs: Vec<SocketAddr> = named.iter().map(|(_, a)| *a).collect();
+    let mut nodes: Vec<Option<Node>> = named
+        .iter()
+        .map(|(id, addr)| {
+            Some(start_node(
+                &write_config(dir.path(), id, &named, extra),
+                *addr,
+            ))
+        })
+        .collect();
+    let client = connect(dir.path(), addrs.clone()).await;
+    for node in &addrs {
+        for peer in IDS {
+            if client.status_of(*node).await.unwrap().node_id != peer {
+                until_link(&client, *node, peer, true).await;
+            }
+        }
+    }
+    let status = client.status_of(addrs[0]).await.unwrap();
+    assert_eq!(
+        (status.mode.as_str(), status.role.as_str()),
+        ("leaderless", "replica")
+    );
+
+    // Written through n1 with the CLI, read through n4 and n2.
+    for i in 0..10 {
+        let out = cli(
+            dir.path(),
+            addrs[0],
+            &["put", &format!("k{i}"), &format!("v{i}")],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for i in 0..10 {
+        let out = cli(dir.path(), addrs[3 - i % 2 * 2], &["get", &format!("k{i}")]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("v{i}"));
+    }
+    // cas is refused, naming leader-follower.
+    let out = cli(dir.path(), addrs[1], &["cas", "k0", "--expect", "v0", "x"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("leader-follower"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // n5 is killed; the others notice before the writes.
+    let config = nodes[4].as_ref().unwrap().config.clone();
+    drop(nodes[4].take());
+    for node in &addrs[..4] {
+        until_link(&client, *node, "n5", false).await;
+    }
+    let ring = Ring::new(&IDS.iter().map(|id| (*id).into()).collect::<Vec<_>>(), 64).unwrap();
+    let owned_by_n5 = |key: &str| {
+        ring.preference_list(key.as_bytes(), 3)
+            .contains(&"n5".into())
+    };
+    let writer = connect(dir.path(), addrs[..4].to_vec()).await;
+    let mut missed = 0;
+    for i in 0..40 {
+        let key = format!("h{i}");
+        writer.put(&key, format!("w{i}")).await.unwrap();
+        missed += u64::from(owned_by_n5(&key));
+    }
+    assert!(
+        missed > 0,
+        "n5 owns some of the keys written while it was down"
+    );
+    let held = hints_for(&client, &addrs[..4], "n5").await;
+    assert_eq!(held, missed, "one hint per write n5 missed");
+
+    // n5 returns from its disk; the fallbacks hand their hints over.
+    let before = (0..10).filter(|i| owned_by_n5(&format!("k{i}"))).count() as u64;
+    nodes[4] = Some(start_node(&config, addrs[4]));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = hints_for(&client, &addrs[..4], "n5").await;
+        let keys = client.status_of(addrs[4]).await.map(|s| s.live_keys);
+        if left == 0 && keys.as_ref().is_ok_and(|k| *k == before + missed) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} hints still pending; n5 holds {keys:?} keys, expected {}",
+            before + missed
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn leaderless_settings_are_checked_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let addrs: Vec<(String, SocketAddr)> =
+        IDS.iter().map(|id| (id.to_string(), free_addr())).collect();
+    for (extra, says) in [
+        ("w = 4\n", "w = 4; it must be between 1 and n = 3"),
+        ("n = 6\n", "6 replicas on 5 nodes"),
+        ("pr = 3\n", "pr = 3 is more than r = 2"),
+        ("read_repair = \"eager\"\n", "replication.read_repair"),
+        ("heartbeat_ms = 10\n", "replication.heartbeat_ms"),
+        ("acks = \"all\"\n", "replication.acks"),
+    ] {
+        let config = write_config(dir.path(), "n1", &addrs, extra);
+        let out = run(dir.path(), &["serve", "--config", config.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra}");
+        assert!(stderr.contains(says), "{extra}: {stderr}");
+    }
+    // A leaderless knob in another mode is refused too.
+    let path = dir.path().join("ml.toml");
+    let text = std::fs::read_to_string(write_config(dir.path(), "n1", &addrs, "sloppy = true\n"))
+        .unwrap()
+        .replace("mode = \"leaderless\"", "mode = \"multi-leader\"");
+    std::fs::write(&path, text).unwrap();
+    let out = run(dir.path(), &["serve", "--config", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("replication.sloppy"),
+        "{stderr}"
+    );
+}
