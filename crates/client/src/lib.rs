@@ -51,4 +51,7 @@ mod error;
 pub use admin::AdminClient;
 pub use client::{CasOutcome, Client, ClientConfig, ReadResult, VersionedRead, VersionedWrite};
 pub use error::Error;
-pub use mimeo_wire::{NodeStatus, PeerStatus, Position, ReadConsistency, VersionedValue, WriteAck};
+pub use mimeo_wire::{
+    LeaderlessStatus, NodeStatus, PeerStatus, Position, QuorumOverride, ReadConsistency, RingRange,
+    VersionedValue, WriteAck,
+};

@@ -41,8 +41,8 @@ use std::time::Instant;
 use mimeo_leaderless::driver::Handle;
 use mimeo_leaderless::{ClientError, ClientOp, Quorum, ReadValue, Reply, Status, VersionVector};
 use mimeo_wire::{
-    ClientRequest, ClientResponse, ErrorKind, NodeStatus, PeerBus, PeerStatus, Position,
-    ReadConsistency, VersionedValue, WriteAck,
+    ClientRequest, ClientResponse, ErrorKind, LeaderlessStatus, NodeStatus, PeerBus, PeerStatus,
+    Position, ReadConsistency, RingRange, VersionedValue, WriteAck,
 };
 
 use crate::clock::Clock;
@@ -78,6 +78,8 @@ pub(crate) struct Leaderless {
     started: Instant,
     /// Replicas per key (for `ack = all`).
     n: usize,
+    /// The ring (for the status).
+    ring: mimeo_leaderless::Ring,
     started_millis: Instant,
 }
 
@@ -88,6 +90,7 @@ impl Leaderless {
         config: NodeConfig,
         clock: Arc<Clock>,
         n: usize,
+        ring: mimeo_leaderless::Ring,
         origin: Instant,
     ) -> Leaderless {
         Leaderless {
@@ -97,6 +100,7 @@ impl Leaderless {
             clock,
             started: Instant::now(),
             n,
+            ring,
             started_millis: origin,
         }
     }
@@ -107,13 +111,53 @@ impl Leaderless {
             return error(kind, message);
         }
         match request {
+            ClientRequest::WithQuorum { quorum, request } => match *request {
+                ClientRequest::WithQuorum { .. }
+                | ClientRequest::Status
+                | ClientRequest::LeaderlessStatus
+                | ClientRequest::Cas { .. } => error(
+                    ErrorKind::BadRequest,
+                    "quorums apply to a get, put, delete, versioned get or put, increment, sadd \
+                     or srem only (cas is refused in leaderless mode: use leader-follower)"
+                        .into(),
+                ),
+                request => {
+                    let quorum = Quorum {
+                        w: quorum.w.map(|v| v as usize),
+                        r: quorum.r.map(|v| v as usize),
+                        pw: quorum.pw.map(|v| v as usize),
+                        pr: quorum.pr.map(|v| v as usize),
+                        dw: quorum.dw.map(|v| v as usize),
+                    };
+                    self.serve(request, quorum).await
+                }
+            },
+            ClientRequest::LeaderlessStatus => match self.leaderless_status().await {
+                Some(status) => ClientResponse::LeaderlessStatus(status),
+                None => stopped(),
+            },
+            request => self.serve(request, Quorum::default()).await,
+        }
+    }
+
+    /// Serves a request with the quorum overrides `q` (a write's `ack`
+    /// picks `w` unless `q` names one).
+    async fn serve(&self, request: ClientRequest, q: Quorum) -> ClientResponse {
+        let with_ack = |ack: Option<WriteAck>| -> Result<Quorum, String> {
+            let from_ack = write_quorum(ack, self.n)?;
+            Ok(Quorum {
+                w: q.w.or(from_ack.w),
+                ..q
+            })
+        };
+        match request {
             ClientRequest::Status => match self.status().await {
                 Some(status) => ClientResponse::Status(status),
                 None => stopped(),
             },
             ClientRequest::Get { key, consistency } => match consistency {
                 ReadConsistency::Default | ReadConsistency::Follower { .. } => {
-                    let reply = self.call(ClientOp::Get { key }, Quorum::default()).await;
+                    let reply = self.call(ClientOp::Get { key }, q).await;
                     plain(reply)
                 }
                 ReadConsistency::Leader => error(
@@ -132,11 +176,11 @@ impl Leaderless {
                 ),
             },
             ClientRequest::Put { key, value, ack } => {
-                let quorum = match write_quorum(ack, self.n) {
+                let quorum = match with_ack(ack) {
                     Ok(q) => q,
                     Err(message) => return error(ErrorKind::BadRequest, message),
                 };
-                let context = match self.context(&key).await {
+                let context = match self.context(&key, q).await {
                     Ok(context) => context,
                     Err(response) => return response,
                 };
@@ -148,11 +192,11 @@ impl Leaderless {
                 plain(self.call(op, quorum).await)
             }
             ClientRequest::Delete { key, ack } => {
-                let quorum = match write_quorum(ack, self.n) {
+                let quorum = match with_ack(ack) {
                     Ok(q) => q,
                     Err(message) => return error(ErrorKind::BadRequest, message),
                 };
-                let context = match self.context(&key).await {
+                let context = match self.context(&key, q).await {
                     Ok(context) => context,
                     Err(response) => return response,
                 };
@@ -171,7 +215,7 @@ impl Leaderless {
                             .into(),
                     );
                 }
-                versioned(self.call(ClientOp::Get { key }, Quorum::default()).await)
+                versioned(self.call(ClientOp::Get { key }, q).await)
             }
             ClientRequest::PutVersioned {
                 key,
@@ -179,7 +223,7 @@ impl Leaderless {
                 context,
                 ack,
             } => {
-                let quorum = match write_quorum(ack, self.n) {
+                let quorum = match with_ack(ack) {
                     Ok(q) => q,
                     Err(message) => return error(ErrorKind::BadRequest, message),
                 };
@@ -197,25 +241,26 @@ impl Leaderless {
                 };
                 versioned(self.call(op, quorum).await)
             }
-            ClientRequest::Increment { key, delta, ack } => {
-                self.write_versioned(ClientOp::Increment { key, delta }, ack)
-                    .await
+            ClientRequest::Increment { key, delta, ack } => match with_ack(ack) {
+                Ok(quorum) => {
+                    versioned(self.call(ClientOp::Increment { key, delta }, quorum).await)
+                }
+                Err(message) => error(ErrorKind::BadRequest, message),
+            },
+            ClientRequest::SetAdd { key, element, ack } => match with_ack(ack) {
+                Ok(quorum) => versioned(self.call(ClientOp::SetAdd { key, element }, quorum).await),
+                Err(message) => error(ErrorKind::BadRequest, message),
+            },
+            ClientRequest::SetRemove { key, element, ack } => match with_ack(ack) {
+                Ok(quorum) => versioned(
+                    self.call(ClientOp::SetRemove { key, element }, quorum)
+                        .await,
+                ),
+                Err(message) => error(ErrorKind::BadRequest, message),
+            },
+            ClientRequest::WithQuorum { .. } | ClientRequest::LeaderlessStatus => {
+                error(ErrorKind::BadRequest, "a nested quorum request".into())
             }
-            ClientRequest::SetAdd { key, element, ack } => {
-                self.write_versioned(ClientOp::SetAdd { key, element }, ack)
-                    .await
-            }
-            ClientRequest::SetRemove { key, element, ack } => {
-                self.write_versioned(ClientOp::SetRemove { key, element }, ack)
-                    .await
-            }
-        }
-    }
-
-    async fn write_versioned(&self, op: ClientOp, ack: Option<WriteAck>) -> ClientResponse {
-        match write_quorum(ack, self.n) {
-            Ok(quorum) => versioned(self.call(op, quorum).await),
-            Err(message) => error(ErrorKind::BadRequest, message),
         }
     }
 
@@ -245,11 +290,19 @@ impl Leaderless {
         }
     }
 
-    /// The context a quorum read of `key` returns (siblings policy).
-    async fn context(&self, key: &[u8]) -> Result<Option<VersionVector>, ClientResponse> {
-        let reply = self
-            .call(ClientOp::Get { key: key.to_vec() }, Quorum::default())
-            .await?;
+    /// The context a quorum read of `key` (with the request's `r` and
+    /// `pr`) returns (siblings policy).
+    async fn context(
+        &self,
+        key: &[u8],
+        q: Quorum,
+    ) -> Result<Option<VersionVector>, ClientResponse> {
+        let read = Quorum {
+            r: q.r,
+            pr: q.pr,
+            ..Quorum::default()
+        };
+        let reply = self.call(ClientOp::Get { key: key.to_vec() }, read).await?;
         match reply {
             Reply::Value {
                 value: ReadValue::Register { context, .. },
@@ -258,6 +311,79 @@ impl Leaderless {
             Reply::Value { .. } => Ok(None),
             other => Err(failure(other)),
         }
+    }
+
+    /// The ring, hints, exchanges and counters.
+    async fn leaderless_status(&self) -> Option<LeaderlessStatus> {
+        let status: Status = self.handle.status().await.ok()?;
+        let now_ms = self.started_millis.elapsed().as_millis() as u64;
+        let mut ring: Vec<RingRange> = Vec::new();
+        for (start, end, replicas) in self.ring.ranges(self.n) {
+            let replicas: Vec<String> = replicas.iter().map(|r| r.to_string()).collect();
+            match ring.last_mut() {
+                // An arc holds `start + 1 ..= end`.
+                Some(last) if last.replicas == replicas && last.end == start => {
+                    last.end = end;
+                }
+                _ => ring.push(RingRange {
+                    start: start.wrapping_add(1),
+                    end,
+                    replicas,
+                }),
+            }
+        }
+        let shares = self
+            .ring
+            .replica_ownership(self.n)
+            .into_iter()
+            .map(|(node, share)| (node.to_string(), (share * 1e6).round() as u32))
+            .collect();
+        let hints = status
+            .hints_pending
+            .iter()
+            .map(|(owner, (n, bytes))| (owner.to_string(), *n, *bytes))
+            .collect();
+        let exchanges = self
+            .config
+            .replication
+            .peers
+            .iter()
+            .map(|peer| {
+                let at = status.last_exchange.get(peer.id.as_str());
+                (peer.id.clone(), at.map(|at| now_ms.saturating_sub(at.0)))
+            })
+            .collect();
+        let m = &status.metrics;
+        let counters = [
+            ("writes_coordinated", m.writes_coordinated),
+            ("writes_forwarded", m.writes_forwarded),
+            ("reads_coordinated", m.reads_coordinated),
+            ("writes_unknown", m.writes_unknown),
+            ("reads_unavailable", m.reads_unavailable),
+            ("not_enough_replicas", m.not_enough_replicas),
+            ("read_repairs", m.read_repairs),
+            ("hints_stored", m.hints_stored),
+            ("hints_delivered", m.hints_delivered),
+            ("hints_expired", m.hints_expired),
+            ("hints_refused", m.hints_refused),
+            ("ae_exchanges", m.ae_exchanges),
+            ("ae_segments_compared", m.ae_segments_compared),
+            ("ae_keys_shipped", m.ae_keys_shipped),
+            ("ae_bytes_shipped", m.ae_bytes_shipped),
+            ("type_conflicts", m.type_conflicts),
+            ("drift_refusals", status.drift_refusals),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect();
+        Some(LeaderlessStatus {
+            n: self.n as u32,
+            ring,
+            shares,
+            hints,
+            exchanges,
+            counters,
+        })
     }
 
     /// The node's status: per peer, hints held for it and the last
@@ -307,6 +433,33 @@ impl Leaderless {
             peers,
         })
     }
+}
+
+/// Refuses a leaderless request sent to a node of another mode, saying so.
+pub(crate) fn refuse_outside_leaderless(
+    request: &ClientRequest,
+    mode: &str,
+) -> Option<ClientResponse> {
+    let name = match request {
+        ClientRequest::WithQuorum { .. } => "a request with quorums (--w, --r, --pw, --pr, --dw)",
+        ClientRequest::LeaderlessStatus => "the ring status",
+        _ => return None,
+    };
+    Some(error(
+        ErrorKind::BadRequest,
+        format!(
+            "{name} needs a leaderless node, and this node is in mode {mode}: nothing was done"
+        ),
+    ))
+}
+
+/// The answer of a service that never gets leaderless requests (the
+/// server refuses them first with [`refuse_outside_leaderless`]).
+pub(crate) fn refused_here() -> ClientResponse {
+    error(
+        ErrorKind::BadRequest,
+        "a leaderless request reached a node of another mode".into(),
+    )
 }
 
 /// The quorum a write's `ack` asks for.

@@ -168,7 +168,8 @@ impl RequestOp {
             | ClientRequest::SetRemove { .. } => 1,
             ClientRequest::Delete { .. } | ClientRequest::PutVersioned { value: None, .. } => 2,
             ClientRequest::Cas { .. } => 3,
-            ClientRequest::Status => 4,
+            ClientRequest::Status | ClientRequest::LeaderlessStatus => 4,
+            ClientRequest::WithQuorum { request, .. } => return RequestOp::of(request),
         })
     }
 }
@@ -183,7 +184,8 @@ impl RequestMetrics {
             | ClientResponse::CasMismatch { .. }
             | ClientResponse::Status(_)
             | ClientResponse::Versioned { .. }
-            | ClientResponse::WrittenVersioned { .. } => 0,
+            | ClientResponse::WrittenVersioned { .. }
+            | ClientResponse::LeaderlessStatus(_) => 0,
             ClientResponse::Redirect { .. } => 1,
             ClientResponse::Error { kind, .. } => match kind {
                 ErrorKind::BadRequest => 2,

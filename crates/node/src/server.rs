@@ -38,6 +38,22 @@ impl Service {
     async fn handle(self, requests: &RequestMetrics, request: ClientRequest) -> ClientResponse {
         let started = Instant::now();
         let op = RequestOp::of(&request);
+        let refused = match &self {
+            Service::Standalone(_) => {
+                crate::leaderless::refuse_outside_leaderless(&request, "standalone")
+            }
+            Service::LeaderFollower(_) => {
+                crate::leaderless::refuse_outside_leaderless(&request, "leader-follower")
+            }
+            Service::MultiLeader(_) => {
+                crate::leaderless::refuse_outside_leaderless(&request, "multi-leader")
+            }
+            Service::Leaderless(_) => None,
+        };
+        if let Some(response) = refused {
+            requests.observe(op, &response, started.elapsed());
+            return response;
+        }
         let response = match self {
             Service::Standalone(s) => s.handle(request).await,
             Service::LeaderFollower(s) => s.handle(request).await,
@@ -578,6 +594,8 @@ fn start_leaderless(
     core_config.request_timeout_ms = (timeout - timeout / 10).max(1);
     let n = core_config.n;
     let origin = std::time::Instant::now();
+    let ring = mimeo_leaderless::Ring::new(&core_config.nodes, core_config.vnodes)
+        .map_err(mimeo_leaderless::ConfigError::from)?;
     let core = driver::recover(core_config, store, mimeo_leaderless::Millis(0))
         .context("recovering the leaderless state")?;
     for (node, share) in core.ring().replica_ownership(n) {
@@ -620,6 +638,7 @@ fn start_leaderless(
         config.clone(),
         Arc::clone(clock),
         n,
+        ring,
         origin,
     ));
     Ok((service, bus, task))

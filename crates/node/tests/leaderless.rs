@@ -132,6 +132,49 @@ async fn five_nodes_serve_quorum_requests_and_a_killed_node_gets_its_writes_by_h
         );
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("v{i}"));
     }
+    // Per-request quorums, siblings, counters and sets through the CLI.
+    let out = cli(dir.path(), addrs[2], &["put", "q", "1", "--w", "3"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(dir.path(), addrs[4], &["get", "q", "--r", "1"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    let out = cli(dir.path(), addrs[0], &["put", "q", "2", "--w", "4"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("w = 4"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for _ in 0..3 {
+        let out = cli(dir.path(), addrs[1], &["incr", "c"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = cli(dir.path(), addrs[3], &["get", "c", "--r", "3"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
+    let out = cli(dir.path(), addrs[0], &["sadd", "s", "x"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(dir.path(), addrs[2], &["get", "s"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "x");
+    let out = cli(dir.path(), addrs[0], &["status"]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("ring: n = 3")
+            && printed.contains("hints pending")
+            && printed.contains("anti-entropy with"),
+        "{printed}"
+    );
+
     // cas is refused, naming leader-follower.
     let out = cli(dir.path(), addrs[1], &["cas", "k0", "--expect", "v0", "x"]);
     assert!(!out.status.success());
@@ -165,9 +208,30 @@ async fn five_nodes_serve_quorum_requests_and_a_killed_node_gets_its_writes_by_h
     );
     let held = hints_for(&client, &addrs[..4], "n5").await;
     assert_eq!(held, missed, "one hint per write n5 missed");
+    // A read that needs every primary of a key n5 owns is unavailable at
+    // once (exit 1, naming why).
+    let key = (0..)
+        .map(|i| format!("h{i}"))
+        .find(|k| owned_by_n5(k))
+        .unwrap();
+    let out = cli(
+        dir.path(),
+        addrs[0],
+        &["get", &key, "--r", "3", "--pr", "3"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not enough reachable replicas"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // n5 returns from its disk; the fallbacks hand their hints over.
-    let before = (0..10).filter(|i| owned_by_n5(&format!("k{i}"))).count() as u64;
+    let before = (0..10)
+        .map(|i| format!("k{i}"))
+        .chain(["q", "c", "s"].map(String::from))
+        .filter(|k| owned_by_n5(k))
+        .count() as u64;
     nodes[4] = Some(start_node(&config, addrs[4]));
     let deadline = Instant::now() + WAIT;
     loop {
@@ -183,6 +247,36 @@ async fn five_nodes_serve_quorum_requests_and_a_killed_node_gets_its_writes_by_h
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // n5 paused: its peers still count it reachable, so a write that
+    // needs all three replicas of a key it owns ends unknown (exit 3).
+    let pid = nodes[4].as_ref().unwrap().child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = cli(
+        dir.path(),
+        addrs[0],
+        &["--timeout", "20s", "put", &key, "late", "--w", "3"],
+    );
+    assert!(std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
