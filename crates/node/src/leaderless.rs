@@ -313,6 +313,12 @@ impl Leaderless {
         }
     }
 
+    /// The core's status and its clock now, in ms (for the metrics).
+    pub(crate) async fn core_status(&self) -> Option<(Status, u64)> {
+        let status = self.handle.status().await.ok()?;
+        Some((status, self.started_millis.elapsed().as_millis() as u64))
+    }
+
     /// The ring, hints, exchanges and counters.
     async fn leaderless_status(&self) -> Option<LeaderlessStatus> {
         let status: Status = self.handle.status().await.ok()?;

@@ -362,6 +362,10 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
                     }
                 },
                 requests: Arc::clone(&shared.requests),
+                leaderless: match &shared.service {
+                    Service::Leaderless(service) => Some(Arc::clone(service)),
+                    _ => None,
+                },
             };
             let (bound, task) = crate::metrics::start(addr, source).await?;
             tracing::info!(%bound, "Prometheus metrics at http://{bound}/metrics");

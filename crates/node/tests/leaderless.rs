@@ -21,9 +21,20 @@ const IDS: [&str; 5] = ["n1", "n2", "n3", "n4", "n5"];
 
 /// Writes `dir/<id>.toml` for a leaderless node of `addrs`.
 fn write_config(dir: &Path, id: &str, addrs: &[(String, SocketAddr)], extra: &str) -> PathBuf {
+    write_config_with(dir, id, addrs, "", extra)
+}
+
+/// [`write_config`] with `top` among the top-level settings.
+fn write_config_with(
+    dir: &Path,
+    id: &str,
+    addrs: &[(String, SocketAddr)],
+    top: &str,
+    extra: &str,
+) -> PathBuf {
     let me = addrs.iter().find(|(n, _)| n == id).unwrap().1;
     let mut text = format!(
-        "node_id = \"{id}\"\nlisten = \"{me}\"\ndata_dir = \"data/{id}\"\nmode = \"leaderless\"\n\
+        "node_id = \"{id}\"\nlisten = \"{me}\"\ndata_dir = \"data/{id}\"\nmode = \"leaderless\"\n{top}\
          [tls]\ndir = \"certs\"\n[storage]\nfsync = \"batch\"\n\
          [replication]\n{extra}"
     );
@@ -87,13 +98,20 @@ async fn five_nodes_serve_quorum_requests_and_a_killed_node_gets_its_writes_by_h
     let named: Vec<(String, SocketAddr)> =
         IDS.iter().map(|id| (id.to_string(), free_addr())).collect();
     let addrs: Vec<SocketAddr> = named.iter().map(|(_, a)| *a).collect();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let mut nodes: Vec<Option<Node>> = named
         .iter()
         .map(|(id, addr)| {
-            Some(start_node(
-                &write_config(dir.path(), id, &named, extra),
-                *addr,
-            ))
+            let top = if id == "n1" {
+                format!("metrics_listen = \"{metrics}\"\n")
+            } else {
+                String::new()
+            };
+            let config = write_config_with(dir.path(), id, &named, &top, extra);
+            Some(start_node(&config, *addr))
         })
         .collect();
     let client = connect(dir.path(), addrs.clone()).await;
@@ -208,6 +226,21 @@ async fn five_nodes_serve_quorum_requests_and_a_killed_node_gets_its_writes_by_h
     );
     let held = hints_for(&client, &addrs[..4], "n5").await;
     assert_eq!(held, missed, "one hint per write n5 missed");
+    let scraped = scrape(metrics);
+    let pending = metric(
+        &scraped,
+        "mimeo_leaderless_hints_pending{node=\"n1\",owner=\"n5\"}",
+    );
+    let stored = metric(&scraped, "mimeo_leaderless_hints_stored_total{node=\"n1\"}");
+    assert!(stored >= pending && stored > 0.0, "{scraped}");
+    assert_eq!(
+        metric(
+            &scraped,
+            "mimeo_leaderless_last_exchange_seconds{node=\"n1\",peer=\"n2\"}"
+        ),
+        f64::INFINITY,
+        "anti-entropy is off"
+    );
     // A read that needs every primary of a key n5 owns is unavailable at
     // once (exit 1, naming why).
     let key = (0..)
@@ -277,6 +310,32 @@ async fn five_nodes_serve_quorum_requests_and_a_killed_node_gets_its_writes_by_h
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The body of `GET /metrics` at `addr`.
+fn scrape(addr: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, WAIT).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+/// The value of the sample `name{labels}` in `text`.
+fn metric(text: &str, sample: &str) -> f64 {
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix(sample).map(str::trim))
+        .unwrap_or_else(|| panic!("no {sample} in {text}"));
+    if line == "+Inf" {
+        f64::INFINITY
+    } else {
+        line.parse().unwrap()
+    }
 }
 
 #[test]
