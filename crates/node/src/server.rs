@@ -481,21 +481,7 @@ fn start_leader_follower(
     )
     .context("recovering the leader-follower state")?;
 
-    let peer_endpoint = mimeo_wire::client_endpoint(identity, transport)
-        .context("creating the endpoint for peer connections")?;
-    let peers = replication
-        .peers
-        .iter()
-        .map(|p| (p.id.clone(), p.addr))
-        .collect();
-    let (bus, inbound) = PeerBus::new(
-        peer_endpoint,
-        config.node_id.clone(),
-        peers,
-        config.cluster_id.clone(),
-        transport.clone(),
-    )?;
-    let bus = Arc::new(bus);
+    let (bus, inbound) = start_peer_bus(config, identity, transport)?;
     let (driver, handle) = Driver::new(
         core,
         names,
@@ -513,6 +499,46 @@ fn start_leader_follower(
         Arc::clone(clock),
     ));
     Ok((service, bus, task))
+}
+
+/// The peer bus of a replicated node (every peer of `[replication]`,
+/// over QUIC with this node's certificate) and its inbound messages.
+fn start_peer_bus(
+    config: &NodeConfig,
+    identity: &TlsIdentity,
+    transport: &TransportConfig,
+) -> anyhow::Result<(
+    Arc<PeerBus>,
+    tokio::sync::mpsc::Receiver<mimeo_wire::PeerMessage>,
+)> {
+    let peer_endpoint = mimeo_wire::client_endpoint(identity, transport)
+        .context("creating the endpoint for peer connections")?;
+    let peers = config
+        .replication
+        .peers
+        .iter()
+        .map(|p| (p.id.clone(), p.addr))
+        .collect();
+    let (bus, inbound) = PeerBus::new(
+        peer_endpoint,
+        config.node_id.clone(),
+        peers,
+        config.cluster_id.clone(),
+        transport.clone(),
+    )?;
+    Ok((Arc::new(bus), inbound))
+}
+
+/// The physical time an HLC follows: the system clock in ms since the
+/// Unix epoch, shifted by the node's adjustable offset (the clock nemesis).
+fn hlc_wall_clock(clock: &Arc<Clock>) -> Arc<dyn Fn() -> u64 + Send + Sync> {
+    let wall = Arc::clone(clock);
+    Arc::new(move || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        now.saturating_add_signed(wall.offset_ms())
+    })
 }
 
 /// Recovers the multi-leader core from storage, starts the peer bus and
@@ -539,21 +565,7 @@ fn start_multi_leader(
     let origin = std::time::Instant::now();
     let recovered = driver::recover(core_config, store, mimeo_multi_leader::Millis(0))
         .context("recovering the multi-leader state")?;
-    let peer_endpoint = mimeo_wire::client_endpoint(identity, transport)
-        .context("creating the endpoint for peer connections")?;
-    let peers = replication
-        .peers
-        .iter()
-        .map(|p| (p.id.clone(), p.addr))
-        .collect();
-    let (bus, inbound) = PeerBus::new(
-        peer_endpoint,
-        config.node_id.clone(),
-        peers,
-        config.cluster_id.clone(),
-        transport.clone(),
-    )?;
-    let bus = Arc::new(bus);
+    let (bus, inbound) = start_peer_bus(config, identity, transport)?;
     let (driver, handle) = Driver::new(
         recovered,
         Arc::clone(&bus),
@@ -562,13 +574,7 @@ fn start_multi_leader(
         origin,
         DriverConfig::default(),
     );
-    let wall = Arc::clone(clock);
-    let driver = driver.with_wall_clock(Arc::new(move || {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        now.saturating_add_signed(wall.offset_ms())
-    }));
+    let driver = driver.with_wall_clock(hlc_wall_clock(clock));
     let task = tokio::spawn(async move { driver.run().await.map_err(|e| e.to_string()) });
     let service = Arc::new(MultiLeader::new(
         handle,
@@ -605,21 +611,7 @@ fn start_leaderless(
     for (node, share) in core.ring().replica_ownership(n) {
         tracing::info!(%node, share = format!("{:.1}%", share * 100.0), "ring: share of keys replicated");
     }
-    let peer_endpoint = mimeo_wire::client_endpoint(identity, transport)
-        .context("creating the endpoint for peer connections")?;
-    let peers = replication
-        .peers
-        .iter()
-        .map(|p| (p.id.clone(), p.addr))
-        .collect();
-    let (bus, inbound) = PeerBus::new(
-        peer_endpoint,
-        config.node_id.clone(),
-        peers,
-        config.cluster_id.clone(),
-        transport.clone(),
-    )?;
-    let bus = Arc::new(bus);
+    let (bus, inbound) = start_peer_bus(config, identity, transport)?;
     let (driver, handle) = Driver::new(
         core,
         Arc::clone(&bus),
@@ -628,13 +620,7 @@ fn start_leaderless(
         origin,
         DriverConfig::default(),
     );
-    let wall = Arc::clone(clock);
-    let driver = driver.with_wall_clock(Arc::new(move || {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        now.saturating_add_signed(wall.offset_ms())
-    }));
+    let driver = driver.with_wall_clock(hlc_wall_clock(clock));
     let task = tokio::spawn(async move { driver.run().await.map_err(|e| e.to_string()) });
     let service = Arc::new(Leaderless::new(
         handle,
