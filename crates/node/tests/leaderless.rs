@@ -310,6 +310,21 @@ async fn five_nodes_serve_quorum_requests_and_a_killed_node_gets_its_writes_by_h
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // n5 restarted with another ring (vnodes) is refused: its data was
+    // placed by the old one.
+    drop(nodes[4].take());
+    let changed = write_config(dir.path(), "n5", &named, &format!("{extra}vnodes = 32\n"));
+    let out = run(
+        dir.path(),
+        &["serve", "--config", changed.to_str().unwrap()],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the ring changed") && stderr.contains("32 vnodes"),
+        "{stderr}"
+    );
 }
 
 /// The body of `GET /metrics` at `addr`.
