@@ -11,8 +11,9 @@
 //!
 //! The older requests carry no causal context, so:
 //!
-//! - a `put` or `delete` first reads the key at the default `r` and writes
-//!   with that read's context: it supersedes the values that read saw;
+//! - a `put` or `delete` first reads the key (at the request's `r`) and
+//!   writes with that read's context (`conflicts = "siblings"`; under
+//!   `lww` it writes at once): it supersedes the values that read saw;
 //!   values written concurrently elsewhere stay as siblings (or lose to
 //!   the larger timestamp under `lww`);
 //! - the write's `ack` picks `w`: `async` is 1, `quorum` the cluster's
@@ -297,6 +298,10 @@ impl Leaderless {
         key: &[u8],
         q: Quorum,
     ) -> Result<Option<VersionVector>, ClientResponse> {
+        if self.config.replication.conflicts == "lww" {
+            // Last-writer-wins ignores contexts: no read needed.
+            return Ok(None);
+        }
         let read = Quorum {
             r: q.r,
             pr: q.pr,
