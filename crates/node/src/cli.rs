@@ -1032,15 +1032,25 @@ fn print_versioned(read: &mimeo_client::VersionedRead) {
             }
         }
     }
-    eprintln!("session: {}", hex(&read.session));
+    // A leaderless node has no sessions (its reads are quorum reads).
+    if !read.session.is_empty() {
+        eprintln!("session: {}", hex(&read.session));
+    }
 }
 
 fn print_versioned_write(written: &mimeo_client::VersionedWrite) {
-    eprintln!("ok (write {}:{})", written.origin, written.seq);
+    if written.origin.is_empty() {
+        // Leaderless: a counter or set write names no dot.
+        eprintln!("ok");
+    } else {
+        eprintln!("ok (write {}:{})", written.origin, written.seq);
+    }
     if let Some(context) = &written.context {
         eprintln!("context: {}", hex(context));
     }
-    eprintln!("session: {}", hex(&written.session));
+    if !written.session.is_empty() {
+        eprintln!("session: {}", hex(&written.session));
+    }
 }
 
 /// Parses a log position written `TERM:INDEX`.
