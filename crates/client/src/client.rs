@@ -4,8 +4,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use mimeo_wire::{
-    ClientRequest, ClientResponse, NodeStatus, Position, Protocol, ReadConsistency, TlsIdentity,
-    TransportConfig, VersionedValue, WriteAck,
+    ClientRequest, ClientResponse, LeaderlessStatus, NodeStatus, Position, Protocol,
+    QuorumOverride, ReadConsistency, TlsIdentity, TransportConfig, VersionedValue, WriteAck,
 };
 
 use crate::connector::Connector;
@@ -39,6 +39,11 @@ pub struct ClientConfig {
     /// request fails once the connection has been silent this long
     /// (keep-alives keep a live node's connection busy).
     pub transport: TransportConfig,
+    /// Leaderless: quorums for every get, put, delete, versioned request,
+    /// increment and set operation (each is sent as a
+    /// [`ClientRequest::WithQuorum`]); `None` (the default) sends them as
+    /// they are. A node of another mode refuses requests with quorums.
+    pub quorum: Option<QuorumOverride>,
 }
 
 impl ClientConfig {
@@ -66,6 +71,7 @@ impl ClientConfig {
                 keep_alive: Duration::from_millis(100),
                 ..TransportConfig::default()
             },
+            quorum: None,
         }
     }
 }
@@ -134,6 +140,7 @@ pub struct Client {
     nodes: Vec<SocketAddr>,
     max_redirects: usize,
     request_timeout: Duration,
+    quorum: Option<QuorumOverride>,
     /// The node requests go to first (the last one that answered, or the
     /// leader a redirect named) and the nodes that recently failed.
     routing: Mutex<Routing>,
@@ -175,6 +182,7 @@ impl Client {
             nodes: config.nodes,
             max_redirects: config.max_redirects,
             request_timeout: config.request_timeout,
+            quorum: config.quorum,
             routing: Mutex::new(Routing {
                 preferred: first,
                 suspects: HashMap::new(),
@@ -410,6 +418,23 @@ impl Client {
         self.status_of(node).await
     }
 
+    /// Leaderless: the ring, hints and anti-entropy of one node.
+    pub async fn leaderless_status_of(&self, node: SocketAddr) -> Result<LeaderlessStatus, Error> {
+        match self
+            .connector
+            .exchange(node, &ClientRequest::LeaderlessStatus)
+            .await?
+        {
+            ClientResponse::LeaderlessStatus(status) => Ok(status),
+            ClientResponse::Error { kind, message } => Err(Error::Node {
+                node,
+                kind,
+                message,
+            }),
+            other => Err(unexpected(node, "leaderless status", &other)),
+        }
+    }
+
     /// The status of one particular node (no redirects).
     pub async fn status_of(&self, node: SocketAddr) -> Result<NodeStatus, Error> {
         match self
@@ -454,6 +479,19 @@ impl Client {
         request: &ClientRequest,
         retry_lost: bool,
     ) -> Result<(SocketAddr, ClientResponse), Error> {
+        let wrapped;
+        let request = match (self.quorum, request) {
+            (Some(quorum), r)
+                if !matches!(r, ClientRequest::Status | ClientRequest::Cas { .. }) =>
+            {
+                wrapped = ClientRequest::WithQuorum {
+                    quorum,
+                    request: Box::new(r.clone()),
+                };
+                &wrapped
+            }
+            _ => request,
+        };
         let deadline = Instant::now() + self.request_timeout;
         let mut hint: Option<SocketAddr> = None;
         let mut redirects = 0;

@@ -52,6 +52,6 @@ pub use admin::AdminClient;
 pub use client::{CasOutcome, Client, ClientConfig, ReadResult, VersionedRead, VersionedWrite};
 pub use error::Error;
 pub use mimeo_wire::{
-    FsyncPolicy, NodeMode, NodeRole, NodeStatus, PeerStatus, Position, ReadConsistency,
-    VersionedValue, WriteAck,
+    FsyncPolicy, LeaderlessStatus, NodeMode, NodeRole, NodeStatus, PeerStatus, Position,
+    QuorumOverride, ReadConsistency, RingRange, VersionedValue, WriteAck,
 };

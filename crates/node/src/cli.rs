@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use mimeo_client::{
-    AdminClient, CasOutcome, Client, ClientConfig, NodeStatus, Position, ReadConsistency, WriteAck,
+    AdminClient, CasOutcome, Client, ClientConfig, LeaderlessStatus, NodeStatus, Position,
+    QuorumOverride, ReadConsistency, WriteAck,
 };
 use mimeo_storage::FsyncMode;
 use mimeo_wire::{CertRequest, CertificateAuthority, NodeMode, NodeRole, TlsIdentity, Validity};
@@ -64,6 +65,23 @@ struct ConnectionArgs {
     /// Per-request timeout; past it the outcome is reported unknown.
     #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
     timeout: Duration,
+    /// Leaderless: replicas that must receive this write (default: the
+    /// cluster's `w`).
+    #[arg(long = "w", global = true, value_name = "N")]
+    quorum_w: Option<u32>,
+    /// Leaderless: replicas whose answers this read merges (default: the
+    /// cluster's `r`).
+    #[arg(long = "r", global = true, value_name = "N")]
+    quorum_r: Option<u32>,
+    /// Leaderless: of the --w, how many must be primary owners.
+    #[arg(long = "pw", global = true, value_name = "N")]
+    quorum_pw: Option<u32>,
+    /// Leaderless: of the --r, how many must be primary owners.
+    #[arg(long = "pr", global = true, value_name = "N")]
+    quorum_pr: Option<u32>,
+    /// Leaderless: of the --w, how many must hold the write durably.
+    #[arg(long = "dw", global = true, value_name = "N")]
+    quorum_dw: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -567,6 +585,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 statuses.push((node, client.status_of(node).await));
             }
             print_statuses(&statuses, json)?;
+            if !json {
+                let leaderless: Vec<SocketAddr> = statuses
+                    .iter()
+                    .filter(|(_, s)| s.as_ref().is_ok_and(|s| s.mode == NodeMode::Leaderless))
+                    .map(|(node, _)| *node)
+                    .collect();
+                let mut ring_shown = false;
+                for node in leaderless {
+                    match client.leaderless_status_of(node).await {
+                        Ok(status) => {
+                            print_leaderless(node, &status, !ring_shown);
+                            ring_shown = true;
+                        }
+                        Err(e) => println!("{node}: no leaderless status: {e}"),
+                    }
+                }
+            }
         }
         Command::Admin(command) => {
             let admin = connection.admin().await?;
@@ -608,6 +643,16 @@ impl ConnectionArgs {
             self.identity(default_identity)?,
         );
         config.request_timeout = self.timeout;
+        let quorum = QuorumOverride {
+            w: self.quorum_w,
+            r: self.quorum_r,
+            pw: self.quorum_pw,
+            pr: self.quorum_pr,
+            dw: self.quorum_dw,
+        };
+        if quorum != QuorumOverride::default() {
+            config.quorum = Some(quorum);
+        }
         Ok(Client::connect(config).await?)
     }
 
@@ -774,6 +819,51 @@ fn print_statuses(
     Ok(())
 }
 
+/// A leaderless node's hints, exchanges and counters; with `ring`, the
+/// ring first (every node has the same).
+fn print_leaderless(node: SocketAddr, s: &LeaderlessStatus, ring: bool) {
+    if ring {
+        let shares: Vec<String> = s
+            .shares
+            .iter()
+            .map(|(id, share)| format!("{id} {:.1}%", f64::from(*share) / 1e4))
+            .collect();
+        println!(
+            "ring: n = {} replicas per key; share of keys each node replicates: {}",
+            s.n,
+            shares.join(", ")
+        );
+        println!("ring ranges (key position, XXH3-64; replicas, primary first):");
+        for range in &s.ring {
+            println!(
+                "    {:#018x}..={:#018x}  {}",
+                range.start,
+                range.end,
+                range.replicas.join(" ")
+            );
+        }
+    }
+    println!("{node}:");
+    if s.hints.is_empty() {
+        println!("    hints pending: none");
+    }
+    for (owner, hints, bytes) in &s.hints {
+        println!("    hints pending for {owner:<8} {hints:>8} ({bytes} bytes)");
+    }
+    for (peer, ago) in &s.exchanges {
+        match ago {
+            Some(ms) => println!("    anti-entropy with {peer:<8} last completed {ms} ms ago"),
+            None => println!("    anti-entropy with {peer:<8} never completed (as initiator)"),
+        }
+    }
+    let counters: Vec<String> = s
+        .counters
+        .iter()
+        .map(|(name, value)| format!("{name} {value}"))
+        .collect();
+    println!("    counters: {}", counters.join(", "));
+}
+
 fn status_json(s: &NodeStatus) -> serde_json::Value {
     serde_json::json!({
         "node_id": s.node_id,
@@ -809,8 +899,9 @@ fn parse_mode(text: &str) -> Result<Mode, String> {
         "standalone" => Ok(Mode::Standalone),
         "leader-follower" => Ok(Mode::LeaderFollower),
         "multi-leader" => Ok(Mode::MultiLeader),
+        "leaderless" => Ok(Mode::Leaderless),
         other => Err(format!(
-            "unknown mode '{other}' (available: standalone, leader-follower, multi-leader)"
+            "unknown mode '{other}' (available: standalone, leader-follower, multi-leader, leaderless)"
         )),
     }
 }
@@ -941,15 +1032,25 @@ fn print_versioned(read: &mimeo_client::VersionedRead) {
             }
         }
     }
-    eprintln!("session: {}", hex(&read.session));
+    // A leaderless node has no sessions (its reads are quorum reads).
+    if !read.session.is_empty() {
+        eprintln!("session: {}", hex(&read.session));
+    }
 }
 
 fn print_versioned_write(written: &mimeo_client::VersionedWrite) {
-    eprintln!("ok (write {}:{})", written.origin, written.seq);
+    if written.origin.is_empty() {
+        // Leaderless: a counter or set write names no dot.
+        eprintln!("ok");
+    } else {
+        eprintln!("ok (write {}:{})", written.origin, written.seq);
+    }
     if let Some(context) = &written.context {
         eprintln!("context: {}", hex(context));
     }
-    eprintln!("session: {}", hex(&written.session));
+    if !written.session.is_empty() {
+        eprintln!("session: {}", hex(&written.session));
+    }
 }
 
 /// Parses a log position written `TERM:INDEX`.

@@ -238,11 +238,16 @@ fn node_configs(
     if args.mode == Mode::MultiLeader && args.count < 2 {
         bail!("--mode multi-leader needs at least 2 nodes (every node takes writes and replicates them to the others)");
     }
-    if args.mode == Mode::Standalone && args.acks.is_some() {
-        bail!("--acks applies to --mode multi-leader and --mode leader-follower only");
+    if args.mode == Mode::Leaderless && args.count < 2 {
+        bail!(
+            "--mode leaderless needs at least 2 nodes (5 with the default n = 3 is the usual case)"
+        );
     }
-    if args.mode != Mode::MultiLeader && args.conflicts.is_some() {
-        bail!("--conflicts applies to --mode multi-leader only");
+    if matches!(args.mode, Mode::Standalone | Mode::Leaderless) && args.acks.is_some() {
+        bail!("--acks applies to --mode multi-leader and --mode leader-follower only (leaderless quorums are per request: mimeo put --w N, mimeo get --r N)");
+    }
+    if !matches!(args.mode, Mode::MultiLeader | Mode::Leaderless) && args.conflicts.is_some() {
+        bail!("--conflicts applies to --mode multi-leader only (and to --mode leaderless)");
     }
     if let Some(base) = args.metrics_base_port {
         if base == 0 {
@@ -275,7 +280,7 @@ fn node_configs(
             },
             ..NodeConfig::default()
         };
-        if args.mode == Mode::MultiLeader {
+        if matches!(args.mode, Mode::MultiLeader | Mode::Leaderless) {
             if let Some(conflicts) = &args.conflicts {
                 config.replication.conflicts = conflicts.clone();
             }
@@ -301,6 +306,7 @@ fn node_configs(
         }
         let acks = match args.mode {
             Mode::MultiLeader => config.replication.multi_leader_acks().map(|_| ()),
+            Mode::Leaderless => Ok(()),
             _ => config.replication.ack_mode().map(|_| ()),
         };
         match acks {
@@ -421,6 +427,15 @@ fn print_banner(nodes: &[NodeProcess], dir: &Path, args: &ClusterArgs, leader: O
             args.conflicts.clone().unwrap_or(replication.conflicts)
         );
     }
+    if mode == Mode::Leaderless {
+        let replication = ReplicationSection::default();
+        println!(
+            "(any node coordinates any request; n = 3 replicas per key on a consistent-hash ring, \
+             w = r = 2 by default (per request: mimeo put --w N, mimeo get --r N), strict quorums, \
+             conflicts = {}: a node that exits is reported and the others go on)",
+            args.conflicts.clone().unwrap_or(replication.conflicts)
+        );
+    }
     if mode == Mode::LeaderFollower {
         println!(
             "(acks = {}: clients may talk to any node and follow its leader hint; a node that \
@@ -435,7 +450,7 @@ fn print_banner(nodes: &[NodeProcess], dir: &Path, args: &ClusterArgs, leader: O
     // one. A replicated one is one store: give the client every node.
     let reach = match mode {
         Mode::Standalone => nodes[0].addr.to_string(),
-        Mode::LeaderFollower | Mode::MultiLeader => all_addrs(nodes),
+        Mode::LeaderFollower | Mode::MultiLeader | Mode::Leaderless => all_addrs(nodes),
     };
     println!("try:");
     println!(

@@ -68,6 +68,36 @@
 //! read_timeout_ms = 2000   # how long a session read waits for replication
 //! ```
 //!
+//! A leaderless node lists its peers the same way; any node coordinates
+//! any request, each key lives on `n` nodes of a consistent-hash ring
+//! (`mimeo-leaderless`), and its knobs are:
+//!
+//! ```toml
+//! mode = "leaderless"
+//!
+//! [replication]
+//! n = 3                    # replicas per key (default: 3, or every node if fewer)
+//! w = 2                    # replicas that must receive a write (default n/2+1)
+//! r = 2                    # replicas that must answer a read (default n/2+1)
+//! pw = 0                   # of the w, primary owners (not fallbacks)
+//! pr = 0                   # of the r, primary owners
+//! dw = 2                   # of the w, replicas holding it durably (default w)
+//! sloppy = false           # true: fallbacks take writes for unreachable owners (hints)
+//! read_repair = "background"  # background | blocking | off
+//! vnodes = 64              # ring tokens per node (a change is refused at restart)
+//! hint_max_bytes = 67108864
+//! hint_max_age_ms = 10800000
+//! hint_interval_ms = 100
+//! hint_batch = 64
+//! anti_entropy_interval_ms = 1000  # 0: no anti-entropy
+//! conflicts = "siblings"   # siblings | lww
+//! max_drift_ms = 500
+//! ```
+//!
+//! W + R > N with `sloppy = false` means a read that begins after a write
+//! was acknowledged returns it or a later version; it is not
+//! linearizable, and with `sloppy = true` it no longer holds at all.
+//!
 //! `metrics_listen` is off unless set: when it is, the node serves
 //! `GET /metrics` over plain HTTP on that TCP address in the Prometheus text
 //! format (role, term, indexes, elections, per-follower lag, peer links,
@@ -130,6 +160,10 @@ pub enum Mode {
     /// (`mimeo-multi-leader`); concurrent writes are resolved by
     /// `replication.conflicts`.
     MultiLeader,
+    /// Any node coordinates any request; each key lives on `n` nodes of a
+    /// consistent-hash ring, with per-request quorums
+    /// (`mimeo-leaderless`).
+    Leaderless,
 }
 
 impl std::fmt::Display for Mode {
@@ -138,6 +172,7 @@ impl std::fmt::Display for Mode {
             Mode::Standalone => f.write_str("standalone"),
             Mode::LeaderFollower => f.write_str("leader-follower"),
             Mode::MultiLeader => f.write_str("multi-leader"),
+            Mode::Leaderless => f.write_str("leaderless"),
         }
     }
 }
@@ -149,6 +184,7 @@ impl From<Mode> for mimeo_wire::NodeMode {
             Mode::Standalone => mimeo_wire::NodeMode::Standalone,
             Mode::LeaderFollower => mimeo_wire::NodeMode::LeaderFollower,
             Mode::MultiLeader => mimeo_wire::NodeMode::MultiLeader,
+            Mode::Leaderless => mimeo_wire::NodeMode::Leaderless,
         }
     }
 }
@@ -194,7 +230,7 @@ pub struct NodeConfig {
 
 /// Every knob of [`ReplicationSection`], as written in the section and as
 /// named in errors (a test checks that none is missing).
-const REPLICATION_FIELDS: [(&str, &str); 15] = [
+const REPLICATION_FIELDS: [(&str, &str); 29] = [
     ("acks", "replication.acks"),
     ("reads", "replication.reads"),
     ("heartbeat_ms", "replication.heartbeat_ms"),
@@ -216,6 +252,41 @@ const REPLICATION_FIELDS: [(&str, &str); 15] = [
     ("peers", "replication.peers"),
     ("conflicts", "replication.conflicts"),
     ("max_drift_ms", "replication.max_drift_ms"),
+    ("n", "replication.n"),
+    ("w", "replication.w"),
+    ("r", "replication.r"),
+    ("pw", "replication.pw"),
+    ("pr", "replication.pr"),
+    ("dw", "replication.dw"),
+    ("sloppy", "replication.sloppy"),
+    ("read_repair", "replication.read_repair"),
+    ("vnodes", "replication.vnodes"),
+    ("hint_max_bytes", "replication.hint_max_bytes"),
+    ("hint_max_age_ms", "replication.hint_max_age_ms"),
+    ("hint_interval_ms", "replication.hint_interval_ms"),
+    ("hint_batch", "replication.hint_batch"),
+    (
+        "anti_entropy_interval_ms",
+        "replication.anti_entropy_interval_ms",
+    ),
+];
+
+/// The knobs only leaderless uses.
+const LEADERLESS_ONLY: [&str; 14] = [
+    "n",
+    "w",
+    "r",
+    "pw",
+    "pr",
+    "dw",
+    "sloppy",
+    "read_repair",
+    "vnodes",
+    "hint_max_bytes",
+    "hint_max_age_ms",
+    "hint_interval_ms",
+    "hint_batch",
+    "anti_entropy_interval_ms",
 ];
 
 /// The knobs only leader-follower uses: set in multi-leader mode, they are
@@ -310,6 +381,50 @@ pub struct ReplicationSection {
     /// timestamp may be before the clock refuses to follow it (the write
     /// is applied anyway, and the refusal counted).
     pub max_drift_ms: u64,
+    /// Leaderless only: replicas per key (default 3, or every node if
+    /// fewer).
+    pub n: Option<usize>,
+    /// Leaderless only: replicas that must have received a write before it
+    /// is acknowledged (default `n / 2 + 1`); a client may override it per
+    /// request.
+    pub w: Option<usize>,
+    /// Leaderless only: replicas whose answers a read merges (default
+    /// `n / 2 + 1`); per request too.
+    pub r: Option<usize>,
+    /// Leaderless only: of the `w`, how many must be primary owners
+    /// (default 0).
+    pub pw: Option<usize>,
+    /// Leaderless only: of the `r`, how many must be primary owners
+    /// (default 0).
+    pub pr: Option<usize>,
+    /// Leaderless only: of the `w`, how many must hold the write durably
+    /// (default `w`).
+    pub dw: Option<usize>,
+    /// Leaderless only: whether the next reachable nodes of the ring take
+    /// writes (and answer reads) for unreachable primary owners, keeping
+    /// hints to hand the writes over later. Keeps requests available, and
+    /// voids what W + R > N promises.
+    pub sloppy: bool,
+    /// Leaderless only: `background` (a read that saw replicas disagree
+    /// writes the merge back after replying), `blocking` (before
+    /// replying) or `off` (anti-entropy alone converges replicas).
+    pub read_repair: String,
+    /// Leaderless only: ring tokens per node. The ring is fixed once data
+    /// is written: a changed node list or `vnodes` is refused at start.
+    pub vnodes: u32,
+    /// Leaderless only: bytes of hints a node holds at most; hinted
+    /// writes beyond it are refused.
+    pub hint_max_bytes: u64,
+    /// Leaderless only: a hint older than this is dropped (counted as
+    /// expired; anti-entropy repairs the owner instead).
+    pub hint_max_age_ms: u64,
+    /// Leaderless only: how often hints are offered to reachable owners.
+    pub hint_interval_ms: u64,
+    /// Leaderless only: hints offered to one owner at a time.
+    pub hint_batch: usize,
+    /// Leaderless only: how often a node runs an anti-entropy exchange
+    /// with one of its replica peers (0: never).
+    pub anti_entropy_interval_ms: u64,
 }
 
 /// Another node of the cluster.
@@ -345,6 +460,20 @@ impl Default for ReplicationSection {
             peers: Vec::new(),
             conflicts: "siblings".into(),
             max_drift_ms: 500,
+            n: None,
+            w: None,
+            r: None,
+            pw: None,
+            pr: None,
+            dw: None,
+            sloppy: false,
+            read_repair: "background".into(),
+            vnodes: 64,
+            hint_max_bytes: 64 << 20,
+            hint_max_age_ms: 3 * 3600 * 1000,
+            hint_interval_ms: 100,
+            hint_batch: 64,
+            anti_entropy_interval_ms: 1_000,
         }
     }
 }
@@ -411,6 +540,85 @@ impl ReplicationSection {
                 problem: format!("{other:?} is not one of lww, siblings"),
             }),
         }
+    }
+
+    /// Leaderless: the core's configuration for node `node_id` of a
+    /// cluster whose other nodes are the peers, checked.
+    pub fn leaderless_config(
+        &self,
+        node_id: &str,
+    ) -> Result<mimeo_leaderless::Config, ConfigError> {
+        use mimeo_leaderless::{Policy, ReadRepair};
+        let nodes = self
+            .peers
+            .iter()
+            .map(|p| p.id.clone())
+            .chain(std::iter::once(node_id.to_string()));
+        let mut config = mimeo_leaderless::Config::new(node_id.to_string(), nodes);
+        if let Some(n) = self.n {
+            config.n = n;
+            let q = n / 2 + 1;
+            config.w = q;
+            config.r = q;
+            config.dw = q;
+        }
+        if let Some(w) = self.w {
+            config.w = w;
+            config.dw = w;
+        }
+        config.r = self.r.unwrap_or(config.r);
+        config.pw = self.pw.unwrap_or(0);
+        config.pr = self.pr.unwrap_or(0);
+        config.dw = self.dw.unwrap_or(config.dw);
+        config.sloppy = self.sloppy;
+        config.read_repair = match self.read_repair.as_str() {
+            "background" => ReadRepair::Background,
+            "blocking" => ReadRepair::Blocking,
+            "off" => ReadRepair::Off,
+            other => {
+                return Err(ConfigError::Invalid {
+                    field: "replication.read_repair",
+                    problem: format!("{other:?} is not one of background, blocking, off"),
+                })
+            }
+        };
+        config.policy = match self.conflict_policy()? {
+            mimeo_multi_leader::Policy::Lww => Policy::Lww,
+            _ => Policy::Siblings,
+        };
+        config.vnodes = self.vnodes;
+        config.hint_max_bytes = usize::try_from(self.hint_max_bytes).unwrap_or(usize::MAX);
+        config.hint_max_age_ms = self.hint_max_age_ms;
+        config.hint_interval_ms = self.hint_interval_ms;
+        config.hint_batch = self.hint_batch;
+        config.anti_entropy_interval_ms = self.anti_entropy_interval_ms;
+        config.max_drift_ms = self.max_drift_ms;
+        config.validate().map_err(|e| ConfigError::Invalid {
+            field: "replication",
+            problem: format!("(mode \"leaderless\") {e}"),
+        })?;
+        Ok(config)
+    }
+
+    fn validate_leaderless(&self, node_id: &str) -> Result<(), ConfigError> {
+        if let Some(field) = self
+            .first_set_of(&LEADER_FOLLOWER_ONLY)
+            .or_else(|| self.first_set_of(&["acks"]))
+        {
+            return Err(ConfigError::Invalid {
+                field,
+                problem: "is not a leaderless setting (quorums are n, w, r, pw, pr and dw, \
+                          per request or in [replication]): remove it"
+                    .into(),
+            });
+        }
+        if self.max_drift_ms == 0 {
+            return Err(ConfigError::Invalid {
+                field: "replication.max_drift_ms",
+                problem: "must be at least 1".into(),
+            });
+        }
+        self.leaderless_config(node_id).map(|_| ())
     }
 
     /// The read mode named by `reads`.
@@ -518,6 +726,18 @@ impl ReplicationSection {
             if !seen.insert(peer.id.as_str()) {
                 return invalid("replication.peers", format!("lists {} twice", peer.id));
             }
+        }
+        if mode == Mode::Leaderless {
+            return self.validate_leaderless(node_id);
+        }
+        if let Some(field) = self.first_set_of(&LEADERLESS_ONLY) {
+            return invalid(
+                field,
+                format!(
+                    "is a leaderless setting; mode \"{mode}\" does not use it: remove it, or \
+                     set mode = \"leaderless\""
+                ),
+            );
         }
         if mode == Mode::MultiLeader {
             return self.validate_multi_leader();
@@ -839,6 +1059,8 @@ impl NodeConfig {
             Mode::Standalone => false,
             Mode::LeaderFollower => self.replication.acks != "async",
             Mode::MultiLeader => self.replication.acks != "local",
+            // dw of the w replicas hold an acknowledged write durably.
+            Mode::Leaderless => true,
         };
         if unsynced_acks_promise
             && self.storage.fsync == FsyncMode::Never
@@ -883,8 +1105,9 @@ mod tests {
             .keys()
             .map(String::as_str)
             .collect();
-        // An empty array of tables is not written.
+        // An empty array of tables is not written, nor are unset options.
         keys.push("peers");
+        keys.extend(["n", "w", "r", "pw", "pr", "dw"]);
         keys.sort_unstable();
         keys.dedup();
         let mut named: Vec<&str> = REPLICATION_FIELDS.iter().map(|(k, _)| *k).collect();

@@ -82,6 +82,10 @@ impl LeaderFollower {
                     "a multi-leader request reached a leader-follower node".into(),
                 )
             }
+            ClientRequest::WithQuorum { .. } | ClientRequest::LeaderlessStatus => {
+                // Refused before the service is asked (server.rs).
+                return crate::leaderless::refused_here();
+            }
             ClientRequest::Status => {
                 return match self.status().await {
                     Some(status) => ClientResponse::Status(status),

@@ -35,6 +35,7 @@ mod cluster;
 pub mod config;
 mod data_dir;
 mod leader_follower;
+mod leaderless;
 mod metrics;
 mod multi_leader;
 mod server;

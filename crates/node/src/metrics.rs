@@ -55,6 +55,19 @@
 //! | `mimeo_peer_reconnects_total` | counter | `peer` | |
 //! | `mimeo_peer_queued_messages` | gauge | `peer` | frames waiting to be sent |
 //!
+//! Leaderless nodes add (counters since the node started):
+//!
+//! | metric | type | labels | meaning |
+//! |---|---|---|---|
+//! | `mimeo_leaderless_writes_coordinated_total` / `_reads_coordinated_total` | counter | | requests this node coordinated |
+//! | `mimeo_leaderless_writes_unknown_total` / `_reads_unavailable_total` | counter | | requests that did not gather their quorum in time |
+//! | `mimeo_leaderless_not_enough_replicas_total` | counter | | requests refused at once |
+//! | `mimeo_leaderless_read_repairs_total` | counter | | read-repair writes sent |
+//! | `mimeo_leaderless_hints_stored_total` / `_delivered_total` / `_expired_total` / `_refused_total` | counter | | hinted handoff |
+//! | `mimeo_leaderless_hints_pending` / `_hints_pending_bytes` | gauge | `owner` | hints held for each owner |
+//! | `mimeo_leaderless_ae_exchanges_total` / `_ae_segments_compared_total` / `_ae_keys_shipped_total` / `_ae_bytes_shipped_total` | counter | | anti-entropy |
+//! | `mimeo_leaderless_last_exchange_seconds` | gauge | `peer` | since the last anti-entropy exchange with it completed (`+Inf`: never) |
+//!
 //! The replication metrics are left out of a scrape if the replication
 //! driver does not report within one second (the rest is still served).
 //!
@@ -125,6 +138,8 @@ pub(crate) struct Source {
     pub(crate) replication: Option<Arc<LeaderFollower>>,
     /// The client requests served.
     pub(crate) requests: Arc<RequestMetrics>,
+    /// The leaderless service (leaderless mode only).
+    pub(crate) leaderless: Option<Arc<crate::leaderless::Leaderless>>,
 }
 
 /// The operations of the client protocol, as `op` labels.
@@ -167,7 +182,8 @@ impl RequestOp {
             | ClientRequest::SetRemove { .. } => 1,
             ClientRequest::Delete { .. } | ClientRequest::PutVersioned { value: None, .. } => 2,
             ClientRequest::Cas { .. } => 3,
-            ClientRequest::Status => 4,
+            ClientRequest::Status | ClientRequest::LeaderlessStatus => 4,
+            ClientRequest::WithQuorum { request, .. } => return RequestOp::of(request),
         })
     }
 }
@@ -182,7 +198,8 @@ impl RequestMetrics {
             | ClientResponse::CasMismatch { .. }
             | ClientResponse::Status(_)
             | ClientResponse::Versioned { .. }
-            | ClientResponse::WrittenVersioned { .. } => 0,
+            | ClientResponse::WrittenVersioned { .. }
+            | ClientResponse::LeaderlessStatus(_) => 0,
             ClientResponse::Redirect { .. } => 1,
             ClientResponse::Error { kind, .. } => match kind {
                 ErrorKind::BadRequest => 2,
@@ -633,6 +650,23 @@ async fn render(source: &Source) -> String {
             out.sample(&[("peer", &link.node_id)], link.queued);
         }
     }
+    if let Some(service) = &source.leaderless {
+        match tokio::time::timeout(STATUS_TIMEOUT, service.core_status()).await {
+            Ok(Some((status, since_start_ms))) => {
+                let peers: Vec<&str> = config
+                    .replication
+                    .peers
+                    .iter()
+                    .map(|p| p.id.as_str())
+                    .collect();
+                leaderless(&mut out, &status, since_start_ms, &peers);
+            }
+            _ => tracing::warn!(
+                "metrics: the leaderless driver did not report its status within {} ms",
+                STATUS_TIMEOUT.as_millis()
+            ),
+        }
+    }
     if let Some(service) = &source.replication {
         // Kept by the driver outside its event loop: served even when the
         // status above timed out.
@@ -647,6 +681,123 @@ async fn render(source: &Source) -> String {
         }
     }
     out.finish()
+}
+
+/// The leaderless core's counters, hints and exchanges; `now_ms` is the
+/// core's clock now.
+fn leaderless(
+    out: &mut Exposition,
+    status: &mimeo_leaderless::Status,
+    now_ms: u64,
+    peers: &[&str],
+) {
+    let m = &status.metrics;
+    let counters: [(&'static str, &str, u64); 15] = [
+        (
+            "mimeo_leaderless_writes_coordinated_total",
+            "Writes this node coordinated.",
+            m.writes_coordinated,
+        ),
+        (
+            "mimeo_leaderless_writes_forwarded_total",
+            "Writes handed to a replica to coordinate.",
+            m.writes_forwarded,
+        ),
+        (
+            "mimeo_leaderless_reads_coordinated_total",
+            "Reads this node coordinated.",
+            m.reads_coordinated,
+        ),
+        (
+            "mimeo_leaderless_writes_unknown_total",
+            "Writes that did not gather w in time (outcome unknown).",
+            m.writes_unknown,
+        ),
+        (
+            "mimeo_leaderless_reads_unavailable_total",
+            "Reads that did not gather r in time.",
+            m.reads_unavailable,
+        ),
+        (
+            "mimeo_leaderless_not_enough_replicas_total",
+            "Requests refused at once: too few reachable replicas.",
+            m.not_enough_replicas,
+        ),
+        (
+            "mimeo_leaderless_read_repairs_total",
+            "Read-repair writes sent to stale replicas.",
+            m.read_repairs,
+        ),
+        (
+            "mimeo_leaderless_hints_stored_total",
+            "Hints stored for unreachable owners.",
+            m.hints_stored,
+        ),
+        (
+            "mimeo_leaderless_hints_delivered_total",
+            "Hints their owner acknowledged.",
+            m.hints_delivered,
+        ),
+        (
+            "mimeo_leaderless_hints_expired_total",
+            "Hints dropped for age.",
+            m.hints_expired,
+        ),
+        (
+            "mimeo_leaderless_hints_refused_total",
+            "Hinted writes refused: hint budget full.",
+            m.hints_refused,
+        ),
+        (
+            "mimeo_leaderless_ae_exchanges_total",
+            "Anti-entropy exchanges completed as initiator.",
+            m.ae_exchanges,
+        ),
+        (
+            "mimeo_leaderless_ae_segments_compared_total",
+            "Anti-entropy tree segments compared.",
+            m.ae_segments_compared,
+        ),
+        (
+            "mimeo_leaderless_ae_keys_shipped_total",
+            "Key states shipped by anti-entropy.",
+            m.ae_keys_shipped,
+        ),
+        (
+            "mimeo_leaderless_ae_bytes_shipped_total",
+            "Bytes of anti-entropy messages sent (hashes, key lists, states).",
+            m.ae_bytes_shipped,
+        ),
+    ];
+    for (name, help, value) in counters {
+        out.counter(name, help);
+        out.sample(&[], value);
+    }
+    out.gauge(
+        "mimeo_leaderless_hints_pending",
+        "Hints held for the owner.",
+    );
+    for (owner, (hints, _)) in &status.hints_pending {
+        out.sample(&[("owner", owner.as_str())], *hints);
+    }
+    out.gauge(
+        "mimeo_leaderless_hints_pending_bytes",
+        "Bytes of the hints held for the owner.",
+    );
+    for (owner, (_, bytes)) in &status.hints_pending {
+        out.sample(&[("owner", owner.as_str())], *bytes);
+    }
+    out.gauge(
+        "mimeo_leaderless_last_exchange_seconds",
+        "Seconds since the last anti-entropy exchange with the peer completed (+Inf: never).",
+    );
+    for peer in peers {
+        let ago = status
+            .last_exchange
+            .get(*peer)
+            .map(|at| now_ms.saturating_sub(at.0));
+        out.sample(&[("peer", peer)], seconds(ago));
+    }
 }
 
 fn service_name(service: &Option<Arc<LeaderFollower>>, id: u64) -> String {

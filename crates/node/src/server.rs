@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use crate::clock::Clock;
 use crate::config::{Mode, NodeConfig};
 use crate::leader_follower::LeaderFollower;
+use crate::leaderless::Leaderless;
 use crate::metrics::{RequestMetrics, RequestOp};
 use crate::multi_leader::MultiLeader;
 use crate::standalone::Standalone;
@@ -28,6 +29,7 @@ enum Service {
     Standalone(Arc<Standalone>),
     LeaderFollower(Arc<LeaderFollower>),
     MultiLeader(Arc<MultiLeader>),
+    Leaderless(Arc<Leaderless>),
 }
 
 impl Service {
@@ -35,10 +37,27 @@ impl Service {
     async fn handle(self, requests: &RequestMetrics, request: ClientRequest) -> ClientResponse {
         let started = Instant::now();
         let op = RequestOp::of(&request);
+        let refused = match &self {
+            Service::Standalone(_) => {
+                crate::leaderless::refuse_outside_leaderless(&request, "standalone")
+            }
+            Service::LeaderFollower(_) => {
+                crate::leaderless::refuse_outside_leaderless(&request, "leader-follower")
+            }
+            Service::MultiLeader(_) => {
+                crate::leaderless::refuse_outside_leaderless(&request, "multi-leader")
+            }
+            Service::Leaderless(_) => None,
+        };
+        if let Some(response) = refused {
+            requests.observe(op, &response, started.elapsed());
+            return response;
+        }
         let response = match self {
             Service::Standalone(s) => s.handle(request).await,
             Service::LeaderFollower(s) => s.handle(request).await,
             Service::MultiLeader(s) => s.handle(request).await,
+            Service::Leaderless(s) => s.handle(request).await,
         };
         requests.observe(op, &response, started.elapsed());
         response
@@ -49,6 +68,7 @@ impl Service {
             Service::Standalone(s) => Some(s.status()),
             Service::LeaderFollower(s) => s.status().await,
             Service::MultiLeader(s) => s.status().await,
+            Service::Leaderless(s) => s.status().await,
         }
     }
 }
@@ -206,10 +226,17 @@ pub enum ServeError {
     /// directory.
     #[error("recovering the leader-follower state")]
     Recover(#[source] mimeo_leader_follower::driver::DriverError),
-    /// The multi-leader state could not be recovered from the data
-    /// directory.
-    #[error("recovering the multi-leader state")]
-    RecoverMultiLeader(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// The multi-leader or leaderless state could not be recovered from
+    /// the data directory (or, leaderless, the ring it was written with
+    /// differs from the configured one).
+    #[error("recovering the {mode} state")]
+    RecoverReplica {
+        /// The mode.
+        mode: &'static str,
+        /// What failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// The endpoint or bus for peer connections could not be created.
     #[error("starting peer connections")]
     Peers(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
@@ -386,6 +413,11 @@ pub async fn serve(config: NodeConfig) -> Result<(), ServeError> {
         // the driver discards segments, once every node holds their writes.
         options = mimeo_multi_leader::driver::store_options(options);
     }
+    if config.mode == Mode::Leaderless {
+        // The driver compacts after waiting for durability, so that no
+        // part of a persist a crash cuts is folded.
+        options = mimeo_leaderless::driver::store_options(options);
+    }
     let simulate_power_loss = config.storage.simulate_power_loss;
     if simulate_power_loss {
         tracing::warn!(
@@ -447,6 +479,11 @@ pub async fn serve(config: NodeConfig) -> Result<(), ServeError> {
                 start_multi_leader(&config, &identity, &transport, &store, &clock)?;
             (Service::MultiLeader(service), Some(bus), Some(driver))
         }
+        Mode::Leaderless => {
+            let (service, bus, driver) =
+                start_leaderless(&config, &identity, &transport, &store, &clock)?;
+            (Service::Leaderless(service), Some(bus), Some(driver))
+        }
     };
     let shared = Arc::new(Shared {
         config: config.clone(),
@@ -479,9 +516,15 @@ pub async fn serve(config: NodeConfig) -> Result<(), ServeError> {
                 started: std::time::Instant::now(),
                 replication: match &shared.service {
                     Service::LeaderFollower(service) => Some(Arc::clone(service)),
-                    Service::Standalone(_) | Service::MultiLeader(_) => None,
+                    Service::Standalone(_) | Service::MultiLeader(_) | Service::Leaderless(_) => {
+                        None
+                    }
                 },
                 requests: Arc::clone(&shared.requests),
+                leaderless: match &shared.service {
+                    Service::Leaderless(service) => Some(Arc::clone(service)),
+                    _ => None,
+                },
             };
             let (bound, task) = crate::metrics::start(addr, source)
                 .await
@@ -604,22 +647,7 @@ fn start_leader_follower(
     )
     .map_err(ServeError::Recover)?;
 
-    let peer_endpoint = mimeo_wire::client_endpoint(identity, transport)
-        .map_err(|e| ServeError::Peers(e.into()))?;
-    let peers = replication
-        .peers
-        .iter()
-        .map(|p| (p.id.clone(), p.addr))
-        .collect();
-    let (bus, inbound) = PeerBus::new(
-        peer_endpoint,
-        config.node_id.clone(),
-        peers,
-        config.cluster_id.clone(),
-        transport.clone(),
-    )
-    .map_err(|e| ServeError::Peers(e.into()))?;
-    let bus = Arc::new(bus);
+    let (bus, inbound) = start_peer_bus(config, identity, transport)?;
     let (driver, handle) = Driver::new(
         core,
         names,
@@ -637,6 +665,50 @@ fn start_leader_follower(
         Arc::clone(clock),
     ));
     Ok((service, bus, task))
+}
+
+/// The peer bus of a replicated node (every peer of `[replication]`,
+/// over QUIC with this node's certificate) and its inbound messages.
+fn start_peer_bus(
+    config: &NodeConfig,
+    identity: &TlsIdentity,
+    transport: &TransportConfig,
+) -> Result<
+    (
+        Arc<PeerBus>,
+        tokio::sync::mpsc::Receiver<mimeo_wire::PeerMessage>,
+    ),
+    ServeError,
+> {
+    let peer_endpoint = mimeo_wire::client_endpoint(identity, transport)
+        .map_err(|e| ServeError::Peers(e.into()))?;
+    let peers = config
+        .replication
+        .peers
+        .iter()
+        .map(|p| (p.id.clone(), p.addr))
+        .collect();
+    let (bus, inbound) = PeerBus::new(
+        peer_endpoint,
+        config.node_id.clone(),
+        peers,
+        config.cluster_id.clone(),
+        transport.clone(),
+    )
+    .map_err(|e| ServeError::Peers(e.into()))?;
+    Ok((Arc::new(bus), inbound))
+}
+
+/// The physical time an HLC follows: the system clock in ms since the
+/// Unix epoch, shifted by the node's adjustable offset (the clock nemesis).
+fn hlc_wall_clock(clock: &Arc<Clock>) -> Arc<dyn Fn() -> u64 + Send + Sync> {
+    let wall = Arc::clone(clock);
+    Arc::new(move || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        now.saturating_add_signed(wall.offset_ms())
+    })
 }
 
 /// Recovers the multi-leader core from storage, starts the peer bus and
@@ -684,24 +756,14 @@ fn start_multi_leader(
         ));
     }
     let origin = std::time::Instant::now();
-    let recovered = driver::recover(core_config, store, mimeo_multi_leader::Millis(0))
-        .map_err(|e| ServeError::RecoverMultiLeader(e.into()))?;
-    let peer_endpoint = mimeo_wire::client_endpoint(identity, transport)
-        .map_err(|e| ServeError::Peers(e.into()))?;
-    let peers = replication
-        .peers
-        .iter()
-        .map(|p| (p.id.clone(), p.addr))
-        .collect();
-    let (bus, inbound) = PeerBus::new(
-        peer_endpoint,
-        config.node_id.clone(),
-        peers,
-        config.cluster_id.clone(),
-        transport.clone(),
-    )
-    .map_err(|e| ServeError::Peers(e.into()))?;
-    let bus = Arc::new(bus);
+    let recovered =
+        driver::recover(core_config, store, mimeo_multi_leader::Millis(0)).map_err(|e| {
+            ServeError::RecoverReplica {
+                mode: "multi-leader",
+                source: e.into(),
+            }
+        })?;
+    let (bus, inbound) = start_peer_bus(config, identity, transport)?;
     let (driver, handle) = Driver::new(
         recovered,
         Arc::clone(&bus),
@@ -710,19 +772,69 @@ fn start_multi_leader(
         origin,
         DriverConfig::default(),
     );
-    let wall = Arc::clone(clock);
-    let driver = driver.with_wall_clock(Arc::new(move || {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        now.saturating_add_signed(wall.offset_ms())
-    }));
+    let driver = driver.with_wall_clock(hlc_wall_clock(clock));
     let task = tokio::spawn(async move { driver.run().await.map_err(|e| e.to_string()) });
     let service = Arc::new(MultiLeader::new(
         handle,
         Arc::clone(&bus),
         config.clone(),
         Arc::clone(clock),
+    ));
+    Ok((service, bus, task))
+}
+
+/// Recovers the leaderless core from storage (refusing a changed ring),
+/// starts the peer bus and the driver task (its HLC reads the node's
+/// adjustable clock).
+fn start_leaderless(
+    config: &NodeConfig,
+    identity: &TlsIdentity,
+    transport: &TransportConfig,
+    store: &Arc<Store>,
+    clock: &Arc<Clock>,
+) -> Result<(Arc<Leaderless>, Arc<PeerBus>, DriverTask), ServeError> {
+    use mimeo_leaderless::driver::{self, Driver, DriverConfig};
+    let replication = &config.replication;
+    let mut core_config = replication
+        .leaderless_config(&config.node_id)
+        .map_err(ServeError::Replication)?;
+    // The core answers (unknown / unavailable) before the node's own
+    // request timeout gives up on it.
+    let timeout = config.limits.request_timeout_ms;
+    core_config.request_timeout_ms = (timeout - timeout / 10).max(1);
+    let n = core_config.n;
+    let origin = std::time::Instant::now();
+    let recover_error =
+        |source: Box<dyn std::error::Error + Send + Sync>| ServeError::RecoverReplica {
+            mode: "leaderless",
+            source,
+        };
+    let ring = mimeo_leaderless::Ring::new(&core_config.nodes, core_config.vnodes)
+        .map_err(|e| recover_error(Box::new(mimeo_leaderless::ConfigError::from(e))))?;
+    let core = driver::recover(core_config, store, mimeo_leaderless::Millis(0))
+        .map_err(|e| recover_error(e.into()))?;
+    for (node, share) in core.ring().replica_ownership(n) {
+        tracing::info!(%node, share = format!("{:.1}%", share * 100.0), "ring: share of keys replicated");
+    }
+    let (bus, inbound) = start_peer_bus(config, identity, transport)?;
+    let (driver, handle) = Driver::new(
+        core,
+        Arc::clone(&bus),
+        inbound,
+        Arc::clone(store),
+        origin,
+        DriverConfig::default(),
+    );
+    let driver = driver.with_wall_clock(hlc_wall_clock(clock));
+    let task = tokio::spawn(async move { driver.run().await.map_err(|e| e.to_string()) });
+    let service = Arc::new(Leaderless::new(
+        handle,
+        Arc::clone(&bus),
+        config.clone(),
+        Arc::clone(clock),
+        n,
+        ring,
+        origin,
     ));
     Ok((service, bus, task))
 }

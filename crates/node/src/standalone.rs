@@ -121,6 +121,9 @@ impl Standalone {
                 .write(Mutation::Put { key, value: new }, Some(expected))
                 .map(written),
             ClientRequest::Status => Ok(ClientResponse::Status(self.status())),
+            ClientRequest::WithQuorum { .. } | ClientRequest::LeaderlessStatus => {
+                Ok(crate::leaderless::refused_here())
+            }
             // Refused in `handle`.
             ClientRequest::GetVersioned { .. }
             | ClientRequest::PutVersioned { .. }
@@ -246,7 +249,8 @@ pub(crate) fn check_limits(
         ClientRequest::PutVersioned { key, value, .. } => (Some(key), value.as_ref()),
         ClientRequest::SetAdd { key, element, .. }
         | ClientRequest::SetRemove { key, element, .. } => (Some(key), Some(element)),
-        ClientRequest::Status => (None, None),
+        ClientRequest::Status | ClientRequest::LeaderlessStatus => (None, None),
+        ClientRequest::WithQuorum { request, .. } => return check_limits(limits, request),
     };
     if let Some(key) = key {
         if key.is_empty() {

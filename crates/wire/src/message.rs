@@ -265,6 +265,69 @@ pub enum ClientRequest {
         /// Overrides the cluster's acknowledgement mode for this write.
         ack: Option<WriteAck>,
     },
+    /// Leaderless: `request` (a `Get`, `Put`, `Delete`, `GetVersioned`,
+    /// `PutVersioned`, `Increment`, `SetAdd` or `SetRemove`) with
+    /// per-request quorums; the answer is `request`'s. Any other request
+    /// inside, and this request on a node of another mode, is refused.
+    WithQuorum {
+        /// The quorums; `None` fields take the cluster's defaults.
+        quorum: QuorumOverride,
+        /// The request.
+        request: Box<ClientRequest>,
+    },
+    /// Leaderless: the asked node's ring, hints and anti-entropy
+    /// ([`ClientResponse::LeaderlessStatus`]).
+    LeaderlessStatus,
+}
+
+/// Leaderless per-request quorums ([`ClientRequest::WithQuorum`]); `None`
+/// takes the cluster's setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumOverride {
+    /// Replicas that must receive a write.
+    pub w: Option<u32>,
+    /// Replicas whose answers a read merges.
+    pub r: Option<u32>,
+    /// Of the `w`, primary owners.
+    pub pw: Option<u32>,
+    /// Of the `r`, primary owners.
+    pub pr: Option<u32>,
+    /// Of the `w`, replicas holding the write durably.
+    pub dw: Option<u32>,
+}
+
+/// One range of a leaderless ring ([`LeaderlessStatus::ring`]): the keys
+/// whose ring position is in `start..=end` live on `replicas` (primary
+/// first).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingRange {
+    /// The first position (XXH3-64 of the key).
+    pub start: u64,
+    /// The last position.
+    pub end: u64,
+    /// The range's preference list.
+    pub replicas: Vec<String>,
+}
+
+/// What a leaderless node reports beyond [`NodeStatus`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderlessStatus {
+    /// Replicas per key.
+    pub n: u32,
+    /// The ring, range by range in position order (ranges next to each
+    /// other with the same replicas merged).
+    pub ring: Vec<RingRange>,
+    /// Per node, the share of the key space it replicates, in millionths.
+    pub shares: Vec<(String, u32)>,
+    /// Per owner, the hints this node holds for it: (owner, hints, bytes).
+    pub hints: Vec<(String, u64, u64)>,
+    /// Per peer, how long ago this node last completed an anti-entropy
+    /// exchange with it, in ms (`None`: never since it started).
+    pub exchanges: Vec<(String, Option<u64>)>,
+    /// Counters since the node started (read repairs, hints stored,
+    /// delivered and expired, anti-entropy exchanges, segments, keys and
+    /// bytes...), by name.
+    pub counters: Vec<(String, u64)>,
 }
 
 /// What a multi-leader read found ([`ClientResponse::Versioned`]).
@@ -344,6 +407,8 @@ pub enum ClientResponse {
         /// The session token: what the node had applied after the write.
         session: Vec<u8>,
     },
+    /// Leaderless: the answer to a `LeaderlessStatus`.
+    LeaderlessStatus(LeaderlessStatus),
 }
 
 /// The class of a failed request. The distinction that matters to callers is
@@ -445,12 +510,15 @@ pub enum NodeMode {
     LeaderFollower,
     /// Every node takes writes and streams them to the others.
     MultiLeader,
+    /// Any node coordinates; each key lives on N nodes of a hash ring.
+    Leaderless,
 }
 
 named_enum!(NodeMode {
     Standalone => "standalone",
     LeaderFollower => "leader-follower",
     MultiLeader => "multi-leader",
+    Leaderless => "leaderless",
 });
 
 /// A node's role in its mode, as reported in its [`NodeStatus`]. In JSON
@@ -476,6 +544,9 @@ pub enum NodeRole {
     /// Takes writes of its own and applies every other node's
     /// (multi-leader: every node has this role).
     Origin,
+    /// Holds the keys the ring gives it and coordinates any request
+    /// (leaderless: every node has this role).
+    Replica,
 }
 
 named_enum!(NodeRole {
@@ -485,6 +556,7 @@ named_enum!(NodeRole {
     Follower => "follower",
     Learner => "learner",
     Origin => "origin",
+    Replica => "replica",
 });
 
 /// When a node's storage fsyncs its log, as reported in its
