@@ -90,7 +90,7 @@ async fn siblings_lose_no_acknowledged_write_under_partitions_kills_pauses_and_s
         siblings.details["acknowledged"].as_u64().unwrap() > 100,
         "{siblings:#?}"
     );
-    assert_eq!(siblings.details["lost_in_final_reads"], 0);
+    assert_eq!(siblings.details["lost"], 0);
     assert_faults_then_convergence(&outcome, &nemesis);
 }
 

@@ -278,6 +278,9 @@ impl<'p, 'h> Key<'p, 'h> {
             }
         }
         let mut sibling_counts = Vec::new();
+        // A write lost on every replica is one lost write: reported at the
+        // first final read that lacks it.
+        let mut reported_lost: HashSet<&Val> = HashSet::new();
         for read in &self.reads {
             let done = read.pair.complete.expect("only completed reads are kept");
             let proof = vec![read.pair.invoke.index, done.index];
@@ -350,7 +353,11 @@ impl<'p, 'h> Key<'p, 'h> {
             let present: HashSet<&Val> = read.values.iter().collect();
             for w in &self.updates {
                 let Some(v) = w.value.as_ref() else { continue };
-                if outcome(w) != OpType::Ok || present.contains(v) || maybe_gone.contains(v) {
+                if outcome(w) != OpType::Ok
+                    || present.contains(v)
+                    || maybe_gone.contains(v)
+                    || !reported_lost.insert(v)
+                {
                     continue;
                 }
                 report.acked_lost += 1;
@@ -474,7 +481,7 @@ impl Report {
             anomalies: self.anomalies,
             details: json!({
                 "acknowledged": self.acked,
-                "lost_in_final_reads": self.acked_lost,
+                "lost": self.acked_lost,
                 "anomalies": self.counts,
                 "final_siblings_histogram": self.final_siblings,
             }),
