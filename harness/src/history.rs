@@ -34,6 +34,15 @@
 //! | register | `cas` | `[expected, new]` | `[expected, new]` |
 //! | set | `add` | the element | the element |
 //! | set | `read` (final reads) | `null` | every element read, as an array |
+//! | siblings | `read` | `null` | the siblings read, as an array (`[]`: absent) |
+//! | siblings | `write` | `{"value": v, "observed": [...]}` | the same |
+//! | siblings | `delete` | `{"observed": [...]}` | the same |
+//! | counter | `incr` | the delta | the delta |
+//! | counter | `read` | `null` | the counter's value |
+//!
+//! In the siblings workload `observed` lists the values of the read whose
+//! context the write or delete passed: the values it supersedes
+//! ([`check::siblings`](crate::check::siblings)).
 //!
 //! Nemesis operations use the process `"nemesis"` and type `info`; their
 //! `f` names the fault (`partition`, `kill`, `start`, `pause`, `resume`,
