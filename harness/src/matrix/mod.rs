@@ -22,7 +22,8 @@
 //! are 1..=N, so the same spec and seed count always mean the same runs.
 //!
 //! What each cell measures, from the run's own checkers: acknowledged
-//! writes lost (set workload: count and share of the acknowledged),
+//! writes lost (set and siblings workloads: count and share of the
+//! acknowledged),
 //! stale reads (share, worst in versions and ms), whether linearizability
 //! or the session guarantees held, convergence after heal (how long the
 //! replicas' final wait took), availability while the fault was in force
@@ -207,6 +208,16 @@ fn figures(checkers: &[Value], results: &Value) -> Value {
         let lost = set["counts"]["lost"].as_u64();
         f.insert("lost_writes".into(), json!(lost));
         if let (Some(lost), Some(acked)) = (lost, set["acknowledged"].as_u64().filter(|a| *a > 0)) {
+            f.insert("lost_fraction".into(), json!(lost as f64 / acked as f64));
+        }
+    }
+    if let Some(siblings) = find("siblings") {
+        // Lost registers: acknowledged writes no surviving write saw.
+        let lost = siblings["lost"].as_u64();
+        f.insert("lost_writes".into(), json!(lost));
+        if let (Some(lost), Some(acked)) =
+            (lost, siblings["acknowledged"].as_u64().filter(|a| *a > 0))
+        {
             f.insert("lost_fraction".into(), json!(lost as f64 / acked as f64));
         }
     }
@@ -549,6 +560,10 @@ mod tests {
         };
         let claimed = Outcome::from_results(&cell(None), row, "r".into(), &results);
         assert!(claimed.broken());
+        let lww = json!({"checkers": [{"checker": "siblings", "verdict": "invalid",
+            "details": {"acknowledged": 200, "lost": 50}}]});
+        let lww = Outcome::from_results(&cell(None), row, "r".into(), &lww);
+        assert_eq!(lww.figures["lost_fraction"], 0.25);
         assert_eq!(claimed.figures["lost_writes"], 10);
         assert_eq!(claimed.figures["lost_fraction"], 0.1);
         let waived =
