@@ -43,9 +43,10 @@
 //! **Atomicity.** The core asks for keys and hints to change together (a
 //! hint replaces a key write on a fallback; a delivered hint is dropped in
 //! the same persist that may store the key). A crash can cut an append
-//! anywhere, so each persist ends with its commit record, `m`, and
-//! [`recover`] drops every record after the last one
-//! ([`Store::truncate_from`]). This is the multi-leader driver's scheme;
+//! anywhere, so each persist ends with its commit record, `m` (a
+//! [`CommitBatch`](mimeo_storage::CommitBatch) appended with
+//! [`Store::append_committed`]), and [`recover`] drops every record after
+//! the last one ([`Store::recover_committed`]). This is the multi-leader driver's scheme;
 //! hints are records of the store rather than a metadata file
 //! (`Backend::write_file_durably`) because a file would need a second
 //! fsync per persist and could not be atomic with the keys.
@@ -83,7 +84,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mimeo_causality::{NodeId, Timestamp};
-use mimeo_storage::{LogPosition, Mutation, Options, Record, RecordMeta, Store};
+use mimeo_storage::{CommitBatch, Mutation, Options, SealedBatch, Store};
 use mimeo_wire::{PeerBus, PeerMessage};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -232,32 +233,20 @@ fn hint_key(owner: &NodeId, key: &[u8]) -> Vec<u8> {
     k
 }
 
-/// The records of one persist, from log index `first`; the commit record
-/// last.
-fn persist_records(persist: &Persist, first: u64) -> Vec<Record> {
-    let mut index = first;
-    let mut record = |mutation: Mutation| {
-        let r = Record {
-            meta: RecordMeta {
-                position: LogPosition::new(0, index),
-                origin: 0,
-                seq: 0,
-                version: Vec::new(),
-            },
-            mutation,
-        };
-        index += 1;
-        r
-    };
-    let mut records = Vec::with_capacity(persist.keys.len() + persist.hints.len() + 1);
+/// The records of one persist, from log index `first`, sealed by the
+/// commit record.
+fn persist_records(persist: &Persist, first: u64) -> SealedBatch {
+    let mut batch = CommitBatch::new(META_KEY, first)
+        .with_capacity(persist.keys.len() + persist.hints.len() + 1);
     for (key, stored) in &persist.keys {
-        records.push(record(Mutation::Put {
+        let mutation = Mutation::Put {
             key: state_key(key),
             value: encode(stored),
-        }));
+        };
+        batch.push(0, 0, mutation);
     }
     for change in &persist.hints {
-        records.push(record(match change {
+        let mutation = match change {
             HintChange::Put(hint) => Mutation::Put {
                 key: hint_key(&hint.owner, &hint.key),
                 value: encode(hint),
@@ -265,18 +254,15 @@ fn persist_records(persist: &Persist, first: u64) -> Vec<Record> {
             HintChange::Remove { owner, key } => Mutation::Delete {
                 key: hint_key(owner, key),
             },
-        }));
+        };
+        batch.push(0, 0, mutation);
     }
     let meta = Meta {
         ring: persist.ring,
         epoch: persist.epoch,
         clock: persist.clock.clone(),
     };
-    records.push(record(Mutation::Put {
-        key: META_KEY.to_vec(),
-        value: encode(&meta),
-    }));
-    records
+    batch.seal(encode(&meta))
 }
 
 /// A persist's size against [`DriverConfig::persist_bytes`].
@@ -362,36 +348,11 @@ pub fn recover(mut config: Config, store: &Store, now: Millis) -> Result<Core, D
     check_ring(store, &config, &ring)?;
     config.fresh_epoch = config.fresh_epoch.max(wall_micros());
     let storage = |doing| move |source| DriverError::Storage { doing, source };
-    // The last commit record in the log.
-    let mut last_commit = store.first_index() - 1;
-    let mut next = store.first_index();
-    let last = store.last_position().index;
-    while next <= last {
-        let records = store
-            .read_log(next, 256)
-            .map_err(storage("reading the log at start-up"))?;
-        if records.is_empty() {
-            break;
-        }
-        next += records.len() as u64;
-        for record in records {
-            if record.mutation.key() == META_KEY {
-                last_commit = record.meta.position.index;
-            }
-        }
-    }
-    if last > last_commit {
-        tracing::warn!(
-            dropped = last - last_commit,
-            from = last_commit + 1,
-            "dropping the records of a persist a crash cut short"
-        );
-        store
-            .truncate_from(last_commit + 1)
-            .map_err(storage("dropping an incomplete persist"))?;
-    }
+    let found = store
+        .recover_committed(META_KEY, |_| {})
+        .map_err(storage("dropping an incomplete persist at start-up"))?;
     let mut durable = DurableState::default();
-    if let Some(entry) = store.get(META_KEY).map_err(storage("reading the commit"))? {
+    if let Some(entry) = found.commit {
         let index = entry.meta.position.index;
         let meta: Meta = decode(
             "commit",
@@ -795,7 +756,7 @@ fn writer(
                         bytes += b;
                         let first = store.last_position().index + 1;
                         store
-                            .append(&persist_records(&persist, first))
+                            .append_committed(&persist_records(&persist, first))
                             .map_err(storage("appending a persist"))?;
                         last_id = Some(persist.id);
                     }
@@ -886,6 +847,53 @@ mod tests {
             .unwrap()
     }
 
+    /// The records of two persists (the second with a hint and a dropped
+    /// hint), as the store encodes them: the bytes a persist puts in the
+    /// log (captured before persists went through
+    /// `mimeo_storage::CommitBatch`, which must not change them).
+    #[test]
+    fn the_records_of_a_persist_are_pinned() {
+        let mut core = Core::new(Config::new("n1", ["n1", "n2", "n3"]), Millis(0)).unwrap();
+        let mut first = put(&mut core, "first");
+        let mut second = put(&mut core, "second");
+        first.epoch = 7; // the fresh epoch is the wall clock
+        second.epoch = 7;
+        let hint = Hint {
+            owner: "n2".into(),
+            key: b"h".to_vec(),
+            state: first.keys[0].1.state.clone(),
+            actor: Some("n1".into()),
+            stored_wall_ms: 5,
+        };
+        second.hints = vec![
+            HintChange::Put(hint),
+            HintChange::Remove {
+                owner: "n3".into(),
+                key: b"g".to_vec(),
+            },
+        ];
+        let first = persist_records(&first, 1);
+        let second = persist_records(&second, first.commit_index() + 1);
+        let hex: String = first
+            .records()
+            .iter()
+            .chain(second.records())
+            .flat_map(|r| postcard::to_allocvec(r).unwrap())
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            concat!(
+                "000100000000036b2f6b1a010000000001046e312e3101010105666972737401046e312e",
+                "31000200000000016d1401000000d1c293e9f9dcc2b1e601070000026e31000300000000",
+                "036b2f6b22010000000001046e312e3102020105666972737401067365636f6e6401046e",
+                "312e3100040000000007682f02006e32681e01000000026e3201680001046e312e310101",
+                "0105666972737401026e310500050000000107682f02006e3367000600000000016d1401",
+                "000000d1c293e9f9dcc2b1e601070000026e31",
+            )
+        );
+    }
+
     #[test]
     fn recovery_drops_a_torn_persist_and_refuses_a_changed_ring() {
         let dir = tempfile::tempdir().unwrap();
@@ -897,10 +905,10 @@ mod tests {
         {
             let store = Store::open(dir.path(), options.clone()).unwrap();
             recover(Config::new("n1", ids), &store, Millis(0)).unwrap();
-            store.append(&persist_records(&first, 1)).unwrap();
-            let mut torn = persist_records(&second, store.last_position().index + 1);
-            torn.pop();
-            store.append(&torn).unwrap();
+            store.append_committed(&persist_records(&first, 1)).unwrap();
+            let second = persist_records(&second, store.last_position().index + 1);
+            let (_commit, torn) = second.records().split_last().unwrap();
+            store.append(torn).unwrap();
             store.sync().unwrap();
         }
         let store = Store::open(dir.path(), options).unwrap();

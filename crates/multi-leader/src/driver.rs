@@ -40,9 +40,10 @@
 //! **Atomicity.** A crash can cut an append anywhere (the store keeps a
 //! prefix of it: torn frames at the tail are dropped on open), so each
 //! persist ends with its commit record, `m`, which holds the applied
-//! vector the persist's data leads to. [`recover`] drops every record
-//! after the last `m` ([`Store::truncate_from`], which brings back the
-//! older state of the keys they changed): the node restarts with the data
+//! vector the persist's data leads to (a [`CommitBatch`] sealed by `m`,
+//! appended with [`Store::append_committed`]). [`recover`] drops every
+//! record after the last `m` ([`Store::recover_committed`], which brings
+//! back the older state of the keys they changed): the node restarts with the data
 //! and the vector of the last whole persist, never one without the other.
 //! The vector is not a separate file (`Backend::write_file_durably`):
 //! that would be a second fsync per persist and could not be atomic with
@@ -74,7 +75,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mimeo_causality::{NodeId, Timestamp, VersionVector};
-use mimeo_storage::{LogPosition, Mutation, Options, Record, RecordMeta, Store};
+use mimeo_storage::{CommitBatch, Mutation, Options, Record, SealedBatch, Store};
 use mimeo_wire::{PeerBus, PeerMessage};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -180,35 +181,22 @@ fn state_key(key: &[u8]) -> Vec<u8> {
     k
 }
 
-/// The records of one persist, from log index `first`; the commit record
-/// last.
-fn persist_records(persist: &Persist, origins: &[NodeId], first: u64) -> Vec<Record> {
-    let mut index = first;
-    let mut record = |seq: u64, origin: u64, mutation: Mutation| {
-        let r = Record {
-            meta: RecordMeta {
-                position: LogPosition::new(0, index),
-                origin,
-                seq,
-                version: Vec::new(),
-            },
-            mutation,
-        };
-        index += 1;
-        r
-    };
-    let mut records = Vec::with_capacity(persist.writes.len() + persist.keys.len() + 1);
+/// The records of one persist, from log index `first`, sealed by the
+/// commit record; the writes first, in order.
+fn persist_records(persist: &Persist, origins: &[NodeId], first: u64) -> SealedBatch {
+    let mut batch = CommitBatch::new(META_KEY, first)
+        .with_capacity(persist.writes.len() + persist.keys.len() + 1);
     for write in &persist.writes {
         let origin = origin_number(origins, &write.id.node);
         let value = encode(write);
-        records.push(record(
-            write.id.counter,
+        batch.push(
             origin,
+            write.id.counter,
             Mutation::Put {
                 key: WRITE_KEY.to_vec(),
                 value,
             },
-        ));
+        );
     }
     for change in &persist.keys {
         let mutation = match change {
@@ -220,21 +208,13 @@ fn persist_records(persist: &Persist, origins: &[NodeId], first: u64) -> Vec<Rec
                 key: state_key(key),
             },
         };
-        records.push(record(0, 0, mutation));
+        batch.push(0, 0, mutation);
     }
     let meta = Meta {
         applied: persist.applied.clone(),
         clock: persist.clock.clone(),
     };
-    records.push(record(
-        0,
-        0,
-        Mutation::Put {
-            key: META_KEY.to_vec(),
-            value: encode(&meta),
-        },
-    ));
-    records
+    batch.seal(encode(&meta))
 }
 
 /// An origin's number in records: its place in the sorted node list, from 1.
@@ -324,62 +304,34 @@ pub fn recover(config: Config, store: &Store, now: Millis) -> Result<Recovered, 
     let storage = |doing| move |source| DriverError::Storage { doing, source };
     let mut origins = config.nodes.clone();
     origins.sort();
-    // One pass over the log: the last commit record, and the writes.
-    let mut last_commit = store.first_index() - 1;
-    let mut writes: Vec<(NodeId, u64, u64)> = Vec::new();
-    let mut next = store.first_index();
-    let last = store.last_position().index;
-    while next <= last {
-        let records = store
-            .read_log(next, 256)
-            .map_err(storage("reading the log at start-up"))?;
-        if records.is_empty() {
-            break;
-        }
-        next += records.len() as u64;
-        for record in records {
-            let index = record.meta.position.index;
-            match record.mutation.key() {
-                k if k == META_KEY => last_commit = index,
-                k if k == WRITE_KEY => {
-                    let origin = usize::try_from(record.meta.origin)
-                        .ok()
-                        .and_then(|o| o.checked_sub(1))
-                        .and_then(|o| origins.get(o));
-                    let Some(origin) = origin else {
-                        return Err(DriverError::Unreadable {
-                            what: "write",
-                            index,
-                            message: format!(
-                                "origin number {} names no node of {origins:?}",
-                                record.meta.origin
-                            ),
-                        });
-                    };
-                    writes.push((origin.clone(), record.meta.seq, index));
-                }
-                _ => {}
+    // One pass over the log: drops a torn persist, and finds the writes
+    // of the whole ones (origin number, sequence, log index).
+    let mut writes: Vec<(u64, u64, u64)> = Vec::new();
+    let found = store
+        .recover_committed(META_KEY, |record| {
+            if record.mutation.key() == WRITE_KEY {
+                let meta = &record.meta;
+                writes.push((meta.origin, meta.seq, meta.position.index));
             }
-        }
-    }
-    if last > last_commit {
-        tracing::warn!(
-            dropped = last - last_commit,
-            from = last_commit + 1,
-            "dropping the records of a persist a crash cut short"
-        );
-        store
-            .truncate_from(last_commit + 1)
-            .map_err(storage("dropping an incomplete persist"))?;
-    }
+        })
+        .map_err(storage("dropping an incomplete persist at start-up"))?;
     let mut write_index = WriteIndex::default();
-    for (origin, seq, index) in writes {
-        if index <= last_commit {
-            write_index.insert(origin, seq, index);
-        }
+    for (number, seq, index) in writes {
+        let origin = usize::try_from(number)
+            .ok()
+            .and_then(|o| o.checked_sub(1))
+            .and_then(|o| origins.get(o));
+        let Some(origin) = origin else {
+            return Err(DriverError::Unreadable {
+                what: "write",
+                index,
+                message: format!("origin number {number} names no node of {origins:?}"),
+            });
+        };
+        write_index.insert(origin.clone(), seq, index);
     }
     let mut durable = DurableState::default();
-    if let Some(entry) = store.get(META_KEY).map_err(storage("reading the vector"))? {
+    if let Some(entry) = found.commit {
         let bytes = entry.value.unwrap_or_default();
         let meta: Meta = decode("commit", entry.meta.position.index, &bytes)?;
         durable.applied = meta.applied;
@@ -884,8 +836,8 @@ fn writer(
                     Job::Persist { persist, bytes: b } => {
                         bytes += b;
                         let first = store.last_position().index + 1;
-                        let records = persist_records(&persist, origins, first);
-                        for (write, record) in persist.writes.iter().zip(&records) {
+                        let batch = persist_records(&persist, origins, first);
+                        for (write, record) in persist.writes.iter().zip(batch.records()) {
                             placed.push((
                                 write.id.node.clone(),
                                 write.id.counter,
@@ -893,7 +845,7 @@ fn writer(
                             ));
                         }
                         store
-                            .append(&records)
+                            .append_committed(&batch)
                             .map_err(storage("appending a persist"))?;
                         last_id = Some(persist.id);
                     }
@@ -978,10 +930,12 @@ mod tests {
         let (first, second) = two_persists();
         {
             let store = Store::open(dir.path(), options.clone()).unwrap();
-            store.append(&persist_records(&first, &origins, 1)).unwrap();
-            let mut torn = persist_records(&second, &origins, store.last_position().index + 1);
-            torn.pop(); // the commit record never made it
-            store.append(&torn).unwrap();
+            store
+                .append_committed(&persist_records(&first, &origins, 1))
+                .unwrap();
+            let second = persist_records(&second, &origins, store.last_position().index + 1);
+            let (_commit, torn) = second.records().split_last().unwrap();
+            store.append(torn).unwrap(); // the commit record never made it
             store.sync().unwrap();
         }
         let store = Store::open(dir.path(), options).unwrap();
@@ -999,8 +953,37 @@ mod tests {
         assert_eq!(recovered.write_index.find(&"n1".into(), 1, 2), [1]);
         assert_eq!(
             store.last_position().index,
-            persist_records(&first, &origins, 1).len() as u64,
+            persist_records(&first, &origins, 1).commit_index(),
             "the torn records are gone from the store"
+        );
+    }
+
+    /// The records of two persists, as the store encodes them: the bytes
+    /// a persist puts in the log (captured before persists went through
+    /// `mimeo_storage::CommitBatch`, which must not change them).
+    #[test]
+    fn the_records_of_a_persist_are_pinned() {
+        let origins: Vec<NodeId> = vec!["n1".into(), "n2".into()];
+        let (first, second) = two_persists();
+        let first = persist_records(&first, &origins, 1);
+        let second = persist_records(&second, &origins, first.commit_index() + 1);
+        let hex: String = first
+            .records()
+            .iter()
+            .chain(second.records())
+            .flat_map(|r| postcard::to_allocvec(r).unwrap())
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            concat!(
+                "0001010100000177230100026e3101e80700026e31016b0001026e310101010566697273",
+                "7401026e31010100000200000000036b2f6b1501000001026e3101010105666972737401",
+                "026e3101000300000000016d0d010001026e3101e80700026e3100040102000001772a01",
+                "00026e3102e80701026e31016b0001026e3102020105666972737401067365636f6e6401",
+                "026e310200000500000000036b2f6b1d01000001026e3102020105666972737401067365",
+                "636f6e6401026e3102000600000000016d0d010001026e3102e80701026e31",
+            )
         );
     }
 

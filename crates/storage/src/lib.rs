@@ -328,6 +328,15 @@
 //! the memory it holds grows up to about one segment before the segment's
 //! close flushes it.
 //!
+//! # Atomic batches
+//!
+//! An append is not atomic across a crash (the store keeps a prefix of
+//! it). A replicator that changes several keys together builds a
+//! [`CommitBatch`], seals it with a commit record
+//! ([`Store::append_committed`]), and at start-up calls
+//! [`Store::recover_committed`], which drops the records after the last
+//! commit record: the store then holds whole batches only.
+//!
 //! # Metadata beside the log
 //!
 //! A replicator's own durable files (the leader-follower hard state and
@@ -349,6 +358,7 @@
 //! caller's.
 
 mod backend;
+mod commit;
 mod compaction;
 mod error;
 mod fault;
@@ -364,6 +374,7 @@ mod state;
 mod store;
 
 pub use backend::{Backend, BackendFile, FileCursor, FsBackend, REPLACE_BUFFER_BYTES};
+pub use commit::{CommitBatch, CommitRecovery, SealedBatch};
 pub use error::{Error, Result};
 pub use fault::{FsyncFaultBackend, FAIL_FSYNC_FILE};
 pub use format::MAX_RECORD_BYTES;
