@@ -16,6 +16,7 @@
 //! | [`Lww`] | a last-writer-wins register: cheap, and loses concurrent writes |
 //! | [`PnCounter`] | a counter incremented and decremented anywhere, losing no update |
 //! | [`OrSet`] | an add-wins observed-remove set |
+//! | [`KeyState`], [`KeyType`], [`ReadValue`] | a replicated key: one of the above by its type, how two states of it merge, and what a read returns |
 //!
 //! # Hybrid logical clocks
 //!
@@ -222,6 +223,7 @@
 
 mod dvvset;
 mod hlc;
+mod key_state;
 mod lww;
 mod node;
 mod orset;
@@ -230,6 +232,7 @@ mod version_vector;
 
 pub use dvvset::{DvvSet, LimitsError, SiblingError, SiblingLimits, Written};
 pub use hlc::{DriftError, Hlc, Timestamp};
+pub use key_state::{KeyState, KeyType, ReadValue};
 pub use lww::Lww;
 pub use node::NodeId;
 pub use orset::OrSet;

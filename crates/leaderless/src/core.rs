@@ -9,7 +9,7 @@ use crate::message::Message;
 use crate::output::{Metrics, Output, Status};
 use crate::record::{DurableState, Hint, HintChange, Persist, StoredKey};
 use crate::ring::Ring;
-use crate::state::{merge_opt, KeyClock, KeyState, Ship};
+use crate::state::{merge_opt, KeyClock, KeyState, KeyStateExt, Ship};
 use crate::tree::{segment_of, Tree};
 use crate::types::{
     ClientError, ClientOp, KeyType, Millis, Quorum, ReadValue, Reply, RequestId, Tally,

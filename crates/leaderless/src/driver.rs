@@ -90,6 +90,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::record::{DurableState, Hint, HintChange, Persist, StoredKey, FORMAT_VERSION};
+use crate::state::KeyStateExt;
 use crate::{ClientOp, Config, Core, Message, Millis, Output, Quorum, Reply, Ring, Status};
 
 /// The prefix of a key's state record: `k/` then the key.

@@ -220,7 +220,7 @@ pub use crate::message::Message;
 pub use crate::output::{Metrics, Output, Status};
 pub use crate::record::{DurableState, Hint, HintChange, Persist, StoredKey, FORMAT_VERSION};
 pub use crate::ring::{Ring, RingError, HASH_VERSION};
-pub use crate::state::{KeyClock, KeyState};
+pub use crate::state::{KeyClock, KeyState, KeyStateExt};
 pub use crate::types::{
     ClientError, ClientOp, KeyType, Millis, Quorum, ReadValue, Reply, RequestId, Tally,
 };

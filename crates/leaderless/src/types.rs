@@ -3,6 +3,7 @@
 use std::fmt;
 
 use mimeo_causality::{Dot, SiblingError, Timestamp, VersionVector};
+pub use mimeo_causality::{KeyType, ReadValue};
 use serde::{Deserialize, Serialize};
 
 /// The core's notion of time: milliseconds on a monotonic clock the driver
@@ -22,27 +23,6 @@ impl Millis {
 
 /// The driver's id for a client request, echoed in the reply.
 pub type RequestId = u64;
-
-/// What a key holds; fixed by its first write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum KeyType {
-    /// A value (put / delete), resolved by the cluster's policy.
-    Register,
-    /// A PN-counter (increment).
-    Counter,
-    /// An add-wins observed-remove set (add / remove).
-    Set,
-}
-
-impl fmt::Display for KeyType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            KeyType::Register => "register",
-            KeyType::Counter => "counter",
-            KeyType::Set => "set",
-        })
-    }
-}
 
 /// Per-request quorum settings; `None` takes the cluster default from
 /// [`Config`](crate::Config).
@@ -149,32 +129,6 @@ impl ClientOp {
     pub fn is_write(&self) -> bool {
         !matches!(self, ClientOp::Get { .. } | ClientOp::Cas { .. })
     }
-}
-
-/// What a read found (the merge of the replies).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum ReadValue {
-    /// No replica that answered holds the key.
-    Absent,
-    /// A value key. Under LWW at most one value; under siblings every
-    /// concurrent one.
-    Register {
-        /// The live values (siblings).
-        values: Vec<Vec<u8>>,
-        /// Whether a tombstone is among the siblings (or, under LWW, the
-        /// key is deleted).
-        deleted: bool,
-        /// The causal context to pass back with the next write (siblings;
-        /// empty under LWW). Opaque to clients.
-        context: VersionVector,
-        /// Under LWW, the winning write's timestamp.
-        ts: Option<Timestamp>,
-    },
-    /// A counter's value.
-    Counter(i128),
-    /// A set's elements, in order.
-    Set(Vec<Vec<u8>>),
 }
 
 /// How many replicas a request heard from, and how many it needed.

@@ -904,23 +904,10 @@ impl Core {
     }
 
     fn read_reply(&self, key: &[u8]) -> Reply {
-        let value = match self.keys.get(key).map(|r| &r.state) {
-            None => ReadValue::Absent,
-            Some(KeyState::Siblings(dvv)) => ReadValue::Register {
-                values: dvv.values().flatten().cloned().collect(),
-                deleted: dvv.values().any(Option::is_none),
-                context: dvv.context(),
-                ts: None,
-            },
-            Some(KeyState::Lww(lww)) => ReadValue::Register {
-                values: lww.value.iter().cloned().collect(),
-                deleted: lww.value.is_none(),
-                context: VersionVector::new(),
-                ts: Some(lww.ts.clone()),
-            },
-            Some(KeyState::Counter(c)) => ReadValue::Counter(c.value()),
-            Some(KeyState::Set(s)) => ReadValue::Set(s.iter().cloned().collect()),
-        };
+        let value = self
+            .keys
+            .get(key)
+            .map_or(ReadValue::Absent, |r| r.state.read_value());
         Reply::Value {
             value,
             session: self.applied.clone(),

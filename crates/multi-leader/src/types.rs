@@ -1,8 +1,7 @@
 //! Client requests, replies and errors.
 
-use std::fmt;
-
 use mimeo_causality::{Dot, SiblingError, Timestamp, VersionVector};
+pub use mimeo_causality::{KeyType, ReadValue};
 use serde::{Deserialize, Serialize};
 
 use crate::config::AckMode;
@@ -24,27 +23,6 @@ impl Millis {
 
 /// The driver's id for a client request, echoed in the reply.
 pub type RequestId = u64;
-
-/// What a key holds; fixed by its first write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum KeyType {
-    /// A value (put / delete), resolved by the cluster's policy.
-    Register,
-    /// A PN-counter (increment).
-    Counter,
-    /// An add-wins observed-remove set (add / remove).
-    Set,
-}
-
-impl fmt::Display for KeyType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            KeyType::Register => "register",
-            KeyType::Counter => "counter",
-            KeyType::Set => "set",
-        })
-    }
-}
 
 /// A client request.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -124,32 +102,6 @@ impl ClientOp {
             | ClientOp::Cas { key, .. } => key,
         }
     }
-}
-
-/// What a read found.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum ReadValue {
-    /// No state for the key (never written, or its tombstone collected).
-    Absent,
-    /// A value key. Under LWW at most one value; under siblings every
-    /// concurrent one.
-    Register {
-        /// The live values (siblings), by coordinating node then oldest first.
-        values: Vec<Vec<u8>>,
-        /// Whether a tombstone is among the siblings (or, under LWW, the
-        /// key is deleted).
-        deleted: bool,
-        /// The causal context to pass back with the next write (siblings;
-        /// empty under LWW). Opaque to clients.
-        context: VersionVector,
-        /// Under LWW, the winning write's timestamp.
-        ts: Option<Timestamp>,
-    },
-    /// A counter's value.
-    Counter(i128),
-    /// A set's elements, in order.
-    Set(Vec<Vec<u8>>),
 }
 
 /// The answer to a client request.

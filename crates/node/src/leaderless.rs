@@ -43,7 +43,7 @@ use mimeo_leaderless::driver::Handle;
 use mimeo_leaderless::{ClientError, ClientOp, Quorum, ReadValue, Reply, Status, VersionVector};
 use mimeo_wire::{
     ClientRequest, ClientResponse, ErrorKind, LeaderlessStatus, NodeRole, NodeStatus, PeerBus,
-    PeerStatus, Position, ReadConsistency, RingRange, VersionedValue, WriteAck,
+    PeerStatus, Position, ReadConsistency, RingRange, WriteAck,
 };
 
 use crate::clock::Clock;
@@ -547,32 +547,7 @@ fn versioned(reply: Result<Reply, ClientResponse>) -> ClientResponse {
             context: context.as_ref().map(token),
             session: Vec::new(),
         },
-        Reply::Value { value, .. } => {
-            let value = match value {
-                ReadValue::Absent => VersionedValue::Absent,
-                ReadValue::Register {
-                    values,
-                    deleted,
-                    context,
-                    ..
-                } => VersionedValue::Register {
-                    values,
-                    deleted,
-                    context: if context.is_empty() {
-                        Vec::new()
-                    } else {
-                        token(&context)
-                    },
-                },
-                ReadValue::Counter(n) => VersionedValue::Counter(n),
-                ReadValue::Set(members) => VersionedValue::Set(members),
-                _ => return error(ErrorKind::Internal, "an unknown kind of value".into()),
-            };
-            ClientResponse::Versioned {
-                value,
-                session: Vec::new(),
-            }
-        }
+        Reply::Value { value, .. } => crate::multi_leader::versioned(value, Vec::new()),
         other => failure(other),
     }
 }

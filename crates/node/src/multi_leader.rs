@@ -60,6 +60,33 @@ fn token(vector: &mimeo_multi_leader::VersionVector) -> Vec<u8> {
     bytes
 }
 
+/// The versioned response to a read of `value` with the `session` token
+/// (the multi-leader and leaderless modes both read a [`ReadValue`]), or
+/// an error for a kind of value the client protocol has no form for.
+pub(crate) fn versioned(value: ReadValue, session: Vec<u8>) -> ClientResponse {
+    let value = match value {
+        ReadValue::Absent => VersionedValue::Absent,
+        ReadValue::Register {
+            values,
+            deleted,
+            context,
+            ..
+        } => VersionedValue::Register {
+            values,
+            deleted,
+            context: if context.is_empty() {
+                Vec::new()
+            } else {
+                token(&context)
+            },
+        },
+        ReadValue::Counter(n) => VersionedValue::Counter(n),
+        ReadValue::Set(members) => VersionedValue::Set(members),
+        _ => return error(ErrorKind::Internal, "an unknown kind of value".into()),
+    };
+    ClientResponse::Versioned { value, session }
+}
+
 /// A token back to its version vector, or why it is not one.
 fn from_token(what: &str, bytes: &[u8]) -> Result<mimeo_multi_leader::VersionVector, String> {
     let bad = |why: String| {
@@ -256,32 +283,7 @@ impl MultiLeader {
                 context: context.as_ref().map(token),
                 session: token(&session),
             },
-            Ok(Ok(Reply::Value { value, session })) => {
-                let value = match value {
-                    ReadValue::Absent => VersionedValue::Absent,
-                    ReadValue::Register {
-                        values,
-                        deleted,
-                        context,
-                        ..
-                    } => VersionedValue::Register {
-                        values,
-                        deleted,
-                        context: if context.is_empty() {
-                            Vec::new()
-                        } else {
-                            token(&context)
-                        },
-                    },
-                    ReadValue::Counter(n) => VersionedValue::Counter(n),
-                    ReadValue::Set(members) => VersionedValue::Set(members),
-                    _ => return error(ErrorKind::Internal, "an unknown kind of value".into()),
-                };
-                ClientResponse::Versioned {
-                    value,
-                    session: token(&session),
-                }
-            }
+            Ok(Ok(Reply::Value { value, session })) => versioned(value, token(&session)),
             Ok(Ok(reply)) => response(reply),
             Ok(Err(_)) => stopped(),
             Err(_) if is_write => error(
