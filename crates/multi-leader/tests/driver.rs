@@ -5,84 +5,42 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mimeo_multi_leader::driver::{self, Driver, DriverConfig, Handle};
 use mimeo_multi_leader::{ClientOp, Config, Millis, ReadValue, Reply, VersionVector};
 use mimeo_storage::{Options, Store};
-use mimeo_wire::{
-    accept_hello, client_endpoint, generate_certs, server_endpoint, CertRequest, PeerBus, Protocol,
-    TlsIdentity, TransportConfig,
-};
+use mimeo_testkit::{cluster_certs, PeerHost};
 
 /// Bound on every wait in these tests.
 const WAIT: Duration = Duration::from_secs(20);
 const IDS: [&str; 3] = ["n1", "n2", "n3"];
 
-/// One node: its QUIC server (kept across driver restarts), the bus its
-/// accept loop hands peer connections to, and the running driver.
+/// One node: its QUIC host (kept across driver restarts), its data
+/// directory, and the running driver.
 struct Node {
-    id: &'static str,
+    host: PeerHost,
     data: PathBuf,
-    identity: TlsIdentity,
-    addr: SocketAddr,
-    /// The bus of the running driver, for the accept loop.
-    bus: Arc<Mutex<Option<Arc<PeerBus>>>>,
     running: Option<(Handle, tokio::task::JoinHandle<()>)>,
-    _server: quinn::Endpoint,
 }
 
 impl Node {
     fn new(dir: &Path, id: &'static str) -> Node {
-        let identity = TlsIdentity::from_dir(&dir.join("certs"), &format!("node-{id}")).unwrap();
-        let transport = TransportConfig::default();
-        let server =
-            server_endpoint("127.0.0.1:0".parse().unwrap(), &identity, &transport).unwrap();
-        let addr = server.local_addr().unwrap();
-        let bus: Arc<Mutex<Option<Arc<PeerBus>>>> = Arc::default();
-        let accepting = Arc::clone(&bus);
-        let endpoint = server.clone();
-        tokio::spawn(async move {
-            while let Some(incoming) = endpoint.accept().await {
-                let Ok(conn) = incoming.await else { continue };
-                let transport = TransportConfig::default();
-                if let Ok((Protocol::Peer, _)) = accept_hello(&conn, "test", id, &transport).await {
-                    let bus = accepting.lock().unwrap().clone();
-                    if let Some(bus) = bus {
-                        bus.accept(conn);
-                    }
-                }
-            }
-        });
         Node {
-            id,
+            host: PeerHost::new(dir, id),
             data: dir.join(id),
-            identity,
-            addr,
-            bus,
             running: None,
-            _server: server,
         }
     }
 
     /// Starts (or restarts) the driver over the node's store.
     fn start(&mut self, peers: &[(&'static str, SocketAddr)]) {
-        let transport = TransportConfig::default();
-        let endpoint = client_endpoint(&self.identity, &transport).unwrap();
-        let peers = peers
-            .iter()
-            .filter(|(id, _)| *id != self.id)
-            .map(|(id, addr)| (id.to_string(), *addr))
-            .collect();
-        let (bus, inbound) =
-            PeerBus::new(endpoint, self.id.into(), peers, "test".into(), transport).unwrap();
-        let bus = Arc::new(bus);
-        *self.bus.lock().unwrap() = Some(Arc::clone(&bus));
+        let (bus, inbound) = self.host.connect(peers);
         let store =
             Arc::new(Store::open(&self.data, driver::store_options(Options::default())).unwrap());
         let origin = Instant::now();
-        let mut config = Config::new(self.id, IDS);
+        let mut config = Config::new(self.host.id(), IDS);
         // A memory log of a few writes: catch-up reads the store.
         config.log_bytes = 512;
         let recovered = driver::recover(config, &store, Millis(0)).unwrap();
@@ -110,7 +68,7 @@ impl Node {
     /// which closes its store.
     async fn stop(&mut self) {
         let (handle, task) = self.running.take().expect("running");
-        *self.bus.lock().unwrap() = None;
+        self.host.disconnect();
         drop(handle);
         tokio::time::timeout(WAIT, task)
             .await
@@ -120,13 +78,9 @@ impl Node {
 }
 
 fn cluster(dir: &Path) -> (Vec<Node>, Vec<(&'static str, SocketAddr)>) {
-    let request = CertRequest {
-        nodes: IDS.iter().map(|s| s.to_string()).collect(),
-        ..CertRequest::default()
-    };
-    generate_certs(&dir.join("certs"), &request, false).unwrap();
+    cluster_certs(dir, &IDS);
     let mut nodes: Vec<Node> = IDS.iter().map(|id| Node::new(dir, id)).collect();
-    let addrs: Vec<_> = nodes.iter().map(|n| (n.id, n.addr)).collect();
+    let addrs: Vec<_> = nodes.iter().map(|n| (n.host.id(), n.host.addr())).collect();
     for node in &mut nodes {
         node.start(&addrs);
     }

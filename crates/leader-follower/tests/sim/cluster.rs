@@ -3,7 +3,7 @@
 //! lose their unsynced tail on a crash (or everything, on a disk loss), and
 //! clients.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use mimeo_leader_follower::{
     AckMode, ClientOp, Config, Core, DurableState, HardState, LogEntry, LogPosition, Millis,
     NodeId, Output, PeerMsg, ReadMode, Reply, RequestId, Role, Snapshot,
 };
+use mimeo_testkit::{LinkFaults, SimNet};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -192,11 +193,8 @@ pub(crate) struct Sim {
     pub(crate) rng: StdRng,
     pub(crate) now: Millis,
     nodes: Vec<Node>,
-    /// Messages in flight, by delivery time then send order.
-    net: BTreeMap<(Millis, u64), (NodeId, NodeId, Packet)>,
-    sent: u64,
-    /// Directed links that drop everything.
-    blocked: BTreeSet<(NodeId, NodeId)>,
+    /// Messages in flight, and the directed links that drop everything.
+    net: SimNet<NodeId, Packet>,
     pub(crate) faults: Faults,
     next_req: RequestId,
     pending: BTreeMap<RequestId, Pending>,
@@ -249,9 +247,7 @@ impl Sim {
             rng: StdRng::seed_from_u64(seed.wrapping_mul(1000).wrapping_add(n)),
             now: Millis(0),
             nodes,
-            net: BTreeMap::new(),
-            sent: 0,
-            blocked: BTreeSet::new(),
+            net: SimNet::new(),
             faults,
             next_req: 1,
             pending: BTreeMap::new(),
@@ -283,14 +279,13 @@ impl Sim {
     pub(crate) fn isolate(&mut self, a: NodeId) {
         for b in 1..=self.nodes.len() as u64 {
             if a != b {
-                self.blocked.insert((a, b));
-                self.blocked.insert((b, a));
+                self.net.cut(a, b);
             }
         }
     }
 
     pub(crate) fn heal(&mut self) {
-        self.blocked.clear();
+        self.net.heal();
     }
 
     pub(crate) fn crash(&mut self, id: NodeId) {
@@ -453,20 +448,13 @@ impl Sim {
 
     /// Puts `packet` on the faulty network.
     fn transmit(&mut self, from: NodeId, to: NodeId, packet: Packet) {
-        if self.blocked.contains(&(from, to)) || self.rng.random_bool(self.faults.drop) {
-            return;
-        }
-        let copies = if self.rng.random_bool(self.faults.duplicate) {
-            2
-        } else {
-            1
+        let link = LinkFaults {
+            drop: self.faults.drop,
+            duplicate: self.faults.duplicate,
+            delay_ms: self.faults.delay_ms,
         };
-        for _ in 0..copies {
-            let (lo, hi) = self.faults.delay_ms;
-            let at = self.now.plus(self.rng.random_range(lo..=hi));
-            self.sent += 1;
-            self.net.insert((at, self.sent), (from, to, packet.clone()));
-        }
+        self.net
+            .transmit(&mut self.rng, link, self.now.0, from, to, packet);
     }
 
     /// Advance the clock by `ms`, delivering messages, firing timers and
@@ -484,11 +472,7 @@ impl Sim {
     /// One millisecond: deliveries, timers, disks.
     fn step_time(&mut self) -> Result<(), String> {
         let now = self.now;
-        while let Some(entry) = self.net.first_entry() {
-            if entry.key().0 > now {
-                break;
-            }
-            let (from, to, packet) = entry.remove();
+        while let Some((from, to, packet)) = self.net.next_due(now.0) {
             let Some(core) = self.nodes[to as usize - 1].core.as_mut() else {
                 // The crashed node's host is up: a probe is refused.
                 if let Packet::Probe = packet {
@@ -576,8 +560,7 @@ impl Sim {
                 let side: Vec<NodeId> = (1..=n).filter(|_| self.rng.random_bool(0.5)).collect();
                 for &a in &side {
                     for b in (1..=n).filter(|b| !side.contains(b)) {
-                        self.blocked.insert((a, b));
-                        self.blocked.insert((b, a));
+                        self.net.cut(a, b);
                     }
                 }
             }

@@ -7,6 +7,7 @@ use mimeo_leaderless::{
     ClientOp, Config, Core, DurableState, KeyState, Message, Millis, NodeId, Output, Persist,
     Policy, Quorum, ReadRepair, ReadValue, Reply, Sabotage, VersionVector,
 };
+use mimeo_testkit::{LinkFaults, SimNet};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -53,6 +54,15 @@ impl Faults {
         crash: 0.0,
         skew_ms: 0,
     };
+
+    /// The link faults the network draws from.
+    fn link(&self) -> LinkFaults {
+        LinkFaults {
+            drop: self.drop,
+            duplicate: self.duplicate,
+            delay_ms: self.delay_ms,
+        }
+    }
 }
 
 /// What a run is set up to test.
@@ -122,9 +132,7 @@ pub(crate) struct Sim {
     pub(crate) now: Millis,
     nodes: Vec<Node>,
     ids: Vec<NodeId>,
-    net: BTreeMap<(Millis, u64), (usize, usize, Message)>,
-    sent: u64,
-    blocked: BTreeSet<(usize, usize)>,
+    net: SimNet<usize, Message>,
     faults: Faults,
     setup: Setup,
     next_req: u64,
@@ -175,9 +183,7 @@ impl Sim {
             now: Millis(0),
             nodes,
             ids,
-            net: BTreeMap::new(),
-            sent: 0,
-            blocked: BTreeSet::new(),
+            net: SimNet::new(),
             faults: setup.faults,
             setup,
             next_req: 1,
@@ -215,20 +221,9 @@ impl Sim {
         let n = self.nodes.len();
         if self.rng.random_bool(self.faults.partition) {
             self.tally.partitions += 1;
-            self.blocked.clear();
-            let cut = self.rng.random_range(1..n);
-            let mut order: Vec<usize> = (0..n).collect();
-            for i in (1..n).rev() {
-                order.swap(i, self.rng.random_range(0..=i));
-            }
-            for &a in &order[..cut] {
-                for &b in &order[cut..] {
-                    self.blocked.insert((a, b));
-                    self.blocked.insert((b, a));
-                }
-            }
-        } else if !self.blocked.is_empty() && self.rng.random_bool(0.002) {
-            self.blocked.clear();
+            self.net.random_partition(&mut self.rng, n);
+        } else if self.net.is_partitioned() && self.rng.random_bool(0.002) {
+            self.net.heal();
         }
         if self.rng.random_bool(self.faults.crash) {
             let i = self.rng.random_range(0..n);
@@ -255,7 +250,7 @@ impl Sim {
     /// client requests.
     pub(crate) fn heal_and_quiet(&mut self, ms: u64) -> Result<(), String> {
         self.faults = Faults::HEALED;
-        self.blocked.clear();
+        self.net.heal();
         for i in 0..self.nodes.len() {
             self.nodes[i].skew_ms = 0;
             self.nodes[i].down_until = None;
@@ -308,7 +303,7 @@ impl Sim {
                 if i == j {
                     continue;
                 }
-                let up = self.nodes[j].core.is_some() && !self.blocked.contains(&(i, j));
+                let up = self.nodes[j].core.is_some() && !self.net.is_blocked(i, j);
                 let told = self.nodes[i].told_up.contains(&j);
                 if up == told {
                     continue;
@@ -339,11 +334,7 @@ impl Sim {
             }
         }
         self.update_reachability()?;
-        while let Some(entry) = self.net.first_entry() {
-            if entry.key().0 > self.now {
-                break;
-            }
-            let (from, to, msg) = entry.remove();
+        while let Some((from, to, msg)) = self.net.next_due(self.now.0) {
             let (now, wall, from_id) = (self.now, self.wall(to), self.ids[from].clone());
             if let Some(core) = self.nodes[to].core.as_mut() {
                 core.handle_peer(now, wall, from_id, msg);
@@ -493,20 +484,9 @@ impl Sim {
     }
 
     fn transmit(&mut self, from: usize, to: usize, msg: Message) {
-        if self.blocked.contains(&(from, to)) || self.rng.random_bool(self.faults.drop) {
-            return;
-        }
-        let copies = if self.rng.random_bool(self.faults.duplicate) {
-            2
-        } else {
-            1
-        };
-        for _ in 0..copies {
-            let (lo, hi) = self.faults.delay_ms;
-            let at = self.now.plus(self.rng.random_range(lo..=hi));
-            self.sent += 1;
-            self.net.insert((at, self.sent), (from, to, msg.clone()));
-        }
+        let link = self.faults.link();
+        self.net
+            .transmit(&mut self.rng, link, self.now.0, from, to, msg);
     }
 
     /// Node `i`'s disk syncs everything written so far.

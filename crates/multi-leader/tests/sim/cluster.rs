@@ -1,12 +1,13 @@
 //! The simulated cluster: cores, a seeded faulty network, disks that lose
 //! what was not synced when their node crashes, skewed clocks, clients.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use mimeo_multi_leader::{
     AckMode, ClientOp, Config, Core, DurableState, KeyChange, KeyState, Message, Millis, NodeId,
     Output, Persist, Policy, Reply, Sabotage, VersionVector, Write,
 };
+use mimeo_testkit::{LinkFaults, SimNet};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -45,6 +46,15 @@ impl Faults {
         crash: 0.0,
         skew_ms: 0,
     };
+
+    /// The link faults the network draws from.
+    fn link(&self) -> LinkFaults {
+        LinkFaults {
+            drop: self.drop,
+            duplicate: self.duplicate,
+            delay_ms: self.delay_ms,
+        }
+    }
 }
 
 #[derive(Default, Debug)]
@@ -77,9 +87,7 @@ pub(crate) struct Sim {
     pub(crate) now: Millis,
     nodes: Vec<Node>,
     ids: Vec<NodeId>,
-    net: BTreeMap<(Millis, u64), (usize, usize, Message)>,
-    sent: u64,
-    blocked: BTreeSet<(usize, usize)>,
+    net: SimNet<usize, Message>,
     faults: Faults,
     policy: Policy,
     next_req: u64,
@@ -132,9 +140,7 @@ impl Sim {
             now: Millis(0),
             nodes,
             ids,
-            net: BTreeMap::new(),
-            sent: 0,
-            blocked: BTreeSet::new(),
+            net: SimNet::new(),
             faults: Faults::RANDOM,
             policy,
             next_req: 1,
@@ -162,20 +168,9 @@ impl Sim {
         // Faults.
         if self.rng.random_bool(self.faults.partition) {
             self.tally.partitions += 1;
-            self.blocked.clear();
-            let cut = self.rng.random_range(1..n);
-            let mut order: Vec<usize> = (0..n).collect();
-            for i in (1..n).rev() {
-                order.swap(i, self.rng.random_range(0..=i));
-            }
-            for &a in &order[..cut] {
-                for &b in &order[cut..] {
-                    self.blocked.insert((a, b));
-                    self.blocked.insert((b, a));
-                }
-            }
-        } else if !self.blocked.is_empty() && self.rng.random_bool(0.001) {
-            self.blocked.clear();
+            self.net.random_partition(&mut self.rng, n);
+        } else if self.net.is_partitioned() && self.rng.random_bool(0.001) {
+            self.net.heal();
         }
         if self.rng.random_bool(self.faults.crash) {
             let i = self.rng.random_range(0..n);
@@ -204,11 +199,7 @@ impl Sim {
                 self.restart(i)?;
             }
         }
-        while let Some(entry) = self.net.first_entry() {
-            if entry.key().0 > self.now {
-                break;
-            }
-            let (from, to, msg) = entry.remove();
+        while let Some((from, to, msg)) = self.net.next_due(self.now.0) {
             let (now, wall, from_id) = (self.now, self.wall(to), self.ids[from].clone());
             if let Some(core) = self.nodes[to].core.as_mut() {
                 core.handle_peer(now, wall, from_id, msg);
@@ -420,20 +411,9 @@ impl Sim {
     }
 
     fn transmit(&mut self, from: usize, to: usize, msg: Message) {
-        if self.blocked.contains(&(from, to)) || self.rng.random_bool(self.faults.drop) {
-            return;
-        }
-        let copies = if self.rng.random_bool(self.faults.duplicate) {
-            2
-        } else {
-            1
-        };
-        for _ in 0..copies {
-            let (lo, hi) = self.faults.delay_ms;
-            let at = self.now.plus(self.rng.random_range(lo..=hi));
-            self.sent += 1;
-            self.net.insert((at, self.sent), (from, to, msg.clone()));
-        }
+        let link = self.faults.link();
+        self.net
+            .transmit(&mut self.rng, link, self.now.0, from, to, msg);
     }
 
     /// Node `i`'s disk syncs everything written so far.
@@ -519,7 +499,7 @@ impl Sim {
     /// milliseconds (no faults, no requests, disks sync every step).
     pub(crate) fn heal_and_quiet(&mut self, ms: u64) -> Result<(), String> {
         self.faults = Faults::HEALED;
-        self.blocked.clear();
+        self.net.heal();
         for node in &mut self.nodes {
             node.skew_ms = 0;
             if node.core.is_none() {

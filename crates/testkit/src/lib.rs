@@ -1,0 +1,21 @@
+//! Test scaffolding the replicator crates share, used only as a
+//! dev-dependency (`publish = false`):
+//!
+//! - [`SimNet`]: the seeded faulty network of the deterministic
+//!   simulations (`tests/sim` of the leader-follower, multi-leader and
+//!   leaderless crates): messages dropped, duplicated, delayed (so
+//!   reordered) and cut by partitions, every choice drawn from the
+//!   simulation's own seeded generator, so a seed replays exactly;
+//! - [`PeerHost`]: one node's QUIC side in the driver tests (real
+//!   processes' transport on 127.0.0.1 with mutual TLS): a server that
+//!   outlives driver restarts and hands peer connections to the running
+//!   driver's bus, and [`cluster_certs`] for the nodes' certificates.
+//!
+//! What each simulation checks (its invariants, workloads, disks) stays
+//! in its crate; only what was the same code, to the letter, lives here.
+
+mod peer_host;
+mod sim_net;
+
+pub use peer_host::{cluster_certs, PeerHost};
+pub use sim_net::{LinkFaults, SimNet};
