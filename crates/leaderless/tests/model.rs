@@ -24,13 +24,14 @@
 //! counters and what is derived from the keys), disk and unsynced
 //! records, and the network as a multiset.
 
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 use std::time::Instant;
 
 use mimeo_leaderless::{
     ClientOp, Config, Core, Dot, DurableState, KeyState, Message, Millis, Output, Persist, Quorum,
     ReadRepair, ReadValue, Reply, Sabotage,
 };
+use mimeo_testkit::unordered;
 use stateright::{Checker, Model, Property};
 
 const KEY: &[u8] = b"k";
@@ -73,8 +74,7 @@ struct State {
 
 impl State {
     fn fingerprint(&self) -> String {
-        let mut net: Vec<String> = self.net.iter().map(|m| format!("{m:?}")).collect();
-        net.sort();
+        let net = unordered(&self.net);
         let nodes: Vec<String> = self.nodes.iter().map(Node::fingerprint).collect();
         format!(
             "{nodes:?}|{net:?}|{:?}|{:?}|{:?}|{:?}|{}|{}",
@@ -88,17 +88,7 @@ impl State {
     }
 }
 
-impl PartialEq for State {
-    fn eq(&self, other: &Self) -> bool {
-        self.fingerprint() == other.fingerprint()
-    }
-}
-impl Eq for State {}
-impl Hash for State {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        self.fingerprint().hash(h);
-    }
-}
+mimeo_testkit::eq_by_fingerprint!(State);
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Action {

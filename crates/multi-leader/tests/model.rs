@@ -21,13 +21,14 @@
 //! the core's fields, in deterministic order), so no two distinct states
 //! are merged.
 
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 use std::time::Instant;
 
 use mimeo_multi_leader::{
     ClientOp, Config, Core, Dot, DurableState, KeyState, Message, Millis, Output, Persist, Reply,
     Write,
 };
+use mimeo_testkit::unordered;
 use stateright::{Checker, Model, Property};
 
 const KEY: &[u8] = b"k";
@@ -55,23 +56,12 @@ struct State {
 
 impl State {
     fn fingerprint(&self) -> String {
-        let mut net: Vec<String> = self.net.iter().map(|m| format!("{m:?}")).collect();
-        net.sort();
+        let net = unordered(&self.net);
         format!("{:?}|{net:?}|{:?}|{}", self.nodes, self.acked, self.crashed)
     }
 }
 
-impl PartialEq for State {
-    fn eq(&self, other: &Self) -> bool {
-        self.fingerprint() == other.fingerprint()
-    }
-}
-impl Eq for State {}
-impl Hash for State {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        self.fingerprint().hash(h);
-    }
-}
+mimeo_testkit::eq_by_fingerprint!(State);
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Action {

@@ -9,13 +9,17 @@
 //! - [`PeerHost`]: one node's QUIC side in the driver tests (real
 //!   processes' transport on 127.0.0.1 with mutual TLS): a server that
 //!   outlives driver restarts and hands peer connections to the running
-//!   driver's bus, and [`cluster_certs`] for the nodes' certificates.
+//!   driver's bus, and [`cluster_certs`] for the nodes' certificates;
+//! - [`unordered`] and [`eq_by_fingerprint!`]: states of the stateright
+//!   models compared by a fingerprint.
 //!
 //! What each simulation checks (its invariants, workloads, disks) stays
 //! in its crate; only what was the same code, to the letter, lives here.
 
+mod model;
 mod peer_host;
 mod sim_net;
 
+pub use model::unordered;
 pub use peer_host::{cluster_certs, PeerHost};
 pub use sim_net::{LinkFaults, SimNet};
