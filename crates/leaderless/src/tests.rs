@@ -916,32 +916,10 @@ fn anti_entropy_ships_only_the_key_that_differs() {
         same += 1;
         let s = one_value("n9.1", &format!("v{i}"));
         for c in [&mut a, &mut b] {
-            c.handle_peer(
-                Millis(0),
-                1_000,
-                n("n3"),
-                Message::Store {
-                    op: 0,
-                    key: key.clone(),
-                    state: s.clone(),
-                    hint: None,
-                    ack_received: false,
-                },
-            );
+            store_from_n3(c, &key, s.clone());
         }
     }
-    b.handle_peer(
-        Millis(0),
-        1_000,
-        n("n3"),
-        Message::Store {
-            op: 0,
-            key: K.to_vec(),
-            state: one_value("n3.1", "new"),
-            hint: None,
-            ack_received: false,
-        },
-    );
+    store_from_n3(&mut b, K, one_value("n3.1", "new"));
     drain(&mut a);
     drain(&mut b);
     assert_ne!(a.tree_root(K), b.tree_root(K));
@@ -982,6 +960,17 @@ fn anti_entropy_ships_only_the_key_that_differs() {
 /// Runs exchanges started by `a` until quiet, delivering between `a`
 /// and `b` only.
 fn exchange(a: &mut Core, b: &mut Core, from: u64, rounds: u64) {
+    exchange_checked(a, b, from, rounds, |_| {});
+}
+
+/// [`exchange`], showing `check` every message delivered.
+fn exchange_checked(
+    a: &mut Core,
+    b: &mut Core,
+    from: u64,
+    rounds: u64,
+    mut check: impl FnMut(&Message),
+) {
     for t in from..from + rounds {
         let now = Millis(t * 100);
         a.tick(now, 1_000);
@@ -999,6 +988,7 @@ fn exchange(a: &mut Core, b: &mut Core, from: u64, rounds: u64) {
                 for o in outs {
                     match o {
                         Output::Send { to, msg } if to == *dst.id() => {
+                            check(&msg);
                             quiet = false;
                             dst.handle_peer(now, 1_000, from.clone(), msg);
                         }
@@ -1012,6 +1002,29 @@ fn exchange(a: &mut Core, b: &mut Core, from: u64, rounds: u64) {
             }
         }
     }
+}
+
+/// `key` set to `state` on `core`, as its coordinator n3 stores it.
+fn store_from_n3(core: &mut Core, key: &[u8], state: KeyState) {
+    let store = Message::Store {
+        op: 0,
+        key: key.to_vec(),
+        state,
+        hint: None,
+        ack_received: false,
+    };
+    core.handle_peer(Millis(0), 1_000, n("n3"), store);
+}
+
+/// The first `count` keys `key-<i>` that `core`'s ring places on the
+/// replica set of [`K`].
+fn keys_placed_with_k(core: &Core, count: usize) -> Vec<Vec<u8>> {
+    let set = core.ring().replica_set(K, 3);
+    (0..)
+        .map(|i| format!("key-{i}").into_bytes())
+        .filter(|key| core.ring().replica_set(key, 3) == set)
+        .take(count)
+        .collect()
 }
 
 /// The acceptance figure of issue 23: bytes shipped / bytes that differ.
@@ -1028,32 +1041,12 @@ fn anti_entropy_ships_at_most_twice_what_differs() {
         Core::new(c5, Millis(0)).unwrap(),
         Core::new(c1, Millis(0)).unwrap(),
     );
-    let set = a.ring().replica_set(K, 3);
     let value = "x".repeat(1024);
-    let mut keys = Vec::new();
-    let mut i = 0;
-    while keys.len() < 10_000 {
-        let key = format!("key-{i}").into_bytes();
-        i += 1;
-        if a.ring().replica_set(&key, 3) == set {
-            keys.push(key);
-        }
-    }
+    let keys = keys_placed_with_k(&a, 10_000);
     for key in &keys {
         let s = one_value("n9.1", &value);
         for c in [&mut a, &mut b] {
-            c.handle_peer(
-                Millis(0),
-                1_000,
-                n("n3"),
-                Message::Store {
-                    op: 0,
-                    key: key.clone(),
-                    state: s.clone(),
-                    hint: None,
-                    ack_received: false,
-                },
-            );
+            store_from_n3(c, key, s.clone());
         }
     }
     let mut differing = 0;
@@ -1067,18 +1060,7 @@ fn anti_entropy_ships_at_most_twice_what_differs() {
             .unwrap();
         let newer = KeyState::Siblings(dvv);
         differing += newer.encode().len() as u64;
-        b.handle_peer(
-            Millis(0),
-            1_000,
-            n("n3"),
-            Message::Store {
-                op: 0,
-                key: key.clone(),
-                state: newer,
-                hint: None,
-                ack_received: false,
-            },
-        );
+        store_from_n3(&mut b, key, newer);
     }
     drain(&mut a);
     drain(&mut b);
@@ -1118,31 +1100,10 @@ fn anti_entropy_messages_are_bounded() {
         Core::new(c5, Millis(0)).unwrap(),
         Core::new(c1, Millis(0)).unwrap(),
     );
-    let set = a.ring().replica_set(K, 3);
     let value = "y".repeat(1_000);
-    let mut keys = Vec::new();
-    let mut i = 0;
-    while keys.len() < 100 {
-        let key = format!("key-{i}").into_bytes();
-        i += 1;
-        if a.ring().replica_set(&key, 3) == set {
-            keys.push(key);
-        }
-    }
+    let keys = keys_placed_with_k(&a, 100);
     for key in &keys {
-        let s = one_value("n9.1", &value);
-        b.handle_peer(
-            Millis(0),
-            1_000,
-            n("n3"),
-            Message::Store {
-                op: 0,
-                key: key.clone(),
-                state: s,
-                hint: None,
-                ack_received: false,
-            },
-        );
+        store_from_n3(&mut b, key, one_value("n9.1", &value));
     }
     drain(&mut b);
     let mut rounds = 0;
@@ -1152,42 +1113,11 @@ fn anti_entropy_messages_are_bounded() {
             rounds < 40,
             "not converged after {rounds} rounds of exchanges"
         );
-        // Watch every message b sends.
-        let now = 100 * (rounds * 12);
-        for t in 0..12 {
-            let now = Millis(now + 100 * t);
-            a.tick(now, 1_000);
-            b.tick(now, 1_000);
-            loop {
-                let mut quiet = true;
-                for from_a in [true, false] {
-                    let (src, dst) = if from_a {
-                        (&mut a, &mut b)
-                    } else {
-                        (&mut b, &mut a)
-                    };
-                    let from = src.id().clone();
-                    for o in drain(src) {
-                        match o {
-                            Output::Send { to, msg } if to == *dst.id() => {
-                                assert!(
-                                    msg.encode().len() < 4_096 + 1_200,
-                                    "{} bytes",
-                                    msg.encode().len()
-                                );
-                                quiet = false;
-                                dst.handle_peer(now, 1_000, from.clone(), msg);
-                            }
-                            Output::Persist(p) => src.persisted(now, p.id),
-                            _ => {}
-                        }
-                    }
-                }
-                if quiet {
-                    break;
-                }
-            }
-        }
+        // Watch every message either sends.
+        exchange_checked(&mut a, &mut b, rounds * 12, 12, |msg| {
+            let bytes = msg.encode().len();
+            assert!(bytes < 4_096 + 1_200, "{bytes} bytes");
+        });
     }
     assert!(rounds > 1, "one round shipped 100 KB");
     assert_eq!(
