@@ -54,6 +54,21 @@ fn first_write(key: &str, value: &str) -> Write {
     }
 }
 
+/// The persist of [`first_write`] (to `k`, n1's first), the first of the
+/// node that applies it, with its HLC at `clock`.
+fn first_persist(write: &Write, clock: Timestamp) -> Output {
+    Output::Persist(Persist {
+        id: 1,
+        writes: vec![write.clone()],
+        keys: vec![KeyChange::Set {
+            key: b"k".to_vec(),
+            record: write.record.clone(),
+        }],
+        applied: vv([("n1", 1)]),
+        clock,
+    })
+}
+
 /// Drives `core` through its first status round so it has nothing due.
 fn quiet(core: &mut Core) {
     core.tick(Millis(0));
@@ -68,16 +83,7 @@ fn a_local_write_is_persisted_first_and_shipped_only_once_durable() {
     let write = first_write("k", "v");
     assert_eq!(
         drain(&mut n1),
-        [Output::Persist(Persist {
-            id: 1,
-            writes: vec![write.clone()],
-            keys: vec![KeyChange::Set {
-                key: b"k".to_vec(),
-                record: write.record.clone()
-            }],
-            applied: vv([("n1", 1)]),
-            clock: Timestamp::new(WALL, 0, "n1"),
-        })]
+        [first_persist(&write, Timestamp::new(WALL, 0, "n1"))]
     );
     n1.persisted(Millis(2), 1);
     let st = status(vv([("n1", 1)]), vv([("n1", 1)]));
@@ -150,16 +156,7 @@ fn a_replicated_write_is_applied_and_persisted_without_echo() {
     );
     assert_eq!(
         drain(&mut n2),
-        [Output::Persist(Persist {
-            id: 1,
-            writes: vec![write.clone()],
-            keys: vec![KeyChange::Set {
-                key: b"k".to_vec(),
-                record: write.record.clone()
-            }],
-            applied: vv([("n1", 1)]),
-            clock: Timestamp::new(WALL, 1, "n2"),
-        })]
+        [first_persist(&write, Timestamp::new(WALL, 1, "n2"))]
     );
     // Durable: it tells everyone, and relays n1's write to n3 only (n3
     // has not said it has it), never back to n1.
