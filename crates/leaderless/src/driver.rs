@@ -875,15 +875,10 @@ mod tests {
         ];
         let first = persist_records(&first, 1);
         let second = persist_records(&second, first.commit_index() + 1);
-        let hex: String = first
-            .records()
-            .iter()
-            .chain(second.records())
-            .flat_map(|r| postcard::to_allocvec(r).unwrap())
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let records = first.records().iter().chain(second.records());
+        let bytes = records.flat_map(|r| postcard::to_allocvec(r).unwrap());
         assert_eq!(
-            hex,
+            mimeo_testkit::hex(bytes),
             concat!(
                 "000100000000036b2f6b1a010000000001046e312e3101010105666972737401046e312e",
                 "31000200000000016d1401000000d1c293e9f9dcc2b1e601070000026e31000300000000",

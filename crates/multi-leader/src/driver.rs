@@ -967,15 +967,10 @@ mod tests {
         let (first, second) = two_persists();
         let first = persist_records(&first, &origins, 1);
         let second = persist_records(&second, &origins, first.commit_index() + 1);
-        let hex: String = first
-            .records()
-            .iter()
-            .chain(second.records())
-            .flat_map(|r| postcard::to_allocvec(r).unwrap())
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let records = first.records().iter().chain(second.records());
+        let bytes = records.flat_map(|r| postcard::to_allocvec(r).unwrap());
         assert_eq!(
-            hex,
+            mimeo_testkit::hex(bytes),
             concat!(
                 "0001010100000177230100026e3101e80700026e31016b0001026e310101010566697273",
                 "7401026e31010100000200000000036b2f6b1501000001026e3101010105666972737401",
