@@ -44,7 +44,7 @@
 //! hint replaces a key write on a fallback; a delivered hint is dropped in
 //! the same persist that may store the key). A crash can cut an append
 //! anywhere, so each persist ends with its commit record, `m` (a
-//! [`CommitBatch`](mimeo_storage::CommitBatch) appended with
+//! [`CommitBatch`] appended with
 //! [`Store::append_committed`]), and [`recover`] drops every record after
 //! the last one ([`Store::recover_committed`]). This is the multi-leader driver's scheme;
 //! hints are records of the store rather than a metadata file

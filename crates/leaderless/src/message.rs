@@ -84,7 +84,7 @@ pub enum Message {
         state: KeyState,
     },
     /// The owner holds the hinted state durably; `hash` is
-    /// [`KeyState::hash`] of what it received (the fallback drops the hint
+    /// [`KeyStateExt::hash`](crate::KeyStateExt::hash) of what it received (the fallback drops the hint
     /// only if it has not changed since).
     HandedOff {
         /// The key.
