@@ -4,8 +4,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use mimeo_wire::{
-    ClientRequest, ClientResponse, LeaderlessStatus, NodeStatus, Position, Protocol,
-    QuorumOverride, ReadConsistency, TlsIdentity, TransportConfig, VersionedValue, WriteAck,
+    ClientRequest, ClientResponse, LeaderlessStatus, MultiLeaderStatus, NodeStatus, Position,
+    Protocol, QuorumOverride, ReadConsistency, TlsIdentity, TransportConfig, VersionedValue,
+    WriteAck,
 };
 
 use crate::connector::Connector;
@@ -432,6 +433,27 @@ impl Client {
                 message,
             }),
             other => Err(unexpected(node, "leaderless status", &other)),
+        }
+    }
+
+    /// Multi-leader: the applied vector, lag per origin, tombstones,
+    /// siblings and clock refusals of one node.
+    pub async fn multi_leader_status_of(
+        &self,
+        node: SocketAddr,
+    ) -> Result<MultiLeaderStatus, Error> {
+        match self
+            .connector
+            .exchange(node, &ClientRequest::MultiLeaderStatus)
+            .await?
+        {
+            ClientResponse::MultiLeaderStatus(status) => Ok(status),
+            ClientResponse::Error { kind, message } => Err(Error::Node {
+                node,
+                kind,
+                message,
+            }),
+            other => Err(unexpected(node, "multi-leader status", &other)),
         }
     }
 

@@ -52,6 +52,6 @@ pub use admin::AdminClient;
 pub use client::{CasOutcome, Client, ClientConfig, ReadResult, VersionedRead, VersionedWrite};
 pub use error::Error;
 pub use mimeo_wire::{
-    FsyncPolicy, LeaderlessStatus, NodeMode, NodeRole, NodeStatus, PeerStatus, Position,
-    QuorumOverride, ReadConsistency, RingRange, VersionedValue, WriteAck,
+    FsyncPolicy, LeaderlessStatus, MultiLeaderStatus, NodeMode, NodeRole, NodeStatus, OriginStatus,
+    PeerStatus, Position, QuorumOverride, ReadConsistency, RingRange, VersionedValue, WriteAck,
 };

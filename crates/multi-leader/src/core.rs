@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use mimeo_causality::{Dot, DvvSet, Hlc, Lww, NodeId, OrSet, PnCounter, Timestamp, VersionVector};
 
 use crate::config::{AckMode, Config, ConfigError, Policy, Sabotage};
+use crate::lag::LagHistogram;
 use crate::log::MemLog;
 use crate::message::Message;
 use crate::output::{OriginLag, Output, Status};
@@ -86,6 +87,8 @@ struct Counters {
     out_of_order: u64,
     type_conflicts: u64,
     collected: u64,
+    /// Per origin, the lag of its writes applied here.
+    apply_lag: BTreeMap<NodeId, LagHistogram>,
 }
 
 /// A multi-leader replica without I/O. See the crate docs for the
@@ -319,11 +322,12 @@ impl Core {
         let mut siblings_histogram = BTreeMap::new();
         let mut live_keys = 0;
         for record in self.keys.values() {
+            if record.state.only_tombstones() {
+                continue;
+            }
+            live_keys += 1;
             if let KeyState::Siblings(dvv) = &record.state {
                 *siblings_histogram.entry(dvv.len()).or_insert(0) += 1;
-            }
-            if !record.state.only_tombstones() {
-                live_keys += 1;
             }
         }
         Status {
@@ -343,6 +347,7 @@ impl Core {
             out_of_order: self.counters.out_of_order,
             type_conflicts: self.counters.type_conflicts,
             live_keys,
+            apply_lag: self.counters.apply_lag.clone(),
         }
     }
 
@@ -735,6 +740,11 @@ impl Core {
             // Follow the timestamp if it is not too far ahead; apply the
             // write either way (see the type's docs).
             let _refused = self.hlc.observe(wall_ms, &write.ts);
+            self.counters
+                .apply_lag
+                .entry(origin.clone())
+                .or_default()
+                .observe(wall_ms.saturating_sub(write.ts.physical_ms));
             let key = write.key.clone();
             // The write's record reflects everything this replica's
             // record does (its origin had applied every write ours

@@ -171,6 +171,7 @@
 mod config;
 mod core;
 pub mod driver;
+mod lag;
 mod log;
 mod message;
 mod output;
@@ -182,6 +183,7 @@ mod types;
 pub use crate::config::Sabotage;
 pub use crate::config::{AckMode, Config, ConfigError, Policy};
 pub use crate::core::Core;
+pub use crate::lag::{LagHistogram, LAG_BOUNDS_MS};
 pub use crate::message::Message;
 pub use crate::output::{OriginLag, Output, Status};
 pub use crate::record::{DurableState, KeyChange, Persist, Write, FORMAT_VERSION};

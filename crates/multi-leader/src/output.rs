@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use mimeo_causality::{NodeId, VersionVector};
 use serde::{Deserialize, Serialize};
 
+use crate::lag::LagHistogram;
 use crate::message::Message;
 use crate::record::Persist;
 use crate::types::{Reply, RequestId};
@@ -87,7 +88,9 @@ pub struct Status {
     pub pending_ack_bytes: u64,
     /// Tombstoned keys collected so far (since start).
     pub tombstones_collected: u64,
-    /// Keys by sibling count (siblings policy): count → keys.
+    /// Live keys by sibling count (siblings policy): count → keys. A
+    /// deleted value concurrent with live ones counts as a sibling; a key
+    /// holding only tombstones is in `tombstones_pending` instead.
     pub siblings_histogram: BTreeMap<usize, u64>,
     /// Remote HLC timestamps the clock refused to follow (more than
     /// `max_drift_ms` ahead); their writes were applied anyway.
@@ -100,4 +103,10 @@ pub struct Status {
     pub type_conflicts: u64,
     /// Live keys (not only tombstones).
     pub live_keys: u64,
+    /// Per origin, the replication lag of its writes applied here since
+    /// the node started: this node's physical clock when it applied a
+    /// write less the write's HLC physical time (0 when the origin's clock
+    /// was ahead). Origins whose writes this node never applied have no
+    /// entry.
+    pub apply_lag: BTreeMap<NodeId, LagHistogram>,
 }

@@ -655,3 +655,100 @@ fn a_write_whose_state_would_not_fit_a_peer_message_is_refused() {
     n1.handle_client(Millis(2), WALL, 4, put, None);
     assert_eq!(n1.applied(), &vv([("n1", 3)]));
 }
+
+#[test]
+fn the_status_reports_lag_per_origin_siblings_and_apply_lag() {
+    let mut n2 = core("n2");
+    quiet(&mut n2);
+    // n1's first write (HLC time WALL) is applied here 250 ms later.
+    n2.handle_peer(
+        Millis(1),
+        WALL + 250,
+        "n1".into(),
+        Message::Writes(vec![first_write("k", "v")]),
+    );
+    drain(&mut n2);
+    // n3 has applied three of n1's writes: n2 learns it lacks two.
+    n2.handle_peer(
+        Millis(2),
+        WALL + 250,
+        "n3".into(),
+        status(vv([("n1", 3)]), vv([("n1", 3)])),
+    );
+    drain(&mut n2);
+
+    let report = n2.status(WALL + 1000);
+    let lag = |applied, behind_writes, since_latest_ms| OriginLag {
+        applied,
+        behind_writes,
+        since_latest_ms,
+    };
+    assert_eq!(report.origins["n1"], lag(1, 2, 1000));
+    assert_eq!(
+        report.origins["n3"],
+        lag(0, 0, 0),
+        "nothing heard of n3's writes"
+    );
+    assert_eq!(report.siblings_histogram, [(1, 1)].into_iter().collect());
+    let n1_lag = &report.apply_lag["n1"];
+    assert_eq!((n1_lag.count(), n1_lag.sum_ms()), (1, 250));
+    assert!(
+        n1_lag.buckets().any(|(le, n)| le == Some(500) && n == 1)
+            && n1_lag.buckets().any(|(le, n)| le == Some(200) && n == 0),
+        "250 ms falls in the 500 ms bucket"
+    );
+    assert_eq!(report.apply_lag.len(), 1, "only n1's writes were applied");
+
+    // A write here that did not see n1's: two siblings on one key.
+    n2.handle_client(Millis(3), WALL + 1000, 1, put("k", "w"), None);
+    drain(&mut n2);
+    let report = n2.status(WALL + 1000);
+    assert_eq!(report.siblings_histogram, [(2, 1)].into_iter().collect());
+    assert_eq!(
+        report.apply_lag["n1"].count(),
+        1,
+        "a local write is no remote lag"
+    );
+
+    // A write from an origin whose clock is ahead lags by 0, not a wrap.
+    let mut ahead = first_write("j", "x");
+    ahead.id = Dot::new("n1", 2);
+    ahead.ts = Timestamp::new(WALL + 5_000, 0, "n1");
+    n2.handle_peer(
+        Millis(4),
+        WALL + 1000,
+        "n1".into(),
+        Message::Writes(vec![ahead]),
+    );
+    let report = n2.status(WALL + 1000);
+    assert_eq!(
+        (
+            report.apply_lag["n1"].count(),
+            report.apply_lag["n1"].sum_ms()
+        ),
+        (2, 250)
+    );
+    assert_eq!(report.origins["n1"], lag(2, 1, 0));
+    assert_eq!(
+        report.siblings_histogram,
+        [(1, 1), (2, 1)].into_iter().collect(),
+        "j has one value, k two"
+    );
+
+    // Deleting j with its context leaves only a tombstone: a pending
+    // tombstone, not a key with one sibling.
+    let context = match &n2.record(b"j").unwrap().state {
+        KeyState::Siblings(dvv) => Some(dvv.context()),
+        other => panic!("{other:?}"),
+    };
+    let delete = ClientOp::Delete {
+        key: b"j".to_vec(),
+        context,
+    };
+    n2.handle_client(Millis(5), WALL + 1000, 2, delete, None);
+    let report = n2.status(WALL + 1000);
+    assert_eq!(report.siblings_histogram, [(2, 1)].into_iter().collect());
+    assert_eq!(report.tombstones_pending, 1);
+    assert!(report.tombstone_bytes > 0);
+    assert_eq!(report.live_keys, 1);
+}

@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use mimeo_client::{
-    AdminClient, CasOutcome, Client, ClientConfig, LeaderlessStatus, NodeStatus, Position,
-    QuorumOverride, ReadConsistency, WriteAck,
+    AdminClient, CasOutcome, Client, ClientConfig, LeaderlessStatus, MultiLeaderStatus, NodeStatus,
+    Position, QuorumOverride, ReadConsistency, WriteAck,
 };
 use mimeo_storage::FsyncMode;
 use mimeo_wire::{CertRequest, CertificateAuthority, NodeMode, NodeRole, TlsIdentity, Validity};
@@ -584,21 +584,37 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for &node in &connection.nodes {
                 statuses.push((node, client.status_of(node).await));
             }
-            print_statuses(&statuses, json)?;
+            // What each mode reports beyond the common status.
+            let mut details = Vec::new();
+            for (node, status) in &statuses {
+                let mode = status.as_ref().ok().map(|s| s.mode);
+                details.push(match mode {
+                    Some(NodeMode::Leaderless) => {
+                        Details::Leaderless(client.leaderless_status_of(*node).await)
+                    }
+                    Some(NodeMode::MultiLeader) => {
+                        Details::MultiLeader(client.multi_leader_status_of(*node).await)
+                    }
+                    _ => Details::None,
+                });
+            }
+            print_statuses(&statuses, &details, json)?;
             if !json {
-                let leaderless: Vec<SocketAddr> = statuses
-                    .iter()
-                    .filter(|(_, s)| s.as_ref().is_ok_and(|s| s.mode == NodeMode::Leaderless))
-                    .map(|(node, _)| *node)
-                    .collect();
                 let mut ring_shown = false;
-                for node in leaderless {
-                    match client.leaderless_status_of(node).await {
-                        Ok(status) => {
-                            print_leaderless(node, &status, !ring_shown);
+                for ((node, _), details) in statuses.iter().zip(&details) {
+                    match details {
+                        Details::Leaderless(Ok(status)) => {
+                            print_leaderless(*node, status, !ring_shown);
                             ring_shown = true;
                         }
-                        Err(e) => println!("{node}: no leaderless status: {e}"),
+                        Details::Leaderless(Err(e)) => {
+                            println!("{node}: no leaderless status: {e}")
+                        }
+                        Details::MultiLeader(Ok(status)) => print_multi_leader(*node, status),
+                        Details::MultiLeader(Err(e)) => {
+                            println!("{node}: no multi-leader status: {e}")
+                        }
+                        Details::None => {}
                     }
                 }
             }
@@ -734,15 +750,36 @@ async fn verify_acks(client: &Client, path: &Path, value_size: usize) -> anyhow:
     }
 }
 
+/// What a node of one mode reports beyond [`NodeStatus`].
+enum Details {
+    None,
+    Leaderless(Result<LeaderlessStatus, mimeo_client::Error>),
+    MultiLeader(Result<MultiLeaderStatus, mimeo_client::Error>),
+}
+
 fn print_statuses(
     statuses: &[(SocketAddr, Result<NodeStatus, mimeo_client::Error>)],
+    details: &[Details],
     json: bool,
 ) -> anyhow::Result<()> {
     if json {
         let values: Vec<_> = statuses
             .iter()
-            .map(|(node, status)| match status {
-                Ok(status) => status_json(status),
+            .zip(details)
+            .map(|((node, status), details)| match status {
+                Ok(status) => {
+                    let mut value = status_json(status);
+                    let (name, extra) = match details {
+                        Details::None => return value,
+                        Details::Leaderless(s) => ("leaderless", s.as_ref().map(leaderless_json)),
+                        Details::MultiLeader(s) => {
+                            ("multi_leader", s.as_ref().map(multi_leader_json))
+                        }
+                    };
+                    value[name] =
+                        extra.unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }));
+                    value
+                }
                 Err(e) => {
                     serde_json::json!({ "address": node.to_string(), "error": e.to_string() })
                 }
@@ -862,6 +899,84 @@ fn print_leaderless(node: SocketAddr, s: &LeaderlessStatus, ring: bool) {
         .map(|(name, value)| format!("{name} {value}"))
         .collect();
     println!("    counters: {}", counters.join(", "));
+}
+
+/// A multi-leader node's tombstones, siblings, drift refusals and
+/// counters (its applied vector and lag per origin are in the table).
+fn print_multi_leader(node: SocketAddr, s: &MultiLeaderStatus) {
+    println!("{node}:");
+    println!(
+        "    tombstones pending collection {} ({} bytes); HLC drift refusals {}",
+        s.tombstones_pending, s.tombstone_bytes, s.drift_refusals
+    );
+    if s.siblings.is_empty() {
+        println!("    siblings per key: no keys with siblings");
+    } else {
+        let histogram: Vec<String> = s
+            .siblings
+            .iter()
+            .map(|(siblings, keys)| {
+                let plural = if *keys == 1 { "" } else { "s" };
+                format!("{siblings}: {keys} key{plural}")
+            })
+            .collect();
+        println!("    siblings per key: {}", histogram.join(", "));
+    }
+    let counters: Vec<String> = s
+        .counters
+        .iter()
+        .map(|(name, value)| format!("{name} {value}"))
+        .collect();
+    println!("    counters: {}", counters.join(", "));
+}
+
+/// `mimeo status --json`: a multi-leader node's details.
+fn multi_leader_json(s: &MultiLeaderStatus) -> serde_json::Value {
+    serde_json::json!({
+        "applied": s.origins.iter().map(|o| (o.origin.clone(), o.applied.into()))
+            .collect::<serde_json::Map<String, serde_json::Value>>(),
+        "origins": s.origins.iter().map(|o| serde_json::json!({
+            "origin": o.origin,
+            "applied": o.applied,
+            "behind_writes": o.behind_writes,
+            "behind_ms": o.behind_ms,
+        })).collect::<Vec<_>>(),
+        "tombstones_pending": s.tombstones_pending,
+        "tombstone_bytes": s.tombstone_bytes,
+        "siblings_per_key": s.siblings.iter().map(|(siblings, keys)| serde_json::json!({
+            "siblings": siblings,
+            "keys": keys,
+        })).collect::<Vec<_>>(),
+        "drift_refusals": s.drift_refusals,
+        "counters": s.counters.iter().map(|(name, value)| (name.clone(), (*value).into()))
+            .collect::<serde_json::Map<String, serde_json::Value>>(),
+    })
+}
+
+/// `mimeo status --json`: a leaderless node's ring, hints, exchanges and
+/// counters.
+fn leaderless_json(s: &LeaderlessStatus) -> serde_json::Value {
+    serde_json::json!({
+        "n": s.n,
+        "ring": s.ring.iter().map(|r| serde_json::json!({
+            "start": r.start,
+            "end": r.end,
+            "replicas": r.replicas,
+        })).collect::<Vec<_>>(),
+        "shares_ppm": s.shares.iter().map(|(node, share)| (node.clone(), (*share).into()))
+            .collect::<serde_json::Map<String, serde_json::Value>>(),
+        "hints": s.hints.iter().map(|(owner, hints, bytes)| serde_json::json!({
+            "owner": owner,
+            "hints": hints,
+            "bytes": bytes,
+        })).collect::<Vec<_>>(),
+        "exchanges": s.exchanges.iter().map(|(peer, ago)| serde_json::json!({
+            "peer": peer,
+            "last_completed_ms_ago": ago,
+        })).collect::<Vec<_>>(),
+        "counters": s.counters.iter().map(|(name, value)| (name.clone(), (*value).into()))
+            .collect::<serde_json::Map<String, serde_json::Value>>(),
+    })
 }
 
 fn status_json(s: &NodeStatus) -> serde_json::Value {

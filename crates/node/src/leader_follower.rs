@@ -76,7 +76,8 @@ impl LeaderFollower {
             | ClientRequest::PutVersioned { .. }
             | ClientRequest::Increment { .. }
             | ClientRequest::SetAdd { .. }
-            | ClientRequest::SetRemove { .. } => {
+            | ClientRequest::SetRemove { .. }
+            | ClientRequest::MultiLeaderStatus => {
                 return error(
                     ErrorKind::BadRequest,
                     "a multi-leader request reached a leader-follower node".into(),

@@ -116,6 +116,7 @@ impl Leaderless {
                 ClientRequest::WithQuorum { .. }
                 | ClientRequest::Status
                 | ClientRequest::LeaderlessStatus
+                | ClientRequest::MultiLeaderStatus
                 | ClientRequest::Cas { .. } => error(
                     ErrorKind::BadRequest,
                     "quorums apply to a get, put, delete, versioned get or put, increment, sadd \
@@ -137,6 +138,10 @@ impl Leaderless {
                 Some(status) => ClientResponse::LeaderlessStatus(status),
                 None => stopped(),
             },
+            request @ ClientRequest::MultiLeaderStatus => {
+                crate::multi_leader::refuse_outside_multi_leader(&request, "leaderless")
+                    .unwrap_or_else(refused_here)
+            }
             request => self.serve(request, Quorum::default()).await,
         }
     }
@@ -259,7 +264,9 @@ impl Leaderless {
                 ),
                 Err(message) => error(ErrorKind::BadRequest, message),
             },
-            ClientRequest::WithQuorum { .. } | ClientRequest::LeaderlessStatus => {
+            ClientRequest::WithQuorum { .. }
+            | ClientRequest::LeaderlessStatus
+            | ClientRequest::MultiLeaderStatus => {
                 error(ErrorKind::BadRequest, "a nested quorum request".into())
             }
         }

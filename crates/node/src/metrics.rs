@@ -54,6 +54,22 @@
 //! | `mimeo_peer_dropped_messages_total` | counter | `peer` | frames dropped on a full queue |
 //! | `mimeo_peer_reconnects_total` | counter | `peer` | |
 //! | `mimeo_peer_queued_messages` | gauge | `peer` | frames waiting to be sent |
+//! | `mimeo_peer_restarts_noticed_total` | counter | `peer` | times the peer dialed in from a new process while the link to its old one looked up (the link was re-dialed at once) |
+//!
+//! Multi-leader nodes add the `mimeo_peer_*` link metrics above and:
+//!
+//! | metric | type | labels | meaning |
+//! |---|---|---|---|
+//! | `mimeo_multi_leader_applied` | gauge | `origin` | the origin's writes applied here (this node's applied vector) |
+//! | `mimeo_multi_leader_behind_writes` | gauge | `origin` | the origin's writes known to exist and not applied here |
+//! | `mimeo_multi_leader_behind_seconds` | gauge | `origin` | from the HLC time of the origin's latest write applied here to now (0: none, or its clock is ahead) |
+//! | `mimeo_multi_leader_apply_lag_seconds` | histogram | `origin` | for each of the origin's writes applied here, this node's clock then less the write's HLC physical time (replication lag, clock skew included); an origin appears once one of its writes was applied |
+//! | `mimeo_multi_leader_tombstones_pending` / `_tombstone_bytes` | gauge | | keys holding only tombstones, waiting to be collected, and their bytes |
+//! | `mimeo_multi_leader_tombstones_collected_total` | counter | | |
+//! | `mimeo_multi_leader_keys_by_siblings` | gauge | `siblings` | keys holding that many siblings (`conflicts = "siblings"`) |
+//! | `mimeo_multi_leader_drift_refusals_total` | counter | | remote timestamps the HLC refused to follow (too far ahead) |
+//! | `mimeo_multi_leader_duplicate_writes_total` / `_out_of_order_writes_total` / `_type_conflicts_total` | counter | | writes received twice, after a gap, or merging two types |
+//! | `mimeo_multi_leader_pending_acks` / `_pending_ack_bytes` | gauge | | local writes waiting for their acknowledgements |
 //!
 //! Leaderless nodes add (counters since the node started):
 //!
@@ -140,6 +156,8 @@ pub(crate) struct Source {
     pub(crate) requests: Arc<RequestMetrics>,
     /// The leaderless service (leaderless mode only).
     pub(crate) leaderless: Option<Arc<crate::leaderless::Leaderless>>,
+    /// The multi-leader service (multi-leader mode only).
+    pub(crate) multi_leader: Option<Arc<crate::multi_leader::MultiLeader>>,
 }
 
 /// The operations of the client protocol, as `op` labels.
@@ -182,7 +200,9 @@ impl RequestOp {
             | ClientRequest::SetRemove { .. } => 1,
             ClientRequest::Delete { .. } | ClientRequest::PutVersioned { value: None, .. } => 2,
             ClientRequest::Cas { .. } => 3,
-            ClientRequest::Status | ClientRequest::LeaderlessStatus => 4,
+            ClientRequest::Status
+            | ClientRequest::LeaderlessStatus
+            | ClientRequest::MultiLeaderStatus => 4,
             ClientRequest::WithQuorum { request, .. } => return RequestOp::of(request),
         })
     }
@@ -199,7 +219,8 @@ impl RequestMetrics {
             | ClientResponse::Status(_)
             | ClientResponse::Versioned { .. }
             | ClientResponse::WrittenVersioned { .. }
-            | ClientResponse::LeaderlessStatus(_) => 0,
+            | ClientResponse::LeaderlessStatus(_)
+            | ClientResponse::MultiLeaderStatus(_) => 0,
             ClientResponse::Redirect { .. } => 1,
             ClientResponse::Error { kind, .. } => match kind {
                 ErrorKind::BadRequest => 2,
@@ -614,41 +635,17 @@ async fn render(source: &Source) -> String {
             }
         }
 
-        out.gauge(
-            "mimeo_peer_connected",
-            "1 while the outgoing link to the peer is up.",
-        );
-        for link in &links {
-            out.sample(&[("peer", &link.node_id)], u8::from(link.connected));
+        peer_links(&mut out, &links);
+    }
+    if let Some(service) = &source.multi_leader {
+        match tokio::time::timeout(STATUS_TIMEOUT, service.core_status()).await {
+            Ok(Some(status)) => multi_leader(&mut out, &status),
+            _ => tracing::warn!(
+                "metrics: the multi-leader driver did not report its status within {} ms",
+                STATUS_TIMEOUT.as_millis()
+            ),
         }
-        out.counter(
-            "mimeo_peer_sent_messages_total",
-            "Frames handed to QUIC on the link to the peer.",
-        );
-        for link in &links {
-            out.sample(&[("peer", &link.node_id)], link.sent);
-        }
-        out.counter(
-            "mimeo_peer_dropped_messages_total",
-            "Frames to the peer dropped because its queue was full.",
-        );
-        for link in &links {
-            out.sample(&[("peer", &link.node_id)], link.dropped);
-        }
-        out.counter(
-            "mimeo_peer_reconnects_total",
-            "Outgoing connections to the peer established after the first.",
-        );
-        for link in &links {
-            out.sample(&[("peer", &link.node_id)], link.reconnects);
-        }
-        out.gauge(
-            "mimeo_peer_queued_messages",
-            "Frames waiting in the queue to the peer.",
-        );
-        for link in &links {
-            out.sample(&[("peer", &link.node_id)], link.queued);
-        }
+        peer_links(&mut out, &service.links());
     }
     if let Some(service) = &source.leaderless {
         match tokio::time::timeout(STATUS_TIMEOUT, service.core_status()).await {
@@ -681,6 +678,151 @@ async fn render(source: &Source) -> String {
         }
     }
     out.finish()
+}
+
+/// The peer bus's links.
+fn peer_links(out: &mut Exposition, links: &[mimeo_wire::PeerStats]) {
+    out.gauge(
+        "mimeo_peer_connected",
+        "1 while the outgoing link to the peer is up.",
+    );
+    for link in links {
+        out.sample(&[("peer", &link.node_id)], u8::from(link.connected));
+    }
+    out.counter(
+        "mimeo_peer_sent_messages_total",
+        "Frames handed to QUIC on the link to the peer.",
+    );
+    for link in links {
+        out.sample(&[("peer", &link.node_id)], link.sent);
+    }
+    out.counter(
+        "mimeo_peer_dropped_messages_total",
+        "Frames to the peer dropped because its queue was full.",
+    );
+    for link in links {
+        out.sample(&[("peer", &link.node_id)], link.dropped);
+    }
+    out.counter(
+        "mimeo_peer_reconnects_total",
+        "Outgoing connections to the peer established after the first.",
+    );
+    for link in links {
+        out.sample(&[("peer", &link.node_id)], link.reconnects);
+    }
+    out.gauge(
+        "mimeo_peer_queued_messages",
+        "Frames waiting in the queue to the peer.",
+    );
+    for link in links {
+        out.sample(&[("peer", &link.node_id)], link.queued);
+    }
+    out.counter(
+        "mimeo_peer_restarts_noticed_total",
+        "Times the peer dialed in from a new process while the link to its old one looked up.",
+    );
+    for link in links {
+        out.sample(&[("peer", &link.node_id)], link.restarts_noticed);
+    }
+}
+
+/// The multi-leader core's vector, lag, tombstones, siblings and counters.
+fn multi_leader(out: &mut Exposition, status: &mimeo_multi_leader::Status) {
+    out.gauge(
+        "mimeo_multi_leader_applied",
+        "The origin's writes applied on this node (its applied vector).",
+    );
+    for (origin, lag) in &status.origins {
+        out.sample(&[("origin", origin.as_str())], lag.applied);
+    }
+    out.gauge(
+        "mimeo_multi_leader_behind_writes",
+        "The origin's writes known to exist and not applied on this node.",
+    );
+    for (origin, lag) in &status.origins {
+        out.sample(&[("origin", origin.as_str())], lag.behind_writes);
+    }
+    out.gauge(
+        "mimeo_multi_leader_behind_seconds",
+        "From the HLC time of the origin's latest write applied here to now (0: none, or the origin's clock is ahead).",
+    );
+    for (origin, lag) in &status.origins {
+        out.sample(
+            &[("origin", origin.as_str())],
+            seconds(Some(lag.since_latest_ms)),
+        );
+    }
+    out.histogram(
+        "mimeo_multi_leader_apply_lag_seconds",
+        "For each of the origin's writes applied here: this node's clock then less the write's HLC physical time.",
+    );
+    for (origin, lag) in &status.apply_lag {
+        out.lags(&[("origin", origin.as_str())], lag);
+    }
+    let gauges: [(&'static str, &str, u64); 4] = [
+        (
+            "mimeo_multi_leader_tombstones_pending",
+            "Keys holding only tombstones, waiting until every node has them to be collected.",
+            status.tombstones_pending,
+        ),
+        (
+            "mimeo_multi_leader_tombstone_bytes",
+            "Bytes the pending tombstones hold.",
+            status.tombstone_bytes,
+        ),
+        (
+            "mimeo_multi_leader_pending_acks",
+            "Local writes waiting for their acknowledgements.",
+            status.pending_acks,
+        ),
+        (
+            "mimeo_multi_leader_pending_ack_bytes",
+            "Bytes the writes waiting for acknowledgements hold.",
+            status.pending_ack_bytes,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        out.gauge(name, help);
+        out.sample(&[], value);
+    }
+    out.gauge(
+        "mimeo_multi_leader_keys_by_siblings",
+        "Keys holding that many siblings.",
+    );
+    for (siblings, keys) in &status.siblings_histogram {
+        out.sample(&[("siblings", &siblings.to_string())], *keys);
+    }
+    let counters: [(&'static str, &str, u64); 5] = [
+        (
+            "mimeo_multi_leader_tombstones_collected_total",
+            "Tombstoned keys collected since the node started.",
+            status.tombstones_collected,
+        ),
+        (
+            "mimeo_multi_leader_drift_refusals_total",
+            "Remote HLC timestamps the clock refused to follow (more than max_drift_ms ahead).",
+            status.drift_refusals,
+        ),
+        (
+            "mimeo_multi_leader_duplicate_writes_total",
+            "Writes received that were already applied (ignored).",
+            status.duplicates,
+        ),
+        (
+            "mimeo_multi_leader_out_of_order_writes_total",
+            "Writes received after a gap (dropped and asked for again).",
+            status.out_of_order,
+        ),
+        (
+            "mimeo_multi_leader_type_conflicts_total",
+            "Merges where two nodes had given a key different types.",
+            status.type_conflicts,
+        ),
+    ];
+    for (name, help, value) in counters {
+        out.counter(name, help);
+        out.sample(&[], value);
+    }
 }
 
 /// The leaderless core's counters, hints and exchanges; `now_ms` is the
@@ -901,6 +1043,19 @@ impl Exposition {
         }
         self.line("_sum", labels, latencies.sum().as_secs_f64());
         self.line("_count", labels, latencies.count());
+    }
+
+    /// The samples of one lag histogram of the current family, in
+    /// seconds: cumulative buckets, sum and count.
+    fn lags(&mut self, labels: &[(&str, &str)], lags: &mimeo_multi_leader::LagHistogram) {
+        for (bound, count) in lags.buckets() {
+            let le = Value(bound.map_or(f64::INFINITY, |ms| ms as f64 / 1000.0)).to_string();
+            let mut bucket = labels.to_vec();
+            bucket.push(("le", &le));
+            self.line("_bucket", &bucket, count);
+        }
+        self.line("_sum", labels, lags.sum_ms() as f64 / 1000.0);
+        self.line("_count", labels, lags.count());
     }
 
     /// One line: the family's name with `suffix`, the labels, the value.

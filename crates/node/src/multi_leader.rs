@@ -34,7 +34,12 @@
 //! and `durable_index`, and reports its applied vector per origin in
 //! `peers`: `match_index` is how far this node has applied that peer's
 //! writes, `lag_entries` how many more of them it knows exist, `lag_ms`
-//! how old the latest one it applied is.
+//! how old the latest one it applied is. The multi-leader status
+//! (`ClientRequest::MultiLeaderStatus`, [`multi_leader_status`]) adds the
+//! tombstones waiting for collection, siblings per key, HLC drift
+//! refusals and the core's other counters; the metrics endpoint exports
+//! the same numbers and the replication lag of applied writes
+//! (`mimeo_multi_leader_*`, see `metrics.rs`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -42,8 +47,8 @@ use std::time::Instant;
 use mimeo_multi_leader::driver::Handle;
 use mimeo_multi_leader::{AckMode, ClientError, ClientOp, ReadValue, Reply, Status};
 use mimeo_wire::{
-    ClientRequest, ClientResponse, ErrorKind, NodeRole, NodeStatus, PeerBus, PeerStatus, Position,
-    ReadConsistency, VersionedValue, WriteAck,
+    ClientRequest, ClientResponse, ErrorKind, MultiLeaderStatus, NodeRole, NodeStatus,
+    OriginStatus, PeerBus, PeerStatus, Position, ReadConsistency, VersionedValue, WriteAck,
 };
 
 use crate::clock::Clock;
@@ -109,6 +114,7 @@ pub(crate) fn refuse_outside_multi_leader(
         ClientRequest::PutVersioned { .. } => "a write with a context",
         ClientRequest::Increment { .. } => "a counter increment",
         ClientRequest::SetAdd { .. } | ClientRequest::SetRemove { .. } => "a set operation",
+        ClientRequest::MultiLeaderStatus => "the multi-leader status",
         _ => return None,
     };
     Some(error(
@@ -155,6 +161,10 @@ impl MultiLeader {
             }
             ClientRequest::Status => match self.status().await {
                 Some(status) => ClientResponse::Status(status),
+                None => stopped(),
+            },
+            ClientRequest::MultiLeaderStatus => match self.core_status().await {
+                Some(status) => ClientResponse::MultiLeaderStatus(multi_leader_status(&status)),
                 None => stopped(),
             },
             ClientRequest::Get { key, consistency } => match consistency {
@@ -351,6 +361,16 @@ impl MultiLeader {
         }
     }
 
+    /// The core's status (for the multi-leader status and the metrics).
+    pub(crate) async fn core_status(&self) -> Option<Status> {
+        self.handle.status().await.ok()
+    }
+
+    /// The node's peer links (for the metrics).
+    pub(crate) fn links(&self) -> Vec<mimeo_wire::PeerStats> {
+        self.bus.stats()
+    }
+
     /// The node's status: its applied vector and per-origin lag in `peers`.
     pub(crate) async fn status(&self) -> Option<NodeStatus> {
         let status: Status = self.handle.status().await.ok()?;
@@ -393,6 +413,47 @@ impl MultiLeader {
             fsync: crate::config::fsync_policy(self.config.storage.fsync),
             peers,
         })
+    }
+}
+
+/// What the multi-leader status reports, from the core's status: every
+/// origin's lag (in node-id order), tombstones, siblings per key, drift
+/// refusals and the other counters.
+pub(crate) fn multi_leader_status(status: &Status) -> MultiLeaderStatus {
+    let origins = status
+        .origins
+        .iter()
+        .map(|(origin, lag)| OriginStatus {
+            origin: origin.to_string(),
+            applied: lag.applied,
+            behind_writes: lag.behind_writes,
+            behind_ms: lag.since_latest_ms,
+        })
+        .collect();
+    let siblings = status
+        .siblings_histogram
+        .iter()
+        .map(|(&count, &keys)| (count as u64, keys))
+        .collect();
+    let counters = [
+        ("tombstones_collected", status.tombstones_collected),
+        ("duplicates", status.duplicates),
+        ("out_of_order", status.out_of_order),
+        ("type_conflicts", status.type_conflicts),
+        ("pending_acks", status.pending_acks),
+        ("pending_ack_bytes", status.pending_ack_bytes),
+        ("live_keys", status.live_keys),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_string(), value))
+    .collect();
+    MultiLeaderStatus {
+        origins,
+        tombstones_pending: status.tombstones_pending,
+        tombstone_bytes: status.tombstone_bytes,
+        siblings,
+        drift_refusals: status.drift_refusals,
+        counters,
     }
 }
 

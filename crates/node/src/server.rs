@@ -525,6 +525,10 @@ pub async fn serve(config: NodeConfig) -> Result<(), ServeError> {
                     Service::Leaderless(service) => Some(Arc::clone(service)),
                     _ => None,
                 },
+                multi_leader: match &shared.service {
+                    Service::MultiLeader(service) => Some(Arc::clone(service)),
+                    _ => None,
+                },
             };
             let (bound, task) = crate::metrics::start(addr, source)
                 .await

@@ -129,7 +129,8 @@ impl Standalone {
             | ClientRequest::PutVersioned { .. }
             | ClientRequest::Increment { .. }
             | ClientRequest::SetAdd { .. }
-            | ClientRequest::SetRemove { .. } => Ok(error(
+            | ClientRequest::SetRemove { .. }
+            | ClientRequest::MultiLeaderStatus => Ok(error(
                 ErrorKind::BadRequest,
                 "a multi-leader request reached a standalone node".into(),
             )),
@@ -249,7 +250,9 @@ pub(crate) fn check_limits(
         ClientRequest::PutVersioned { key, value, .. } => (Some(key), value.as_ref()),
         ClientRequest::SetAdd { key, element, .. }
         | ClientRequest::SetRemove { key, element, .. } => (Some(key), Some(element)),
-        ClientRequest::Status | ClientRequest::LeaderlessStatus => (None, None),
+        ClientRequest::Status
+        | ClientRequest::LeaderlessStatus
+        | ClientRequest::MultiLeaderStatus => (None, None),
         ClientRequest::WithQuorum { request, .. } => return check_limits(limits, request),
     };
     if let Some(key) = key {

@@ -241,6 +241,38 @@ async fn five_nodes_serve_quorum_requests_and_a_killed_node_gets_its_writes_by_h
         f64::INFINITY,
         "anti-entropy is off"
     );
+    // `mimeo status --json` carries what the human output shows: the
+    // ring, the hints per owner, the last exchange per peer.
+    let out = cli(dir.path(), addrs[0], &["status", "--json"]);
+    assert!(out.status.success());
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let details = &all[0]["leaderless"];
+    assert_eq!(details["n"].as_u64(), Some(3), "{all:#}");
+    let ring = details["ring"].as_array().unwrap();
+    assert!(
+        ring.len() > 1
+            && ring
+                .iter()
+                .all(|r| r["replicas"].as_array().unwrap().len() == 3 && r["end"].is_u64()),
+        "{all:#}"
+    );
+    let n5_hints = details["hints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["owner"] == "n5")
+        .unwrap_or_else(|| panic!("no hints for n5: {all:#}"));
+    assert_eq!(n5_hints["hints"].as_f64(), Some(pending), "{all:#}");
+    assert!(n5_hints["bytes"].as_u64().unwrap() > 0);
+    let exchanges = details["exchanges"].as_array().unwrap();
+    assert_eq!(exchanges.len(), 4, "one per peer: {all:#}");
+    assert!(
+        exchanges
+            .iter()
+            .all(|e| e["last_completed_ms_ago"].is_null()),
+        "anti-entropy is off: {all:#}"
+    );
+    assert!(details["counters"]["hints_stored"].as_u64().unwrap() > 0);
     // A read that needs every primary of a key n5 owns is unavailable at
     // once (exit 1, naming why).
     let key = (0..)

@@ -1,6 +1,8 @@
 //! Three real `mimeo serve` processes in multi-leader mode on 127.0.0.1:
 //! every node takes writes, and every node ends with every write; a node
-//! killed with SIGKILL comes back from its disk and catches up.
+//! killed with SIGKILL comes back from its disk and catches up; the status
+//! (`mimeo status --json`) and the metrics show each node's applied
+//! vector, its lag behind a stopped peer and the tombstones it holds.
 
 mod support;
 
@@ -35,6 +37,15 @@ fn write_ml_config(dir: &Path, id: &str, addrs: &[(String, SocketAddr)], extra: 
 }
 
 fn start_cluster(dir: &Path, extra: &str) -> (Vec<Option<Node>>, Vec<SocketAddr>) {
+    start_cluster_with(dir, extra, "")
+}
+
+/// [`start_cluster`], with `n1_top` (top-level settings) in n1's config.
+fn start_cluster_with(
+    dir: &Path,
+    extra: &str,
+    n1_top: &str,
+) -> (Vec<Option<Node>>, Vec<SocketAddr>) {
     let out = run(
         dir,
         &["certs", "init", "--dir", "certs", "--nodes", "n1,n2,n3"],
@@ -48,7 +59,14 @@ fn start_cluster(dir: &Path, extra: &str) -> (Vec<Option<Node>>, Vec<SocketAddr>
         IDS.iter().map(|id| (id.to_string(), free_addr())).collect();
     let nodes = addrs
         .iter()
-        .map(|(id, addr)| Some(start_node(&write_ml_config(dir, id, &addrs, extra), *addr)))
+        .map(|(id, addr)| {
+            let config = write_ml_config(dir, id, &addrs, extra);
+            if id == "n1" {
+                let text = std::fs::read_to_string(&config).unwrap();
+                std::fs::write(&config, format!("{n1_top}{text}")).unwrap();
+            }
+            Some(start_node(&config, *addr))
+        })
         .collect();
     (nodes, addrs.into_iter().map(|(_, a)| a).collect())
 }
@@ -174,11 +192,24 @@ async fn every_node_takes_writes_and_every_node_ends_with_all_of_them() {
         put(&clients[1], &format!("k1-{j}"), &format!("v1-{j}")).await;
     }
     nodes[2] = Some(start_node(&config, addrs[2]));
+    let restarted = Instant::now();
+    // A fresh client: the old one's connection to the killed process
+    // would look up until its own idle timeout.
+    let mut clients = clients;
+    clients[2] = Arc::new(connect(dir.path(), vec![addrs[2]]).await);
     put(&clients[2], "k2-10", "v2-10").await;
     let mut keys = keys;
     keys.extend((10..15).flat_map(|j| [format!("k0-{j}"), format!("k1-{j}")]));
     keys.push("k2-10".into());
     until_converged(&clients, &addrs, 11, &keys).await;
+    // n1 and n2 noticed n3's new process when it dialed them, rather than
+    // sending it what it missed into their links to the killed process
+    // until the QUIC idle timeout (10 s) closed them.
+    let took = restarted.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "n3 caught up only {took:?} after its restart"
+    );
     // Its sequence went on from its disk (a put the client retried after
     // a timeout, while the peers' links to the killed process expired,
     // may have taken a number too).
@@ -355,4 +386,188 @@ fn the_cli_shows_siblings_and_contexts_counters_sets_and_session_reads() {
     drop(nodes[2].take());
     let unknown = cli(d, addrs[0], &["put", "z", "1"]);
     assert_eq!(unknown.status.code(), Some(3), "{}", err(&unknown));
+}
+
+/// The body of `GET /metrics` at `addr`.
+fn scrape(addr: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, WAIT).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+/// The value of the sample `name{labels}` in `text`.
+fn metric(text: &str, sample: &str) -> f64 {
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix(sample).map(str::trim))
+        .unwrap_or_else(|| panic!("no {sample} in {text}"));
+    line.parse().unwrap()
+}
+
+/// `mimeo status --json` of the node at `addr`: its one entry.
+fn status_json(dir: &Path, addr: SocketAddr) -> serde_json::Value {
+    let out = cli(dir, addr, &["status", "--json"]);
+    assert!(out.status.success(), "{}", err(&out));
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    all[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_metrics_show_the_applied_vector_the_lag_behind_a_stopped_peer_and_tombstones() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (mut nodes, addrs) = start_cluster_with(
+        d,
+        "conflicts = \"siblings\"\n",
+        &format!("metrics_listen = \"{metrics}\"\n"),
+    );
+    let clients: Vec<Arc<Client>> = {
+        let mut clients = Vec::new();
+        for addr in &addrs {
+            clients.push(Arc::new(connect(d, vec![*addr]).await));
+        }
+        clients
+    };
+
+    // A burst of ten writes through each node, no partition.
+    for j in 0..10 {
+        for (i, client) in clients.iter().enumerate() {
+            put(client, &format!("k{i}-{j}"), &format!("v{i}-{j}")).await;
+        }
+    }
+    // n3's last write was acknowledged by now: n1's lag behind n3 is at
+    // least the time since.
+    let n3_last_write = Instant::now();
+    let keys: Vec<String> = (0..3)
+        .flat_map(|i| (0..10).map(move |j| format!("k{i}-{j}")))
+        .collect();
+    until_converged(&clients, &addrs, 10, &keys).await;
+
+    // n3 stops; n1 writes five more and deletes one of its keys: the
+    // tombstone waits for n3, which cannot have it.
+    drop(nodes[2].take());
+    for j in 10..15 {
+        put(&clients[0], &format!("k0-{j}"), &format!("v0-{j}")).await;
+    }
+    clients[0].delete("k0-0").await.unwrap();
+
+    let status = status_json(d, addrs[0]);
+    let ml = &status["multi_leader"];
+    assert_eq!(
+        ml["applied"],
+        serde_json::json!({ "n1": 16, "n2": 10, "n3": 10 }),
+        "n1's applied vector: {status:#}"
+    );
+    let origin = |id: &str| {
+        ml["origins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["origin"] == id)
+            .unwrap_or_else(|| panic!("no origin {id}: {status:#}"))
+            .clone()
+    };
+    let n3 = origin("n3");
+    assert_eq!(
+        (n3["applied"].as_u64(), n3["behind_writes"].as_u64()),
+        (Some(10), Some(0))
+    );
+    let since_n3 = n3_last_write.elapsed().as_millis() as u64;
+    assert!(
+        n3["behind_ms"].as_u64().unwrap() >= since_n3,
+        "n1 is at least {since_n3} ms behind n3's latest write: {status:#}"
+    );
+    assert_eq!(origin("n2")["applied"].as_u64(), Some(10));
+    assert_eq!(ml["tombstones_pending"].as_u64(), Some(1), "{status:#}");
+    assert!(ml["tombstone_bytes"].as_u64().unwrap() > 0, "{status:#}");
+    assert_eq!(
+        ml["siblings_per_key"],
+        serde_json::json!([{ "siblings": 1, "keys": 34 }]),
+        "34 live keys with one value each: {status:#}"
+    );
+    assert_eq!(ml["drift_refusals"].as_u64(), Some(0));
+    let n3_link = status["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["node_id"] == "n3")
+        .unwrap()
+        .clone();
+    assert_eq!(n3_link["match_index"].as_u64(), Some(10), "{status:#}");
+
+    // The human status says the same.
+    let human = cli(d, addrs[0], &["status"]);
+    assert!(human.status.success(), "{}", err(&human));
+    let human = out(&human);
+    assert!(
+        human.contains("tombstones pending collection 1 (")
+            && human.contains("siblings per key: 1: 34 keys")
+            && human.contains("HLC drift refusals 0"),
+        "{human}"
+    );
+
+    // And the metrics.
+    let scraped = scrape(metrics);
+    let sample = |name: &str| metric(&scraped, name);
+    assert_eq!(
+        sample("mimeo_multi_leader_applied{node=\"n1\",origin=\"n1\"}"),
+        16.0
+    );
+    assert_eq!(
+        sample("mimeo_multi_leader_applied{node=\"n1\",origin=\"n2\"}"),
+        10.0
+    );
+    assert_eq!(
+        sample("mimeo_multi_leader_applied{node=\"n1\",origin=\"n3\"}"),
+        10.0
+    );
+    assert_eq!(
+        sample("mimeo_multi_leader_behind_writes{node=\"n1\",origin=\"n3\"}"),
+        0.0
+    );
+    let behind = sample("mimeo_multi_leader_behind_seconds{node=\"n1\",origin=\"n3\"}");
+    assert!(behind * 1000.0 >= since_n3 as f64, "{behind} s: {scraped}");
+    assert_eq!(
+        sample("mimeo_multi_leader_tombstones_pending{node=\"n1\"}"),
+        1.0
+    );
+    assert!(sample("mimeo_multi_leader_tombstone_bytes{node=\"n1\"}") > 0.0);
+    assert_eq!(
+        sample("mimeo_multi_leader_keys_by_siblings{node=\"n1\",siblings=\"1\"}"),
+        34.0
+    );
+    assert_eq!(
+        sample("mimeo_multi_leader_drift_refusals_total{node=\"n1\"}"),
+        0.0
+    );
+    // Every write of n2 and n3 applied on n1 was timed; n1's own are not.
+    for peer in ["n2", "n3"] {
+        assert_eq!(
+            sample(&format!(
+                "mimeo_multi_leader_apply_lag_seconds_count{{node=\"n1\",origin=\"{peer}\"}}"
+            )),
+            10.0,
+            "{scraped}"
+        );
+        assert_eq!(
+            sample(&format!(
+                "mimeo_multi_leader_apply_lag_seconds_bucket{{node=\"n1\",origin=\"{peer}\",le=\"+Inf\"}}"
+            )),
+            10.0
+        );
+    }
+    assert!(
+        !scraped.contains("mimeo_multi_leader_apply_lag_seconds_count{node=\"n1\",origin=\"n1\"}")
+    );
+    assert!(scraped.contains("mimeo_peer_connected{node=\"n1\",peer=\"n3\"}"));
 }

@@ -140,9 +140,9 @@ pub use frame::{
 };
 pub use message::{
     AdminRequest, AdminResponse, ClientRequest, ClientResponse, ErrorKind, ErrorReply, FsyncPolicy,
-    Hello, HelloReply, LeaderlessStatus, NodeMode, NodeRole, NodeStatus, PeerMessage, PeerStatus,
-    Position, Protocol, QuorumOverride, ReadConsistency, RefusalReason, RingRange, VersionedValue,
-    WriteAck, PROTOCOL_VERSION,
+    Hello, HelloReply, LeaderlessStatus, MultiLeaderStatus, NodeMode, NodeRole, NodeStatus,
+    OriginStatus, PeerMessage, PeerStatus, Position, Protocol, QuorumOverride, ReadConsistency,
+    RefusalReason, RingRange, VersionedValue, WriteAck, PROTOCOL_VERSION,
 };
 pub use peer::{max_peer_payload, PeerBus, PeerBusConfig, PeerError, PeerStats, BATCH_BYTES};
 pub use probe::{probe, Probe};

@@ -22,6 +22,11 @@ use serde::{Deserialize, Serialize};
 /// `WrittenVersioned`), every earlier message keeping its encoding; and
 /// [`NodeStatus`] carries its mode, role and fsync policy as enums
 /// ([`NodeMode`], [`NodeRole`], [`FsyncPolicy`]) instead of strings.
+/// Version 5 is not released yet, so variants appended since stay in it
+/// (each pinned by a test of its bytes): the leaderless `WithQuorum` and
+/// `LeaderlessStatus`, then `MultiLeaderStatus` (a request and its
+/// response). A node of an earlier build of version 5 answers a request
+/// it does not know as malformed; nothing existing changes.
 pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The protocol a connection speaks after its hello.
@@ -278,6 +283,10 @@ pub enum ClientRequest {
     /// Leaderless: the asked node's ring, hints and anti-entropy
     /// ([`ClientResponse::LeaderlessStatus`]).
     LeaderlessStatus,
+    /// Multi-leader: the asked node's applied vector, lag per origin,
+    /// tombstones, siblings and clock refusals
+    /// ([`ClientResponse::MultiLeaderStatus`]).
+    MultiLeaderStatus,
 }
 
 /// Leaderless per-request quorums ([`ClientRequest::WithQuorum`]); `None`
@@ -327,6 +336,47 @@ pub struct LeaderlessStatus {
     /// Counters since the node started (read repairs, hints stored,
     /// delivered and expired, anti-entropy exchanges, segments, keys and
     /// bytes...), by name.
+    pub counters: Vec<(String, u64)>,
+}
+
+/// How far a multi-leader node has applied one origin's writes
+/// ([`MultiLeaderStatus::origins`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginStatus {
+    /// The origin (a node id; the asked node among them).
+    pub origin: String,
+    /// The origin's writes applied here (a contiguous prefix of its
+    /// sequence): this node's applied vector at the origin.
+    pub applied: u64,
+    /// Writes of the origin that exist (some node reported them) and are
+    /// not applied here.
+    pub behind_writes: u64,
+    /// Milliseconds from the HLC time of the latest write of the origin
+    /// applied here to this node's clock now (0: none applied, or the
+    /// origin's clock is ahead).
+    pub behind_ms: u64,
+}
+
+/// What a multi-leader node reports beyond [`NodeStatus`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MultiLeaderStatus {
+    /// Per origin of the cluster, in node-id order, how far this node has
+    /// applied its writes.
+    pub origins: Vec<OriginStatus>,
+    /// Keys holding only tombstones, waiting until every node has them to
+    /// be collected.
+    pub tombstones_pending: u64,
+    /// Bytes those tombstones hold (bounded by `max_tombstone_bytes`).
+    pub tombstone_bytes: u64,
+    /// Siblings per key (`conflicts = "siblings"`): (sibling count, keys
+    /// with that many), by count.
+    pub siblings: Vec<(u64, u64)>,
+    /// Remote HLC timestamps the clock refused to follow (more than
+    /// `max_drift_ms` ahead of it); their writes were applied anyway.
+    pub drift_refusals: u64,
+    /// Other counters since the node started (tombstones collected,
+    /// duplicate and out-of-order writes, type conflicts, writes waiting
+    /// for acknowledgements...), by name.
     pub counters: Vec<(String, u64)>,
 }
 
@@ -409,6 +459,8 @@ pub enum ClientResponse {
     },
     /// Leaderless: the answer to a `LeaderlessStatus`.
     LeaderlessStatus(LeaderlessStatus),
+    /// Multi-leader: the answer to a `MultiLeaderStatus`.
+    MultiLeaderStatus(MultiLeaderStatus),
 }
 
 /// The class of a failed request. The distinction that matters to callers is

@@ -137,6 +137,11 @@ pub struct PeerStats {
     pub dropped: u64,
     /// Outgoing connections established after the first.
     pub reconnects: u64,
+    /// Times the peer dialed us while our connection to it looked up and
+    /// its previous connection to us was still open: the peer had
+    /// restarted, so our connection was to its old process, and the bus
+    /// dropped it and dialed afresh (see [`PeerBus::accept`]).
+    pub restarts_noticed: u64,
     /// The last outgoing connection failure, if any.
     pub last_error: Option<String>,
     /// Messages from this peer delivered to the receiver.
@@ -304,13 +309,24 @@ struct Link {
     /// way (which may be retransmitting its handshake into a node that was
     /// down when it started) and dial now.
     redial: Notify,
+    /// The round-trip time of the peer's latest connection to us, in
+    /// microseconds, when it asked for a redial: an attempt younger than
+    /// a few of these is still on time and is left alone.
+    peer_rtt_us: AtomicU64,
     /// The current incoming connection from this peer; a newer one
     /// replaces (and closes) it.
     incoming: Mutex<Option<quinn::Connection>>,
+    /// The outgoing connection while it is up, and when it came up.
+    outgoing: Mutex<Option<(quinn::Connection, Instant)>>,
+    /// Set (under the `outgoing` lock) when [`PeerBus::accept`] closed the
+    /// outgoing connection because the peer restarted: the outgoing task
+    /// then dials again at once instead of backing off.
+    restarted: AtomicBool,
     connected: AtomicBool,
     sent: AtomicU64,
     dropped: AtomicU64,
     reconnects: AtomicU64,
+    restarts_noticed: AtomicU64,
     last_error: Mutex<Option<String>>,
     received: AtomicU64,
     received_dropped: AtomicU64,
@@ -370,6 +386,24 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Link {
+    /// The peer dialed us again although its previous connection to us was
+    /// open: it restarted. Closes the outgoing connection if it has been up
+    /// longer than [`STALE_ATTEMPT`] (it leads to the old process), and
+    /// has the outgoing task dial again at once.
+    fn drop_stale_outgoing(&self) {
+        let outgoing = lock(&self.outgoing);
+        let Some((conn, since)) = outgoing.as_ref() else {
+            return;
+        };
+        if since.elapsed() < STALE_ATTEMPT {
+            return;
+        }
+        tracing::info!(peer = %self.id, addr = %self.addr, up_for = ?since.elapsed(), "the peer dialed us again while its previous connection was open: it restarted; re-dialing it");
+        self.restarted.store(true, Ordering::Relaxed);
+        self.restarts_noticed.fetch_add(1, Ordering::Relaxed);
+        conn.close(codes::OK.into(), b"peer restarted: dialing its new process");
+    }
+
     fn set_error(&self, error: String) {
         let mut last = lock(&self.last_error);
         if last.as_deref() == Some(error.as_str()) {
@@ -450,11 +484,15 @@ impl PeerBus {
                 }),
                 wake: Notify::new(),
                 redial: Notify::new(),
+                peer_rtt_us: AtomicU64::new(0),
                 incoming: Mutex::new(None),
+                outgoing: Mutex::new(None),
+                restarted: AtomicBool::new(false),
                 connected: AtomicBool::new(false),
                 sent: AtomicU64::new(0),
                 dropped: AtomicU64::new(0),
                 reconnects: AtomicU64::new(0),
+                restarts_noticed: AtomicU64::new(0),
                 last_error: Mutex::new(None),
                 received: AtomicU64::new(0),
                 received_dropped: AtomicU64::new(0),
@@ -547,6 +585,32 @@ impl PeerBus {
     /// connection whose certificate is not a configured peer's node
     /// certificate is closed with [`codes::REFUSED`]. A newer connection
     /// from the same peer replaces the older one, which is closed.
+    ///
+    /// # A peer that restarted
+    ///
+    /// A peer killed and restarted on the same address dials us from its
+    /// new process, while our outgoing connection to its old process still
+    /// looks up: nothing tells QUIC the old process is gone until the idle
+    /// timeout, and frames sent meanwhile are lost. So when a peer dials
+    /// us while our connection to it is up, the bus takes that connection
+    /// for stale, closes it and dials at once ([`PeerStats::restarts_noticed`])
+    /// — but only when both hold:
+    ///
+    /// - our connection is older than a handshake takes on a working path
+    ///   (`STALE_ATTEMPT`, 500 ms), so that a peer that dials us right
+    ///   after we dialed it (both sides do at start-up) is left alone;
+    /// - the peer's previous connection to us was still open. A restarted
+    ///   process never closed it; a live peer that dials us again closed
+    ///   its old connection first (the bus always does, and the close
+    ///   travels ahead of the new handshake), or it had failed.
+    ///
+    /// The second condition is what stops two live nodes from re-dialing
+    /// each other in turn: our re-dial closes our old connection to the
+    /// peer before the new one reaches it, so the peer sees its previous
+    /// connection from us closed and does not re-dial in return, however
+    /// long handshakes take. The age alone would not do: on a path where a
+    /// handshake takes longer than the bound (high latency, loss), each
+    /// side's new connection would find the other's older than the bound.
     pub fn accept(&self, conn: quinn::Connection) {
         let remote = conn.remote_address();
         let link = match peer_role(&conn) {
@@ -572,11 +636,21 @@ impl PeerBus {
                 return;
             }
         };
-        if let Some(old) = lock(&link.incoming).replace(conn.clone()) {
+        let previous = lock(&link.incoming).replace(conn.clone());
+        // A connection the peer closed, or that failed, has a reason.
+        let previous_open = previous
+            .as_ref()
+            .is_some_and(|old| old.close_reason().is_none());
+        if let Some(old) = previous {
             old.close(codes::OK.into(), b"replaced by a newer connection");
         }
-        tracing::debug!(%remote, peer = %link.id, "peer connection accepted");
+        tracing::debug!(%remote, peer = %link.id, previous_open, "peer connection accepted");
+        if previous_open {
+            link.drop_stale_outgoing();
+        }
         if !link.connected.load(Ordering::Relaxed) {
+            let rtt = u64::try_from(conn.rtt().as_micros()).unwrap_or(u64::MAX);
+            link.peer_rtt_us.store(rtt, Ordering::Relaxed);
             link.redial.notify_one();
         }
         let mut tasks = lock(&self.tasks);
@@ -609,6 +683,7 @@ impl PeerBus {
                     sent: link.sent.load(Ordering::Relaxed),
                     dropped: link.dropped.load(Ordering::Relaxed),
                     reconnects: link.reconnects.load(Ordering::Relaxed),
+                    restarts_noticed: link.restarts_noticed.load(Ordering::Relaxed),
                     last_error: lock(&link.last_error).clone(),
                     received: link.received.load(Ordering::Relaxed),
                     received_dropped: link.received_dropped.load(Ordering::Relaxed),
@@ -673,10 +748,28 @@ impl Backoff {
 /// down when it started.
 const STALE_ATTEMPT: Duration = Duration::from_millis(500);
 
+/// Round trips a connection attempt (handshake, hello, stream) takes on a
+/// working path, with room to spare: an attempt younger than this many of
+/// the path's round trips is not abandoned, however long they are.
+const ATTEMPT_ROUND_TRIPS: u32 = 4;
+
+/// How old an attempt must be to be abandoned when the peer connects to
+/// us: [`STALE_ATTEMPT`], or [`ATTEMPT_ROUND_TRIPS`] round trips of the
+/// peer's connection to us when that is longer. On a slow path (a round
+/// trip of several hundred milliseconds) both nodes' attempts take longer
+/// than [`STALE_ATTEMPT`], and each lands while the other's is under way:
+/// abandoning them would have the two abandon each other's attempts in
+/// turn, for ever.
+fn stale_attempt(peer_rtt: Duration) -> Duration {
+    STALE_ATTEMPT.max(peer_rtt * ATTEMPT_ROUND_TRIPS)
+}
+
 /// Owns the connection to one peer for the bus's lifetime: connect, stream
 /// the queue, back off after a failure, again. When the peer connects to
 /// us while this task is not connected, it dials at once rather than
-/// finishing its backoff (or a stale attempt).
+/// finishing its backoff (or a stale attempt); when it connects to us
+/// while this task is connected, [`PeerBus::accept`] may close the
+/// connection as stale, and this task dials again at once.
 async fn run_outgoing(link: Arc<Link>, dialer: Arc<Dialer>) {
     let mut backoff = Backoff::new(dialer.config.backoff_min, dialer.config.backoff_max);
     let mut connections = 0u64;
@@ -691,8 +784,11 @@ async fn run_outgoing(link: Arc<Link>, dialer: Arc<Dialer>) {
                 // and the peer is probably dialing us at the same moment
                 // (abandoning it would have both sides abandon each
                 // other's attempts in turn).
-                () = link.redial.notified() => if started.elapsed() >= STALE_ATTEMPT {
-                    break None;
+                () = link.redial.notified() => {
+                    let rtt = Duration::from_micros(link.peer_rtt_us.load(Ordering::Relaxed));
+                    if started.elapsed() >= stale_attempt(rtt) {
+                        break None;
+                    }
                 },
             }
         };
@@ -708,11 +804,21 @@ async fn run_outgoing(link: Arc<Link>, dialer: Arc<Dialer>) {
                     link.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
                 connections += 1;
+                *lock(&link.outgoing) = Some((conn.clone(), since));
                 link.connected.store(true, Ordering::Relaxed);
                 tracing::info!(peer = %link.id, addr = %link.addr, "connected to peer");
                 let error = pump(&link, &conn, stream).await;
                 link.connected.store(false, Ordering::Relaxed);
+                let restarted = {
+                    let mut outgoing = lock(&link.outgoing);
+                    *outgoing = None;
+                    link.restarted.swap(false, Ordering::Relaxed)
+                };
                 conn.close(codes::OK.into(), b"peer stream failed");
+                if restarted {
+                    backoff.reset();
+                    continue;
+                }
                 link.set_error(format!("connection lost: {error}"));
                 // A connection that held for a while earns a fresh start;
                 // one that fails right after connecting keeps backing off.

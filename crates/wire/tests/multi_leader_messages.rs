@@ -111,3 +111,36 @@ fn multi_leader_messages_come_after_every_existing_one() {
         assert_eq!(decoded, message);
     }
 }
+
+#[test]
+fn the_multi_leader_status_is_appended_and_pinned() {
+    use mimeo_wire::{MultiLeaderStatus, OriginStatus};
+    // After `LeaderlessStatus` (11) and `LeaderlessStatus(_)` (8).
+    assert_eq!(bytes(&ClientRequest::MultiLeaderStatus), [12]);
+    let status = ClientResponse::MultiLeaderStatus(MultiLeaderStatus {
+        origins: vec![OriginStatus {
+            origin: "a".into(),
+            applied: 5,
+            behind_writes: 2,
+            behind_ms: 300,
+        }],
+        tombstones_pending: 1,
+        tombstone_bytes: 70,
+        siblings: vec![(1, 4), (2, 1)],
+        drift_refusals: 3,
+        counters: vec![("x".into(), 7)],
+    });
+    assert_eq!(
+        bytes(&status),
+        [
+            9, // variant
+            1, 1, b'a', 5, 2, 0xAC, 0x02, // origins
+            1, 70, // tombstones
+            2, 1, 4, 2, 1, // siblings
+            3, // drift refusals
+            1, 1, b'x', 7, // counters
+        ]
+    );
+    let decoded: ClientResponse = postcard::from_bytes(&bytes(&status)).unwrap();
+    assert_eq!(decoded, status);
+}

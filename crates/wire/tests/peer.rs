@@ -1,8 +1,11 @@
 //! The peer bus over real QUIC on 127.0.0.1: ordered delivery between three
 //! nodes, reaching a peer that starts late or restarts, refusing nodes that
 //! are not who they claim, and staying bounded when a peer is unreachable or
-//! the consumer lags.
+//! the consumer lags; noticing a peer that was killed and restarted long
+//! before the idle timeout, without two live nodes re-dialing each other in
+//! turn.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Weak};
@@ -51,7 +54,36 @@ fn identity(dir: &Path, name: &str) -> TlsIdentity {
 }
 
 fn bind(dir: &Path, id: &str, addr: SocketAddr) -> quinn::Endpoint {
-    server_endpoint(addr, &identity(dir, &format!("node-{id}")), &transport()).unwrap()
+    bind_with(dir, id, addr, &transport())
+}
+
+fn bind_with(
+    dir: &Path,
+    id: &str,
+    addr: SocketAddr,
+    transport: &TransportConfig,
+) -> quinn::Endpoint {
+    server_endpoint(addr, &identity(dir, &format!("node-{id}")), transport).unwrap()
+}
+
+/// Binds `addr` again once the socket of the process that held it is
+/// released, which may take a moment.
+async fn rebind(
+    dir: &Path,
+    id: &str,
+    addr: SocketAddr,
+    transport: &TransportConfig,
+) -> quinn::Endpoint {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match server_endpoint(addr, &identity(dir, &format!("node-{id}")), transport) {
+            Ok(server) => return server,
+            Err(e) => {
+                assert!(tokio::time::Instant::now() < deadline, "rebinding: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
 }
 
 /// An address nothing listens on (yet).
@@ -86,17 +118,22 @@ impl Node {
         peers: &[(&str, SocketAddr)],
         config: PeerBusConfig,
     ) -> Node {
-        let client = client_endpoint(&identity(dir, &format!("node-{id}")), &transport()).unwrap();
+        Node::start_with(dir, id, server, peers, config, transport())
+    }
+
+    fn start_with(
+        dir: &Path,
+        id: &str,
+        server: quinn::Endpoint,
+        peers: &[(&str, SocketAddr)],
+        config: PeerBusConfig,
+        transport: TransportConfig,
+    ) -> Node {
+        let client = client_endpoint(&identity(dir, &format!("node-{id}")), &transport).unwrap();
         let peers = peers.iter().map(|(p, a)| (p.to_string(), *a)).collect();
-        let (bus, rx) = PeerBus::with_config(
-            client,
-            id.into(),
-            peers,
-            CLUSTER.into(),
-            transport(),
-            config,
-        )
-        .unwrap();
+        let (bus, rx) =
+            PeerBus::with_config(client, id.into(), peers, CLUSTER.into(), transport, config)
+                .unwrap();
         let bus = Arc::new(bus);
         let accept_loop = tokio::spawn(accept_loop(
             server.clone(),
@@ -169,12 +206,17 @@ fn peer_stats(bus: &PeerBus, peer: &str) -> PeerStats {
 }
 
 /// Waits until `condition` holds, checking every few milliseconds.
-async fn until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
+async fn until(what: &str, condition: impl FnMut() -> bool) {
+    within(WAIT, what, condition).await;
+}
+
+/// Waits at most `bound` until `condition` holds.
+async fn within(bound: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + bound;
     while !condition() {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "not within {WAIT:?}: {what}"
+            "not within {bound:?}: {what}"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -671,4 +713,301 @@ async fn misuse_is_reported() {
     assert_eq!(max, mimeo_wire::max_peer_payload(MAX_FRAME, "n1"));
     bus.send("n2", vec![0; max]).unwrap();
     assert_eq!(peer_stats(&bus, "n2").queued, 1);
+}
+
+/// A node on a thread and tokio runtime of its own, which the test can
+/// kill as `kill -9` does: its runtime stops, so it never sends another
+/// packet (no close, no reply), and its socket is released.
+struct Killable {
+    kill: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Killable {
+    /// Starts node `id` on `addr` and waits until it runs; it sends
+    /// `seq(1)` to each of its peers.
+    async fn start(
+        dir: &Path,
+        id: &str,
+        addr: SocketAddr,
+        peers: &[(&str, SocketAddr)],
+        transport: &TransportConfig,
+    ) -> Killable {
+        let (dir, id, transport) = (dir.to_path_buf(), id.to_string(), transport.clone());
+        let peers: Vec<(String, SocketAddr)> =
+            peers.iter().map(|(p, a)| (p.to_string(), *a)).collect();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (kill, killed) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let node = runtime.block_on(async {
+                let server = bind_with(&dir, &id, addr, &transport);
+                let peers: Vec<(&str, SocketAddr)> =
+                    peers.iter().map(|(p, a)| (p.as_str(), *a)).collect();
+                let node = Node::start_with(&dir, &id, server, &peers, slow_config(), transport);
+                for (peer, _) in &peers {
+                    node.bus.send(peer, seq(1)).unwrap();
+                }
+                let _ = ready_tx.send(());
+                let _ = killed.await;
+                node
+            });
+            // Dropping the runtime first drops every task of the node (the
+            // QUIC drivers among them) unpolled: nothing is sent any more.
+            drop(runtime);
+            drop(node);
+        });
+        tokio::time::timeout(WAIT, ready_rx)
+            .await
+            .expect("the node starts")
+            .expect("the node thread runs");
+        Killable {
+            kill: Some(kill),
+            thread: Some(thread),
+        }
+    }
+
+    fn kill(mut self) {
+        let _ = self.kill.take().unwrap().send(());
+        self.thread.take().unwrap().join().unwrap();
+    }
+}
+
+/// Timers for the restart tests: a connection lives until the idle
+/// timeout, which the tests must beat by far.
+fn slow_transport(idle_timeout: Duration) -> TransportConfig {
+    TransportConfig {
+        idle_timeout,
+        keep_alive: Duration::from_secs(1),
+        ..transport()
+    }
+}
+
+/// Bus timers for paths with a slow handshake.
+fn slow_config() -> PeerBusConfig {
+    PeerBusConfig {
+        connect_timeout: Duration::from_secs(5),
+        ..config()
+    }
+}
+
+/// A UDP relay to `target` that delays every datagram by `delay` each
+/// way, as a long path does; returns the address to dial instead of
+/// `target`. Each sender gets a socket of its own towards the target, so
+/// replies go back to the right sender. It runs until the test's runtime
+/// ends.
+async fn relay(target: SocketAddr, delay: Duration) -> SocketAddr {
+    let front = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let addr = front.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut backs: HashMap<SocketAddr, Arc<tokio::net::UdpSocket>> = HashMap::new();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            // Errors (an ICMP "unreachable" from a killed target) are
+            // the path's, not the relay's: carry on.
+            let Ok((len, from)) = front.recv_from(&mut buf).await else {
+                continue;
+            };
+            let back = match backs.get(&from) {
+                Some(back) => Arc::clone(back),
+                None => {
+                    let back = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+                    backs.insert(from, Arc::clone(&back));
+                    let (front, reader) = (Arc::clone(&front), Arc::clone(&back));
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 65536];
+                        loop {
+                            let Ok((len, _)) = reader.recv_from(&mut buf).await else {
+                                continue;
+                            };
+                            let (front, datagram) = (Arc::clone(&front), buf[..len].to_vec());
+                            tokio::spawn(async move {
+                                tokio::time::sleep(delay).await;
+                                let _ = front.send_to(&datagram, from).await;
+                            });
+                        }
+                    });
+                    back
+                }
+            };
+            let datagram = buf[..len].to_vec();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = back.send_to(&datagram, target).await;
+            });
+        }
+    });
+    addr
+}
+
+/// The bus's bound on the age of a connection it may take for stale
+/// (`STALE_ATTEMPT` in `peer.rs`).
+const STALE: Duration = Duration::from_millis(500);
+
+/// n1 and a killable n2, each dialing the other through `delay` relays;
+/// kills n2 once its links are older than [`STALE`], as a process restart
+/// takes longer than that, and starts a new n2 on the same address.
+/// Returns n1, the new n2, and how long n1 took to be connected to the
+/// new n2 after it started.
+async fn kill_and_restart_n2(
+    dir: &Path,
+    delay: Duration,
+    transport: &TransportConfig,
+    noticed_within: Duration,
+) -> (Node, Node, Duration) {
+    let n1_server = bind_with(dir, "n1", "127.0.0.1:0".parse().unwrap(), transport);
+    let n1_addr = n1_server.local_addr().unwrap();
+    let n2_addr = free_addr();
+    let (to_n1, to_n2) = if delay.is_zero() {
+        (n1_addr, n2_addr)
+    } else {
+        (relay(n1_addr, delay).await, relay(n2_addr, delay).await)
+    };
+    let mut n1 = Node::start_with(
+        dir,
+        "n1",
+        n1_server,
+        &[("n2", to_n2)],
+        slow_config(),
+        transport.clone(),
+    );
+    let n2 = Killable::start(dir, "n2", n2_addr, &[("n1", to_n1)], transport).await;
+    assert_eq!(seq_of(&n1.recv().await), 1, "n2's link to n1 is up");
+    until("n1 connects to n2", || n1.stats("n2").connected).await;
+    // What a restart takes at least; the links are then old enough to be
+    // taken for stale.
+    tokio::time::sleep(STALE + Duration::from_millis(200)).await;
+    let stats = n1.stats("n2");
+    assert_eq!(
+        (stats.reconnects, stats.restarts_noticed),
+        (0, 0),
+        "{stats:?}"
+    );
+
+    n2.kill();
+    let n2_server = rebind(dir, "n2", n2_addr, transport).await;
+    let restarted = tokio::time::Instant::now();
+    let n2 = Node::start_with(
+        dir,
+        "n2",
+        n2_server,
+        &[("n1", to_n1)],
+        slow_config(),
+        transport.clone(),
+    );
+    within(
+        noticed_within,
+        "n1 notices that n2 restarted and connects to the new n2",
+        || {
+            let stats = n1.stats("n2");
+            stats.connected && stats.restarts_noticed == 1
+        },
+    )
+    .await;
+    let took = restarted.elapsed();
+    (n1, n2, took)
+}
+
+#[tokio::test]
+async fn a_killed_and_restarted_peer_is_reached_again_long_before_the_idle_timeout() {
+    let dir = certs();
+    // Without noticing the restart, n1's connection to the old n2 would
+    // look up for the idle timeout, and what n1 sends would be lost.
+    let idle = Duration::from_secs(10);
+    let (n1, mut n2, took) =
+        kill_and_restart_n2(dir.path(), Duration::ZERO, &slow_transport(idle), idle / 4).await;
+    n1.bus.send("n2", seq(2)).unwrap();
+    let message = tokio::time::timeout(idle / 4, n2.rx.recv())
+        .await
+        .expect("the new n2 hears from n1 long before the idle timeout")
+        .unwrap();
+    assert_eq!((message.from.as_str(), seq_of(&message)), ("n1", 2));
+    println!("n1 was connected to the restarted n2 after {took:?}");
+}
+
+#[tokio::test]
+async fn on_a_slow_path_a_restart_costs_one_redial_not_a_redial_war() {
+    let dir = certs();
+    // 400 ms each way: a handshake and hello take well over the 500 ms
+    // after which a connection may be taken for stale, so the age of a
+    // connection alone would have n1 and the new n2 re-dial each other in
+    // turn (each finding the other's connection older than the bound).
+    let delay = Duration::from_millis(400);
+    let idle = Duration::from_secs(60);
+    let (mut n1, mut n2, _) =
+        kill_and_restart_n2(dir.path(), delay, &slow_transport(idle), idle / 4).await;
+    // One re-dial round trip takes about two handshakes: watch for three.
+    let window = tokio::time::Instant::now() + Duration::from_secs(4);
+    let mut n = 2;
+    while tokio::time::Instant::now() < window {
+        n1.bus.send("n2", seq(n)).unwrap();
+        n2.bus.send("n1", seq(n)).unwrap();
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (from_n1, from_n2) = (n1.stats("n2"), n2.stats("n1"));
+    assert_eq!(
+        (from_n1.restarts_noticed, from_n1.reconnects),
+        (1, 1),
+        "n1 re-dials the new n2 once: {from_n1:?}"
+    );
+    assert_eq!(
+        (from_n2.restarts_noticed, from_n2.reconnects),
+        (0, 0),
+        "the new n2 keeps its first connection: {from_n2:?}"
+    );
+    assert!(from_n1.connected && from_n2.connected);
+    // And the links carry messages.
+    n1.bus.send("n2", seq(1000)).unwrap();
+    n2.bus.send("n1", seq(1000)).unwrap();
+    while seq_of(&n2.recv().await) != 1000 {}
+    while seq_of(&n1.recv().await) != 1000 {}
+}
+
+#[tokio::test]
+async fn two_live_buses_started_together_settle_on_stable_links() {
+    // Started at once, and one a little after the other: each dials the
+    // other at once, so each gets the other's connection while its own is
+    // up or coming up, in either order.
+    for offset_ms in [0, 5, 20, 60] {
+        let dir = certs();
+        let n1_server = bind(dir.path(), "n1", "127.0.0.1:0".parse().unwrap());
+        let n2_server = bind(dir.path(), "n2", "127.0.0.1:0".parse().unwrap());
+        let (n1_addr, n2_addr) = (
+            n1_server.local_addr().unwrap(),
+            n2_server.local_addr().unwrap(),
+        );
+        let mut n1 = Node::start(dir.path(), "n1", n1_server, &[("n2", n2_addr)], config());
+        tokio::time::sleep(Duration::from_millis(offset_ms)).await;
+        let mut n2 = Node::start(dir.path(), "n2", n2_server, &[("n1", n1_addr)], config());
+        n1.bus.send("n2", seq(1)).unwrap();
+        n2.bus.send("n1", seq(1)).unwrap();
+        assert_eq!(seq_of(&n2.recv().await), 1);
+        assert_eq!(seq_of(&n1.recv().await), 1);
+        // Re-dialing in turn would show within a few times the age bound.
+        let window = tokio::time::Instant::now() + STALE * 3;
+        let mut n = 2;
+        while tokio::time::Instant::now() < window {
+            n1.bus.send("n2", seq(n)).unwrap();
+            n2.bus.send("n1", seq(n)).unwrap();
+            assert_eq!(seq_of(&n2.recv().await), n, "no message lost");
+            assert_eq!(seq_of(&n1.recv().await), n, "no message lost");
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for stats in [n1.stats("n2"), n2.stats("n1")] {
+            assert!(
+                stats.connected,
+                "n2 started {offset_ms} ms after n1: {stats:?}"
+            );
+            assert_eq!(
+                (stats.reconnects, stats.restarts_noticed),
+                (0, 0),
+                "n2 started {offset_ms} ms after n1; one connection each way, kept: {stats:?}"
+            );
+        }
+    }
 }
