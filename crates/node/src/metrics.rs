@@ -173,7 +173,9 @@ pub(crate) struct RequestOp(usize);
 impl RequestOp {
     pub(crate) fn of(request: &ClientRequest) -> RequestOp {
         RequestOp(match request {
-            ClientRequest::Get { .. } | ClientRequest::GetVersioned { .. } => 0,
+            ClientRequest::Get { .. }
+            | ClientRequest::GetVersioned { .. }
+            | ClientRequest::LocalRead { .. } => 0,
             // Multi-leader writes count as puts, deletes as deletes.
             ClientRequest::Put { .. }
             | ClientRequest::PutVersioned { value: Some(_), .. }
@@ -199,7 +201,8 @@ impl RequestMetrics {
             | ClientResponse::Status(_)
             | ClientResponse::Versioned { .. }
             | ClientResponse::WrittenVersioned { .. }
-            | ClientResponse::LeaderlessStatus(_) => 0,
+            | ClientResponse::LeaderlessStatus(_)
+            | ClientResponse::LocalRead { .. } => 0,
             ClientResponse::Redirect { .. } => 1,
             ClientResponse::Error { kind, .. } => match kind {
                 ErrorKind::BadRequest => 2,
