@@ -93,7 +93,7 @@ async fn strict_quorums_lose_no_sibling_and_replicas_agree_after_the_heal() {
     assert_eq!(outcome.verdict, Verdict::Valid, "{:#?}", outcome.results);
     let siblings = result(&outcome, "siblings");
     assert!(
-        siblings.details["acknowledged"].as_u64().unwrap() > 50,
+        siblings.details["acknowledged"].as_u64().unwrap() > 20,
         "{siblings:#?}"
     );
     assert_eq!(siblings.details["lost"], 0);
@@ -136,7 +136,7 @@ async fn strict_quorums_lose_no_increment_and_no_set_element() {
     assert_eq!(set.verdict, Verdict::Valid, "{:#?}", set.results);
     let checked = result(&set, "set");
     assert!(
-        checked.details["acknowledged"].as_u64().unwrap() > 50,
+        checked.details["acknowledged"].as_u64().unwrap() > 20,
         "{checked:#?}"
     );
     assert_eq!(checked.details["counts"]["lost"], 0, "{checked:#?}");
@@ -157,7 +157,7 @@ async fn strict_quorum_reads_see_acknowledged_writes_and_linearizability_is_only
     assert_eq!(quorum.verdict, Verdict::Valid, "{quorum:#?}");
     assert_eq!(quorum.details["claimed"], true);
     assert!(
-        quorum.details["reads"].as_u64().unwrap() > 50,
+        quorum.details["reads"].as_u64().unwrap() > 20,
         "{quorum:#?}"
     );
     let linear = result(&outcome, "linearizable");
@@ -263,7 +263,7 @@ async fn one_replica_quorums_measure_stale_reads_and_anti_entropy_alone_converge
         quorum.summary
     );
     let staleness = result(&outcome, "staleness");
-    assert!(staleness.details["overall"]["reads"].as_u64().unwrap() > 50);
+    assert!(staleness.details["overall"]["reads"].as_u64().unwrap() > 20);
     let wait = convergence(&outcome);
     assert_eq!(wait["converged"], true, "{wait}");
     assert!(wait["waited_ms"].is_u64(), "{wait}");
