@@ -1246,6 +1246,46 @@ mod tests {
     }
 
     #[test]
+    fn leaderless_takes_quorums_and_refuses_what_has_no_meaning_there() {
+        let ll = "--mode leaderless --nodes 5";
+        for flags in [
+            "",
+            " --n 3 --w 2 --r 2 --sloppy --conflicts lww",
+            " --w 1 --r 1 --pw 1 --pr 0 --workload siblings",
+            " --workload counter --nemesis partition,kill,pause,clock",
+            " --workload set --node-config replication.read_repair=\"off\"",
+        ] {
+            parse(&format!("{ll}{flags}"))
+                .validate()
+                .unwrap_or_else(|e| panic!("{flags}: {e}"));
+        }
+        for (flags, expected) in [
+            (" --acks quorum", "--acks is not a leaderless setting"),
+            (" --reads leader", "--reads is not a leaderless setting"),
+            (" --nemesis isolate-leader", "needs a leader"),
+            (" --workload session", "leaderless nodes do not serve"),
+            (" --w 4", "--w 4 must be between 1 and N = 3"),
+            (" --r 0", "--r 0 must be between 1 and N = 3"),
+            (" --n 6", "--n 6 replicas per key needs at least 6 nodes"),
+            (
+                " --node-config replication.w=1",
+                "sets replication.w; use --w instead",
+            ),
+        ] {
+            let err = refusal(&format!("{ll}{flags}"));
+            assert!(err.contains(expected), "{flags}: {err}");
+        }
+        let err = refusal("--mode leader-follower --nodes 3 --sloppy");
+        assert!(err.contains("are leaderless settings"), "{err}");
+        let q = parse(&format!("{ll} --w 1")).leaderless_quorums().unwrap();
+        assert_eq!((q.n, q.w, q.r, q.sloppy), (3, 1, 2, false));
+        assert_eq!(
+            parse("--mode leader-follower --nodes 3").leaderless_quorums(),
+            None
+        );
+    }
+
+    #[test]
     fn session_reads_are_asked_per_request_not_set_as_the_node_default() {
         let reads = |flags: &str| parse(flags).reads_line();
         assert_eq!(
