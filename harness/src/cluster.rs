@@ -97,6 +97,9 @@ pub struct ClusterSpec {
     /// The nodes' `replication.reads`, when given (otherwise the node's
     /// default).
     pub reads: Option<String>,
+    /// Leaderless: the nodes' `replication.n`, `w`, `r`, `pw`, `pr` and
+    /// `sloppy` (each `None` keeps the node's default).
+    pub leaderless: Option<crate::run::QuorumArgs>,
     /// Extra TOML lines, `key = value` or `table.key = value`, merged into
     /// every node config (a mode's own knobs); each must name a field of
     /// [`NodeConfig`].
@@ -548,6 +551,10 @@ fn node_config(
     if let Some(reads) = &spec.reads {
         config.replication.reads = reads.clone();
     }
+    if let Some(q) = &spec.leaderless {
+        let r = &mut config.replication;
+        (r.n, r.w, r.r, r.pw, r.pr, r.sloppy) = (q.n, q.w, q.r, q.pw, q.pr, q.sloppy);
+    }
     if spec.extra_config.is_empty() {
         config.validate()?;
         return Ok(config);
@@ -687,6 +694,7 @@ mod tests {
             simulate_power_loss: true,
             acks: None,
             reads: None,
+            leaderless: None,
             extra_config: extra.iter().map(|s| s.to_string()).collect(),
             seed: 0,
         }
@@ -724,6 +732,39 @@ mod tests {
         );
         // What is written is what the node reads back.
         assert_eq!(NodeConfig::parse(&config.to_toml()).unwrap(), config);
+    }
+
+    /// `--n --w --r --pw --pr --sloppy` land in the node's own config
+    /// fields; the ones not given keep the node's defaults.
+    #[test]
+    fn leaderless_quorums_are_written_into_the_nodes_config() {
+        let mut spec = spec(&["replication.read_repair = \"off\""]);
+        spec.mode = Mode::Leaderless;
+        spec.nodes = 5;
+        spec.leaderless = Some(crate::run::QuorumArgs {
+            w: Some(1),
+            r: Some(1),
+            pr: Some(1),
+            sloppy: true,
+            ..Default::default()
+        });
+        let peers = (2..=5)
+            .map(|i| PeerConfig {
+                id: format!("n{i}"),
+                addr: format!("127.0.0.1:{}", 7000 + i).parse().unwrap(),
+                client_addr: None,
+            })
+            .collect();
+        let config = node_config(&spec, "n1", "127.0.0.1:7001".parse().unwrap(), peers).unwrap();
+        let r = &config.replication;
+        assert_eq!(
+            (r.n, r.w, r.r, r.pw, r.pr),
+            (None, Some(1), Some(1), None, Some(1))
+        );
+        assert!(r.sloppy);
+        assert_eq!(r.read_repair, "off");
+        let text = config.to_toml();
+        assert_eq!(NodeConfig::parse(&text).unwrap(), config, "{text}");
     }
 
     #[test]

@@ -49,6 +49,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::check::quorum::Quorums;
 use crate::check::{CheckResult, Verdict};
 use crate::history::History;
 use crate::report::{self, CheckOptions};
@@ -66,6 +67,10 @@ pub struct Options {
     pub workload: Option<Workload>,
     /// The register's initial value (absent when not given).
     pub initial: Option<Value>,
+    /// A leaderless run's quorums (from its `config.json`; not a
+    /// `check.toml` option).
+    #[serde(skip)]
+    pub quorums: Option<Quorums>,
 }
 
 impl Options {
@@ -74,8 +79,28 @@ impl Options {
         Options {
             workload: self.workload.or(fallback.workload),
             initial: self.initial.or(fallback.initial),
+            quorums: self.quorums.or(fallback.quorums),
         }
     }
+}
+
+/// The quorums a run's `config.json` names, if its mode is leaderless (as
+/// the run resolved them: each knob given, else the node's default).
+fn quorums_of(config: &Value) -> Option<Quorums> {
+    if config["mode"] != "leaderless" {
+        return None;
+    }
+    let knob = |k: &str| config[k].as_u64().map(|v| v as usize);
+    let nodes = knob("nodes").unwrap_or(1);
+    let args = crate::run::QuorumArgs {
+        n: knob("n"),
+        w: knob("w"),
+        r: knob("r"),
+        pw: knob("pw"),
+        pr: knob("pr"),
+        sloppy: config["sloppy"].as_bool().unwrap_or(false),
+    };
+    Some(args.resolve(nodes))
 }
 
 /// A directory's `check.toml`.
@@ -226,17 +251,18 @@ pub fn options_for(file: &Path) -> Result<Options, String> {
         options = own.or(Options {
             workload: manifest.workload,
             initial: manifest.initial,
+            quorums: None,
         });
     }
     if is_run_history(file) {
         let config = dir.join("config.json");
         if let Ok(text) = std::fs::read_to_string(&config) {
-            let workload = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|c| serde_json::from_value::<Workload>(c["workload"].clone()).ok());
+            let config = serde_json::from_str::<Value>(&text).unwrap_or_default();
+            let workload = serde_json::from_value::<Workload>(config["workload"].clone()).ok();
             options = options.or(Options {
                 workload,
                 initial: None,
+                quorums: quorums_of(&config),
             });
         }
     }
@@ -283,6 +309,7 @@ pub fn check_one(target: Target, cli: &Options, budget: Duration, threads: usize
                 initial: options.initial,
                 budget,
                 threads,
+                quorums: options.quorums,
             },
         );
         let verdict = Verdict::combine(results.iter().map(|r| r.verdict));
@@ -455,6 +482,7 @@ mod tests {
             Options {
                 workload: Some(Workload::Session),
                 initial: Some(Value::from(0)),
+                quorums: None,
             }
         );
         assert_eq!(
@@ -467,7 +495,25 @@ mod tests {
             Options {
                 workload: Some(Workload::Set),
                 initial: None,
+                quorums: None,
             }
+        );
+        // A leaderless run's quorums: given knobs, the rest the node's
+        // defaults.
+        write(
+            &d.join("ll/config.json"),
+            r#"{"workload":"register","mode":"leaderless","nodes":5,"n":null,"w":1,"r":null,"sloppy":true}"#,
+        );
+        assert_eq!(
+            options_for(&d.join("ll/history.jsonl.zst"))
+                .unwrap()
+                .quorums,
+            Some(Quorums {
+                n: 3,
+                w: 1,
+                r: 2,
+                sloppy: true
+            })
         );
         write(&d.join("bad/check.toml"), "workloads = \"set\"\n");
         let err = options_for(&d.join("bad/a.jsonl")).unwrap_err();

@@ -51,6 +51,7 @@ pub mod cluster;
 pub mod corpus;
 pub mod history;
 pub mod jepsen;
+pub mod local_reads;
 pub mod matrix;
 pub mod nemesis;
 pub mod net;

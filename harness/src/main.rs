@@ -403,6 +403,7 @@ fn check_command(args: &CheckArgs) -> ExitCode {
     let cli = corpus::Options {
         workload: args.workload,
         initial: args.initial.clone(),
+        quorums: None,
     };
     let budget = Duration::from_secs_f64(args.budget);
     // One file or run directory: the full output, and a report by default.

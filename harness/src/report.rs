@@ -30,6 +30,10 @@ pub struct CheckOptions {
     pub budget: Duration,
     /// Threads of the linearizability search (0: one per core).
     pub threads: usize,
+    /// A leaderless run's quorums: its register history is held to what
+    /// they promise ([`check::quorum`]) and its linearizability is
+    /// measured, not claimed.
+    pub quorums: Option<check::quorum::Quorums>,
 }
 
 /// The workload a history came from: `set` when it has adds, `counter`
@@ -49,21 +53,33 @@ pub fn detect_workload(history: &History) -> Workload {
 }
 
 /// Runs the checkers that fit `workload`, then `perf`: `register` is
-/// checked for linearizability, `session` for the session guarantees, and
+/// checked for linearizability (with leaderless `quorums`: for fresh
+/// quorum reads, linearizability measured only), `session` for the session
+/// guarantees, and
 /// both are measured for staleness; `set` gets the set-full analysis;
 /// `siblings` and `counter` their own checkers and convergence.
 pub fn check(history: &History, workload: Workload, options: &CheckOptions) -> Vec<CheckResult> {
     let mut results = Vec::new();
     match workload {
         Workload::Register => {
-            results.push(check::linear::check(
+            let linear = check::linear::check(
                 history,
                 &check::linear::LinearOptions {
                     initial: options.initial.clone(),
                     budget: options.budget,
                     threads: options.threads,
                 },
-            ));
+            );
+            match &options.quorums {
+                None => results.push(linear),
+                Some(quorums) => {
+                    results.push(check::quorum::measured(
+                        linear,
+                        "leaderless quorums are not linearizable under failures",
+                    ));
+                    results.push(check::quorum::check(history, quorums));
+                }
+            }
             results.push(check::staleness::check(history));
         }
         Workload::Session => {
@@ -653,6 +669,40 @@ code{{font-size:12px}} details{{margin:6px 0}}</style></head><body>
             }
         }
         page += "</p>";
+        if let Some(q) = run.config.leaderless_quorums() {
+            let _ = write!(
+                page,
+                "<p>Leaderless, {}{}: {}</p>",
+                escape(&q.describe()),
+                run.config
+                    .conflicts
+                    .as_deref()
+                    .map_or(String::new(), |c| format!(", conflicts {}", escape(c))),
+                if q.overlap() {
+                    "a read that begins after a write was acknowledged must return it or a \
+                     later one (checked: quorum-reads); linearizability is measured, not claimed"
+                } else {
+                    "W + R <= N: stale reads are measured, nothing is claimed of them"
+                },
+            );
+        }
+        if let Some(c) = &run.convergence {
+            let converged = c["converged"].as_bool() == Some(true);
+            let _ = write!(
+                page,
+                "<p class=\"{}\">After the heal: replicas {} after {} ms{}.</p>",
+                if converged { "valid" } else { "invalid" },
+                if converged {
+                    "agreed"
+                } else {
+                    "still differed"
+                },
+                c["waited_ms"],
+                c["rounds"]
+                    .as_u64()
+                    .map_or(String::new(), |r| format!(" ({r} round(s) of final reads)")),
+            );
+        }
         let _ = write!(
             page,
             "<details><summary>configuration</summary><pre>{}</pre></details>",
@@ -846,6 +896,7 @@ mod tests {
             initial: None,
             budget: Duration::from_secs(5),
             threads: 1,
+            quorums: None,
         };
         let results = check(&writes, Workload::Register, &options);
         assert_eq!(

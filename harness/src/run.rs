@@ -6,7 +6,9 @@
 //!    wait (bounded) until they serve;
 //! 2. run the workload's client workers until the time limit while the
 //!    nemesis injects faults, with a progress line on the terminal;
-//! 3. heal everything, wait for the nodes, do the workload's final reads;
+//! 3. heal everything, wait for the nodes, do the workload's final reads
+//!    (leaderless: every replica's own copy of every touched key, in
+//!    rounds until they agree; see [`local_reads`](crate::local_reads));
 //! 4. stop the nodes, close `history.jsonl.zst` (written as the run goes:
 //!    see [`Recorder`]; and, for a replicated mode, write `net-stats.json`:
 //!    what each directed link forwarded and dropped), check the history,
@@ -35,6 +37,7 @@ use mimeo_storage::FsyncMode;
 
 use crate::check::{CheckResult, Verdict};
 use crate::cluster::{is_replicated, locate_binary, Cluster, ClusterSpec};
+use crate::local_reads::final_local_reads;
 use crate::nemesis::{Fault, Injected, Nemesis, Order, RESTART_BOUND};
 use crate::net::FaultNet;
 use crate::recorder::Recorder;
@@ -65,16 +68,22 @@ pub struct RunArgs {
     /// node's own.
     #[arg(long, value_name = "leader|follower|session")]
     pub reads: Option<String>,
-    /// Multi-leader: how concurrent writes are resolved, `lww` (the largest
-    /// hybrid-logical-clock timestamp wins, the others are dropped) or
-    /// `siblings` (every concurrent value is kept); written as
-    /// `replication.conflicts`. Default: the node's own (`siblings`).
+    /// Multi-leader and leaderless: how concurrent writes are resolved,
+    /// `lww` (the largest hybrid-logical-clock timestamp wins, the others
+    /// are dropped) or `siblings` (every concurrent value is kept); written
+    /// as `replication.conflicts`. Default: the node's own (`siblings`).
     #[arg(long, value_name = "lww|siblings")]
     pub conflicts: Option<String>,
-    /// The workload: `register` (linearizability), `set` (lost writes),
-    /// `session` (read-your-writes, monotonic reads and writes), or, where
-    /// every node takes writes (multi-leader), `siblings` (reads, then
-    /// writes passing their context: lost writes, false concurrency,
+    /// Leaderless: replicas per key and quorums (`--n --w --r --pw --pr
+    /// --sloppy`).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub quorum: QuorumArgs,
+    /// The workload: `register` (linearizability; leaderless: fresh quorum
+    /// reads, linearizability measured), `set` (lost writes), `session`
+    /// (read-your-writes, monotonic reads and writes), or, where every
+    /// node takes writes (multi-leader, leaderless), `siblings` (reads,
+    /// then writes passing their context: lost writes, false concurrency,
     /// convergence) and `counter` (increments: lost or phantom ones,
     /// convergence).
     #[arg(long, value_enum, default_value_t = Workload::Register)]
@@ -137,6 +146,55 @@ pub struct RunArgs {
     /// executable, else built with cargo).
     #[arg(long)]
     pub mimeo_bin: Option<PathBuf>,
+}
+
+/// The leaderless knobs of a run, written into every node's config
+/// (`replication.n`, `w`, `r`, `pw`, `pr`, `sloppy`) through the node's own
+/// [`NodeConfig`](mimeo_node::config::NodeConfig). Each `None` takes the
+/// node's default (N = 3, W = R = N / 2 + 1, no primaries required,
+/// strict quorums).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, clap::Args)]
+pub struct QuorumArgs {
+    /// Leaderless: replicas per key (default 3).
+    #[arg(long = "n", value_name = "N")]
+    pub n: Option<usize>,
+    /// Leaderless: replicas that must take a write before it is
+    /// acknowledged (default N / 2 + 1).
+    #[arg(long = "w", value_name = "W")]
+    pub w: Option<usize>,
+    /// Leaderless: replicas a read merges (default N / 2 + 1).
+    #[arg(long = "r", value_name = "R")]
+    pub r: Option<usize>,
+    /// Leaderless: of the W, how many must be primary owners (default 0).
+    #[arg(long = "pw", value_name = "PW")]
+    pub pw: Option<usize>,
+    /// Leaderless: of the R, how many must be primary owners (default 0).
+    #[arg(long = "pr", value_name = "PR")]
+    pub pr: Option<usize>,
+    /// Leaderless: sloppy quorums (fallback nodes take writes and answer
+    /// reads for unreachable primaries, with hints), which void what
+    /// W + R > N promises. Default: strict.
+    #[arg(long)]
+    pub sloppy: bool,
+}
+
+impl QuorumArgs {
+    /// True when any knob is given.
+    fn any(&self) -> bool {
+        *self != QuorumArgs::default()
+    }
+
+    /// The quorums the nodes of a `nodes`-node cluster run with: each
+    /// knob, or the node's default for it.
+    pub fn resolve(&self, nodes: usize) -> crate::check::quorum::Quorums {
+        let n = self.n.unwrap_or(3.min(nodes.max(1)));
+        crate::check::quorum::Quorums {
+            n,
+            w: self.w.unwrap_or(n / 2 + 1),
+            r: self.r.unwrap_or(n / 2 + 1),
+            sloppy: self.sloppy,
+        }
+    }
 }
 
 /// Ctrl-C, seen by every phase of a run. The first Ctrl-C asks the run to
@@ -389,10 +447,20 @@ impl RunArgs {
             }
         }
         let multi_leader = self.mode == "multi-leader";
-        if self.workload.is_versioned() && !multi_leader {
+        let leaderless = self.mode == "leaderless";
+        if self.workload.is_versioned() && !multi_leader && !leaderless {
             invalid!(
-                "--workload {} needs a mode in which every node takes writes: --mode multi-leader",
+                "--workload {} needs a mode in which every node takes writes: --mode \
+                 multi-leader or leaderless",
                 self.workload
+            );
+        }
+        if leaderless {
+            self.validate_leaderless()?;
+        } else if self.quorum.any() {
+            invalid!(
+                "--n, --w, --r, --pw, --pr and --sloppy are leaderless settings; use --mode \
+                 leaderless or drop them"
             );
         }
         if multi_leader {
@@ -421,15 +489,22 @@ impl RunArgs {
                     self.workload
                 );
             }
-        } else if self.conflicts.is_some() {
-            invalid!("--conflicts is a multi-leader setting; use --mode multi-leader or drop it");
+        } else if self.conflicts.is_some() && !leaderless {
+            invalid!(
+                "--conflicts is a multi-leader and leaderless setting; use one of those modes \
+                 or drop it"
+            );
         }
         if let Some(c) = self.conflicts.as_deref() {
             if !matches!(c, "lww" | "siblings") {
                 invalid!("--conflicts must be lww or siblings, not {c:?}");
             }
         }
-        if let Some(acks) = self.acks.as_deref().filter(|_| !multi_leader) {
+        if let Some(acks) = self
+            .acks
+            .as_deref()
+            .filter(|_| !multi_leader && !leaderless)
+        {
             match acks.split_once(':') {
                 None if matches!(acks, "async" | "quorum" | "all") => {}
                 Some(("semi-sync", k)) => {
@@ -461,6 +536,73 @@ impl RunArgs {
             }
         }
         Ok(())
+    }
+
+    /// Leaderless: the flags that have no meaning there are refused, and
+    /// the quorums must fit the cluster (the node checks them again).
+    fn validate_leaderless(&self) -> Result<(), InvalidArgs> {
+        if self.acks.is_some() {
+            invalid!(
+                "--acks is not a leaderless setting: a write is acknowledged by W replicas; \
+                 use --w (and --pw)"
+            );
+        }
+        if self.reads.is_some() {
+            invalid!(
+                "--reads is not a leaderless setting: a read merges R replicas' answers; use \
+                 --r (and --pr)"
+            );
+        }
+        if self.nemesis.contains(&Fault::IsolateLeader) {
+            invalid!("--nemesis isolate-leader needs a leader; in leaderless mode use partition");
+        }
+        if self.workload == Workload::Session {
+            invalid!(
+                "--workload session checks session reads, which leaderless nodes do not serve; \
+                 use --workload register (quorum reads) or siblings, counter, set"
+            );
+        }
+        let q = self.quorum.resolve(self.nodes);
+        if q.n > self.nodes {
+            invalid!(
+                "--n {} replicas per key needs at least {} nodes (--nodes {})",
+                q.n,
+                q.n,
+                self.nodes
+            );
+        }
+        for (flag, v) in [
+            ("--w", q.w),
+            ("--r", q.r),
+            ("--pw", self.quorum.pw.unwrap_or(0)),
+            ("--pr", self.quorum.pr.unwrap_or(0)),
+        ] {
+            if v > q.n || (v == 0 && matches!(flag, "--w" | "--r")) {
+                invalid!(
+                    "{flag} {v} must be between 1 and N = {} (0 allowed for --pw, --pr)",
+                    q.n
+                );
+            }
+        }
+        for key in ["n", "w", "r", "pw", "pr", "sloppy"] {
+            let field = format!("replication.{key}");
+            if let Some(line) = self
+                .node_config
+                .iter()
+                .find(|line| line.split_once('=').is_some_and(|(k, _)| k.trim() == field))
+            {
+                invalid!(
+                    "--node-config {line:?} sets {field}; use --{key} instead (the run records \
+                     and checks the quorums it gives)"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The quorums of a leaderless run (`None` for another mode).
+    pub fn leaderless_quorums(&self) -> Option<crate::check::quorum::Quorums> {
+        (self.mode == "leaderless").then(|| self.quorum.resolve(self.nodes))
     }
 
     /// `--mode` as the node's config type.
@@ -529,6 +671,7 @@ pub async fn run(mut args: RunArgs, interrupt: Interrupt) -> Result<RunOutcome, 
         simulate_power_loss: args.nemesis.contains(&Fault::PowerLoss),
         acks: args.acks.clone(),
         reads: args.reads_line(),
+        leaderless: (args.mode == "leaderless").then(|| args.quorum.clone()),
         extra_config: args
             .conflicts
             .iter()
@@ -590,11 +733,19 @@ pub async fn run(mut args: RunArgs, interrupt: Interrupt) -> Result<RunOutcome, 
         op_timeout: Duration::from_secs_f64(args.op_timeout),
         keys: args.keys,
         ops_per_key: args.ops_per_key,
-        values: 5,
+        // Leaderless registers write (nearly) unique values: without cas
+        // there is nothing to match, and a read's value then names the
+        // one write it came from, so a stale read can be proven.
+        values: if args.mode == "leaderless" {
+            1_000_000
+        } else {
+            5
+        },
         read_fraction: args.read_fraction,
         reads: Reads::from_flag(args.reads.as_deref()).map_err(InvalidArgs)?,
         seed,
         every_node_writes: args.mode == "multi-leader",
+        cas: args.mode != "leaderless",
     });
     let cluster = Arc::new(Mutex::new(cluster));
     let mut driven = Driven::default();
@@ -628,6 +779,7 @@ pub async fn run(mut args: RunArgs, interrupt: Interrupt) -> Result<RunOutcome, 
             initial: None,
             budget: Duration::from_secs_f64(args.check_budget),
             threads: 0,
+            quorums: args.leaderless_quorums(),
         },
     );
     let served = history
@@ -773,6 +925,9 @@ async fn drive(
     if !crashed.is_empty() {
         anyhow::bail!("{}", crashed.join("\n"));
     }
+    if args.mode == "leaderless" {
+        return leaderless_final_reads(args, workload, &shared, recorder, driven).await;
+    }
     if args.workload == Workload::Set {
         let elements = shared.elements();
         eprintln!(
@@ -830,6 +985,61 @@ async fn drive(
                 reads.waited.as_secs()
             );
         }
+    }
+    Ok(())
+}
+
+/// A leaderless run's final reads ([`final_local_reads`]): every replica's
+/// own copy of every key the workload touched, in rounds until they agree.
+/// The versioned workloads record them (their convergence and siblings
+/// checkers judge where each replica settled); the register and set
+/// workloads only wait on them (a lagging replica's copy is not a client
+/// read), and the set workload then reads its elements through quorums
+/// from every node. How long agreement took goes into the results.
+async fn leaderless_final_reads(
+    args: &RunArgs,
+    workload: &Arc<WorkloadSpec>,
+    shared: &Shared,
+    recorder: &Arc<Recorder>,
+    driven: &mut Driven,
+) -> anyhow::Result<()> {
+    let keys: Vec<String> = match args.workload {
+        Workload::Set => (0..shared.elements()).map(|e| format!("set/{e}")).collect(),
+        Workload::Register | Workload::Session => shared.register_keys(args.ops_per_key),
+        Workload::Siblings | Workload::Counter => shared.touched_keys(),
+    };
+    eprintln!(
+        "final local reads of {} key(s) from each of their replicas, until they agree",
+        keys.len()
+    );
+    let record = args.workload.is_versioned().then(|| {
+        let first = shared.reserve_processes(workload.nodes.len() as u64);
+        (recorder, first)
+    });
+    let reads = final_local_reads(workload, &keys, record, RESTART_BOUND).await;
+    driven.convergence = Some(serde_json::json!({
+        "converged": reads.agreed,
+        "waited_ms": reads.waited.as_millis() as u64,
+        "rounds": reads.rounds,
+        "keys": keys.len(),
+        "how": "local reads of every replica (no quorum, no read repair)",
+    }));
+    if reads.agreed {
+        eprintln!(
+            "every key's replicas agreed after {} round(s), {} ms",
+            reads.rounds,
+            reads.waited.as_millis()
+        );
+    } else {
+        eprintln!(
+            "warning: replicas still differ after {} round(s), {} s",
+            reads.rounds,
+            reads.waited.as_secs()
+        );
+    }
+    if args.workload == Workload::Set {
+        let first = shared.reserve_processes(workload.nodes.len() as u64);
+        final_set_reads(workload, shared.elements(), recorder, first, RESTART_BOUND).await;
     }
     Ok(())
 }
@@ -1032,6 +1242,46 @@ mod tests {
         assert!(
             err.contains("--nemesis latency acts on node-to-node links, and one node has none"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn leaderless_takes_quorums_and_refuses_what_has_no_meaning_there() {
+        let ll = "--mode leaderless --nodes 5";
+        for flags in [
+            "",
+            " --n 3 --w 2 --r 2 --sloppy --conflicts lww",
+            " --w 1 --r 1 --pw 1 --pr 0 --workload siblings",
+            " --workload counter --nemesis partition,kill,pause,clock",
+            " --workload set --node-config replication.read_repair=\"off\"",
+        ] {
+            parse(&format!("{ll}{flags}"))
+                .validate()
+                .unwrap_or_else(|e| panic!("{flags}: {e}"));
+        }
+        for (flags, expected) in [
+            (" --acks quorum", "--acks is not a leaderless setting"),
+            (" --reads leader", "--reads is not a leaderless setting"),
+            (" --nemesis isolate-leader", "needs a leader"),
+            (" --workload session", "leaderless nodes do not serve"),
+            (" --w 4", "--w 4 must be between 1 and N = 3"),
+            (" --r 0", "--r 0 must be between 1 and N = 3"),
+            (" --n 6", "--n 6 replicas per key needs at least 6 nodes"),
+            (
+                " --node-config replication.w=1",
+                "sets replication.w; use --w instead",
+            ),
+        ] {
+            let err = refusal(&format!("{ll}{flags}"));
+            assert!(err.contains(expected), "{flags}: {err}");
+        }
+        let err = refusal("--mode leader-follower --nodes 3 --sloppy");
+        assert!(err.contains("are leaderless settings"), "{err}");
+        let q = parse(&format!("{ll} --w 1")).leaderless_quorums().unwrap();
+        assert_eq!((q.n, q.w, q.r, q.sloppy), (3, 1, 2, false));
+        assert_eq!(
+            parse("--mode leader-follower --nodes 3").leaderless_quorums(),
+            None
         );
     }
 

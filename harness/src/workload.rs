@@ -171,6 +171,9 @@ pub struct WorkloadSpec {
     /// Every node takes writes (multi-leader): the replicas have converged
     /// when their applied vectors agree, not their logs.
     pub every_node_writes: bool,
+    /// Register: whether the nodes serve `cas` (leaderless nodes refuse
+    /// it; without it, the cas share of the operations is writes).
+    pub cas: bool,
 }
 
 /// Counters shared by the workers of one run.
@@ -207,6 +210,19 @@ impl Shared {
             .iter()
             .cloned()
             .collect()
+    }
+
+    /// Every key the register workload used (each slot's generations so
+    /// far, `ops_per_key` operations each), in no particular order.
+    pub fn register_keys(&self, ops_per_key: u64) -> Vec<String> {
+        let slots = self.slot_ops.len() as u64;
+        let mut keys = Vec::new();
+        for (slot, ops) in self.slot_ops.iter().enumerate() {
+            let ops = ops.load(Ordering::Relaxed);
+            let generations = ops.div_ceil(ops_per_key.max(1));
+            keys.extend((0..generations).map(|g| format!("r{}", g * slots + slot as u64)));
+        }
+        keys
     }
 
     /// Reserves `n` fresh process ids; returns the first.
@@ -388,7 +404,7 @@ fn next_op(spec: &WorkloadSpec, shared: &Shared, rng: &mut StdRng) -> PlannedOp 
             let roll: f64 = rng.random();
             if roll < spec.read_fraction {
                 PlannedOp::Read { key }
-            } else if roll < spec.read_fraction + (1.0 - spec.read_fraction) / 2.0 {
+            } else if !spec.cas || roll < spec.read_fraction + (1.0 - spec.read_fraction) / 2.0 {
                 PlannedOp::Write {
                     key,
                     value: rng.random_range(0..spec.values),

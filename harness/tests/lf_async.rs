@@ -26,6 +26,7 @@ fn args(store: &Path, acks: &str) -> RunArgs {
         acks: Some(acks.into()),
         reads: Some("leader".into()),
         conflicts: None,
+        quorum: Default::default(),
         workload: Workload::Set,
         nemesis: vec![Fault::IsolateLeader],
         nemesis_interval: 4.0,

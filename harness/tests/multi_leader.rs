@@ -27,6 +27,7 @@ fn args(
         acks: None,
         reads: None,
         conflicts: Some(conflicts.into()),
+        quorum: Default::default(),
         workload,
         nemesis: nemesis.to_vec(),
         nemesis_interval: 1.2,

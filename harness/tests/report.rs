@@ -136,6 +136,7 @@ fn report_of(history: &History, dir: &Path) -> PathBuf {
             initial: None,
             budget: Duration::from_secs(60),
             threads: 0,
+            quorums: None,
         },
     );
     report::write(dir, history, &results, None).unwrap();

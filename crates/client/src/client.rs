@@ -117,6 +117,17 @@ pub struct VersionedRead {
     pub node: SocketAddr,
 }
 
+/// One leaderless node's own copy of a key ([`Client::local_read_of`]), a
+/// diagnostic read that coordinates nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalRead {
+    /// The key's replicas (its preference list, primary first).
+    pub replicas: Vec<String>,
+    /// The asked node's copy ([`VersionedValue::Absent`]: none), or `None`
+    /// when it is not one of `replicas`.
+    pub value: Option<VersionedValue>,
+}
+
 /// A multi-leader write that took effect ([`Client::put_versioned`] and
 /// the counter and set operations).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -454,6 +465,30 @@ impl Client {
                 message,
             }),
             other => Err(unexpected(node, "multi-leader status", &other)),
+        }
+    }
+
+    /// Leaderless, diagnostic: node `node`'s own copy of `key`, read from
+    /// its local state without a quorum or read repair, or word that it is
+    /// not one of the key's replicas (naming them). For convergence checks
+    /// (every replica's copy after a heal); applications read with
+    /// [`Client::get`] or [`Client::get_versioned`], which coordinate.
+    pub async fn local_read_of(
+        &self,
+        node: SocketAddr,
+        key: impl AsRef<[u8]>,
+    ) -> Result<LocalRead, Error> {
+        let request = ClientRequest::LocalRead {
+            key: key.as_ref().to_vec(),
+        };
+        match self.connector.exchange(node, &request).await? {
+            ClientResponse::LocalRead { replicas, value } => Ok(LocalRead { replicas, value }),
+            ClientResponse::Error { kind, message } => Err(Error::Node {
+                node,
+                kind,
+                message,
+            }),
+            other => Err(unexpected(node, "local read", &other)),
         }
     }
 

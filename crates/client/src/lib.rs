@@ -49,7 +49,9 @@ mod connector;
 mod error;
 
 pub use admin::AdminClient;
-pub use client::{CasOutcome, Client, ClientConfig, ReadResult, VersionedRead, VersionedWrite};
+pub use client::{
+    CasOutcome, Client, ClientConfig, LocalRead, ReadResult, VersionedRead, VersionedWrite,
+};
 pub use error::Error;
 pub use mimeo_wire::{
     FsyncPolicy, LeaderlessStatus, MultiLeaderStatus, NodeMode, NodeRole, NodeStatus, OriginStatus,

@@ -6,7 +6,7 @@ use mimeo_causality::{DvvSet, Hlc, Lww, NodeId, OrSet, PnCounter, Timestamp};
 
 use crate::config::{Config, ConfigError, Policy, ReadRepair, Sabotage};
 use crate::message::Message;
-use crate::output::{Metrics, Output, Status};
+use crate::output::{LocalRead, Metrics, Output, Status};
 use crate::record::{DurableState, Hint, HintChange, Persist, StoredKey};
 use crate::ring::Ring;
 use crate::state::{merge_opt, KeyClock, KeyState, KeyStateExt, Ship};
@@ -345,6 +345,21 @@ impl Core {
             drift_refusals: self.hlc.refused(),
             metrics: self.metrics.clone(),
         }
+    }
+
+    /// This node's own copy of `key`, read without coordinating: nothing
+    /// is sent, repaired or persisted (a diagnostic: the harness compares
+    /// every replica's copy after a heal; clients read through quorums).
+    /// The copy includes writes merged here but not yet durable. A node
+    /// that is not one of the key's `n` replicas has no copy of its own
+    /// (hints it holds for an owner are not its data): `value` is `None`.
+    pub fn local_read(&self, key: &[u8]) -> LocalRead {
+        let replicas = self.ring.preference_list(key, self.config.n);
+        let value = replicas.contains(&self.config.id).then(|| {
+            self.state(key)
+                .map_or(ReadValue::Absent, KeyState::read_value)
+        });
+        LocalRead { replicas, value }
     }
 
     // ---- inputs -------------------------------------------------------

@@ -91,7 +91,9 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::record::{DurableState, Hint, HintChange, Persist, StoredKey, FORMAT_VERSION};
 use crate::state::KeyStateExt;
-use crate::{ClientOp, Config, Core, Message, Millis, Output, Quorum, Reply, Ring, Status};
+use crate::{
+    ClientOp, Config, Core, LocalRead, Message, Millis, Output, Quorum, Reply, Ring, Status,
+};
 
 /// The prefix of a key's state record: `k/` then the key.
 pub const KEY_PREFIX: &[u8] = b"k/";
@@ -426,6 +428,10 @@ enum Request {
     Status {
         reply: oneshot::Sender<Status>,
     },
+    Local {
+        key: Vec<u8>,
+        reply: oneshot::Sender<LocalRead>,
+    },
 }
 
 /// A cheap, cloneable way to talk to a running [`Driver`].
@@ -486,6 +492,17 @@ impl Handle {
         let (reply, rx) = oneshot::channel();
         self.requests
             .send(Request::Status { reply })
+            .await
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// This node's own copy of `key` ([`Core::local_read`]): answered at
+    /// once from the core's state, nothing coordinated (a diagnostic).
+    pub async fn local_read(&self, key: Vec<u8>) -> Result<LocalRead, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Local { key, reply })
             .await
             .map_err(|_| Stopped)?;
         rx.await.map_err(|_| Stopped)
@@ -646,6 +663,9 @@ impl Driver {
                 }
                 Event::Request(Some(Request::Status { reply })) => {
                     let _ = reply.send(self.core.status());
+                }
+                Event::Request(Some(Request::Local { key, reply })) => {
+                    let _ = reply.send(self.core.local_read(&key));
                 }
                 Event::Request(None) | Event::Written(None) => break Ok(()),
                 Event::Peer(Some(message)) => self.deliver(now, wall, message),

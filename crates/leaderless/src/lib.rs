@@ -217,7 +217,7 @@ pub use crate::config::Sabotage;
 pub use crate::config::{Config, ConfigError, Policy, ReadRepair};
 pub use crate::core::Core;
 pub use crate::message::Message;
-pub use crate::output::{Metrics, Output, Status};
+pub use crate::output::{LocalRead, Metrics, Output, Status};
 pub use crate::record::{DurableState, Hint, HintChange, Persist, StoredKey, FORMAT_VERSION};
 pub use crate::ring::{Ring, RingError, HASH_VERSION};
 pub use crate::state::{KeyClock, KeyState, KeyStateExt};

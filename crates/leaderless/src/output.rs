@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::message::Message;
 use crate::record::Persist;
-use crate::types::{Millis, Reply, RequestId};
+use crate::types::{Millis, ReadValue, Reply, RequestId};
 
 /// One thing for the driver to do, drained with
 /// [`Core::poll_output`](crate::Core::poll_output) in order.
@@ -93,4 +93,16 @@ pub struct Status {
     pub drift_refusals: u64,
     /// The counters.
     pub metrics: Metrics,
+}
+
+/// A node's own copy of a key, read without coordinating:
+/// [`Core::local_read`](crate::Core::local_read).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LocalRead {
+    /// The key's preference list (its `n` replicas, primary first).
+    pub replicas: Vec<NodeId>,
+    /// What this node holds of the key ([`ReadValue::Absent`]: nothing),
+    /// or `None` when this node is not one of `replicas`.
+    pub value: Option<ReadValue>,
 }

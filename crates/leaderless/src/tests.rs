@@ -1270,3 +1270,43 @@ const GOLDEN_AE_KEYS: &str = "0b0401010301016b050101046e312e3102";
 const GOLDEN_AE_STATES: &str = "0c040101016b0301046e312e310101016501046e312e310101016a";
 const GOLDEN_PERSIST: &str =
     "0102030405026e3101056b65792d300001046e352e31010101017601046e312e330101026e32016b";
+
+/// A local read answers from the node's own state, coordinates nothing
+/// (no output at all), and a node outside the preference list says so,
+/// naming the replicas.
+#[test]
+fn a_local_read_answers_this_replicas_copy_and_sends_nothing() {
+    let replicas = vec![n("n5"), n("n1"), n("n3")];
+    let mut c = core("n1");
+    assert_eq!(
+        c.local_read(K),
+        LocalRead {
+            replicas: replicas.clone(),
+            value: Some(ReadValue::Absent)
+        }
+    );
+    let msg = Message::Store {
+        op: 9,
+        key: K.to_vec(),
+        state: one_value("n5.1", "v"),
+        hint: None,
+        ack_received: true,
+    };
+    c.handle_peer(Millis(0), 1_000, n("n5"), msg);
+    drain(&mut c);
+    let read = c.local_read(K);
+    assert_eq!(read.replicas, replicas);
+    match read.value {
+        Some(ReadValue::Register { values, .. }) => assert_eq!(values, [b"v".to_vec()]),
+        other => panic!("expected the stored value, got {other:?}"),
+    }
+    assert_eq!(drain(&mut c), [], "a local read emits nothing");
+    // n2 is a fallback of key-0, not a replica: no copy of its own.
+    assert_eq!(
+        core("n2").local_read(K),
+        LocalRead {
+            replicas,
+            value: None
+        }
+    );
+}

@@ -83,7 +83,9 @@ impl LeaderFollower {
                     "a multi-leader request reached a leader-follower node".into(),
                 )
             }
-            ClientRequest::WithQuorum { .. } | ClientRequest::LeaderlessStatus => {
+            ClientRequest::WithQuorum { .. }
+            | ClientRequest::LeaderlessStatus
+            | ClientRequest::LocalRead { .. } => {
                 // Refused before the service is asked (server.rs).
                 return crate::leaderless::refused_here();
             }

@@ -31,6 +31,11 @@
 //! that could not reach enough replicas at all (nothing was sent), is
 //! [`ErrorKind::Unavailable`].
 //!
+//! `LocalRead` is a diagnostic, not a client read: the asked node answers
+//! from its own state at once (nothing coordinated or repaired), or says
+//! it is not one of the key's replicas, naming them. The harness reads
+//! every replica of every key with it after a heal, to judge convergence.
+//!
 //! The status reports, per peer, the hints this node holds for it
 //! (`lag_entries`: hints, `match_index`: their bytes) and when this node
 //! last completed an anti-entropy exchange with it (`lag_ms`: how long
@@ -117,6 +122,7 @@ impl Leaderless {
                 | ClientRequest::Status
                 | ClientRequest::LeaderlessStatus
                 | ClientRequest::MultiLeaderStatus
+                | ClientRequest::LocalRead { .. }
                 | ClientRequest::Cas { .. } => error(
                     ErrorKind::BadRequest,
                     "quorums apply to a get, put, delete, versioned get or put, increment, sadd \
@@ -142,6 +148,10 @@ impl Leaderless {
                 crate::multi_leader::refuse_outside_multi_leader(&request, "leaderless")
                     .unwrap_or_else(refused_here)
             }
+            ClientRequest::LocalRead { key } => match self.handle.local_read(key).await {
+                Ok(read) => local_read(read),
+                Err(_) => stopped(),
+            },
             request => self.serve(request, Quorum::default()).await,
         }
     }
@@ -266,7 +276,8 @@ impl Leaderless {
             },
             ClientRequest::WithQuorum { .. }
             | ClientRequest::LeaderlessStatus
-            | ClientRequest::MultiLeaderStatus => {
+            | ClientRequest::MultiLeaderStatus
+            | ClientRequest::LocalRead { .. } => {
                 error(ErrorKind::BadRequest, "a nested quorum request".into())
             }
         }
@@ -461,6 +472,7 @@ pub(crate) fn refuse_outside_leaderless(
     let name = match request {
         ClientRequest::WithQuorum { .. } => "a request with quorums (--w, --r, --pw, --pr, --dw)",
         ClientRequest::LeaderlessStatus => "the ring status",
+        ClientRequest::LocalRead { .. } => "a replica-local read",
         _ => return None,
     };
     Some(error(
@@ -557,6 +569,26 @@ fn versioned(reply: Result<Reply, ClientResponse>) -> ClientResponse {
         Reply::Value { value, .. } => crate::multi_leader::versioned(value, Vec::new()),
         other => failure(other),
     }
+}
+
+/// The answer to a diagnostic local read: the replicas, and this node's
+/// copy when it is one of them (converted as a versioned read's value).
+fn local_read(read: mimeo_leaderless::LocalRead) -> ClientResponse {
+    let replicas = read.replicas.iter().map(ToString::to_string).collect();
+    let value = match read.value {
+        None => None,
+        Some(value) => {
+            let reply = Reply::Value {
+                value,
+                tally: Default::default(),
+            };
+            match versioned(Ok(reply)) {
+                ClientResponse::Versioned { value, .. } => Some(value),
+                other => return other,
+            }
+        }
+    };
+    ClientResponse::LocalRead { replicas, value }
 }
 
 /// A reply that is neither a write nor a value.

@@ -191,7 +191,9 @@ pub(crate) struct RequestOp(usize);
 impl RequestOp {
     pub(crate) fn of(request: &ClientRequest) -> RequestOp {
         RequestOp(match request {
-            ClientRequest::Get { .. } | ClientRequest::GetVersioned { .. } => 0,
+            ClientRequest::Get { .. }
+            | ClientRequest::GetVersioned { .. }
+            | ClientRequest::LocalRead { .. } => 0,
             // Multi-leader writes count as puts, deletes as deletes.
             ClientRequest::Put { .. }
             | ClientRequest::PutVersioned { value: Some(_), .. }
@@ -220,7 +222,8 @@ impl RequestMetrics {
             | ClientResponse::Versioned { .. }
             | ClientResponse::WrittenVersioned { .. }
             | ClientResponse::LeaderlessStatus(_)
-            | ClientResponse::MultiLeaderStatus(_) => 0,
+            | ClientResponse::MultiLeaderStatus(_)
+            | ClientResponse::LocalRead { .. } => 0,
             ClientResponse::Redirect { .. } => 1,
             ClientResponse::Error { kind, .. } => match kind {
                 ErrorKind::BadRequest => 2,

@@ -156,9 +156,9 @@ impl MultiLeader {
             return error(kind, message);
         }
         match request {
-            ClientRequest::WithQuorum { .. } | ClientRequest::LeaderlessStatus => {
-                crate::leaderless::refused_here()
-            }
+            ClientRequest::WithQuorum { .. }
+            | ClientRequest::LeaderlessStatus
+            | ClientRequest::LocalRead { .. } => crate::leaderless::refused_here(),
             ClientRequest::Status => match self.status().await {
                 Some(status) => ClientResponse::Status(status),
                 None => stopped(),

@@ -121,9 +121,9 @@ impl Standalone {
                 .write(Mutation::Put { key, value: new }, Some(expected))
                 .map(written),
             ClientRequest::Status => Ok(ClientResponse::Status(self.status())),
-            ClientRequest::WithQuorum { .. } | ClientRequest::LeaderlessStatus => {
-                Ok(crate::leaderless::refused_here())
-            }
+            ClientRequest::WithQuorum { .. }
+            | ClientRequest::LeaderlessStatus
+            | ClientRequest::LocalRead { .. } => Ok(crate::leaderless::refused_here()),
             // Refused in `handle`.
             ClientRequest::GetVersioned { .. }
             | ClientRequest::PutVersioned { .. }
@@ -244,6 +244,7 @@ pub(crate) fn check_limits(
         ClientRequest::Get { key, .. }
         | ClientRequest::Delete { key, .. }
         | ClientRequest::GetVersioned { key, .. }
+        | ClientRequest::LocalRead { key }
         | ClientRequest::Increment { key, .. } => (Some(key), None),
         ClientRequest::Put { key, value, .. } => (Some(key), Some(value)),
         ClientRequest::Cas { key, new, .. } => (Some(key), Some(new)),

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use mimeo_client::Client;
+use mimeo_client::{Client, VersionedValue};
 use mimeo_leaderless::Ring;
 use support::lf::connect;
 use support::*;
@@ -159,6 +159,27 @@ async fn five_nodes_serve_quorum_requests_and_a_killed_node_gets_its_writes_by_h
     );
     let out = cli(dir.path(), addrs[4], &["get", "q", "--r", "1"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    // The diagnostic local read: q was written to all 3 replicas (w = 3),
+    // each holds it; the 2 other nodes hold no copy and name the same
+    // replicas.
+    let mut holders = Vec::new();
+    let mut named_replicas = std::collections::BTreeSet::new();
+    for (i, node) in addrs.iter().enumerate() {
+        let read = client.local_read_of(*node, "q").await.unwrap();
+        named_replicas.insert(read.replicas.clone());
+        match read.value {
+            Some(VersionedValue::Register { values, .. }) => {
+                assert_eq!(values, [b"1".to_vec()]);
+                holders.push(IDS[i].to_string());
+            }
+            None => {}
+            other => panic!("{}: unexpected local copy {other:?}", IDS[i]),
+        }
+    }
+    assert_eq!(named_replicas.len(), 1, "{named_replicas:?}");
+    let mut replicas = named_replicas.into_iter().next().unwrap();
+    replicas.sort();
+    assert_eq!(holders, replicas);
     let out = cli(dir.path(), addrs[0], &["put", "q", "2", "--w", "4"]);
     assert!(!out.status.success());
     assert!(

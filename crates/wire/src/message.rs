@@ -287,6 +287,18 @@ pub enum ClientRequest {
     /// tombstones, siblings and clock refusals
     /// ([`ClientResponse::MultiLeaderStatus`]).
     MultiLeaderStatus,
+    /// Leaderless, diagnostic: the asked node's *own* copy of a key, read
+    /// from its local state without coordinating (no quorum, no read
+    /// repair, nothing sent to another node), answered with
+    /// [`ClientResponse::LocalRead`]. It shows where each replica stands,
+    /// which is what a convergence check needs (the harness reads every
+    /// replica of every key after a heal); applications read with `Get` or
+    /// `GetVersioned`, which coordinate a quorum.
+    LocalRead {
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
 }
 
 /// Leaderless per-request quorums ([`ClientRequest::WithQuorum`]); `None`
@@ -461,6 +473,15 @@ pub enum ClientResponse {
     LeaderlessStatus(LeaderlessStatus),
     /// Multi-leader: the answer to a `MultiLeaderStatus`.
     MultiLeaderStatus(MultiLeaderStatus),
+    /// Leaderless: the answer to a `LocalRead`.
+    LocalRead {
+        /// The key's preference list (its `n` replicas, primary first).
+        replicas: Vec<String>,
+        /// The asked node's own copy of the key ([`VersionedValue::Absent`]
+        /// when it holds none), or `None` when the asked node is not one of
+        /// `replicas` (it holds no copy of its own; ask one of them).
+        value: Option<VersionedValue>,
+    },
 }
 
 /// The class of a failed request. The distinction that matters to callers is

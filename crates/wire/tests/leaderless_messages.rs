@@ -1,11 +1,11 @@
-//! Leaderless appended two requests and one response to the client
+//! Leaderless appended three requests and two responses to the client
 //! protocol (still version 5, unreleased): they come after every earlier
 //! variant, so earlier messages keep their bytes (pinned in
 //! `multi_leader_messages.rs`); here each new one's bytes are pinned.
 
 use mimeo_wire::{
     ClientRequest, ClientResponse, LeaderlessStatus, QuorumOverride, ReadConsistency, RingRange,
-    PROTOCOL_VERSION,
+    VersionedValue, PROTOCOL_VERSION,
 };
 
 fn bytes<T: serde::Serialize>(message: &T) -> Vec<u8> {
@@ -65,4 +65,33 @@ fn the_leaderless_status_response_is_pinned() {
         ]
     );
     round_trip(&status);
+}
+
+/// The diagnostic local read (appended after `MultiLeaderStatus`) and its
+/// answer (after the multi-leader status response): a replica's own copy, and a
+/// node that is not a replica naming the key's replicas.
+#[test]
+fn the_local_read_and_its_answers_are_pinned() {
+    let request = ClientRequest::LocalRead { key: b"k".to_vec() };
+    assert_eq!(bytes(&request), [13, 1, b'k']);
+    round_trip(&request);
+    let replica = ClientResponse::LocalRead {
+        replicas: vec!["a".into(), "b".into()],
+        value: Some(VersionedValue::Counter(3)),
+    };
+    assert_eq!(
+        bytes(&replica),
+        [
+            10, // variant
+            2, 1, b'a', 1, b'b', // replicas
+            1, 2, 6, // Some(Counter(3)), zigzag
+        ]
+    );
+    round_trip(&replica);
+    let elsewhere = ClientResponse::LocalRead {
+        replicas: vec!["a".into()],
+        value: None,
+    };
+    assert_eq!(bytes(&elsewhere), [10, 1, 1, b'a', 0]);
+    round_trip(&elsewhere);
 }

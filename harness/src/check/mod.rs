@@ -11,6 +11,7 @@ pub mod counter;
 pub mod linear;
 pub mod model;
 pub mod perf;
+pub mod quorum;
 pub mod session;
 pub mod set;
 pub mod siblings;

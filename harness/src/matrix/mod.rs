@@ -330,11 +330,26 @@ pub fn run_args(spec: &Spec, row: &Row, cell: &Cell, options: &Options) -> Resul
             flag(name, v.clone());
         }
     }
+    for (name, value) in [
+        ("n", row.n),
+        ("w", row.w),
+        ("r", row.r),
+        ("pw", row.pw),
+        ("pr", row.pr),
+    ] {
+        if let Some(v) = value {
+            flag(name, v.to_string());
+        }
+    }
+
     for line in &row.node_config {
         flag("node-config", line.clone());
     }
     if let Some(bin) = &options.mimeo_bin {
         flag("mimeo-bin", bin.display().to_string());
+    }
+    if row.sloppy {
+        argv.push("--sloppy".into());
     }
     let args = Wrap::try_parse_from(&argv)
         .map_err(|e| format!("{}: {}", cell.id(), e.to_string().trim()))?

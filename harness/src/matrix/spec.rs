@@ -19,8 +19,10 @@
 //! # waive = { "power-loss" = ["set"] }    # claims not made under a fault
 //! ```
 //!
-//! A claim names a checker (`linearizable`, `set`, `session`, and, as the
-//! other modes arrive, `convergence`, `siblings`, `counter`); it is checked
+//! A claim names a checker (`linearizable`, `set`, `session`,
+//! `convergence`, `siblings`, `counter`, and, for leaderless registers,
+//! `quorum-reads`: no read misses a write acknowledged before it began);
+//! it is checked
 //! in every cell whose workload runs that checker, under every fault but
 //! those `waive` lists for it. Everything else a cell measures is reported,
 //! never judged.
@@ -116,9 +118,27 @@ pub struct Row {
     /// How reads are served (`leader`, `follower`, `session`), if set.
     #[serde(default)]
     pub reads: Option<String>,
-    /// Multi-leader: `lww` or `siblings`, if set.
+    /// Multi-leader and leaderless: `lww` or `siblings`, if set.
     #[serde(default)]
     pub conflicts: Option<String>,
+    /// Leaderless: replicas per key, if not the node's default (3).
+    #[serde(default)]
+    pub n: Option<usize>,
+    /// Leaderless: write quorum, if not the node's default.
+    #[serde(default)]
+    pub w: Option<usize>,
+    /// Leaderless: read quorum, if not the node's default.
+    #[serde(default)]
+    pub r: Option<usize>,
+    /// Leaderless: primary owners among the W, if any.
+    #[serde(default)]
+    pub pw: Option<usize>,
+    /// Leaderless: primary owners among the R, if any.
+    #[serde(default)]
+    pub pr: Option<usize>,
+    /// Leaderless: sloppy quorums (default strict).
+    #[serde(default)]
+    pub sloppy: bool,
     /// The nodes' fsync mode (default `always`).
     #[serde(default)]
     pub fsync: Option<String>,
@@ -192,7 +212,7 @@ pub struct Spec {
 /// The claims a checker can be held to, by workload.
 pub fn checkers_of(workload: Workload) -> &'static [&'static str] {
     match workload {
-        Workload::Register => &["linearizable", "staleness"],
+        Workload::Register => &["linearizable", "staleness", "quorum-reads"],
         Workload::Set => &["set"],
         Workload::Session => &["session", "staleness"],
         Workload::Siblings => &["siblings", "convergence"],
