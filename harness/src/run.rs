@@ -417,7 +417,7 @@ impl RunArgs {
             if matches!(self.workload, Workload::Register | Workload::Session) {
                 invalid!(
                     "--workload {} checks one leader's guarantees; with several nodes taking \
-                     writes use --workload siblings, counter or set",
+                     writes use --workload siblings, counter, or-set or set",
                     self.workload
                 );
             }
