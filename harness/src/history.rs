@@ -34,11 +34,13 @@
 //! | register | `cas` | `[expected, new]` | `[expected, new]` |
 //! | set | `add` | the element | the element |
 //! | set | `read` (final reads) | `null` | every element read, as an array |
-//! | siblings | `read` | `null` | the siblings read, as an array (`[]`: absent) |
+//! | siblings | `read` | `null` | `{"siblings": [...], "context": "<hex>"}` (older histories: the siblings as an array; `[]`: absent) |
 //! | siblings | `write` | `{"value": v, "observed": [...]}` | the same |
 //! | siblings | `delete` | `{"observed": [...]}` | the same |
 //! | counter | `incr` | the delta | the delta |
 //! | counter | `read` | `null` | the counter's value |
+//! | or-set | `sadd`, `srem` | the element | the element |
+//! | or-set | `read` | `null` | the members, as an array |
 //!
 //! In the siblings workload `observed` lists the values of the read whose
 //! context the write or delete passed: the values it supersedes

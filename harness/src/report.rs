@@ -36,12 +36,15 @@ pub struct CheckOptions {
     pub quorums: Option<check::quorum::Quorums>,
 }
 
-/// The workload a history came from: `set` when it has adds, `counter`
+/// The workload a history came from: `or-set` when it has `sadd` or
+/// `srem`, `set` when it has adds, `counter`
 /// when it has increments, `siblings` when its writes say what they
 /// observed, else `register`.
 pub fn detect_workload(history: &History) -> Workload {
     let any = |f: &dyn Fn(&Op) -> bool| history.ops.iter().any(f);
-    if any(&|op| op.f == F_ADD) {
+    if any(&|op| op.f == check::orset::F_SADD || op.f == check::orset::F_SREM) {
+        Workload::OrSet
+    } else if any(&|op| op.f == F_ADD) {
         Workload::Set
     } else if any(&|op| op.f == check::counter::F_INCR) {
         Workload::Counter
@@ -57,7 +60,7 @@ pub fn detect_workload(history: &History) -> Workload {
 /// quorum reads, linearizability measured only), `session` for the session
 /// guarantees, and
 /// both are measured for staleness; `set` gets the set-full analysis;
-/// `siblings` and `counter` their own checkers and convergence.
+/// `siblings`, `counter` and `or-set` their own checkers and convergence.
 pub fn check(history: &History, workload: Workload, options: &CheckOptions) -> Vec<CheckResult> {
     let mut results = Vec::new();
     match workload {
@@ -93,6 +96,10 @@ pub fn check(history: &History, workload: Workload, options: &CheckOptions) -> V
         }
         Workload::Counter => {
             results.push(check::counter::check(history));
+            results.push(check::convergence::check(history));
+        }
+        Workload::OrSet => {
+            results.push(check::orset::check(history));
             results.push(check::convergence::check(history));
         }
     }

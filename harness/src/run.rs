@@ -485,7 +485,7 @@ impl RunArgs {
             if matches!(self.workload, Workload::Register | Workload::Session) {
                 invalid!(
                     "--workload {} checks one leader's guarantees; with several nodes taking \
-                     writes use --workload siblings, counter or set",
+                     writes use --workload siblings, counter, or-set or set",
                     self.workload
                 );
             }
@@ -1006,7 +1006,7 @@ async fn leaderless_final_reads(
     let keys: Vec<String> = match args.workload {
         Workload::Set => (0..shared.elements()).map(|e| format!("set/{e}")).collect(),
         Workload::Register | Workload::Session => shared.register_keys(args.ops_per_key),
-        Workload::Siblings | Workload::Counter => shared.touched_keys(),
+        Workload::Siblings | Workload::Counter | Workload::OrSet => shared.touched_keys(),
     };
     eprintln!(
         "final local reads of {} key(s) from each of their replicas, until they agree",

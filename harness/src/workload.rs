@@ -18,6 +18,9 @@
 //!   ([`check::siblings`](crate::check::siblings)).
 //! - `counter` (multi-leader): increments of a few counters and reads of
 //!   them on the worker's own node ([`check::counter`](crate::check::counter)).
+//! - `or-set` (multi-leader): adds of fresh elements, removes of observed
+//!   ones and re-adds on a few observed-remove sets ([`orset`],
+//!   [`check::orset`](crate::check::orset)).
 //!
 //! The multi-leader workloads end, after the heal, with rounds of reads of
 //! every key they touched from every node's own state
@@ -58,6 +61,8 @@ use crate::cluster::CLIENT_CERT;
 use crate::history::{OpType, Process, CAS_MISMATCH, F_ADD, F_CAS, F_READ, F_WRITE};
 use crate::recorder::{Event, Recorder};
 
+mod orset;
+
 /// Which workload to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -79,13 +84,20 @@ pub enum Workload {
     /// Multi-leader: counter increments and reads, checked against the
     /// counter bounds and for convergence.
     Counter,
+    /// Multi-leader: adds, removes of observed elements and re-adds on
+    /// observed-remove sets, checked for lost adds, resurrected removes,
+    /// phantoms and convergence.
+    OrSet,
 }
 
 impl Workload {
     /// True for the workloads of modes in which every node takes writes,
     /// which speak the versioned client messages.
     pub fn is_versioned(self) -> bool {
-        matches!(self, Workload::Siblings | Workload::Counter)
+        matches!(
+            self,
+            Workload::Siblings | Workload::Counter | Workload::OrSet
+        )
     }
 }
 
@@ -97,6 +109,7 @@ impl std::fmt::Display for Workload {
             Workload::Session => "session",
             Workload::Siblings => "siblings",
             Workload::Counter => "counter",
+            Workload::OrSet => "or-set",
         })
     }
 }
@@ -283,6 +296,9 @@ pub async fn run_worker(
     recorder: Arc<Recorder>,
     deadline: Instant,
 ) -> Result<(), ClientError> {
+    if spec.workload == Workload::OrSet {
+        return orset::run_worker(w, spec, shared, recorder, deadline).await;
+    }
     if spec.workload.is_versioned() {
         return run_versioned_worker(w, spec, shared, recorder, deadline).await;
     }
@@ -390,8 +406,8 @@ impl Answer {
 
 fn next_op(spec: &WorkloadSpec, shared: &Shared, rng: &mut StdRng) -> PlannedOp {
     match spec.workload {
-        Workload::Siblings | Workload::Counter => {
-            unreachable!("the versioned workloads run in run_versioned_worker")
+        Workload::Siblings | Workload::Counter | Workload::OrSet => {
+            unreachable!("the versioned workloads run in their own workers")
         }
         Workload::Set => PlannedOp::Add {
             element: shared.next_element.fetch_add(1, Ordering::Relaxed),
@@ -801,9 +817,10 @@ impl VersionedOp {
     }
 }
 
-/// A versioned read as the history records it: a register's siblings as an
-/// array (empty when absent or deleted), a counter's value (0 when
-/// absent), a set's members as an array.
+/// A versioned read as the history records it: a register's siblings and
+/// causal context as `{"siblings": [...], "context": "<hex>"}` (the context
+/// empty under last-writer-wins), `[]` when the key is absent; a counter's
+/// value (0 when absent); a set's members as an array.
 pub fn versioned_json(workload: Workload, value: &VersionedValue) -> Value {
     let decoded = |values: &[Vec<u8>]| -> Value {
         Value::Array(values.iter().map(|v| decode_value(Some(v))).collect())
@@ -811,12 +828,24 @@ pub fn versioned_json(workload: Workload, value: &VersionedValue) -> Value {
     match value {
         VersionedValue::Absent if workload == Workload::Counter => json!(0),
         VersionedValue::Absent => json!([]),
-        VersionedValue::Register { values, .. } => decoded(values),
+        VersionedValue::Register {
+            values, context, ..
+        } => json!({ "siblings": decoded(values), "context": hex(context) }),
         VersionedValue::Counter(n) => {
             i64::try_from(*n).map_or_else(|_| Value::String(n.to_string()), Value::from)
         }
         VersionedValue::Set(members) => decoded(members),
     }
+}
+
+/// `bytes` as lower-case hexadecimal (a context token in the history: two
+/// format lines do not justify a crate).
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut text, b| {
+        let _ = write!(text, "{b:02x}");
+        text
+    })
 }
 
 /// What a versioned worker does next on its own (a siblings write follows

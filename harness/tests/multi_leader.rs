@@ -6,7 +6,10 @@
 //!   converge after the heal;
 //! - last-writer-wins drops concurrent writes: the same workload finds
 //!   acknowledged writes lost (exit 1), and the replicas still converge;
-//! - counters merge by type: no increment is lost.
+//! - counters merge by type: no increment is lost;
+//! - observed-remove sets merge by type: no add is lost that no remove
+//!   could have seen, no element a remove saw every add of comes back,
+//!   and the replicas converge.
 
 use std::path::Path;
 
@@ -145,5 +148,31 @@ async fn counters_lose_no_increment_under_partitions_and_kills() {
         assert_eq!(key["final_values"].as_array().unwrap().len(), 3, "{key}");
         assert!(key["acknowledged"].as_u64().unwrap() > 0, "{key}");
     }
+    assert_faults_then_convergence(&outcome, &nemesis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn observed_remove_sets_lose_no_add_under_partitions_kills_pauses_and_skew() {
+    let store = tempfile::tempdir().unwrap();
+    let nemesis = [Fault::Partition, Fault::Kill, Fault::Pause, Fault::Clock];
+    let args = RunArgs {
+        nemesis_interval: 1.0,
+        time_limit: 12.0,
+        ..args(store.path(), Workload::OrSet, "siblings", &nemesis, 24)
+    };
+    let outcome = run::run(args, Interrupt::never()).await.unwrap();
+    let orset = result(&outcome, "orset");
+    assert_eq!(outcome.verdict, Verdict::Valid, "{:#?}", outcome.results);
+    // What survived: adds and removes acknowledged on every side, every
+    // one accounted for, and members left at the end.
+    assert!(
+        orset.details["acknowledged_adds"].as_u64().unwrap() > 50,
+        "{orset:#?}"
+    );
+    assert!(
+        orset.details["acknowledged_removes"].as_u64().unwrap() > 10,
+        "{orset:#?}"
+    );
+    assert_eq!(orset.details["lost"], 0);
     assert_faults_then_convergence(&outcome, &nemesis);
 }

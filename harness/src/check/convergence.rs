@@ -13,12 +13,19 @@
 //!   on every node's latest read agreed, measured from the last nemesis
 //!   `heal` (or, without one, from the end of the last write);
 //! - it **diverged** when the nodes' last reads differ: the anomaly names
-//!   the key and what each node held;
+//!   the key, which part differed and what each node held. A register read
+//!   recorded as `{"siblings": [...], "context": "..."}` has two parts:
+//!   when the siblings differ the anomaly is `diverged`; when they agree
+//!   but the causal context token differs, `diverged-context` (a replica
+//!   that holds the same values with another causal history would treat
+//!   the next write passing that context differently: it has not
+//!   converged);
 //! - it is **undecided** when only one node, or none, has a final read of
 //!   it while the history shows several nodes answering.
 //!
 //! Values are compared as JSON with every array sorted (siblings, set
-//! members and version vectors are sets: their order carries nothing).
+//! members and version vectors are sets: their order carries nothing);
+//! context tokens byte for byte (a version vector's encoding is canonical).
 //!
 //! The verdict is invalid if any key diverged; else unknown if a key is
 //! undecided or nothing was read finally; else valid.
@@ -76,35 +83,39 @@ pub fn check(history: &History) -> CheckResult {
                 vec![done.index],
             );
         };
+        let (value, context) = parts(&done.value);
         keys.entry(pair.invoke.key.as_deref())
             .or_default()
             .push(FinalRead {
                 node,
-                value: canonical(&done.value),
+                value,
+                context,
                 time_ns: done.time_ns,
                 index: done.index,
             });
     }
     let mut anomalies = Vec::new();
     let (mut diverged, mut undecided, mut converged) = (0usize, Vec::new(), 0usize);
+    let mut context_only = 0usize;
     let mut times_ms: Vec<f64> = Vec::new();
     for (key, mut reads) in keys {
         reads.sort_by_key(|r| r.index);
         let name = key.map_or_else(|| "the register".to_string(), |k| format!("key {k}"));
-        let mut latest: BTreeMap<&str, (&Value, u64)> = BTreeMap::new();
+        let mut latest: BTreeMap<&str, (&Value, Option<&Value>, u64)> = BTreeMap::new();
         // When every node's latest read last started to agree.
         let mut agreed_since: Option<u64> = None;
         for FinalRead {
             node,
             value,
+            context,
             time_ns,
             index,
         } in &reads
         {
-            latest.insert(node, (value, *index));
-            let mut values = latest.values().map(|(v, _)| *v);
-            let first = values.next().expect("just inserted");
-            if values.all(|v| v == first) {
+            latest.insert(node, (value, context.as_ref(), *index));
+            let mut states = latest.values().map(|(v, c, _)| (*v, *c));
+            let first = states.next().expect("just inserted");
+            if states.all(|s| s == first) {
                 agreed_since.get_or_insert(*time_ns);
             } else {
                 agreed_since = None;
@@ -121,18 +132,46 @@ pub fn check(history: &History) -> CheckResult {
             }
             None => {
                 diverged += 1;
+                let mut values = latest.values().map(|(v, _, _)| *v);
+                let first = values.next().expect("two or more nodes");
+                let values_agree = values.all(|v| v == first);
+                context_only += usize::from(values_agree);
                 if anomalies.len() < DETAILED {
-                    let held: Vec<String> = latest
-                        .iter()
-                        .map(|(node, (value, _))| format!("{node}: {value}"))
-                        .collect();
+                    let (kind, message) = if values_agree {
+                        let held: Vec<String> = latest
+                            .iter()
+                            .map(|(node, (_, context, _))| {
+                                format!(
+                                    "{node}: {}",
+                                    context.map_or("none".into(), Value::to_string)
+                                )
+                            })
+                            .collect();
+                        (
+                            "diverged-context",
+                            format!(
+                                "{name}: the replicas agree on the value {first} but not on its \
+                                 causal context after healing: {}",
+                                held.join("; ")
+                            ),
+                        )
+                    } else {
+                        let held: Vec<String> = latest
+                            .iter()
+                            .map(|(node, (value, _, _))| format!("{node}: {value}"))
+                            .collect();
+                        (
+                            "diverged",
+                            format!(
+                                "{name}: the value differs between replicas after healing: {}",
+                                held.join("; ")
+                            ),
+                        )
+                    };
                     anomalies.push(Anomaly {
-                        kind: "diverged".into(),
-                        message: format!(
-                            "{name} differs between replicas after healing: {}",
-                            held.join("; ")
-                        ),
-                        indices: latest.values().map(|(_, i)| *i).collect(),
+                        kind: kind.into(),
+                        message,
+                        indices: latest.values().map(|(_, _, i)| *i).collect(),
                     });
                 }
             }
@@ -188,6 +227,7 @@ pub fn check(history: &History) -> CheckResult {
         details: json!({
             "converged": converged,
             "diverged": diverged,
+            "diverged_context_only": context_only,
             "undecided": undecided.len(),
             "converged_ms_max": slowest,
             "measured_from": from,
@@ -198,11 +238,23 @@ pub fn check(history: &History) -> CheckResult {
 /// A final read of one key: who answered, what, and when it completed.
 struct FinalRead<'h> {
     node: &'h str,
-    /// The value, [`canonical`].
+    /// The value (a register's siblings), [`canonical`].
     value: Value,
+    /// A register's causal context token, when the read recorded one.
+    context: Option<Value>,
     time_ns: u64,
     /// The completion's history index.
     index: u64,
+}
+
+/// A final read's value and causal context: a register read recorded as
+/// `{"siblings": [...], "context": ...}` splits in two, anything else is
+/// all value.
+fn parts(value: &Value) -> (Value, Option<Value>) {
+    match value.get("siblings") {
+        Some(siblings) => (canonical(siblings), value.get("context").cloned()),
+        None => (canonical(value), None),
+    }
 }
 
 /// `value` with every array sorted, recursively: how the checker compares
@@ -280,6 +332,42 @@ mod tests {
         assert_eq!(result.anomalies[0].kind, "diverged");
         assert_eq!(result.anomalies[0].indices, vec![4, 8]);
         assert!(result.anomalies[0].message.contains("n2: [2]"));
+    }
+
+    fn register(siblings: Value, context: &str) -> Value {
+        json!({"siblings": siblings, "context": context})
+    }
+
+    #[test]
+    fn replicas_that_agree_on_siblings_but_not_on_context_diverged() {
+        let h = history(&[
+            ("n1", register(json!([1, 2]), "0101")),
+            ("n2", register(json!([2, 1]), "0102")),
+        ]);
+        let result = check(&h);
+        assert_eq!(result.verdict, Verdict::Invalid, "{result:#?}");
+        assert_eq!(result.anomalies[0].kind, "diverged-context");
+        assert!(
+            result.anomalies[0]
+                .message
+                .contains("n1: \"0101\"; n2: \"0102\""),
+            "{result:#?}"
+        );
+        assert_eq!(result.details["diverged_context_only"], 1);
+        // Siblings that differ are named as such, whatever the contexts.
+        let h = history(&[
+            ("n1", register(json!([1]), "0101")),
+            ("n2", register(json!([2]), "0102")),
+        ]);
+        let result = check(&h);
+        assert_eq!(result.anomalies[0].kind, "diverged");
+        assert_eq!(result.details["diverged_context_only"], 0);
+        // The same siblings and context, in any order, converged.
+        let h = history(&[
+            ("n1", register(json!([1, 2]), "0101")),
+            ("n2", register(json!([2, 1]), "0101")),
+        ]);
+        assert_eq!(check(&h).verdict, Verdict::Valid);
     }
 
     #[test]

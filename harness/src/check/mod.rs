@@ -10,6 +10,7 @@ pub mod convergence;
 pub mod counter;
 pub mod linear;
 pub mod model;
+pub mod orset;
 pub mod perf;
 pub mod quorum;
 pub mod session;

@@ -9,7 +9,7 @@
 //! | --- | --- | --- |
 //! | `write` | `{"value": v, "observed": [v1, ...]}` | |
 //! | `delete` | `{"observed": [v1, ...]}` | |
-//! | `read` | | the siblings, an array of values (`[]` or `null`: absent) |
+//! | `read` | | `{"siblings": [v1, ...], "context": "<hex>"}`, or the siblings alone as an array (`[]` or `null`: absent) |
 //!
 //! A write *supersedes* the values it observed and, transitively, what
 //! they superseded; a delete supersedes what it observed and leaves
@@ -134,7 +134,8 @@ impl<'p, 'h> Key<'p, 'h> {
                     let Some(done) = pair.complete.filter(|c| c.kind == OpType::Ok) else {
                         continue;
                     };
-                    let values = match &done.value {
+                    let siblings = done.value.get("siblings").unwrap_or(&done.value);
+                    let values = match siblings {
                         Value::Null => Vec::new(),
                         Value::Array(values) => values.iter().map(val).collect(),
                         other => {
@@ -526,6 +527,15 @@ mod tests {
         let result = check(&concurrent_then(json!([3, 2])));
         assert_eq!(result.verdict, Verdict::Valid, "{result:?}");
         assert_eq!(result.details["final_siblings_histogram"]["2"], 1);
+    }
+
+    #[test]
+    fn reads_recorded_with_their_context_are_read_as_their_siblings() {
+        let with_context = |siblings: Value| json!({"siblings": siblings, "context": "01ab"});
+        let result = check(&concurrent_then(with_context(json!([3, 2]))));
+        assert_eq!(result.verdict, Verdict::Valid, "{result:?}");
+        let result = check(&concurrent_then(with_context(json!([3]))));
+        assert_eq!(kinds(&result), ["lost"]);
     }
 
     #[test]

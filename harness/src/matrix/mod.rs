@@ -221,6 +221,16 @@ fn figures(checkers: &[Value], results: &Value) -> Value {
             f.insert("lost_fraction".into(), json!(lost as f64 / acked as f64));
         }
     }
+    if let Some(orset) = find("orset") {
+        // Lost adds: acknowledged adds no remove could have seen.
+        let lost = orset["lost"].as_u64();
+        f.insert("lost_writes".into(), json!(lost));
+        if let (Some(lost), Some(acked)) =
+            (lost, orset["acknowledged_adds"].as_u64().filter(|a| *a > 0))
+        {
+            f.insert("lost_fraction".into(), json!(lost as f64 / acked as f64));
+        }
+    }
     if let Some(s) = find("staleness") {
         let o = &s["overall"];
         f.insert("stale_fraction".into(), o["stale_fraction"].clone());

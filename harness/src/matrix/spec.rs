@@ -217,6 +217,7 @@ pub fn checkers_of(workload: Workload) -> &'static [&'static str] {
         Workload::Session => &["session", "staleness"],
         Workload::Siblings => &["siblings", "convergence"],
         Workload::Counter => &["counter", "convergence"],
+        Workload::OrSet => &["orset", "convergence"],
     }
 }
 
