@@ -121,8 +121,13 @@ async fn strict_quorums_lose_no_increment_and_no_set_element() {
         .clone();
     assert!(!keys.is_empty());
     for key in &keys {
-        // Each key's 3 replicas, not all 5 nodes.
-        assert_eq!(key["final_values"].as_array().unwrap().len(), 3, "{key}");
+        // Each key's 3 replicas' own copies at least. A worker's quorum
+        // read begun after the key's last increment ended also counts as
+        // its coordinator's settled read, so a key can show a 4th or 5th
+        // node (seen under load); every one of them must agree.
+        let finals = key["final_values"].as_array().unwrap();
+        assert!((3..=5).contains(&finals.len()), "{key}");
+        assert!(finals.iter().all(|v| v == &finals[0]), "{key}");
     }
     assert_eq!(result(&counter, "convergence").verdict, Verdict::Valid);
     assert_injected(&counter, &FAULTS);

@@ -328,6 +328,14 @@ async fn a_client_holding_every_stream_idle_does_not_stop_another_being_served()
     let dir = tempfile::tempdir().unwrap();
     let (configs, addrs) = configs(dir.path(), "", "");
     let _nodes = start_all(&configs, &addrs);
+    // First the ring: a put succeeds once n1 reaches the key's replicas
+    // (peer links come up after the serving line; under load, slowly).
+    let other = pinned(dir.path(), addrs[0], None);
+    let deadline = Instant::now() + WAIT;
+    while let Err(e) = other.put("ring-up", b"v").await {
+        assert!(Instant::now() < deadline, "the ring never came up: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let transport = TransportConfig::default();
     let certs = dir.path().join("certs");
     let hostile = TlsIdentity::from_dir(&certs, "client-bench").unwrap();
@@ -357,7 +365,6 @@ async fn a_client_holding_every_stream_idle_does_not_stop_another_being_served()
         "{opened} streams opened"
     );
     // Another client, through the same node, is served within a bound.
-    let other = pinned(dir.path(), addrs[0], None);
     let started = Instant::now();
     for i in 0..20 {
         let key = format!("k{i}");
