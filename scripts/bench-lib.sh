@@ -106,13 +106,13 @@ stop_bench_cluster() { # name
   local name=$1 pid=${cluster_pid[$1]:-}
   [ -n "$pid" ] || return 0
   local fd=${cluster_in[$name]}
-  exec {fd}>&- 2>/dev/null || true
+  exec {fd}>&- || true
   kill -TERM "$pid" 2>/dev/null || true
   for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   fd=${cluster_out[$name]}
-  exec {fd}<&- 2>/dev/null || true
+  exec {fd}<&- || true
   unset "cluster_pid[$name]"
 }
 

@@ -194,7 +194,6 @@ if has "$SECTIONS" handoff; then
     sleep "$HANDOFF_DOWN"
     cluster_cmd ll-handoff start n5 >/dev/null  # returns once n5 answers
     returned=$(date +%s.%N)
-    wait "$load"
     pending_at_return=$(metric_sum mimeo_leaderless_hints_pending 'owner="n5"' "${others[@]}")
     delivered_at=""
     for _ in $(seq 1 3000); do  # 300 s at most
@@ -203,6 +202,7 @@ if has "$SECTIONS" handoff; then
       fi
       sleep 0.1
     done
+    wait "$load"
     stored=$(metric_sum mimeo_leaderless_hints_stored_total "" "${others[@]}")
     delivered=$(metric_sum mimeo_leaderless_hints_delivered_total "" "${others[@]}")
     python3 -c '
@@ -211,7 +211,7 @@ returned, at = float(sys.argv[1]), sys.argv[2]
 load = json.load(open(sys.argv[7]))
 print(json.dumps({"down_s": int(sys.argv[8]), "writes": load["writes"], "failed": load["failed"], "unknown": load["unknown"],
   "hints_stored": float(sys.argv[3]) - float(sys.argv[4]), "hints_delivered": float(sys.argv[5]) - float(sys.argv[6]),
-  "pending_after_load": float(sys.argv[9]),
+  "pending_at_return": float(sys.argv[9]),
   "return_to_delivered_s": float(at) - returned if at else None}))' \
       "$returned" "$delivered_at" "$stored" "$stored_before" "$delivered" "$delivered_before" \
       "$work/handoff-load-$run.json" "$HANDOFF_DOWN" "$pending_at_return" >> "$handoff_results"
@@ -274,7 +274,7 @@ print("| run | writes | failed + unknown | hints stored | hints delivered | pend
 print("|---:|---:|---:|---:|---:|---:|---:|")
 for i, r in enumerate((json.loads(l) for l in open(sys.argv[1])), 1):
     t = f"{r['return_to_delivered_s']:.2f}" if r["return_to_delivered_s"] is not None else "not within 300 s"
-    print(f"| {i} | {r['writes']:,} | {r['failed'] + r['unknown']:,} | {r['hints_stored']:,.0f} | {r['hints_delivered']:,.0f} | {r['pending_after_load']:,.0f} | {t} |")
+    print(f"| {i} | {r['writes']:,} | {r['failed'] + r['unknown']:,} | {r['hints_stored']:,.0f} | {r['hints_delivered']:,.0f} | {r['pending_at_return']:,.0f} | {t} |")
 PY
   echo
 fi
