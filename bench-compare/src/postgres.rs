@@ -27,7 +27,11 @@ pub(crate) struct Postgres {
 impl Postgres {
     /// Connects to `host:port` as `user` to database `dbname` and prepares
     /// the statements (the tables must exist).
-    pub(crate) async fn connect(endpoint: &str, user: &str, dbname: &str) -> anyhow::Result<Postgres> {
+    pub(crate) async fn connect(
+        endpoint: &str,
+        user: &str,
+        dbname: &str,
+    ) -> anyhow::Result<Postgres> {
         let (host, port) = endpoint.rsplit_once(':').ok_or_else(|| {
             anyhow::anyhow!("--endpoint for postgres: host:port, not {endpoint:?}")
         })?;
