@@ -233,50 +233,7 @@ stop_mimeo_cluster() {
   for id in "${mimeo_ids[@]}"; do wait "${mimeo_pid[$id]}" 2>/dev/null || true; done
 }
 
-# --- etcd: 3-member clusters ------------------------------------------------
-# A cluster NAME has members NAME-1..3 on client ports BASE+1..3 and peer
-# ports BASE+11..13.
-declare -A etcd_base=([etcd]=22370 [etcd-tuned]=23370) etcd_extra=([etcd]="" [etcd-tuned]="--heartbeat-interval 50 --election-timeout 300")
-declare -A etcd_pid=()
-
-etcd_endpoints() { # cluster
-  local base=${etcd_base[$1]}
-  echo "127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2)),127.0.0.1:$((base + 3))"
-}
-
-start_etcd_member() { # cluster index
-  local cluster=$1 i=$2 base=${etcd_base[$1]} initial="" j
-  for j in 1 2 3; do initial+="${initial:+,}$cluster-$j=http://127.0.0.1:$((base + 10 + j))"; done
-  # shellcheck disable=SC2086 # etcd_extra holds separate flags
-  etcd --name "$cluster-$i" --data-dir "$work/$cluster/$i" \
-    --listen-client-urls "http://127.0.0.1:$((base + i))" --advertise-client-urls "http://127.0.0.1:$((base + i))" \
-    --listen-peer-urls "http://127.0.0.1:$((base + 10 + i))" --initial-advertise-peer-urls "http://127.0.0.1:$((base + 10 + i))" \
-    --initial-cluster "$initial" --initial-cluster-token "$cluster" --initial-cluster-state new \
-    ${etcd_extra[$cluster]} >>"$work/$cluster-$i.log" 2>&1 &
-  etcd_pid[$cluster-$i]=$!; pids+=("$!")
-}
-
-etcd_healthy() { # cluster
-  etcdctl --endpoints "$(etcd_endpoints "$1")" --command-timeout 2s endpoint health
-}
-
-# The member index (1..3) of the leader.
-etcd_leader() { # cluster
-  etcdctl --endpoints "$(etcd_endpoints "$1")" --command-timeout 2s endpoint status -w json | python3 -c '
-import json, sys
-for s in json.load(sys.stdin):
-    if s["Status"]["header"]["member_id"] == s["Status"]["leader"]:
-        print(int(s["Endpoint"].rsplit(":", 1)[1]) - int(sys.argv[1])); break
-else: sys.exit(1)' "${etcd_base[$1]}"
-}
-
-start_etcd_cluster() { # cluster
-  local i
-  mkdir -p "$work/$1"
-  for i in 1 2 3; do start_etcd_member "$1" "$i"; done
-  wait_for "etcd cluster $1" etcd_healthy "$1"
-  wait_for "a leader of etcd cluster $1" etcd_leader "$1"
-}
+# etcd's 3-member clusters: start_etcd_cluster and friends in bench-lib.sh.
 
 # --- 1. quorum-write throughput ---------------------------------------------
 start_mimeo_cluster

@@ -9,6 +9,14 @@
 //! bench-compare fsync-rate --dir /var/tmp --duration 5s
 //! bench-compare failover --target etcd --endpoint a,b,c -c 16 -d 12s \
 //!     --kill-after 4s --kill-command 'kill -KILL 1234'
+//! # every node takes writes: the load spread over the nodes
+//! bench-compare run --target mimeo --endpoint a,b,c --spread -c 64 -d 10s
+//! bench-compare run --target postgres --endpoint 127.0.0.1:25432,127.0.0.1:25433 --spread -c 64
+//! # replication lag: probes written at the first endpoint, read on the others
+//! bench-compare lag --target mimeo --endpoint a,b,c -d 10s --load-concurrency 16
+//! # two nodes increment one counter at once: how many increments were lost
+//! bench-compare counter-race --target mimeo --endpoint a,b --increments 2000 -c 8
+//! bench-compare counter-race --target mimeo --endpoint a,b --register --increments 2000 -c 8
 //! ```
 //!
 //! Every run prints one JSON report on stdout (the `mimeo bench --json`
@@ -22,6 +30,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use mimeo_node::bench::{self, OpError, RunOptions, Stop, Target, Workload};
+
+mod multi;
+mod postgres;
+
+use multi::{Counter, LagOptions, RaceOptions, Spread};
+use postgres::Postgres;
 
 #[derive(Debug, Parser)]
 #[command(name = "bench-compare")]
@@ -57,6 +71,58 @@ enum Command {
     /// Run unique-key writes, run a command (SIGKILL the leader) part-way
     /// through, and report how long writes went unacknowledged around it.
     Failover(FailoverArgs),
+    /// Replication lag seen by a client: probe writes at the first
+    /// endpoint, read back to back on every other endpoint until there,
+    /// under an optional background load spread over every endpoint
+    /// (mimeo or postgres; each endpoint is read on its own connection).
+    Lag(LagArgs),
+    /// Every endpoint (two, usually) increments one counter at once; then
+    /// the nodes are read until they agree, and the acknowledged
+    /// increments the agreed value lacks are reported as lost (mimeo or
+    /// postgres).
+    CounterRace(RaceArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct LagArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// How long to probe.
+    #[arg(short, long, default_value = "10s", value_parser = parse_secs)]
+    duration: Duration,
+    /// Time between two probes.
+    #[arg(long, default_value = "0.01s", value_parser = parse_secs)]
+    interval: Duration,
+    /// Background load: concurrent writers spread over every endpoint
+    /// (0: none).
+    #[arg(long, default_value_t = 16)]
+    load_concurrency: usize,
+    #[arg(long, default_value_t = 256)]
+    value_size: usize,
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct RaceArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Increments sent to each endpoint.
+    #[arg(long, default_value_t = 2000)]
+    increments: u64,
+    /// Concurrent incrementers per endpoint.
+    #[arg(short, long, default_value_t = 8)]
+    concurrency: usize,
+    /// Mimeo: increment a plain register by read, add one, write back,
+    /// instead of the counter type.
+    #[arg(long)]
+    register: bool,
+    /// The counter's key (a fresh one per run: the count starts at 0).
+    #[arg(long, default_value = "race")]
+    key: String,
+    /// How long the nodes may take to agree once every increment is in.
+    #[arg(long, default_value = "60s", value_parser = parse_secs)]
+    converge_within: Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,6 +160,78 @@ struct StoreArgs {
     /// Mimeo only: cluster id.
     #[arg(long, default_value = "mimeo")]
     cluster_id: String,
+    /// Mimeo only: the client certificate in --certs to present
+    /// (`client-<name>`; `mimeo-harness bench-cluster` writes
+    /// client-harness).
+    #[arg(long, default_value = "client-bench")]
+    identity: String,
+    /// Spread the load over every endpoint, operation by operation, one
+    /// connection per endpoint (for clusters where every node takes
+    /// writes). Without it, one client is given every endpoint: Mimeo's
+    /// sends everything to one node (following a leader's redirects), etcd's
+    /// balances its own way.
+    #[arg(long)]
+    spread: bool,
+    /// Postgres only: user.
+    #[arg(long, default_value = "postgres")]
+    pg_user: String,
+    /// Postgres only: database.
+    #[arg(long, default_value = "bench")]
+    pg_dbname: String,
+}
+
+impl StoreArgs {
+    fn addrs(&self) -> anyhow::Result<Vec<SocketAddr>> {
+        self.endpoint
+            .split(',')
+            .map(|a| a.parse::<SocketAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .context("--endpoint: comma-separated host:port")
+    }
+
+    /// A Mimeo client that prefers `nodes[0]` and falls back on the rest.
+    async fn mimeo(&self, nodes: Vec<SocketAddr>) -> anyhow::Result<mimeo_client::Client> {
+        let identity = mimeo_wire::TlsIdentity::from_dir(&self.certs, &self.identity)?;
+        let config = mimeo_client::ClientConfig::new(nodes, self.cluster_id.clone(), identity);
+        Ok(mimeo_client::Client::connect(config).await?)
+    }
+
+    /// One Mimeo client per endpoint, each preferring its own node and
+    /// falling back on the others (`local`: its own node only, for reads
+    /// that must be that node's).
+    async fn mimeo_per_node(&self, local: bool) -> anyhow::Result<Vec<Arc<mimeo_client::Client>>> {
+        let addrs = self.addrs()?;
+        let mut clients = Vec::new();
+        for i in 0..addrs.len() {
+            let nodes = if local {
+                vec![addrs[i]]
+            } else {
+                rotated(&addrs, i)
+            };
+            clients.push(Arc::new(self.mimeo(nodes).await?));
+        }
+        Ok(clients)
+    }
+
+    /// One PostgreSQL connection per endpoint.
+    async fn postgres_per_node(&self) -> anyhow::Result<Vec<Arc<Postgres>>> {
+        let mut nodes = Vec::new();
+        for endpoint in self.endpoint.split(',') {
+            nodes.push(Arc::new(
+                Postgres::connect(endpoint, &self.pg_user, &self.pg_dbname).await?,
+            ));
+        }
+        Ok(nodes)
+    }
+}
+
+/// `addrs` starting at `first`, wrapping around.
+fn rotated(addrs: &[SocketAddr], first: usize) -> Vec<SocketAddr> {
+    addrs[first..]
+        .iter()
+        .chain(&addrs[..first])
+        .copied()
+        .collect()
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -101,6 +239,8 @@ enum Store {
     Mimeo,
     Etcd,
     Redis,
+    /// PostgreSQL (the tables of `postgres.rs`'s module docs must exist).
+    Postgres,
 }
 
 #[derive(Debug, clap::Args)]
@@ -198,22 +338,158 @@ async fn main() -> anyhow::Result<()> {
             preallocate,
         } => fsync_rate(&dir, duration, bytes, preallocate),
         Command::Failover(args) => failover(args).await,
+        Command::Lag(args) => lag(args).await,
+        Command::CounterRace(args) => counter_race(args).await,
     }
 }
 
-async fn connect_mimeo(
-    endpoint: &str,
-    certs: &std::path::Path,
-    cluster_id: String,
-) -> anyhow::Result<mimeo_client::Client> {
-    let nodes = endpoint
-        .split(',')
-        .map(|a| a.parse::<SocketAddr>())
-        .collect::<Result<Vec<_>, _>>()
-        .context("--endpoint for mimeo: comma-separated host:port")?;
-    let identity = mimeo_wire::TlsIdentity::from_dir(certs, "client-bench")?;
-    let config = mimeo_client::ClientConfig::new(nodes, cluster_id, identity);
-    Ok(mimeo_client::Client::connect(config).await?)
+async fn lag(args: LagArgs) -> anyhow::Result<()> {
+    let options = LagOptions {
+        duration: args.duration,
+        interval: args.interval,
+        give_up: Duration::from_secs(30),
+        load: (args.load_concurrency > 0).then(|| Workload {
+            concurrency: args.load_concurrency,
+            value_size: args.value_size,
+            key_count: args.keys,
+            read_fraction: 0.0,
+            stop: Stop::After(args.duration),
+            unique_keys: false,
+            key_prefix: "bench-".into(),
+            seed: 1,
+        }),
+    };
+    let report = match args.store.target {
+        Store::Mimeo => multi::lag(args.store.mimeo_per_node(true).await?, &options).await?,
+        Store::Postgres => multi::lag(args.store.postgres_per_node().await?, &options).await?,
+        Store::Etcd | Store::Redis => anyhow::bail!("lag is measured for mimeo and postgres"),
+    };
+    println!("{report}");
+    Ok(())
+}
+
+/// A Mimeo node's side of the counter race.
+struct MimeoCounter {
+    client: Arc<mimeo_client::Client>,
+    key: String,
+    /// Read, add one, write back a plain value, instead of the counter type.
+    register: bool,
+}
+
+impl Counter for MimeoCounter {
+    async fn increment(&self) -> Result<(), OpError> {
+        if !self.register {
+            return self
+                .client
+                .increment(&self.key, 1, None)
+                .await
+                .map(|_| ())
+                .map_err(mimeo_error);
+        }
+        let current = self.read().await?;
+        let next = (current + 1).to_string().into_bytes();
+        self.client
+            .put(&self.key, next)
+            .await
+            .map(|_| ())
+            .map_err(mimeo_error)
+    }
+
+    async fn read(&self) -> Result<i64, OpError> {
+        if self.register {
+            let value = self.client.get(&self.key).await.map_err(mimeo_error)?;
+            return Ok(value
+                .and_then(|v| String::from_utf8(v).ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0));
+        }
+        let read = self
+            .client
+            .get_versioned(&self.key, None, None)
+            .await
+            .map_err(mimeo_error)?;
+        match read.value {
+            mimeo_wire::VersionedValue::Counter(n) => Ok(n as i64),
+            mimeo_wire::VersionedValue::Absent => Ok(0),
+            other => Err(OpError::Definite(format!(
+                "{} holds {other:?}, not a counter",
+                self.key
+            ))),
+        }
+    }
+}
+
+fn mimeo_error(e: mimeo_client::Error) -> OpError {
+    if e.is_definite() {
+        OpError::Definite(e.to_string())
+    } else {
+        OpError::Unknown(e.to_string())
+    }
+}
+
+/// A PostgreSQL node's side of the counter race.
+struct PostgresCounter {
+    node: Arc<Postgres>,
+    key: String,
+}
+
+impl Counter for PostgresCounter {
+    async fn increment(&self) -> Result<(), OpError> {
+        self.node.increment(&self.key).await
+    }
+
+    async fn read(&self) -> Result<i64, OpError> {
+        self.node.read_counter(&self.key).await
+    }
+}
+
+async fn counter_race(args: RaceArgs) -> anyhow::Result<()> {
+    let options = RaceOptions {
+        increments_per_node: args.increments,
+        concurrency: args.concurrency,
+        converge_within: args.converge_within,
+    };
+    let key = args.key.clone();
+    let report = match args.store.target {
+        Store::Mimeo => {
+            let nodes = args.store.mimeo_per_node(true).await?;
+            let nodes = nodes
+                .into_iter()
+                .map(|client| {
+                    Arc::new(MimeoCounter {
+                        client,
+                        key: key.clone(),
+                        register: args.register,
+                    })
+                })
+                .collect();
+            multi::counter_race(nodes, &options).await?
+        }
+        Store::Postgres => {
+            anyhow::ensure!(
+                !args.register,
+                "--register is for mimeo; postgres runs v = v + 1"
+            );
+            let nodes = args.store.postgres_per_node().await?;
+            let nodes = nodes
+                .into_iter()
+                .map(|node| {
+                    Arc::new(PostgresCounter {
+                        node,
+                        key: key.clone(),
+                    })
+                })
+                .collect();
+            multi::counter_race(nodes, &options).await?
+        }
+        Store::Etcd | Store::Redis => anyhow::bail!("counter-race is for mimeo and postgres"),
+    };
+    println!("{report}");
+    Ok(())
+}
+
+async fn connect_mimeo(store: &StoreArgs) -> anyhow::Result<mimeo_client::Client> {
+    store.mimeo(store.addrs()?).await
 }
 
 async fn connect_etcd(endpoint: &str) -> anyhow::Result<Etcd> {
@@ -239,14 +515,23 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let options = RunOptions::default();
     let report = match args.store.target {
+        Store::Mimeo if args.store.spread => {
+            let spread = Spread::new(args.store.mimeo_per_node(false).await?);
+            bench::run(Arc::new(spread), &workload, &options).await?
+        }
         Store::Mimeo => {
-            let client = connect_mimeo(
-                &args.store.endpoint,
-                &args.store.certs,
-                args.store.cluster_id,
-            )
-            .await?;
+            let client = connect_mimeo(&args.store).await?;
             bench::run(Arc::new(client), &workload, &options).await?
+        }
+        Store::Postgres => {
+            let spread = Spread::new(args.store.postgres_per_node().await?);
+            if !args.store.spread {
+                anyhow::ensure!(
+                    args.store.endpoint.split(',').count() == 1,
+                    "postgres with several endpoints: add --spread"
+                );
+            }
+            bench::run(Arc::new(spread), &workload, &options).await?
         }
         Store::Etcd => {
             let target = connect_etcd(&args.store.endpoint).await?;
@@ -326,18 +611,15 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
     );
     let (acks, errors, killed_at, ended_at) = match args.store.target {
         Store::Mimeo => {
-            let client = connect_mimeo(
-                &args.store.endpoint,
-                &args.store.certs,
-                args.store.cluster_id.clone(),
-            )
-            .await?;
+            let client = connect_mimeo(&args.store).await?;
             write_through_kill(Arc::new(client), &args).await?
         }
         Store::Etcd => {
             write_through_kill(Arc::new(connect_etcd(&args.store.endpoint).await?), &args).await?
         }
-        Store::Redis => anyhow::bail!("failover is measured for mimeo and etcd only"),
+        Store::Redis | Store::Postgres => {
+            anyhow::bail!("failover is measured for mimeo and etcd only")
+        }
     };
     println!("{}", failover_report(&acks, errors, killed_at, ended_at));
     Ok(())
@@ -453,6 +735,16 @@ fn failover_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoint_lists_rotate_so_each_client_prefers_its_own_node() {
+        let a: Vec<SocketAddr> = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(rotated(&a, 0), a);
+        assert_eq!(rotated(&a, 2), vec![a[2], a[0], a[1]]);
+    }
 
     fn ack(sent_ms: u64, acked_ms: u64) -> Ack {
         Ack {

@@ -46,6 +46,7 @@
 //! (here: acknowledged adds lost at the power cuts, because nothing was
 //! fsynced), 2 when one could not decide.
 
+pub mod bench_cluster;
 pub mod check;
 pub mod cluster;
 pub mod corpus;

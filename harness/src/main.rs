@@ -73,6 +73,17 @@ enum Command {
     /// Example: mimeo-harness matrix --spec harness/matrix/ci.toml --out
     /// histories/matrix-ci
     Matrix(MatrixArgs),
+    /// Start a cluster for benchmarks and keep it running: every
+    /// node-to-node link through the fault network, optionally delayed
+    /// (`--delay-ms`, or only one node's links with `--slow`), clients
+    /// straight to the nodes. Prints the endpoints, certificate directory
+    /// and metrics addresses as one JSON line, then takes commands on stdin
+    /// (delay, partition, heal, kill, start, stats) until stdin ends or a
+    /// signal comes; see the `bench_cluster` module docs.
+    ///
+    /// Example: mimeo-harness bench-cluster --mode multi-leader --nodes 3
+    /// --delay-ms 50 --dir /var/tmp/regions --acks local
+    BenchCluster(mimeo_harness::bench_cluster::BenchClusterArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -187,6 +198,27 @@ fn main() -> ExitCode {
         Command::Check(args) => check_command(&args),
         Command::Export(args) => export_command(&args),
         Command::Matrix(args) => matrix_command(args),
+        Command::BenchCluster(args) => bench_cluster_command(args),
+    }
+}
+
+fn bench_cluster_command(args: mimeo_harness::bench_cluster::BenchClusterArgs) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let outcome = runtime.block_on(mimeo_harness::bench_cluster::run(args));
+    // The nodes are stopped by now. Tokio reads stdin on a blocking thread
+    // that a runtime cannot interrupt: after a signal (stdin still open,
+    // maybe inherited by other processes) a plain drop would wait for it
+    // forever.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mimeo-harness bench-cluster: {e:#}");
+            ExitCode::from(EXIT_RUN_FAILED)
+        }
     }
 }
 

@@ -49,7 +49,8 @@
 //! 2. **loss** ([`FaultNet::set_loss`]): dropped with probability `p`;
 //! 3. **duplicate** ([`FaultNet::set_duplicate`]): with probability `p` a
 //!    second copy goes through the next steps too;
-//! 4. **delay** ([`FaultNet::set_delay`]): each copy waits `base ± jitter`
+//! 4. **delay** ([`FaultNet::set_delay`], or [`FaultNet::set_node_delay`]
+//!    for the links of one node): each copy waits `base ± jitter`
 //!    (uniform, never below zero) in a timer queue, so with jitter
 //!    datagrams overtake each other. The queue holds at most [`QUEUE_CAP`]
 //!    datagrams per proxy direction (the forward direction of a proxy, and
@@ -83,8 +84,9 @@
 //! same counters; each proxy's random decisions start again from its
 //! seed). A paused node keeps its proxies, as it keeps its port.
 //!
-//! [`FaultNet::stats`] counts, per directed link, what was forwarded,
-//! dropped, delayed, duplicated, reordered and overflowed, for the report.
+//! [`FaultNet::stats`] counts, per directed link, the bytes sent on it and
+//! what was forwarded, dropped, delayed, duplicated, reordered and
+//! overflowed, for the report.
 //!
 //! # Example
 //!
@@ -138,7 +140,8 @@ pub const SESSION_IDLE: Duration = Duration::from_secs(60);
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Fault settings of the whole network. Loss, duplication, reordering and
-/// delay apply to every link; blocks to the listed directed links.
+/// delay apply to every link; blocks to the listed directed links; a
+/// per-link delay replaces the network's delay on its link.
 #[derive(Debug, Default)]
 struct Faults {
     blocked: HashSet<(usize, usize)>,
@@ -147,6 +150,7 @@ struct Faults {
     reorder: f64,
     delay: Duration,
     jitter: Duration,
+    link_delay: HashMap<(usize, usize), Duration>,
 }
 
 /// The faults one datagram on one directed link meets.
@@ -178,7 +182,11 @@ impl Control {
             loss: faults.loss,
             duplicate: faults.duplicate,
             reorder: faults.reorder,
-            delay: faults.delay,
+            delay: faults
+                .link_delay
+                .get(&(from, to))
+                .copied()
+                .unwrap_or(faults.delay),
             jitter: faults.jitter,
         }
     }
@@ -187,6 +195,8 @@ impl Control {
 /// What happened to the datagrams of one directed link.
 #[derive(Debug, Default)]
 struct LinkCounters {
+    /// Bytes of the datagrams the sender put on the link, before faults.
+    bytes: AtomicU64,
     forwarded: AtomicU64,
     dropped: AtomicU64,
     delayed: AtomicU64,
@@ -207,6 +217,11 @@ pub struct LinkStats {
     pub from: String,
     /// The receiving node.
     pub to: String,
+    /// Bytes the sending node put on the link, before any fault: the UDP
+    /// payloads (QUIC packets with their TLS records, acknowledgements and
+    /// retransmissions included), so what node-to-node traffic really
+    /// costs.
+    pub bytes: u64,
     /// Datagrams sent on (copies and late ones included).
     pub forwarded: u64,
     /// Datagrams dropped by a block or by loss.
@@ -516,6 +531,7 @@ impl Proxy {
                             }
                         }
                     };
+                    self.forward.counters.bytes.fetch_add(len as u64, Ordering::Relaxed);
                     let datagram = Outgoing { socket: upstream, to: self.target, bytes: buf[..len].to_vec() };
                     let faults = self.forward.faults(&self.control);
                     shaper.admit(datagram, Instant::now(), &faults, &self.forward.counters, &mut out);
@@ -627,6 +643,7 @@ impl Replies {
                         }
                     };
                     self.last_active.store(millis_since(self.epoch), Ordering::Relaxed);
+                    self.link.counters.bytes.fetch_add(len as u64, Ordering::Relaxed);
                     let datagram = Outgoing {
                         socket: Arc::clone(&self.front),
                         to: self.client,
@@ -944,6 +961,24 @@ impl FaultNet {
         faults.jitter = jitter;
     }
 
+    /// Delays each datagram on every link to and from node `id` by `base`
+    /// (both directions), in place of [`FaultNet::set_delay`]'s base on
+    /// those links (its jitter still applies): one slow node, or one
+    /// distant region. `Duration::ZERO` makes its links prompt while the
+    /// others keep the network's delay. [`FaultNet::heal`] removes it.
+    ///
+    /// # Panics
+    ///
+    /// If `id` is not a node of this network.
+    pub fn set_node_delay(&self, id: &str, base: Duration) {
+        let me = self.index(id);
+        let mut faults = self.control.lock();
+        for other in (0..self.ids.len()).filter(|&other| other != me) {
+            faults.link_delay.insert((me, other), base);
+            faults.link_delay.insert((other, me), base);
+        }
+    }
+
     /// Sends a second copy of each datagram, on every link, with
     /// probability `p`.
     ///
@@ -977,6 +1012,7 @@ impl FaultNet {
                 stats.push(LinkStats {
                     from: self.ids[i].clone(),
                     to: self.ids[j].clone(),
+                    bytes: read(&c.bytes),
                     forwarded: read(&c.forwarded),
                     dropped: read(&c.dropped),
                     delayed: read(&c.delayed),
@@ -1194,6 +1230,53 @@ mod tests {
         };
         assert_eq!(run(9), run(9));
         assert_ne!(run(9), run(10));
+    }
+
+    /// Sends `payload` from a fresh socket through `P(from→to)` and returns
+    /// how long it took to reach `to`'s socket.
+    async fn trip(net: &FaultNet, from: &str, to: &str, receiver: &UdpSocket) -> Duration {
+        let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let began = Instant::now();
+        sender
+            .send_to(&[7u8; 100], net.proxy_addr(from, to).unwrap())
+            .await
+            .unwrap();
+        let mut buf = [0u8; 200];
+        let (len, _) = tokio::time::timeout(Duration::from_secs(5), receiver.recv_from(&mut buf))
+            .await
+            .expect("the datagram arrives within 5 s")
+            .unwrap();
+        assert_eq!(len, 100);
+        began.elapsed()
+    }
+
+    #[tokio::test]
+    async fn a_node_delay_slows_only_that_nodes_links_and_bytes_are_counted() {
+        let mut sockets = Vec::new();
+        let mut nodes = Vec::new();
+        for id in ["n1", "n2", "n3"] {
+            let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            nodes.push((id.to_string(), socket.local_addr().unwrap()));
+            sockets.push(socket);
+        }
+        let net = FaultNet::start(&nodes).await.unwrap();
+        net.set_node_delay("n3", ms(300));
+        assert!(trip(&net, "n1", "n2", &sockets[1]).await < ms(250));
+        assert!(trip(&net, "n1", "n3", &sockets[2]).await >= ms(300));
+        assert!(trip(&net, "n3", "n2", &sockets[1]).await >= ms(300));
+        // The network's delay applies where no node delay is set.
+        net.set_delay(ms(300), Duration::ZERO);
+        net.set_node_delay("n3", Duration::ZERO);
+        assert!(trip(&net, "n1", "n2", &sockets[1]).await >= ms(300));
+        assert!(trip(&net, "n2", "n3", &sockets[2]).await < ms(250));
+        net.heal();
+        assert!(trip(&net, "n1", "n3", &sockets[2]).await < ms(250));
+        let bytes = |from, to| net.link_stats(from, to).unwrap().bytes;
+        assert_eq!(bytes("n1", "n2"), 200);
+        assert_eq!(bytes("n1", "n3"), 200);
+        assert_eq!(bytes("n3", "n2"), 100);
+        assert_eq!(bytes("n2", "n3"), 100);
+        assert_eq!(bytes("n2", "n1"), 0);
     }
 
     #[test]
