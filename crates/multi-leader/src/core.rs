@@ -144,7 +144,9 @@ struct Counters {
 ///   the key as absent), so collection is invisible in the converged
 ///   state. Old writes that come back (a restarted node re-sending, a
 ///   duplicate) are below the applied vectors and ignored: nothing
-///   deleted comes back.
+///   deleted comes back. A write whose dot the key's record already
+///   reflects (a later write that had seen it arrived first; a wiped
+///   node catching up on its old incarnation) changes no key state.
 #[derive(Clone, Debug)]
 pub struct Core {
     config: Config,
@@ -781,10 +783,19 @@ impl Core {
                 .keys
                 .get(&key)
                 .is_some_and(|mine| write.record.writes.descends(&mine.writes));
+            // Our record already reflects the write (a later write that
+            // had seen it was merged first): its state is in ours, or
+            // was collected since. This is how a wiped node takes back
+            // its old incarnation's writes into newer key states, without
+            // bringing back the tombstones collected since (a merge would).
+            let reflected = self
+                .keys
+                .get(&key)
+                .is_some_and(|mine| mine.writes.contains(&write.id));
+            let sabotaged = self.config.sabotage == Some(Sabotage::ReplaceOnApply);
             match self.keys.get_mut(&key) {
-                Some(mine)
-                    if !supersedes && self.config.sabotage != Some(Sabotage::ReplaceOnApply) =>
-                {
+                Some(_) if reflected && !sabotaged => {}
+                Some(mine) if !supersedes && !sabotaged => {
                     let lww_smallest = self.config.sabotage == Some(Sabotage::LwwKeepsSmallest);
                     if mine.merge(&write.record, lww_smallest) {
                         self.counters.type_conflicts += 1;

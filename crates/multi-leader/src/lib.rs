@@ -185,7 +185,14 @@
 //! writes are never collected), and session tokens naming
 //! them wait on it until they time out. Status shows it (`behind_writes`
 //! of the old incarnation on the wiped node, a `stable` vector that does
-//! not move); the way out is a state transfer, to build.
+//! not move). And a wiped node re-applies its lost past (old writes, in
+//! each origin's order) interleaved with newer writes and its own new
+//! ones: a write its key's record already reflects changes nothing, but
+//! an old tombstone applied to a key it then writes itself can outlive
+//! its collection everywhere else (the seeded simulation with wipes finds
+//! this on 2 seeds of 100, `tests/sim/main.rs`, ignored). The way out of
+//! both is a state transfer to a wiped node (key states, not old writes),
+//! to build.
 //!
 //! # Durable records
 //!

@@ -888,3 +888,50 @@ fn a_peer_that_reports_less_than_before_counts_for_what_it_holds_now() {
         "{sent:?}"
     );
 }
+
+/// A write whose dot the key's record already reflects (a later write
+/// that had seen it came first) changes nothing: merging it would bring
+/// back a tombstone the later write's origin had collected. A wiped node
+/// catching up on its old incarnation's writes meets this all the time.
+#[test]
+fn a_write_the_record_already_reflects_changes_nothing() {
+    let mut n3 = core("n3");
+    quiet(&mut n3);
+    // n1 deleted k; everyone collected it; n2 then wrote k afresh.
+    let mut tombstone = DvvSet::new();
+    tombstone.update(&VersionVector::new(), "n1", None).unwrap();
+    let old = Write {
+        id: Dot::new("n1", 1),
+        ts: Timestamp::new(WALL, 0, "n1"),
+        key: b"k".to_vec(),
+        record: KeyRecord {
+            state: KeyState::Siblings(tombstone),
+            writes: vv([("n1", 1)]),
+        },
+        fresh: Some(VersionVector::new()),
+    };
+    let mut fresh = DvvSet::new();
+    fresh
+        .update(&VersionVector::new(), "n2", Some(b"b".to_vec()))
+        .unwrap();
+    let newer = Write {
+        id: Dot::new("n2", 1),
+        ts: Timestamp::new(WALL, 1, "n2"),
+        key: b"k".to_vec(),
+        record: KeyRecord {
+            state: KeyState::Siblings(fresh),
+            writes: vv([("n1", 1), ("n2", 1)]),
+        },
+        fresh: Some(vv([("n1", 1)])),
+    };
+    // n2's write reaches n3 first, n1's old one after it.
+    n3.handle_peer(
+        Millis(1),
+        WALL,
+        "n2".into(),
+        Message::Writes(vec![newer.clone()]),
+    );
+    n3.handle_peer(Millis(1), WALL, "n1".into(), Message::Writes(vec![old]));
+    assert_eq!(n3.record(b"k"), Some(&newer.record));
+    assert_eq!(n3.applied(), &vv([("n1", 1), ("n2", 1)]));
+}
