@@ -216,6 +216,15 @@ impl Config {
                 id: pair[0].clone(),
             });
         }
+        // `n1.5` would read as an incarnation of `n1` ([`Config::member_of`]).
+        for id in &self.nodes {
+            if let Some((node, _)) = self.member_of(id.as_str()).filter(|(n, _)| *n != id) {
+                return Err(ConfigError::LooksLikeIncarnation {
+                    id: id.clone(),
+                    node: node.clone(),
+                });
+            }
+        }
         for (field, value) in [
             ("max_inflight_entries", self.max_inflight_entries as u64),
             ("max_batch_entries", self.max_batch_entries as u64),
@@ -248,6 +257,14 @@ pub enum ConfigError {
     Duplicate {
         /// The repeated id.
         id: NodeId,
+    },
+    /// A node id reads as an incarnation of another's (`n1.5` beside `n1`).
+    #[error("node id {id} reads as an incarnation of node {node} (`<id>.<number>` names a node's incarnation): rename it")]
+    LooksLikeIncarnation {
+        /// The ambiguous id.
+        id: NodeId,
+        /// The node it reads as an incarnation of.
+        node: NodeId,
     },
     /// A field that must be positive is 0.
     #[error("`{field}` is 0; it must be at least 1")]

@@ -935,3 +935,26 @@ fn a_write_the_record_already_reflects_changes_nothing() {
     assert_eq!(n3.record(b"k"), Some(&newer.record));
     assert_eq!(n3.applied(), &vv([("n1", 1), ("n2", 1)]));
 }
+
+/// An origin maps back to its node and incarnation; a node id that would
+/// read as another's incarnation is refused, naming both.
+#[test]
+fn origins_map_to_their_node_and_ambiguous_ids_are_refused() {
+    let c = Config::new("n1", ["n1", "n2", "n10"]);
+    let member = |o: &str| c.member_of(o).map(|(n, e)| (n.to_string(), e));
+    assert_eq!(member("n1"), Some(("n1".into(), 0)));
+    assert_eq!(member("n1.42"), Some(("n1".into(), 42)));
+    assert_eq!(member("n10.7"), Some(("n10".into(), 7)));
+    assert_eq!(member("n1.x"), None);
+    assert_eq!(member("n1."), None);
+    assert_eq!(member("n3.1"), None);
+    let err = Core::new(Config::new("n1", ["n1", "n1.5"]), Millis(0)).unwrap_err();
+    assert_eq!(
+        err,
+        ConfigError::LooksLikeIncarnation {
+            id: "n1.5".into(),
+            node: "n1".into()
+        }
+    );
+    assert!(err.to_string().contains("n1.5") && err.to_string().contains("node n1"));
+}
