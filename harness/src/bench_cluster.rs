@@ -163,6 +163,7 @@ pub async fn run(args: BenchClusterArgs) -> anyhow::Result<()> {
         simulate_power_loss: false,
         acks: args.acks.clone(),
         reads: None,
+        leaderless: None,
         extra_config: args.node_config.clone(),
         seed: 0,
     };

@@ -37,7 +37,7 @@
 use std::time::Instant;
 
 use mimeo_causality::{DvvSet, VersionVector};
-use mimeo_leaderless::{Config, Core, KeyState, Message, Millis, NodeId, Output};
+use mimeo_leaderless::{Config, Core, KeyState, KeyStateExt as _, Message, Millis, NodeId, Output};
 
 fn env(name: &str, default: u64) -> u64 {
     match std::env::var(name) {

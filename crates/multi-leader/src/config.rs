@@ -121,6 +121,12 @@ pub struct Config {
     /// A driver sets it below what one peer message can carry: a write
     /// that could not be shipped would stop its origin's stream.
     pub max_write_bytes: usize,
+    /// The incarnation a node with **no durable state** starts (0: none,
+    /// see [`Config::fresh_actor`]). A driver sets it to the wall clock in
+    /// microseconds when it opens an empty data directory, so that a node
+    /// whose disk was wiped never mints the dots of its lost incarnation;
+    /// a node restored from its state keeps the actor it recorded.
+    pub fresh_epoch: u64,
     #[doc(hidden)]
     pub sabotage: Option<Sabotage>,
 }
@@ -152,8 +158,39 @@ impl Config {
             max_pending_ack_bytes: 16 << 20,
             max_tombstone_bytes: 64 << 20,
             max_write_bytes: 2 << 20,
+            fresh_epoch: 0,
             sabotage: None,
         }
+    }
+
+    /// The actor id a node with no durable state writes as: `<id>.<epoch>`
+    /// for a [`fresh_epoch`](Config::fresh_epoch) above 0, the plain id
+    /// otherwise (which only a node that never wrote before, under any
+    /// incarnation, may use: a core without a driver, in tests).
+    pub fn fresh_actor(&self) -> NodeId {
+        if self.fresh_epoch == 0 {
+            self.id.clone()
+        } else {
+            NodeId::new(format!("{}.{}", self.id, self.fresh_epoch))
+        }
+    }
+
+    /// The member an origin (actor) id belongs to, and its incarnation:
+    /// `n1` is `n1`'s first incarnation (0: a data directory written
+    /// before incarnations existed), `n1.<epoch>` a later one. `None`: no
+    /// member of [`nodes`](Config::nodes) has it.
+    pub fn member_of(&self, origin: &str) -> Option<(&NodeId, u64)> {
+        self.nodes.iter().find_map(|node| {
+            let rest = origin.strip_prefix(node.as_str())?;
+            if rest.is_empty() {
+                return Some((node, 0));
+            }
+            let epoch = rest.strip_prefix('.')?;
+            if epoch.is_empty() || !epoch.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            epoch.parse().ok().map(|e| (node, e))
+        })
     }
 
     /// The maximum drift as a duration.
@@ -178,6 +215,15 @@ impl Config {
             return Err(ConfigError::Duplicate {
                 id: pair[0].clone(),
             });
+        }
+        // `n1.5` would read as an incarnation of `n1` ([`Config::member_of`]).
+        for id in &self.nodes {
+            if let Some((node, _)) = self.member_of(id.as_str()).filter(|(n, _)| *n != id) {
+                return Err(ConfigError::LooksLikeIncarnation {
+                    id: id.clone(),
+                    node: node.clone(),
+                });
+            }
         }
         for (field, value) in [
             ("max_inflight_entries", self.max_inflight_entries as u64),
@@ -211,6 +257,14 @@ pub enum ConfigError {
     Duplicate {
         /// The repeated id.
         id: NodeId,
+    },
+    /// A node id reads as an incarnation of another's (`n1.5` beside `n1`).
+    #[error("node id {id} reads as an incarnation of node {node} (`<id>.<number>` names a node's incarnation): rename it")]
+    LooksLikeIncarnation {
+        /// The ambiguous id.
+        id: NodeId,
+        /// The node it reads as an incarnation of.
+        node: NodeId,
     },
     /// A field that must be positive is 0.
     #[error("`{field}` is 0; it must be at least 1")]

@@ -18,7 +18,11 @@ use crate::types::{ack_mode, ClientError, ClientOp, KeyType, Millis, ReadValue, 
 struct Peer {
     /// Its applied vector, from its latest status.
     applied: VersionVector,
-    /// Its durable vector (the join of every status: it never goes back).
+    /// Its durable vector, from its latest status. Not a join of every
+    /// status: a node that lost its disk reports less than it once held,
+    /// and must be counted for what it holds now (acknowledgements,
+    /// tombstone stability, the log a driver keeps). A stale status only
+    /// makes those wait.
     durable: VersionVector,
     /// Writes sent to it beyond `applied` (optimistically).
     sent: VersionVector,
@@ -143,10 +147,14 @@ struct Counters {
 ///   the key as absent), so collection is invisible in the converged
 ///   state. Old writes that come back (a restarted node re-sending, a
 ///   duplicate) are below the applied vectors and ignored: nothing
-///   deleted comes back.
+///   deleted comes back. A write whose dot the key's record already
+///   reflects (a later write that had seen it arrived first; a wiped
+///   node catching up on its old incarnation) changes no key state.
 #[derive(Clone, Debug)]
 pub struct Core {
     config: Config,
+    /// The actor (incarnation) id this node mints writes and dots as.
+    actor: NodeId,
     hlc: Hlc,
     keys: BTreeMap<Vec<u8>, KeyRecord>,
     applied: VersionVector,
@@ -195,7 +203,14 @@ impl Core {
         now: Millis,
     ) -> Result<Core, ConfigError> {
         config.validate()?;
-        let mut hlc = Hlc::new(config.id.clone(), config.max_drift());
+        let actor = match (&durable.actor, &durable.clock) {
+            (Some(actor), _) => actor.clone(),
+            // A store of format version 1: the node wrote as its plain id.
+            (None, Some(_)) => config.id.clone(),
+            // Nothing durable: new, or wiped. Never the lost incarnation.
+            (None, None) => config.fresh_actor(),
+        };
+        let mut hlc = Hlc::new(actor.clone(), config.max_drift());
         if let Some(clock) = &durable.clock {
             if config.sabotage != Some(Sabotage::ForgetClock) {
                 hlc.restore(clock);
@@ -214,6 +229,7 @@ impl Core {
             })
             .collect();
         let mut core = Core {
+            actor,
             hlc,
             log: MemLog::new(config.log_bytes),
             keys: durable.keys,
@@ -246,6 +262,16 @@ impl Core {
     /// This node's id.
     pub fn id(&self) -> &NodeId {
         &self.config.id
+    }
+
+    /// The actor id this node writes as: the origin of its writes and the
+    /// actor of its dots, counter and set entries. One **incarnation** of
+    /// the node: it is kept across restarts (in every [`Persist`]), and a
+    /// node that lost its state starts a new one
+    /// ([`Config::fresh_actor`]), so it never mints a dot its lost
+    /// incarnation minted. See the crate docs ("Incarnations").
+    pub fn actor(&self) -> &NodeId {
+        &self.actor
     }
 
     /// The configuration.
@@ -302,13 +328,20 @@ impl Core {
 
     /// What this node reports, at physical time `wall_ms`.
     pub fn status(&self, wall_ms: u64) -> Status {
-        let origins = self
-            .config
-            .nodes
+        // Every origin (incarnation) known here, this node's own included.
+        let mut every = self.known.joined(&self.applied);
+        every.raise(self.actor.clone(), 1);
+        let origins = every
             .iter()
-            .map(|origin| {
+            .map(|(origin, _)| {
                 let applied = self.applied.get(origin.as_str());
+                let (node, incarnation) = self
+                    .config
+                    .member_of(origin.as_str())
+                    .map_or((origin.clone(), 0), |(n, e)| (n.clone(), e));
                 let lag = OriginLag {
+                    node,
+                    incarnation,
                     applied,
                     behind_writes: self.known.get(origin.as_str()).saturating_sub(applied),
                     since_latest_ms: self
@@ -332,6 +365,7 @@ impl Core {
         }
         Status {
             id: self.config.id.clone(),
+            actor: self.actor.clone(),
             applied: self.applied.clone(),
             durable: self.durable.clone(),
             stable: self.stable(),
@@ -452,7 +486,6 @@ impl Core {
                     + 1;
                 if write.id.counter != next
                     || write.id.counter > self.durable.get(origin.as_str())
-                    || origin == *peer
                     || !Self::room(&self.config, p)
                 {
                     continue;
@@ -537,7 +570,7 @@ impl Core {
                 limit_bytes: self.config.max_tombstone_bytes,
             });
         }
-        let me = self.config.id.clone();
+        let me = self.actor.clone();
         let seq = self.applied.get(me.as_str()) + 1;
         let key = op.key().to_vec();
         let existing = self.keys.get(&key);
@@ -681,7 +714,7 @@ impl Core {
         key_dot: &mut Option<Dot>,
         context_after: &mut Option<VersionVector>,
     ) -> Result<(), ClientError> {
-        let me = &self.config.id;
+        let me = &self.actor;
         match self.config.policy {
             Policy::Siblings => {
                 let mut context = context.unwrap_or_default();
@@ -727,6 +760,11 @@ impl Core {
         let mut gap = false;
         for write in writes {
             let origin = write.id.node.clone();
+            // The sender holds this origin's writes up to this one (it
+            // ships them in order): do not send them back (no echo).
+            if let Some(p) = self.peers.get_mut(from) {
+                p.sent.raise(origin.clone(), write.id.counter);
+            }
             let have = self.applied.get(origin.as_str());
             if write.id.counter <= have {
                 self.counters.duplicates += 1;
@@ -755,10 +793,19 @@ impl Core {
                 .keys
                 .get(&key)
                 .is_some_and(|mine| write.record.writes.descends(&mine.writes));
+            // Our record already reflects the write (a later write that
+            // had seen it was merged first): its state is in ours, or
+            // was collected since. This is how a wiped node takes back
+            // its old incarnation's writes into newer key states, without
+            // bringing back the tombstones collected since (a merge would).
+            let reflected = self
+                .keys
+                .get(&key)
+                .is_some_and(|mine| mine.writes.contains(&write.id));
+            let sabotaged = self.config.sabotage == Some(Sabotage::ReplaceOnApply);
             match self.keys.get_mut(&key) {
-                Some(mine)
-                    if !supersedes && self.config.sabotage != Some(Sabotage::ReplaceOnApply) =>
-                {
+                Some(_) if reflected && !sabotaged => {}
+                Some(mine) if !supersedes && !sabotaged => {
                     let lww_smallest = self.config.sabotage == Some(Sabotage::LwwKeepsSmallest);
                     if mine.merge(&write.record, lww_smallest) {
                         self.counters.type_conflicts += 1;
@@ -798,7 +845,7 @@ impl Core {
             p.last_progress = now;
         }
         p.applied = applied;
-        p.durable.join(&durable);
+        p.durable = durable;
         let applied = &p.applied;
         while let Some((origin, seq, size)) = p.inflight.front() {
             if applied.get(origin.as_str()) >= *seq {
@@ -819,6 +866,12 @@ impl Core {
             keep
         });
         p.inflight_bytes -= freed;
+        if p.inflight.is_empty() && !p.applied.descends(&p.sent) {
+            // Nothing in flight, yet the peer lacks writes we believed it
+            // had (it sent them to us, or acknowledged them, and has lost
+            // its disk since; or the status is stale): send them again.
+            p.sent = p.applied.clone();
+        }
         if p.inflight.len() != before {
             p.last_progress = now;
         }
@@ -835,10 +888,11 @@ impl Core {
         }
         let mut batch = Vec::new();
         let mut load = None;
+        // No echo by name: the peer's vectors, and what it sent us, say
+        // what it holds. A peer's id is not an origin: a node that lost
+        // its disk writes as a new incarnation and must get the writes of
+        // its old one back.
         'origins: for (origin, have) in self.durable.iter() {
-            if origin == peer {
-                continue; // never echo a peer's own writes
-            }
             let mut next = p
                 .sent
                 .get(origin.as_str())
@@ -936,7 +990,9 @@ impl Core {
     }
 
     fn answer_acks(&mut self) {
-        let me = self.config.id.clone();
+        // Peers are nodes: each counts once, whatever incarnations their
+        // vectors hold.
+        let me = self.actor.clone();
         let mine = self.durable.get(me.as_str());
         let peers: Vec<u64> = self
             .peers
@@ -1080,6 +1136,7 @@ impl Core {
                 keys,
                 applied: self.applied.clone(),
                 clock: self.hlc.last(),
+                actor: self.actor.clone(),
             }));
         }
     }

@@ -33,9 +33,14 @@
 //! |---|---|---|
 //! | `w` ([`WRITE_KEY`]) | a [`Write`] | the origin-sequence log, read back for catch-up |
 //! | `k/<key>` ([`KEY_PREFIX`]) | a [`KeyRecord`] (or a delete: collected) | the key's state |
-//! | `m` ([`META_KEY`]) | a [`Meta`] (applied vector, clock) | **last**: commits the persist |
+//! | `m` ([`META_KEY`]) | a [`Meta`] (applied vector, clock, actor) | **last**: commits the persist |
 //!
 //! Every value is [`FORMAT_VERSION`] (u16, little-endian) then postcard.
+//! Version 2 added the actor to `m`; a version-1 store (whose `m` has
+//! none) opens, and its node keeps writing as its plain id. A write's
+//! record metadata names its origin by number (its node's place in the
+//! sorted node list, from 1) when the origin is a plain node id, and 0
+//! for an incarnation (`n1.<epoch>`), whose name is read from the write.
 //!
 //! **Atomicity.** A crash can cut an append anywhere (the store keeps a
 //! prefix of it: torn frames at the tail are dropped on open), so each
@@ -91,13 +96,24 @@ pub const KEY_PREFIX: &[u8] = b"k/";
 /// The store key of the commit record that ends every persist.
 pub const META_KEY: &[u8] = b"m";
 
-/// What the commit record of a persist holds.
+/// What the commit record of a persist holds (format version 2).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
     /// The applied vector once the persist is applied.
     pub applied: VersionVector,
     /// The largest HLC timestamp issued.
     pub clock: Timestamp,
+    /// The actor (incarnation) the node writes as
+    /// ([`Core::actor`](crate::Core::actor)).
+    pub actor: NodeId,
+}
+
+/// The commit record of format version 1 (before incarnations): its node
+/// wrote as its plain id, and keeps doing so.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct MetaV1 {
+    applied: VersionVector,
+    clock: Timestamp,
 }
 
 /// Why the driver could not start or had to stop.
@@ -166,12 +182,29 @@ fn decode<T: for<'de> Deserialize<'de>>(
         return Err(unreadable("shorter than its format version".into()));
     };
     let version = u16::from_le_bytes(*version);
-    if version != FORMAT_VERSION {
+    // Version 2 changed only the commit record (`decode_meta`): the other
+    // records read the same in both.
+    if !(1..=FORMAT_VERSION).contains(&version) {
         return Err(unreadable(format!(
-            "format version {version}; this build reads version {FORMAT_VERSION}"
+            "format version {version}; this build reads versions 1 to {FORMAT_VERSION}"
         )));
     }
     postcard::from_bytes(payload).map_err(|e| unreadable(e.to_string()))
+}
+
+/// Decodes a commit record of either version into the applied vector,
+/// the clock and the actor (`None` for version 1: the node writes as its
+/// plain id).
+fn decode_meta(
+    index: u64,
+    bytes: &[u8],
+) -> Result<(VersionVector, Timestamp, Option<NodeId>), DriverError> {
+    if bytes.starts_with(&1u16.to_le_bytes()) {
+        let v1: MetaV1 = decode("commit", index, bytes)?;
+        return Ok((v1.applied, v1.clock, None));
+    }
+    let meta: Meta = decode("commit", index, bytes)?;
+    Ok((meta.applied, meta.clock, Some(meta.actor)))
 }
 
 /// The store key of `key`'s state.
@@ -213,11 +246,15 @@ fn persist_records(persist: &Persist, origins: &[NodeId], first: u64) -> SealedB
     let meta = Meta {
         applied: persist.applied.clone(),
         clock: persist.clock.clone(),
+        actor: persist.actor.clone(),
     };
     batch.seal(encode(&meta))
 }
 
-/// An origin's number in records: its place in the sorted node list, from 1.
+/// An origin's number in records: its place in the sorted node list, from
+/// 1, for a node's plain id (the only origins of a version-1 store); 0 for
+/// any other origin (an incarnation, `n1.<epoch>`), whose name recovery
+/// reads from the write itself.
 fn origin_number(origins: &[NodeId], origin: &NodeId) -> u64 {
     origins
         .iter()
@@ -291,8 +328,11 @@ impl std::fmt::Debug for Recovered {
 
 /// Rebuilds a core from `store`: drops a persist a crash cut short (the
 /// records after the last commit record), then reads every key's state,
-/// the applied vector and the clock, and indexes the writes the log still
-/// holds. `now` is the monotonic time the core's [`Millis`] count from.
+/// the applied vector, the clock and the actor, and indexes the writes the
+/// log still holds. A store without a commit record (new, or wiped) starts
+/// a new incarnation, `<id>.<epoch>` with the wall clock in microseconds
+/// as the epoch (at least `config.fresh_epoch`); a store of format
+/// version 1 keeps writing as the plain id. `now` is the monotonic time the core's [`Millis`] count from.
 ///
 /// Fails with [`DriverError::AutoCompaction`] unless `store` was opened
 /// with [`store_options`].
@@ -306,37 +346,66 @@ pub fn recover(config: Config, store: &Store, now: Millis) -> Result<Recovered, 
     origins.sort();
     // One pass over the log: drops a torn persist, and finds the writes
     // of the whole ones (origin number, sequence, log index).
-    let mut writes: Vec<(u64, u64, u64)> = Vec::new();
+    let mut writes: Vec<(NodeId, u64, u64)> = Vec::new();
+    let mut failed = None;
     let found = store
         .recover_committed(META_KEY, |record| {
-            if record.mutation.key() == WRITE_KEY {
-                let meta = &record.meta;
-                writes.push((meta.origin, meta.seq, meta.position.index));
+            let Mutation::Put { key, value } = &record.mutation else {
+                return;
+            };
+            if key != WRITE_KEY || failed.is_some() {
+                return;
             }
+            let meta = &record.meta;
+            let index = meta.position.index;
+            let number = meta.origin;
+            let origin = match number {
+                // Not a plain node id: the write names its origin.
+                0 => match decode::<Write>("write", index, value) {
+                    Ok(write) => write.id.node,
+                    Err(e) => {
+                        failed = Some(e);
+                        return;
+                    }
+                },
+                _ => {
+                    let origin = usize::try_from(number)
+                        .ok()
+                        .and_then(|o| o.checked_sub(1))
+                        .and_then(|o| origins.get(o));
+                    let Some(origin) = origin else {
+                        failed = Some(DriverError::Unreadable {
+                            what: "write",
+                            index,
+                            message: format!("origin number {number} names no node of {origins:?}"),
+                        });
+                        return;
+                    };
+                    origin.clone()
+                }
+            };
+            writes.push((origin, meta.seq, index));
         })
         .map_err(storage("dropping an incomplete persist at start-up"))?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
     let mut write_index = WriteIndex::default();
-    for (number, seq, index) in writes {
-        let origin = usize::try_from(number)
-            .ok()
-            .and_then(|o| o.checked_sub(1))
-            .and_then(|o| origins.get(o));
-        let Some(origin) = origin else {
-            return Err(DriverError::Unreadable {
-                what: "write",
-                index,
-                message: format!("origin number {number} names no node of {origins:?}"),
-            });
-        };
-        write_index.insert(origin.clone(), seq, index);
+    for (origin, seq, index) in writes {
+        write_index.insert(origin, seq, index);
     }
     let mut durable = DurableState::default();
     if let Some(entry) = found.commit {
         let bytes = entry.value.unwrap_or_default();
-        let meta: Meta = decode("commit", entry.meta.position.index, &bytes)?;
-        durable.applied = meta.applied;
-        durable.clock = Some(meta.clock);
+        let (applied, clock, actor) = decode_meta(entry.meta.position.index, &bytes)?;
+        durable.applied = applied;
+        durable.clock = Some(clock);
+        durable.actor = actor;
     }
+    // A store without a commit record (new, or wiped) starts a new
+    // incarnation: never one its lost state may have used.
+    let mut config = config;
+    config.fresh_epoch = config.fresh_epoch.max(wall_micros());
     let mut end = KEY_PREFIX.to_vec();
     *end.last_mut().expect("a prefix") += 1;
     for (key, entry) in store
@@ -506,6 +575,13 @@ impl std::fmt::Debug for Driver {
             .field("id", self.core.id())
             .finish_non_exhaustive()
     }
+}
+
+/// Wall-clock microseconds since the Unix epoch: a new incarnation's epoch.
+fn wall_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Wall-clock milliseconds since the Unix epoch: the HLC's physical time.
@@ -884,12 +960,14 @@ fn writer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mimeo_causality::Dot;
 
     #[test]
     fn a_record_of_another_format_version_is_refused_naming_it() {
         let meta = Meta {
             applied: VersionVector::new(),
             clock: Timestamp::new(1, 0, "n1"),
+            actor: "n1".into(),
         };
         let mut bytes = encode(&meta);
         assert_eq!(decode::<Meta>("commit", 3, &bytes).unwrap(), meta);
@@ -958,9 +1036,30 @@ mod tests {
         );
     }
 
+    /// The records of [`two_persists`] as format version 1 wrote them
+    /// (before the commit record held the actor): what a data directory
+    /// of an older build holds.
+    const V1_RECORDS: &str = concat!(
+        "0001010100000177230100026e3101e80700026e31016b0001026e310101010566697273",
+        "7401026e31010100000200000000036b2f6b1501000001026e3101010105666972737401",
+        "026e3101000300000000016d0d010001026e3101e80700026e3100040102000001772a01",
+        "00026e3102e80701026e31016b0001026e3102020105666972737401067365636f6e6401",
+        "026e310200000500000000036b2f6b1d01000001026e3102020105666972737401067365",
+        "636f6e6401026e3102000600000000016d0d010001026e3102e80701026e31",
+    );
+
+    fn unhex(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
     /// The records of two persists, as the store encodes them: the bytes
     /// a persist puts in the log (captured before persists went through
-    /// `mimeo_storage::CommitBatch`, which must not change them).
+    /// `mimeo_storage::CommitBatch`, which must not change them). Format
+    /// version 2: every value starts `02 00`, and the commit record ends
+    /// with the actor (`02 6e 31`: "n1"); version 1 is [`V1_RECORDS`].
     #[test]
     fn the_records_of_a_persist_are_pinned() {
         let origins: Vec<NodeId> = vec!["n1".into(), "n2".into()];
@@ -972,14 +1071,99 @@ mod tests {
         assert_eq!(
             mimeo_testkit::hex(bytes),
             concat!(
-                "0001010100000177230100026e3101e80700026e31016b0001026e310101010566697273",
-                "7401026e31010100000200000000036b2f6b1501000001026e3101010105666972737401",
-                "026e3101000300000000016d0d010001026e3101e80700026e3100040102000001772a01",
-                "00026e3102e80701026e31016b0001026e3102020105666972737401067365636f6e6401",
-                "026e310200000500000000036b2f6b1d01000001026e3102020105666972737401067365",
-                "636f6e6401026e3102000600000000016d0d010001026e3102e80701026e31",
+                "0001010100000177230200026e3101e80700026e31016b0001026e310101010566697273",
+                "7401026e31010100000200000000036b2f6b1502000001026e3101010105666972737401",
+                "026e3101000300000000016d10020001026e3101e80700026e31026e3100040102000001",
+                "772a0200026e3102e80701026e31016b0001026e3102020105666972737401067365636f",
+                "6e6401026e310200000500000000036b2f6b1d02000001026e3102020105666972737401",
+                "067365636f6e6401026e3102000600000000016d10020001026e3102e80701026e31026e",
+                "31",
             )
         );
+    }
+
+    /// A data directory written by format version 1 (no actor in its
+    /// commit records) opens, and its node goes on writing as its plain id
+    /// after its last sequence number: no re-identification, no reused or
+    /// skipped dot.
+    #[test]
+    fn a_version_1_store_opens_and_its_node_keeps_writing_as_its_plain_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = store_options(Options::default());
+        let bytes = unhex(V1_RECORDS);
+        let mut rest = &bytes[..];
+        let mut records = Vec::new();
+        while !rest.is_empty() {
+            let (record, tail) = postcard::take_from_bytes::<Record>(rest).unwrap();
+            records.push(record);
+            rest = tail;
+        }
+        {
+            let store = Store::open(dir.path(), options.clone()).unwrap();
+            store.append(&records).unwrap();
+            store.sync().unwrap();
+        }
+        let store = Store::open(dir.path(), options).unwrap();
+        let config = Config::new("n1", ["n1", "n2"]);
+        let recovered = recover(config, &store, Millis(0)).unwrap();
+        let mut core = recovered.core;
+        assert_eq!(core.actor().as_str(), "n1", "a version-1 node keeps its id");
+        assert_eq!(core.applied(), &[("n1", 2)].into());
+        assert_eq!(recovered.write_index.find(&"n1".into(), 1, 2), [1, 4]);
+        let op = ClientOp::Put {
+            key: b"k".to_vec(),
+            value: "third".into(),
+            context: None,
+        };
+        core.handle_client(Millis(0), 1_000, 1, op, None);
+        let persist = std::iter::from_fn(|| core.poll_output())
+            .find_map(|o| match o {
+                Output::Persist(p) => Some(p),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(persist.writes[0].id, Dot::new("n1", 3));
+        assert_eq!(persist.actor.as_str(), "n1");
+    }
+
+    /// An empty (new or wiped) data directory starts a new incarnation,
+    /// `n1.<wall clock in µs>`; a restart keeps it, and finds its writes
+    /// (whose records name their origin by the write, not by number).
+    #[test]
+    fn an_empty_store_starts_a_new_incarnation_that_a_restart_keeps() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = store_options(Options::default());
+        let origins: Vec<NodeId> = vec!["n1".into(), "n2".into()];
+        let config = Config::new("n1", ["n1", "n2"]);
+        let before = wall_micros();
+        let store = Store::open(dir.path(), options.clone()).unwrap();
+        let mut core = recover(config.clone(), &store, Millis(0)).unwrap().core;
+        let actor = core.actor().clone();
+        let (node, epoch) = config.member_of(actor.as_str()).unwrap();
+        assert_eq!((node.as_str(), epoch >= before), ("n1", true), "{actor}");
+        let op = ClientOp::Put {
+            key: b"k".to_vec(),
+            value: "new".into(),
+            context: None,
+        };
+        core.handle_client(Millis(0), 1_000, 1, op, None);
+        let persist = std::iter::from_fn(|| core.poll_output())
+            .find_map(|o| match o {
+                Output::Persist(p) => Some(p),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(persist.writes[0].id, Dot::new(actor.clone(), 1));
+        store
+            .append_committed(&persist_records(&persist, &origins, 1))
+            .unwrap();
+        store.sync().unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), options).unwrap();
+        let recovered = recover(config, &store, Millis(0)).unwrap();
+        assert_eq!(recovered.core.actor(), &actor, "a restart keeps it");
+        assert_eq!(recovered.core.applied(), &[(actor.clone(), 1)].into());
+        assert_eq!(recovered.write_index.find(&actor, 1, 1), [1]);
     }
 
     #[test]

@@ -48,9 +48,16 @@ pub enum Output {
     },
 }
 
-/// How far this node is behind one origin, as far as it knows.
+/// How far this node is behind one origin (one incarnation of a node),
+/// as far as it knows.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OriginLag {
+    /// The member the origin belongs to ([`Config::member_of`](crate::Config::member_of);
+    /// the origin itself if no member has it).
+    pub node: NodeId,
+    /// Its incarnation (0: the node's plain id, from a data directory
+    /// written before incarnations existed).
+    pub incarnation: u64,
     /// Applied writes of that origin (its contiguous prefix).
     pub applied: u64,
     /// Writes of that origin known to exist (from any peer's vector) and
@@ -68,6 +75,8 @@ pub struct OriginLag {
 pub struct Status {
     /// The node.
     pub id: NodeId,
+    /// The actor (incarnation) it writes as ([`Core::actor`](crate::Core::actor)).
+    pub actor: NodeId,
     /// Its applied vector.
     pub applied: VersionVector,
     /// Its durable vector.
@@ -76,7 +85,8 @@ pub struct Status {
     /// every node holds durably. A driver may drop log entries at or
     /// below it.
     pub stable: VersionVector,
-    /// Per origin, how far behind.
+    /// Per origin (every incarnation of every node known here), how far
+    /// behind.
     pub origins: BTreeMap<NodeId, OriginLag>,
     /// Keys holding only tombstones, waiting to be collected.
     pub tombstones_pending: u64,

@@ -5,21 +5,27 @@
 //! These types are what a driver writes to disk (through `mimeo-storage`)
 //! and what peers exchange. They are encoded with serde (postcard on disk
 //! and on the wire); a driver stores each one behind a format version,
-//! [`FORMAT_VERSION`] (1 for this layout), and refuses a version it does
+//! [`FORMAT_VERSION`] (2 for this layout), and refuses a version it does
 //! not know with an error naming it. Changes keep old data readable: new
 //! enum variants go at the end, new fields get a new format version and a
 //! conversion from the previous one; a golden-bytes test
-//! (`src/tests.rs`) pins the version-1 encoding of a [`Write`].
+//! (`src/tests.rs`) pins the encoding of a [`Write`] (the same in
+//! versions 1 and 2).
 
 use std::collections::BTreeMap;
 
-use mimeo_causality::{Dot, Timestamp, VersionVector};
+use mimeo_causality::{Dot, NodeId, Timestamp, VersionVector};
 use serde::{Deserialize, Serialize};
 
 use crate::state::KeyRecord;
 
 /// The format version of [`Write`], [`Persist`] and [`DurableState`].
-pub const FORMAT_VERSION: u16 = 1;
+///
+/// Version 2 added the actor (incarnation) id to [`Persist`] and
+/// [`DurableState`] (and to the driver's commit record); [`Write`] and
+/// [`KeyRecord`] encode as in version 1, and a driver still reads a
+/// version-1 store (whose node keeps writing as its plain id).
+pub const FORMAT_VERSION: u16 = 2;
 
 /// One write in its origin's stream: the unit of replication and catch-up.
 ///
@@ -97,6 +103,11 @@ pub struct Persist {
     /// The largest HLC timestamp this node has issued, to restore its
     /// clock from.
     pub clock: Timestamp,
+    /// The actor (incarnation) id this node writes as
+    /// ([`Core::actor`](crate::Core::actor)): stored with every commit so
+    /// that a restart keeps it, and a wiped node (which finds none) takes
+    /// a new one.
+    pub actor: NodeId,
 }
 
 /// What a driver hands [`Core::restore`](crate::Core::restore) after a
@@ -109,6 +120,12 @@ pub struct DurableState {
     pub keys: BTreeMap<Vec<u8>, KeyRecord>,
     /// The clock of the last durable `Persist` (`None`: nothing persisted).
     pub clock: Option<Timestamp>,
+    /// The actor of the last durable `Persist`. `None` with a clock: a
+    /// store written before actors were recorded (format version 1),
+    /// whose node wrote as its plain id and keeps doing so; `None`
+    /// without a clock: nothing persisted, the node starts a new
+    /// incarnation ([`Config::fresh_actor`](crate::Config::fresh_actor)).
+    pub actor: Option<NodeId>,
 }
 
 impl DurableState {
@@ -127,5 +144,6 @@ impl DurableState {
         }
         self.applied = persist.applied.clone();
         self.clock = Some(persist.clock.clone());
+        self.actor = Some(persist.actor.clone());
     }
 }

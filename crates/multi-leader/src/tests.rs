@@ -55,8 +55,10 @@ fn first_write(key: &str, value: &str) -> Write {
 }
 
 /// The persist of [`first_write`] (to `k`, n1's first), the first of the
-/// node that applies it, with its HLC at `clock`.
+/// node that applies it (writing as the actor its clock names), with its
+/// HLC at `clock`.
 fn first_persist(write: &Write, clock: Timestamp) -> Output {
+    let actor = clock.node.clone();
     Output::Persist(Persist {
         id: 1,
         writes: vec![write.clone()],
@@ -66,6 +68,7 @@ fn first_persist(write: &Write, clock: Timestamp) -> Output {
         }],
         applied: vv([("n1", 1)]),
         clock,
+        actor,
     })
 }
 
@@ -418,7 +421,7 @@ fn settle_with(
                         }
                     }
                     Output::Persist(p) => {
-                        let me = nodes[i].id().clone();
+                        let me = nodes[i].actor().clone();
                         persisted.extend(p.writes.iter().filter(|w| w.id.node == me).cloned());
                         nodes[i].persisted(now, p.id);
                     }
@@ -678,16 +681,17 @@ fn the_status_reports_lag_per_origin_siblings_and_apply_lag() {
     drain(&mut n2);
 
     let report = n2.status(WALL + 1000);
-    let lag = |applied, behind_writes, since_latest_ms| OriginLag {
+    let lag = |node: &str, applied, behind_writes, since_latest_ms| OriginLag {
+        node: node.into(),
+        incarnation: 0,
         applied,
         behind_writes,
         since_latest_ms,
     };
-    assert_eq!(report.origins["n1"], lag(1, 2, 1000));
-    assert_eq!(
-        report.origins["n3"],
-        lag(0, 0, 0),
-        "nothing heard of n3's writes"
+    assert_eq!(report.origins["n1"], lag("n1", 1, 2, 1000));
+    assert!(
+        !report.origins.contains_key("n3"),
+        "nothing heard of n3's writes: no incarnation of n3 is known"
     );
     assert_eq!(report.siblings_histogram, [(1, 1)].into_iter().collect());
     let n1_lag = &report.apply_lag["n1"];
@@ -728,7 +732,7 @@ fn the_status_reports_lag_per_origin_siblings_and_apply_lag() {
         ),
         (2, 250)
     );
-    assert_eq!(report.origins["n1"], lag(2, 1, 0));
+    assert_eq!(report.origins["n1"], lag("n1", 2, 1, 0));
     assert_eq!(
         report.siblings_histogram,
         [(1, 1), (2, 1)].into_iter().collect(),
@@ -751,4 +755,304 @@ fn the_status_reports_lag_per_origin_siblings_and_apply_lag() {
     assert_eq!(report.tombstones_pending, 1);
     assert!(report.tombstone_bytes > 0);
     assert_eq!(report.live_keys, 1);
+}
+
+/// Three cores with an instant disk delivering every message at once;
+/// returns every reply.
+fn settle_replies(nodes: &mut [Core]) -> Vec<(RequestId, Reply)> {
+    let mut replies = Vec::new();
+    loop {
+        let mut quiet = true;
+        for i in 0..nodes.len() {
+            while let Some(output) = nodes[i].poll_output() {
+                quiet = false;
+                match output {
+                    Output::Send { to, msg } => {
+                        let from = nodes[i].id().clone();
+                        let j = nodes.iter().position(|n| *n.id() == to).unwrap();
+                        nodes[j].handle_peer(Millis(0), WALL, from, msg);
+                    }
+                    Output::Persist(p) => nodes[i].persisted(Millis(0), p.id),
+                    Output::Reply { req_id, reply } => replies.push((req_id, reply)),
+                    // The memory logs hold everything here.
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+        if quiet {
+            return replies;
+        }
+    }
+}
+
+/// n1 writes two keys and increments a counter (acknowledged by a
+/// quorum), then loses its disk and comes back empty with `fresh_epoch`,
+/// writes two more keys and increments again before it hears from
+/// anyone. Returns what went wrong: writes acknowledged but missing on a
+/// node, replicas that differ.
+fn wiped_node_scenario(fresh_epoch: u64) -> Vec<String> {
+    let mut nodes: Vec<Core> = ["n1", "n2", "n3"].iter().map(|id| core(id)).collect();
+    let incr = |delta| ClientOp::Increment {
+        key: b"c".to_vec(),
+        delta,
+    };
+    let quorum = Some(AckMode::Quorum);
+    nodes[0].handle_client(Millis(0), WALL, 1, put("old1", "a"), quorum);
+    nodes[0].handle_client(Millis(0), WALL, 2, put("old2", "b"), quorum);
+    nodes[0].handle_client(Millis(0), WALL, 3, incr(5), quorum);
+    nodes[0].handle_client(Millis(0), WALL, 7, put("gone", "x"), quorum);
+    let mut replies = settle_replies(&mut nodes);
+    let context = match &nodes[0].record(b"gone").unwrap().state {
+        KeyState::Siblings(dvv) => Some(dvv.context()),
+        _ => None,
+    };
+    let delete = ClientOp::Delete {
+        key: b"gone".to_vec(),
+        context,
+    };
+    nodes[0].handle_client(Millis(0), WALL, 8, delete, quorum);
+    replies.extend(settle_replies(&mut nodes));
+    // The disk is wiped: a new core with nothing durable.
+    let mut wiped = config("n1");
+    wiped.fresh_epoch = fresh_epoch;
+    nodes[0] = Core::new(wiped, Millis(0)).unwrap();
+    nodes[0].handle_client(Millis(0), WALL, 4, put("new1", "c"), quorum);
+    nodes[0].handle_client(Millis(0), WALL, 5, put("new2", "d"), quorum);
+    nodes[0].handle_client(Millis(0), WALL, 6, incr(1), quorum);
+    for peer in ["n2", "n3"] {
+        nodes[0].connected(Millis(0), &peer.into());
+    }
+    replies.extend(settle_replies(&mut nodes));
+    // Status rounds until quiet: catch-up from every side.
+    for round in 1..=5 {
+        for node in nodes.iter_mut() {
+            node.tick(Millis(round * 1_000));
+        }
+        replies.extend(settle_replies(&mut nodes));
+    }
+    let mut wrong = Vec::new();
+    let acknowledged: Vec<RequestId> = replies
+        .iter()
+        .filter(|(_, r)| matches!(r, Reply::Written { .. }))
+        .map(|(id, _)| *id)
+        .collect();
+    let expected = [
+        (1, "old1", "a"),
+        (2, "old2", "b"),
+        (4, "new1", "c"),
+        (5, "new2", "d"),
+    ];
+    for node in &nodes {
+        for (req, key, value) in expected {
+            if !acknowledged.contains(&req) {
+                continue;
+            }
+            let holds = node.record(key.as_bytes()).is_some_and(|r| {
+                matches!(r.state.read_value(),
+                    ReadValue::Register { values, .. } if values == [value.as_bytes().to_vec()])
+            });
+            if !holds {
+                wrong.push(format!("{} lost acknowledged {key}={value}", node.id()));
+            }
+        }
+        let counter = node.record(b"c").map(|r| r.state.read_value());
+        let want = [3, 6]
+            .iter()
+            .filter(|req| acknowledged.contains(req))
+            .map(|req| if *req == 3 { 5 } else { 1 })
+            .sum::<i128>();
+        if counter != Some(ReadValue::Counter(want)) {
+            wrong.push(format!(
+                "{} counter is {counter:?}, {want} acknowledged",
+                node.id()
+            ));
+        }
+        if !matches!(
+            node.record(b"gone").map(|r| r.state.read_value()),
+            None | Some(ReadValue::Register { deleted: true, .. })
+        ) {
+            wrong.push(format!("{} resurrected gone", node.id()));
+        }
+        // The old incarnation's entries in the tombstone's causal past do
+        // not block its collection once the new one has caught up.
+        let pending = node.status(WALL).tombstones_pending;
+        if pending != 0 {
+            wrong.push(format!("{} has {pending} tombstone(s) pending", node.id()));
+        }
+        if node.records().collect::<Vec<_>>() != nodes[1].records().collect::<Vec<_>>() {
+            wrong.push(format!("{} differs from n2", node.id()));
+        }
+    }
+    if acknowledged.len() != 8 {
+        wrong.push(format!("only {acknowledged:?} acknowledged"));
+    }
+    wrong
+}
+
+/// Issue 22: a node that lost its disk writes as a new incarnation
+/// (`n1.<epoch>`), so its new writes are not taken for its old ones: the
+/// new writes and the peers' copies of the old ones all survive, on every
+/// node (it gets its old writes back), and the counter loses no
+/// increment.
+#[test]
+fn a_wiped_node_writes_as_a_new_incarnation_and_loses_nothing() {
+    let wrong = wiped_node_scenario(7);
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    // The scenario catches an incarnation reused after a wipe (the plain
+    // id again): writes acknowledged by a quorum are lost.
+    let reused = wiped_node_scenario(0);
+    assert!(
+        reused.iter().any(|w| w.contains("lost acknowledged new1")),
+        "{reused:#?}"
+    );
+}
+
+/// The acknowledgements of a quorum write count nodes: a peer counts once
+/// whichever of this node's incarnations its vector holds, and a wiped
+/// node's new incarnation needs the peers' durable reports of *its*
+/// writes.
+#[test]
+fn status_reports_each_origin_with_its_node_and_incarnation() {
+    let mut c = config("n1");
+    c.fresh_epoch = 42;
+    let mut n1 = Core::new(c, Millis(0)).unwrap();
+    assert_eq!(n1.actor().as_str(), "n1.42");
+    n1.handle_client(Millis(0), WALL, 1, put("k", "v"), None);
+    drain(&mut n1);
+    // n2 reports it holds n1's old incarnation's writes.
+    n1.handle_peer(
+        Millis(0),
+        WALL,
+        "n2".into(),
+        status(vv([("n1", 4), ("n2", 1)]), vv([("n1", 4)])),
+    );
+    let status = n1.status(WALL);
+    assert_eq!(status.actor.as_str(), "n1.42");
+    let origins: Vec<(&str, &str, u64, u64, u64)> = status
+        .origins
+        .iter()
+        .map(|(o, l)| {
+            (
+                o.as_str(),
+                l.node.as_str(),
+                l.incarnation,
+                l.applied,
+                l.behind_writes,
+            )
+        })
+        .collect();
+    assert_eq!(
+        origins,
+        [
+            ("n1", "n1", 0, 0, 4),
+            ("n1.42", "n1", 42, 1, 0),
+            ("n2", "n2", 0, 0, 1),
+        ]
+    );
+}
+
+/// A peer that lost its disk reports less than it once held durably: it
+/// counts for what it holds now, so the writes it lost are not taken as
+/// held by every node (the stable vector a driver discards its log below,
+/// and tombstone collection waits for).
+#[test]
+fn a_peer_that_reports_less_than_before_counts_for_what_it_holds_now() {
+    let mut n1 = core("n1");
+    n1.handle_client(Millis(0), WALL, 1, put("k", "v"), None);
+    let Some(Output::Persist(p)) = n1.poll_output() else {
+        panic!()
+    };
+    n1.persisted(Millis(0), p.id);
+    let held = vv([("n1", 1)]);
+    for peer in ["n2", "n3"] {
+        n1.handle_peer(
+            Millis(0),
+            WALL,
+            peer.into(),
+            status(held.clone(), held.clone()),
+        );
+    }
+    assert_eq!(n1.status(WALL).stable, held);
+    drain(&mut n1);
+    // n2 comes back wiped, as a new incarnation.
+    let wiped = vv([("n2.9", 1)]);
+    n1.handle_peer(Millis(1), WALL, "n2".into(), status(wiped.clone(), wiped));
+    assert_eq!(n1.status(WALL).stable, VersionVector::new());
+    // It is sent n1's write again at once.
+    let sent = drain(&mut n1);
+    assert!(
+        sent.iter().any(|o| matches!(o,
+            Output::Send { to, msg: Message::Writes(w) } if to.as_str() == "n2" && w[0].id == Dot::new("n1", 1))),
+        "{sent:?}"
+    );
+}
+
+/// A write whose dot the key's record already reflects (a later write
+/// that had seen it came first) changes nothing: merging it would bring
+/// back a tombstone the later write's origin had collected. A wiped node
+/// catching up on its old incarnation's writes meets this all the time.
+#[test]
+fn a_write_the_record_already_reflects_changes_nothing() {
+    let mut n3 = core("n3");
+    quiet(&mut n3);
+    // n1 deleted k; everyone collected it; n2 then wrote k afresh.
+    let mut tombstone = DvvSet::new();
+    tombstone.update(&VersionVector::new(), "n1", None).unwrap();
+    let old = Write {
+        id: Dot::new("n1", 1),
+        ts: Timestamp::new(WALL, 0, "n1"),
+        key: b"k".to_vec(),
+        record: KeyRecord {
+            state: KeyState::Siblings(tombstone),
+            writes: vv([("n1", 1)]),
+        },
+        fresh: Some(VersionVector::new()),
+    };
+    let mut fresh = DvvSet::new();
+    fresh
+        .update(&VersionVector::new(), "n2", Some(b"b".to_vec()))
+        .unwrap();
+    let newer = Write {
+        id: Dot::new("n2", 1),
+        ts: Timestamp::new(WALL, 1, "n2"),
+        key: b"k".to_vec(),
+        record: KeyRecord {
+            state: KeyState::Siblings(fresh),
+            writes: vv([("n1", 1), ("n2", 1)]),
+        },
+        fresh: Some(vv([("n1", 1)])),
+    };
+    // n2's write reaches n3 first, n1's old one after it.
+    n3.handle_peer(
+        Millis(1),
+        WALL,
+        "n2".into(),
+        Message::Writes(vec![newer.clone()]),
+    );
+    n3.handle_peer(Millis(1), WALL, "n1".into(), Message::Writes(vec![old]));
+    assert_eq!(n3.record(b"k"), Some(&newer.record));
+    assert_eq!(n3.applied(), &vv([("n1", 1), ("n2", 1)]));
+}
+
+/// An origin maps back to its node and incarnation; a node id that would
+/// read as another's incarnation is refused, naming both.
+#[test]
+fn origins_map_to_their_node_and_ambiguous_ids_are_refused() {
+    let c = Config::new("n1", ["n1", "n2", "n10"]);
+    let member = |o: &str| c.member_of(o).map(|(n, e)| (n.to_string(), e));
+    assert_eq!(member("n1"), Some(("n1".into(), 0)));
+    assert_eq!(member("n1.42"), Some(("n1".into(), 42)));
+    assert_eq!(member("n10.7"), Some(("n10".into(), 7)));
+    assert_eq!(member("n1.x"), None);
+    assert_eq!(member("n1."), None);
+    assert_eq!(member("n3.1"), None);
+    let err = Core::new(Config::new("n1", ["n1", "n1.5"]), Millis(0)).unwrap_err();
+    assert_eq!(
+        err,
+        ConfigError::LooksLikeIncarnation {
+            id: "n1.5".into(),
+            node: "n1".into()
+        }
+    );
+    assert!(err.to_string().contains("n1.5") && err.to_string().contains("node n1"));
 }

@@ -5,6 +5,8 @@
 //! any order (no loss: the simulation covers loss); each node's disk syncs
 //! at any moment, its status timer fires at most once, and one node may
 //! crash once, losing what its disk had not synced, and restart from it.
+//! A second model adds one wipe: a node loses its whole disk after its
+//! write, comes back as a new incarnation and writes again (issue 22).
 //!
 //! Properties, over every reachable state within the bound:
 //! - **no acknowledged write lost**: a node whose applied vector covers an
@@ -42,6 +44,8 @@ struct Node {
     unsynced: Vec<Persist>,
     wrote: bool,
     ticks: u8,
+    /// Set once its disk was wiped.
+    wiped: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -49,15 +53,20 @@ struct State {
     nodes: Vec<Node>,
     /// In flight: (from, to, message).
     net: Vec<(usize, usize, Message)>,
-    /// Acknowledged writes: (write id, key dot).
-    acked: Vec<(Dot, Dot)>,
+    /// Acknowledged writes: (write id, key dot, value).
+    acked: Vec<(Dot, Dot, Vec<u8>)>,
     crashed: bool,
+    /// Whether a node's disk was wiped (at most once; wipe models only).
+    wiped: bool,
 }
 
 impl State {
     fn fingerprint(&self) -> String {
         let net = unordered(&self.net);
-        format!("{:?}|{net:?}|{:?}|{}", self.nodes, self.acked, self.crashed)
+        format!(
+            "{:?}|{net:?}|{:?}|{}|{}",
+            self.nodes, self.acked, self.crashed, self.wiped
+        )
     }
 }
 
@@ -70,9 +79,17 @@ enum Action {
     Sync(usize),
     Tick(usize),
     Crash(usize),
+    Wipe(usize),
 }
 
-struct Cluster;
+/// The model; `wipe` adds one wipe of a node's disk (after its write),
+/// after which it comes back empty and writes once more: as a new
+/// incarnation, or under its old actor id (`reuse_id`, issue 22's bug).
+#[derive(Default)]
+struct Cluster {
+    wipe: bool,
+    reuse_id: bool,
+}
 
 const IDS: [&str; 2] = ["n1", "n2"];
 
@@ -91,7 +108,10 @@ fn drain(state: &mut State, i: usize) {
             Output::Reply {
                 reply: Reply::Written { write, key_dot, .. },
                 ..
-            } => state.acked.push((write, key_dot.expect("siblings"))),
+            } => {
+                let value = written_value(state, i);
+                state.acked.push((write, key_dot.expect("siblings"), value));
+            }
             Output::Reply { .. } => {}
             Output::Load {
                 peer,
@@ -125,6 +145,7 @@ impl Model for Cluster {
                 unsynced: Vec::new(),
                 wrote: false,
                 ticks: 0,
+                wiped: false,
             })
             .collect();
         vec![State {
@@ -132,6 +153,7 @@ impl Model for Cluster {
             net: Vec::new(),
             acked: Vec::new(),
             crashed: false,
+            wiped: false,
         }]
     }
 
@@ -150,6 +172,9 @@ impl Model for Cluster {
             if !state.crashed && node.wrote {
                 actions.push(Action::Crash(i));
             }
+            if self.wipe && !state.wiped && node.wrote {
+                actions.push(Action::Wipe(i));
+            }
         }
         for m in 0..state.net.len() {
             actions.push(Action::Deliver(m));
@@ -164,7 +189,7 @@ impl Model for Cluster {
                 s.nodes[i].wrote = true;
                 let op = ClientOp::Put {
                     key: KEY.to_vec(),
-                    value: IDS[i].as_bytes().to_vec(),
+                    value: written_value(&s, i),
                     context: None,
                 };
                 s.nodes[i].core.handle_client(now, 1_000, 1, op, None);
@@ -197,7 +222,23 @@ impl Model for Cluster {
                 s.crashed = true;
                 s.nodes[i].unsynced.clear();
                 let disk = s.nodes[i].disk.clone();
-                s.nodes[i].core = Core::restore(config(i), disk, now).expect("valid");
+                let config = s.nodes[i].core.config().clone();
+                s.nodes[i].core = Core::restore(config, disk, now).expect("valid");
+                drain(&mut s, i);
+            }
+            Action::Wipe(i) => {
+                s.wiped = true;
+                let node = &mut s.nodes[i];
+                node.unsynced.clear();
+                node.disk = DurableState::default();
+                node.log.clear();
+                node.wrote = false;
+                node.wiped = true;
+                let mut config = config(i);
+                if !self.reuse_id {
+                    config.fresh_epoch = 7;
+                }
+                node.core = Core::new(config, now).expect("valid");
                 drain(&mut s, i);
             }
         }
@@ -208,9 +249,9 @@ impl Model for Cluster {
         vec![
             Property::always("no acknowledged write lost", |_, s: &State| {
                 s.nodes.iter().all(|n| {
-                    s.acked.iter().all(|(write, key_dot)| {
+                    s.acked.iter().all(|(write, key_dot, value)| {
                         n.core.applied().get(write.node.as_str()) < write.counter
-                            || holds(&n.core, key_dot)
+                            || holds(&n.core, key_dot, value)
                     })
                 })
             }),
@@ -220,6 +261,16 @@ impl Model for Cluster {
                     || records(&s.nodes[0].core) == records(&s.nodes[1].core)
             }),
             Property::sometimes("both acknowledged", |_, s: &State| s.acked.len() == 2),
+            Property::sometimes("a wiped node's old write is back on it", |_, s: &State| {
+                s.nodes.iter().enumerate().any(|(i, n)| {
+                    n.wiped && {
+                        let old = IDS[i].as_bytes();
+                        s.acked
+                            .iter()
+                            .any(|(_, d, v)| v == old && holds(&n.core, d, old))
+                    }
+                })
+            }),
             Property::sometimes("both nodes hold both", |_, s: &State| {
                 s.nodes.iter().all(|n| siblings(&n.core) == 2)
             }),
@@ -242,17 +293,31 @@ fn siblings(core: &Core) -> usize {
     }
 }
 
-fn holds(core: &Core, key_dot: &Dot) -> bool {
+/// Whether `core` holds `value` as the sibling of `key_dot`.
+fn holds(core: &Core, key_dot: &Dot, value: &[u8]) -> bool {
     match core.record(KEY).map(|r| &r.state) {
-        Some(KeyState::Siblings(dvv)) => dvv.iter().any(|(d, _)| d == *key_dot),
+        Some(KeyState::Siblings(dvv)) => dvv
+            .iter()
+            .any(|(d, v)| d == *key_dot && v.as_deref() == Some(value)),
         _ => false,
     }
+}
+
+/// What node `i` writes: its id, and `+` after a wipe (so that a write
+/// reusing a dot of the lost incarnation shows).
+fn written_value(state: &State, i: usize) -> Vec<u8> {
+    let suffix = if state.nodes[i].wiped { "+" } else { "" };
+    format!("{}{suffix}", IDS[i]).into_bytes()
 }
 
 #[test]
 fn two_nodes_converge_and_lose_no_acknowledged_write() {
     let started = Instant::now();
-    let checker = Cluster.checker().target_max_depth(10).spawn_bfs().join();
+    let checker = Cluster::default()
+        .checker()
+        .target_max_depth(10)
+        .spawn_bfs()
+        .join();
     println!(
         "{} unique states, {:.1?}",
         checker.unique_state_count(),
@@ -262,4 +327,33 @@ fn two_nodes_converge_and_lose_no_acknowledged_write() {
     checker.assert_no_discovery("convergence");
     checker.assert_any_discovery("both acknowledged");
     checker.assert_any_discovery("both nodes hold both");
+}
+
+/// One node's disk may be wiped once: it comes back as a new incarnation
+/// and writes again. No acknowledged write is lost, and replicas that
+/// applied the same writes agree. With the wiped node back under its old
+/// actor id (issue 22's bug), the checker finds an acknowledged write
+/// lost.
+#[test]
+fn a_wiped_node_loses_no_acknowledged_write_as_a_new_incarnation() {
+    let started = Instant::now();
+    let model = Cluster {
+        wipe: true,
+        reuse_id: false,
+    };
+    let checker = model.checker().target_max_depth(9).spawn_bfs().join();
+    println!(
+        "{} unique states, {:.1?}",
+        checker.unique_state_count(),
+        started.elapsed()
+    );
+    checker.assert_no_discovery("no acknowledged write lost");
+    checker.assert_no_discovery("convergence");
+    checker.assert_any_discovery("a wiped node's old write is back on it");
+    let reused = Cluster {
+        wipe: true,
+        reuse_id: true,
+    };
+    let checker = reused.checker().target_max_depth(9).spawn_bfs().join();
+    checker.assert_any_discovery("no acknowledged write lost");
 }

@@ -8,7 +8,9 @@
 //! map one to one onto the core's operations. Contexts and session tokens
 //! travel as opaque bytes: a format byte ([`TOKEN_FORMAT`]) then the
 //! postcard encoding of a version vector; a token that does not decode is
-//! refused as a bad request.
+//! refused as a bad request. A vector's entries name origins, which are
+//! node incarnations (`n1.<epoch>`; a node's plain id for a data
+//! directory older than incarnations): the token format is unchanged.
 //!
 //! The older requests carry no causal context, so:
 //!
@@ -371,10 +373,12 @@ impl MultiLeader {
         self.bus.stats()
     }
 
-    /// The node's status: its applied vector and per-origin lag in `peers`.
+    /// The node's status: its applied vector and per-origin lag in `peers`
+    /// (per peer: its latest incarnation's position, and the writes of
+    /// every incarnation of it not applied here).
     pub(crate) async fn status(&self) -> Option<NodeStatus> {
         let status: Status = self.handle.status().await.ok()?;
-        let me = self.config.node_id.as_str();
+        let me = status.actor.as_str();
         let links = self.bus.stats();
         let peers = self
             .config
@@ -382,13 +386,19 @@ impl MultiLeader {
             .peers
             .iter()
             .map(|peer| {
-                let lag = status.origins.get(peer.id.as_str());
+                let incarnations = || {
+                    status
+                        .origins
+                        .values()
+                        .filter(|l| l.node.as_str() == peer.id)
+                };
+                let lag = incarnations().max_by_key(|l| l.incarnation);
                 let link = links.iter().find(|l| l.node_id == peer.id);
                 PeerStatus {
                     node_id: peer.id.clone(),
                     address: peer.addr.to_string(),
                     match_index: lag.map_or(0, |l| l.applied),
-                    lag_entries: lag.map_or(0, |l| l.behind_writes),
+                    lag_entries: incarnations().map(|l| l.behind_writes).sum(),
                     lag_ms: lag.map_or(0, |l| l.since_latest_ms),
                     connected: link.is_some_and(|l| l.connected),
                 }

@@ -10,11 +10,8 @@
 //! - a second process on a served data directory is refused, naming the
 //!   directory and the holder;
 //! - a member whose data directory was wiped comes back: no write
-//!   acknowledged before or after the wipe may be lost. Found and left
-//!   `#[ignore]`d: it reuses its origin's sequence numbers, and the writes
-//!   it acknowledges after the wipe never reach the peers (which take them
-//!   for the old writes of the same numbers) while its old writes never
-//!   come back to it;
+//!   acknowledged before or after the wipe may be lost (found reusing its
+//!   origin's sequence numbers, which lost writes; fixed with incarnations);
 //! - a node whose disk fails an fsync does not acknowledge the write and
 //!   exits saying why.
 
@@ -347,21 +344,17 @@ async fn a_second_process_on_a_served_data_dir_is_refused_naming_the_holder() {
 /// was replaced: every write acknowledged anywhere, before or after the
 /// wipe, ends up on every node.
 ///
-/// Found here (data loss): the wiped n1 numbers its writes from 1 again
-/// (the core's next sequence is its applied vector's own entry + 1, and
-/// the vector is gone). The peers have applied n1's old writes 1..10, so
-/// they take n1's new writes 1..10 for those and drop them, while still
-/// counting as holding them: the new writes are acknowledged under the
-/// default `acks = "quorum"` and exist on n1 alone. n1 in turn never gets
-/// its old writes back (its vector says it has them). The run ends with
-/// n1 lacking before-0..9 and n2, n3 lacking after-0..9. Leader-follower
-/// refuses nothing here either, but its log positions come from the
-/// leader; the leaderless mode avoids it with a writer epoch from the wall
-/// clock (`<node>.<epoch>`). Multi-leader needs the same (an origin id
-/// that a wiped node never reuses), which changes the core's ids and the
-/// formats: left to the multi-leader crate's owner.
+/// Found here (data loss, fixed): the wiped n1 numbered its writes from 1
+/// again under its old origin id. The peers had applied n1's old writes
+/// 1..10, so they took n1's new writes 1..10 for those and dropped them,
+/// while still counting as holding them: the new writes were
+/// acknowledged under `acks = "quorum"` and existed on n1 alone, and n1
+/// never got its old writes back. Now a node writes as an incarnation,
+/// `n1.<epoch>` with the wall clock in microseconds when its data
+/// directory was created, which a wiped node never reuses (the
+/// multi-leader crate docs, "Incarnations"), as the leaderless mode's
+/// writer epoch does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "data loss: a wiped multi-leader node reuses its origin's sequence numbers"]
 async fn a_wiped_member_that_returns_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     let (configs, addrs) = configs(dir.path(), "", "");

@@ -25,6 +25,9 @@ pub(crate) struct Faults {
     pub(crate) delay_ms: (u64, u64),
     pub(crate) partition: f64,
     pub(crate) crash: f64,
+    /// A crash that also wipes the node's disk: it comes back empty, as
+    /// a new incarnation (0 in the standard runs).
+    pub(crate) wipe: f64,
     /// Clock skew range, in ms either way.
     pub(crate) skew_ms: i64,
 }
@@ -36,6 +39,7 @@ impl Faults {
         delay_ms: (1, 40),
         partition: 0.002,
         crash: 0.001,
+        wipe: 0.0,
         skew_ms: 800,
     };
     const HEALED: Faults = Faults {
@@ -44,6 +48,7 @@ impl Faults {
         delay_ms: (1, 5),
         partition: 0.0,
         crash: 0.0,
+        wipe: 0.0,
         skew_ms: 0,
     };
 
@@ -64,6 +69,7 @@ pub(crate) struct Tally {
     pub(crate) refused: u64,
     pub(crate) reads: u64,
     pub(crate) crashes: u64,
+    pub(crate) wipes: u64,
     pub(crate) partitions: u64,
     pub(crate) collected: u64,
     pub(crate) loads: u64,
@@ -102,6 +108,8 @@ pub(crate) struct Sim {
     made_writes: Vec<Write>,
     collected: BTreeMap<Vec<u8>, Vec<VersionVector>>,
     hlc: HlcMonotonic,
+    /// Wiped nodes come back under their old actor id (issue 22's bug).
+    reuse_id: bool,
     pub(crate) tally: Tally,
 }
 
@@ -149,6 +157,7 @@ impl Sim {
             made_writes: Vec::new(),
             collected: BTreeMap::new(),
             hlc: HlcMonotonic::default(),
+            reuse_id: false,
             tally: Tally::default(),
         }
     }
@@ -175,6 +184,11 @@ impl Sim {
         if self.rng.random_bool(self.faults.crash) {
             let i = self.rng.random_range(0..n);
             self.crash(i);
+        }
+        // Drawn only when enabled: the standard runs keep their streams.
+        if self.faults.wipe > 0.0 && self.rng.random_bool(self.faults.wipe) {
+            let i = self.rng.random_range(0..n);
+            self.wipe(i);
         }
         if self.faults.skew_ms > 0 && self.rng.random_bool(0.002) {
             let i = self.rng.random_range(0..n);
@@ -308,9 +322,10 @@ impl Sim {
         };
         let (now, wall) = (self.now, self.wall(i));
         let core = self.nodes[i].core.as_mut().expect("up");
-        let before = core.applied().get(self.ids[i].as_str());
+        let me = core.actor().clone();
+        let before = core.applied().get(me.as_str());
         core.handle_client(now, wall, req, op, acks);
-        let after = core.applied().get(self.ids[i].as_str());
+        let after = core.applied().get(me.as_str());
         let ts = core.clock();
         if after > before {
             self.tally.writes += 1;
@@ -319,7 +334,6 @@ impl Sim {
         self.pending.insert(req, None);
         self.drain(i)?;
         if let (Some((key, value, context)), true) = (register, after > before) {
-            let me = self.ids[i].clone();
             let id = mimeo_multi_leader::Dot::new(me.clone(), after);
             let write = self.nodes[i]
                 .unsynced
@@ -422,9 +436,9 @@ impl Sim {
         let Some(last) = unsynced.last().map(|p| p.id) else {
             return Ok(());
         };
-        let me = self.ids[i].clone();
         for p in &unsynced {
             self.nodes[i].disk.apply(p);
+            let me = p.actor.clone();
             for w in &p.writes {
                 self.nodes[i]
                     .log
@@ -473,6 +487,43 @@ impl Sim {
         // Its clock may come back behind where it was.
         if self.faults.skew_ms > 0 && self.rng.random_bool(0.5) {
             self.nodes[i].skew_ms -= 2_000;
+        }
+    }
+
+    /// Wipes happen at `rate` per ms; a wiped node comes back as a new
+    /// incarnation, or, with `reuse_id` (the bug of issue 22, to show the
+    /// invariants catch it), under the actor id it had before.
+    pub(crate) fn with_wipes(mut self, rate: f64, reuse_id: bool) -> Sim {
+        self.faults.wipe = rate;
+        self.reuse_id = reuse_id;
+        self
+    }
+
+    /// Node `i` crashes and its disk is replaced by an empty one. The
+    /// writes no other disk holds are lost with it (a `local`
+    /// acknowledgement promises no more): they leave the invariants'
+    /// durable set. A new incarnation's epoch is the simulated wall clock
+    /// in µs.
+    pub(crate) fn wipe(&mut self, i: usize) {
+        self.crash(i);
+        self.tally.wipes += 1;
+        let wall_us = (EPOCH_MS + self.now.0) * 1_000 + self.tally.wipes;
+        let node = &mut self.nodes[i];
+        node.disk = DurableState::default();
+        node.log.clear();
+        node.unsynced.clear();
+        if !self.reuse_id {
+            node.config.fresh_epoch = wall_us;
+        }
+        let nodes = &self.nodes;
+        for ((_, durable), write) in self.made.iter_mut().zip(&self.made_writes) {
+            let elsewhere = nodes
+                .iter()
+                .enumerate()
+                .any(|(j, n)| j != i && n.disk.applied.contains(&write.id));
+            if *durable && !elsewhere {
+                *durable = false;
+            }
         }
     }
 

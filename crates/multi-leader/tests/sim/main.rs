@@ -11,6 +11,9 @@
 //!
 //! A failure prints its seed; replay it with `ML_SIM_SEED=<seed>`. Run more
 //! seeds with `ML_SIM_SEEDS=<count>`, longer runs with `ML_SIM_STEPS=<ms>`.
+//! A wipe fault (a crash that also empties the disk: the node comes back
+//! as a new incarnation) runs in its own tests, one of them ignored with
+//! what it found.
 //! Each invariant is shown to catch a core broken on purpose
 //! ([`Sabotage`], a hidden test-only setting) in
 //! `each_invariant_catches_a_broken_core`.
@@ -46,7 +49,10 @@ fn run(
     policy: Policy,
     sabotage: Option<Sabotage>,
 ) -> Result<Tally, String> {
-    let mut sim = Sim::new(nodes, seed, policy, sabotage);
+    run_sim(Sim::new(nodes, seed, policy, sabotage), steps)
+}
+
+fn run_sim(mut sim: Sim, steps: u64) -> Result<Tally, String> {
     for _ in 0..steps {
         sim.random_step()
             .map_err(|e| format!("t={} ms: {e}", sim.now.0))?;
@@ -140,4 +146,55 @@ fn each_invariant_catches_a_broken_core() {
             caught.unwrap_or_else(|| panic!("{sabotage:?}: no seed failed with {expected:?}"));
         println!("{sabotage:?} caught by {expected:?} with seed {seed}");
     }
+}
+
+fn run_with_wipes(seed: u64, reuse_id: bool) -> Result<Tally, String> {
+    let sim = Sim::new(3, seed, policy(seed), None).with_wipes(0.0005, reuse_id);
+    run_sim(sim, 3_000)
+}
+
+/// Wipes (a crash that also replaces the disk with an empty one, at
+/// 1/2000 per ms on top of the usual faults): a wiped node comes back as
+/// a new incarnation, and every invariant should hold for the writes some
+/// other disk still held (issue 22).
+///
+/// Found (ignored until fixed): a wiped node re-applies its lost past
+/// (old writes, in each origin's order) interleaved with newer writes and
+/// its own new ones, and can end holding a tombstone every other node
+/// collected while it was gone: convergence fails on 2 of the first 100
+/// seeds (3 nodes, 3 s: `ML_SIM_SEED=38` and 84). The way out is a state
+/// transfer to a wiped node (key states, not old writes), or holding its
+/// own writes to a key until it has caught up on the key's past: see the
+/// crate docs, "Incarnations".
+#[test]
+#[ignore = "a wiped node can keep a tombstone the others collected (convergence, seed 38)"]
+fn wiped_nodes_come_back_as_new_incarnations_and_keep_every_invariant() {
+    let seeds: Vec<u64> = match env("ML_SIM_SEED") {
+        Some(seed) => vec![seed],
+        None => (0..env("ML_SIM_SEEDS").unwrap_or(100)).collect(),
+    };
+    let mut wipes = 0;
+    let mut failed = Vec::new();
+    for seed in seeds {
+        match run_with_wipes(seed, false) {
+            Ok(t) => wipes += t.wipes,
+            Err(e) => failed.push(format!("seed {seed} ({:?}): {e}", policy(seed))),
+        }
+    }
+    assert!(wipes > 0, "no node was wiped");
+    assert!(
+        failed.is_empty(),
+        "{} failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+}
+
+/// The wipe fault matters: a wiped node back under its old actor id (the
+/// bug of issue 22) breaks an invariant on some seed.
+#[test]
+fn a_wiped_node_reusing_its_actor_id_breaks_an_invariant() {
+    let caught = (0..30).find_map(|seed| run_with_wipes(seed, true).err().map(|e| (seed, e)));
+    let (seed, error) = caught.expect("a wiped node reusing its actor id broke no invariant");
+    println!("reused actor ids caught with seed {seed}: {error}");
 }
