@@ -60,7 +60,7 @@
 //!
 //! | metric | type | labels | meaning |
 //! |---|---|---|---|
-//! | `mimeo_multi_leader_applied` | gauge | `origin` | the origin's writes applied here (this node's applied vector) |
+//! | `mimeo_multi_leader_applied` | gauge | `origin` | the origin's writes applied here (this node's applied vector); an origin is a node's incarnation, `<node>.<epoch>` (a data directory from before incarnations: the node id), so a node that lost its disk comes back as a new series |
 //! | `mimeo_multi_leader_behind_writes` | gauge | `origin` | the origin's writes known to exist and not applied here |
 //! | `mimeo_multi_leader_behind_seconds` | gauge | `origin` | from the HLC time of the origin's latest write applied here to now (0: none, or its clock is ahead) |
 //! | `mimeo_multi_leader_apply_lag_seconds` | histogram | `origin` | for each of the origin's writes applied here, this node's clock then less the write's HLC physical time (replication lag, clock skew included); an origin appears once one of its writes was applied |
