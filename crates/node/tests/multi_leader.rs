@@ -461,6 +461,9 @@ async fn status_and_metrics_show_the_applied_vector_the_lag_behind_a_stopped_pee
     }
     clients[0].delete("k0-0").await.unwrap();
 
+    // Taken before the status: the node's lag at its (later) reading is at
+    // least this.
+    let since_n3 = n3_last_write.elapsed().as_millis() as u64;
     let status = status_json(d, addrs[0]);
     let ml = &status["multi_leader"];
     // Origins are incarnations, `<node>.<epoch>` (a fresh data directory
@@ -496,7 +499,6 @@ async fn status_and_metrics_show_the_applied_vector_the_lag_behind_a_stopped_pee
         (n3["applied"].as_u64(), n3["behind_writes"].as_u64()),
         (Some(10), Some(0))
     );
-    let since_n3 = n3_last_write.elapsed().as_millis() as u64;
     assert!(
         n3["behind_ms"].as_u64().unwrap() >= since_n3,
         "n1 is at least {since_n3} ms behind n3's latest write: {status:#}"
