@@ -19,7 +19,7 @@
 //! - `counter` (multi-leader): increments of a few counters and reads of
 //!   them on the worker's own node ([`check::counter`](crate::check::counter)).
 //! - `or-set` (multi-leader): adds of fresh elements, removes of observed
-//!   ones and re-adds on a few observed-remove sets ([`orset`],
+//!   ones and re-adds on a few observed-remove sets (`workload/orset.rs`,
 //!   [`check::orset`](crate::check::orset)).
 //!
 //! The multi-leader workloads end, after the heal, with rounds of reads of
